@@ -1,0 +1,331 @@
+"""Every setting of inril-robot, as pydantic models, and the loader that builds them.
+
+A run's configuration is one `RunConfig`, built by deep-merging, in order:
+defaults <- robot preset <- camera preset <- task preset <- ``--config FILE`` <- ``--set a.b=value`` overrides.
+Presets are partial RunConfig YAML files under ``configs/{robots,cameras,tasks,algos}``. Validation happens once,
+on the merged result, before anything starts; an invalid value raises `ConfigError` naming the field and the
+allowed range.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import annotated_types as at
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Vec3 = tuple[float, float, float]
+PRESET_KINDS = ("robots", "cameras", "tasks", "algos")
+
+
+class ConfigError(ValueError):
+    """A configuration value, file or override is invalid. The message names the field."""
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ----------------------------------------------------------------------------------------------------------- safety
+class SafetyLimits(StrictModel):
+    """The envelope every action passes before it reaches the arm (base frame, SI units)."""
+
+    workspace_min: Vec3 = (0.25, -0.35, 0.02)
+    workspace_max: Vec3 = (0.75, 0.35, 0.55)
+    max_step: Annotated[float, Field(gt=0.0, le=0.05, description="max EE translation per control step [m]")] = 0.02
+    max_rot_step: Annotated[float, Field(gt=0.0, le=0.5, description="max EE rotation per control step [rad]")] = 0.1
+    max_ee_speed: Annotated[float, Field(gt=0.0, le=1.0, description="max EE linear speed [m/s]")] = 0.25
+    max_tilt: Annotated[float, Field(gt=0.0, le=math.pi, description="max angle from nominal orientation [rad]")] = 0.8
+    joint_margin: Annotated[float, Field(ge=0.0, le=0.5, description="keep joints this far from limits [rad]")] = 0.1
+    max_contact_force: Annotated[float, Field(gt=0.0, le=150.0, description="stop above this EE force [N]")] = 30.0
+    gripper_rate: Annotated[float, Field(gt=0.0, le=10.0, description="max gripper command change [1/s]")] = 5.0
+
+    @model_validator(mode="after")
+    def _box_is_ordered(self) -> SafetyLimits:
+        for axis, lo, hi in zip("xyz", self.workspace_min, self.workspace_max, strict=True):
+            if not lo < hi:
+                raise ValueError(f"workspace_min.{axis}={lo} must be below workspace_max.{axis}={hi}")
+        return self
+
+
+# ------------------------------------------------------------------------------------------------------------ robot
+class SimConfig(StrictModel):
+    timestep: Annotated[float, Field(gt=0.0, le=0.01, description="physics step [s]")] = 0.002
+    ik_iterations: Annotated[int, Field(ge=1, le=50)] = 3
+    ik_damping: Annotated[float, Field(gt=0.0, le=1.0)] = 0.05
+    nullspace_gain: Annotated[float, Field(ge=0.0, le=10.0)] = 0.5
+    joint_kp_scale: Annotated[float, Field(gt=0.0, le=10.0, description="scales the model's joint servo gains")] = 1.0
+    render_backend: Literal["auto", "egl", "osmesa", "glfw"] = "auto"
+    shadows: bool = False
+    msaa: bool = False
+
+
+class FrankaConfig(StrictModel):
+    host: str = "172.16.0.2"
+    realtime: Literal["enforce", "ignore"] = "enforce"
+    relative_dynamics_factor: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1
+
+
+class RobotConfig(StrictModel):
+    kind: Literal["sim", "franka"] = "sim"
+    control_hz: Annotated[float, Field(gt=0.0, le=100.0, description="policy/action rate [Hz]")] = 10.0
+    home_joints: tuple[float, float, float, float, float, float, float] = (
+        0.0, -0.3, 0.0, -2.4, 0.0, 2.1, 0.785,
+    )
+    sim: SimConfig = SimConfig()
+    franka: FrankaConfig = FrankaConfig()
+
+
+# ---------------------------------------------------------------------------------------------------------- cameras
+class CameraConfig(StrictModel):
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+    kind: Literal["sim", "realsense"] = "sim"
+    width: Annotated[int, Field(ge=16, le=1920)] = 128
+    height: Annotated[int, Field(ge=16, le=1080)] = 128
+    fps: Annotated[int, Field(ge=1, le=90)] = 30
+    serial: str | None = None
+    mount: Literal["world", "wrist"] = "world"
+    fovy_deg: Annotated[float, Field(gt=1.0, lt=179.0)] = 58.0
+    pos: Vec3 = (1.3, 0.0, 0.7)
+    lookat: Vec3 = (0.5, 0.0, 0.1)
+
+
+# ------------------------------------------------------------------------------------------------------------- task
+class TaskConfig(StrictModel):
+    name: Literal["reach", "lift", "push", "peg"] = "lift"
+    max_steps: Annotated[int, Field(ge=1, le=10_000, description="episode length limit [control steps]")] = 100
+    reward: Literal["sparse", "dense"] = "sparse"
+    observation: Literal["state", "image"] = "state"
+    expert_noise: Annotated[float, Field(ge=0.0, le=1.0, description="scripted-expert action noise, as a fraction of max_step")] = 0.0
+    object_range: Annotated[float, Field(ge=0.0, le=0.2, description="half-width of the object placement region [m]")] = 0.08
+
+
+# -------------------------------------------------------------------------------------------- domain randomisation
+class RandomizationConfig(StrictModel):
+    """Domain-randomisation ranges, applied by the simulator at each reset. All zero (off) by default."""
+
+    object_pos: Annotated[float, Field(ge=0.0, le=0.1, description="extra object xy jitter [m]")] = 0.0
+    friction_scale: Annotated[float, Field(ge=0.0, le=0.9, description="friction *= U(1-s, 1+s)")] = 0.0
+    mass_scale: Annotated[float, Field(ge=0.0, le=0.9, description="object mass *= U(1-s, 1+s)")] = 0.0
+    camera_pos: Annotated[float, Field(ge=0.0, le=0.1, description="camera position jitter [m]")] = 0.0
+    camera_rot: Annotated[float, Field(ge=0.0, le=0.3, description="camera orientation jitter [rad]")] = 0.0
+    lighting: Annotated[float, Field(ge=0.0, le=1.0, description="light intensity jitter (fraction)")] = 0.0
+    colors: Annotated[float, Field(ge=0.0, le=1.0, description="object/table colour jitter (fraction)")] = 0.0
+    obs_noise: Annotated[float, Field(ge=0.0, le=0.05, description="proprio/state noise std [m, rad]")] = 0.0
+    action_latency_steps: Annotated[int, Field(ge=0, le=5, description="actions delayed by this many steps")] = 0
+    gain_scale: Annotated[float, Field(ge=0.0, le=0.9, description="joint servo gains *= U(1-s, 1+s)")] = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return any(v != 0 for v in self.model_dump().values())
+
+
+# -------------------------------------------------------------------------------------------------------- top level
+class RunConfig(StrictModel):
+    seed: Annotated[int, Field(ge=0)] = 0
+    robot: RobotConfig = RobotConfig()
+    cameras: list[CameraConfig] = Field(default_factory=list)
+    task: TaskConfig = TaskConfig()
+    safety: SafetyLimits = SafetyLimits()
+    randomization: RandomizationConfig = RandomizationConfig()
+
+    @model_validator(mode="after")
+    def _camera_names_unique(self) -> RunConfig:
+        names = [c.name for c in self.cameras]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"camera names must be unique, repeated: {dupes}")
+        return self
+
+
+# ------------------------------------------------------------------------------------------------------- loading
+def presets_dir() -> Path:
+    return Path(str(resources.files("inril_robot") / "configs"))
+
+
+def list_presets(kind: str) -> list[str]:
+    return sorted(p.stem for p in (presets_dir() / kind).glob("*.yaml"))
+
+
+def preset_path(kind: str, name: str) -> Path:
+    if kind not in PRESET_KINDS:
+        raise ConfigError(f"unknown preset kind {kind!r}; expected one of {PRESET_KINDS}")
+    path = presets_dir() / kind / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"no {kind[:-1]} preset named {name!r}; available: {', '.join(list_presets(kind)) or 'none'}")
+    return path
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError as e:
+        raise ConfigError(f"config file not found: {path}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"safety.max_step=0.01"`` -> (["safety", "max_step"], 0.01). Values are parsed as YAML scalars/lists."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r} must look like dotted.key=value (e.g. safety.max_step=0.01)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {text!r}: value is not valid YAML: {e}") from e
+    return key.split("."), value
+
+
+def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
+    node: Any = data
+    for i, part in enumerate(path[:-1]):
+        if isinstance(node, list):
+            node = node[_list_index(node, part, path[: i + 1])]
+            continue
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict | list):
+            raise ConfigError(f"override {'.'.join(path)}: {'.'.join(path[: i + 1])} is a value, not a section")
+    if isinstance(node, list):
+        node[_list_index(node, path[-1], path)] = value
+    else:
+        node[path[-1]] = value
+
+
+def _list_index(node: list[Any], part: str, path: list[str]) -> int:
+    # Lists of named items (cameras) are addressed by name: cameras.front.width=224
+    for i, item in enumerate(node):
+        if isinstance(item, dict) and item.get("name") == part:
+            return i
+    if part.isdigit() and int(part) < len(node):
+        return int(part)
+    raise ConfigError(f"override {'.'.join(path)}: no item {part!r} in {'.'.join(path[:-1]) or 'list'}")
+
+
+def load_config(
+    robot: str | None = None,
+    cameras: str | None = None,
+    task: str | None = None,
+    config_file: Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> RunConfig:
+    data: dict[str, Any] = {}
+    for kind, name in (("robots", robot), ("cameras", cameras), ("tasks", task)):
+        if name:
+            data = deep_merge(data, read_yaml(preset_path(kind, name)))
+    if config_file is not None:
+        data = deep_merge(data, read_yaml(config_file))
+    for text in overrides:
+        path, value = parse_override(text)
+        apply_override(data, path, value)
+    return validate_config(data)
+
+
+def validate_config(data: dict[str, Any], model: type[BaseModel] = RunConfig) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, model)) from None
+
+
+def format_validation_error(error: ValidationError, model: type[BaseModel]) -> str:
+    lines = []
+    for err in error.errors():
+        loc = [str(p) for p in err["loc"]]
+        field = ".".join(loc) or "<root>"
+        if err["type"] == "extra_forbidden":
+            parent = ".".join(loc[:-1])
+            known = _known_fields(model, err["loc"][:-1])
+            where = f" in {parent}" if parent else ""
+            lines.append(f"unknown setting {field!r}{where}; known settings: {', '.join(known)}")
+            continue
+        allowed = describe_allowed(model, err["loc"])
+        got = err.get("input")
+        got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+        hint = f"; allowed: {allowed}" if allowed else ""
+        lines.append(f"{field}: {err['msg']}{got_text}{hint}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _field_info(model: type[BaseModel], loc: tuple[Any, ...]) -> Any:
+    """Walk a validation error location down the model tree; return the FieldInfo of the leaf, or None."""
+    current: Any = model
+    info = None
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)) or part not in current.model_fields:
+            return info if part in {"tuple", "list"} else None
+        info = current.model_fields[part]
+        current = _inner_model(info.annotation)
+    return info
+
+
+def _inner_model(annotation: Any) -> Any:
+    args = getattr(annotation, "__args__", ())
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in args:
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return annotation
+
+
+def _known_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)) or part not in current.model_fields:
+            return []
+        current = _inner_model(current.model_fields[part].annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def describe_allowed(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    """Human-readable allowed range/choices of the field at `loc` ("0 < x <= 0.05", "one of 'sim', 'franka')."""
+    info = _field_info(model, loc)
+    if info is None:
+        return ""
+    lower = upper = ""
+    for meta in info.metadata:
+        if isinstance(meta, at.Gt):
+            lower = f"{meta.gt} < x"
+        elif isinstance(meta, at.Ge):
+            lower = f"{meta.ge} <= x"
+        elif isinstance(meta, at.Lt):
+            upper = f"x < {meta.lt}"
+        elif isinstance(meta, at.Le):
+            upper = f"x <= {meta.le}"
+    if lower or upper:
+        text = lower + (upper[1:] if lower and upper else upper)
+        return text + (f" ({info.description})" if info.description else "")
+    choices = getattr(info.annotation, "__args__", None)
+    if getattr(info.annotation, "__origin__", None) is Literal and choices:
+        return "one of " + ", ".join(repr(c) for c in choices)
+    return info.description or ""
+
+
+def to_yaml(cfg: BaseModel) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,122 @@
+"""`RobotEnv`: one task on one robot with its cameras, the same loop in simulation and on the real arm.
+
+reset() homes the arm and (in simulation) places the task's objects; step(action) checks the action against the
+contract, applies it for one control period and returns observation, reward, terminated (success), truncated
+(time limit) and info. Observation noise and action latency come from `RunConfig.randomization`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from inril_robot.config import RunConfig
+from inril_robot.contract import Contract, ObsSpec, image_key
+from inril_robot.hardware import Camera, Robot, RobotState
+from inril_robot.registry import make_cameras, make_robot
+from inril_robot.tasks import make_task
+from inril_robot.tasks.base import Expert, Objects, Task
+
+PROPRIO_KEYS: dict[str, tuple[int, ...]] = {"ee_pos": (3,), "ee_quat": (4,), "gripper_width": (1,)}
+
+
+def build_contract(cfg: RunConfig, task: Task) -> Contract:
+    observations = {k: ObsSpec(shape=s, dtype="float32") for k, s in PROPRIO_KEYS.items()}
+    if cfg.task.observation == "state":
+        observations.update({k: ObsSpec(shape=s, dtype="float32") for k, s in task.state_keys.items()})
+    for cam in cfg.cameras:
+        observations[image_key(cam.name)] = ObsSpec(shape=(cam.height, cam.width, 3), dtype="uint8")
+    return Contract(
+        control_hz=cfg.robot.control_hz,
+        observations=observations,
+        cameras={cam.name: (cam.height, cam.width) for cam in cfg.cameras},
+    )
+
+
+class RobotEnv:
+    def __init__(self, cfg: RunConfig, robot: Robot | None = None, cameras: list[Camera] | None = None) -> None:
+        self.cfg = cfg
+        self.task = make_task(cfg.task)
+        self.robot = robot or make_robot(cfg, self.task.scene_objects())
+        self.robot.connect()
+        self.cameras = cameras if cameras is not None else make_cameras(cfg, self.robot)
+        for cam in self.cameras:
+            cam.start()
+        self.contract = build_contract(cfg, self.task)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.steps = 0
+        self.expert: Expert | None = None
+        self._latency: deque[np.ndarray] = deque()
+        self._randomizer = getattr(self.robot, "randomizer", None)
+
+    # ------------------------------------------------------------------------------------------------- loop
+    def reset(self, seed: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        self.robot.home()
+        if hasattr(self.robot, "set_objects"):
+            if self.cfg.randomization.enabled and hasattr(self.robot, "randomize"):
+                self.robot.randomize(self.cfg.randomization, self.rng)
+            self.robot.set_objects(self.task.sample_initial(self.rng))
+        self.steps = 0
+        self.expert = self.task.make_expert(self.rng, self.cfg.safety.max_step, self.cfg.safety.max_rot_step)
+        self._latency = deque(self._hold_action() for _ in range(self.cfg.randomization.action_latency_steps))
+        state, objects = self._read()
+        return self._observe(state, objects), {"success": False, "state": state}
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        action = self.contract.check_action(action)
+        if self._latency:
+            self._latency.append(action)
+            action = self._latency.popleft()
+        self.robot.apply(action)
+        self.steps += 1
+        state, objects = self._read()
+        success = bool(objects is not None and self.task.success(state, objects))
+        reward = self.task.reward(state, objects) if objects is not None else 0.0
+        truncated = self.steps >= self.cfg.task.max_steps and not success
+        info = {"success": success, "state": state}
+        return self._observe(state, objects), float(reward), success, truncated, info
+
+    def expert_action(self) -> np.ndarray:
+        """The scripted expert's action for the current state (simulation: needs object poses)."""
+        if self.expert is None:
+            raise RuntimeError("call reset() before asking the scripted expert for an action")
+        state, objects = self._read()
+        if objects is None:
+            raise RuntimeError("the scripted expert needs object poses, which only the simulator provides")
+        return self.task.expert_action(self.expert, state, objects)
+
+    def close(self) -> None:
+        for cam in self.cameras:
+            cam.stop()
+        self.robot.close()
+
+    # ---------------------------------------------------------------------------------------------- helpers
+    def _hold_action(self) -> np.ndarray:
+        return np.zeros(self.contract.action_dim)
+
+    def _read(self) -> tuple[RobotState, Objects | None]:
+        state = self.robot.state()
+        objects = self.robot.object_poses() if hasattr(self.robot, "object_poses") else None
+        return state, objects
+
+    def _observe(self, state: RobotState, objects: Objects | None) -> dict[str, np.ndarray]:
+        obs = state.proprio()
+        if self.cfg.task.observation == "state" and objects is not None:
+            obs.update(self.task.object_observation(objects))
+        noise = self.cfg.randomization.obs_noise
+        if noise > 0:
+            for key, value in obs.items():
+                obs[key] = (value + self.rng.normal(0.0, noise, value.shape)).astype(np.float32)
+        for cam in self.cameras:
+            obs[image_key(cam.name)] = cam.read_latest(max_age_s=1.0 / self.cfg.robot.control_hz + 0.05).image
+        return obs
+
+    def __enter__(self) -> RobotEnv:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

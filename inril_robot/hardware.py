@@ -1,0 +1,133 @@
+"""The hardware seams: `Robot`, `Camera`, `Teleop` and the values they exchange.
+
+Implementations live in the top-level `drivers` package (sim, franka, realsense, ...) and are found through
+`inril_robot.registry`; the core only ever sees these interfaces. Every implementation reports the same
+`RobotState` fields, in the base frame, SI units, quaternions xyzw.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class RobotState:
+    time: float                # seconds, the driver's clock (sim time in simulation)
+    ee_pos: np.ndarray         # (3,) TCP position [m]
+    ee_quat: np.ndarray        # (4,) TCP orientation, xyzw
+    ee_vel: np.ndarray         # (6,) TCP linear [m/s] and angular [rad/s] velocity
+    joint_pos: np.ndarray      # (7,) [rad]
+    joint_vel: np.ndarray      # (7,) [rad/s]
+    gripper_width: float       # distance between the fingers [m]
+    ee_wrench: np.ndarray      # (6,) estimated external force [N] and torque [Nm] at the TCP, base frame
+
+    def proprio(self) -> dict[str, np.ndarray]:
+        """The proprioceptive observation keys every task shares."""
+        return {
+            "ee_pos": self.ee_pos.astype(np.float32),
+            "ee_quat": self.ee_quat.astype(np.float32),
+            "gripper_width": np.array([self.gripper_width], dtype=np.float32),
+        }
+
+
+class Robot(ABC):
+    """A 7-DoF arm with a parallel gripper, commanded in delta end-effector poses at `control_hz`."""
+
+    @abstractmethod
+    def connect(self) -> None: ...
+
+    @abstractmethod
+    def state(self) -> RobotState: ...
+
+    @abstractmethod
+    def apply(self, action: np.ndarray) -> None:
+        """Execute one control step of a contract action (already through the safety envelope)."""
+
+    @abstractmethod
+    def hold(self) -> None:
+        """Keep the current pose for one control step (zero motion)."""
+
+    @abstractmethod
+    def home(self) -> None:
+        """Move to the configured home joint configuration and open the gripper."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop motion now (e-stop path): no further command is executed until `home()`."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Robot:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class CameraIntrinsics:
+    width: int
+    height: int
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    distortion: tuple[float, ...] = ()
+
+    def matrix(self) -> np.ndarray:
+        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
+
+
+@dataclass(frozen=True)
+class Frame:
+    image: np.ndarray          # (H, W, 3) uint8 RGB
+    timestamp: float           # capture time, seconds on the driver's clock
+    frame_number: int
+
+
+class StaleFrameError(RuntimeError):
+    """The newest frame is older than the caller accepts (frozen camera, dropped USB link...)."""
+
+
+class Camera(ABC):
+    name: str
+
+    @abstractmethod
+    def start(self) -> None: ...
+
+    @abstractmethod
+    def read_latest(self, max_age_s: float = 0.2) -> Frame:
+        """The newest frame; raises `StaleFrameError` if it is older than `max_age_s`."""
+
+    @property
+    @abstractmethod
+    def intrinsics(self) -> CameraIntrinsics: ...
+
+    @abstractmethod
+    def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class TeleopCommand:
+    delta_pos: np.ndarray = field(default_factory=lambda: np.zeros(3))      # [m] per control step
+    delta_rot: np.ndarray = field(default_factory=lambda: np.zeros(3))      # rotation vector [rad] per step
+    gripper: float | None = None       # absolute command in [0, 1], None = unchanged
+    intervene: bool = False
+    keep: bool = False
+    discard: bool = False
+    estop: bool = False
+
+
+class Teleop(ABC):
+    """An operator input device. Dead-man convention: no input means zero motion."""
+
+    @abstractmethod
+    def read(self) -> TeleopCommand: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass

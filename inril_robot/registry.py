@@ -1,0 +1,56 @@
+"""Find driver implementations by name (`--robot sim|franka`, camera kinds), importing them only when asked.
+
+The core depends on `inril_robot.hardware` interfaces; the `drivers` package depends on the core, never the
+reverse, so drivers are named here as import paths.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from inril_robot.config import RunConfig
+from inril_robot.hardware import Camera, Robot
+from inril_robot.tasks.base import SceneObject
+
+ROBOTS: dict[str, str] = {"sim": "drivers.sim.robot:SimRobot"}
+CAMERAS: dict[str, str] = {"sim": "drivers.sim.camera:SimCamera"}
+INSTALL_HINT = {"sim": "pip install 'inril-robot[sim]'", "franka": "pip install 'inril-robot[franka]'",
+                "realsense": "pip install 'inril-robot[camera]'"}
+
+
+class DriverUnavailable(RuntimeError):
+    """The requested driver is unknown or its optional dependencies are not installed."""
+
+
+def load(table: dict[str, str], kind: str, what: str) -> Any:
+    if kind not in table:
+        raise DriverUnavailable(f"no {what} driver {kind!r} in this version; available: {', '.join(table)}")
+    module_name, _, attr = table[kind].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        hint = INSTALL_HINT.get(kind, "")
+        raise DriverUnavailable(f"the {kind} {what} driver needs {e.name or e}: {hint}") from e
+    return getattr(module, attr)
+
+
+def make_robot(cfg: RunConfig, objects: list[SceneObject]) -> Robot:
+    cls = load(ROBOTS, cfg.robot.kind, "robot")
+    if cfg.robot.kind == "sim":
+        return cls(cfg.robot, cfg.safety, objects=objects, cameras=cfg.cameras)
+    return cls(cfg.robot, cfg.safety)
+
+
+def make_cameras(cfg: RunConfig, robot: Robot) -> list[Camera]:
+    cameras = []
+    for cam in cfg.cameras:
+        cls = load(CAMERAS, cam.kind, "camera")
+        if cam.kind == "sim":
+            world = getattr(robot, "sim", None)
+            if world is None:
+                raise DriverUnavailable(f"camera {cam.name!r} is simulated but the robot is {cfg.robot.kind!r}")
+            cameras.append(cls(cam, world))
+        else:
+            cameras.append(cls(cam))
+    return cameras

@@ -1,0 +1,157 @@
+"""What a task is: the objects it needs, how an episode starts, when it succeeds, and how an expert solves it.
+
+Tasks know nothing about MuJoCo: they describe their objects declaratively (`SceneObject`) and read object poses
+as plain arrays, so the same reward/success code scores a simulated run and, where poses are known, a real one.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from inril_robot.config import TaskConfig
+from inril_robot.geometry import quat_to_matrix, rotation_error, top_down_rotation, wrap_angle
+from inril_robot.hardware import RobotState
+
+TABLE_TOP_Z = 0.0  # the table surface is the z = 0 plane of the base frame
+
+
+@dataclass(frozen=True)
+class Geom:
+    shape: Literal["box", "cylinder", "sphere"]
+    size: tuple[float, ...]                      # MuJoCo half-sizes
+    pos: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    rgba: tuple[float, float, float, float] = (0.8, 0.2, 0.2, 1.0)
+    collides: bool = True
+
+
+@dataclass(frozen=True)
+class SceneObject:
+    """A body the task places. `movable` bodies have a free joint; others are placed kinematically (mocap)."""
+
+    name: str
+    geoms: tuple[Geom, ...]
+    movable: bool = True
+    mass: float = 0.1
+    friction: float = 1.0
+
+
+@dataclass(frozen=True)
+class ObjectPose:
+    pos: np.ndarray    # (3,)
+    quat: np.ndarray   # (4,) xyzw
+
+    @staticmethod
+    def at(x: float, y: float, z: float, yaw: float = 0.0) -> ObjectPose:
+        return ObjectPose(np.array([x, y, z]), np.array([0.0, 0.0, np.sin(yaw / 2), np.cos(yaw / 2)]))
+
+
+Objects = dict[str, ObjectPose]
+
+
+@dataclass
+class Expert:
+    """A scripted expert's running state; tasks turn (robot state, object poses) into actions with `toward`.
+
+    `noise` adds Gaussian noise to the translation, as a fraction of `max_step`, so demonstrations can be made
+    deliberately suboptimal (IL should leave RL room to improve).
+    """
+
+    noise: float
+    max_step: float
+    max_rot_step: float
+    rng: np.random.Generator
+    phase: int = 0
+    counter: int = 0
+    memory: dict[str, Any] = field(default_factory=dict)
+
+    def toward(
+        self, state: RobotState, target: np.ndarray, gripper: float, yaw: float | None = None, gain: float = 1.0,
+        max_step: float | None = None,
+    ) -> np.ndarray:
+        """Action moving the TCP towards `target` (capped), turning a top-down gripper to closing-axis `yaw`."""
+        cap = self.max_step if max_step is None else min(max_step, self.max_step)
+        delta = gain * (np.asarray(target, dtype=np.float64) - state.ee_pos)
+        norm = float(np.linalg.norm(delta))
+        if norm > cap:
+            delta *= cap / norm
+        if self.noise > 0:
+            delta = delta + self.rng.normal(0.0, self.noise * self.max_step, 3)
+        current = quat_to_matrix(state.ee_quat)
+        if yaw is None:
+            yaw = closing_axis_yaw(current)
+        rot = rotation_error(top_down_rotation(yaw), current)
+        angle = float(np.linalg.norm(rot))
+        if angle > self.max_rot_step:
+            rot *= self.max_rot_step / angle
+        return np.concatenate([delta, rot, [gripper]])
+
+    def set_phase(self, phase: int) -> None:
+        self.phase, self.counter = phase, 0
+
+
+def closing_axis_yaw(rot: np.ndarray) -> float:
+    """Yaw of the gripper's closing (y) axis in the base frame."""
+    return float(np.arctan2(rot[1, 1], rot[0, 1]))
+
+
+def grasp_yaw(state: RobotState, object_yaw: float, symmetry: float = np.pi / 2) -> float:
+    """Closing-axis yaw perpendicular to a face of an object with `symmetry`, nearest the current gripper yaw."""
+    current = closing_axis_yaw(quat_to_matrix(state.ee_quat))
+    return current + wrap_angle(object_yaw - current, symmetry)
+
+
+class Task(ABC):
+    name: str
+    #: privileged object-state observation keys and their shapes (sim / motion capture only)
+    state_keys: ClassVar[dict[str, tuple[int, ...]]] = {}
+
+    def __init__(self, cfg: TaskConfig) -> None:
+        self.cfg = cfg
+
+    @abstractmethod
+    def scene_objects(self) -> list[SceneObject]: ...
+
+    @abstractmethod
+    def sample_initial(self, rng: np.random.Generator) -> Objects:
+        """Randomised initial poses of every scene object for a new episode."""
+
+    @abstractmethod
+    def success(self, state: RobotState, objects: Objects) -> bool: ...
+
+    @abstractmethod
+    def dense_reward(self, state: RobotState, objects: Objects) -> float:
+        """A shaped reward in [0, 1) for `reward: dense`; success adds 1."""
+
+    @abstractmethod
+    def expert_action(self, expert: Expert, state: RobotState, objects: Objects) -> np.ndarray: ...
+
+    @abstractmethod
+    def object_observation(self, objects: Objects) -> dict[str, np.ndarray]: ...
+
+    def reward(self, state: RobotState, objects: Objects) -> float:
+        succeeded = float(self.success(state, objects))
+        if self.cfg.reward == "sparse":
+            return succeeded
+        return succeeded + self.dense_reward(state, objects)
+
+    def make_expert(self, rng: np.random.Generator, max_step: float, max_rot_step: float) -> Expert:
+        return Expert(noise=self.cfg.expert_noise, max_step=max_step, max_rot_step=max_rot_step, rng=rng)
+
+    def sample_xy(self, rng: np.random.Generator, center: tuple[float, float], half: float | None = None) -> np.ndarray:
+        half = self.cfg.object_range if half is None else half
+        return np.asarray(center) + rng.uniform(-half, half, 2)
+
+
+def yaw_of(quat_xyzw: np.ndarray) -> float:
+    x, y, z, w = quat_xyzw
+    return float(np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)))
+
+
+def tilt_of(quat_xyzw: np.ndarray) -> float:
+    """Angle between the body's z axis and the world z axis [rad]."""
+    x, y = quat_xyzw[0], quat_xyzw[1]
+    return float(np.arccos(np.clip(1 - 2 * (x * x + y * y), -1.0, 1.0)))
