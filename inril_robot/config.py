@@ -2,7 +2,7 @@
 
 A run's configuration is one `RunConfig`, built by deep-merging, in order:
 defaults <- robot preset <- camera preset <- task preset <- ``--config FILE`` <- ``--set a.b=value`` overrides.
-Presets are partial RunConfig YAML files under ``configs/{robots,cameras,tasks,algos}``. Validation happens once,
+Presets are partial RunConfig YAML files under ``configs/{robots,cameras,tasks}``. Validation happens once,
 on the merged result, before anything starts; an invalid value raises `ConfigError` naming the field and the
 allowed range.
 """
@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 Vec3 = tuple[float, float, float]
-PRESET_KINDS = ("robots", "cameras", "tasks", "algos")
+PRESET_KINDS = ("robots", "cameras", "tasks")  # algos/ arrives with the first learning algorithm
 
 
 class ConfigError(ValueError):

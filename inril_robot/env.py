@@ -59,7 +59,14 @@ class RobotEnv:
         if hasattr(self.robot, "set_objects"):
             if self.cfg.randomization.enabled and hasattr(self.robot, "randomize"):
                 self.robot.randomize(self.cfg.randomization, self.rng)
-            self.robot.set_objects(self.task.sample_initial(self.rng))
+            objects = self.task.sample_initial(self.rng)
+            if self.cfg.randomization.object_pos > 0:
+                # set_objects exists only on the simulated robot, so drivers.sim is already loaded here
+                from drivers.sim.randomize import jitter_objects
+
+                movable = {o.name for o in self.task.scene_objects() if o.movable}
+                objects = jitter_objects(objects, self.cfg.randomization, self.rng, movable)
+            self.robot.set_objects(objects)
         self.steps = 0
         self.expert = self.task.make_expert(self.rng, self.cfg.safety.max_step, self.cfg.safety.max_rot_step)
         self._latency = deque(self._hold_action() for _ in range(self.cfg.randomization.action_latency_steps))

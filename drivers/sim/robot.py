@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from drivers.sim.randomize import apply_randomization
 from drivers.sim.world import SimWorld
-from inril_robot.config import CameraConfig, RobotConfig, SafetyLimits
+from inril_robot.config import CameraConfig, RandomizationConfig, RobotConfig, SafetyLimits
 from inril_robot.geometry import matrix_to_quat, rotvec_to_matrix
 from inril_robot.hardware import Robot, RobotState
 from inril_robot.tasks.base import Objects, SceneObject
@@ -105,3 +106,7 @@ class SimRobot(Robot):
 
     def object_poses(self) -> Objects:
         return self.sim.object_poses()
+
+    def randomize(self, cfg: RandomizationConfig, rng: np.random.Generator) -> dict[str, float]:
+        """Re-randomise the model (friction, masses, cameras, lights, colours, gains) from its nominal values."""
+        return apply_randomization(self.sim, cfg, rng)

@@ -92,6 +92,7 @@ class SimWorld:
         self.hand_act = m.actuator("hand").id
         self.tcp_site = m.site("tcp").id
         self.hand_body_ids = {m.body(b).id for b in HAND_BODIES}
+        self._hand_geom = np.isin(m.geom_bodyid, list(self.hand_body_ids))
         self.home_q = np.array(robot_cfg.home_joints, dtype=float)
         self._obj_qpos = {o.name: m.jnt_qposadr[m.body(o.name).jntadr[0]] for o in self.objects if o.movable}
         self._obj_mocap = {o.name: m.body_mocapid[m.body(o.name).id] for o in self.objects if not o.movable}
@@ -184,6 +185,7 @@ class SimWorld:
                 xy = look_at_xyaxes(pos, np.asarray(cam.lookat, float), np.array([0.0, 0.0, 1.0]))
                 parent = world
             camera = parent.add_camera(name=cam.name, pos=list(pos), fovy=cam.fovy_deg)
+            camera.alt.type = mujoco.mjtOrientation.mjORIENTATION_XYAXES
             camera.alt.xyaxes = list(xy)
         return spec
 
@@ -273,19 +275,23 @@ class SimWorld:
         """Sum of contact wrenches on the hand and fingers from everything else, at the TCP, base frame."""
         m, d = self.model, self.data
         wrench = np.zeros(6)
+        if d.ncon == 0:
+            return wrench
+        geoms = d.contact.geom  # (ncon, 2)
+        on_hand = self._hand_geom[geoms]
+        relevant = np.flatnonzero(on_hand[:, 0] != on_hand[:, 1])
+        if relevant.size == 0:
+            return wrench
         tcp = d.site_xpos[self.tcp_site]
         local = np.zeros(6)
-        for i in range(d.ncon):
-            contact = d.contact[i]
-            b1, b2 = m.geom_bodyid[contact.geom1], m.geom_bodyid[contact.geom2]
-            on1, on2 = b1 in self.hand_body_ids, b2 in self.hand_body_ids
-            if on1 == on2:
-                continue
-            mujoco.mj_contactForce(m, d, i, local)
-            force = contact.frame.reshape(3, 3).T @ local[:3]  # force of geom1 on geom2, world frame
-            if on1:
+        frames = d.contact.frame.reshape(-1, 3, 3)
+        for i in relevant:
+            mujoco.mj_contactForce(m, d, int(i), local)
+            force = frames[i].T @ local[:3]  # force of geom1 on geom2, world frame
+            if on_hand[i, 0]:
                 force = -force
+            r = d.contact.pos[i] - tcp
             wrench[:3] += force
-            wrench[3:] += np.cross(contact.pos - tcp, force)
+            wrench[3:] += (r[1] * force[2] - r[2] * force[1], r[2] * force[0] - r[0] * force[2],
+                           r[0] * force[1] - r[1] * force[0])
         return wrench
-

@@ -1,0 +1,1 @@
+"""Camera calibration: intrinsics, ChArUco detection, hand-eye (arrives with the calibration issue)."""
