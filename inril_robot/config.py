@@ -101,8 +101,12 @@ class TaskConfig(StrictModel):
     max_steps: Annotated[int, Field(ge=1, le=10_000, description="episode length limit [control steps]")] = 100
     reward: Literal["sparse", "dense"] = "sparse"
     observation: Literal["state", "image"] = "state"
-    expert_noise: Annotated[float, Field(ge=0.0, le=1.0, description="scripted-expert action noise, as a fraction of max_step")] = 0.0
-    object_range: Annotated[float, Field(ge=0.0, le=0.2, description="half-width of the object placement region [m]")] = 0.08
+    expert_noise: Annotated[
+        float, Field(ge=0.0, le=1.0, description="scripted-expert translation noise, as a fraction of max_step")
+    ] = 0.0
+    object_range: Annotated[
+        float, Field(ge=0.0, le=0.2, description="half-width of the object placement region [m]")
+    ] = 0.08
 
 
 # -------------------------------------------------------------------------------------------- domain randomisation

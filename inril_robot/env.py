@@ -17,7 +17,7 @@ from inril_robot.contract import Contract, ObsSpec, image_key
 from inril_robot.hardware import Camera, Robot, RobotState
 from inril_robot.registry import make_cameras, make_robot
 from inril_robot.tasks import make_task
-from inril_robot.tasks.base import Expert, Objects, Task
+from inril_robot.tasks.base import Expert, Objects, Task, jitter_objects
 
 PROPRIO_KEYS: dict[str, tuple[int, ...]] = {"ee_pos": (3,), "ee_quat": (4,), "gripper_width": (1,)}
 
@@ -49,7 +49,6 @@ class RobotEnv:
         self.steps = 0
         self.expert: Expert | None = None
         self._latency: deque[np.ndarray] = deque()
-        self._randomizer = getattr(self.robot, "randomizer", None)
 
     # ------------------------------------------------------------------------------------------------- loop
     def reset(self, seed: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -61,9 +60,6 @@ class RobotEnv:
                 self.robot.randomize(self.cfg.randomization, self.rng)
             objects = self.task.sample_initial(self.rng)
             if self.cfg.randomization.object_pos > 0:
-                # set_objects exists only on the simulated robot, so drivers.sim is already loaded here
-                from drivers.sim.randomize import jitter_objects
-
                 movable = {o.name for o in self.task.scene_objects() if o.movable}
                 objects = jitter_objects(objects, self.cfg.randomization, self.rng, movable)
             self.robot.set_objects(objects)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import mujoco
-import numpy as np
 
 from drivers.sim.world import SimWorld
 from inril_robot.config import CameraConfig
@@ -20,20 +19,23 @@ class SimCamera(Camera):
         self._renderer: mujoco.Renderer | None = None
         self._frame_number = 0
         self._last: Frame | None = None
+        self._rendered_at: tuple[int, float] | None = None  # (scene generation, sim time) of `_last`
 
     def start(self) -> None:
         if self._renderer is None:
             self._renderer = mujoco.Renderer(self.world.model, height=self.cfg.height, width=self.cfg.width)
 
     def read_latest(self, max_age_s: float = 0.2) -> Frame:
-        """Render the scene as it is now (sim time); a frame is rendered at most once per sim instant."""
+        """Render the scene as it is now; at most once per sim instant and scene change."""
         if self._renderer is None:
             raise RuntimeError(f"camera {self.name!r} is not started")
         now = float(self.world.data.time)
-        if self._last is None or self._last.timestamp != now:
+        key = (self.world.generation, now)
+        if self._last is None or self._rendered_at != key:
             self._renderer.update_scene(self.world.data, camera=self.name)
             self._frame_number += 1
             self._last = Frame(self._renderer.render().copy(), now, self._frame_number)
+            self._rendered_at = key
         age = now - self._last.timestamp
         if age > max_age_s:
             raise StaleFrameError(f"camera {self.name!r}: newest frame is {age:.3f} s old (> {max_age_s} s)")
@@ -48,7 +50,3 @@ class SimCamera(Camera):
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
-
-    def image_stats(self) -> tuple[float, float]:
-        img = self.read_latest().image
-        return float(np.mean(img)), float(np.std(img))

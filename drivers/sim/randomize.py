@@ -4,20 +4,18 @@
 ones named by the nonzero fields of `RandomizationConfig`, so ranges never compound across episodes and an all-zero
 config gives back the nominal model exactly. Every sampled factor is returned, flat, for logging.
 
-`object_pos` is not a model property: it jitters the task's sampled initial poses (`jitter_objects`).
+`object_pos` is not a model property: it jitters the task's sampled initial poses
+(`inril_robot.tasks.base.jitter_objects`).
 `obs_noise` and `action_latency_steps` are applied by `RobotEnv` itself.
 """
 
 from __future__ import annotations
-
-from collections.abc import Collection
 
 import mujoco
 import numpy as np
 
 from drivers.sim.world import SimWorld
 from inril_robot.config import RandomizationConfig
-from inril_robot.tasks.base import ObjectPose, Objects
 
 TABLE_BODY = "table"
 RGB = "rgb"
@@ -121,19 +119,3 @@ def apply_randomization(world: SimWorld, cfg: RandomizationConfig, rng: np.rando
         mujoco.mj_setConst(m, mujoco.MjData(m))
     mujoco.mj_forward(m, world.data)  # camera and light poses in `data` follow the model at once
     return sampled
-
-
-def jitter_objects(
-    poses: Objects, cfg: RandomizationConfig, rng: np.random.Generator, movable: Collection[str] | None = None
-) -> Objects:
-    """The poses with U(-object_pos, object_pos) added to the x and y of each movable object (all when None)."""
-    if cfg.object_pos <= 0:
-        return dict(poses)
-    out: Objects = {}
-    for name, pose in poses.items():
-        if movable is None or name in movable:
-            pos = pose.pos.copy()
-            pos[:2] += rng.uniform(-cfg.object_pos, cfg.object_pos, 2)
-            pose = ObjectPose(pos, pose.quat.copy())
-        out[name] = pose
-    return out

@@ -109,4 +109,6 @@ class SimRobot(Robot):
 
     def randomize(self, cfg: RandomizationConfig, rng: np.random.Generator) -> dict[str, float]:
         """Re-randomise the model (friction, masses, cameras, lights, colours, gains) from its nominal values."""
-        return apply_randomization(self.sim, cfg, rng)
+        sampled = apply_randomization(self.sim, cfg, rng)
+        self.sim.generation += 1
+        return sampled

@@ -107,6 +107,9 @@ class SimWorld:
             "actuator_gainprm": m.actuator_gainprm.copy(),
             "actuator_biasprm": m.actuator_biasprm.copy(),
         }
+        #: bumped whenever the scene changes other than by stepping (reset, object placement, randomisation),
+        #: so cameras never serve a frame rendered before the change at the same sim time
+        self.generation = 0
         self._jac_p = np.zeros((3, m.nv))
         self._jac_r = np.zeros((3, m.nv))
         self.reset_arm()
@@ -199,6 +202,7 @@ class SimWorld:
         d.ctrl[self.arm_act] = q
         d.ctrl[self.hand_act] = GRIPPER_CTRL_OPEN
         mujoco.mj_forward(m, d)
+        self.generation += 1
 
     def set_objects(self, poses: Objects) -> None:
         d = self.data
@@ -215,6 +219,7 @@ class SimWorld:
             else:
                 raise KeyError(f"no object named {name!r} in the scene; objects: {[o.name for o in self.objects]}")
         mujoco.mj_forward(self.model, d)
+        self.generation += 1
 
     def object_poses(self) -> Objects:
         d = self.data

@@ -7,12 +7,13 @@ as plain arrays, so the same reward/success code scores a simulated run and, whe
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from inril_robot.config import TaskConfig
+from inril_robot.config import RandomizationConfig, TaskConfig
 from inril_robot.geometry import quat_to_matrix, rotation_error, top_down_rotation, wrap_angle
 from inril_robot.hardware import RobotState
 
@@ -155,3 +156,19 @@ def tilt_of(quat_xyzw: np.ndarray) -> float:
     """Angle between the body's z axis and the world z axis [rad]."""
     x, y = quat_xyzw[0], quat_xyzw[1]
     return float(np.arccos(np.clip(1 - 2 * (x * x + y * y), -1.0, 1.0)))
+
+
+def jitter_objects(
+    poses: Objects, cfg: RandomizationConfig, rng: np.random.Generator, movable: Collection[str] | None = None
+) -> Objects:
+    """The poses with U(-object_pos, object_pos) added to the x and y of each movable object (all when None)."""
+    if cfg.object_pos <= 0:
+        return dict(poses)
+    out: Objects = {}
+    for name, pose in poses.items():
+        if movable is None or name in movable:
+            pos = pose.pos.copy()
+            pos[:2] += rng.uniform(-cfg.object_pos, cfg.object_pos, 2)
+            pose = ObjectPose(pos, pose.quat.copy())
+        out[name] = pose
+    return out

@@ -60,4 +60,5 @@ class Lift(Task):
         return expert.toward(state, target, gripper=1.0)
 
     def object_observation(self, objects: Objects) -> dict[str, np.ndarray]:
-        return {"cube_pos": objects["cube"].pos.astype(np.float32), "cube_quat": objects["cube"].quat.astype(np.float32)}
+        cube = objects["cube"]
+        return {"cube_pos": cube.pos.astype(np.float32), "cube_quat": cube.quat.astype(np.float32)}
