@@ -47,6 +47,7 @@ class RobotEnv:
         self.contract = build_contract(cfg, self.task)
         self.rng = np.random.default_rng(cfg.seed)
         self.steps = 0
+        self.last_capture_times: dict[str, float] = {}
         self.expert: Expert | None = None
         self._latency: deque[np.ndarray] = deque()
 
@@ -115,7 +116,9 @@ class RobotEnv:
             for key, value in obs.items():
                 obs[key] = (value + self.rng.normal(0.0, noise, value.shape)).astype(np.float32)
         for cam in self.cameras:
-            obs[image_key(cam.name)] = cam.read_latest(max_age_s=1.0 / self.cfg.robot.control_hz + 0.05).image
+            frame = cam.read_latest(max_age_s=1.0 / self.cfg.robot.control_hz + 0.05)
+            obs[image_key(cam.name)] = frame.image
+            self.last_capture_times[cam.name] = frame.timestamp
         return obs
 
     def __enter__(self) -> RobotEnv:

@@ -1,0 +1,190 @@
+"""Demonstration recording: a teleop source drives the robot through the safety envelope; episodes are stored.
+
+The loop, per control step: read the teleop command -> proposed action -> safety envelope -> executed action ->
+robot. The store records the observation the operator acted on, both actions, reward, who was in control and the
+capture times; learning later uses the executed action. Episode seeds are `seed + 1000 * index + attempt`, so a
+resumed collection never replays an episode it already recorded.
+
+`--episodes N` is the number of kept episodes the dataset should hold: re-running the same command after a crash
+or Ctrl-C records only what is missing (resume). At the end of an episode the operator keeps or discards it; with
+the scripted expert in simulation, success decides.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inril_robot.config import RunConfig
+from inril_robot.data.store import DatasetWriter
+from inril_robot.env import RobotEnv
+from inril_robot.hardware import Teleop
+from inril_robot.safety import apply_envelope
+from inril_robot.teleop import command_to_action
+
+MAX_RECORDED_EVENTS = 1000  # per episode, kept in its attributes
+
+
+@dataclass
+class CollectStatus:
+    """What the live display shows; updated every step."""
+
+    target: int
+    kept: int = 0
+    discarded: int = 0
+    episode_index: int = 0
+    step: int = 0
+    hz: float = 0.0
+    last: str = ""
+    safety_events: int = 0
+
+
+@dataclass
+class CollectResult:
+    out: str
+    target: int
+    kept_before: int
+    kept: int
+    discarded: int
+    steps: int
+    wall_s: float
+    interrupted: bool = False
+    stopped: str | None = None
+    episodes: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class EmergencyStop(RuntimeError):
+    """The operator pressed e-stop: the arm is stopped and collection ends."""
+
+
+def collect(
+    cfg: RunConfig,
+    out: Path,
+    episodes: int,
+    env: RobotEnv,
+    teleop: Teleop,
+    *,
+    notes: str = "",
+    on_update: Callable[[CollectStatus], None] | None = None,
+    pace: bool | None = None,
+) -> CollectResult:
+    """Record until the dataset holds `episodes` kept episodes. Ctrl-C drops the open episode and returns."""
+    scripted = cfg.teleop.kind == "scripted"
+    pace = (not scripted or cfg.robot.kind != "sim") if pace is None else pace
+    writer = DatasetWriter(out, env.contract, task=cfg.task.name, robot=cfg.robot.model_dump(mode="json"),
+                           extra_info={"teleop": cfg.teleop.kind})
+    kept_before = writer.num_episodes()
+    status = CollectStatus(target=episodes, kept=kept_before)
+    result = CollectResult(str(out), episodes, kept_before, 0, 0, 0, 0.0)
+    start = time.perf_counter()
+    attempt = 0
+    try:
+        while status.kept < episodes:
+            index = writer.next_index()
+            seed = cfg.seed + 1000 * index + attempt
+            status.episode_index = index
+            record = record_episode(cfg, env, teleop, writer, seed, notes, status, on_update, scripted, pace)
+            result.steps += record["length"]
+            result.episodes.append(record)
+            if record["kept"]:
+                status.kept += 1
+                result.kept += 1
+                attempt = 0
+            else:
+                status.discarded += 1
+                result.discarded += 1
+                attempt += 1
+            status.last = f"episode {index}: {'kept' if record['kept'] else 'discarded'}"
+            if on_update:
+                on_update(status)
+    except KeyboardInterrupt:
+        result.interrupted = True
+    except EmergencyStop as e:
+        result.stopped = str(e)
+    finally:
+        writer.close()  # drops the open episode, if any; committed ones stay
+        result.wall_s = time.perf_counter() - start
+    return result
+
+
+def record_episode(
+    cfg: RunConfig,
+    env: RobotEnv,
+    teleop: Teleop,
+    writer: DatasetWriter,
+    seed: int,
+    notes: str,
+    status: CollectStatus,
+    on_update: Callable[[CollectStatus], None] | None,
+    scripted: bool,
+    pace: bool,
+) -> dict[str, Any]:
+    control = "scripted" if scripted else "human"
+    period = 1.0 / cfg.robot.control_hz
+    episode = writer.begin_episode(seed=seed, notes=notes)
+    obs, info = env.reset(seed=seed)
+    state = info["state"]
+    gripper = 0.0
+    events: list[dict[str, Any]] = []
+    decision: bool | None = None
+    success = False
+    started = time.perf_counter()
+    next_tick = started
+    for step in range(cfg.task.max_steps):
+        command = teleop.read()
+        if command.estop:
+            env.robot.stop()
+            raise EmergencyStop(f"e-stop from the {cfg.teleop.kind} teleop at step {step} of episode {episode.index}")
+        if command.keep or command.discard:
+            decision = bool(command.keep)
+            break
+        proposed = command_to_action(command, gripper)
+        envelope = apply_envelope(proposed, state, cfg.safety, control_hz=cfg.robot.control_hz,
+                                  previous_gripper=gripper)
+        for event in envelope.events:
+            if len(events) < MAX_RECORDED_EVENTS:
+                events.append({"step": step, **event.to_dict()})
+        status.safety_events += len(envelope.events)
+        next_obs, reward, terminated, truncated, info = env.step(envelope.action)
+        episode.add_step(
+            obs, proposed, envelope.action, reward, terminated or truncated, control,
+            intervention=bool(command.intervene), wall_time=time.time(), state_time=state.time,
+            capture_times=dict(env.last_capture_times),
+        )
+        obs, state, gripper = next_obs, info["state"], float(envelope.action[6])
+        success = success or bool(info["success"])
+        status.step = step + 1
+        status.hz = status.step / max(time.perf_counter() - started, 1e-9)
+        if on_update:
+            on_update(status)
+        if terminated or truncated:
+            break
+        if pace:
+            next_tick += period
+            time.sleep(max(0.0, next_tick - time.perf_counter()))
+    if decision is None:
+        decision = success if scripted else wait_for_decision(teleop)
+    if decision and episode.length > 0:
+        index = episode.commit(success=success, extra={"safety_events": events, "teleop": cfg.teleop.kind})
+        return {"index": index, "seed": seed, "kept": True, "success": success, "length": episode.length}
+    length = episode.length
+    episode.discard()
+    return {"index": None, "seed": seed, "kept": False, "success": success, "length": length}
+
+
+def wait_for_decision(teleop: Teleop, poll_s: float = 0.05) -> bool:
+    """Block until the operator presses keep or discard (e-stop raises)."""
+    while True:
+        command = teleop.read()
+        if command.estop:
+            raise EmergencyStop("e-stop while waiting for keep/discard")
+        if command.keep or command.discard:
+            return bool(command.keep)
+        time.sleep(poll_s)
+
