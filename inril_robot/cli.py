@@ -164,6 +164,7 @@ def collect(
 
     from inril_robot.collect import CollectStatus
     from inril_robot.collect import collect as run_collect
+    from inril_robot.contract import ContractMismatch
     from inril_robot.data.store import DatasetError
     from inril_robot.env import RobotEnv
     from inril_robot.hardware import TeleopUnavailable
@@ -185,12 +186,16 @@ def collect(
     except (DriverUnavailable, TeleopUnavailable) as e:
         fail(str(e))
         return
+    if teleop == "keyboard":
+        from drivers.keyboard import help_text
+
+        err.print(help_text(), markup=False, highlight=False)
     live_table = CollectDisplay()
     try:
         with env, live_table as display:
             result = run_collect(cfg, out, episodes, env, source, notes=notes,
                                  on_update=lambda st: display.update(st) if isinstance(st, CollectStatus) else None)
-    except DatasetError as e:
+    except (DatasetError, ContractMismatch) as e:
         fail(str(e))
         return
     finally:
@@ -335,6 +340,45 @@ def dataset_import_furniture_bench(
         emit_json(payload)
     else:
         Console().print(payload)
+
+
+# ------------------------------------------------------------------------------------------------- safety-check
+@app.command("safety-check")
+def safety_check_cmd(
+    path: DatasetArg,
+    episode: Annotated[int | None, typer.Option(help="Only this episode index.")] = None,
+    robot: Annotated[str | None, typer.Option(help="Robot preset whose limits apply (default: the dataset's).")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Replay recorded proposed actions through the current envelope; exit 1 if an executed action broke it."""
+    from inril_robot.data.store import DatasetError
+    from inril_robot.safety_check import safety_check
+
+    ds = _open_dataset(path)
+    preset = robot or ds.info.get("robot", {}).get("kind", "sim")
+    cfg = resolve(preset, None, None, config, set_)
+    try:
+        report = safety_check(ds, cfg.safety, episode)
+    except DatasetError as e:
+        fail(str(e))
+        return
+    if json_out:
+        emit_json(report.to_dict())
+    else:
+        table = Table("limit", "events", "largest excursion", "where", title=f"safety-check {path} ({preset} limits)")
+        for limit, count in sorted(report.event_counts.items()):
+            worst = report.largest_excursion.get(limit, {})
+            table.add_row(limit, str(count), f"{worst.get('excess', float('nan')):.4g}",
+                          f"episode {worst.get('episode')} step {worst.get('step')}")
+        Console().print(table)
+        Console().print(f"{report.episodes} episodes, {report.steps} steps replayed; "
+                        f"{len(report.violations)} executed actions outside the current limits")
+        for v in report.violations[:20]:
+            Console().print(f"  [red]violation[/] episode {v['episode']} step {v['step']}: {escape(v['detail'])}")
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 # ------------------------------------------------------------------------------------------------------- bench

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inril_robot.authority import Authority
 from inril_robot.config import RunConfig
 from inril_robot.data.store import DatasetWriter
 from inril_robot.env import RobotEnv
@@ -26,6 +27,7 @@ from inril_robot.safety import apply_envelope
 from inril_robot.teleop import command_to_action
 
 MAX_RECORDED_EVENTS = 1000  # per episode, kept in its attributes
+INITIAL_GRIPPER = 0.0       # home() opens the gripper: the rate limit of the first step starts from open
 
 
 @dataclass
@@ -128,17 +130,23 @@ def record_episode(
     control = "scripted" if scripted else "human"
     period = 1.0 / cfg.robot.control_hz
     episode = writer.begin_episode(seed=seed, notes=notes)
+    authority = Authority(state="reset")
     obs, info = env.reset(seed=seed)
+    authority.reset_done("homed, scene set")
+    if not scripted:
+        authority.intervene(f"{cfg.teleop.kind} operator in control")
     state = info["state"]
-    gripper = 0.0
+    gripper = INITIAL_GRIPPER
     events: list[dict[str, Any]] = []
     decision: bool | None = None
     success = False
     started = time.perf_counter()
     next_tick = started
     for step in range(cfg.task.max_steps):
+        authority.step = step
         command = teleop.read()
         if command.estop:
+            authority.estop(f"{cfg.teleop.kind} e-stop")
             env.robot.stop()
             raise EmergencyStop(f"e-stop from the {cfg.teleop.kind} teleop at step {step} of episode {episode.index}")
         if command.keep or command.discard:
@@ -155,7 +163,7 @@ def record_episode(
         episode.add_step(
             obs, proposed, envelope.action, reward, terminated or truncated, control,
             intervention=bool(command.intervene), wall_time=time.time(), state_time=state.time,
-            capture_times=dict(env.last_capture_times),
+            capture_times=dict(env.last_capture_times), robot_state=state,
         )
         obs, state, gripper = next_obs, info["state"], float(envelope.action[6])
         success = success or bool(info["success"])
@@ -171,7 +179,9 @@ def record_episode(
     if decision is None:
         decision = success if scripted else wait_for_decision(teleop)
     if decision and episode.length > 0:
-        index = episode.commit(success=success, extra={"safety_events": events, "teleop": cfg.teleop.kind})
+        extra = {"safety_events": events, "teleop": cfg.teleop.kind, "authority": authority.to_records(),
+                 "initial_gripper": INITIAL_GRIPPER}
+        index = episode.commit(success=success, extra=extra)
         return {"index": index, "seed": seed, "kept": True, "success": success, "length": episode.length}
     length = episode.length
     episode.discard()

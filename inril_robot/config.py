@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 import annotated_types as at
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 Vec3 = tuple[float, float, float]
 PRESET_KINDS = ("robots", "cameras", "tasks")  # algos/ arrives with the first learning algorithm
@@ -40,10 +40,25 @@ class SafetyLimits(StrictModel):
     max_step: Annotated[float, Field(gt=0.0, le=0.05, description="max EE translation per control step [m]")] = 0.02
     max_rot_step: Annotated[float, Field(gt=0.0, le=0.5, description="max EE rotation per control step [rad]")] = 0.1
     max_ee_speed: Annotated[float, Field(gt=0.0, le=1.0, description="max EE linear speed [m/s]")] = 0.25
-    max_tilt: Annotated[float, Field(gt=0.0, le=math.pi, description="max angle from nominal orientation [rad]")] = 0.8
+    nominal_quat: tuple[float, float, float, float] = (1.0, 0.0, 0.0, 0.0)  # xyzw; tool z down, as at home
+    max_tilt: Annotated[
+        float, Field(gt=0.0, le=math.pi, description="max angle between the tool z axis and the nominal one [rad]")
+    ] = 0.8
+    max_yaw: Annotated[
+        float, Field(gt=0.0, le=math.pi, description="max rotation about the nominal tool z axis [rad]; pi = any")
+    ] = math.pi
     joint_margin: Annotated[float, Field(ge=0.0, le=0.5, description="keep joints this far from limits [rad]")] = 0.1
     max_contact_force: Annotated[float, Field(gt=0.0, le=150.0, description="stop above this EE force [N]")] = 30.0
     gripper_rate: Annotated[float, Field(gt=0.0, le=10.0, description="max gripper command change [1/s]")] = 5.0
+
+    @field_validator("nominal_quat")
+    @classmethod
+    def _unit_quaternion(cls, q: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        norm = math.sqrt(sum(v * v for v in q))
+        if not abs(norm - 1.0) <= 1e-3:  # also rejects NaN
+            raise ValueError(f"nominal_quat must be a unit quaternion (xyzw), got norm {norm:.6g}")
+        x, y, z, w = (v / norm for v in q)
+        return (x, y, z, w)
 
     @model_validator(mode="after")
     def _box_is_ordered(self) -> SafetyLimits:
@@ -129,6 +144,23 @@ class RandomizationConfig(StrictModel):
         return any(v != 0 for v in self.model_dump().values())
 
 
+# ----------------------------------------------------------------------------------------------------------- teleop
+class TeleopConfig(StrictModel):
+    """The operator input device of `collect` (and interventions): its kind and how far one input moves the arm."""
+
+    kind: Literal["scripted", "keyboard", "spacemouse"] = "scripted"
+    translation_step: Annotated[
+        float, Field(gt=0.0, le=0.05, description="EE translation per key press / per step at full deflection [m]")
+    ] = 0.01
+    rotation_step: Annotated[
+        float, Field(gt=0.0, le=0.3, description="EE rotation per key press / per step at full deflection [rad]")
+    ] = 0.05
+    deadzone: Annotated[
+        float, Field(ge=0.0, le=0.5, description="SpaceMouse axis deflection ignored around rest (fraction)")
+    ] = 0.1
+    spacemouse_device: str | None = None  # pyspacemouse device name ("SpaceMouse Compact"); None: the first found
+
+
 # -------------------------------------------------------------------------------------------------------- top level
 class RunConfig(StrictModel):
     seed: Annotated[int, Field(ge=0)] = 0
@@ -137,6 +169,7 @@ class RunConfig(StrictModel):
     task: TaskConfig = TaskConfig()
     safety: SafetyLimits = SafetyLimits()
     randomization: RandomizationConfig = RandomizationConfig()
+    teleop: TeleopConfig = TeleopConfig()
 
     @model_validator(mode="after")
     def _camera_names_unique(self) -> RunConfig:

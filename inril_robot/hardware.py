@@ -123,6 +123,10 @@ class TeleopCommand:
     estop: bool = False
 
 
+class TeleopUnavailable(RuntimeError):
+    """The teleop device cannot be used here (no terminal, library or device missing); the message says the fix."""
+
+
 class Teleop(ABC):
     """An operator input device. Dead-man convention: no input means zero motion."""
 

@@ -71,11 +71,6 @@ def fk(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def jacobian(q: np.ndarray) -> np.ndarray:
     """Geometric Jacobian (6, 7) of the TCP in the base frame: rows are linear velocity, then angular velocity."""
-    frames = joint_frames(q)
-    tcp = frames[-1][:3, 3]
-    jac = np.zeros((6, 7))
-    for i, t in enumerate(frames[:7]):
-        axis, origin = t[:3, 2], t[:3, 3]
-        jac[:3, i] = np.cross(axis, tcp - origin)
-        jac[3:, i] = axis
-    return jac
+    frames = np.stack(joint_frames(q))
+    axes, origins, tcp = frames[:7, :3, 2], frames[:7, :3, 3], frames[7, :3, 3]
+    return np.vstack([np.cross(axes, tcp - origins).T, axes.T])

@@ -7,16 +7,24 @@ reverse, so drivers are named here as import paths.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inril_robot.config import RunConfig
-from inril_robot.hardware import Camera, Robot
+from inril_robot.hardware import Camera, Robot, Teleop
 from inril_robot.tasks.base import SceneObject
+
+if TYPE_CHECKING:
+    from inril_robot.env import RobotEnv
 
 ROBOTS: dict[str, str] = {"sim": "drivers.sim.robot:SimRobot"}
 CAMERAS: dict[str, str] = {"sim": "drivers.sim.camera:SimCamera"}
+TELEOPS: dict[str, str] = {
+    "scripted": "drivers.scripted:ScriptedTeleop",
+    "keyboard": "drivers.keyboard:KeyboardTeleop",
+    "spacemouse": "drivers.spacemouse:SpaceMouseTeleop",
+}
 INSTALL_HINT = {"sim": "pip install 'inril-robot[sim]'", "franka": "pip install 'inril-robot[franka]'",
-                "realsense": "pip install 'inril-robot[camera]'"}
+                "realsense": "pip install 'inril-robot[camera]'", "spacemouse": "pip install 'inril-robot[teleop]'"}
 
 
 class DriverUnavailable(RuntimeError):
@@ -54,3 +62,20 @@ def make_cameras(cfg: RunConfig, robot: Robot) -> list[Camera]:
         else:
             cameras.append(cls(cam))
     return cameras
+
+
+def make_teleop(cfg: RunConfig, env: RobotEnv | None = None) -> Teleop:
+    """The operator input of `cfg.teleop.kind`. The scripted expert drives `env` (simulation only).
+
+    Raises `DriverUnavailable` for an unknown kind, a missing package or a scripted expert without the simulator,
+    and `inril_robot.hardware.TeleopUnavailable` (its message ends with the fix) when the terminal or device is
+    missing.
+    """
+    kind = cfg.teleop.kind
+    cls = load(TELEOPS, kind, "teleop")
+    if kind == "scripted":
+        if env is None or cfg.robot.kind != "sim":
+            raise DriverUnavailable("the scripted teleop is the task's expert, which needs the simulator's object "
+                                    "poses: use --robot sim, or --teleop keyboard / spacemouse")
+        return cls(env)
+    return cls(cfg.teleop)

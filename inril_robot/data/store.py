@@ -15,7 +15,8 @@ killed at any instant loses at most the episode it was recording.
 
 Per step: `obs/<key>` (proprioception, object state, camera images uint8), `action/proposed`, `action/executed`
 (after the safety envelope: what learning uses), `reward`, `done`, `control` (who was in control, `CONTROL_CODES`),
-`intervention`, `time/wall`, `time/state` and `time/capture/<camera>`.
+`intervention`, `state/<field>` (the full `RobotState` the action was taken from, float64, so the safety envelope
+can be replayed), `time/wall`, `time/state` and `time/capture/<camera>`.
 Per episode (group attributes): index, success, task, length, seed, notes, started/ended, checksums, and optional
 lists of safety events and control-authority transitions.
 """
@@ -41,10 +42,12 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from inril_robot.contract import Contract
+from inril_robot.hardware import RobotState
 
 SCHEMA_VERSION = 1
 CONTROL_CODES: dict[str, int] = {"policy": 0, "human": 1, "scripted": 2, "reset": 3, "none": 4}
 EPISODE_DIR = re.compile(r"^ep_(\d{6})$")
+STATE_FIELDS = ("ee_pos", "ee_quat", "ee_vel", "joint_pos", "joint_vel", "gripper_width", "ee_wrench")
 FLUSH_EVERY = 32          # steps buffered in memory before they are appended to the staging episode
 IMAGE_CHUNK_STEPS = 16    # time-chunk of image arrays: whole-episode reads stay fast, appends stay small
 
@@ -140,6 +143,20 @@ class Episode:
 
     def load(self, key: str) -> np.ndarray:
         return np.asarray(self.array(key)[...])
+
+    def robot_state(self, step: int, states: dict[str, np.ndarray] | None = None) -> RobotState:
+        """The recorded `RobotState` at `step` (pass `states=episode.load_states()` when iterating)."""
+        states = states if states is not None else self.load_states()
+        if not states:
+            raise DatasetError(f"episode {self.index} was recorded without robot states")
+        values = {name: states[name][step] for name in STATE_FIELDS}
+        return RobotState(time=float(states["time"][step]), gripper_width=float(values.pop("gripper_width")), **values)
+
+    def load_states(self) -> dict[str, np.ndarray]:
+        """Every recorded `RobotState` field, stacked over steps (empty when none were recorded)."""
+        if not all(f"state/{name}" in self.meta.get("checksums", {}) for name in STATE_FIELDS):
+            return {}
+        return {"time": self.load("time/state"), **{name: self.load(f"state/{name}") for name in STATE_FIELDS}}
 
     def obs_keys(self) -> list[str]:
         return [k.removeprefix("obs/") for k in self.array_keys() if k.startswith("obs/")]
@@ -359,21 +376,26 @@ class EpisodeWriter:
         wall_time: float = 0.0,
         state_time: float = 0.0,
         capture_times: dict[str, float] | None = None,
+        robot_state: RobotState | None = None,
     ) -> None:
+        """Record one step: the observation acted on, both actions, and the full robot state (for replays)."""
         if self._done:
             raise DatasetError(f"episode {self.index} is already committed or discarded")
         if control not in CONTROL_CODES:
             raise DatasetError(f"control {control!r} must be one of {sorted(CONTROL_CODES)}")
         self.dataset.contract.check_observation(obs)
         step: dict[str, np.ndarray] = {f"obs/{k}": np.asarray(obs[k]) for k in self.dataset.contract.observations}
-        step["action/proposed"] = np.asarray(action_proposed, dtype=np.float32)
-        step["action/executed"] = np.asarray(action_executed, dtype=np.float32)
+        step["action/proposed"] = np.asarray(action_proposed, dtype=np.float64)
+        step["action/executed"] = np.asarray(action_executed, dtype=np.float64)
         step["reward"] = np.asarray(reward, dtype=np.float32)
         step["done"] = np.asarray(done, dtype=bool)
         step["control"] = np.asarray(CONTROL_CODES[control], dtype=np.uint8)
         step["intervention"] = np.asarray(intervention, dtype=bool)
         step["time/wall"] = np.asarray(wall_time, dtype=np.float64)
         step["time/state"] = np.asarray(state_time, dtype=np.float64)
+        if robot_state is not None:
+            for name in STATE_FIELDS:
+                step[f"state/{name}"] = np.asarray(getattr(robot_state, name), dtype=np.float64)
         for camera in self.dataset.contract.cameras:
             step[f"time/capture/{camera}"] = np.asarray((capture_times or {}).get(camera, np.nan), dtype=np.float64)
         for key, value in step.items():

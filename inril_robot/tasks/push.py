@@ -7,7 +7,7 @@ from typing import ClassVar
 import numpy as np
 
 from inril_robot.hardware import RobotState
-from inril_robot.tasks.base import TABLE_TOP_Z, Expert, Geom, ObjectPose, Objects, SceneObject, Task
+from inril_robot.tasks.base import TABLE_TOP_Z, Expert, Geom, ObjectPose, Objects, SceneObject, Task, grasp_yaw
 
 CUBE_HALF = 0.025
 SUCCESS_DISTANCE = 0.03
@@ -57,7 +57,9 @@ class Push(Task):
         rel = tcp_xy - cube[:2]
         along = float(rel @ direction)
         lateral = float(abs(rel[0] * direction[1] - rel[1] * direction[0]))
-        yaw = float(np.arctan2(direction[1], direction[0]))  # closing axis along the push: fingers side by side
+        # closing axis along the push (fingers side by side); the hand is symmetric under a half turn, so take the
+        # nearest equivalent yaw: never wind joint 7 towards its limit
+        yaw = grasp_yaw(state, float(np.arctan2(direction[1], direction[0])), symmetry=np.pi)
         if expert.phase == PUSH and (lateral > 0.012 or along > -CUBE_HALF):
             expert.set_phase(REPOSITION)
         if expert.phase == REPOSITION:

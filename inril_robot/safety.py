@@ -1,0 +1,476 @@
+"""The safety envelope: every action passes `apply_envelope` before it reaches the arm, in simulation and on the robot.
+
+`apply_envelope` is a pure function of (proposed action, robot state, limits, control rate, previous gripper
+command): no I/O, no hidden state, so sim and real runs, tests and dataset replays (`within_limits`) agree exactly.
+It returns the action to execute (what learning uses), the `SafetyEvent`s that changed it, and whether the step is a
+hold. Checks run in this order (the first four hold the arm and skip the rest):
+
+1. shape: anything but 7 real numbers raises `SafetyShapeError` (a programming error, not a policy's choice).
+2. state: a non-finite or malformed `RobotState` -> hold (`non_finite_state`, `invalid_state`).
+3. action: any NaN / inf -> hold (`non_finite`).
+4. contact: external force at the TCP above `max_contact_force` -> hold (`contact_force`); the envelope never pushes
+   harder into a contact (the driver stops the arm on its own reflexes too).
+5. translation cap: ||d|| <= min(max_step, max_ee_speed / control_hz), direction kept (`max_step` / `max_ee_speed`).
+6. rotation cap: ||rotvec|| <= max_rot_step, axis kept (`max_rot_step`).
+7. workspace box on the target ee_pos + d (`workspace`; `outside_workspace` when the state is already outside).
+8. orientation: tilt and yaw of the target orientation around `nominal_quat` (`orientation`).
+9. joint margins: the step's predicted joint motion keeps every joint `joint_margin` from its limits
+   (`joint_margin`).
+10. gripper: clipped to [0, 1] (`gripper_range`), then rate limited against the previous command (`gripper_rate`).
+
+Steps 8 and 9 only ever scale the motion down, towards zero motion, which always passes them; scaling keeps the
+workspace guarantees of step 7 (the box is convex). A hold executes zero motion and keeps the gripper command.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from inril_robot.config import SafetyLimits
+from inril_robot.geometry import matrix_to_quat, rotvec_to_matrix
+from inril_robot.hardware import RobotState
+from inril_robot.kinematics import JOINT_LIMITS, jacobian
+
+ACTION_SHAPE = (7,)
+#: every `SafetyEvent.limit` the envelope emits
+LIMITS = (
+    "non_finite_state", "invalid_state", "non_finite", "contact_force", "max_step", "max_ee_speed", "max_rot_step",
+    "workspace", "outside_workspace", "orientation", "joint_margin", "gripper_range", "gripper_rate",
+)
+GRIPPER_OPEN_WIDTH = 0.07   # [m] a Franka Hand at least this wide counts as open (it opens to 0.08 m)
+IK_DAMPING = 0.05           # damped least squares for the joint-motion prediction (as the sim's IK)
+JOINT_TOL = 1e-6            # [rad] predicted joint motion towards a limit below this is noise, not motion
+BISECTION_STEPS = 30        # scale resolution 1e-9
+AT_CAP_RTOL = 1e-12         # a step this close to its cap counts as at the cap: rounding is not an event
+
+
+class SafetyShapeError(ValueError):
+    """The action is not 7 real numbers."""
+
+
+@dataclass(frozen=True)
+class SafetyEvent:
+    """One limit that changed (or, from `within_limits`, was violated by) an action.
+
+    `proposed` is the value the action asked for and `clipped` the value executed (or, from `within_limits`, the
+    value found and the bound it broke). Scalars are floats, vectors tuples of floats.
+    """
+
+    limit: str
+    proposed: float | tuple[float, ...]
+    clipped: float | tuple[float, ...]
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        def plain(v: float | tuple[float, ...]) -> float | list[float]:
+            return [float(x) for x in v] if isinstance(v, tuple) else float(v)
+
+        return {"limit": self.limit, "proposed": plain(self.proposed), "clipped": plain(self.clipped),
+                "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class EnvelopeResult:
+    action: np.ndarray                 # (7,) float64, the action to execute
+    events: tuple[SafetyEvent, ...]    # empty when the action passed unchanged
+    held: bool                         # zero motion: invalid state, non-finite action or contact force
+
+    @property
+    def clipped(self) -> bool:
+        return bool(self.events)
+
+
+# ------------------------------------------------------------------------------------------------- the envelope
+def apply_envelope(
+    action: Any,
+    state: RobotState,
+    limits: SafetyLimits,
+    *,
+    control_hz: float,
+    previous_gripper: float | None = None,
+) -> EnvelopeResult:
+    """The action to execute for a proposed `action` from `state`, and the events that changed it.
+
+    Never raises for 7 real numbers (NaN, inf and 1e300 included) and any `state`; raises `SafetyShapeError`
+    otherwise. Pass the previous step's executed gripper command as `previous_gripper` (None or non-finite: no
+    rate limit on the first step).
+
+    Hold: zero motion, gripper at `previous_gripper` (clipped to [0, 1]). Without a previous command the gripper
+    is kept closed (1.0) unless the fingers are at least `GRIPPER_OPEN_WIDTH` apart (0.0): inferring "closed" from
+    a narrow width only would open a gripper that is holding an object, and drop it.
+
+    Workspace box, with p = state.ee_pos, d the capped translation and cap = min(max_step, max_ee_speed/control_hz):
+
+    - p inside the box: the target is p + d clipped into the box (never longer than d).
+    - p outside the box (event `outside_workspace`): the target is p + d clipped into the box if that is within cap
+      of p; otherwise it is the nearest box point if that is within cap of p, otherwise the point cap along the
+      straight line to the nearest box point. So the target is in the box whenever p is within cap of it, and
+      otherwise the distance to the box shrinks by cap; the caps are never exceeded.
+
+    Steps 8-9 may shorten the motion further: the target then lies between p and the target above, so it stays in
+    the box (p inside) or no farther from it than p (p outside).
+    """
+    a = _as_action(action)
+    if not (math.isfinite(control_hz) and control_hz > 0):
+        raise ValueError(f"control_hz must be a positive number, got {control_hz!r}")
+    prev = _finite_or_none(previous_gripper)
+
+    hold_reason = _state_problem(state)
+    if hold_reason is None and not np.all(np.isfinite(a)):
+        bad = [i for i in range(7) if not math.isfinite(a[i])]
+        hold_reason = SafetyEvent("non_finite", _floats(a), 0.0, f"action entries {bad} are not finite; holding")
+    if hold_reason is None:
+        force = _norm(np.asarray(state.ee_wrench, dtype=np.float64)[:3])
+        if force > limits.max_contact_force:
+            hold_reason = SafetyEvent(
+                "contact_force", force, limits.max_contact_force,
+                f"external force {force:.1f} N exceeds max_contact_force {limits.max_contact_force} N; holding",
+            )
+    if hold_reason is not None:
+        return EnvelopeResult(hold_action(state, prev), (hold_reason,), held=True)
+
+    events: list[SafetyEvent] = []
+    cap, cap_name = translation_cap(limits, control_hz)
+    d, norm = _scale_to(a[:3], cap)
+    if _over(norm, cap):
+        events.append(SafetyEvent(cap_name, norm, cap, f"translation {norm:.4g} m scaled to the {cap:.4g} m cap"))
+    rv, angle = _scale_to(a[3:6], limits.max_rot_step)
+    if _over(angle, limits.max_rot_step):
+        events.append(SafetyEvent("max_rot_step", angle, limits.max_rot_step,
+                                  f"rotation {angle:.4g} rad scaled to the {limits.max_rot_step:.4g} rad cap"))
+
+    p = np.asarray(state.ee_pos, dtype=np.float64)
+    d, box_event = _workspace(p, d, limits, cap)
+    if box_event is not None:
+        events.append(box_event)
+
+    orient = _Orientation(limits, _quat_matrix(state.ee_quat))
+    if not orient.allows(rv):
+        proposed = orient.tilt_yaw(rv)
+        rv = rv * _bisect(lambda s: orient.allows(s * rv))
+        events.append(SafetyEvent("orientation", proposed, orient.tilt_yaw(rv), orient.describe(proposed)))
+
+    q = np.asarray(state.joint_pos, dtype=np.float64)
+    dq = predict_joint_step(q, np.concatenate([d, rv]))
+    scale, joint_events = _joint_scale(q, dq, limits.joint_margin)
+    if joint_events:
+        shortened = scale * rv
+        if not orient.allows(shortened):  # the rotation arc can bulge outside the limit when shortened
+            before = orient.tilt_yaw(shortened)
+            scale *= _bisect(lambda s: orient.allows(s * shortened))
+            events.append(SafetyEvent("orientation", before, orient.tilt_yaw(scale * rv), orient.describe(before)))
+        d, rv = scale * d, scale * rv
+        for j, full in joint_events:
+            events.append(SafetyEvent(
+                "joint_margin", full, float(q[j] + scale * dq[j]),
+                f"joint {j + 1} would reach {full:.4f} rad, within {limits.joint_margin} rad of its limits "
+                f"[{JOINT_LIMITS[j, 0]}, {JOINT_LIMITS[j, 1]}]; step scaled by {scale:.3g}",
+            ))
+
+    g, gripper_events = _gripper(float(a[6]), prev, limits.gripper_rate / control_hz)
+    events.extend(gripper_events)
+    return EnvelopeResult(np.concatenate([d, rv, [g]]), tuple(events), held=False)
+
+
+def hold_action(state: RobotState, previous_gripper: float | None = None) -> np.ndarray:
+    """Zero motion, gripper kept (see `apply_envelope`)."""
+    prev = _finite_or_none(previous_gripper)
+    if prev is not None:
+        gripper = min(max(prev, 0.0), 1.0)
+    else:
+        try:
+            width = float(state.gripper_width)
+        except (TypeError, ValueError):
+            width = math.nan
+        gripper = 0.0 if width >= GRIPPER_OPEN_WIDTH else 1.0  # NaN compares False: closed
+    return np.array([0.0] * 6 + [gripper])
+
+
+def translation_cap(limits: SafetyLimits, control_hz: float) -> tuple[float, str]:
+    """The per-step translation cap [m] and the name of the limit that sets it."""
+    speed_step = limits.max_ee_speed / control_hz
+    if speed_step < limits.max_step:
+        return speed_step, "max_ee_speed"
+    return limits.max_step, "max_step"
+
+
+def predict_joint_step(q: np.ndarray, step: np.ndarray) -> np.ndarray:
+    """Joint motion (7,) for a small TCP step [dx, dy, dz, rotvec] (6,) from joints `q`: damped pseudo-inverse."""
+    jac = jacobian(q)
+    return jac.T @ np.linalg.solve(jac @ jac.T + IK_DAMPING**2 * np.eye(6), step)
+
+
+def tilt_yaw(rot: np.ndarray, nominal: np.ndarray) -> tuple[float, float]:
+    """Tilt (angle between the tool z axes) and yaw (twist about the nominal tool z axis) of `rot` from `nominal`."""
+    rel = nominal.T @ rot
+    tilt = math.atan2(math.hypot(rel[0, 2], rel[1, 2]), rel[2, 2])
+    quat = matrix_to_quat(rel)  # swing-twist: the twist about z is 2 atan2(z, w), with w >= 0
+    return tilt, 2.0 * math.atan2(quat[2], quat[3])
+
+
+def event_counts(events: Iterable[SafetyEvent]) -> dict[str, int]:
+    """How often each limit fired, e.g. for an episode summary."""
+    return dict(Counter(e.limit for e in events))
+
+
+# ---------------------------------------------------------------------------------------- replay / verification
+def within_limits(
+    executed_action: Any,
+    state: RobotState,
+    limits: SafetyLimits,
+    control_hz: float,
+    previous_gripper: float | None = None,
+    *,
+    rtol: float = 1e-9,
+) -> list[SafetyEvent]:
+    """Every limit an executed action breaks from `state` (empty: it lies inside the envelope). Nothing is clipped.
+
+    A value passes when it is at most its bound + rtol * max(|bound|, 1), so actions exactly at a cap pass. The
+    guarantees checked are those `apply_envelope` gives: caps, the box (from outside: never farther from it),
+    orientation and joint-margin excess never growing, gripper range and rate, and zero motion on invalid states
+    and contact. Actions stored as float32 need rtol of about 1e-6.
+    """
+    a = _as_action(executed_action)
+    prev = _finite_or_none(previous_gripper)
+
+    def over(value: float, bound: float) -> bool:
+        return not value <= bound + rtol * max(abs(bound), 1.0)
+
+    if not np.all(np.isfinite(a)):
+        return [SafetyEvent("non_finite", _floats(a), 0.0, "executed action is not finite")]
+    motion = _norm(a[:6])
+    problem = _state_problem(state)
+    if problem is not None:
+        return [] if motion == 0 else [SafetyEvent(problem.limit, motion, 0.0, "moved from an invalid state")]
+    force = _norm(np.asarray(state.ee_wrench, dtype=np.float64)[:3])
+    if force > limits.max_contact_force and motion != 0:
+        return [SafetyEvent("contact_force", force, limits.max_contact_force, "moved while over the force limit")]
+
+    out: list[SafetyEvent] = []
+    cap, cap_name = translation_cap(limits, control_hz)
+    d, rv = a[:3], a[3:6]
+    if over(_norm(d), cap):
+        out.append(SafetyEvent(cap_name, _norm(d), cap, "translation above the per-step cap"))
+    if over(_norm(rv), limits.max_rot_step):
+        out.append(SafetyEvent("max_rot_step", _norm(rv), limits.max_rot_step, "rotation above the per-step cap"))
+
+    p = np.asarray(state.ee_pos, dtype=np.float64)
+    lo, hi = np.array(limits.workspace_min), np.array(limits.workspace_max)
+    target = p + d
+    start_out = _norm(p - np.clip(p, lo, hi))
+    if start_out == 0:
+        if any(over(lo[i], target[i]) or over(target[i], hi[i]) for i in range(3)):
+            clipped = _floats(np.clip(target, lo, hi))
+            out.append(SafetyEvent("workspace", _floats(target), clipped, "target outside the box"))
+    else:
+        end_out = _norm(target - np.clip(target, lo, hi))
+        if over(end_out, start_out):
+            out.append(SafetyEvent("outside_workspace", end_out, start_out, "moved farther from the box"))
+
+    orient = _Orientation(limits, _quat_matrix(state.ee_quat))
+    if not orient.allows(rv, tol=rtol):
+        out.append(SafetyEvent("orientation", orient.tilt_yaw(rv), (limits.max_tilt, limits.max_yaw),
+                               orient.describe(orient.tilt_yaw(rv))))
+
+    q = np.asarray(state.joint_pos, dtype=np.float64)
+    q_next = q + predict_joint_step(q, np.concatenate([d, rv]))
+    low = np.minimum(q, JOINT_LIMITS[:, 0] + limits.joint_margin) - JOINT_TOL
+    high = np.maximum(q, JOINT_LIMITS[:, 1] - limits.joint_margin) + JOINT_TOL
+    for j in range(7):
+        if over(low[j], q_next[j]) or over(q_next[j], high[j]):
+            bound = low[j] if q_next[j] < low[j] else high[j]
+            out.append(SafetyEvent("joint_margin", float(q_next[j]), float(bound), f"joint {j + 1} into its margin"))
+
+    g = float(a[6])
+    if over(0.0, g) or over(g, 1.0):
+        out.append(SafetyEvent("gripper_range", g, min(max(g, 0.0), 1.0), "gripper command outside [0, 1]"))
+    if prev is not None:
+        change = abs(g - min(max(prev, 0.0), 1.0))
+        if over(change, limits.gripper_rate / control_hz):
+            out.append(SafetyEvent("gripper_rate", change, limits.gripper_rate / control_hz,
+                                   "gripper command changed faster than gripper_rate"))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------- helpers
+def _as_action(action: Any) -> np.ndarray:
+    try:
+        arr = np.asarray(action)
+    except (TypeError, ValueError) as e:  # ragged nested sequences
+        raise SafetyShapeError(f"action must be 7 real numbers, shape {ACTION_SHAPE}; got {action!r} ({e})") from None
+    if arr.dtype.kind not in "iuf":
+        raise SafetyShapeError(
+            f"action must be 7 real numbers, shape {ACTION_SHAPE}; got dtype {arr.dtype} with shape {arr.shape}"
+        )
+    if arr.shape != ACTION_SHAPE:
+        raise SafetyShapeError(f"action must have shape {ACTION_SHAPE}; got shape {arr.shape}")
+    return arr.astype(np.float64)
+
+
+def _floats(v: np.ndarray) -> tuple[float, ...]:
+    return tuple(float(x) for x in v)
+
+
+def _finite_or_none(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _state_problem(state: RobotState) -> SafetyEvent | None:
+    """A hold event when the state cannot be trusted (non-finite or malformed fields), else None."""
+    fields = {"time": (), "ee_pos": (3,), "ee_quat": (4,), "ee_vel": (6,), "joint_pos": (7,), "joint_vel": (7,),
+              "gripper_width": (), "ee_wrench": (6,)}
+    for name, shape in fields.items():
+        try:
+            value = np.asarray(getattr(state, name), dtype=np.float64)
+        except (AttributeError, TypeError, ValueError):
+            return SafetyEvent("invalid_state", 0.0, 0.0, f"state.{name} is missing or not numeric; holding")
+        if value.shape != shape:
+            return SafetyEvent("invalid_state", 0.0, 0.0,
+                               f"state.{name} has shape {value.shape}, expected {shape}; holding")
+        if not np.all(np.isfinite(value)):
+            shown = _floats(value.ravel()) if value.ndim else float(value)
+            return SafetyEvent("non_finite_state", shown, 0.0, f"state.{name} is not finite; holding")
+    if _norm(np.asarray(state.ee_quat, dtype=np.float64)) == 0:
+        return SafetyEvent("invalid_state", 0.0, 0.0, "state.ee_quat is the zero quaternion; holding")
+    return None
+
+
+def _norm(v: np.ndarray) -> float:
+    """Euclidean norm without overflow for huge entries (inf only when the norm itself exceeds float range)."""
+    m = float(np.max(np.abs(v))) if v.size else 0.0
+    if m == 0.0:
+        return 0.0
+    return m * float(np.linalg.norm(v / m))
+
+
+def _over(value: float, cap: float) -> bool:
+    return value > cap * (1.0 + AT_CAP_RTOL)
+
+
+def _scale_to(v: np.ndarray, cap: float) -> tuple[np.ndarray, float]:
+    """`v` shortened to length `cap` if longer (direction kept), and its original length."""
+    m = float(np.max(np.abs(v)))
+    if m == 0.0:
+        return np.zeros_like(v), 0.0
+    unit = v / m
+    unit_norm = float(np.linalg.norm(unit))  # in [1, sqrt(3)]: no overflow
+    norm = m * unit_norm
+    if not _over(norm, cap):
+        return v.copy(), norm
+    return unit * (cap / unit_norm), norm
+
+
+def _quat_matrix(q: Any) -> np.ndarray:
+    q = np.asarray(q, dtype=np.float64)
+    q = q / np.max(np.abs(q))  # rescale first so that huge entries do not overflow
+    x, y, z, w = q / np.linalg.norm(q)
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ])
+
+
+def _workspace(p: np.ndarray, d: np.ndarray, limits: SafetyLimits, cap: float) -> tuple[np.ndarray, SafetyEvent | None]:
+    lo, hi = np.array(limits.workspace_min), np.array(limits.workspace_max)
+    proposed = p + d
+    clipped = np.clip(proposed, lo, hi)
+    nearest = np.clip(p, lo, hi)
+    outside = _norm(p - nearest)
+    if outside == 0.0:
+        if np.array_equal(clipped, proposed):
+            return d, None
+        return clipped - p, SafetyEvent("workspace", _floats(proposed), _floats(clipped),
+                                        "target clipped into the workspace box")
+    step = clipped - p
+    if _over(_norm(step), cap):
+        step = nearest - p if not _over(outside, cap) else _scale_to(nearest - p, cap)[0]
+    detail = f"state is {outside:.4g} m outside the workspace box; moving only into or towards it"
+    return step, SafetyEvent("outside_workspace", _floats(proposed), _floats(p + step), detail)
+
+
+class _Orientation:
+    """Tilt and yaw limits around the nominal orientation, relative to the current orientation's excess over them.
+
+    A rotation is allowed when it does not increase the excess over either limit: from inside the limits the target
+    must be inside; from beyond them (the state already violates) only rotations that do not make it worse pass.
+    """
+
+    def __init__(self, limits: SafetyLimits, current: np.ndarray) -> None:
+        self.limits = limits
+        self.nominal = _quat_matrix(limits.nominal_quat)
+        self.current = current
+        self.start = self._excess(current)
+
+    def _excess(self, rot: np.ndarray) -> tuple[float, float]:
+        tilt, yaw = tilt_yaw(rot, self.nominal)
+        return max(0.0, tilt - self.limits.max_tilt), max(0.0, abs(yaw) - self.limits.max_yaw)
+
+    def tilt_yaw(self, rv: np.ndarray) -> tuple[float, float]:
+        return tilt_yaw(rotvec_to_matrix(rv) @ self.current, self.nominal)
+
+    def allows(self, rv: np.ndarray, tol: float = 0.0) -> bool:
+        tilt_excess, yaw_excess = self._excess(rotvec_to_matrix(rv) @ self.current)
+        return tilt_excess <= self.start[0] + tol * max(self.limits.max_tilt, 1.0) and (
+            yaw_excess <= self.start[1] + tol * max(self.limits.max_yaw, 1.0)
+        )
+
+    def describe(self, angles: tuple[float, float]) -> str:
+        tilt, yaw = angles
+        return (f"target tilt {tilt:.3f} rad / yaw {yaw:.3f} rad against max_tilt {self.limits.max_tilt} / max_yaw "
+                f"{self.limits.max_yaw:.3f}; rotation shortened")
+
+
+def _bisect(ok: Any) -> float:
+    """The largest scale in [0, 1] found by bisection with ok(scale) true; ok(0) must hold."""
+    lo, hi = 0.0, 1.0
+    for _ in range(BISECTION_STEPS):
+        mid = 0.5 * (lo + hi)
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _joint_scale(q: np.ndarray, dq: np.ndarray, margin: float) -> tuple[float, list[tuple[int, float]]]:
+    """Largest scale s in [0, 1] keeping q + s dq out of the margins (or, already inside, not deeper); the joints
+    that the full step would have pushed in, with their predicted positions."""
+    low = np.minimum(q, JOINT_LIMITS[:, 0] + margin)
+    high = np.maximum(q, JOINT_LIMITS[:, 1] - margin)
+    q_next = q + dq
+    scale, hits = 1.0, []
+    for j in range(7):
+        if q_next[j] < low[j] and dq[j] < -JOINT_TOL:
+            scale = min(scale, (low[j] - q[j]) / dq[j])
+        elif q_next[j] > high[j] and dq[j] > JOINT_TOL:
+            scale = min(scale, (high[j] - q[j]) / dq[j])
+        else:
+            continue
+        hits.append((j, float(q_next[j])))
+    return max(0.0, scale), hits
+
+
+def _gripper(g: float, prev: float | None, max_change: float) -> tuple[float, list[SafetyEvent]]:
+    events = []
+    clipped = min(max(g, 0.0), 1.0)
+    if clipped != g:
+        events.append(SafetyEvent("gripper_range", g, clipped, "gripper command clipped to [0, 1]"))
+    if prev is not None:
+        prev = min(max(prev, 0.0), 1.0)
+        limited = min(max(clipped, prev - max_change), prev + max_change)
+        if limited != clipped:
+            events.append(SafetyEvent("gripper_rate", clipped, limited,
+                                      f"gripper command change limited to {max_change:.3g} per step"))
+        clipped = limited
+    return clipped, events
