@@ -154,6 +154,7 @@ def collect(
     episodes: Annotated[int, typer.Option(min=1, help="Kept episodes the dataset should hold (resume-safe).")] = 20,
     cameras: CamerasOpt = None,
     notes: Annotated[str, typer.Option(help="Operator notes stored with every episode.")] = "",
+    execute: Annotated[bool, typer.Option(help="Let a real robot move (default: shadow mode, the arm holds).")] = False,
     seed: SeedOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -181,7 +182,7 @@ def collect(
 
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        env = RobotEnv(cfg)
+        env = RobotEnv(cfg, execute=execute)
         source = make_teleop(cfg, env)
     except (DriverUnavailable, TeleopUnavailable) as e:
         fail(str(e))

@@ -36,10 +36,13 @@ def build_contract(cfg: RunConfig, task: Task) -> Contract:
 
 
 class RobotEnv:
-    def __init__(self, cfg: RunConfig, robot: Robot | None = None, cameras: list[Camera] | None = None) -> None:
+    def __init__(
+        self, cfg: RunConfig, robot: Robot | None = None, cameras: list[Camera] | None = None, execute: bool = False,
+    ) -> None:
+        """`execute`: let a real robot move (otherwise it runs in shadow mode and holds). Simulation always moves."""
         self.cfg = cfg
         self.task = make_task(cfg.task)
-        self.robot = robot or make_robot(cfg, self.task.scene_objects())
+        self.robot = robot or make_robot(cfg, self.task.scene_objects(), execute=execute)
         self.robot.connect()
         self.cameras = cameras if cameras is not None else make_cameras(cfg, self.robot)
         for cam in self.cameras:
@@ -81,7 +84,13 @@ class RobotEnv:
         success = bool(objects is not None and self.task.success(state, objects))
         reward = self.task.reward(state, objects) if objects is not None else 0.0
         truncated = self.steps >= self.cfg.task.max_steps and not success
-        info = {"success": success, "state": state}
+        info: dict[str, Any] = {"success": success, "state": state, "stopped": None}
+        force = float(np.linalg.norm(state.ee_wrench[:3]))
+        if force > self.cfg.safety.max_contact_force:
+            # the envelope already holds on excessive force; here the arm is stopped and the episode ends
+            self.robot.stop()
+            info["stopped"] = f"contact force {force:.1f} N > max_contact_force {self.cfg.safety.max_contact_force} N"
+            truncated = not success
         return self._observe(state, objects), float(reward), success, truncated, info
 
     def expert_action(self) -> np.ndarray:

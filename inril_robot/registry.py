@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from inril_robot.config import RunConfig
 from inril_robot.hardware import Camera, Robot, Teleop
+from inril_robot.shadow import ShadowRobot
 from inril_robot.tasks.base import SceneObject
 
 if TYPE_CHECKING:
@@ -43,11 +44,13 @@ def load(table: dict[str, str], kind: str, what: str) -> Any:
     return getattr(module, attr)
 
 
-def make_robot(cfg: RunConfig, objects: list[SceneObject]) -> Robot:
+def make_robot(cfg: RunConfig, objects: list[SceneObject], execute: bool = False) -> Robot:
+    """The configured robot. A real robot is wrapped in `ShadowRobot` (it holds) unless `execute` is given."""
     cls = load(ROBOTS, cfg.robot.kind, "robot")
     if cfg.robot.kind == "sim":
         return cls(cfg.robot, cfg.safety, objects=objects, cameras=cfg.cameras)
-    return cls(cfg.robot, cfg.safety)
+    robot = cls(cfg.robot, cfg.safety)
+    return robot if execute else ShadowRobot(robot)
 
 
 def make_cameras(cfg: RunConfig, robot: Robot) -> list[Camera]:
