@@ -94,6 +94,28 @@ class Expert:
         self.phase, self.counter = phase, 0
 
 
+APPROACH, DESCEND, CLOSE = range(3)  # the grasp phases every picking expert starts with; tasks number theirs after
+
+
+def grasp_phase_action(
+    expert: Expert, state: RobotState, grasp: np.ndarray, yaw: float, tolerance: float, close_steps: int = 5,
+    clearance: float = 0.08,
+) -> np.ndarray | None:
+    """Approach `clearance` above `grasp`, descend, close for `close_steps` steps. None once the grasp is done."""
+    if expert.phase == APPROACH:
+        above = grasp + [0.0, 0.0, clearance]
+        if np.linalg.norm(state.ee_pos[:2] - above[:2]) < tolerance and abs(state.ee_pos[2] - above[2]) < 0.03:
+            expert.set_phase(DESCEND)
+        return expert.toward(state, above, gripper=0.0, yaw=yaw)
+    if expert.phase == DESCEND:
+        if np.linalg.norm(state.ee_pos - grasp) < tolerance:
+            expert.set_phase(CLOSE)
+        return expert.toward(state, grasp, gripper=0.0, yaw=yaw)
+    if expert.phase == CLOSE and expert.counter <= close_steps:
+        return expert.toward(state, grasp, gripper=1.0, yaw=yaw)
+    return None
+
+
 def closing_axis_yaw(rot: np.ndarray) -> float:
     """Yaw of the gripper's closing (y) axis in the base frame."""
     return float(np.arctan2(rot[1, 1], rot[0, 1]))

@@ -7,11 +7,24 @@ from typing import ClassVar
 import numpy as np
 
 from inril_robot.hardware import RobotState
-from inril_robot.tasks.base import TABLE_TOP_Z, Expert, Geom, ObjectPose, Objects, SceneObject, Task, grasp_yaw, yaw_of
+from inril_robot.tasks.base import (
+    APPROACH,
+    CLOSE,
+    TABLE_TOP_Z,
+    Expert,
+    Geom,
+    ObjectPose,
+    Objects,
+    SceneObject,
+    Task,
+    grasp_phase_action,
+    grasp_yaw,
+    yaw_of,
+)
 
 CUBE_HALF = 0.025
 LIFT_HEIGHT = 0.10
-APPROACH, DESCEND, CLOSE, LIFT = range(4)
+LIFT = CLOSE + 1
 
 
 class Lift(Task):
@@ -37,22 +50,13 @@ class Lift(Task):
 
     def expert_action(self, expert: Expert, state: RobotState, objects: Objects) -> np.ndarray:
         cube = objects["cube"]
-        yaw = grasp_yaw(state, yaw_of(cube.quat))
-        above = cube.pos + [0.0, 0.0, 0.08]
-        grasp = cube.pos + [0.0, 0.0, 0.005]
         expert.counter += 1
-        if expert.phase == APPROACH:
-            if np.linalg.norm(state.ee_pos[:2] - cube.pos[:2]) < 0.01 and abs(state.ee_pos[2] - above[2]) < 0.03:
-                expert.set_phase(DESCEND)
-            return expert.toward(state, above, gripper=0.0, yaw=yaw)
-        if expert.phase == DESCEND:
-            if np.linalg.norm(state.ee_pos - grasp) < 0.008:
-                expert.set_phase(CLOSE)
-            return expert.toward(state, grasp, gripper=0.0, yaw=yaw)
-        if expert.phase == CLOSE:
-            if expert.counter > 5:
-                expert.set_phase(LIFT)
-            return expert.toward(state, grasp, gripper=1.0, yaw=yaw)
+        if expert.phase < LIFT:
+            grasp = cube.pos + [0.0, 0.0, 0.005]
+            action = grasp_phase_action(expert, state, grasp, grasp_yaw(state, yaw_of(cube.quat)), tolerance=0.008)
+            if action is not None:
+                return action
+            expert.set_phase(LIFT)
         target = np.array([cube.pos[0], cube.pos[1], TABLE_TOP_Z + CUBE_HALF + LIFT_HEIGHT + 0.06])
         if state.gripper_width < 0.01:  # closed on nothing: the cube slipped, start over
             expert.set_phase(APPROACH)

@@ -13,6 +13,8 @@ import numpy as np
 from inril_robot.geometry import quat_to_matrix
 from inril_robot.hardware import RobotState
 from inril_robot.tasks.base import (
+    APPROACH,
+    CLOSE,
     TABLE_TOP_Z,
     Expert,
     Geom,
@@ -21,6 +23,7 @@ from inril_robot.tasks.base import (
     SceneObject,
     Task,
     closing_axis_yaw,
+    grasp_phase_action,
     grasp_yaw,
     yaw_of,
 )
@@ -32,7 +35,7 @@ FIXTURE_HEIGHT = 0.04
 WALL = 0.03                        # wall thickness of the fixture
 INSERTED_DEPTH = 0.02              # success: the peg's bottom is this far below the fixture's top
 ALIGN_TOLERANCE = 0.003
-APPROACH, DESCEND, CLOSE, LIFT, CARRY, INSERT, RELEASE = range(7)
+LIFT, CARRY, INSERT, RELEASE = range(CLOSE + 1, CLOSE + 5)
 
 
 def fixture_geoms() -> tuple[Geom, ...]:
@@ -88,22 +91,12 @@ class Peg(Task):
     def expert_action(self, expert: Expert, state: RobotState, objects: Objects) -> np.ndarray:
         peg, hole = objects["peg"], objects["fixture"].pos
         expert.counter += 1
-        if expert.phase in (APPROACH, DESCEND, CLOSE):
-            yaw = grasp_yaw(state, yaw_of(peg.quat))
+        if expert.phase < LIFT:
             grasp = peg.pos + [0.0, 0.0, PEG_HALF_HEIGHT - 0.02]
-            if expert.phase == APPROACH:
-                above = grasp + [0.0, 0.0, 0.08]
-                if np.linalg.norm(state.ee_pos[:2] - above[:2]) < 0.006 and abs(state.ee_pos[2] - above[2]) < 0.03:
-                    expert.set_phase(DESCEND)
-                return expert.toward(state, above, gripper=0.0, yaw=yaw)
-            if expert.phase == DESCEND:
-                if np.linalg.norm(state.ee_pos - grasp) < 0.006:
-                    expert.set_phase(CLOSE)
-                return expert.toward(state, grasp, gripper=0.0, yaw=yaw)
-            if expert.counter > 5:
-                expert.memory["grip_offset"] = state.ee_pos - peg.pos
-                expert.set_phase(LIFT)
-            return expert.toward(state, grasp, gripper=1.0, yaw=yaw)
+            action = grasp_phase_action(expert, state, grasp, grasp_yaw(state, yaw_of(peg.quat)), tolerance=0.006)
+            if action is not None:
+                return action
+            expert.set_phase(LIFT)
 
         if state.gripper_width < 0.005 and expert.phase != RELEASE:  # lost the peg: start over
             expert.set_phase(APPROACH)
