@@ -139,6 +139,7 @@ def sim_run(
     table.add_row("mean episode length", f"{result['mean_length']:.1f} steps")
     table.add_row("mean return", f"{result['mean_return']:.3f}")
     table.add_row("env steps/s", f"{result['env_steps_per_s']:.0f} (incl. expert and rendering)")
+    table.add_row("safety events", f"{result['safety_events']} (every action passes the envelope)")
     if render:
         table.add_row("video", str(render))
     Console().print(table)

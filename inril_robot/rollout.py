@@ -1,4 +1,6 @@
-"""Run episodes of a policy (the scripted expert, for now) in a `RobotEnv` and summarise them."""
+"""Run episodes of a policy (the scripted expert, for now) in a `RobotEnv` and summarise them.
+
+Every action passes the safety envelope before it reaches the robot, exactly as in `collect`."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from inril_robot.env import RobotEnv
+from inril_robot.safety import apply_envelope
 from inril_robot.stats import Rate, wilson_interval
 from inril_robot.video import VideoWriter, tile
 
@@ -73,17 +76,22 @@ def run_episodes(
     """Episode i uses seed `seed + i`, so a run is reproducible and any single episode can be replayed."""
     results: list[EpisodeResult] = []
     writer = VideoWriter(video, fps=env.cfg.robot.control_hz) if video else None
-    steps_total = 0
+    steps_total = events = 0
     start = time.perf_counter()
     try:
         for i in range(episodes):
-            obs, _ = env.reset(seed=seed + i)
+            obs, info = env.reset(seed=seed + i)
+            state, gripper = info["state"], 0.0
             record = writer is not None and i < video_episodes
             if record:
                 writer.add(_frame(env, obs))
             ret, success, length = 0.0, False, 0
             while True:
-                obs, reward, terminated, truncated, info = env.step(policy(env, obs))
+                envelope = apply_envelope(policy(env, obs), state, env.cfg.safety,
+                                          control_hz=env.cfg.robot.control_hz, previous_gripper=gripper)
+                events += len(envelope.events)
+                obs, reward, terminated, truncated, info = env.step(envelope.action)
+                state, gripper = info["state"], float(envelope.action[6])
                 ret += reward
                 length += 1
                 if record:
@@ -101,7 +109,7 @@ def run_episodes(
             writer.close()
     return RolloutSummary(
         task=env.cfg.task.name, policy=policy_name, episodes=results, wall_s=time.perf_counter() - start,
-        env_steps=steps_total, video=str(video) if video else None,
+        env_steps=steps_total, video=str(video) if video else None, extra={"safety_events": events},
     )
 
 
