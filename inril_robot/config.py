@@ -2,7 +2,7 @@
 
 A run's configuration is one `RunConfig`, built by deep-merging, in order:
 defaults <- robot preset <- camera preset <- task preset <- ``--config FILE`` <- ``--set a.b=value`` overrides.
-Presets are partial RunConfig YAML files under ``configs/{robots,cameras,tasks}``. Validation happens once,
+Presets are partial RunConfig YAML files under ``configs/{robots,cameras,tasks,algos}``. Validation happens once,
 on the merged result, before anything starts; an invalid value raises `ConfigError` naming the field and the
 allowed range.
 """
@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 Vec3 = tuple[float, float, float]
-PRESET_KINDS = ("robots", "cameras", "tasks")  # algos/ arrives with the first learning algorithm
+PRESET_KINDS = ("robots", "cameras", "tasks", "algos")
 
 
 class ConfigError(ValueError):
@@ -161,6 +161,62 @@ class TeleopConfig(StrictModel):
     spacemouse_device: str | None = None  # pyspacemouse device name ("SpaceMouse Compact"); None: the first found
 
 
+# --------------------------------------------------------------------------------------------------------- policy
+class ImageEncoderConfig(StrictModel):
+    channels: tuple[int, ...] = (32, 64, 64)
+    feature_dim: Annotated[int, Field(ge=8, le=1024)] = 64
+    random_shift: Annotated[int, Field(ge=0, le=16, description="random-shift augmentation padding [px]")] = 4
+
+
+class DiffusionConfig(StrictModel):
+    denoiser: Literal["mlp", "unet"] = "mlp"
+    train_steps: Annotated[int, Field(ge=2, le=1000, description="DDPM diffusion steps K")] = 20
+    ddim_steps: Annotated[int, Field(ge=1, le=100, description="DDIM sampling steps at inference")] = 5
+    unet_channels: tuple[int, ...] = (64, 128)
+    time_embed_dim: Annotated[int, Field(ge=8, le=512)] = 32
+
+
+class GaussianConfig(StrictModel):
+    log_std: Literal["learned", "state"] = "learned"
+    init_log_std: Annotated[float, Field(ge=-5.0, le=1.0)] = -1.0
+    min_log_std: Annotated[float, Field(ge=-10.0, le=0.0)] = -5.0
+    max_log_std: Annotated[float, Field(ge=-5.0, le=2.0)] = 0.5
+
+
+class PolicyConfig(StrictModel):
+    kind: Literal["gaussian", "diffusion"] = "gaussian"
+    horizon: Annotated[int, Field(ge=1, le=64, description="action chunk length predicted")] = 1
+    act_steps: Annotated[int, Field(ge=1, le=64, description="steps of each chunk executed")] = 1
+    n_obs_steps: Annotated[int, Field(ge=1, le=8, description="observation history length")] = 1
+    hidden: tuple[int, ...] = (256, 256)
+    obs_norm: Literal["mean_std", "min_max"] = "mean_std"
+    image: ImageEncoderConfig = ImageEncoderConfig()
+    gaussian: GaussianConfig = GaussianConfig()
+    diffusion: DiffusionConfig = DiffusionConfig()
+
+    @model_validator(mode="after")
+    def _chunk_fits(self) -> PolicyConfig:
+        if self.act_steps > self.horizon:
+            raise ValueError(f"act_steps={self.act_steps} must be <= horizon={self.horizon}")
+        return self
+
+
+class TrainConfig(StrictModel):
+    steps: Annotated[int, Field(ge=1, le=10_000_000, description="gradient steps")] = 5000
+    batch_size: Annotated[int, Field(ge=1, le=65536)] = 256
+    lr: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-3
+    lr_min: Annotated[float, Field(ge=0.0, le=1.0)] = 1e-5
+    warmup_steps: Annotated[int, Field(ge=0)] = 200
+    weight_decay: Annotated[float, Field(ge=0.0, le=1.0)] = 1e-4
+    ema_decay: Annotated[float, Field(ge=0.0, lt=1.0, description="EMA of weights; 0 disables")] = 0.995
+    grad_clip: Annotated[float, Field(gt=0.0)] = 1.0
+    eval_every: Annotated[int, Field(ge=0, description="steps between sim evaluations; 0 disables")] = 1000
+    eval_episodes: Annotated[int, Field(ge=1, le=1000)] = 20
+    checkpoint_every: Annotated[int, Field(ge=1)] = 1000
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: Annotated[int, Field(ge=0, le=256, description="torch CPU threads; 0 = torch default")] = 0
+
+
 # -------------------------------------------------------------------------------------------------------- top level
 class RunConfig(StrictModel):
     seed: Annotated[int, Field(ge=0)] = 0
@@ -170,6 +226,8 @@ class RunConfig(StrictModel):
     safety: SafetyLimits = SafetyLimits()
     randomization: RandomizationConfig = RandomizationConfig()
     teleop: TeleopConfig = TeleopConfig()
+    policy: PolicyConfig = PolicyConfig()
+    train: TrainConfig = TrainConfig()
 
     @model_validator(mode="after")
     def _camera_names_unique(self) -> RunConfig:
@@ -264,9 +322,10 @@ def load_config(
     task: str | None = None,
     config_file: Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
+    algo: str | None = None,
 ) -> RunConfig:
     data: dict[str, Any] = {}
-    for kind, name in (("robots", robot), ("cameras", cameras), ("tasks", task)):
+    for kind, name in (("robots", robot), ("cameras", cameras), ("tasks", task), ("algos", algo)):
         if name:
             data = deep_merge(data, read_yaml(preset_path(kind, name)))
     if config_file is not None:

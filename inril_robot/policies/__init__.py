@@ -1,0 +1,1 @@
+"""Policies: Gaussian (PPO actor), diffusion (DPPO actor), residual (network separation), encoders, normaliser."""
