@@ -420,12 +420,19 @@ def _check_hidraw() -> Check:
 
 
 def _check_keyboard() -> Check:
+    """The keyboard teleop reads the controlling terminal (/dev/tty), falling back to stdin."""
     try:
-        tty = bool(sys.stdin is not None and sys.stdin.isatty())
-    except Exception:
-        tty = False
-    detail = "available; stdin is a TTY" if tty else "available; stdin is not a TTY (run from an interactive terminal)"
-    return Check("teleop", "keyboard", "ok", detail, "")
+        with open("/dev/tty", "rb", buffering=0):
+            source = "/dev/tty"
+    except OSError:
+        try:
+            source = "stdin" if sys.stdin is not None and sys.stdin.isatty() else ""
+        except Exception:
+            source = ""
+    if source:
+        return Check("teleop", "keyboard", "ok", f"terminal available ({source})", "")
+    return Check("teleop", "keyboard", "warn", "no terminal (no /dev/tty, stdin is not a TTY)",
+                 "run `inril-robot collect --teleop keyboard` from an interactive terminal (SSH and tmux work)")
 
 
 def _check_teleop() -> list[Check]:
