@@ -44,5 +44,11 @@ class Policy(nn.Module, ABC):
         """Imitation loss (scalar) of expert `actions` (B, H, A) given `obs` (B, To, ...). Raw units in."""
 
     @abstractmethod
+    def predict_normalized(self, obs: Obs, deterministic: bool = True,
+                           generator: torch.Generator | None = None) -> Tensor:
+        """An action chunk (B, H, A) in normalised units, clipped to [-1, 1] (what RL wrappers such as the residual
+        policy build on)."""
+
     def predict(self, obs: Obs, deterministic: bool = True, generator: torch.Generator | None = None) -> Tensor:
         """An action chunk (B, H, A) in raw units, clipped to the normaliser's action bounds."""
+        return self.normalizer.unnormalize_action(self.predict_normalized(obs, deterministic, generator))

@@ -48,8 +48,9 @@ class Normalizer(nn.Module):
         return (value - getattr(self, f"obs_offset__{_safe(key)}")) / getattr(self, f"obs_scale__{_safe(key)}")
 
     def normalize_action(self, action: Tensor) -> Tensor:
-        span = (self.action_max - self.action_min).clamp_min(EPS)
-        return (2.0 * (action - self.action_min) / span - 1.0).clamp(-1.0, 1.0)
+        span = self.action_max - self.action_min
+        scaled = 2.0 * (action - self.action_min) / span.clamp_min(EPS) - 1.0
+        return torch.where(span > EPS, scaled, torch.zeros_like(scaled)).clamp(-1.0, 1.0)  # constant dimension -> 0
 
     def unnormalize_action(self, action: Tensor) -> Tensor:
         action = action.clamp(-1.0, 1.0)
