@@ -53,12 +53,13 @@ def emit_json(payload: dict[str, Any]) -> None:
 
 
 def resolve(robot: str | None, task: str | None, cameras: str | None, config: Path | None, sets: list[str] | None,
-            seed: int | None = None) -> RunConfig:
+            seed: int | None = None, algo: str | None = None) -> RunConfig:
     overrides = list(sets or [])
     if seed is not None:
         overrides.insert(0, f"seed={seed}")
     try:
-        return load_config(robot=robot, cameras=cameras, task=task, config_file=config, overrides=overrides)
+        return load_config(robot=robot, cameras=cameras, task=task, config_file=config, overrides=overrides,
+                           algo=algo)
     except ConfigError as e:
         fail(str(e))
         raise  # unreachable: fail() exits
@@ -102,7 +103,7 @@ def sim_run(
     from inril_robot.rollout import run_episodes, scripted_policy
 
     if policy != "scripted":
-        fail(f"unknown policy {policy!r}; available: scripted (checkpoints arrive with `pretrain`)")
+        fail(f"unknown policy {policy!r}; available: scripted (run a checkpoint with `inril-robot eval --checkpoint`)")
     if render is not None and cameras is None:
         cameras = "sim_front"
     cfg = resolve("sim", task, cameras, config, set_, seed)
@@ -381,6 +382,227 @@ def safety_check_cmd(
             Console().print(f"  [red]violation[/] episode {v['episode']} step {v['step']}: {escape(v['detail'])}")
     if not report.ok:
         raise typer.Exit(1)
+
+
+# ----------------------------------------------------------------------------------------------------- pretrain
+@app.command()
+def pretrain(
+    dataset: Annotated[Path, typer.Option("--dataset", help="Demonstration dataset directory.")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder (checkpoints, metrics.csv, curves.png, TB events).")],
+    policy: Annotated[str, typer.Option(help="gaussian or diffusion (algo preset bc_<policy>).")] = "gaussian",
+    task: Annotated[str | None, typer.Option(help="Task preset; default the dataset's task (must match it).")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="Gradient steps (train.steps).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+    cameras: CamerasOpt = None,
+    seed: SeedOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Pre-train a policy on demonstrations (behaviour cloning), evaluating it in simulation as it trains."""
+    import drivers.sim  # noqa: F401 - selects the GL backend before mujoco loads
+    from inril_robot.contract import ContractMismatch
+    from inril_robot.data.store import DatasetError
+    from inril_robot.policies.checkpoint import CheckpointError
+    from inril_robot.pretrain import PretrainError
+    from inril_robot.pretrain import pretrain as run_pretrain
+    from inril_robot.registry import DriverUnavailable
+
+    if policy not in ("gaussian", "diffusion"):
+        fail(f"unknown policy {policy!r}; available: gaussian, diffusion")
+    ds = _open_dataset(dataset)
+    stored_task = ds.info.get("task")
+    if task is not None and task != stored_task:
+        fail(f"dataset {dataset} holds task {stored_task!r}, not --task {task!r}")
+    task = task or stored_task
+    if task not in list_presets("tasks"):
+        fail(f"dataset {dataset} holds task {stored_task!r}, which has no task preset; pass --task")
+    sets = [*(set_ or []), *([f"train.steps={steps}"] if steps is not None else [])]
+    cfg = resolve("sim", task, cameras, config, sets, seed, algo=f"bc_{policy}")
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    last_eval = ""
+    with Progress(*columns, console=err, transient=json_out) as progress:
+        bar = progress.add_task(f"pretrain {policy} · {task}", total=cfg.train.steps, status="")
+        first = True
+
+        def on_progress(step: int, loss: float, samples_per_s: float, evaluation: dict[str, Any] | None) -> None:
+            nonlocal first, last_eval
+            if evaluation is not None:
+                rate = evaluation["success"]
+                last_eval = f" · eval {rate['successes']}/{rate['trials']}"
+            status = f"loss {loss:.4g} · {samples_per_s:,.0f} samples/s{last_eval}"
+            if first:  # a resumed run starts part-way: restart the rate estimate there
+                progress.reset(bar, total=cfg.train.steps, completed=step, status=status)
+                first = False
+            else:
+                progress.update(bar, completed=step, status=status)
+
+        try:
+            result = run_pretrain(cfg, ds, out, resume=resume, on_progress=on_progress)
+        except ContractMismatch as e:
+            hint = ""
+            if e.field.endswith("_rgb") or e.field.startswith("cameras"):
+                cams = ", ".join(f"{n} {w}x{h}" for n, (h, w) in ds.contract.cameras.items()) or "none"
+                hint = f" (the dataset's cameras: {cams}; pass a matching --cameras / --set cameras...)"
+            fail(f"{e}{hint}")
+            return
+        except (PretrainError, DatasetError, CheckpointError, DriverUnavailable) as e:
+            fail(str(e))
+            return
+        except KeyboardInterrupt:
+            err.print(f"interrupted: continue from the last checkpoint with the same command and --resume ({out})")
+            raise typer.Exit(130) from None
+    payload = result.to_dict()
+    if json_out:
+        emit_json(payload)
+        return
+    table = Table(title=f"pretrain · {policy} · {task}", show_header=False)
+    table.add_column()
+    table.add_column(overflow="fold")
+    table.add_row("run folder", str(out))
+    table.add_row("steps", f"{result.start_step} -> {result.step}")
+    table.add_row("final loss", f"{result.final_loss:.4g}" if result.final_loss is not None else "-")
+    table.add_row("samples/s", f"{result.samples_per_s:,.0f}")
+    if result.evals:
+        final = result.evals[-1]
+        table.add_row("eval (final)", f"{_rate_text(final['success'])} · mean length {final['mean_length']:.1f}")
+    if result.best:
+        table.add_row("best", f"{_rate_text(result.best['success'])} at step {result.best['step']} "
+                      f"({result.best_checkpoint})")
+    table.add_row("checkpoint", f"{result.last_checkpoint} ({result.weights} weights for eval)")
+    table.add_row("wall time", f"{result.wall_s:.1f} s")
+    for warning in result.warnings:
+        table.add_row("warning", warning)
+    Console().print(table)
+
+
+def _rate_text(rate: dict[str, Any]) -> str:
+    return (f"{rate['rate']:.0%} [{rate['ci95_low']:.0%}, {rate['ci95_high']:.0%}] "
+            f"({rate['successes']}/{rate['trials']})")
+
+
+# -------------------------------------------------------------------------------------------------------- eval
+def _eval_config(robot: str, stored: dict[str, Any], cameras: str | None, config: Path | None,
+                 sets: list[str] | None, seed: int | None) -> RunConfig:
+    """presets(robot, task) <- the checkpoint's task settings and cameras (unless --cameras) <- --config <- --set."""
+    from inril_robot.config import apply_override, deep_merge, parse_override, preset_path, read_yaml, validate_config
+
+    try:
+        data = read_yaml(preset_path("robots", robot))
+        data = deep_merge(data, read_yaml(preset_path("tasks", stored["task"]["name"])))
+        data = deep_merge(data, {"task": stored["task"]})
+        if cameras is not None:
+            data = deep_merge(data, read_yaml(preset_path("cameras", cameras)))
+        else:
+            data["cameras"] = stored.get("cameras", [])
+        if seed is not None:
+            data["seed"] = seed
+        if config is not None:
+            data = deep_merge(data, read_yaml(config))
+        for text in sets or []:
+            path, value = parse_override(text)
+            apply_override(data, path, value)
+        return validate_config(data)
+    except ConfigError as e:
+        fail(str(e))
+        raise  # unreachable
+
+
+@app.command("eval")
+def eval_cmd(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="A checkpoint written by pretrain (.pt).")],
+    robot: Annotated[str, typer.Option(help="Robot preset: sim.")] = "sim",
+    task: Annotated[str | None, typer.Option(help="Task (default and only allowed: the checkpoint's).")] = None,
+    episodes: Annotated[int, typer.Option(min=1, help="Number of episodes.")] = 20,
+    video: Annotated[Path | None, typer.Option("--video", help="Write an MP4 of the first episodes here.")] = None,
+    video_episodes: Annotated[int, typer.Option(min=1, help="Episodes recorded into --video.")] = 3,
+    seed: Annotated[int | None, typer.Option(help="Episode i uses seed + i (default: pretrain's eval seeds).")] = None,
+    raw_weights: Annotated[bool, typer.Option("--raw-weights", help="Evaluate the raw weights, not the EMA.")] = False,
+    cameras: CamerasOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Evaluate a checkpoint: success (Wilson 95% interval), mean return and length; refuses a mismatching contract."""
+    import drivers.sim  # noqa: F401 - selects the GL backend before mujoco loads
+    from inril_robot.contract import ContractMismatch
+    from inril_robot.env import RobotEnv, build_contract
+    from inril_robot.policies.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+    from inril_robot.policies.runner import PolicyRunner
+    from inril_robot.pretrain import EVAL_SEED_BASE, pick_device
+    from inril_robot.registry import DriverUnavailable
+    from inril_robot.rollout import run_episodes
+
+    if robot != "sim":
+        fail(f"eval runs in simulation (--robot sim); on the robot, use finetune/serve (got --robot {robot!r})")
+    try:
+        payload = read_checkpoint(checkpoint)
+    except CheckpointError as e:
+        fail(str(e))
+        return
+    stored_cfg = payload["run_config"]
+    if task is not None and task != stored_cfg["task"]["name"]:
+        fail(f"contract mismatch on task.name (checkpoint {checkpoint}): expected {stored_cfg['task']['name']!r}, "
+             f"got {task!r}")
+    cfg = _eval_config(robot, stored_cfg, cameras, config, set_, seed)
+    env_cfg = cfg
+    if video is not None and not cfg.cameras:  # a camera only for the video: not a policy input
+        env_cfg = cfg.model_copy(update={"cameras": resolve(None, None, "sim_front", None, None).cameras})
+    try:
+        env = RobotEnv(env_cfg)
+    except DriverUnavailable as e:
+        fail(str(e))
+        return
+    with env:
+        expect = build_contract(cfg, env.task)
+        device = pick_device("auto")
+        try:
+            loaded = load_checkpoint(checkpoint, expect_contract=expect, use_ema=not raw_weights,
+                                     map_location=device, payload=payload)
+        except (ContractMismatch, CheckpointError) as e:
+            fail(str(e))
+            return
+        runner = PolicyRunner(loaded.policy, expect, device)
+        base_seed = EVAL_SEED_BASE if seed is None else seed
+        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+        successes = 0
+        with Progress(*columns, console=err, transient=json_out) as progress:
+            bar = progress.add_task(f"eval {loaded.policy.cfg.kind} · {cfg.task.name}", total=episodes, status="")
+
+            def on_step(episode: int, step: int, done_success: bool | None) -> None:
+                nonlocal successes
+                if done_success is not None:
+                    successes += done_success
+                    progress.update(bar, advance=1, status=f"success {successes}/{episode + 1}")
+
+            try:
+                summary = run_episodes(env, runner, episodes, seed=base_seed, video=video,
+                                       video_episodes=video_episodes, on_step=on_step,
+                                       policy_name=loaded.policy.cfg.kind, on_reset=runner.reset)
+            except ContractMismatch as e:
+                fail(str(e))
+                return
+    result = summary.to_dict()
+    result.update({"checkpoint": str(checkpoint), "step": loaded.step, "weights": loaded.weights,
+                   "weights_sha256": loaded.weights_sha256, "seed": base_seed, "policy": loaded.policy.cfg.kind})
+    if json_out:
+        emit_json(result)
+        return
+    table = Table(title=f"eval · {cfg.task.name} · {loaded.policy.cfg.kind}", show_header=False)
+    table.add_column()
+    table.add_column(overflow="fold")
+    table.add_row("success", str(summary.success))
+    table.add_row("mean return", f"{result['mean_return']:.3f}")
+    table.add_row("mean episode length", f"{result['mean_length']:.1f} steps")
+    table.add_row("checkpoint", f"{checkpoint} (step {loaded.step}, {loaded.weights} weights)")
+    table.add_row("weights sha256", loaded.weights_sha256)
+    table.add_row("seeds", f"{base_seed} .. {base_seed + episodes - 1}")
+    table.add_row("safety events", str(result["safety_events"]))
+    if video:
+        table.add_row("video", str(video))
+    Console().print(table)
 
 
 # ------------------------------------------------------------------------------------------------------- bench

@@ -72,8 +72,12 @@ def run_episodes(
     video_episodes: int = 3,
     on_step: Callable[[int, int, bool | None], None] | None = None,
     policy_name: str = "scripted",
+    on_reset: Callable[[int], None] | None = None,
 ) -> RolloutSummary:
-    """Episode i uses seed `seed + i`, so a run is reproducible and any single episode can be replayed."""
+    """Episode i uses seed `seed + i`, so a run is reproducible and any single episode can be replayed.
+
+    `on_reset(seed)` is called after each reset, before the first action (a stateful policy starts its episode).
+    """
     results: list[EpisodeResult] = []
     writer = VideoWriter(video, fps=env.cfg.robot.control_hz) if video else None
     steps_total = events = 0
@@ -81,6 +85,8 @@ def run_episodes(
     try:
         for i in range(episodes):
             obs, info = env.reset(seed=seed + i)
+            if on_reset:
+                on_reset(seed + i)
             state, gripper = info["state"], 0.0
             record = writer is not None and i < video_episodes
             if record:

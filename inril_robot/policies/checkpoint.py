@@ -1,0 +1,224 @@
+"""Self-describing policy checkpoints: one file, loadable with `torch.load(weights_only=True)` (no pickle of code).
+
+A checkpoint is a dict of tensors and plain Python values only:
+
+    format_version, package_version, step
+    state_dict          the policy's weights, normaliser statistics included (registered buffers)
+    ema_state_dict      the exponential moving average of the weights (optional; what evaluation uses)
+    weights_sha256      {"raw": ..., "ema": ...}: digests of the stored weights (checked on load)
+    contract            the action/observation contract, horizon/act_steps = the policy's action chunking
+    policy_config       PolicyConfig (JSON mode), run_config: the whole RunConfig (JSON mode)
+    normalizer          the statistics the normaliser was built from (rebuilds it with the right shapes)
+    obs_shapes          observation key -> shape the policy reads; action_dim
+    extra               anything the caller adds (dataset path, eval results), plain values only
+
+Writes are atomic: a temporary file in the same directory, fsync, `os.replace`, fsync of the directory, so a reader
+(or a crash) never sees half a checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import uuid
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from inril_robot.config import PolicyConfig, RunConfig
+from inril_robot.contract import Contract
+from inril_robot.policies.base import Policy
+from inril_robot.policies.normalizer import Normalizer, _safe
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """The checkpoint is missing, corrupt, of an unknown format, or its weights do not fit its description."""
+
+
+@dataclass
+class LoadedCheckpoint:
+    policy: Policy
+    contract: Contract
+    run_cfg: RunConfig
+    step: int
+    weights: Literal["ema", "raw"]
+    path: Path
+    weights_sha256: str
+    extra: dict[str, Any]
+
+
+def package_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("inril-robot")
+    except Exception:  # running from a source tree without metadata
+        return "unknown"
+
+
+def build_policy(cfg: PolicyConfig, normalizer: Normalizer, obs_shapes: dict[str, tuple[int, ...]],
+                 action_dim: int) -> Policy:
+    """The policy class named by `cfg.kind` (imported lazily: the factory pulls in every policy module)."""
+    from inril_robot.policies.factory import make_policy
+
+    return make_policy(cfg, normalizer, obs_shapes, action_dim)
+
+
+def state_dict_sha256(state_dict: dict[str, torch.Tensor]) -> str:
+    """Digest of the exact weights: names, dtypes, shapes and bytes, in sorted name order."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def normalizer_spec(normalizer: Normalizer) -> dict[str, Any]:
+    """Plain-value description of a normaliser, enough to rebuild one with buffers of the same shapes."""
+    obs_stats = {}
+    for key in normalizer.obs_keys:
+        offset = normalizer.get_buffer(f"obs_offset__{_safe(key)}")
+        scale = normalizer.get_buffer(f"obs_scale__{_safe(key)}")
+        if normalizer.obs_mode == "mean_std":
+            obs_stats[key] = {"mean": offset.tolist(), "std": scale.tolist()}
+        else:
+            obs_stats[key] = {"min": (offset - scale).tolist(), "max": (offset + scale).tolist()}
+    return {"obs_mode": normalizer.obs_mode, "obs_stats": obs_stats,
+            "action_stats": {"min": normalizer.action_min.tolist(), "max": normalizer.action_max.tolist()}}
+
+
+def _cpu(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in state_dict.items()}
+
+
+def atomic_torch_save(payload: dict[str, Any], path: Path) -> None:
+    """torch.save to a temporary file beside `path`, fsync, rename over `path`, fsync the directory."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def safe_torch_load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """`torch.load(weights_only=True)` with errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a torch checkpoint: {e}") from e
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(payload).__name__}, not a checkpoint dict")
+    return payload
+
+
+def save_checkpoint(
+    path: str | Path,
+    policy: Policy,
+    *,
+    contract: Contract,
+    run_cfg: RunConfig,
+    step: int,
+    extra: dict[str, Any] | None = None,
+    ema_state_dict: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write one self-describing checkpoint atomically. `extra` must hold plain values (str, numbers, lists, dicts)."""
+    path = Path(path)
+    state_dict = _cpu(policy.state_dict())
+    digests = {"raw": state_dict_sha256(state_dict)}
+    payload: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "package_version": package_version(),
+        "step": int(step),
+        "state_dict": state_dict,
+        "contract": contract.model_copy(
+            update={"horizon": policy.cfg.horizon, "act_steps": policy.cfg.act_steps}).to_json_dict(),
+        "policy_config": policy.cfg.model_dump(mode="json"),
+        "run_config": run_cfg.model_dump(mode="json"),
+        "normalizer": normalizer_spec(policy.normalizer),
+        "obs_shapes": {k: list(v) for k, v in policy.obs_shapes.items()},
+        "action_dim": int(policy.action_dim),
+        "extra": dict(extra or {}),
+    }
+    if ema_state_dict is not None:
+        payload["ema_state_dict"] = _cpu(ema_state_dict)
+        digests["ema"] = state_dict_sha256(payload["ema_state_dict"])
+    payload["weights_sha256"] = digests
+    atomic_torch_save(payload, path)
+    return path
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The stored payload, format-checked, without building the policy (e.g. to read its run config)."""
+    payload = safe_torch_load(Path(path), map_location)
+    version = payload.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {path}: format_version {version!r}, this version reads {FORMAT_VERSION}")
+    missing = [k for k in ("state_dict", "contract", "policy_config", "run_config", "normalizer", "obs_shapes",
+                           "action_dim", "step") if k not in payload]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}")
+    return payload
+
+
+def load_checkpoint(
+    path: str | Path,
+    *,
+    expect_contract: Contract | None = None,
+    use_ema: bool = True,
+    map_location: str | torch.device = "cpu",
+    payload: dict[str, Any] | None = None,
+) -> LoadedCheckpoint:
+    """Rebuild the policy a checkpoint describes and load its weights (EMA ones when present and `use_ema`).
+
+    With `expect_contract` (the contract of the robot/task it is about to run on), a mismatch raises
+    `ContractMismatch` naming the field; the action chunking (horizon, act_steps) is the policy's own.
+    """
+    path = Path(path)
+    payload = payload if payload is not None else read_checkpoint(path, map_location)
+    try:
+        stored = Contract.from_json_dict(payload["contract"])
+        run_cfg = RunConfig.model_validate(payload["run_config"])
+        policy_cfg = PolicyConfig.model_validate(payload["policy_config"])
+    except ValueError as e:
+        raise CheckpointError(f"checkpoint {path} has an invalid description: {e}") from e
+    if expect_contract is not None:
+        stored.require_match(expect_contract, context=f"checkpoint {path}", ignore=("horizon", "act_steps"))
+    spec = payload["normalizer"]
+    normalizer = Normalizer(spec["obs_stats"], spec["action_stats"], spec["obs_mode"])
+    obs_shapes = {k: tuple(int(d) for d in v) for k, v in payload["obs_shapes"].items()}
+    policy = build_policy(policy_cfg, normalizer, obs_shapes, int(payload["action_dim"]))
+    weights: Literal["ema", "raw"] = "ema" if use_ema and payload.get("ema_state_dict") is not None else "raw"
+    state_dict = payload["ema_state_dict" if weights == "ema" else "state_dict"]
+    stored_digest = payload.get("weights_sha256", {}).get(weights)
+    digest = state_dict_sha256(state_dict)
+    if stored_digest is not None and stored_digest != digest:
+        raise CheckpointError(f"checkpoint {path}: the {weights} weights do not match their stored sha256 (corrupt)")
+    try:
+        policy.load_state_dict(state_dict, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint {path}: weights do not fit the {policy_cfg.kind} policy it describes: "
+                              f"{e}") from e
+    policy.to(map_location).eval()
+    return LoadedCheckpoint(policy=policy, contract=stored, run_cfg=run_cfg, step=int(payload["step"]),
+                            weights=weights, path=path, weights_sha256=digest, extra=dict(payload.get("extra", {})))
