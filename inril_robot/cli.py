@@ -667,6 +667,35 @@ def bench_data_cmd(
     Console().print(table)
 
 
+@bench_app.command("policy")
+def bench_policy_cmd(
+    cameras: CamerasOpt = "sim_front_wrist",
+    repeats: Annotated[int, typer.Option(min=10, help="Timed predictions per policy.")] = 200,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    threads: Annotated[int, typer.Option(min=0, help="torch CPU threads (0: torch default).")] = 0,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Batch-1 inference latency (median, p99) of each default policy, state-only and with the cameras, vs 10 Hz."""
+    from inril_robot.policies.latency import bench_default_policies
+
+    cfg = resolve("sim", "lift", cameras, config, set_)
+    with err.status("bench policy: timing batch-1 inference"):
+        rows = bench_default_policies(cfg, repeats=repeats, device=device, threads=threads)
+    budget_ms = 1000.0 / cfg.robot.control_hz
+    payload = {"device": device, "control_period_ms": budget_ms, "policies": rows}
+    if json_out:
+        emit_json(payload)
+        return
+    table = Table("policy", "observations", "median ms", "p99 ms", "of the 10 Hz period",
+                  title=f"bench policy (batch 1, {device})")
+    for r in rows:
+        table.add_row(r["policy"], r["observations"], f"{r['median_ms']:.2f}", f"{r['p99_ms']:.2f}",
+                      f"{r['p99_ms'] / budget_ms:.1%}")
+    Console().print(table)
+
+
 # ------------------------------------------------------------------------------------------------------ config
 @config_app.command("show")
 def config_show(

@@ -351,3 +351,20 @@ def test_print_batch1_cpu_latency() -> None:
                     assert stats["median_ms"] > 0
     finally:
         torch.set_num_threads(default_threads)
+
+
+def test_bench_policy_cli_reports_every_default_policy() -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from inril_robot.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "policy", "--repeats", "10", "--set", "cameras.front.width=32",
+                                      "--set", "cameras.front.height=32", "--set", "cameras.wrist.width=32",
+                                      "--set", "cameras.wrist.height=32", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    rows = payload["policies"]
+    assert {r["policy"] for r in rows} == {"gaussian", "diffusion/mlp"} and len(rows) == 4
+    assert all(0 < r["median_ms"] <= r["p99_ms"] for r in rows)
