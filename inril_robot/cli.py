@@ -82,6 +82,29 @@ def doctor(
         Console().print(render_table(checks))
 
 
+def rollout_with_progress(env: Any, policy: Any, episodes: int, *, label: str, transient: bool, **kwargs: Any) -> Any:
+    """`rollout.run_episodes` under a rich progress bar (episodes, success so far, env steps/s, ETA) on stderr."""
+    from inril_robot.rollout import run_episodes
+
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    successes = steps = 0
+    started = time.perf_counter()
+    with Progress(*columns, console=err, transient=transient) as progress:
+        bar = progress.add_task(label, total=episodes, status="")
+
+        def on_step(episode: int, step: int, done_success: bool | None) -> None:
+            nonlocal successes, steps
+            steps += 1
+            if done_success is None:
+                return
+            successes += done_success
+            rate = steps / max(time.perf_counter() - started, 1e-9)
+            progress.update(bar, advance=1, status=f"success {successes}/{episode + 1} · {rate:.0f} steps/s")
+
+        return run_episodes(env, policy, episodes, on_step=on_step, **kwargs)
+
+
 # ------------------------------------------------------------------------------------------------------- sim run
 @sim_app.command("run")
 def sim_run(
@@ -100,7 +123,7 @@ def sim_run(
     import drivers.sim  # noqa: F401 - selects the GL backend before mujoco loads
     from inril_robot.env import RobotEnv
     from inril_robot.registry import DriverUnavailable
-    from inril_robot.rollout import run_episodes, scripted_policy
+    from inril_robot.rollout import scripted_policy
 
     if policy != "scripted":
         fail(f"unknown policy {policy!r}; available: scripted (run a checkpoint with `inril-robot eval --checkpoint`)")
@@ -112,25 +135,10 @@ def sim_run(
     except DriverUnavailable as e:
         fail(str(e))
         return
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-    successes = 0
-    with env, Progress(*columns, console=err, transient=json_out) as progress:
-        bar = progress.add_task(f"{cfg.task.name} · {policy}", total=episodes, status="")
-        started = time.perf_counter()
-        steps = 0
-
-        def on_step(episode: int, step: int, done_success: bool | None) -> None:
-            nonlocal successes, steps
-            steps += 1
-            if done_success is None:
-                return
-            successes += done_success
-            rate = steps / max(time.perf_counter() - started, 1e-9)
-            progress.update(bar, advance=1, status=f"success {successes}/{episode + 1} · {rate:.0f} steps/s")
-
-        summary = run_episodes(env, scripted_policy, episodes, seed=cfg.seed, video=render,
-                               video_episodes=video_episodes, on_step=on_step, policy_name=policy)
+    with env:
+        summary = rollout_with_progress(env, scripted_policy, episodes, seed=cfg.seed, video=render,
+                                        video_episodes=video_episodes, label=f"{cfg.task.name} · {policy}",
+                                        transient=json_out, policy_name=policy)
     result = summary.to_dict()
     if json_out:
         emit_json(result)
@@ -532,7 +540,6 @@ def eval_cmd(
     from inril_robot.policies.runner import PolicyRunner
     from inril_robot.pretrain import EVAL_SEED_BASE, pick_device
     from inril_robot.registry import DriverUnavailable
-    from inril_robot.rollout import run_episodes
 
     if robot != "sim":
         fail(f"eval runs in simulation (--robot sim); on the robot, use finetune/serve (got --robot {robot!r})")
@@ -565,25 +572,14 @@ def eval_cmd(
             return
         runner = PolicyRunner(loaded.policy, expect, device)
         base_seed = EVAL_SEED_BASE if seed is None else seed
-        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-        successes = 0
-        with Progress(*columns, console=err, transient=json_out) as progress:
-            bar = progress.add_task(f"eval {loaded.policy.cfg.kind} · {cfg.task.name}", total=episodes, status="")
-
-            def on_step(episode: int, step: int, done_success: bool | None) -> None:
-                nonlocal successes
-                if done_success is not None:
-                    successes += done_success
-                    progress.update(bar, advance=1, status=f"success {successes}/{episode + 1}")
-
-            try:
-                summary = run_episodes(env, runner, episodes, seed=base_seed, video=video,
-                                       video_episodes=video_episodes, on_step=on_step,
-                                       policy_name=loaded.policy.cfg.kind, on_reset=runner.reset)
-            except ContractMismatch as e:
-                fail(str(e))
-                return
+        try:
+            summary = rollout_with_progress(env, runner, episodes, seed=base_seed, video=video,
+                                            video_episodes=video_episodes, transient=json_out,
+                                            label=f"eval {loaded.policy.cfg.kind} · {cfg.task.name}",
+                                            policy_name=loaded.policy.cfg.kind, on_reset=runner.reset)
+        except ContractMismatch as e:
+            fail(str(e))
+            return
     result = summary.to_dict()
     result.update({"checkpoint": str(checkpoint), "step": loaded.step, "weights": loaded.weights,
                    "weights_sha256": loaded.weights_sha256, "seed": base_seed, "policy": loaded.policy.cfg.kind})
