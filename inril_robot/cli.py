@@ -105,6 +105,49 @@ def rollout_with_progress(env: Any, policy: Any, episodes: int, *, label: str, t
         return run_episodes(env, policy, episodes, on_step=on_step, **kwargs)
 
 
+# --------------------------------------------------------------------------------------------------- quickstart
+@app.command()
+def quickstart(
+    out: Annotated[Path, typer.Option("--out", help="Folder for demos, run and results.")] = Path("runs/quickstart"),
+    task: TaskOpt = "lift",
+    demos: Annotated[int, typer.Option(min=1, help="Scripted demonstrations to record.")] = 50,
+    demo_noise: Annotated[float, typer.Option(min=0.0, max=1.0, help="Expert noise of the demos.")] = 0.5,
+    steps: Annotated[int, typer.Option(min=1, help="Pre-training gradient steps.")] = 2000,
+    episodes: Annotated[int, typer.Option(min=1, help="Evaluation episodes.")] = 50,
+    set_: SetOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """The whole path in simulation on CPU: scripted demos -> pre-training -> evaluation (fine-tuning: coming)."""
+    import drivers.sim  # noqa: F401 - selects the GL backend before mujoco loads
+    from inril_robot.quickstart import run_quickstart
+
+    try:
+        result = run_quickstart(out, task=task, demos=demos, demo_noise=demo_noise, steps=steps,
+                                eval_episodes=episodes, overrides=list(set_ or []),
+                                on_stage=lambda text: err.print(f"[bold cyan]quickstart[/] {escape(text)}"))
+    except ConfigError as e:
+        fail(str(e))
+        return
+    payload = result.to_dict()
+    if json_out:
+        emit_json(payload)
+        return
+    rate = result.eval["success"]
+    table = Table(title=f"quickstart · {task}", show_header=False)
+    table.add_column()
+    table.add_column(overflow="fold")
+    table.add_row("demonstrations", f"{result.demos} scripted, expert noise {demo_noise} ({result.demo_steps} steps)")
+    table.add_row("pre-training", f"Gaussian BC, {result.pretrain_steps} steps")
+    table.add_row("pre-trained success", f"{rate['rate']:.0%} [{rate['ci95_low']:.0%}, {rate['ci95_high']:.0%}] "
+                  f"({rate['successes']}/{rate['trials']}, held-out seeds)")
+    for name, path in result.files.items():
+        table.add_row(name, path)
+    table.add_row("time", ", ".join(f"{k} {v:.0f} s" for k, v in result.stage_seconds.items()))
+    Console().print(table)
+    err.print("next: look at the curves PNG; `inril-robot eval --checkpoint ... --video eval.mp4` to watch it; "
+              "`inril-robot dataset view` to inspect a demo. IN-RIL fine-tuning from this checkpoint comes next.")
+
+
 # ------------------------------------------------------------------------------------------------------- sim run
 @sim_app.command("run")
 def sim_run(
