@@ -16,15 +16,9 @@ from inril_robot.policies.base import Obs, Policy
 from inril_robot.policies.factory import make_policy
 from inril_robot.policies.latency import random_obs
 from inril_robot.policies.normalizer import Normalizer
+from tests.test_policies import ACTION_MAX, ACTION_MIN, OBS_STATS, A
+from tests.test_policies import STATE_SHAPES as SHAPES
 
-A = 7
-ACTION_MIN = torch.tensor([-0.02, -0.02, -0.02, -0.1, -0.1, -0.1, 0.0])
-ACTION_MAX = torch.tensor([0.02, 0.02, 0.02, 0.1, 0.1, 0.1, 1.0])
-OBS_STATS = {
-    "ee_pos": {"mean": [0.5, 0.0, 0.2], "std": [0.1, 0.1, 0.1]},
-    "cube_pos": {"mean": [0.5, 0.0, 0.02], "std": [0.05, 0.05, 0.01]},
-}
-SHAPES: dict[str, tuple[int, ...]] = {"ee_pos": (3,), "cube_pos": (3,)}
 KINDS: dict[str, dict[str, Any]] = {
     "gaussian": {"kind": "gaussian", "horizon": 2, "hidden": [64, 64]},
     "diffusion": {"kind": "diffusion", "horizon": 4, "hidden": [64, 64],
