@@ -93,73 +93,30 @@ def run_contract(cfg: RunConfig) -> Contract:
 
 
 class DemoWindows:
-    """(observation history, action chunk) training pairs from a dataset, on top of `WindowSampler`.
+    """(observation history, action chunk) training pairs from a dataset: a `WindowSampler` window split in two.
 
     Alignment. At step t of an episode the store holds `obs[t]`, the observation the action `action[t]` was taken
     from. A policy with To = n_obs_steps and H = horizon learns
 
         obs[t - To + 1], ..., obs[t]   ->   action[t], ..., action[t + H - 1]
 
-    so one window of W = To + H - 1 consecutive steps starting at s = t - To + 1 holds both: its rows 0..To-1 are the
-    observation history and its rows To-1..W-1 the action chunk (row To-1 is the current step t, shared by both).
-    Every step t of every episode is a current step once. Near the start (t < To - 1, i.e. s < 0) the window is read
-    from s = 0 and left-padded by repeating the first step (the history a policy sees at the start of an episode);
-    near the end WindowSampler right-pads by repeating the last step (the chunk ends with the last action repeated).
-
-    Batches: when the sampled arrays fit the sampler's cache budget they are held as one flat array per key and a
-    batch is a single gather (the per-window path costs ~50 us a window, more than a small MLP's update).
+    which is exactly the sampler's window around current step t with history To: its rows 0..To-1 are the
+    observation history and its rows To-1..W-1 the action chunk. Every step of every episode is a current step once.
     """
 
     def __init__(self, dataset: Dataset, obs_keys: list[str], n_obs_steps: int, horizon: int) -> None:
         self.obs_keys = list(obs_keys)
         self.n_obs_steps = n_obs_steps
-        self.horizon = horizon
-        self.window = n_obs_steps + horizon - 1
-        self.sampler = WindowSampler(dataset, [f"obs/{k}" for k in self.obs_keys] + [ACTION_KEY], self.window)
-        lengths = np.array([e.length for e in self.sampler.episodes])
-        episode_length = lengths[self.sampler.index[:, 0]]
-        start = self.sampler.index[:, 1]
-        current = start + n_obs_steps - 1
-        rows = [np.flatnonzero(current <= episode_length - 1)]  # windows whose current step lies in the episode
-        pads = [np.zeros(len(rows[0]), dtype=np.int64)]
-        for pad in range(1, n_obs_steps):  # current steps 0 .. To-2: read from 0, left-pad `pad` copies
-            firsts = np.flatnonzero((start == 0) & (n_obs_steps - 1 - pad <= episode_length - 1))
-            rows.append(firsts)
-            pads.append(np.full(len(firsts), pad, dtype=np.int64))
-        self.rows = np.concatenate(rows)
-        self.pads = np.concatenate(pads)
-        self._flat: dict[str, np.ndarray] | None = None
-        size = sum(e.array(k).nbytes for e in self.sampler.episodes for k in self.sampler.keys)
-        if size <= self.sampler.cache_bytes:
-            self._flat = {k: np.concatenate([e.load(k) for e in self.sampler.episodes]) for k in self.sampler.keys}
-            position = self.sampler.index[self.rows, 0]
-            self._offset = np.concatenate([[0], np.cumsum(lengths)[:-1]])[position]  # (N,) flat index of step 0
-            self._first = self.sampler.index[self.rows, 1] - self.pads  # (N,) first step, < 0 when left-padded
-            self._last = lengths[position] - 1  # (N,)
+        self.sampler = WindowSampler(dataset, [f"obs/{k}" for k in self.obs_keys] + [ACTION_KEY], horizon,
+                                     history=n_obs_steps)
+        self.sampler.preload()
 
     def __len__(self) -> int:
-        return len(self.rows)
-
-    def window_at(self, j: int) -> dict[str, np.ndarray]:
-        """Window j read through the sampler: each key -> (W, *shape)."""
-        window = self.sampler[int(self.rows[j])]
-        pad = int(self.pads[j])
-        if pad:
-            window = {k: np.concatenate([np.repeat(a[:1], pad, axis=0), a[:-pad]]) for k, a in window.items()}
-        return window
-
-    def windows(self, picks: np.ndarray) -> dict[str, np.ndarray]:
-        """Windows `picks` (B,): each key -> (B, W, *shape)."""
-        if self._flat is None:
-            got = [self.window_at(int(j)) for j in picks]
-            return {k: np.stack([w[k] for w in got]) for k in self.sampler.keys}
-        steps = np.clip(self._first[picks, None] + np.arange(self.window), 0, self._last[picks, None])  # (B, W)
-        flat = self._offset[picks, None] + steps  # (B, W)
-        return {k: a[flat] for k, a in self._flat.items()}
+        return len(self.sampler)
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """obs: key -> (B, To, *shape) raw; actions: (B, H, A) float32 raw."""
-        batch = self.windows(rng.integers(0, len(self.rows), batch_size))
+        batch = self.sampler.sample(batch_size, rng)
         to = self.n_obs_steps
         obs = {k: batch[f"obs/{k}"][:, :to] for k in self.obs_keys}
         actions = batch[ACTION_KEY][:, to - 1:].astype(np.float32)

@@ -24,6 +24,7 @@ from inril_robot.collect import collect
 from inril_robot.config import RunConfig, load_config
 from inril_robot.contract import Contract, ContractMismatch
 from inril_robot.data import Dataset
+from inril_robot.data.sampler import WindowSampler
 from inril_robot.env import RobotEnv
 from inril_robot.policies import checkpoint as ckpt
 from inril_robot.policies.base import Policy
@@ -218,19 +219,18 @@ def test_windows_align_history_and_chunk(reach_demos: Dataset) -> None:
     keys = ["ee_pos", "target_pos"]
     windows = DemoWindows(reach_demos, keys, n_obs_steps=2, horizon=3)
     assert len(windows) == reach_demos.num_steps  # every step is the current step of exactly one window
+    per_window = WindowSampler(reach_demos, ["obs/ee_pos", "action/executed"], 3, history=2)  # not preloaded
+    gathered = windows.sampler.windows(np.arange(len(windows)))  # the in-memory batch path
     checked = 0
     for j in range(len(windows)):
-        w = windows.window_at(j)
-        position, start = windows.sampler.index[windows.rows[j]]
+        w = per_window[j]
+        position, t = windows.sampler.index[j]  # t: the current step
         episode = windows.sampler.episodes[int(position)]
-        t = int(start) + 1 - int(windows.pads[j])  # the current step
         obs, act, n = episode.load("obs/ee_pos"), episode.load("action/executed"), episode.length
         assert np.array_equal(w["obs/ee_pos"][:2], obs[[max(t - 1, 0), t]])  # history ending at t
         assert np.array_equal(w["action/executed"][1:], act[np.minimum(np.arange(t, t + 3), n - 1)])  # from t on
+        assert all(np.array_equal(gathered[k][j], a) for k, a in w.items())  # both paths read the same windows
         checked += 1
-    gathered = windows.windows(np.arange(len(windows)))  # the in-memory batch path reads the same windows
-    for j in range(len(windows)):
-        assert all(np.array_equal(gathered[k][j], a) for k, a in windows.window_at(j).items())
     obs, actions = windows.sample(5, np.random.default_rng(0))
     assert obs["ee_pos"].shape == (5, 2, 3) and actions.shape == (5, 3, 7) and actions.dtype == np.float32
     assert checked == len(windows)

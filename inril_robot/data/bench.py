@@ -79,8 +79,8 @@ def bench_data(
         memory = [{k: ds[p].load(k) for k in keys} for p in range(len(ds))]
         t0 = time.perf_counter()
         for i in picks:
-            position, start = sampler.index[int(i)]
-            steps_idx = np.minimum(np.arange(start, start + horizon), steps - 1)
+            position, current = sampler.index[int(i)]
+            steps_idx = np.minimum(np.arange(current, current + horizon), steps - 1)
             {k: a[steps_idx] for k, a in memory[int(position)].items()}
         numpy_s = time.perf_counter() - t0
     finally:
