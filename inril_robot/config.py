@@ -75,7 +75,6 @@ class SimConfig(StrictModel):
     ik_damping: Annotated[float, Field(gt=0.0, le=1.0)] = 0.05
     nullspace_gain: Annotated[float, Field(ge=0.0, le=10.0)] = 0.5
     joint_kp_scale: Annotated[float, Field(gt=0.0, le=10.0, description="scales the model's joint servo gains")] = 1.0
-    render_backend: Literal["auto", "egl", "osmesa", "glfw"] = "auto"
     shadows: bool = False
     msaa: bool = False
 

@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field
 SCHEMA_VERSION = 1
 
 ActionType = Literal["delta_ee_pose", "abs_ee_pose", "joint_position"]
-ACTION_DIMS: dict[str, int] = {"delta_ee_pose": 7, "abs_ee_pose": 8, "joint_position": 8}
 
 
 class ContractMismatch(ValueError):

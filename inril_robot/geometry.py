@@ -23,7 +23,11 @@ def matrix_to_rotvec(rot: np.ndarray) -> np.ndarray:
 
 
 def quat_to_matrix(q: np.ndarray) -> np.ndarray:
-    x, y, z, w = np.asarray(q, dtype=np.float64) / np.linalg.norm(q)
+    """Unit-normalised quaternion (xyzw) -> rotation matrix. Rescaled by its largest entry first, so that huge
+    entries do not overflow the norm (the safety envelope passes arbitrary recorded states through here)."""
+    q = np.asarray(q, dtype=np.float64)
+    q = q / np.max(np.abs(q))
+    x, y, z, w = q / np.linalg.norm(q)
     return np.array([
         [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
         [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],

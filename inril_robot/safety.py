@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from inril_robot.config import SafetyLimits
-from inril_robot.geometry import matrix_to_quat, rotvec_to_matrix
+from inril_robot.geometry import matrix_to_quat, quat_to_matrix, rotvec_to_matrix
 from inril_robot.hardware import RobotState
 from inril_robot.kinematics import JOINT_LIMITS, jacobian
 
@@ -150,7 +150,7 @@ def apply_envelope(
     if box_event is not None:
         events.append(box_event)
 
-    orient = _Orientation(limits, _quat_matrix(state.ee_quat))
+    orient = _Orientation(limits, quat_to_matrix(state.ee_quat))
     if not orient.allows(rv):
         proposed = orient.tilt_yaw(rv)
         rv = rv * _bisect(lambda s: orient.allows(s * rv))
@@ -273,7 +273,7 @@ def within_limits(
         if over(end_out, start_out):
             out.append(SafetyEvent("outside_workspace", end_out, start_out, "moved farther from the box"))
 
-    orient = _Orientation(limits, _quat_matrix(state.ee_quat))
+    orient = _Orientation(limits, quat_to_matrix(state.ee_quat))
     if not orient.allows(rv, tol=rtol):
         out.append(SafetyEvent("orientation", orient.tilt_yaw(rv), (limits.max_tilt, limits.max_yaw),
                                orient.describe(orient.tilt_yaw(rv))))
@@ -370,17 +370,6 @@ def _scale_to(v: np.ndarray, cap: float) -> tuple[np.ndarray, float]:
     return unit * (cap / unit_norm), norm
 
 
-def _quat_matrix(q: Any) -> np.ndarray:
-    q = np.asarray(q, dtype=np.float64)
-    q = q / np.max(np.abs(q))  # rescale first so that huge entries do not overflow
-    x, y, z, w = q / np.linalg.norm(q)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
-
-
 def _workspace(p: np.ndarray, d: np.ndarray, limits: SafetyLimits, cap: float) -> tuple[np.ndarray, SafetyEvent | None]:
     lo, hi = np.array(limits.workspace_min), np.array(limits.workspace_max)
     proposed = p + d
@@ -408,7 +397,7 @@ class _Orientation:
 
     def __init__(self, limits: SafetyLimits, current: np.ndarray) -> None:
         self.limits = limits
-        self.nominal = _quat_matrix(limits.nominal_quat)
+        self.nominal = quat_to_matrix(limits.nominal_quat)
         self.current = current
         self.start = self._excess(current)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +45,3 @@ def write_stats(dataset: Dataset, stats: dict[str, dict[str, Any]]) -> Path:
     path = dataset.root / STATS_FILE
     atomic_write_json(path, {"episodes": len(dataset), "steps": dataset.num_steps, "keys": stats})
     return path
-
-
-def read_stats(root: Path) -> dict[str, Any]:
-    return json.loads((Path(root) / STATS_FILE).read_text())

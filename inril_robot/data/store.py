@@ -205,9 +205,6 @@ class Dataset:
                 raise DatasetError(f"committed episode {path} is unreadable: {e}") from e
             yield Episode(int(match.group(1)), path, meta)
 
-    def refresh(self) -> None:
-        self._episodes = None
-
     def __len__(self) -> int:
         return len(self.episodes)
 

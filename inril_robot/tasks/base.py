@@ -174,12 +174,6 @@ def yaw_of(quat_xyzw: np.ndarray) -> float:
     return float(np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)))
 
 
-def tilt_of(quat_xyzw: np.ndarray) -> float:
-    """Angle between the body's z axis and the world z axis [rad]."""
-    x, y = quat_xyzw[0], quat_xyzw[1]
-    return float(np.arccos(np.clip(1 - 2 * (x * x + y * y), -1.0, 1.0)))
-
-
 def jitter_objects(
     poses: Objects, cfg: RandomizationConfig, rng: np.random.Generator, movable: Collection[str] | None = None
 ) -> Objects:
