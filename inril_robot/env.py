@@ -52,6 +52,7 @@ class RobotEnv:
         self.steps = 0
         self.last_capture_times: dict[str, float] = {}
         self.expert: Expert | None = None
+        self._latest: tuple[RobotState, Objects | None] | None = None  # what reset/step last read from the robot
         self._latency: deque[np.ndarray] = deque()
 
     # ------------------------------------------------------------------------------------------------- loop
@@ -70,7 +71,7 @@ class RobotEnv:
         self.steps = 0
         self.expert = self.task.make_expert(self.rng, self.cfg.safety.max_step, self.cfg.safety.max_rot_step)
         self._latency = deque(self._hold_action() for _ in range(self.cfg.randomization.action_latency_steps))
-        state, objects = self._read()
+        state, objects = self._latest = self._read()
         return self._observe(state, objects), {"success": False, "state": state}
 
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
@@ -80,7 +81,7 @@ class RobotEnv:
             action = self._latency.popleft()
         self.robot.apply(action)
         self.steps += 1
-        state, objects = self._read()
+        state, objects = self._latest = self._read()
         success = bool(objects is not None and self.task.success(state, objects))
         reward = self.task.reward(state, objects) if objects is not None else 0.0
         truncated = self.steps >= self.cfg.task.max_steps and not success
@@ -94,10 +95,10 @@ class RobotEnv:
         return self._observe(state, objects), float(reward), success, truncated, info
 
     def expert_action(self) -> np.ndarray:
-        """The scripted expert's action for the current state (simulation: needs object poses)."""
-        if self.expert is None:
+        """The scripted expert's action from the state of the latest observation (simulation: needs object poses)."""
+        if self.expert is None or self._latest is None:
             raise RuntimeError("call reset() before asking the scripted expert for an action")
-        state, objects = self._read()
+        state, objects = self._latest
         if objects is None:
             raise RuntimeError("the scripted expert needs object poses, which only the simulator provides")
         return self.task.expert_action(self.expert, state, objects)
