@@ -1,9 +1,9 @@
 """Demonstration recording: a teleop source drives the robot through the safety envelope; episodes are stored.
 
-The loop, per control step: read the teleop command -> proposed action -> safety envelope -> executed action ->
-robot. The store records the observation the operator acted on, both actions, reward, who was in control and the
-capture times; learning later uses the executed action. Episode seeds are `seed + 1000 * index + attempt`, so a
-resumed collection never replays an episode it already recorded.
+The loop, per control step: read the teleop command -> proposed action -> `RobotEnv.step` (safety envelope ->
+executed action -> robot). The store records the observation the operator acted on, both actions, reward, who
+was in control and the capture times; learning later uses the executed action. Episode seeds are
+`seed + 1000 * index + attempt`, so a resumed collection never replays an episode it already recorded.
 
 `--episodes N` is the number of kept episodes the dataset should hold: re-running the same command after a crash
 or Ctrl-C records only what is missing (resume). At the end of an episode the operator keeps or discards it; with
@@ -21,13 +21,11 @@ from typing import Any
 from inril_robot.authority import Authority
 from inril_robot.config import RunConfig
 from inril_robot.data.store import DatasetWriter
-from inril_robot.env import RobotEnv
+from inril_robot.env import GRIPPER_AT_HOME, RobotEnv
 from inril_robot.hardware import Teleop
-from inril_robot.safety import apply_envelope
 from inril_robot.teleop import command_to_action
 
 MAX_RECORDED_EVENTS = 1000  # per episode, kept in its attributes
-INITIAL_GRIPPER = 0.0       # home() opens the gripper: the rate limit of the first step starts from open
 
 
 @dataclass
@@ -136,7 +134,8 @@ def record_episode(
     if not scripted:
         authority.intervene(f"{cfg.teleop.kind} operator in control")
     state = info["state"]
-    gripper = INITIAL_GRIPPER
+    gripper = GRIPPER_AT_HOME
+    captures = dict(env.last_capture_times)  # capture times of the frames in `obs`
     events: list[dict[str, Any]] = []
     decision: bool | None = None
     success = False
@@ -153,19 +152,19 @@ def record_episode(
             decision = bool(command.keep)
             break
         proposed = command_to_action(command, gripper)
-        envelope = apply_envelope(proposed, state, cfg.safety, control_hz=cfg.robot.control_hz,
-                                  previous_gripper=gripper)
-        for event in envelope.events:
+        next_obs, reward, terminated, truncated, info = env.step(proposed)  # through the safety envelope
+        executed = info["executed_action"]
+        for event in info["safety_events"]:
             if len(events) < MAX_RECORDED_EVENTS:
                 events.append({"step": step, **event.to_dict()})
-        status.safety_events += len(envelope.events)
-        next_obs, reward, terminated, truncated, info = env.step(envelope.action)
+        status.safety_events += len(info["safety_events"])
         episode.add_step(
-            obs, proposed, envelope.action, reward, terminated or truncated, control,
+            obs, proposed, executed, reward, terminated or truncated, control,
             intervention=bool(command.intervene), wall_time=time.time(), state_time=state.time,
-            capture_times=dict(env.last_capture_times), robot_state=state,
+            capture_times=captures, robot_state=state,
         )
-        obs, state, gripper = next_obs, info["state"], float(envelope.action[6])
+        obs, state, gripper = next_obs, info["state"], float(executed[6])
+        captures = dict(env.last_capture_times)
         success = success or bool(info["success"])
         status.step = step + 1
         status.hz = status.step / max(time.perf_counter() - started, 1e-9)
@@ -180,7 +179,7 @@ def record_episode(
         decision = success if scripted else wait_for_decision(teleop)
     if decision and episode.length > 0:
         extra = {"safety_events": events, "teleop": cfg.teleop.kind, "authority": authority.to_records(),
-                 "initial_gripper": INITIAL_GRIPPER}
+                 "initial_gripper": GRIPPER_AT_HOME}
         index = episode.commit(success=success, extra=extra)
         return {"index": index, "seed": seed, "kept": True, "success": success, "length": episode.length}
     length = episode.length

@@ -1,8 +1,11 @@
 """`RobotEnv`: one task on one robot with its cameras, the same loop in simulation and on the real arm.
 
 reset() homes the arm and (in simulation) places the task's objects; step(action) checks the action against the
-contract, applies it for one control period and returns observation, reward, terminated (success), truncated
-(time limit) and info. Observation noise and action latency come from `RunConfig.randomization`.
+contract, passes it through the safety envelope (from the state of the latest observation and the last executed
+gripper command), applies the executed action for one control period and returns observation, reward, terminated
+(success), truncated (time limit) and info (`executed_action`, `safety_events`, `state`, `success`, `stopped`).
+Every caller — sim runs, evaluation, collection, Gymnasium users — gets the envelope by construction. Observation
+noise and action latency come from `RunConfig.randomization`.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ from inril_robot.config import RunConfig
 from inril_robot.contract import Contract, ObsSpec, image_key
 from inril_robot.hardware import Camera, Robot, RobotState
 from inril_robot.registry import make_cameras, make_robot
+from inril_robot.safety import apply_envelope
 from inril_robot.tasks import make_task
 from inril_robot.tasks.base import Expert, Objects, Task, jitter_objects
 
+GRIPPER_AT_HOME = 0.0  # home() opens the gripper: the gripper-rate limit of the first step starts from open
 PROPRIO_KEYS: dict[str, tuple[int, ...]] = {"ee_pos": (3,), "ee_quat": (4,), "gripper_width": (1,)}
 
 
@@ -53,6 +58,7 @@ class RobotEnv:
         self.last_capture_times: dict[str, float] = {}
         self.expert: Expert | None = None
         self._latest: tuple[RobotState, Objects | None] | None = None  # what reset/step last read from the robot
+        self._gripper = GRIPPER_AT_HOME  # the last executed gripper command
         self._latency: deque[np.ndarray] = deque()
 
     # ------------------------------------------------------------------------------------------------- loop
@@ -71,21 +77,28 @@ class RobotEnv:
         self.steps = 0
         self.expert = self.task.make_expert(self.rng, self.cfg.safety.max_step, self.cfg.safety.max_rot_step)
         self._latency = deque(self._hold_action() for _ in range(self.cfg.randomization.action_latency_steps))
+        self._gripper = GRIPPER_AT_HOME
         state, objects = self._latest = self._read()
         return self._observe(state, objects), {"success": False, "state": state}
 
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        if self._latest is None:
+            raise RuntimeError("call reset() before step()")
         action = self.contract.check_action(action)
         if self._latency:
             self._latency.append(action)
             action = self._latency.popleft()
-        self.robot.apply(action)
+        envelope = apply_envelope(action, self._latest[0], self.cfg.safety, control_hz=self.cfg.robot.control_hz,
+                                  previous_gripper=self._gripper)
+        self.robot.apply(envelope.action)
+        self._gripper = float(envelope.action[6])
         self.steps += 1
         state, objects = self._latest = self._read()
         success = bool(objects is not None and self.task.success(state, objects))
         reward = self.task.reward(state, objects) if objects is not None else 0.0
         truncated = self.steps >= self.cfg.task.max_steps and not success
-        info: dict[str, Any] = {"success": success, "state": state, "stopped": None}
+        info: dict[str, Any] = {"success": success, "state": state, "stopped": None,
+                                "executed_action": envelope.action, "safety_events": envelope.events}
         force = float(np.linalg.norm(state.ee_wrench[:3]))
         if force > self.cfg.safety.max_contact_force:
             # the envelope already holds on excessive force; here the arm is stopped and the episode ends

@@ -1,6 +1,6 @@
 """Run episodes of a policy (the scripted expert, for now) in a `RobotEnv` and summarise them.
 
-Every action passes the safety envelope before it reaches the robot, exactly as in `collect`."""
+Every action passes the safety envelope inside `RobotEnv.step` before it reaches the robot, as in `collect`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 
 from inril_robot.env import RobotEnv
-from inril_robot.safety import apply_envelope
 from inril_robot.stats import Rate, wilson_interval
 from inril_robot.video import VideoWriter, tile
 
@@ -87,17 +86,13 @@ def run_episodes(
             obs, info = env.reset(seed=seed + i)
             if on_reset:
                 on_reset(seed + i)
-            state, gripper = info["state"], 0.0
             record = writer is not None and i < video_episodes
             if record:
                 writer.add(_frame(env, obs))
             ret, success, length = 0.0, False, 0
             while True:
-                envelope = apply_envelope(policy(env, obs), state, env.cfg.safety,
-                                          control_hz=env.cfg.robot.control_hz, previous_gripper=gripper)
-                events += len(envelope.events)
-                obs, reward, terminated, truncated, info = env.step(envelope.action)
-                state, gripper = info["state"], float(envelope.action[6])
+                obs, reward, terminated, truncated, info = env.step(policy(env, obs))
+                events += len(info["safety_events"])
                 ret += reward
                 length += 1
                 if record:
