@@ -138,8 +138,7 @@ def quickstart(
     table.add_column(overflow="fold")
     table.add_row("demonstrations", f"{result.demos} scripted, expert noise {demo_noise} ({result.demo_steps} steps)")
     table.add_row("pre-training", f"Gaussian BC, {result.pretrain_steps} steps")
-    table.add_row("pre-trained success", f"{rate['rate']:.0%} [{rate['ci95_low']:.0%}, {rate['ci95_high']:.0%}] "
-                  f"({rate['successes']}/{rate['trials']}, held-out seeds)")
+    table.add_row("pre-trained success", f"{_rate_text(rate)}, held-out seeds")
     for name, path in result.files.items():
         table.add_row(name, path)
     table.add_row("time", ", ".join(f"{k} {v:.0f} s" for k, v in result.stage_seconds.items()))

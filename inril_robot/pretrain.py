@@ -17,9 +17,7 @@ import copy
 import csv
 import json
 import math
-import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +27,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from inril_robot.atomic import atomic_open
 from inril_robot.config import RunConfig, read_yaml, to_yaml
 from inril_robot.contract import Contract
 from inril_robot.data.sampler import WindowSampler
 from inril_robot.data.stats import compute_stats
-from inril_robot.data.store import Dataset, fsync_dir
+from inril_robot.data.store import Dataset
 from inril_robot.policies import checkpoint as ckpt
 from inril_robot.policies.base import Policy
 from inril_robot.policies.normalizer import Normalizer
@@ -213,13 +212,8 @@ def config_differences(stored: Any, current: Any, prefix: str) -> list[tuple[str
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w") as f:
+    with atomic_open(path, "w") as f:
         f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def check_run_folder(out: Path, cfg: RunConfig, resume: bool) -> None:
@@ -253,12 +247,10 @@ def read_metrics(path: Path, up_to_step: int | None = None) -> list[dict[str, An
 
 
 def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def append_metrics(path: Path, row: dict[str, Any]) -> None:
@@ -296,9 +288,8 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, title: str, weights: str
     ax_eval.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp.png")
-    fig.savefig(tmp)
-    os.replace(tmp, path)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png")
 
 
 # ---------------------------------------------------------------------------------------------------- the run

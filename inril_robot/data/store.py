@@ -41,6 +41,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
+from inril_robot.atomic import atomic_open, fsync_dir
 from inril_robot.contract import Contract
 from inril_robot.hardware import RobotState
 
@@ -82,22 +83,9 @@ def fsync_tree(path: Path) -> None:
         del dirs
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def atomic_write_json(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w") as f:
+    with atomic_open(path, "w") as f:
         json.dump(payload, f, indent=2, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def array_checksum(array: np.ndarray) -> str:

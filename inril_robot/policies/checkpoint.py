@@ -19,9 +19,7 @@ Writes are atomic: a temporary file in the same directory, fsync, `os.replace`, 
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
-import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ from typing import Any, Literal
 
 import torch
 
+from inril_robot.atomic import atomic_open
 from inril_robot.config import PolicyConfig, RunConfig
 from inril_robot.contract import Contract
 from inril_robot.policies.base import Policy
@@ -99,23 +98,9 @@ def _cpu(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def atomic_torch_save(payload: dict[str, Any], path: Path) -> None:
-    """torch.save to a temporary file beside `path`, fsync, rename over `path`, fsync the directory."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """torch.save, replacing `path` atomically (see `inril_robot.atomic`)."""
+    with atomic_open(path, "wb") as f:
+        torch.save(payload, f)
 
 
 def safe_torch_load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
