@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from calibration.cli import calibrate_app
 from inril_robot.config import PRESET_KINDS, ConfigError, RunConfig, list_presets, load_config, to_yaml
 
 app = typer.Typer(help="Deploy and fine-tune Franka policies with IN-RIL, in simulation and on the robot.",
@@ -31,6 +32,7 @@ app.add_typer(sim_app, name="sim")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(bench_app, name="bench")
 app.add_typer(config_app, name="config")
+app.add_typer(calibrate_app, name="calibrate")  # issue 10: calibration/cli.py
 
 err = Console(stderr=True)
 

@@ -69,6 +69,25 @@ class SafetyLimits(StrictModel):
 
 
 # ------------------------------------------------------------------------------------------------------------ robot
+class CalibrationBoardConfig(StrictModel):
+    """A ChArUco board rendered in the simulated scene, for calibration (issue 10). Off (``mount: none``) by default.
+
+    ``world``: fixed in the world (eye-in-hand calibration of a wrist camera); ``hand``: carried by the hand
+    (eye-to-hand calibration of a static camera). ``pos``/``quat`` place the board frame (calibration.board: origin
+    at the top-left outer corner, z into the board) in the world or TCP frame; None: the default placement.
+    Visual only: the board has no mass and never collides.
+    """
+
+    mount: Literal["none", "world", "hand"] = "none"
+    squares_x: Annotated[int, Field(ge=3, le=20)] = 5
+    squares_y: Annotated[int, Field(ge=3, le=20)] = 4
+    square_length: Annotated[float, Field(gt=0.0, le=0.2, description="chessboard square side [m]")] = 0.04
+    marker_length: Annotated[float, Field(gt=0.0, le=0.2, description="ArUco marker side [m]")] = 0.03
+    dictionary: str = "DICT_4X4_50"
+    pos: Vec3 | None = None
+    quat: tuple[float, float, float, float] | None = None  # xyzw
+
+
 class SimConfig(StrictModel):
     timestep: Annotated[float, Field(gt=0.0, le=0.01, description="physics step [s]")] = 0.002
     ik_iterations: Annotated[int, Field(ge=1, le=50)] = 3
@@ -77,6 +96,7 @@ class SimConfig(StrictModel):
     joint_kp_scale: Annotated[float, Field(gt=0.0, le=10.0, description="scales the model's joint servo gains")] = 1.0
     shadows: bool = False
     msaa: bool = False
+    calibration_board: CalibrationBoardConfig = CalibrationBoardConfig()  # issue 10: calibration scenes
 
 
 class FrankaConfig(StrictModel):
@@ -107,6 +127,9 @@ class CameraConfig(StrictModel):
     fovy_deg: Annotated[float, Field(gt=1.0, lt=179.0)] = 58.0
     pos: Vec3 = (1.3, 0.0, 0.7)
     lookat: Vec3 = (0.5, 0.0, 0.1)
+    # issue 10: a calibration file (calibration.fileformat); a sim camera takes its pose and field of view from it
+    # instead of pos/lookat/fovy_deg (sim2real.cameras), and datasets/checkpoints record it through this config
+    calibration: str | None = None
 
 
 # ------------------------------------------------------------------------------------------------------------- task
@@ -137,6 +160,13 @@ class RandomizationConfig(StrictModel):
     obs_noise: Annotated[float, Field(ge=0.0, le=0.05, description="proprio/state noise std [m, rad]")] = 0.0
     action_latency_steps: Annotated[int, Field(ge=0, le=5, description="actions delayed by this many steps")] = 0
     gain_scale: Annotated[float, Field(ge=0.0, le=0.9, description="joint servo gains *= U(1-s, 1+s)")] = 0.0
+    # issue 10 (sim2real): control-period jitter and camera jitter scaled by each calibration's uncertainty
+    control_rate_jitter: Annotated[
+        float, Field(ge=0.0, le=0.5, description="control period *= U(1-s, 1+s), per episode")
+    ] = 0.0
+    camera_calibration_sigmas: Annotated[
+        float, Field(ge=0.0, le=10.0, description="calibrated cameras: pose jitter of k x the file's uncertainty")
+    ] = 0.0
 
     @property
     def enabled(self) -> bool:

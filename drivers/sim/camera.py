@@ -43,7 +43,8 @@ class SimCamera(Camera):
 
     @property
     def intrinsics(self) -> CameraIntrinsics:
-        fy = 0.5 * self.cfg.height / math.tan(math.radians(self.cfg.fovy_deg) / 2)
+        m = self.world.model  # the rendered fovy: cfg.fovy_deg, or the calibration file's (issue 10)
+        fy = 0.5 * self.cfg.height / math.tan(math.radians(float(m.cam_fovy[m.camera(self.name).id])) / 2)
         return CameraIntrinsics(self.cfg.width, self.cfg.height, fy, fy, self.cfg.width / 2, self.cfg.height / 2)
 
     def stop(self) -> None:

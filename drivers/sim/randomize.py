@@ -6,7 +6,9 @@ config gives back the nominal model exactly. Every sampled factor is returned, f
 
 `object_pos` is not a model property: it jitters the task's sampled initial poses
 (`inril_robot.tasks.base.jitter_objects`).
-`obs_noise` and `action_latency_steps` are applied by `RobotEnv` itself.
+`obs_noise` and `action_latency_steps` are applied by `RobotEnv` itself. `control_rate_jitter` scales the physics
+time each action lasts; `camera_calibration_sigmas` jitters calibrated cameras (static and wrist) by k times the
+one-sigma uncertainty in their calibration files.
 """
 
 from __future__ import annotations
@@ -91,6 +93,27 @@ def apply_randomization(world: SimWorld, cfg: RandomizationConfig, rng: np.rando
                 q = _quat_mul_wxyz(m.cam_quat[cam], dq)  # perturbation in the camera's own frame
                 m.cam_quat[cam] = q / np.linalg.norm(q)
                 sampled[f"camera_rot.{name}"] = angle
+
+    if cfg.camera_calibration_sigmas > 0:  # issue 10: calibrated cameras, jitter = k x the file's uncertainty
+        k = cfg.camera_calibration_sigmas
+        for name, (pos_sigma, rot_sigma) in world.camera_sigmas.items():
+            cam = m.camera(name).id
+            offset = rng.normal(0.0, k * pos_sigma / np.sqrt(3.0), 3)  # per axis: the norm's sigma is pos_sigma
+            m.cam_pos[cam] += offset
+            axis = rng.normal(size=3)
+            angle = float(rng.normal(0.0, k * rot_sigma))
+            dq = np.concatenate([[np.cos(angle / 2)], np.sin(angle / 2) * axis / max(np.linalg.norm(axis), 1e-12)])
+            q = _quat_mul_wxyz(m.cam_quat[cam], dq)
+            m.cam_quat[cam] = q / np.linalg.norm(q)
+            sampled[f"calibrated_camera_pos.{name}"] = float(np.linalg.norm(offset))
+            sampled[f"calibrated_camera_rot.{name}"] = angle
+
+    # issue 10: control-rate jitter, the physics time one action lasts (a real loop's period is never exact)
+    world.substeps = world.nominal_substeps
+    if cfg.control_rate_jitter > 0:
+        f = _factor(rng, cfg.control_rate_jitter)
+        world.substeps = max(1, round(world.nominal_substeps * f))
+        sampled["control_period_scale"] = world.substeps / world.nominal_substeps
 
     if cfg.lighting > 0:
         for light in range(m.nlight):

@@ -15,8 +15,8 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
-from inril_robot.config import CameraConfig, RobotConfig
-from inril_robot.geometry import rotation_error
+from inril_robot.config import CalibrationBoardConfig, CameraConfig, RobotConfig
+from inril_robot.geometry import matrix_to_quat, rotation_error
 from inril_robot.tasks.base import TABLE_TOP_Z, ObjectPose, Objects, SceneObject
 
 ARM_JOINTS = tuple(f"fr3_joint{i}" for i in range(1, 8))
@@ -66,6 +66,64 @@ def quat_xyzw_to_wxyz(q: np.ndarray) -> np.ndarray:
     return np.array([q[3], q[0], q[1], q[2]])
 
 
+BOARD_THICKNESS = 0.002
+BOARD_SITE = "calibration_board"  # its frame is the board frame of calibration.board (OpenCV's convention)
+BOARD_PX_PER_SQUARE = 64
+
+
+def default_board_pose(board: CalibrationBoardConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Board frame (position, rotation matrix) in its parent's frame when the config does not place it.
+
+    world: face up on the table, centred under the home TCP; hand: 10 cm in front of and below the TCP (tool x, z)
+    (towards a camera in front of the robot), tilted 50 degrees from the tool axis so that the front camera sees it.
+    """
+    w, h = board.squares_x * board.square_length, board.squares_y * board.square_length
+    if board.mount == "world":
+        rot = np.diag([1.0, -1.0, -1.0])  # board z (into the board) points down: the face looks up
+        centre = np.array([0.45, 0.0, TABLE_TOP_Z + BOARD_THICKNESS])
+    else:
+        tilt = np.radians(50.0)
+        x = np.array([0.0, -1.0, 0.0])
+        z = np.array([-np.sin(tilt), 0.0, np.cos(tilt)])
+        rot = np.column_stack([x, np.cross(z, x), z])
+        centre = np.array([0.10, 0.0, 0.10])
+    return centre - rot @ np.array([w / 2, h / 2, 0.0]), rot
+
+
+def add_calibration_board(spec: mujoco.MjSpec, board: CalibrationBoardConfig) -> None:
+    """A visual-only (massless, non-colliding) ChArUco board and a site at its board frame (the ground truth)."""
+    from calibration.board import BoardSpec, board_image
+
+    bspec = BoardSpec(board.squares_x, board.squares_y, board.square_length, board.marker_length, board.dictionary)
+    img = board_image(bspec, BOARD_PX_PER_SQUARE)
+    tex = spec.add_texture(name=BOARD_SITE, type=mujoco.mjtTexture.mjTEXTURE_2D, width=img.shape[1],
+                           height=img.shape[0], nchannel=3)
+    tex.data = np.repeat(img[:, :, None], 3, axis=2).tobytes()
+    mat = spec.add_material(name=BOARD_SITE, texuniform=False, texrepeat=[1, 1], specular=0.0, shininess=0.0)
+    mat.textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = BOARD_SITE
+    if board.pos is not None and board.quat is not None:
+        from inril_robot.geometry import quat_to_matrix
+
+        pos, rot = np.asarray(board.pos, float), quat_to_matrix(np.asarray(board.quat, float))
+    else:
+        pos, rot = default_board_pose(board)
+    if board.mount == "hand":
+        parent, pos = spec.body("hand"), pos + np.array([0.0, 0.0, TCP_OFFSET])  # TCP frame -> hand body frame
+    else:
+        parent = spec.worldbody
+    half = [board.squares_x * board.square_length / 2, board.squares_y * board.square_length / 2]
+    # The box's +z face shows the texture with image row 0 at +y: flip y and z to get the board frame
+    # (x right, y down the printed rows, z into the board). The face sits in the board frame's z = 0 plane.
+    flip = np.diag([1.0, -1.0, -1.0])
+    geom_pos = pos + rot @ np.array([half[0], half[1], BOARD_THICKNESS / 2])
+    geom = parent.add_geom(name=BOARD_SITE, type=mujoco.mjtGeom.mjGEOM_BOX, size=[*half, BOARD_THICKNESS / 2],
+                           pos=list(geom_pos), quat=list(quat_xyzw_to_wxyz(matrix_to_quat(rot @ flip))),
+                           material=BOARD_SITE, rgba=[1, 1, 1, 1], contype=0, conaffinity=0, group=1, mass=0.0)
+    geom.density = 0.0
+    parent.add_site(name=BOARD_SITE, pos=list(pos), quat=list(quat_xyzw_to_wxyz(matrix_to_quat(rot))),
+                    size=[0.005] * 3, rgba=[0, 0, 0, 0])
+
+
 class SimWorld:
     """Physics, kinematics and rendering state of one simulated episode; owned by `SimRobot`."""
 
@@ -84,6 +142,15 @@ class SimWorld:
         m = self.model
         period = 1.0 / robot_cfg.control_hz
         self.substeps = max(1, round(period / m.opt.timestep))
+        self.nominal_substeps = self.substeps  # issue 10: control-rate jitter varies `substeps` per episode
+        #: issue 10: one-sigma (position [m], rotation [rad]) of each calibrated camera, for pose jitter
+        self.camera_sigmas: dict[str, tuple[float, float]] = {}
+        for cam in self.camera_cfgs:
+            if cam.calibration is not None:
+                from sim2real.cameras import sim_camera_placement
+
+                placed = sim_camera_placement(cam)
+                self.camera_sigmas[cam.name] = (placed.position_sigma, placed.rotation_sigma)
         self.arm_qpos = np.array([m.jnt_qposadr[m.joint(j).id] for j in ARM_JOINTS])
         self.arm_dof = np.array([m.jnt_dofadr[m.joint(j).id] for j in ARM_JOINTS])
         self.finger_qpos = np.array([m.jnt_qposadr[m.joint(j).id] for j in ("finger_joint1", "finger_joint2")])
@@ -179,17 +246,25 @@ class SimWorld:
                     geom.group = 1
 
         for cam in cameras:
+            parent = spec.body("hand") if cam.mount == "wrist" else world
+            if cam.calibration is not None:  # issue 10: pose and field of view from a calibration file
+                from sim2real.cameras import sim_camera_placement
+
+                placed = sim_camera_placement(cam)
+                pos = placed.pos + (np.array([0.0, 0.0, TCP_OFFSET]) if cam.mount == "wrist" else 0.0)  # TCP->hand
+                parent.add_camera(name=cam.name, pos=list(pos), quat=list(placed.quat_wxyz), fovy=placed.fovy_deg)
+                continue
             if cam.mount == "wrist":
                 pos = np.array([0.075, 0.0, 0.02])
                 xy = look_at_xyaxes(pos, np.array([0.0, 0.0, TCP_OFFSET + 0.08]), np.array([-1.0, 0.0, 0.0]))
-                parent = spec.body("hand")
             else:
                 pos = np.asarray(cam.pos, float)
                 xy = look_at_xyaxes(pos, np.asarray(cam.lookat, float), np.array([0.0, 0.0, 1.0]))
-                parent = world
             camera = parent.add_camera(name=cam.name, pos=list(pos), fovy=cam.fovy_deg)
             camera.alt.type = mujoco.mjtOrientation.mjORIENTATION_XYAXES
             camera.alt.xyaxes = list(xy)
+        if cfg.sim.calibration_board.mount != "none":  # issue 10: a ChArUco board for calibration scenes
+            add_calibration_board(spec, cfg.sim.calibration_board)
         return spec
 
     # ----------------------------------------------------------------------------------------------- episodes
