@@ -537,6 +537,112 @@ def _rate_text(rate: dict[str, Any]) -> str:
             f"({rate['successes']}/{rate['trials']})")
 
 
+# ---------------------------------------------------------------------------------------------------- finetune
+def _il_every(value: str) -> str:
+    if value != "auto" and not (value.isdigit() and int(value) >= 0):
+        raise typer.BadParameter(f"expected a number of RL steps per IL step (>= 0; 0 = RL only) or 'auto', "
+                                 f"got {value!r}")
+    return value
+
+
+@app.command()
+def finetune(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="The pre-trained checkpoint (.pt) to fine-tune.")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder (checkpoints, metrics.csv, curves.png, TB events).")],
+    demos: Annotated[Path | None, typer.Option("--demos", help="Demonstrations for the IL steps.")] = None,
+    robot: Annotated[str, typer.Option(help="sim (in-process); franka goes through the policy server.")] = "sim",
+    task: Annotated[str | None, typer.Option(help="Task (default and only allowed: the checkpoint's).")] = None,
+    algo: Annotated[str, typer.Option(help="ppo (Gaussian), dppo (diffusion) or residual-ppo (any).")] = "ppo",
+    il_every: Annotated[str, typer.Option("--il-every", callback=_il_every,
+                                          help="m: RL steps per IL step; 0 = RL only; auto.")] = "5",
+    separation: Annotated[str, typer.Option(help="none, pcgrad, orthogonal or residual.")] = "pcgrad",
+    env_steps: Annotated[int | None, typer.Option(min=1, help="Budget of executed control steps.")] = None,
+    num_envs: Annotated[int | None, typer.Option(min=1, help="Parallel simulated envs (processes).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+    cameras: CamerasOpt = None,
+    seed: SeedOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Fine-tune a pre-trained policy with IN-RIL (RL with interleaved IL steps and gradient separation)."""
+    import drivers.sim  # noqa: F401 - selects the GL backend before mujoco loads
+    from inril_robot.contract import ContractMismatch
+    from inril_robot.data.store import DatasetError
+    from inril_robot.inril.finetune import FinetuneError
+    from inril_robot.inril.finetune import finetune as run_finetune
+    from inril_robot.policies.checkpoint import CheckpointError, read_checkpoint
+    from inril_robot.registry import DriverUnavailable
+
+    if robot != "sim":
+        fail(f"--robot {robot}: on-robot fine-tuning runs through the policy server (`inril-robot serve` + "
+             "`finetune --server`), not in this process; use --robot sim for the in-process run")
+    try:
+        stored_cfg = read_checkpoint(checkpoint)["run_config"]
+    except CheckpointError as e:
+        fail(str(e))
+        return
+    if task is not None and task != stored_cfg["task"]["name"]:
+        fail(f"contract mismatch on task.name (checkpoint {checkpoint}): expected {stored_cfg['task']['name']!r}, "
+             f"got {task!r}")
+    options = [f"finetune.algo={algo}", f"finetune.inril.il_every={il_every}",
+               f"finetune.inril.separation={separation}",
+               *([f"finetune.env_steps={env_steps}"] if env_steps else []),
+               *([f"finetune.num_envs={num_envs}"] if num_envs else [])]
+    cfg = _eval_config(robot, stored_cfg, cameras, config, [*(set_ or []), *options], seed)
+    ds = _open_dataset(demos) if demos is not None else None
+    f = cfg.finetune
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    mode = "RL only" if f.inril.il_every == 0 else f"IN-RIL m={f.inril.il_every} {f.inril.separation}"
+    with Progress(*columns, console=err, transient=json_out) as progress:
+        bar = progress.add_task(f"finetune {f.algo} · {cfg.task.name} · {mode}", total=f.env_steps, status="")
+        last = {"eval": "", "status": ""}
+
+        def on_progress(event: dict[str, Any]) -> None:
+            if event["event"] == "steps":
+                progress.update(bar, advance=event["steps"])
+                return
+            if event.get("eval_success") is not None:
+                last["eval"] = f"eval {event['eval_success']:.0%}"
+            if event["event"] == "iteration":
+                guard = event.get("guard") or {}
+                alpha = f" · guard α={guard['alpha']:.2f}" if guard and guard.get("alpha", 1.0) < 1.0 else ""
+                cos = f" · cos {event['rl_cos_ref']:+.2f}" if event.get("rl_cos_ref") is not None else ""
+                last["status"] = (f"it {event['step']} · train {event['train_success']:.0%} · m {event.get('m')}"
+                                  f"{cos} · {event['env_steps_per_s']:.0f} steps/s{alpha} · ")
+                progress.update(bar, completed=event["env_steps"])
+            progress.update(bar, status=last["status"] + last["eval"])
+
+        try:
+            result = run_finetune(cfg, checkpoint, ds, out, resume=resume, on_progress=on_progress)
+        except (FinetuneError, ContractMismatch, CheckpointError, DatasetError, DriverUnavailable) as e:
+            fail(str(e))
+            return
+        except KeyboardInterrupt:
+            err.print(f"interrupted: continue from the last checkpoint with the same command and --resume ({out})")
+            raise typer.Exit(130) from None
+    payload = result.to_dict()
+    if json_out:
+        emit_json(payload)
+        return
+    table = Table(title=f"finetune · {f.algo} · {cfg.task.name} · {mode}", show_header=False)
+    table.add_column()
+    table.add_column(overflow="fold")
+    table.add_row("run folder", str(out))
+    table.add_row("env steps", f"{result.env_steps:,} ({result.iterations} iterations)")
+    if result.pretrained:
+        table.add_row("pre-trained success", _rate_text(result.pretrained["success"]))
+    if result.final:
+        table.add_row("final success", _rate_text(result.final["success"]))
+    if result.best:
+        table.add_row("best", f"{_rate_text(result.best['success'])} at {result.best['env_steps']:,} env steps")
+    table.add_row("checkpoint", result.last_checkpoint)
+    table.add_row("curves", result.files["curves"])
+    table.add_row("wall time", f"{result.wall_s:.0f} s")
+    Console().print(table)
+
+
 # -------------------------------------------------------------------------------------------------------- eval
 def _eval_config(robot: str, stored: dict[str, Any], cameras: str | None, config: Path | None,
                  sets: list[str] | None, seed: int | None) -> RunConfig:

@@ -100,9 +100,22 @@ class SimConfig(StrictModel):
 
 
 class FrankaConfig(StrictModel):
-    host: str = "172.16.0.2"
+    """A real Franka through franky (`drivers.franka`). Dynamics factors are fractions of the arm's own limits."""
+
+    host: Annotated[str, Field(min_length=1, description="robot (FCI) IP address or hostname")] = "172.16.0.2"
     realtime: Literal["enforce", "ignore"] = "enforce"
-    relative_dynamics_factor: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1
+    relative_dynamics_factor: Annotated[
+        float, Field(gt=0.0, le=1.0, description="velocity/acceleration/jerk scale of the per-step Cartesian motions")
+    ] = 0.1
+    home_dynamics_factor: Annotated[
+        float, Field(gt=0.0, le=1.0, description="velocity/acceleration/jerk scale of the joint motion home()")
+    ] = 0.05
+    gripper: bool = True  # a Franka Hand is attached
+    gripper_speed: Annotated[float, Field(gt=0.0, le=0.2, description="Franka Hand finger speed [m/s]")] = 0.1
+    gripper_force: Annotated[float, Field(gt=0.0, le=70.0, description="Franka Hand grasp force [N]")] = 20.0
+    connect_timeout_s: Annotated[
+        float, Field(gt=0.0, le=30.0, description="TCP probe of the FCI port before connecting [s]")
+    ] = 2.0
 
 
 class RobotConfig(StrictModel):
@@ -122,7 +135,9 @@ class CameraConfig(StrictModel):
     width: Annotated[int, Field(ge=16, le=1920)] = 128
     height: Annotated[int, Field(ge=16, le=1080)] = 128
     fps: Annotated[int, Field(ge=1, le=90)] = 30
-    serial: str | None = None
+    serial: str | None = None  # RealSense serial number; None: the only connected device
+    depth: bool = False  # RealSense: also stream depth, aligned to colour
+    warmup_frames: Annotated[int, Field(ge=0, le=300, description="frames dropped after (re)start")] = 15
     mount: Literal["world", "wrist"] = "world"
     fovy_deg: Annotated[float, Field(gt=1.0, lt=179.0)] = 58.0
     pos: Vec3 = (1.3, 0.0, 0.7)
@@ -203,6 +218,9 @@ class DiffusionConfig(StrictModel):
     ddim_steps: Annotated[int, Field(ge=1, le=100, description="DDIM sampling steps at inference")] = 5
     unet_channels: tuple[int, ...] = (64, 128)
     time_embed_dim: Annotated[int, Field(ge=8, le=512)] = 32
+    finetuned_steps: Annotated[int | None, Field(
+        ge=1, le=100, description="DPPO: the last k DDIM steps use the fine-tuned network, earlier ones a frozen "
+        "copy of the pre-trained one; None = one network for all")] = None
 
 
 class GaussianConfig(StrictModel):
@@ -210,6 +228,14 @@ class GaussianConfig(StrictModel):
     init_log_std: Annotated[float, Field(ge=-5.0, le=1.0)] = -1.0
     min_log_std: Annotated[float, Field(ge=-10.0, le=0.0)] = -5.0
     max_log_std: Annotated[float, Field(ge=-5.0, le=2.0)] = 0.5
+
+
+class ResidualRLConfig(StrictModel):
+    """A Gaussian residual head over the policy (ResiP): what residual PPO trains."""
+
+    hidden: tuple[int, ...] = (256, 256)
+    scale: Annotated[float, Field(gt=0.0, le=1.0, description="residual scale in normalised action units")] = 0.1
+    init_log_std: Annotated[float, Field(ge=-5.0, le=1.0)] = -1.5
 
 
 class PolicyConfig(StrictModel):
@@ -222,6 +248,7 @@ class PolicyConfig(StrictModel):
     image: ImageEncoderConfig = ImageEncoderConfig()
     gaussian: GaussianConfig = GaussianConfig()
     diffusion: DiffusionConfig = DiffusionConfig()
+    residual: ResidualRLConfig | None = None  # set: the policy is this residual head over the `kind` base
 
     @model_validator(mode="after")
     def _chunk_fits(self) -> PolicyConfig:
@@ -246,6 +273,113 @@ class TrainConfig(StrictModel):
     num_threads: Annotated[int, Field(ge=0, le=256, description="torch CPU threads; 0 = torch default")] = 0
 
 
+# ----------------------------------------------------------------------------------------------------- fine-tuning
+class PPOConfig(StrictModel):
+    """The RL side: clipped-ratio PPO (CleanRL) over action chunks; one PPO "step" of the env = one executed chunk."""
+
+    gamma: Annotated[float, Field(ge=0.0, le=1.0, description="discount per executed chunk")] = 0.99
+    gae_lambda: Annotated[float, Field(ge=0.0, le=1.0)] = 0.95
+    clip: Annotated[float, Field(gt=0.0, le=1.0, description="ratio clipping epsilon")] = 0.2
+    clip_value: Annotated[float | None, Field(gt=0.0, description="value clipping around the old value")] = None
+    ent_coef: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    vf_coef: Annotated[float, Field(gt=0.0, le=10.0)] = 0.5
+    epochs: Annotated[int, Field(ge=1, le=100, description="passes over each batch of episodes")] = 5
+    minibatch_size: Annotated[int, Field(ge=1, le=65536)] = 256
+    target_kl: Annotated[float | None, Field(gt=0.0, description="stop the update past this approx KL")] = 0.05
+    max_grad_norm: Annotated[float, Field(gt=0.0, description="gradient-norm clip, actor and critic")] = 1.0
+    normalize_advantages: bool = True
+    actor_lr: Annotated[float, Field(gt=0.0, le=1.0)] = 3e-5
+    critic_lr: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-3
+    critic_hidden: tuple[int, ...] = (256, 256)
+    critic_warmup_iterations: Annotated[int, Field(ge=0, description="first iterations train only the critic")] = 2
+    bootstrap_on_truncation: bool = True
+
+
+class DPPOConfig(StrictModel):
+    """DPPO: PPO over the last `ft_steps` DDIM steps of a diffusion policy, each denoising step one Gaussian."""
+
+    ft_steps: Annotated[int | None, Field(ge=1, le=100, description="fine-tuned denoising steps; None = all")] = None
+    eta: Annotated[float, Field(ge=0.0, le=1.0, description="DDIM eta of the fine-tuned steps while exploring")] = 1.0
+    min_sampling_std: Annotated[float, Field(ge=0.0, le=1.0, description="exploration noise floor")] = 0.1
+    min_logprob_std: Annotated[float, Field(gt=0.0, le=1.0, description="std floor in log-probabilities")] = 0.1
+    denoising_gamma: Annotated[float, Field(gt=0.0, le=1.0, description="advantage discount per denoise step")] = 1.0
+
+
+class AdaptiveMConfig(StrictModel):
+    m_min: Annotated[int, Field(ge=1, le=1000)] = 2
+    m_max: Annotated[int, Field(ge=1, le=1000)] = 30
+    m_ref: Annotated[float, Field(gt=0.0, le=1000.0, description="m for orthogonal gradients of equal norm")] = 10.0
+    ema_decay: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
+    every_k: Annotated[int, Field(ge=1, le=10_000, description="actor steps between gradient measurements")] = 10
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AdaptiveMConfig:
+        if self.m_min > self.m_max:
+            raise ValueError(f"m_min={self.m_min} must be <= m_max={self.m_max}")
+        return self
+
+
+class InrilConfig(StrictModel):
+    """The IN-RIL side: how often IL steps in, on what, and how the two objectives are kept apart."""
+
+    il_every: Annotated[int | Literal["auto"], Field(description="m: RL steps per IL step; 0 = RL only")] = 5
+    il_steps: Annotated[int, Field(ge=1, le=100, description="IL steps each time IL steps in")] = 1
+    separation: Literal["none", "pcgrad", "orthogonal", "residual"] = "pcgrad"
+    il_lr: Annotated[float, Field(gt=0.0, le=1.0)] = 3e-5
+    il_batch_size: Annotated[int, Field(ge=1, le=65536)] = 256
+    reference_ema_decay: Annotated[float, Field(ge=0.0, lt=1.0, description="EMA of the other gradient")] = 0.9
+    adaptive: AdaptiveMConfig = AdaptiveMConfig()
+
+    @field_validator("il_every")
+    @classmethod
+    def _m_nonnegative(cls, m: int | str) -> int | str:
+        if isinstance(m, int) and m < 0:
+            raise ValueError(f"il_every must be >= 0 or 'auto', got {m}")
+        return m
+
+
+class GuardConfig(StrictModel):
+    """Bounds on how much one policy update may change the commanded actions (raw units, per step of a chunk)."""
+
+    enabled: bool = True
+    max_translation: Annotated[float, Field(gt=0, description="largest change of per-step EE translation [m]")] = 0.01
+    max_rotation: Annotated[float, Field(gt=0, description="largest change of per-step rotation vector [rad]")] = 0.05
+    max_gripper: Annotated[float, Field(gt=0, description="largest change of the gripper command [0, 1]")] = 0.5
+    statistic: Literal["max", "p95"] = "max"
+    mode: Literal["scale", "reject"] = "scale"
+    min_alpha: Annotated[float, Field(ge=0, le=1, description="a smaller step size than this rejects")] = 0.05
+    bisection_steps: Annotated[int, Field(ge=1, le=30)] = 8
+    observations: Annotated[int, Field(ge=1, le=100_000, description="recent observations compared")] = 256
+    seed: int = 0  # of the generator both policies sample with
+
+
+class FinetuneConfig(StrictModel):
+    algo: Literal["ppo", "dppo", "residual-ppo"] = "ppo"
+    env_steps: Annotated[int, Field(ge=1, le=100_000_000, description="budget of executed control steps")] = 60_000
+    episodes_per_iteration: Annotated[int, Field(ge=1, le=10_000, description="episodes per RL batch")] = 16
+    num_envs: Annotated[int, Field(ge=1, le=256, description="parallel simulated envs")] = 2
+    subprocess_envs: bool = True
+    exploration_log_std: Annotated[
+        float | None, Field(ge=-5.0, le=1.0, description="reset a Gaussian policy's log-std at the start")] = None
+    eval_every: Annotated[int, Field(ge=0, description="iterations between evaluations; 0: start and end only")] = 2
+    eval_episodes: Annotated[int, Field(ge=1, le=10_000)] = 32
+    checkpoint_every: Annotated[int, Field(ge=1, description="iterations between checkpoints")] = 5
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    num_threads: Annotated[int, Field(ge=0, le=256)] = 1
+    ppo: PPOConfig = PPOConfig()
+    dppo: DPPOConfig = DPPOConfig()
+    residual: ResidualRLConfig = ResidualRLConfig()
+    inril: InrilConfig = InrilConfig()
+    guard: GuardConfig = GuardConfig()
+
+    @model_validator(mode="after")
+    def _separation_fits_algo(self) -> FinetuneConfig:
+        if (self.inril.separation == "residual") != (self.algo == "residual-ppo") and self.inril.il_every != 0:
+            raise ValueError("inril.separation=residual (network separation) goes with algo=residual-ppo and only "
+                             f"with it (got algo={self.algo!r}, separation={self.inril.separation!r})")
+        return self
+
+
 # -------------------------------------------------------------------------------------------------------- top level
 class RunConfig(StrictModel):
     seed: Annotated[int, Field(ge=0)] = 0
@@ -257,6 +391,7 @@ class RunConfig(StrictModel):
     teleop: TeleopConfig = TeleopConfig()
     policy: PolicyConfig = PolicyConfig()
     train: TrainConfig = TrainConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
 
     @model_validator(mode="after")
     def _camera_names_unique(self) -> RunConfig:

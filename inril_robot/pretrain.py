@@ -216,27 +216,29 @@ def atomic_write_text(path: Path, text: str) -> None:
         f.write(text)
 
 
-def check_run_folder(out: Path, cfg: RunConfig, resume: bool) -> None:
-    """A new run needs an empty folder; a resumed one needs the same policy configuration."""
+def check_run_folder(out: Path, cfg: RunConfig, resume: bool, sections: tuple[str, ...] = ("policy",),
+                     error: type[Exception] = PretrainError) -> None:
+    """A new run needs an empty folder; a resumed one needs the same configuration in `sections`."""
     if not resume:
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise PretrainError(f"{out} is not empty (an earlier run?): use --resume or a new --out")
+            raise error(f"{out} is not empty (an earlier run?): use --resume or a new --out")
         return
     run_yaml = out / "run.yaml"
     if not run_yaml.is_file():
         if out.exists() and any(out.iterdir()):
-            raise PretrainError(f"cannot resume {out}: it has no run.yaml (not a pretrain run folder)")
+            raise error(f"cannot resume {out}: it has no run.yaml (not a run folder)")
         return  # nothing was started here: --resume starts the run
-    stored = read_yaml(run_yaml).get("policy", {})
-    diffs = config_differences(stored, cfg.policy.model_dump(mode="json"), "policy")
+    stored, current = read_yaml(run_yaml), cfg.model_dump(mode="json")
+    diffs = [d for key in sections for d in config_differences(stored.get(key, {}), current[key], key)]
     if diffs:
         name, old, new = diffs[0]
         more = "".join(f"; also {n}: {o!r} -> {c!r}" for n, o, c in diffs[1:])
-        raise PretrainError(f"cannot resume {out}: {name} was {old!r} in that run, this run asks {new!r}{more} "
-                            "(a resumed run keeps its policy configuration; use a new --out to train another)")
+        raise error(f"cannot resume {out}: {name} was {old!r} in that run, this run asks {new!r}{more} "
+                    "(a resumed run keeps its configuration; use a new --out to train another)")
 
 
 def read_metrics(path: Path, up_to_step: int | None = None) -> list[dict[str, Any]]:
+    """Rows of a metrics CSV (numbers as floats, `step` as int), those after `up_to_step` dropped."""
     if not path.is_file():
         return []
     with open(path, newline="") as f:
@@ -246,20 +248,20 @@ def read_metrics(path: Path, up_to_step: int | None = None) -> list[dict[str, An
     return [r for r in rows if up_to_step is None or r["step"] <= up_to_step]
 
 
-def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+def write_metrics(path: Path, rows: list[dict[str, Any]], fields: tuple[str, ...] = METRIC_FIELDS) -> None:
     with atomic_open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
 
 
-def append_metrics(path: Path, row: dict[str, Any]) -> None:
+def append_metrics(path: Path, row: dict[str, Any], fields: tuple[str, ...] = METRIC_FIELDS) -> None:
     new = not path.is_file()
     with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=fields)
         if new:
             writer.writeheader()
-        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in METRIC_FIELDS})
+        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in fields})
 
 
 def plot_curves(rows: list[dict[str, Any]], path: Path, title: str, weights: str = "ema") -> None:

@@ -1,4 +1,5 @@
-"""PPO: GAE (termination vs truncation), the clipped update, target-KL stop, critic warm-up, a bandit sanity check."""
+"""PPO: GAE (termination vs truncation), the episode buffer, and the learner with m = 0 (plain PPO): the clipped
+update, target-KL stop, critic warm-up, a bandit sanity check."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import pytest
 import torch
 from torch import Tensor
 
-from inril_robot.config import PolicyConfig
+from inril_robot.config import FinetuneConfig, PolicyConfig
+from inril_robot.inril.learner import InrilLearner
 from inril_robot.policies.base import Obs
 from inril_robot.policies.gaussian import GaussianPolicy
 from inril_robot.policies.normalizer import Normalizer
 from inril_robot.rl.buffer import RolloutBuffer, compute_gae
-from inril_robot.rl.ppo import Critic, PPOConfig, actor_loss, ppo_update
+from inril_robot.rl.ppo import Critic, GaussianActor, clipped_surrogate
 
 OBS_STATS = {"ee_pos": {"mean": [0.5, 0.0, 0.2], "std": [0.1, 0.1, 0.1]}}
 OBS_SHAPES: dict[str, tuple[int, ...]] = {"ee_pos": (3,)}
@@ -35,21 +37,27 @@ def make_obs(batch: int) -> Obs:
     return {"ee_pos": torch.tensor([0.5, 0.0, 0.2]) + 0.1 * torch.randn(batch, 1, 3)}  # (B, To=1, 3)
 
 
-def one_step_buffer(policy: GaussianPolicy, critic: Critic, steps: int, envs: int,
-                    rewards_fn: Callable[[Tensor], Tensor] | None = None) -> RolloutBuffer:
-    """One-step episodes (every step terminates): the return is the reward. Rewards +-1 at random by default."""
-    buf = RolloutBuffer(steps, envs, policy.chunk_dim)
-    for _ in range(steps):
-        obs = make_obs(envs)
-        with torch.no_grad():
-            dist = policy.distribution(obs)
-            actions = dist.sample()  # (N, H*A)
-            log_probs = dist.log_prob(actions).sum(-1)  # (N,)
-            values = critic(obs)  # (N,)
-        rewards = rewards_fn(actions) if rewards_fn is not None else torch.randint(0, 2, (envs,)).float() * 2 - 1
-        buf.add(obs, actions, log_probs, rewards, torch.ones(envs), torch.zeros(envs), values)
-    buf.compute_returns(torch.zeros(envs), gamma=0.99, lam=0.95)
+def bandit_buffer(actor: GaussianActor, critic: Critic, episodes: int,
+                  rewards_fn: Callable[[Tensor], Tensor] | None = None) -> RolloutBuffer:
+    """One-step episodes (each terminates): the return is the reward. Rewards +-1 at random by default."""
+    buf = RolloutBuffer()
+    obs = make_obs(episodes)
+    sample = actor.sample(obs)
+    actions = sample.record["action"]  # (N, H*A)
+    rewards = rewards_fn(actions) if rewards_fn is not None else torch.randint(0, 2, (episodes,)).float() * 2 - 1
+    with torch.no_grad():
+        values = critic(obs)
+    for i in range(episodes):
+        buf.add_episode({"ee_pos": obs["ee_pos"][i:i + 1]}, {"action": actions[i:i + 1]}, sample.log_prob[i:i + 1],
+                        rewards[i:i + 1], values[i:i + 1], terminated=True)
     return buf
+
+
+def ppo_learner(policy: GaussianPolicy, critic_hidden: tuple[int, ...] = (32,), **ppo: object) -> InrilLearner:
+    cfg = FinetuneConfig.model_validate({"ppo": {"critic_warmup_iterations": 0, **ppo},
+                                         "inril": {"il_every": 0}, "guard": {"enabled": False}})
+    actor = GaussianActor(policy)
+    return InrilLearner(actor, Critic.for_policy(policy, critic_hidden), cfg, demos=None)
 
 
 # ------------------------------------------------------------------------------------------------------------ GAE
@@ -85,83 +93,81 @@ def test_gae_without_ends_is_the_discounted_return() -> None:
         torch.testing.assert_close(ret[t], expected)
 
 
-def test_buffer_minibatches_cover_every_sample_once() -> None:
-    policy = make_policy()
-    buf = one_step_buffer(policy, Critic.for_policy(policy, (16,)), steps=3, envs=5)
-    batches = list(buf.minibatches(4, torch.Generator().manual_seed(1)))
-    assert [len(b) for b in batches] == [4, 4, 4, 3]
-    assert sorted(torch.cat(batches).tolist()) == list(range(15))
-    b = buf.batch(torch.tensor([7]))  # flat index 7 = step 1, env 2
-    torch.testing.assert_close(b.actions[0], buf.actions[1, 2])
-    torch.testing.assert_close(b.obs["ee_pos"][0], buf.obs["ee_pos"][1, 2])
+def test_buffer_concatenates_episodes_and_cuts_gae_at_their_ends() -> None:
+    buf = RolloutBuffer()
+    obs = make_obs(5)
+    lp = torch.zeros(5)
+    buf.add_episode({"ee_pos": obs["ee_pos"][:2]}, {"action": torch.zeros(2, 4)}, lp[:2], torch.tensor([0.0, 1.0]),
+                    torch.tensor([0.5, 0.5]), terminated=True)
+    buf.add_episode({"ee_pos": obs["ee_pos"][2:]}, {"action": torch.ones(3, 4)}, lp[2:], torch.zeros(3),
+                    torch.tensor([0.2, 0.3, 0.4]), terminated=False, bootstrap_value=2.0)
+    buf.compute_returns(gamma=0.5, lam=1.0)
+    assert buf.size == 5 and buf.log_probs.shape == (5, 1)
+    # episode 1: R1 = 1, R0 = 0 + .5 * 1; episode 2 (truncated, bootstrapped from 2.0): R4 = .5*2, R3 = .5, R2 = .25
+    torch.testing.assert_close(buf.returns, torch.tensor([0.5, 1.0, 0.25, 0.5, 1.0]))
+    batches = list(buf.minibatches(2, torch.Generator().manual_seed(1)))
+    assert [len(b) for b in batches] == [2, 2, 1]
+    assert sorted(torch.cat(batches).tolist()) == list(range(5))
+    b = buf.batch(torch.tensor([3]))
+    torch.testing.assert_close(b.record["action"][0], torch.ones(4))
+    torch.testing.assert_close(b.obs["ee_pos"][0], obs["ee_pos"][3])
+    with pytest.raises(ValueError, match="log_probs"):
+        buf.add_episode({"ee_pos": obs["ee_pos"][:2]}, {}, lp[:3], torch.zeros(2), torch.zeros(2), True)
 
 
 # ------------------------------------------------------------------------------------------------------------ PPO
 def test_ppo_update_raises_log_prob_of_positive_advantage_actions() -> None:
     policy = make_policy()
-    critic = Critic.for_policy(policy, (32,))
-    buf = one_step_buffer(policy, critic, steps=8, envs=32, rewards_fn=lambda a: a[:, 0].sign())  # learnable
-    cfg = PPOConfig(epochs=4, minibatch_size=64, target_kl=None, actor_lr=1e-3)
-    all_idx = torch.arange(buf.size)
-    before = buf.batch(all_idx)
-    _, stats0 = actor_loss(policy, before, cfg)
+    learner = ppo_learner(policy, epochs=4, minibatch_size=64, target_kl=None, actor_lr=1e-3)
+    buf = bandit_buffer(learner.actor, learner.critic, 256, rewards_fn=lambda a: a[:, 0].sign())  # learnable
+    buf.compute_returns(0.99, 0.95)
+    before = buf.batch(torch.arange(buf.size))
+    log_prob, entropy = learner.actor.evaluate(before.obs, before.record)
+    _, stats0 = clipped_surrogate(log_prob, before, learner.cfg.ppo, entropy)
     assert stats0["approx_kl"] == pytest.approx(0.0, abs=1e-6) and stats0["clip_fraction"] == 0.0
 
-    actor_opt = torch.optim.Adam(policy.parameters(), lr=cfg.actor_lr)
-    critic_opt = torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr)
-    stats = ppo_update(policy, critic, actor_opt, critic_opt, buf, cfg, torch.Generator().manual_seed(0))
+    stats = learner.update(buf)
     assert 0.0 <= stats["clip_fraction"] <= 1.0 and stats["clip_fraction"] > 0.0
-    assert stats["epochs_run"] == 4 and stats["updates_run"] == 16
+    assert stats["epochs_run"] == 4 and stats["rl_steps"] == 16 and stats["il_steps"] == 0
     with torch.no_grad():
-        delta = policy.log_prob(before.obs, before.actions) - before.log_probs  # (T*N,)
+        delta = policy.log_prob(before.obs, before.record["action"]) - before.log_probs[:, 0]  # (P,)
     adv = before.advantages
     assert delta[adv > 0].mean() > 0 > delta[adv < 0].mean()
     assert (adv * delta.exp()).mean() > adv.mean()  # the surrogate objective improved over ratio = 1
-    _, stats1 = actor_loss(policy, before, cfg)
+    log_prob, entropy = learner.actor.evaluate(before.obs, before.record)
+    _, stats1 = clipped_surrogate(log_prob, before, learner.cfg.ppo, entropy)
     assert stats1["policy_loss"] < stats0["policy_loss"]
 
 
 def test_target_kl_stops_early() -> None:
-    policy = make_policy()
-    critic = Critic.for_policy(policy, (32,))
-    buf = one_step_buffer(policy, critic, steps=8, envs=32)
-    cfg = PPOConfig(epochs=10, minibatch_size=64, target_kl=1e-7, actor_lr=1e-3)
-    stats = ppo_update(policy, critic, torch.optim.Adam(policy.parameters(), lr=cfg.actor_lr),
-                       torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr), buf, cfg,
-                       torch.Generator().manual_seed(0))
-    assert stats["early_stopped"] == 1.0 and stats["epochs_run"] < cfg.epochs
-    assert stats["updates_run"] >= 2  # the first minibatch is on-policy (KL 0); the stop comes after a step
+    learner = ppo_learner(make_policy(), epochs=10, minibatch_size=64, target_kl=1e-7, actor_lr=1e-3)
+    stats = learner.update(bandit_buffer(learner.actor, learner.critic, 256))
+    assert stats["early_stopped"] and stats["epochs_run"] < 10
+    assert stats["rl_steps"] >= 2  # the first minibatch is on-policy (KL 0); the stop comes after a step
 
 
 def test_critic_warmup_leaves_actor_bit_identical_and_fits_returns() -> None:
     policy = make_policy()
-    critic = Critic.for_policy(policy, (32, 32))
-    buf = one_step_buffer(policy, critic, steps=8, envs=32, rewards_fn=lambda a: 2.0 + a[:, 0])
+    learner = ppo_learner(policy, (32, 32), epochs=2, minibatch_size=64, critic_warmup_iterations=5, critic_lr=5e-3)
+    buf = bandit_buffer(learner.actor, learner.critic, 256, rewards_fn=lambda a: 2.0 + a[:, 0])
     actor_before = {k: v.clone() for k, v in policy.state_dict().items()}
-    cfg = PPOConfig(epochs=2, minibatch_size=64, critic_warmup_updates=5)
-    actor_opt = torch.optim.Adam(policy.parameters(), lr=cfg.actor_lr)
-    critic_opt = torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr)
-    losses = [ppo_update(policy, critic, actor_opt, critic_opt, buf, cfg, torch.Generator().manual_seed(i),
-                         actor_frozen=True)["value_loss"] for i in range(cfg.critic_warmup_updates)]
+    losses = [learner.update(buf)["value_loss"] for _ in range(5)]
     for key, value in policy.state_dict().items():
         assert torch.equal(value, actor_before[key]), key
     assert all(p.grad is None for p in policy.parameters())
     assert losses[-1] < 0.5 * losses[0]
+    assert learner.schedule.n_rl == 0  # warm-up steps are not actor steps
 
 
-def test_value_clipping_bounds_the_step() -> None:
-    policy = make_policy()
-    critic = Critic.for_policy(policy, (32,))
-    buf = one_step_buffer(policy, critic, steps=4, envs=16, rewards_fn=lambda a: torch.full((a.shape[0],), 50.0))
-    cfg = PPOConfig(epochs=1, minibatch_size=64, clip_value=0.1)
-    stats = ppo_update(policy, critic, torch.optim.Adam(policy.parameters()),
-                       torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr), buf, cfg, actor_frozen=True)
+def test_value_clipping_keeps_the_loss_finite() -> None:
+    learner = ppo_learner(make_policy(), epochs=1, minibatch_size=64, clip_value=0.1, critic_warmup_iterations=1)
+    stats = learner.update(bandit_buffer(learner.actor, learner.critic, 64,
+                                         rewards_fn=lambda a: torch.full((a.shape[0],), 50.0)))
     assert stats["value_loss"] > 0 and torch.isfinite(torch.tensor(stats["value_loss"]))
 
 
 def test_bandit_moves_the_policy_mean_to_the_target() -> None:
     policy = make_policy(horizon=1)
-    critic = Critic.for_policy(policy, (32,))
     target = torch.tensor([0.5, -0.4])  # normalised units
 
     def reward(actions: Tensor) -> Tensor:
@@ -171,13 +177,9 @@ def test_bandit_moves_the_policy_mean_to_the_target() -> None:
         with torch.no_grad():
             return (policy.distribution(make_obs(1)).mean[0] - target).norm().item()
 
-    cfg = PPOConfig(epochs=4, minibatch_size=64, actor_lr=3e-3, critic_lr=5e-3)
-    actor_opt = torch.optim.Adam(policy.parameters(), lr=cfg.actor_lr)
-    critic_opt = torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr)
+    learner = ppo_learner(policy, epochs=4, minibatch_size=64, actor_lr=3e-3, critic_lr=5e-3, target_kl=0.1)
     error0 = mean_error()
-    gen = torch.Generator().manual_seed(0)
     for _ in range(40):
-        buf = one_step_buffer(policy, critic, steps=2, envs=64, rewards_fn=reward)
-        ppo_update(policy, critic, actor_opt, critic_opt, buf, cfg, gen)
+        learner.update(bandit_buffer(learner.actor, learner.critic, 128, rewards_fn=reward))
     assert error0 > 0.6
     assert mean_error() < 0.25 * error0

@@ -23,31 +23,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from typing import Annotated, Literal
 
 import torch
-from pydantic import Field
 from torch import Tensor
 
-from inril_robot.config import StrictModel
+from inril_robot.config import GuardConfig
 from inril_robot.policies.base import Obs, Policy
 
 log = logging.getLogger(__name__)
+__all__ = ["GuardConfig", "GuardDecision", "UpdateGuard", "interpolate"]
 
 StateDict = dict[str, Tensor]
-
-
-class GuardConfig(StrictModel):
-    """Bounds on how much one policy update may change the commanded actions (raw units, per step of a chunk)."""
-
-    max_translation: Annotated[float, Field(gt=0, description="largest change of per-step EE translation [m]")] = 0.01
-    max_rotation: Annotated[float, Field(gt=0, description="largest change of per-step rotation vector [rad]")] = 0.05
-    max_gripper: Annotated[float, Field(gt=0, description="largest change of the gripper command [0, 1]")] = 0.5
-    statistic: Literal["max", "p95"] = "max"
-    mode: Literal["scale", "reject"] = "scale"
-    min_alpha: Annotated[float, Field(ge=0, le=1, description="a smaller step size than this rejects")] = 0.05
-    bisection_steps: Annotated[int, Field(ge=1, le=30)] = 8
-    seed: int = 0  # of the generator both policies sample with
 
 
 @dataclass(frozen=True)

@@ -197,12 +197,36 @@ class DiffusionPolicy(Policy):
         self.horizon = cfg.horizon
         self.num_train_steps = d.train_steps  # K
         self.encoder = ObsEncoder(normalizer, obs_shapes, cfg)
-        if d.denoiser == "mlp":
-            self.denoiser: nn.Module = MLPDenoiser(action_dim, cfg.horizon, self.encoder.out_dim, cfg.hidden, d)
-        else:
-            self.denoiser = UNet1DDenoiser(action_dim, self.encoder.out_dim, d)
+        self.denoiser = self._make_denoiser()
+        # DPPO: the first ddim_steps - finetuned_steps DDIM steps run a frozen copy of the pre-trained networks
+        # (`freeze_copy`), so RL changes only the last, fine denoising steps. Saved with the weights.
+        self.frozen: nn.ModuleDict | None = None
+        if d.finetuned_steps is not None and d.finetuned_steps < d.ddim_steps:
+            self.frozen = nn.ModuleDict({"encoder": ObsEncoder(normalizer, obs_shapes, cfg),
+                                         "denoiser": self._make_denoiser()})
+            self.frozen.requires_grad_(False)
         # A pure function of the config (which the checkpoint carries): not saved in the state dict.
         self.register_buffer("alphas_cumprod", cosine_alphas_cumprod(d.train_steps), persistent=False)  # (K,)
+
+    def _make_denoiser(self) -> nn.Module:
+        d, obs_dim = self.cfg.diffusion, self.encoder.out_dim
+        if d.denoiser == "mlp":
+            return MLPDenoiser(self.action_dim, self.horizon, obs_dim, self.cfg.hidden, d)
+        return UNet1DDenoiser(self.action_dim, obs_dim, d)
+
+    def freeze_copy(self) -> None:
+        """Make the frozen early-step networks a copy of the current ones (call once, on the pre-trained weights)."""
+        if self.frozen is None:
+            raise ValueError("this diffusion policy has no frozen copy (diffusion.finetuned_steps is None or covers "
+                             "every DDIM step)")
+        self.frozen["encoder"].load_state_dict(self.encoder.state_dict())
+        self.frozen["denoiser"].load_state_dict(self.denoiser.state_dict())
+
+    def train(self, mode: bool = True) -> DiffusionPolicy:
+        super().train(mode)
+        if self.frozen is not None:
+            self.frozen.eval()
+        return self
 
     def loss(self, obs: Obs, actions: Tensor) -> Tensor:
         """DDPM denoising loss of the expert chunk (raw (B, H, A) in): MSE between predicted and true noise."""
@@ -221,31 +245,42 @@ class DiffusionPolicy(Policy):
         return [round(self.num_train_steps - i * self.num_train_steps / steps) - 1 for i in range(steps)]
 
     def denoise_step(self, x_t: Tensor, t: int | Tensor, t_prev: int | Tensor, features: Tensor, eta: float = 0.0,
-                     min_sampling_std: float = 0.0) -> tuple[Tensor, Tensor]:
+                     min_sampling_std: float = 0.0, frozen: bool = False) -> tuple[Tensor, Tensor]:
         """Gaussian (mean, std), each (B, H, A), of x_{t_prev} given x_t (B, H, A) and encoded obs `features` (B, D).
 
         `t`, `t_prev`: ints or (B,) integer tensors (a PPO minibatch mixes steps); t_prev = -1 is the clean end.
-        `min_sampling_std` floors the std (DPPO's exploration noise, e.g. 0.04-0.1; 0 = plain DDIM).
+        `min_sampling_std` floors the std (DPPO's exploration noise, e.g. 0.04-0.1; 0 = plain DDIM). `frozen` runs
+        the frozen pre-trained copy (then `features` must come from its encoder).
         """
         b = x_t.shape[0]
         t = torch.as_tensor(t, device=x_t.device).expand(b)  # (B,)
         t_prev = torch.as_tensor(t_prev, device=x_t.device).expand(b)  # (B,)
         abar_t = self.alphas_cumprod[t].view(b, 1, 1)  # (B, 1, 1)
         abar_prev = torch.where(t_prev >= 0, self.alphas_cumprod[t_prev.clamp_min(0)], 1.0).view(b, 1, 1)  # (B,1,1)
-        eps = self.denoiser(x_t, t, features)  # (B, H, A)
+        denoiser = self.frozen["denoiser"] if frozen and self.frozen is not None else self.denoiser
+        eps = denoiser(x_t, t, features)  # (B, H, A)
         return ddim_step(x_t, eps, abar_t, abar_prev, eta, min_sampling_std)
 
     def ddim_chain(self, obs: Obs, steps: int | None = None, eta: float = 0.0,
                    generator: torch.Generator | None = None, min_sampling_std: float = 0.0) -> list[Tensor]:
         """DDIM from x_{K-1} ~ N(0, I): [x_{t_0}, x_{t_1}, ..., x_0], steps + 1 tensors (B, H, A), where
-        t_0 > t_1 > ... are `ddim_timesteps(steps)`. The last one is the normalised action chunk, not clipped."""
+        t_0 > t_1 > ... are `ddim_timesteps(steps)`. The last one is the normalised action chunk, not clipped.
+
+        With a frozen copy, steps before the last `finetuned_steps` run it deterministically (DDIM, no noise); `eta`
+        and `min_sampling_std` apply to the fine-tuned steps."""
         steps = steps or self.cfg.diffusion.ddim_steps
         features = self.encoder(obs)  # (B, D), once for the whole chain
+        n_frozen = self.frozen_steps(steps)
+        frozen_features = self.frozen["encoder"](obs) if n_frozen and self.frozen is not None else None  # (B, D)
         shape = (features.shape[0], self.horizon, self.action_dim)
         x = torch.randn(shape, generator=generator, device=features.device, dtype=features.dtype)  # (B, H, A)
         chain = [x]
         ts = self.ddim_timesteps(steps)
-        for t, t_prev in zip(ts, [*ts[1:], -1], strict=True):
+        for i, (t, t_prev) in enumerate(zip(ts, [*ts[1:], -1], strict=True)):
+            if i < n_frozen:
+                x, _ = self.denoise_step(x, t, t_prev, frozen_features, 0.0, 0.0, frozen=True)  # (B, H, A)
+                chain.append(x)
+                continue
             mean, std = self.denoise_step(x, t, t_prev, features, eta, min_sampling_std)  # (B, H, A) each
             if eta > 0 or min_sampling_std > 0:
                 noise = torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)  # (B, H, A)
@@ -254,6 +289,11 @@ class DiffusionPolicy(Policy):
                 x = mean
             chain.append(x)
         return chain
+
+    def frozen_steps(self, steps: int) -> int:
+        """How many of `steps` DDIM steps run the frozen copy (0 without one)."""
+        k = self.cfg.diffusion.finetuned_steps
+        return 0 if self.frozen is None or k is None else max(steps - k, 0)
 
     def predict_normalized(self, obs: Obs, deterministic: bool = True,
                            generator: torch.Generator | None = None) -> Tensor:

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Normal
 
+from inril_robot.config import ResidualRLConfig
 from inril_robot.policies.base import Obs, Policy
 from inril_robot.policies.encoders import ObsEncoder, mlp
 
@@ -29,7 +30,9 @@ from inril_robot.policies.encoders import ObsEncoder, mlp
 class ResidualPolicy(Policy):
     def __init__(self, base: Policy, hidden: Sequence[int] = (256, 256), scale: float = 0.1,
                  init_log_std: float = -1.5, freeze_base: bool = True) -> None:
-        super().__init__(base.cfg, base.normalizer, base.obs_shapes, base.action_dim)
+        head_cfg = ResidualRLConfig(hidden=tuple(hidden), scale=scale, init_log_std=init_log_std)
+        super().__init__(base.cfg.model_copy(update={"residual": head_cfg}), base.normalizer, base.obs_shapes,
+                         base.action_dim)
         self.base = base
         self.scale = scale
         self.freeze_base = freeze_base

@@ -1,4 +1,4 @@
-"""On-policy rollout storage (T steps x N envs) and generalised advantage estimation.
+"""On-policy rollout storage (whole episodes) and generalised advantage estimation.
 
 Step convention (CleanRL's, with termination and truncation kept apart): at step t the policy saw `obs[t]`, took the
 normalised chunk `actions[t]`, received `rewards[t]`, and the episode then
@@ -52,82 +52,101 @@ def compute_gae(rewards: Tensor, values: Tensor, dones: Tensor, truncated: Tenso
 
 @dataclass
 class RolloutBatch:
-    """One minibatch of flattened samples (B = minibatch size)."""
+    """One minibatch of transitions (B = minibatch size, K = Gaussian decisions per transition)."""
 
-    obs: Obs  # key -> (B, To, *shape)
-    actions: Tensor  # (B, H*A) normalised
-    log_probs: Tensor  # (B,) under the behaviour policy
+    obs: Obs  # key -> (B, To, *shape) raw
+    record: dict[str, Tensor]  # the actor's record of each sample, name -> (B, ...)
+    log_probs: Tensor  # (B, K) under the behaviour policy
     values: Tensor  # (B,) under the critic at collection time
     advantages: Tensor  # (B,)
     returns: Tensor  # (B,)
 
 
-class RolloutBuffer:
-    """Preallocated (T, N, ...) storage; observation tensors are allocated on the first `add`."""
+@dataclass
+class Episode:
+    """One episode's transitions as the learner stores them (T steps, K Gaussian decisions per step)."""
 
-    def __init__(self, num_steps: int, num_envs: int, action_chunk_dim: int, device: torch.device | str = "cpu"):
-        self.num_steps, self.num_envs, self.device = num_steps, num_envs, torch.device(device)
-        shape = (num_steps, num_envs)
-        self.obs: Obs = {}  # key -> (T, N, To, *shape)
-        self.actions = torch.zeros(*shape, action_chunk_dim, device=self.device)  # (T, N, H*A) normalised
-        self.log_probs = torch.zeros(shape, device=self.device)  # (T, N)
-        self.rewards = torch.zeros(shape, device=self.device)  # (T, N)
-        self.dones = torch.zeros(shape, device=self.device)  # (T, N) terminated
-        self.truncations = torch.zeros(shape, device=self.device)  # (T, N)
-        self.values = torch.zeros(shape, device=self.device)  # (T, N)
-        self.bootstrap_values = torch.zeros(shape, device=self.device)  # (T, N) V(final obs) where truncated
-        self.advantages = torch.zeros(shape, device=self.device)  # (T, N), filled by `compute_returns`
-        self.returns = torch.zeros(shape, device=self.device)  # (T, N)
-        self.step = 0
+    obs: Obs  # key -> (T, To, *shape)
+    record: dict[str, Tensor]  # name -> (T, ...)
+    log_probs: Tensor  # (T, K)
+    rewards: Tensor  # (T,)
+    values: Tensor  # (T,)
+    terminated: bool  # a true end (no bootstrap); otherwise truncated (bootstrapped from `bootstrap_value`)
+    bootstrap_value: float = 0.0  # V(final observation)
+
+
+class RolloutBuffer:
+    """Whole episodes, flattened in the order they are added (P = total transitions).
+
+    Learning happens between episodes (in simulation and on the robot alike), so the buffer holds complete episodes;
+    within the flat sequence the GAE recursion is cut at every episode's last step. An episode that did not terminate
+    (time limit, safety stop) is treated as truncated and bootstrapped from V(its final observation).
+    """
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.episodes: list[Episode] = []
+        self.obs: Obs = {}  # key -> (P, To, *shape), filled by `compute_returns`
+        self.record: dict[str, Tensor] = {}  # name -> (P, ...)
+        self.log_probs = self.values = self.rewards = self.advantages = self.returns = torch.zeros(0)
+
+    def add_episode(self, obs: Obs, record: dict[str, Tensor], log_probs: Tensor, rewards: Tensor, values: Tensor,
+                    terminated: bool, bootstrap_value: float = 0.0) -> None:
+        """obs key -> (T, To, ...), record name -> (T, ...), log_probs (T, K) or (T,), rewards and values (T,)."""
+        steps = rewards.shape[0]
+        if steps == 0:
+            raise ValueError("an episode needs at least one transition")
+        for name, tensor in [*obs.items(), *record.items(), ("log_probs", log_probs), ("values", values)]:
+            if tensor.shape[0] != steps:
+                raise ValueError(f"episode field {name!r} has {tensor.shape[0]} rows, rewards have {steps}")
+        self.episodes.append(Episode(obs, record, log_probs.reshape(steps, -1), rewards, values, bool(terminated),
+                                     float(bootstrap_value)))
 
     @property
     def size(self) -> int:
-        return self.num_steps * self.num_envs
+        return int(self.rewards.shape[0])
 
-    def add(self, obs: Obs, actions: Tensor, log_probs: Tensor, rewards: Tensor, dones: Tensor, truncations: Tensor,
-            values: Tensor, bootstrap_values: Tensor | None = None) -> None:
-        """Store one vectorised step: obs key -> (N, To, *shape), actions (N, H, A) or (N, H*A), the rest (N,)."""
-        if self.step >= self.num_steps:
-            raise IndexError(f"the buffer is full ({self.num_steps} steps); call reset()")
-        t = self.step
-        for key, value in obs.items():
-            if key not in self.obs:
-                self.obs[key] = torch.zeros((self.num_steps, *value.shape), dtype=value.dtype, device=self.device)
-            self.obs[key][t] = value  # (N, To, *shape)
-        self.actions[t] = actions.reshape(self.num_envs, -1)  # (N, H*A)
-        self.log_probs[t] = log_probs  # (N,)
-        self.rewards[t] = rewards  # (N,)
-        self.dones[t] = dones.float()  # (N,)
-        self.truncations[t] = truncations.float()  # (N,)
-        self.values[t] = values  # (N,)
-        self.bootstrap_values[t] = 0.0 if bootstrap_values is None else bootstrap_values  # (N,)
-        self.step += 1
-
-    def reset(self) -> None:
-        self.step = 0
-
-    def compute_returns(self, last_value: Tensor, gamma: float, lam: float,
-                        bootstrap_on_truncation: bool = True) -> None:
-        """Fill `advantages` and `returns` (T, N) from a full buffer; last_value (N,) = V(obs after the last step)."""
-        if self.step != self.num_steps:
-            raise RuntimeError(f"the buffer holds {self.step} of {self.num_steps} steps")
-        self.advantages, self.returns = compute_gae(
-            self.rewards, self.values, self.dones, self.truncations, last_value, gamma, lam,
-            self.bootstrap_values if bootstrap_on_truncation else None)
+    def compute_returns(self, gamma: float, lam: float, bootstrap_on_truncation: bool = True) -> None:
+        """Concatenate the episodes and fill `advantages` and `returns` (P,)."""
+        if not self.episodes:
+            raise RuntimeError("the buffer holds no episodes")
+        eps, dev = self.episodes, self.device
+        self.obs = {k: torch.cat([e.obs[k] for e in eps]).to(dev) for k in eps[0].obs}  # (P, To, *shape)
+        self.record = {k: torch.cat([e.record[k] for e in eps]).to(dev) for k in eps[0].record}  # (P, ...)
+        self.log_probs = torch.cat([e.log_probs for e in eps]).to(dev)  # (P, K)
+        self.values = torch.cat([e.values for e in eps]).to(dev)  # (P,)
+        self.rewards = torch.cat([e.rewards for e in eps]).to(dev)  # (P,)
+        dones = torch.zeros(self.size, device=dev)  # (P,)
+        truncations = torch.zeros(self.size, device=dev)  # (P,)
+        boot = torch.zeros(self.size, device=dev)  # (P,)
+        end = -1
+        for e in eps:
+            end += e.rewards.shape[0]
+            if e.terminated:
+                dones[end] = 1.0
+            else:
+                truncations[end], boot[end] = 1.0, e.bootstrap_value
+        advantages, returns = compute_gae(
+            self.rewards[:, None], self.values[:, None], dones[:, None], truncations[:, None],
+            torch.zeros(1, device=dev), gamma, lam, boot[:, None] if bootstrap_on_truncation else None)
+        self.advantages, self.returns = advantages[:, 0], returns[:, 0]  # (P,)
 
     def minibatches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Tensor]:
-        """A random permutation of the T*N flattened indices, in chunks of `batch_size` (the last may be shorter)."""
-        order = torch.randperm(self.size, generator=generator)  # (T*N,)
+        """A random permutation of the P indices, in chunks of `batch_size` (the last may be shorter)."""
+        order = torch.randperm(self.size, generator=generator)  # (P,)
         yield from order.split(batch_size)  # each (B,)
 
     def batch(self, indices: Tensor) -> RolloutBatch:
-        """The flattened samples at `indices` (B,) (flat index = t * N + n)."""
         idx = indices.to(self.device)
         return RolloutBatch(
-            obs={k: v.flatten(0, 1)[idx] for k, v in self.obs.items()},  # (T*N, To, *shape) -> (B, To, *shape)
-            actions=self.actions.flatten(0, 1)[idx],  # (B, H*A)
-            log_probs=self.log_probs.flatten()[idx],  # (B,)
-            values=self.values.flatten()[idx],  # (B,)
-            advantages=self.advantages.flatten()[idx],  # (B,)
-            returns=self.returns.flatten()[idx],  # (B,)
+            obs={k: v[idx] for k, v in self.obs.items()},  # (B, To, *shape)
+            record={k: v[idx] for k, v in self.record.items()},  # (B, ...)
+            log_probs=self.log_probs[idx],  # (B, K)
+            values=self.values[idx],  # (B,)
+            advantages=self.advantages[idx],  # (B,)
+            returns=self.returns[idx],  # (B,)
         )
+
+    def recent_observations(self, count: int) -> Obs:
+        """The last `count` observations (what the update guard compares the old and new policy on)."""
+        return {k: v[-count:] for k, v in self.obs.items()}
