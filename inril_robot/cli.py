@@ -113,46 +113,64 @@ def rollout_with_progress(env: Any, policy: Any, episodes: int, *, label: str, t
 # --------------------------------------------------------------------------------------------------- quickstart
 @app.command()
 def quickstart(
-    out: Annotated[Path, typer.Option("--out", help="Folder for demos, run and results.")] = Path("runs/quickstart"),
+    out: Annotated[Path, typer.Option("--out", help="Folder for demos, runs and results.")] = Path("runs/quickstart"),
     task: TaskOpt = "lift",
     demos: Annotated[int, typer.Option(min=1, help="Scripted demonstrations to record.")] = 50,
     demo_noise: Annotated[float, typer.Option(min=0.0, max=1.0, help="Expert noise of the demos.")] = 0.5,
     steps: Annotated[int, typer.Option(min=1, help="Pre-training gradient steps.")] = 2000,
+    env_steps: Annotated[int, typer.Option(min=1, help="Fine-tuning budget per run [env steps].")] = 20_000,
     episodes: Annotated[int, typer.Option(min=1, help="Evaluation episodes.")] = 50,
     set_: SetOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """The whole path in simulation on CPU: scripted demos -> pre-training -> evaluation (fine-tuning: coming)."""
+    """The whole path in simulation on CPU: scripted demos -> pre-training -> RL-only and IN-RIL fine-tuning."""
     import drivers.sim  # noqa: F401 - selects the GL backend before mujoco loads
     from inril_robot.quickstart import run_quickstart
 
-    try:
-        result = run_quickstart(out, task=task, demos=demos, demo_noise=demo_noise, steps=steps,
-                                eval_episodes=episodes, overrides=list(set_ or []),
-                                on_stage=lambda text: err.print(f"[bold cyan]quickstart[/] {escape(text)}"))
-    except ConfigError as e:
-        fail(str(e))
-        return
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=json_out) as progress:
+        bars: dict[str, Any] = {}
+
+        def on_progress(arm: str, event: dict[str, Any]) -> None:
+            if arm not in bars:
+                bars[arm] = progress.add_task(f"finetune · {arm}", total=env_steps, status="")
+            if event["event"] == "steps":
+                progress.update(bars[arm], advance=event["steps"])
+            elif event.get("eval_success") is not None:
+                progress.update(bars[arm], completed=event["env_steps"], status=f"eval {event['eval_success']:.0%}")
+
+        try:
+            result = run_quickstart(out, task=task, demos=demos, demo_noise=demo_noise, steps=steps,
+                                    env_steps=env_steps, eval_episodes=episodes, overrides=list(set_ or []),
+                                    on_stage=lambda text: err.print(f"[bold cyan]quickstart[/] {escape(text)}"),
+                                    on_progress=on_progress)
+        except ConfigError as e:
+            fail(str(e))
+            return
     payload = result.to_dict()
     if json_out:
         emit_json(payload)
         return
-    rate = result.eval["success"]
-    table = Table(title=f"quickstart · {task}", show_header=False)
-    table.add_column()
-    table.add_column(overflow="fold")
-    table.add_row("demonstrations", f"{result.demos} scripted, expert noise {demo_noise} ({result.demo_steps} steps)")
-    table.add_row("pre-training", f"Gaussian BC, {result.pretrain_steps} steps")
-    table.add_row("pre-trained success", f"{_rate_text(rate)}, held-out seeds")
-    for name, path in result.files.items():
-        table.add_row(name, path)
-    table.add_row("time", ", ".join(f"{k} {v:.0f} s" for k, v in result.stage_seconds.items()))
+    table = Table(title=f"quickstart · {task} · {result.demos} noisy demos · {env_steps:,} fine-tuning env steps")
+    for column in ("run", "pre-trained", "after fine-tuning", "worst during", "best", "wall"):
+        table.add_column(column)
+    for arm, row in result.results.items():
+        worst = row["worst_after_start"]
+        table.add_row(arm, _rate_text(row["pretrained"]), _rate_text(row["final"]),
+                      "-" if worst is None else f"{worst:.0%}", _rate_text(row["best"]), f"{row['wall_s']:.0f} s")
     Console().print(table)
-    err.print("next: look at the curves PNG; `inril-robot eval --checkpoint ... --video eval.mp4` to watch it; "
-              "`inril-robot dataset view` to inspect a demo. IN-RIL fine-tuning from this checkpoint comes next.")
+    files = Table(show_header=False, title="files")
+    files.add_column()
+    files.add_column(overflow="fold")
+    for name, path in result.files.items():
+        files.add_row(name, path)
+    files.add_row("time", ", ".join(f"{k} {v:.0f} s" for k, v in result.stage_seconds.items()))
+    Console().print(files)
+    err.print("next: open learning_curves.png; `inril-robot eval --checkpoint <checkpoint> --video eval.mp4` to watch "
+              "a policy; `inril-robot bench sample-efficiency` for the seeded comparison of every IN-RIL variant.")
 
 
-# ------------------------------------------------------------------------------------------------------- sim run
 @sim_app.command("run")
 def sim_run(
     task: TaskOpt = "lift",
@@ -843,6 +861,98 @@ def bench_policy_cmd(
         table.add_row(r["policy"], r["observations"], f"{r['median_ms']:.2f}", f"{r['p99_ms']:.2f}",
                       f"{r['p99_ms'] / budget_ms:.1%}")
     Console().print(table)
+
+
+@bench_app.command("learner")
+def bench_learner_cmd(
+    task: TaskOpt = "lift",
+    transitions: Annotated[int, typer.Option(min=64, help="Transitions per update (the PPO batch).")] = 4096,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed updates per variant (round-robin).")] = 7,
+    set_: SetOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Learner cost per update of each IN-RIL variant against RL only, measured in the same run (one thread)."""
+    from inril_robot.inril.learner_bench import bench_learner
+
+    try:
+        with err.status("bench learner: timing updates round-robin"):
+            payload = bench_learner(task, transitions, repeats, list(set_ or []))
+    except ConfigError as e:
+        fail(str(e))
+        return
+    if json_out:
+        emit_json(payload)
+        return
+    table = Table("variant", "update [ms]", "vs RL only", "actor steps", "ms / actor step",
+                  title=f"bench learner · {payload['transitions']} transitions x {payload['epochs']} epochs, "
+                        f"minibatch {payload['minibatch_size']} · 1 thread · median of {repeats}")
+    for r in payload["variants"]:
+        table.add_row(r["variant"], f"{r['update_ms']:.0f}", f"{r['ratio_vs_rl_only']:.2f}x", str(r["actor_steps"]),
+                      f"{r['ms_per_actor_step']:.2f}")
+    Console().print(table)
+    err.print(f"update guard (same for every variant): {payload['guard_ms']:.1f} ms per update")
+
+
+@bench_app.command("sample-efficiency")
+def bench_sample_efficiency_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Folder of the runs and reports (re-running resumes).")] = Path(
+        "runs/bench_sample_efficiency"),
+    tasks: Annotated[list[str] | None, typer.Option("--task", help="Tasks (repeat); default lift and peg.")] = None,
+    arms: Annotated[list[str] | None, typer.Option("--arm", help="Arms (repeat); default: the main set.")] = None,
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds per arm.")] = 5,
+    env_steps: Annotated[int, typer.Option(min=1, help="Budget per run [env steps].")] = 30_000,
+    demos: Annotated[int, typer.Option(min=1, help="Scripted demos per task.")] = 50,
+    demo_noise: Annotated[float, typer.Option(min=0.0, max=1.0, help="Expert noise of the demos.")] = 0.5,
+    pretrain_steps: Annotated[int, typer.Option(min=1, help="BC steps of the shared checkpoint.")] = 2000,
+    set_: SetOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """RL only vs IN-RIL variants from one pre-trained checkpoint per task: steps to 50/80%, final and worst success,
+    with 95% intervals over seeds (CSV, markdown table, PNG)."""
+    import drivers.sim  # noqa: F401 - selects the GL backend before mujoco loads
+    from inril_robot.inril.sample_efficiency import ARMS, DEFAULT_ARMS, bench_sample_efficiency
+    from inril_robot.quickstart import prepare_pretrained, quickstart_config
+
+    chosen = list(arms or DEFAULT_ARMS)
+    unknown = [a for a in chosen if a not in ARMS]
+    if unknown:
+        fail(f"unknown --arm {unknown}; available: {', '.join(ARMS)}")
+    task_list = list(tasks or ["lift", "peg"])
+    bad = [t for t in task_list if t not in list_presets("tasks")]
+    if bad:
+        fail(f"unknown --task {bad}; available: {', '.join(list_presets('tasks'))}")
+
+    def prepare(task: str, folder: Path) -> Any:
+        cfg = quickstart_config(task, demo_noise, pretrain_steps, list(set_ or []))
+        return prepare_pretrained(cfg, folder, demos, lambda text: err.print(f"  {escape(text)}"))
+
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[status]}"), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=json_out) as progress:
+        bar = progress.add_task("run", total=env_steps, status="")
+
+        def say(text: str) -> None:
+            err.print(f"[bold cyan]bench[/] {escape(text)}")
+            progress.update(bar, description=text.split("] ")[-1], completed=0, status="")
+
+        def on_progress(event: dict[str, Any]) -> None:
+            if event["event"] == "steps":
+                progress.update(bar, advance=event["steps"])
+            elif event.get("eval_success") is not None:
+                progress.update(bar, completed=event["env_steps"], status=f"eval {event['eval_success']:.0%}")
+
+        try:
+            payload = bench_sample_efficiency(out, task_list, chosen, seeds, env_steps, list(set_ or []), prepare,
+                                              say, on_progress)
+        except (ConfigError, ValueError) as e:
+            fail(str(e))
+            return
+    if json_out:
+        emit_json(payload)
+        return
+    Console().print(Path(payload["files"]["summary_md"]).read_text())
+    for name, path in payload["files"].items():
+        err.print(f"{name}: {path}")
 
 
 # ------------------------------------------------------------------------------------------------------ config

@@ -12,7 +12,7 @@ import torch
 
 from inril_robot.config import DPPOConfig, FinetuneConfig, PolicyConfig
 from inril_robot.inril.learner import InrilLearner
-from inril_robot.inril.separation import flatten
+from inril_robot.inril.separation import cosine
 from inril_robot.policies.base import Obs, Policy
 from inril_robot.policies.diffusion import DiffusionPolicy
 from inril_robot.policies.factory import make_policy
@@ -118,15 +118,13 @@ def test_applied_updates_respect_the_separation(mode: str) -> None:
 
         def checked_step(*args: Any, **kwargs: Any) -> Any:
             if other is not None:
-                g = flatten([p.grad for p in learner.params[objective]])
-                h = flatten(other)
-                dots.append(torch.dot(g, h).item() / (g.norm() * h.norm()).item())
+                dots.append(cosine([p.grad for p in learner.params[objective]], other))
             return step(*args, **kwargs)
 
         opt.step = checked_step  # type: ignore[method-assign]
         try:
             grads = torch.autograd.grad(loss, learner.params[objective], retain_graph=True, allow_unused=True)
-            if other is not None and torch.dot(flatten(list(grads)), flatten(other)) < 0:
+            if other is not None and cosine(list(grads), other) < 0:
                 raw_conflicts += 1
             return original(objective, loss)
         finally:

@@ -202,6 +202,7 @@ def finetune(cfg: RunConfig, checkpoint: Path, demos: Dataset | None, out: Path,
     iteration, env_steps, episodes_done = 0, 0, 0
     best: dict[str, Any] | None = None
     pretrained: dict[str, Any] | None = None
+    last_eval: dict[str, Any] | None = None
     if resume and last_path.is_file():
         state = ckpt.safe_torch_load(train_path) if train_path.is_file() else None
         stored_step = ckpt.read_checkpoint(last_path)["step"]
@@ -213,6 +214,7 @@ def finetune(cfg: RunConfig, checkpoint: Path, demos: Dataset | None, out: Path,
         iteration, env_steps, episodes_done = int(state["iteration"]), int(state["env_steps"]), int(state["episodes"])
         best = state["best"] or None
         pretrained = state["pretrained"] or None
+        last_eval = state.get("last_eval") or None
     start_iteration = iteration
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "run.yaml", to_yaml(run_cfg))
@@ -234,7 +236,7 @@ def finetune(cfg: RunConfig, checkpoint: Path, demos: Dataset | None, out: Path,
         ckpt.atomic_torch_save({"format_version": TRAIN_STATE_VERSION, "iteration": iteration,
                                 "env_steps": env_steps, "episodes": episodes_done, "learner": learner.state_dict(),
                                 "sampler": sampler.get_state(), "best": best or {},
-                                "pretrained": pretrained or {}}, train_path)
+                                "pretrained": pretrained or {}, "last_eval": last_eval or {}}, train_path)
 
     def run_eval() -> dict[str, Any]:
         nonlocal best, pretrained
@@ -262,7 +264,6 @@ def finetune(cfg: RunConfig, checkpoint: Path, demos: Dataset | None, out: Path,
                             on_chunk=lambda n: on_progress and on_progress({"event": "steps", "steps": n}))
 
     obs_keys, n_obs = list(actor.policy.obs_shapes), actor.policy.cfg.n_obs_steps
-    last_eval: dict[str, Any] | None = None
     try:
         with VecEnv(cfg, f.num_envs, obs_keys, n_obs, subprocess=f.subprocess_envs) as vec:
             if iteration == 0 and pretrained is None:

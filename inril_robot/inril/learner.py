@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from inril_robot.config import FinetuneConfig
 from inril_robot.inril.guard import UpdateGuard
 from inril_robot.inril.schedule import AdaptiveM, FixedM, InterleaveSchedule
-from inril_robot.inril.separation import GradientEMA, flatten, project_step
+from inril_robot.inril.separation import GradientEMA, aligned, cosine, project_step
 from inril_robot.policies.base import Obs
 from inril_robot.rl.actor import Actor
 from inril_robot.rl.buffer import RolloutBatch, RolloutBuffer
@@ -166,8 +166,7 @@ class InrilLearner:
             other = self.references["il" if objective == "rl" else "rl"].value()
             self.references[objective].update(grads)  # the raw gradient: the objective's own direction
             if other is not None:
-                g, h = flatten(grads), flatten(other)
-                stats[f"{objective}_cos_ref"] = (torch.dot(g, h) / (g.norm() * h.norm()).clamp_min(1e-12)).item()
+                stats[f"{objective}_cos_ref"] = cosine(grads, other)
             grads = project_step(grads, other, self.separation)
         for p, g in zip(params, grads, strict=True):
             p.grad = g
@@ -185,9 +184,8 @@ class InrilLearner:
         g_rl = torch.autograd.grad(rl_loss, params, allow_unused=True)
         obs, actions = self._demo_batch()
         g_il = torch.autograd.grad(self.actor.il_loss(obs, actions), params, allow_unused=True)
-        pairs = [(a, b) for a, b in zip(g_rl, g_il, strict=True) if a is not None or b is not None]
-        self.schedule.observe(flatten([a if a is not None else torch.zeros_like(b) for a, b in pairs]),
-                              flatten([b if b is not None else torch.zeros_like(a) for a, b in pairs]))
+        g_rl_vec, g_il_vec, _ = aligned(g_rl, g_il)
+        self.schedule.observe(g_rl_vec, g_il_vec)
 
     # ------------------------------------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:

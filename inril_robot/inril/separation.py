@@ -60,7 +60,7 @@ def unflatten(vec: Tensor, like: Grads) -> list[Tensor | None]:
     return out
 
 
-def _aligned(a: Grads, b: Grads) -> tuple[Tensor, Tensor, list[Tensor | None]]:
+def aligned(a: Grads, b: Grads) -> tuple[Tensor, Tensor, list[Tensor | None]]:
     """Both lists as flat vectors over the same parameters: a None facing a tensor becomes zeros of its shape;
     parameters None in both are skipped. Returns (a_vec (N,), b_vec (N,), shapes-template for `unflatten`)."""
     if len(a) != len(b):
@@ -92,18 +92,25 @@ def _remove_component(g: Tensor, h: Tensor, only_if_conflict: bool) -> Tensor:
     return g - (dot / denom) * h
 
 
+def cosine(a: Grads, b: Grads) -> float:
+    """Cosine between two gradient lists over the same parameters (a None counts as zeros); 0 if either is zero."""
+    x, y, _ = aligned(a, b)
+    denom = (x.norm() * y.norm()).item()
+    return torch.dot(x, y).item() / denom if denom > 0 else 0.0
+
+
 # ------------------------------------------------------------------------------------------------ projections
 def pcgrad(g_rl: Grads, g_il: Grads) -> tuple[list[Tensor | None], list[Tensor | None]]:
     """PCGrad: if <g_rl, g_il> < 0, each gradient loses its component along the ORIGINAL other one:
     g_rl' = g_rl - <g_rl, g_il>/||g_il||^2 g_il and g_il' = g_il - <g_il, g_rl>/||g_rl||^2 g_rl; else both unchanged.
     Afterwards <g_rl', g_il'> = -<g_rl, g_il> (1 - cos^2) >= 0."""
-    a, b, like = _aligned(g_rl, g_il)
+    a, b, like = aligned(g_rl, g_il)
     return (unflatten(_remove_component(a, b, True), like), unflatten(_remove_component(b, a, True), like))
 
 
 def orthogonal(g_rl: Grads, g_il: Grads) -> tuple[list[Tensor | None], list[Tensor | None]]:
     """Always remove from each gradient its component along the ORIGINAL other: <g_rl', g_il> = <g_il', g_rl> = 0."""
-    a, b, like = _aligned(g_rl, g_il)
+    a, b, like = aligned(g_rl, g_il)
     return (unflatten(_remove_component(a, b, False), like), unflatten(_remove_component(b, a, False), like))
 
 
@@ -118,7 +125,7 @@ def project_step(g: Grads, reference: Grads | None, mode: SeparationMode) -> lis
     # project within the parameters this step updates: a parameter without a gradient stays without one, and the
     # update that is actually applied is then exactly separated from the reference
     ref = [None if gi is None else ri for gi, ri in zip(g, reference, strict=True)]
-    a, b, like = _aligned(g, ref)
+    a, b, like = aligned(g, ref)
     return unflatten(_remove_component(a, b, only_if_conflict=mode == "pcgrad"), like)
 
 

@@ -149,4 +149,6 @@ class RolloutBuffer:
 
     def recent_observations(self, count: int) -> Obs:
         """The last `count` observations (what the update guard compares the old and new policy on)."""
+        if not self.obs:
+            raise RuntimeError("the buffer's episodes are not concatenated yet: call compute_returns() first")
         return {k: v[-count:] for k, v in self.obs.items()}

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.distributions import Normal
 
 from inril_robot.config import PPOConfig
 from inril_robot.policies.base import Obs, Policy
@@ -109,3 +110,11 @@ class GaussianActor(Actor):
         dist = self.policy.distribution(obs)
         log_prob = dist.log_prob(record["action"]).sum(-1, keepdim=True)  # (B, 1)
         return log_prob, dist.entropy().sum(-1).mean()
+
+    def il_loss(self, obs: Obs, actions: Tensor) -> Tensor:
+        """NLL of the demonstrated chunks (raw (B, H, A)) with the std held fixed: the IL step pulls the mean towards
+        the demonstrations and leaves the exploration noise to RL. (The pre-training NLL also fits the std to the
+        demonstrations' spread; interleaved, that would keep re-inflating the noise RL is shrinking.)"""
+        dist = self.policy.distribution(obs)
+        target = self.policy.normalizer.normalize_action(actions).reshape(dist.mean.shape)  # (B, H*A)
+        return -Normal(dist.mean, dist.stddev.detach()).log_prob(target).sum(-1).mean()
