@@ -17,8 +17,8 @@ from inril_robot.tasks.base import SceneObject
 if TYPE_CHECKING:
     from inril_robot.env import RobotEnv
 
-ROBOTS: dict[str, str] = {"sim": "drivers.sim.robot:SimRobot"}
-CAMERAS: dict[str, str] = {"sim": "drivers.sim.camera:SimCamera"}
+ROBOTS: dict[str, str] = {"sim": "drivers.sim.robot:SimRobot", "franka": "drivers.franka.robot:FrankaRobot"}
+CAMERAS: dict[str, str] = {"sim": "drivers.sim.camera:SimCamera", "realsense": "drivers.realsense:RealSenseCamera"}
 TELEOPS: dict[str, str] = {
     "scripted": "drivers.scripted:ScriptedTeleop",
     "keyboard": "drivers.keyboard:KeyboardTeleop",

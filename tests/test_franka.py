@@ -1,0 +1,302 @@
+"""`FrankaRobot` against franky-sim: a real libfranka-protocol server (MuJoCo inside), driven by real franky.
+
+The fixture starts `franky-sim -s mujoco` on a loopback address of its own (127.x.y.z, from this process id), so
+parallel test sessions do not share a simulated arm, waits for the FCI port and kills the server on teardown.
+Where franky-control or franky-sim is not installed, or the server does not start, the tests skip with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from inril_robot.config import RunConfig, SafetyLimits, load_config
+from inril_robot.hardware import RobotState
+
+franky = pytest.importorskip("franky", reason="franky-control not installed: pip install 'inril-robot[franka]'")
+
+from drivers.franka.robot import FrankaFault, FrankaRobot  # noqa: E402
+
+SERVER_START_TIMEOUT_S = 90.0
+HOME_DYNAMICS = 0.4          # franky-sim has no people around it: home fast to keep the tests short
+
+
+def _loopback_address() -> str:
+    pid = os.getpid()
+    return f"127.{(pid >> 16) & 0xFF}.{(pid >> 8) & 0xFF}.{max(pid & 0xFF, 2)}"
+
+
+@pytest.fixture(scope="module")
+def franky_sim() -> Iterator[str]:
+    """The host of a running franky-sim server (MuJoCo), unique to this test session."""
+    exe = shutil.which("franky-sim")
+    if exe is None:
+        pytest.skip("franky-sim not installed: pip install 'inril-robot[dev]' (franky-sim==1.0.4)")
+    host = _loopback_address()
+    log = tempfile.NamedTemporaryFile(prefix="franky-sim-", suffix=".log", delete=False)  # noqa: SIM115
+    proc = subprocess.Popen([exe, "-s", "mujoco", "--hostname", host], stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    try:
+        # the FCI port opens before the simulation runs: the banner printed after start-up is the readiness signal
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while "Connect to the server using" not in Path(log.name).read_text():
+            if proc.poll() is not None:
+                pytest.skip(f"franky-sim exited with {proc.returncode}: {Path(log.name).read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.skip(f"franky-sim did not start on {host} within {SERVER_START_TIMEOUT_S:.0f} s: "
+                            f"{Path(log.name).read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield host
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+        log.close()
+        Path(log.name).unlink(missing_ok=True)
+
+
+def franka_cfg(host: str, overrides: tuple[str, ...] = ()) -> RunConfig:
+    return load_config(robot="franka", overrides=[f"robot.franka.host={host}", "robot.franka.realtime=ignore",
+                                                  f"robot.franka.home_dynamics_factor={HOME_DYNAMICS}",
+                                                  *overrides])
+
+
+@pytest.fixture(scope="module")
+def robot(franky_sim: str) -> Iterator[FrankaRobot]:
+    cfg = franka_cfg(franky_sim)
+    arm = FrankaRobot(cfg.robot, cfg.safety)
+    arm.connect()
+    yield arm
+    arm.close()
+
+
+@pytest.fixture
+def homed(robot: FrankaRobot) -> FrankaRobot:
+    if robot.fault is not None:
+        robot.recover()
+    robot.home()
+    return robot
+
+
+def rotation_angle(q1: np.ndarray, q2: np.ndarray) -> float:
+    return float(2.0 * np.arccos(min(1.0, abs(float(np.dot(q1, q2))))))
+
+
+def run_at_rate(robot: FrankaRobot, actions: np.ndarray, hz: float) -> tuple[list[RobotState], list[float]]:
+    states, apply_s = [], []
+    period = 1.0 / hz
+    start = time.perf_counter()
+    for i, action in enumerate(actions):
+        t0 = time.perf_counter()
+        robot.apply(action)
+        apply_s.append(time.perf_counter() - t0)
+        time.sleep(max(0.0, start + (i + 1) * period - time.perf_counter()))
+        states.append(robot.state())
+    return states, apply_s
+
+
+def test_state_matches_the_simulator_contract(homed: FrankaRobot, sim_cfg: Any) -> None:
+    from drivers.sim.robot import SimRobot
+
+    real = homed.state()
+    for name, shape in (("ee_pos", (3,)), ("ee_quat", (4,)), ("ee_vel", (6,)), ("joint_pos", (7,)),
+                        ("joint_vel", (7,)), ("ee_wrench", (6,))):
+        value = getattr(real, name)
+        assert value.shape == shape and value.dtype == np.float64 and np.all(np.isfinite(value)), name
+    assert abs(np.linalg.norm(real.ee_quat) - 1.0) < 1e-6 and real.ee_quat[3] >= 0.0  # xyzw, w >= 0
+
+    cfg = sim_cfg("reach")
+    sim = SimRobot(cfg.robot, cfg.safety)
+    sim.connect()
+    sim.home()
+    expected = sim.state()
+    sim.close()
+    # the same joint configuration puts the same TCP at the same place: frames, TCP offset and order agree
+    np.testing.assert_allclose(real.joint_pos, expected.joint_pos, atol=0.01)
+    np.testing.assert_allclose(real.ee_pos, expected.ee_pos, atol=0.003)
+    assert rotation_angle(real.ee_quat, expected.ee_quat) < 0.01
+    assert abs(real.gripper_width - expected.gripper_width) < 0.005  # open after home
+    assert np.linalg.norm(real.ee_vel[:3]) < 0.01
+    assert real.ee_wrench.shape == expected.ee_wrench.shape
+
+
+def test_delta_pose_episode_at_10hz(homed: FrankaRobot) -> None:
+    start = homed.state()
+    steps = 20
+    actions = np.zeros((steps, 7))
+    actions[:, 0] = 0.008                         # +x in the base frame
+    actions[:, 1] = np.where(np.arange(steps) < 10, 0.004, -0.004)
+    actions[:, 2] = -0.003
+    actions[:, 5] = 0.02                          # yaw about base +z
+    states, apply_s = run_at_rate(homed, actions, hz=10.0)
+    print(f"apply() median {np.median(apply_s) * 1e3:.2f} ms, max {max(apply_s) * 1e3:.2f} ms")
+    assert np.median(apply_s) < 0.01, "apply() must not wait for the motion"
+    assert any(s.ee_vel[0] > 0.02 for s in states), "base-frame +x velocity while moving +x"
+    homed.hold()
+    time.sleep(1.0)
+    end = homed.state()
+    np.testing.assert_allclose(end.ee_pos - start.ee_pos, actions[:, :3].sum(axis=0), atol=0.003)
+    yaw = rotation_angle(end.ee_quat, start.ee_quat)
+    assert abs(yaw - 0.02 * steps) < 0.02
+    assert [s.time for s in states] == sorted(s.time for s in states)
+
+
+def test_gripper_moves_without_blocking(homed: FrankaRobot) -> None:
+    close = np.zeros(7)
+    close[6] = 1.0
+    t0 = time.perf_counter()
+    homed.apply(close)
+    assert time.perf_counter() - t0 < 0.05
+    deadline = time.monotonic() + 5.0
+    while homed.state().gripper_width > 0.005 and time.monotonic() < deadline:
+        homed.hold()
+        time.sleep(0.1)
+    assert homed.state().gripper_width < 0.005  # nothing between the fingers: the grasp closes fully
+    homed.apply(np.zeros(7))
+    deadline = time.monotonic() + 5.0
+    while homed.state().gripper_width < 0.075 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert homed.state().gripper_width > 0.075
+
+
+def test_home_returns_to_the_home_joints(homed: FrankaRobot) -> None:
+    run_at_rate(homed, np.tile([0.01, -0.01, -0.005, 0.0, 0.0, 0.05, 1.0], (8, 1)), hz=10.0)
+    moved = homed.state()
+    assert np.abs(moved.joint_pos - homed.cfg.home_joints).max() > 0.02
+    homed.home()
+    state = homed.state()
+    np.testing.assert_allclose(state.joint_pos, homed.cfg.home_joints, atol=0.01)
+    assert state.gripper_width > 0.075
+
+
+def test_stop_refuses_motion_until_home(homed: FrankaRobot) -> None:
+    homed.apply(np.array([0.01, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]))
+    homed.stop()
+    with pytest.raises(RuntimeError, match="call home"):
+        homed.apply(np.zeros(7))
+    homed.hold()  # holding is allowed while stopped
+    homed.home()
+    homed.apply(np.zeros(7))
+
+
+def test_force_reaction_stops_the_arm(franky_sim: str, robot: FrankaRobot) -> None:
+    # franky-sim reports no external force (exactly 0 N), so the threshold goes below zero: the real reaction in
+    # franky's 1 kHz loop fires on its first cycle. model_construct bypasses validation (max_contact_force > 0).
+    robot.close()
+    cfg = franka_cfg(franky_sim)
+    safety = SafetyLimits.model_construct(**{**cfg.safety.model_dump(), "max_contact_force": -1.0})
+    arm = FrankaRobot(cfg.robot, safety)
+    arm.connect()
+    try:
+        arm.home()
+        before = arm.state().ee_pos
+        arm.apply(np.array([0.01, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]))
+        time.sleep(0.5)
+        with pytest.raises(RuntimeError, match="force reaction stopped the arm"):
+            arm.apply(np.array([0.01, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]))
+        assert arm.contact_stops == 1
+        assert np.linalg.norm(arm.state().ee_pos - before) < 0.005  # stopped before reaching the 1 cm target
+        arm.home()
+    finally:
+        arm.close()
+        robot.connect()
+
+
+def test_errors_are_counted_and_need_an_explicit_recover(homed: FrankaRobot, monkeypatch: pytest.MonkeyPatch) -> None:
+    # franky-sim simulates no reflexes, so the error franky would re-raise from its control thread is injected at
+    # the one call that surfaces it (poll_motion); everything else is the real driver on the real server.
+    def reflex() -> bool:
+        raise franky.ControlException("libfranka: Move command aborted: motion aborted by reflex! [cartesian_reflex]")
+
+    monkeypatch.setattr(homed, "robot", _PollRaises(homed.robot, reflex))
+    with pytest.raises(FrankaFault, match="cartesian_reflex"):
+        homed.apply(np.zeros(7))
+    monkeypatch.undo()
+    assert len(homed.errors) == 1
+    for _ in range(2):  # stays faulted: never cleared by retrying
+        with pytest.raises(FrankaFault, match="recover"):
+            homed.apply(np.zeros(7))
+    with pytest.raises(FrankaFault):
+        homed.home()
+    homed.recover()
+    homed.home()
+    homed.apply(np.zeros(7))
+    assert len(homed.errors) == 1
+
+
+class _PollRaises:
+    """The real franky Robot with poll_motion replaced (see the test above)."""
+
+    def __init__(self, inner: Any, poll: Any) -> None:
+        self._inner, self.poll_motion = inner, poll
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_unreachable_host_names_the_fix() -> None:
+    cfg = franka_cfg("127.0.0.1", ("robot.franka.connect_timeout_s=0.5",))
+    cfg.robot.franka.host = "192.0.2.1"  # TEST-NET-1: never routed
+    with pytest.raises(ConnectionError, match=r"192\.0\.2\.1:1337.*FCI is activated"):
+        FrankaRobot(cfg.robot, cfg.safety).connect()
+
+
+def test_registry_finds_the_driver_and_wraps_it_in_shadow_mode(franky_sim: str) -> None:
+    from inril_robot.registry import make_robot
+    from inril_robot.shadow import ShadowRobot
+
+    cfg = franka_cfg(franky_sim)
+    shadow = make_robot(cfg, [])
+    assert isinstance(shadow, ShadowRobot) and isinstance(shadow.inner, FrankaRobot)
+    assert isinstance(make_robot(cfg, [], execute=True), FrankaRobot)
+
+
+@pytest.mark.slow
+def test_collect_records_an_episode_over_franky_sim(franky_sim: str, robot: FrankaRobot, tmp_path: Path) -> None:
+    """`collect` over `RobotEnv` over the Franka driver (--execute) with a scripted operator, into the store."""
+    from inril_robot.collect import collect
+    from inril_robot.data.store import Dataset
+    from inril_robot.env import RobotEnv
+    from inril_robot.hardware import Teleop, TeleopCommand
+
+    class ReplayOperator(Teleop):
+        """An operator who pushes +x for `steps` reads, closes the gripper half-way through, then keeps."""
+
+        def __init__(self, steps: int) -> None:
+            self.steps, self.reads = steps, 0
+
+        def read(self) -> TeleopCommand:
+            self.reads += 1
+            if self.reads > self.steps:
+                return TeleopCommand(keep=True)
+            return TeleopCommand(delta_pos=np.array([0.005, 0.0, -0.002]), gripper=float(self.reads > self.steps // 2))
+
+    robot.close()  # one client at a time on the simulated arm
+    try:
+        cfg = franka_cfg(franky_sim, ("task.name=reach", "task.observation=image", "task.max_steps=30",
+                                      "teleop.kind=keyboard"))
+        env = RobotEnv(cfg, execute=True)
+        try:
+            result = collect(cfg, tmp_path / "demos", 1, env, ReplayOperator(steps=15))
+        finally:
+            env.close()
+        assert result.kept == 1 and result.steps == 15, result
+        print(f"collect over franky-sim: {result.steps} steps in {result.wall_s:.1f} s")
+        dataset = Dataset(tmp_path / "demos")
+        assert len(dataset) == 1 and dataset.num_steps == 15
+    finally:
+        robot.connect()
