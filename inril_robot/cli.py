@@ -75,11 +75,19 @@ def resolve(robot: str | None, task: str | None, cameras: str | None, config: Pa
 def doctor(
     json_out: JsonOpt = False,
     render_probe: Annotated[bool, typer.Option(help="Probe EGL/OSMesa rendering in subprocesses.")] = True,
+    robot: Annotated[str | None, typer.Option(help="'franka': also check the real robot (FCI, versions).")] = None,
+    host: Annotated[str | None, typer.Option(help="Robot (FCI) address; default robot.franka.host.")] = None,
+    server: Annotated[str | None, typer.Option(help="Policy server endpoint (tcp://HOST:PORT) to time.")] = None,
 ) -> None:
     """Check this machine for each extra: MuJoCo and rendering, franky/libfranka and RT kernel, RealSense, HID, GPU."""
+    from inril_robot.config import FrankaConfig
     from inril_robot.doctor import render_table, run_checks
 
-    checks = run_checks(render_probe=render_probe)
+    if robot not in (None, "sim", "franka"):
+        raise typer.BadParameter(f"--robot must be sim or franka, got {robot!r}")
+    if robot == "franka" and host is None:
+        host = FrankaConfig().host
+    checks = run_checks(render_probe=render_probe, host=host, server=server)
     if json_out:
         emit_json({"checks": [c.to_dict() for c in checks],
                    "ok": all(c.status in ("ok", "warn") for c in checks if c.area in ("core", "sim"))})

@@ -336,24 +336,95 @@ def _check_franka() -> list[Check]:
     return [*_check_franky(), _check_rt_kernel(), *_check_rt_limits()]
 
 
+FCI_PORT = 1337
+
+
+def _check_robot(host: str, timeout: float = 2.0) -> list[Check]:
+    """FCI reachability of a real robot, then whether franky's libfranka accepts its server version."""
+    try:
+        ms = tcp_probe(host, FCI_PORT, timeout)
+    except OSError as exc:
+        fix = (f"connect the robot PC to the control box's Ethernet port, give it an address in the robot's subnet, "
+               f"check `ping {host}`, and activate FCI in Desk (brakes open)")
+        return [Check("franka", "FCI reachable", "error", f"{host}:{FCI_PORT}: {_short(exc)}", fix)]
+    checks = [Check("franka", "FCI reachable", "ok", f"{host}:{FCI_PORT} accepts TCP in {ms:.1f} ms", "")]
+    franky, failure = _package_check("franka", "robot server version", "franky", "franky-control", FIX_FRANKA)
+    if franky is None:
+        return [*checks, failure]
+    try:
+        robot = franky.Robot(host, realtime_config=franky.RealtimeConfig.Ignore)  # connects, never moves
+        detail = f"libfranka in franky-control {_dist_version('franky-control')} accepted the robot's server"
+        try:
+            detail += f"; gripper server version {franky.Gripper(host).server_version}"
+        except Exception as exc:
+            detail += f"; no Franka Hand ({_short(exc, 60)})"
+        del robot
+        checks.append(Check("franka", "robot server version", "ok", detail, ""))
+    except franky.IncompatibleVersionException as exc:
+        fix = ("install the franky-control release whose libfranka matches the robot system version "
+               "(https://frankarobotics.github.io/docs/compatibility.html)")
+        checks.append(Check("franka", "robot server version", "error", _short(exc, 300), fix))
+    except Exception as exc:
+        fix = "close other FCI clients (only one may connect), check Desk shows FCI active, then retry"
+        checks.append(Check("franka", "robot server version", "error", _short(exc), fix))
+    return checks
+
+
+def _check_server(endpoint: str, rounds: int = 10, timeout_ms: int = 2000) -> list[Check]:
+    """Round-trip time of a raw ZMQ REQ echo to a policy server at `endpoint` (it must echo unknown frames)."""
+    import zmq
+
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.REQ)
+    for opt, value in ((zmq.LINGER, 0), (zmq.RCVTIMEO, timeout_ms), (zmq.SNDTIMEO, timeout_ms)):
+        sock.setsockopt(opt, value)
+    try:
+        sock.connect(endpoint)
+        samples = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            sock.send(b"ping")
+            sock.recv()
+            samples.append((time.perf_counter() - t0) * 1e3)
+    except zmq.ZMQError as exc:
+        fix = (f"start the policy server on the GPU box (`inril-robot serve`), check {endpoint} is the address it "
+               "binds and that the firewall allows the port")
+        return [Check("network", "policy server RTT", "error", f"{endpoint}: {_short(exc)}", fix)]
+    finally:
+        sock.close(0)
+    median = statistics.median(samples)
+    detail = f"{endpoint}: median {median:.2f} ms, max {max(samples):.2f} ms over {rounds} round trips"
+    if median > 20.0:
+        return [Check("network", "policy server RTT", "warn", detail,
+                      "over 20 ms of a 100 ms control period: use a wired link and one switch between the PCs")]
+    return [Check("network", "policy server RTT", "ok", detail, "")]
+
+
 # ---------------------------------------------------------------------------------------------------------- camera
 
 
 def _realsense_devices(rs: ModuleType) -> Check:
     devices = rs.context().query_devices()
-    found = []
+    found: list[str] = []
+    slow: list[str] = []  # serials on a USB 2 link: colour+depth at 30 fps will drop frames
     for dev in devices:
         info = []
-        for field in ("name", "serial_number", "firmware_version"):
+        for field in ("name", "serial_number", "firmware_version", "usb_type_descriptor"):
             try:
                 info.append(dev.get_info(getattr(rs.camera_info, field)))
             except Exception:
                 info.append("?")
-        found.append("{} (serial {}, fw {})".format(*info))
+        found.append("{} (serial {}, fw {}, USB {})".format(*info))
+        if info[3].startswith("2"):
+            slow.append(info[1])
     if not found:
         fix = "connect a RealSense to a USB3 port; check `rs-enumerate-devices` and librealsense udev rules"
         return Check("camera", "RealSense devices", "warn", "0 devices", fix)
-    return Check("camera", "RealSense devices", "ok", f"{len(found)} device(s): " + "; ".join(found), "")
+    detail = f"{len(found)} device(s): " + "; ".join(found)
+    if slow:
+        return Check("camera", "RealSense devices", "warn", detail,
+                     f"{', '.join(slow)} on USB 2: use a USB 3 port and cable (blue port, short cable, no hub)")
+    return Check("camera", "RealSense devices", "ok", detail, "")
 
 
 def _check_camera() -> list[Check]:
@@ -502,8 +573,9 @@ def _check_network() -> list[Check]:
 # ------------------------------------------------------------------------------------------------------------- api
 
 
-def run_checks(render_probe: bool = True) -> list[Check]:
-    """Run every diagnostic; never raises. ``render_probe=False`` skips the (slow) EGL/OSMesa subprocess probes."""
+def run_checks(render_probe: bool = True, host: str | None = None, server: str | None = None) -> list[Check]:
+    """Run every diagnostic; never raises. ``render_probe=False`` skips the (slow) EGL/OSMesa subprocess probes;
+    ``host`` adds the real robot's FCI and version checks, ``server`` the round trip to a policy server."""
     areas: list[tuple[str, Callable[[], list[Check]]]] = [
         ("core", _check_core),
         ("gpu", _check_gpu),
@@ -513,6 +585,10 @@ def run_checks(render_probe: bool = True) -> list[Check]:
         ("teleop", _check_teleop),
         ("network", _check_network),
     ]
+    if host:
+        areas.append(("franka", lambda: _check_robot(host)))
+    if server:
+        areas.append(("network", lambda: _check_server(server)))
     checks: list[Check] = []
     for area, fn in areas:
         try:

@@ -195,3 +195,43 @@ def test_real_rendering_probe() -> None:
     for c in rendering:
         assert c.status in {"ok", "warn"}
         assert c.detail != "not probed"
+
+
+def test_unreachable_robot_names_the_fix() -> None:
+    fci = _by_item(doctor._check_robot("192.0.2.1", timeout=0.3), "franka", "FCI reachable")  # TEST-NET-1
+    assert fci.status == "error" and "192.0.2.1:1337" in fci.detail and "activate FCI" in fci.fix
+
+
+def test_policy_server_round_trip() -> None:
+    import threading
+
+    import zmq
+
+    ctx = zmq.Context.instance()
+    rep = ctx.socket(zmq.REP)
+    port = rep.bind_to_random_port("tcp://127.0.0.1")
+
+    def echo() -> None:
+        for _ in range(3):
+            rep.send(rep.recv())
+
+    thread = threading.Thread(target=echo, daemon=True)
+    thread.start()
+    ok = _by_item(doctor._check_server(f"tcp://127.0.0.1:{port}", rounds=3), "network", "policy server RTT")
+    thread.join(timeout=2)
+    rep.close(0)
+    assert ok.status == "ok" and "median" in ok.detail
+    down = _by_item(doctor._check_server(f"tcp://127.0.0.1:{port}", rounds=1, timeout_ms=200),
+                    "network", "policy server RTT")
+    assert down.status == "error" and "inril-robot serve" in down.fix
+
+
+def test_realsense_on_usb2_warns(monkeypatch: pytest.MonkeyPatch) -> None:
+    info = {"name": "D435", "serial_number": "42", "firmware_version": "5.16", "usb_type_descriptor": "2.1"}
+    device = types.SimpleNamespace(get_info=lambda field: info[field])
+    fake = types.ModuleType("pyrealsense2")
+    fake.camera_info = types.SimpleNamespace(**{k: k for k in info})  # type: ignore[attr-defined]
+    fake.context = lambda: types.SimpleNamespace(query_devices=lambda: [device])  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "pyrealsense2", fake)
+    found = _by_item(doctor._check_camera(), "camera", "RealSense devices")
+    assert found.status == "warn" and "USB 2.1" in found.detail and "USB 3" in found.fix
