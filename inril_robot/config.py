@@ -288,7 +288,7 @@ class PPOConfig(StrictModel):
     target_kl: Annotated[float | None, Field(gt=0.0, description="stop the update past this approx KL")] = 0.05
     max_grad_norm: Annotated[float, Field(gt=0.0, description="gradient-norm clip, actor and critic")] = 1.0
     normalize_advantages: bool = True
-    actor_lr: Annotated[float, Field(gt=0.0, le=1.0)] = 3e-5
+    actor_lr: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-4
     critic_lr: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-3
     critic_hidden: tuple[int, ...] = (256, 256)
     critic_warmup_iterations: Annotated[int, Field(ge=0, description="first iterations train only the critic")] = 2
@@ -325,7 +325,7 @@ class InrilConfig(StrictModel):
     il_every: Annotated[int | Literal["auto"], Field(description="m: RL steps per IL step; 0 = RL only")] = 5
     il_steps: Annotated[int, Field(ge=1, le=100, description="IL steps each time IL steps in")] = 1
     separation: Literal["none", "pcgrad", "orthogonal", "residual"] = "pcgrad"
-    il_lr: Annotated[float, Field(gt=0.0, le=1.0)] = 3e-5
+    il_lr: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-4
     il_batch_size: Annotated[int, Field(ge=1, le=65536)] = 256
     reference_ema_decay: Annotated[float, Field(ge=0.0, lt=1.0, description="EMA of the other gradient")] = 0.9
     adaptive: AdaptiveMConfig = AdaptiveMConfig()
@@ -359,8 +359,11 @@ class FinetuneConfig(StrictModel):
     episodes_per_iteration: Annotated[int, Field(ge=1, le=10_000, description="episodes per RL batch")] = 16
     num_envs: Annotated[int, Field(ge=1, le=256, description="parallel simulated envs")] = 2
     subprocess_envs: bool = True
+    # BC fits the std to the demonstrations' spread (log-std ~ -1 for noisy lift demos); sampling with it, the
+    # pre-trained lift policy succeeds 0/32 times (deterministic: 50%), so RL sees no reward. Measured success of the
+    # exploring policy at log-std -1.5 / -2.5 / -4: 0% / 6% / 38% (docs/inril.md).
     exploration_log_std: Annotated[
-        float | None, Field(ge=-5.0, le=1.0, description="reset a Gaussian policy's log-std at the start")] = None
+        float | None, Field(ge=-6.0, le=1.0, description="reset a Gaussian policy's log-std at the start")] = -3.5
     eval_every: Annotated[int, Field(ge=0, description="iterations between evaluations; 0: start and end only")] = 2
     eval_episodes: Annotated[int, Field(ge=1, le=10_000)] = 32
     checkpoint_every: Annotated[int, Field(ge=1, description="iterations between checkpoints")] = 5

@@ -220,8 +220,8 @@ def bench_sample_efficiency(out: Path, tasks: list[str], arms: list[str], seeds:
     for task in tasks:
         say(f"{task}: demonstrations and pre-trained checkpoint -> {out / task / 'pretrained'}")
         demos, checkpoint = prepare(task, out / task / "pretrained")
-        for arm in arms:
-            for seed in range(seeds):
+        for seed in range(seeds):  # seed-major: an interrupted bench still has every arm for its first seeds
+            for arm in arms:
                 say(f"[{len(outcomes) + 1}/{total}] {task} · {arm} · seed {seed}")
                 folder = out / task / arm.replace(" ", "_").replace("=", "") / f"seed{seed}"
                 outcomes.append(run_arm(task, arm, seed, checkpoint, demos, folder, budget, overrides, on_progress))
