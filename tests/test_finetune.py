@@ -140,3 +140,16 @@ def test_vec_env_processes_match_in_process_envs() -> None:
         np.testing.assert_array_equal(result[0].obs[key], step.obs[key])
     assert result[0].steps == 3 and result[0].reward == step.reward
     assert not np.array_equal(remote[1]["target_pos"], remote[0]["target_pos"])  # another seed, another scene
+
+
+def test_dppo_finetunes_a_diffusion_checkpoint(pretrained: tuple[Path, Dataset], tmp_path: Path) -> None:
+    _, demos = pretrained
+    pre = pretrain(reach_cfg("diffusion", ["train.steps=20", "train.eval_every=0", "policy.horizon=4",
+                                           "policy.act_steps=2"]), demos, tmp_path / "pre", resume=False)
+    result = finetune(ft_cfg("finetune.env_steps=120", "finetune.algo=dppo", "finetune.dppo.ft_steps=2"),
+                      Path(pre.last_checkpoint), demos, tmp_path / "dppo")
+    loaded = ckpt.load_checkpoint(result.last_checkpoint)
+    assert loaded.policy.cfg.diffusion.finetuned_steps == 2  # the frozen early steps travel with the checkpoint
+    with open(Path(result.out) / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert any(r["il_steps"] not in ("", "0") for r in rows) and result.env_steps >= 120
