@@ -126,7 +126,7 @@ def quickstart(
     demos: Annotated[int, typer.Option(min=1, help="Scripted demonstrations to record.")] = 50,
     demo_noise: Annotated[float, typer.Option(min=0.0, max=1.0, help="Expert noise of the demos.")] = 0.5,
     steps: Annotated[int, typer.Option(min=1, help="Pre-training gradient steps.")] = 2000,
-    env_steps: Annotated[int, typer.Option(min=1, help="Fine-tuning budget per run [env steps].")] = 20_000,
+    env_steps: Annotated[int, typer.Option(min=1, help="Fine-tuning budget per run [env steps].")] = 12_000,
     episodes: Annotated[int, typer.Option(min=1, help="Evaluation episodes.")] = 50,
     set_: SetOpt = None,
     json_out: JsonOpt = False,

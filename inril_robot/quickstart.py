@@ -68,7 +68,7 @@ def prepare_pretrained(cfg: RunConfig, out: Path, demos: int, say: Stage) -> tup
 
 
 def run_quickstart(out: Path, *, task: str = "lift", demos: int = 50, demo_noise: float = 0.5, steps: int = 2000,
-                   env_steps: int = 20_000, eval_episodes: int = 50, overrides: list[str] | None = None,
+                   env_steps: int = 12_000, eval_episodes: int = 50, overrides: list[str] | None = None,
                    on_stage: Stage | None = None, on_progress: ProgressFn | None = None) -> QuickstartResult:
     out = Path(out)
     cfg = quickstart_config(task, demo_noise, steps, [
@@ -83,7 +83,8 @@ def run_quickstart(out: Path, *, task: str = "lift", demos: int = 50, demo_noise
     runs: dict[str, FinetuneResult] = {}
     for i, (arm, arm_overrides) in enumerate(ARMS.items()):
         arm_cfg = quickstart_config(task, demo_noise, steps, [
-            f"finetune.env_steps={env_steps}", f"finetune.eval_episodes={eval_episodes}", *arm_overrides,
+            f"finetune.env_steps={env_steps}", f"finetune.eval_episodes={eval_episodes}", "finetune.eval_every=4",
+            *arm_overrides,
             *(overrides or [])])
         folder = out / ("finetune_rl_only" if i == 0 else "finetune_inril")
         say(f"3/4 fine-tuning ({arm}) for {env_steps:,} env steps -> {folder}")

@@ -1,4 +1,4 @@
-"""`inril-robot quickstart` end to end on a tiny budget (the real run: 50 lift demos, 2,000 BC steps, 2 x 20k env
+"""`inril-robot quickstart` end to end on a tiny budget (the real run: 50 lift demos, 2,000 BC steps, 2 x 12k env
 steps of fine-tuning)."""
 
 from __future__ import annotations
