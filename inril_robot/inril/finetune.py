@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from inril_robot.config import FinetuneConfig, RunConfig, to_yaml
+from inril_robot.contract import Contract
 from inril_robot.data.store import Dataset
 from inril_robot.inril.learner import DemoSource, InrilLearner
 from inril_robot.policies import checkpoint as ckpt
@@ -118,6 +119,32 @@ def build_actor(policy: Policy, cfg: FinetuneConfig) -> Actor:
     return ResidualActor(ResidualPolicy(policy, r.hidden, r.scale, r.init_log_std, freeze_base=freeze))
 
 
+def make_learner(cfg: RunConfig, policy: Policy, demos: Dataset | None, contract: Contract, device: torch.device,
+                 wrap_demos: Callable[[DemoSource], DemoSource] | None = None) -> tuple[Actor, Critic, InrilLearner]:
+    """The actor around `policy`, its critic and the IN-RIL learner with its demonstration source (checked against
+    `contract`); `wrap_demos` may add to that source (the policy server mixes in robot interventions)."""
+    f = cfg.finetune
+    demo_source: DemoSource | None = None
+    if demos is not None and f.inril.il_every != 0:
+        if demos.info.get("task") != cfg.task.name:
+            raise FinetuneError(f"demos {demos.root} hold task {demos.info.get('task')!r}, not {cfg.task.name!r}")
+        check_dataset_fits(demos, contract)
+        pc = policy.cfg
+        demo_source = DemoWindows(demos, list(policy.obs_shapes), pc.n_obs_steps, pc.horizon).sample
+        if wrap_demos is not None:
+            demo_source = wrap_demos(demo_source)
+    elif f.inril.il_every != 0:
+        raise FinetuneError("IN-RIL interleaves IL updates on demonstrations: pass --demos DIR (or --il-every 0 "
+                            "for RL only)")
+    actor = build_actor(policy, f).to(device)
+    critic = Critic.for_policy(actor.policy, f.ppo.critic_hidden).to(device)
+    try:
+        learner = InrilLearner(actor, critic, f, demo_source, device, seed=cfg.seed)
+    except ValueError as e:
+        raise FinetuneError(str(e)) from e
+    return actor, critic, learner
+
+
 def train_seed(cfg: RunConfig, episode: int) -> int:
     return TRAIN_SEED_BASE + 10_000_000 * cfg.seed + episode
 
@@ -178,23 +205,7 @@ def finetune(cfg: RunConfig, checkpoint: Path, demos: Dataset | None, out: Path,
     device = pick_device(f.device)
     torch.manual_seed(cfg.seed)
 
-    demo_source: DemoSource | None = None
-    if demos is not None and f.inril.il_every != 0:
-        if demos.info.get("task") != cfg.task.name:
-            raise FinetuneError(f"demos {demos.root} hold task {demos.info.get('task')!r}, not {cfg.task.name!r}")
-        check_dataset_fits(demos, contract)
-        pc = loaded.policy.cfg
-        demo_source = DemoWindows(demos, list(loaded.policy.obs_shapes), pc.n_obs_steps, pc.horizon).sample
-    elif f.inril.il_every != 0:
-        raise FinetuneError("IN-RIL interleaves IL updates on demonstrations: pass --demos DIR (or --il-every 0 "
-                            "for RL only)")
-
-    actor = build_actor(loaded.policy, f).to(device)
-    critic = Critic.for_policy(actor.policy, f.ppo.critic_hidden).to(device)
-    try:
-        learner = InrilLearner(actor, critic, f, demo_source, device, seed=cfg.seed)
-    except ValueError as e:
-        raise FinetuneError(str(e)) from e
+    actor, critic, learner = make_learner(cfg, loaded.policy, demos, contract, device)
     sampler = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # exploration noise
     run_cfg = cfg.model_copy(update={"policy": actor.policy.cfg})
 

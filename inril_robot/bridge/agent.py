@@ -1,0 +1,439 @@
+"""The robot agent: the control loop on the robot PC, talking to the policy server.
+
+Per chunk: send the observation history, wait for the chunk, then at each tick of the monotonic scheduler pass the
+next action through `RobotEnv.step` (the safety envelope is applied there, always), record the step in the episode
+store, and after the chunk send the executed actions, rewards and flags back. Safety when things fail:
+
+- watchdog: no action within `watchdog_periods` control periods of asking (default 2) -> `robot.hold()` every period
+  until one arrives; never a stale action (replies are matched to the observation's seq);
+- stale camera frames (`StaleFrameError`) -> hold and re-read, ending the episode if they stay stale;
+- a silent server (nothing heard for `reconnect_after_s`, heartbeats included) -> reconnect with exponential
+  back-off, still holding, then resend the current observation and carry on with the episode;
+- a refusal (schema, contract, task, CURVE key) stops the agent with the reason; an operator e-stop stops the arm.
+
+Episodes: simulation resets to the scripted home and a seeded scene; a real robot asks the operator to reset the
+scene first (`prompt`). Reward is the task's success detector in simulation; on the real robot the operator's keep
+key marks success and discard a failure. Teleop `intervene` hands control to the human for that step: the chunk is
+flagged and the server feeds it to the IL side. Achieved Hz, per-stage times, overruns, holds and reconnects go to
+`on_status` (the CLI's live table) and to `agent_log.csv`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inril_robot.config import RunConfig
+from inril_robot.data.store import DatasetWriter
+from inril_robot.env import GRIPPER_AT_HOME, RobotEnv
+from inril_robot.hardware import StaleFrameError, Teleop
+from inril_robot.inril.finetune import train_seed
+from inril_robot.teleop import command_to_action
+
+from . import protocol as p
+from .client import BridgeClient, BridgeError, Refusal
+from .security import ClientKeys
+from .timing import Scheduler, StageTimes
+
+StatusFn = Callable[[dict[str, Any]], None]
+LOG_FIELDS = ("episode", "seed", "steps", "success", "return", "interventions", "policy_version", "hz",
+              "overruns", "watchdog_holds", "reconnects", "stale_frames", "round_trip_p50_ms", "round_trip_p99_ms",
+              "step_p50_ms", "step_p99_ms", "record_p50_ms", "wall_s")
+
+
+class EmergencyStop(RuntimeError):
+    """The operator pressed the e-stop: the arm was stopped and the agent ends."""
+
+
+@dataclass
+class AgentOptions:
+    server: str
+    robot_id: str = "robot0"
+    episodes: int | None = None  # stop after this many episodes (None: after env_steps)
+    env_steps: int | None = None  # stop after this many executed steps (None: cfg.finetune.env_steps)
+    speed: float = 1.0  # control rate multiplier; 0: as fast as the simulation runs (sim only)
+    watchdog_periods: float = 2.0
+    reconnect_after_s: float = 1.0
+    backoff_s: tuple[float, float] = (0.1, 2.0)
+    give_up_s: float | None = None  # stop reconnecting after this long (None: keep trying)
+    stale_frames_s: float = 1.0
+    connect_timeout_s: float = 5.0
+    record: Path | None = None  # episode store folder (None: not recorded)
+    log: Path | None = None  # agent_log.csv
+    keys: ClientKeys | None = None
+    seed_offset: int = 0  # added to the episode index for simulation seeds (robots of one run differ)
+
+
+@dataclass
+class AgentResult:
+    robot: str
+    episodes: int = 0
+    successes: int = 0
+    env_steps: int = 0
+    watchdog_holds: int = 0
+    reconnects: int = 0
+    overruns: int = 0
+    stale_frames: int = 0
+    interventions: int = 0
+    wall_s: float = 0.0
+    hz: float = 0.0
+    policy_versions: list[int] = field(default_factory=list)
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)
+    hold_events: list[dict[str, float]] = field(default_factory=list)
+    faults: list[str] = field(default_factory=list)
+    stopped: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class ObsHistory:
+    """The policy's last `n` observations per key (at an episode's start the first one fills it)."""
+
+    def __init__(self, keys: list[str], n: int) -> None:
+        self.keys = keys
+        self.frames: deque[dict[str, np.ndarray]] = deque(maxlen=n)
+
+    def push(self, obs: dict[str, np.ndarray], replace_last: bool = False) -> None:
+        frame = {k: obs[k] for k in self.keys}
+        if not self.frames:
+            self.frames.extend(frame for _ in range(self.frames.maxlen or 1))
+        elif replace_last:
+            self.frames[-1] = frame
+        else:
+            self.frames.append(frame)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {f"obs/{k}": np.stack([f[k] for f in self.frames]) for k in self.keys}
+
+
+def config_hash(cfg: RunConfig) -> str:
+    return hashlib.sha256(json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def reobserve(env: RobotEnv) -> dict[str, np.ndarray]:
+    """A fresh observation without stepping (after holding). RobotEnv has no public call for this: it reads the
+    robot and cameras the way reset/step do and updates the state the safety envelope works from."""
+    env._latest = env._read()
+    return env._observe(*env._latest)
+
+
+class RobotAgent:
+    def __init__(self, cfg: RunConfig, env: RobotEnv, options: AgentOptions, teleop: Teleop | None = None,
+                 prompt: Callable[[str], None] | None = None, on_status: StatusFn | None = None,
+                 say: Callable[[str], None] | None = None) -> None:
+        self.cfg, self.env, self.opt, self.teleop = cfg, env, options, teleop
+        self.prompt = prompt
+        self.on_status = on_status
+        self.say = say or (lambda _: None)
+        self.sim = cfg.robot.kind == "sim"
+        if options.speed <= 0 and not self.sim:
+            raise ValueError("--speed 0 (unpaced) is for simulation only: a real robot runs at control_hz")
+        self.period = 1.0 / cfg.robot.control_hz
+        self.tick_period = self.period / options.speed if options.speed > 0 else 0.0
+        self.watchdog_s = options.watchdog_periods * (self.tick_period or self.period)
+        hello = p.Hello(contract=env.contract.to_json_dict(), task=cfg.task.name, config_hash=config_hash(cfg),
+                        robot_kind=cfg.robot.kind, agent_version=_version())
+        self.client = BridgeClient(options.server, options.robot_id, hello, options.keys)
+        self.scheduler = Scheduler(self.tick_period)
+        self.times = StageTimes()
+        self.ticks: deque[float] = deque(maxlen=200)
+        self.result = AgentResult(options.robot_id)
+        self.policy_version = -1
+        self.server_state = ""
+        self.writer: DatasetWriter | None = None
+        self._last_status = 0.0
+
+    # ------------------------------------------------------------------------------------------- the run
+    def run(self) -> AgentResult:
+        started = time.perf_counter()
+        budget = self.opt.env_steps if self.opt.env_steps is not None else self.cfg.finetune.env_steps
+        try:
+            self._connect()
+            if self.opt.record is not None:
+                self.writer = DatasetWriter(self.opt.record, self.env.contract, task=self.cfg.task.name,
+                                            robot=self.cfg.robot.model_dump(mode="json"))
+            index = self.writer.next_index() if self.writer is not None else 0
+            while (self.opt.episodes is None or self.result.episodes < self.opt.episodes) \
+                    and self.result.env_steps < budget:
+                row = self.run_episode(index)
+                index += 1
+                self._log_row(row)
+        except (Refusal, EmergencyStop, BridgeError) as e:
+            self.result.stopped = str(e)
+            self.say(str(e))
+        finally:
+            self.result.wall_s = time.perf_counter() - started
+            self.result.stages = self.times.summary()
+            self.result.overruns = self.scheduler.overruns
+            if self.writer is not None:
+                self.writer.close()
+            self.client.close()
+        return self.result
+
+    def run_episode(self, index: int) -> dict[str, Any]:
+        seed = train_seed(self.cfg, index + self.opt.seed_offset)
+        obs, info = self._reset(seed, index)
+        welcome = self.client.welcome
+        assert welcome is not None
+        history = ObsHistory(welcome.obs_keys, welcome.n_obs_steps)
+        history.push(obs)
+        episode = self.writer.begin_episode(seed=seed, notes=f"robot {self.opt.robot_id}, fine-tuning through "
+                                            f"{self.opt.server}") if self.writer is not None else None
+        state, captures = info["state"], dict(self.env.last_capture_times)
+        gripper = GRIPPER_AT_HOME
+        chunk = steps = interventions = events = 0
+        success = terminated = truncated = False
+        ret = 0.0
+        reason = ""
+        verdict = False
+        versions: set[int] = set()
+        holds0, reconnects0, stale0 = self.result.watchdog_holds, self.result.reconnects, self.result.stale_frames
+        tick0 = time.perf_counter()
+        self.scheduler.restart()
+        while not (terminated or truncated):
+            actions, obs = self._request(history, obs, index, chunk, steps)
+            versions.add(self.policy_version)
+            executed_chunk, rewards, intervened, chunk_events = [], [], False, 0
+            for proposed in actions:
+                self.scheduler.wait()
+                self.ticks.append(time.monotonic())
+                control = "policy"
+                if self.teleop is not None:
+                    command = self.teleop.read()
+                    if command.estop:
+                        self.env.robot.stop()
+                        raise EmergencyStop(f"e-stop from the teleop at step {steps} of episode {index}")
+                    if not self.sim and (command.keep or command.discard):
+                        # the operator's verdict ends the episode on a hold step that carries its reward
+                        verdict = bool(command.keep)
+                        reason = "operator: success" if verdict else "operator: failure"
+                        proposed = np.array([0, 0, 0, 0, 0, 0, gripper], dtype=np.float64)
+                    elif command.intervene:
+                        proposed = command_to_action(command, gripper)
+                        control, intervened = "human", True
+                tick = time.perf_counter()
+                try:
+                    next_obs, reward, terminated, truncated, step_info = self.env.step(proposed)
+                except StaleFrameError as e:
+                    next_obs, step_info = self._recover_frames(str(e)), None
+                    if next_obs is None:
+                        truncated, reason = True, "camera frames stayed stale"
+                        break
+                    history.push(next_obs, replace_last=True)
+                    obs = next_obs
+                    break  # re-plan from the fresh observation
+                self.times.add("step", time.perf_counter() - tick)
+                executed = step_info["executed_action"]
+                if reason.startswith("operator"):
+                    reward, terminated, truncated = float(verdict), verdict, not verdict
+                    step_info["success"] = verdict
+                tick = time.perf_counter()
+                if episode is not None:
+                    episode.add_step(obs, proposed, executed, reward, terminated or truncated, control,
+                                     intervention=control == "human", wall_time=time.time(), state_time=state.time,
+                                     capture_times=captures, robot_state=state)
+                self.times.add("record", time.perf_counter() - tick)
+                obs, state, gripper = next_obs, step_info["state"], float(executed[6])
+                captures = dict(self.env.last_capture_times)
+                history.push(obs)
+                executed_chunk.append(executed)
+                rewards.append(reward)
+                chunk_events += len(step_info["safety_events"])
+                steps += 1
+                ret += reward
+                success = success or bool(step_info["success"])
+                if step_info["stopped"]:
+                    reason = step_info["stopped"]
+                self._status(index, steps)
+                if terminated or truncated:
+                    break
+            if executed_chunk:
+                self._send(p.Transition(episode=index, chunk=chunk, policy_version=self.policy_version,
+                                        success=success, terminated=terminated, truncated=truncated,
+                                        intervention=intervened, control="human" if intervened else "policy",
+                                        safety_events=chunk_events),
+                           {"executed": np.asarray(executed_chunk, np.float64),
+                            "rewards": np.asarray(rewards, np.float32)})
+                chunk += 1
+            interventions += int(intervened)
+            events += chunk_events
+            if not (terminated or truncated) and steps >= self.cfg.task.max_steps:
+                truncated = True
+        self._send(p.EpisodeEnd(episode=index, steps=steps, success=success, terminated=terminated,
+                                truncated=truncated, interventions=interventions, reason=reason), history.arrays())
+        if episode is not None:
+            if episode.length:
+                episode.commit(success=success, extra={"policy_versions": sorted(versions), "server": self.opt.server,
+                                                       "interventions": interventions, "safety_event_count": events,
+                                                       "robot": self.opt.robot_id, "reason": reason})
+            else:
+                episode.discard()
+        r = self.result
+        r.episodes += 1
+        r.successes += int(success)
+        r.env_steps += steps
+        r.interventions += interventions
+        r.policy_versions.append(self.policy_version)
+        r.hz = self.scheduler.hz(self.ticks)
+        stages = self.times.summary()
+        self._send(p.Stats(values={"hz": r.hz, "overruns": self.scheduler.overruns, "holds": r.watchdog_holds,
+                                   "reconnects": r.reconnects, "episodes": r.episodes, "successes": r.successes}))
+        return {"episode": index, "seed": seed, "steps": steps, "success": int(success), "return": round(ret, 4),
+                "interventions": interventions, "policy_version": self.policy_version, "hz": round(r.hz, 2),
+                "overruns": self.scheduler.overruns, "watchdog_holds": r.watchdog_holds - holds0,
+                "reconnects": r.reconnects - reconnects0, "stale_frames": r.stale_frames - stale0,
+                "round_trip_p50_ms": stages.get("round_trip", {}).get("p50_ms"),
+                "round_trip_p99_ms": stages.get("round_trip", {}).get("p99_ms"),
+                "step_p50_ms": stages.get("step", {}).get("p50_ms"),
+                "step_p99_ms": stages.get("step", {}).get("p99_ms"),
+                "record_p50_ms": stages.get("record", {}).get("p50_ms"),
+                "wall_s": round(time.perf_counter() - tick0, 3)}
+
+    # --------------------------------------------------------------------------------------- the watchdog
+    def _request(self, history: ObsHistory, obs: dict[str, np.ndarray], episode: int, chunk: int, steps: int
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Ask for a chunk and wait for it, holding the robot whenever it is late; reconnects a silent server."""
+        sent_at = time.monotonic()
+        seq = self._send(p.Observation(episode=episode, chunk=chunk, step=steps), history.arrays(),
+                         t_capture=max(self.env.last_capture_times.values(), default=0.0))
+        holding, next_hold, last_beat = False, sent_at + self.watchdog_s, 0.0
+        while True:
+            now = time.monotonic()
+            wait = max(0.0, (next_hold - now) if not holding else min(next_hold - now, 0.05))
+            msg = self.client.poll(wait)
+            now = time.monotonic()
+            if msg is not None:
+                if msg.type == "action" and msg.body.obs_seq == seq:
+                    self.times.add("round_trip", now - sent_at)
+                    self.policy_version = msg.body.policy_version
+                    if holding:
+                        self.scheduler.restart()
+                    return np.asarray(msg.arrays["actions"]), obs
+                if msg.type == "heartbeat":
+                    self.server_state = msg.body.state
+                    self.policy_version = max(self.policy_version, msg.body.policy_version)
+                elif msg.type == "error" and msg.body.code == "not_welcomed":
+                    self._reconnect("the server no longer knows this robot")
+                    return self._request(history, obs, episode, chunk, steps)
+                elif msg.type == "error" and msg.body.ref_seq == seq:
+                    raise BridgeError(f"the server rejected our observation: {msg.body.reason}")
+                continue
+            if now >= next_hold:
+                waiting_for_learner = chunk == 0 and self.server_state == "updating"
+                if not holding and not waiting_for_learner:
+                    self.result.watchdog_holds += 1
+                    self.result.hold_events.append({"after_request_s": now - sent_at, "time": time.time()})
+                    self.say(f"watchdog: no action {1e3 * (now - sent_at):.0f} ms after asking (limit "
+                             f"{1e3 * self.watchdog_s:.0f} ms): holding the robot")
+                holding = True
+                self.env.robot.hold()
+                next_hold = now + (self.tick_period or self.period)
+                self._status(episode, steps, holding=True)
+            if holding and now - last_beat > 0.25:
+                self._send(p.Heartbeat(state="waiting"))
+                last_beat = now
+            if now - self.client.last_heard > self.opt.reconnect_after_s and now - sent_at > self.opt.reconnect_after_s:
+                self._reconnect(f"nothing heard from the server for {now - self.client.last_heard:.1f} s")
+                obs = reobserve(self.env)
+                history.push(obs, replace_last=True)
+                return self._request(history, obs, episode, chunk, steps)
+
+    def _recover_frames(self, why: str) -> dict[str, np.ndarray] | None:
+        self.result.stale_frames += 1
+        self.say(f"stale camera frames ({why}): holding")
+        deadline = time.monotonic() + self.opt.stale_frames_s
+        while time.monotonic() < deadline:
+            self.env.robot.hold()
+            try:
+                return reobserve(self.env)
+            except StaleFrameError:
+                time.sleep(self.tick_period or self.period)
+        return None
+
+    # ---------------------------------------------------------------------------------------- connection
+    def _connect(self) -> None:
+        welcome = self.client.connect(self.opt.connect_timeout_s)
+        self.policy_version = welcome.policy_version
+        if welcome.control_hz != self.cfg.robot.control_hz:
+            raise Refusal("contract", f"server control_hz {welcome.control_hz} != robot {self.cfg.robot.control_hz}",
+                          "control_hz")
+        self.say(f"connected to {self.opt.server} as {self.opt.robot_id!r}: policy version {welcome.policy_version}, "
+                 f"chunks of {welcome.act_steps}, learner {welcome.learner}")
+
+    def _reconnect(self, why: str) -> None:
+        """Back-off reconnects, holding the robot each control period meanwhile."""
+        self.result.faults.append(why)
+        self.say(f"{why}: reconnecting (holding the robot)")
+        delay, lo_hi = self.opt.backoff_s[0], self.opt.backoff_s
+        started = time.monotonic()
+        while True:
+            try:
+                self.client.connect(min(delay, self.opt.connect_timeout_s) + 0.2)
+                self.result.reconnects += 1
+                self.policy_version = self.client.welcome.policy_version if self.client.welcome else -1
+                self.say(f"reconnected: policy version {self.policy_version}")
+                self.scheduler.restart()
+                return
+            except Refusal:
+                raise
+            except BridgeError:
+                pass
+            if self.opt.give_up_s is not None and time.monotonic() - started > self.opt.give_up_s:
+                raise BridgeError(f"the server at {self.opt.server} did not come back within {self.opt.give_up_s} s")
+            end = time.monotonic() + delay
+            while time.monotonic() < end:
+                self.env.robot.hold()
+                time.sleep(max(0.0, min(self.period, end - time.monotonic())))
+            delay = min(delay * 2, lo_hi[1])
+
+    def _send(self, body: Any, arrays: dict[str, np.ndarray] | None = None, t_capture: float = 0.0) -> int:
+        return self.client.send(body, arrays, t_capture)
+
+    # -------------------------------------------------------------------------------------------- episodes
+    def _reset(self, seed: int, index: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        if not self.sim:
+            if self.prompt is None:
+                raise EmergencyStop("a real robot needs an operator to reset the scene between episodes")
+            self._send(p.Heartbeat(state="reset"))
+            self.prompt(f"episode {index}: reset the scene, then confirm to home the arm and start")
+        return self.env.reset(seed=seed if self.sim else None)
+
+    def _status(self, episode: int, steps: int, holding: bool = False) -> None:
+        now = time.monotonic()
+        if self.on_status is None or (now - self._last_status < 0.2 and not holding):
+            return
+        self._last_status = now
+        r = self.result
+        self.on_status({"robot": self.opt.robot_id, "episode": episode, "step": steps, "episodes": r.episodes,
+                        "successes": r.successes, "env_steps": r.env_steps + steps,
+                        "hz": self.scheduler.hz(self.ticks), "target_hz": (1.0 / self.tick_period)
+                        if self.tick_period else None, "overruns": self.scheduler.overruns,
+                        "holds": r.watchdog_holds, "reconnects": r.reconnects, "holding": holding,
+                        "policy_version": self.policy_version, "stages": self.times.summary()})
+
+    def _log_row(self, row: dict[str, Any]) -> None:
+        if self.opt.log is None:
+            return
+        new = not self.opt.log.exists()
+        self.opt.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.opt.log, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+
+def _version() -> str:
+    from inril_robot.policies.checkpoint import package_version
+
+    return package_version()
