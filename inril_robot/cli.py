@@ -29,10 +29,12 @@ sim_app = typer.Typer(help="Run policies in the simulated Franka world.", no_arg
 bench_app = typer.Typer(help="Measured performance, with baselines measured in the same run.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect presets and resolved configurations.", no_args_is_help=True)
 dataset_app = typer.Typer(help="Inspect, visualise and convert demonstration datasets.", no_args_is_help=True)
+keys_app = typer.Typer(help="CurveZMQ keys for a policy server reachable off this machine.", no_args_is_help=True)
 app.add_typer(sim_app, name="sim")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(bench_app, name="bench")
 app.add_typer(config_app, name="config")
+app.add_typer(keys_app, name="keys")
 app.add_typer(calibrate_app, name="calibrate")  # issue 10: calibration/cli.py
 app.command("sim-pretrain")(sim_pretrain_cmd)  # issue 10: sim2real/cli.py
 bench_app.command("sim2sim")(bench_sim2sim_cmd)  # issue 10: sim2real/cli.py
@@ -585,13 +587,33 @@ def finetune(
     env_steps: Annotated[int | None, typer.Option(min=1, help="Budget of executed control steps.")] = None,
     num_envs: Annotated[int | None, typer.Option(min=1, help="Parallel simulated envs (processes).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+    server: Annotated[str | None, typer.Option("--server", help="Fine-tune through the policy server at "
+                                               "tcp://HOST:PORT (this process is the robot agent).")] = None,
+    bridge: Annotated[bool, typer.Option("--bridge", help="--robot sim: start a local policy server and run the "
+                                         "agent against it (franka always goes through a server).")] = False,
+    robot_id: Annotated[str, typer.Option("--robot-id", help="This robot's name on the server.")] = "robot0",
+    speed: Annotated[float, typer.Option(min=0.0, help="Bridge: control-rate multiplier; 0 = as fast as the "
+                                         "simulation runs (sim only).")] = 1.0,
+    episodes: Annotated[int | None, typer.Option(min=1, help="Bridge: stop after this many episodes.")] = None,
+    teleop: Annotated[str | None, typer.Option(help="Bridge: operator device for interventions, reset prompts "
+                                               "and success keys (keyboard, spacemouse; franka default keyboard).")
+                      ] = None,
+    execute: Annotated[bool, typer.Option(help="franka: let the arm move (otherwise shadow mode: it holds).")
+                       ] = False,
+    client_key: Annotated[Path | None, typer.Option("--client-key", help="This robot's CURVE secret key "
+                                                    "(keys DIR/NAME.key_secret).")] = None,
+    server_key: Annotated[Path | None, typer.Option("--server-key", help="The server's CURVE public key "
+                                                    "(keys DIR/server.key).")] = None,
     cameras: CamerasOpt = None,
     seed: SeedOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Fine-tune a pre-trained policy with IN-RIL (RL with interleaved IL steps and gradient separation)."""
+    """Fine-tune a pre-trained policy with IN-RIL (RL with interleaved IL steps and gradient separation).
+
+    --robot sim runs in this process by default; --server URL (or --bridge, or --robot franka) runs the robot agent
+    against a policy server instead (docs/protocol.md)."""
     import drivers.sim  # noqa: F401 - selects the GL backend before mujoco loads
     from inril_robot.contract import ContractMismatch
     from inril_robot.data.store import DatasetError
@@ -600,9 +622,6 @@ def finetune(
     from inril_robot.policies.checkpoint import CheckpointError, read_checkpoint
     from inril_robot.registry import DriverUnavailable
 
-    if robot != "sim":
-        fail(f"--robot {robot}: on-robot fine-tuning runs through the policy server (`inril-robot serve` + "
-             "`finetune --server`), not in this process; use --robot sim for the in-process run")
     try:
         stored_cfg = read_checkpoint(checkpoint)["run_config"]
     except CheckpointError as e:
@@ -615,7 +634,29 @@ def finetune(
                f"finetune.inril.separation={separation}",
                *([f"finetune.env_steps={env_steps}"] if env_steps else []),
                *([f"finetune.num_envs={num_envs}"] if num_envs else [])]
+    if robot not in ("sim", "franka"):
+        fail(f"--robot {robot!r}: expected sim or franka")
     cfg = _eval_config(robot, stored_cfg, cameras, config, [*(set_ or []), *options], seed)
+    if server is not None or bridge or robot != "sim":
+        from inril_robot.bridge.commands import BridgeRun, finetune_through_bridge
+
+        run = BridgeRun(checkpoint=checkpoint, out=out, demos=demos, server=server, robot_id=robot_id, speed=speed,
+                        episodes=episodes, teleop=teleop, execute=execute, client_key=client_key,
+                        server_key=server_key, resume=resume, server_args=[
+                            "--checkpoint", str(checkpoint), *(["--demos", str(demos)] if demos else []),
+                            *(["--resume"] if resume else []), *(["--config", str(config)] if config else []),
+                            *(["--seed", str(seed)] if seed is not None else []),
+                            *[a for o in [*(set_ or []), *options] for a in ("--set", o)]])
+        try:
+            payload = finetune_through_bridge(cfg, run, err, json_out)
+        except (ValueError, RuntimeError, OSError) as e:
+            fail(str(e))
+            return
+        if json_out:
+            emit_json(payload)
+        if payload.get("stopped"):
+            raise typer.Exit(1)
+        return
     ds = _open_dataset(demos) if demos is not None else None
     f = cfg.finetune
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -667,6 +708,96 @@ def finetune(
     table.add_row("curves", result.files["curves"])
     table.add_row("wall time", f"{result.wall_s:.0f} s")
     Console().print(table)
+
+
+# ------------------------------------------------------------------------------------------------- bridge
+@app.command()
+def serve(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="The pre-trained checkpoint (.pt) to serve.")],
+    demos: Annotated[Path | None, typer.Option("--demos", help="Demonstrations for the IL steps.")] = None,
+    bind: Annotated[str, typer.Option(help="ZMQ endpoint; anything but loopback/ipc needs --keys.")
+                    ] = "tcp://127.0.0.1:5555",
+    out: Annotated[Path, typer.Option("--out", help="Run folder (last.pt, last.train.pt, metrics.csv).")
+                   ] = Path("runs/serve"),
+    resume: Annotated[bool, typer.Option(help="Continue the learner state in --out.")] = False,
+    async_learner: Annotated[bool, typer.Option("--async-learner", help="Learn in a separate thread, swapping "
+                                                "versioned weights in (default: between episodes).")] = False,
+    no_learn: Annotated[bool, typer.Option("--no-learn", help="Inference only, deterministic actions.")] = False,
+    keys: Annotated[Path | None, typer.Option("--keys", help="CurveZMQ key folder (`inril-robot keys generate`).")
+                    ] = None,
+    algo: Annotated[str, typer.Option(help="ppo (Gaussian), dppo (diffusion) or residual-ppo (any).")] = "ppo",
+    il_every: Annotated[str, typer.Option("--il-every", callback=_il_every,
+                                          help="m: RL steps per IL step; 0 = RL only; auto.")] = "5",
+    separation: Annotated[str, typer.Option(help="none, pcgrad, orthogonal or residual.")] = "pcgrad",
+    robot_timeout: Annotated[float, typer.Option(min=0.1, help="Drop a robot silent this long [s].")] = 5.0,
+    endpoint_file: Annotated[Path | None, typer.Option(hidden=True)] = None,
+    seed: SeedOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """The policy server: batched inference for many robots over ZMQ, IN-RIL updates on the episodes they send."""
+    from inril_robot.bridge.commands import serve_command
+    from inril_robot.policies.checkpoint import CheckpointError, read_checkpoint
+
+    try:
+        stored_cfg = read_checkpoint(checkpoint)["run_config"]
+    except CheckpointError as e:
+        fail(str(e))
+        return
+    options = [f"finetune.algo={algo}", f"finetune.inril.il_every={il_every}",
+               f"finetune.inril.separation={separation}"]
+    cfg = _eval_config("sim", stored_cfg, None, config, [*(set_ or []), *options], seed)
+    mode = "off" if no_learn else ("async" if async_learner else "sync")
+    try:
+        payload = serve_command(cfg, checkpoint, demos, out, bind=bind, keys=keys, mode=mode, resume=resume,
+                                robot_timeout_s=robot_timeout, endpoint_file=endpoint_file, console=err,
+                                live=not json_out)
+    except (ValueError, RuntimeError, OSError) as e:
+        fail(str(e))
+        return
+    if json_out:
+        emit_json(payload)
+
+
+@keys_app.command("generate")
+def keys_generate(
+    folder: Annotated[Path, typer.Argument(help="Key folder (created).")],
+    robots: Annotated[list[str] | None, typer.Option("--robot", help="Robot name to create and allow-list (repeat).")
+                      ] = None,
+) -> None:
+    """CurveZMQ keys: the server's pair (once) and one allow-listed pair per robot."""
+    from inril_robot.bridge.security import SecurityError, generate
+
+    try:
+        written = generate(folder, list(robots or []))
+    except SecurityError as e:
+        fail(str(e))
+        return
+    for path in written:
+        err.print(str(path))
+    err.print(f"server: `inril-robot serve --keys {folder} --bind tcp://0.0.0.0:5555 ...`; each robot: "
+              f"`finetune --server tcp://GPU-BOX:5555 --server-key {folder}/server.key --client-key "
+              f"{folder}/NAME.key_secret` (copy only those two files to the robot PC)")
+
+
+@bench_app.command("latency")
+def bench_latency_cmd(
+    repeats: Annotated[int, typer.Option(min=50, help="Timed round trips per measurement.")] = 2000,
+    learner_seconds: Annotated[float, typer.Option(min=1.0, help="Seconds of inference timed with the learner "
+                                                   "idle and again while it trains.")] = 8.0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Observation->action round trip through the bridge vs a raw ZMQ echo of the same bytes; inference p99 while
+    the learner trains vs idle."""
+    from inril_robot.bridge.bench import bench_latency, render_latency
+
+    with err.status("bench latency: raw echo, bridge round trip, inference with the learner idle / training"):
+        payload = bench_latency(repeats=repeats, learner_seconds=learner_seconds)
+    if json_out:
+        emit_json(payload)
+        return
+    Console().print(render_latency(payload))
 
 
 # -------------------------------------------------------------------------------------------------------- eval

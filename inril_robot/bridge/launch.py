@@ -47,14 +47,14 @@ def serve_until_stopped(cfg: RunConfig, checkpoint: Path, demos: Dataset | None,
 
 
 class LocalServer:
-    """`inril-robot serve` in a subprocess on a free loopback port (its output goes to `out/server.log`)."""
+    """`inril-robot serve --out OUT` in a subprocess on a free loopback port; its output goes to `logs/server.log`."""
 
-    def __init__(self, args: list[str], out: Path, timeout_s: float = 120.0) -> None:
+    def __init__(self, args: list[str], out: Path, logs: Path, timeout_s: float = 120.0) -> None:
         self.out = Path(out)
-        self.out.mkdir(parents=True, exist_ok=True)
-        endpoint_file = self.out / "server.endpoint"
+        Path(logs).mkdir(parents=True, exist_ok=True)
+        endpoint_file = Path(logs) / "server.endpoint"
         endpoint_file.unlink(missing_ok=True)
-        self.log_path = self.out / "server.log"
+        self.log_path = Path(logs) / "server.log"
         self._log: IO[bytes] = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
