@@ -49,7 +49,8 @@ def serve_until_stopped(cfg: RunConfig, checkpoint: Path, demos: Dataset | None,
 class LocalServer:
     """`inril-robot serve --out OUT` in a subprocess on a free loopback port; its output goes to `logs/server.log`."""
 
-    def __init__(self, args: list[str], out: Path, logs: Path, timeout_s: float = 120.0) -> None:
+    def __init__(self, args: list[str], out: Path, logs: Path, timeout_s: float = 120.0,
+                 bind: str = "tcp://127.0.0.1:*") -> None:
         self.out = Path(out)
         Path(logs).mkdir(parents=True, exist_ok=True)
         endpoint_file = Path(logs) / "server.endpoint"
@@ -58,7 +59,7 @@ class LocalServer:
         self._log: IO[bytes] = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "inril_robot.cli", "serve", "--bind", "tcp://127.0.0.1:*", "--endpoint-file",
+            [sys.executable, "-m", "inril_robot.cli", "serve", "--bind", bind, "--endpoint-file",
              str(endpoint_file), "--out", str(self.out), *args], stdout=self._log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout_s
         while not endpoint_file.is_file():

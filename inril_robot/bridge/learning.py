@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import queue
+import sys
 import threading
 import time
 from pathlib import Path
@@ -46,6 +47,7 @@ from inril_robot.rl.vec_env import History
 from .episodes import InterventionDemos
 
 STATE_VERSION = 1
+SWITCH_INTERVAL_S = 0.0002
 METRIC_FIELDS = ("step", "env_steps", "episodes", "wall_s", "update_s", "train_success", "train_return",
                  "train_episode_length", "safety_events", "interventions", "m", "rl_steps", "il_steps", "policy_loss",
                  "value_loss", "il_loss", "approx_kl", "clip_fraction", "entropy", "guard_alpha", "guard_accepted")
@@ -104,6 +106,9 @@ class ServerLearner:
         self._queue: queue.Queue[list[EpisodeTrace] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         if mode == "async":
+            # The learner thread holds the GIL between torch kernels; CPython lets a waiting thread in only every
+            # switch interval (5 ms by default), which the serving thread would pay on every request.
+            sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
             self._thread = threading.Thread(target=self._learn_forever, name="inril-learner", daemon=True)
             self._thread.start()
 
