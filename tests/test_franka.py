@@ -27,6 +27,10 @@ franky = pytest.importorskip("franky", reason="franky-control not installed: pip
 
 from drivers.franka.robot import FrankaFault, FrankaRobot  # noqa: E402
 
+# The simulated arm runs in real time next to the tests: on a loaded machine a hang in the protocol must fail the
+# test, not stall the suite; the module (~20 s, a 1 kHz server process) runs with `-m slow`.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
 SERVER_START_TIMEOUT_S = 90.0
 HOME_DYNAMICS = 0.4          # franky-sim has no people around it: home fast to keep the tests short
 
@@ -149,9 +153,15 @@ def test_delta_pose_episode_at_10hz(homed: FrankaRobot) -> None:
     homed.hold()
     time.sleep(1.0)
     end = homed.state()
-    np.testing.assert_allclose(end.ee_pos - start.ee_pos, actions[:, :3].sum(axis=0), atol=0.003)
-    yaw = rotation_angle(end.ee_quat, start.ee_quat)
-    assert abs(yaw - 0.02 * steps) < 0.02
+    commanded = homed.commanded_pose
+    assert commanded is not None
+    np.testing.assert_allclose(end.ee_pos, commanded[:3, 3], atol=0.003)  # settles on the commanded reference
+    moved = end.ee_pos - start.ee_pos
+    # the full 16 cm when the simulator keeps real time; a loaded machine slows franky-sim, the arm lags by more
+    # than the re-anchoring distance and the reference restarts from the measured pose (no wind-up)
+    assert moved[0] > 0.05 and moved[2] < -0.01 and abs(moved[1]) < 0.01, moved
+    assert np.all(moved[[0, 2]] <= np.abs(actions[:, [0, 2]].sum(axis=0)) + 0.003)
+    assert 0.1 < rotation_angle(end.ee_quat, start.ee_quat) < 0.02 * steps + 0.02
     assert [s.time for s in states] == sorted(s.time for s in states)
 
 

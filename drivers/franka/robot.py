@@ -221,6 +221,11 @@ class FrankaRobot(Robot):
         )
 
     @property
+    def commanded_pose(self) -> np.ndarray | None:
+        """The reference the arm is driven to (4x4, base frame); re-anchored to the measured pose when held back."""
+        return None if self._ref is None else self._ref.copy()
+
+    @property
     def fault(self) -> str | None:
         return self._fault
 
@@ -324,8 +329,8 @@ class FrankaRobot(Robot):
         want = "closed" if command >= GRIP_CLOSE else "open" if command <= GRIP_OPEN else self._grip_target
         if want == self._grip_target:
             return
-        if self._grip_future is not None and not self._grip_future.wait(0.0):
-            self.gripper.stop()  # a new decision preempts the running move or grasp
+        # a new command supersedes a running move or grasp on the gripper server; the blocking Gripper.stop() is
+        # not used here: it can wait on the running command, and apply() must never block
         speed, width = self.franka.gripper_speed, self.gripper.max_width
         if want == "closed":
             # width 0 with an outer tolerance of the full stroke: any object width counts as grasped
