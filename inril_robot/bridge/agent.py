@@ -149,7 +149,6 @@ class RobotAgent:
         self.ticks: deque[float] = deque(maxlen=200)
         self.result = AgentResult(options.robot_id)
         self.policy_version = -1
-        self.server_state = ""
         self.writer: DatasetWriter | None = None
         self._last_status = 0.0
 
@@ -320,7 +319,6 @@ class RobotAgent:
                         self.scheduler.restart()
                     return np.asarray(msg.arrays["actions"]), obs
                 if msg.type == "heartbeat":
-                    self.server_state = msg.body.state
                     self.policy_version = max(self.policy_version, msg.body.policy_version)
                 elif msg.type == "error" and msg.body.code == "not_welcomed":
                     self._reconnect("the server no longer knows this robot")
@@ -329,8 +327,9 @@ class RobotAgent:
                     raise BridgeError(f"the server rejected our observation: {msg.body.reason}")
                 continue
             if now >= next_hold:
-                waiting_for_learner = chunk == 0 and self.server_state == "updating"
-                if not holding and not waiting_for_learner:
+                # at an episode's first chunk the arm is at home: a late answer is the server parking it while the
+                # learner updates (or waiting for a dead robot to time out), held like any other wait, not a fault
+                if not holding and chunk > 0:
                     self.result.watchdog_holds += 1
                     self.result.hold_events.append({"after_request_s": now - sent_at, "time": time.time()})
                     self.say(f"watchdog: no action {1e3 * (now - sent_at):.0f} ms after asking (limit "

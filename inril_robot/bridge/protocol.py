@@ -206,7 +206,8 @@ def encode(body: msgspec.Struct, *, robot: str, seq: int, t_capture: float = 0.0
             raise ValueError(f"blob {name!r}: dtype {a.dtype} is not one of {DTYPES}")
         if a.dtype.byteorder == ">":
             a = a.astype(a.dtype.newbyteorder("<"))
-        a = np.ascontiguousarray(a)  # no copy when it already is
+        if not a.flags.c_contiguous:  # (np.ascontiguousarray would also turn a 0-d array into 1-d)
+            a = np.ascontiguousarray(a)
         blobs.append(Blob(name, a.dtype.name, list(a.shape)))
         frames.append(memoryview(a).cast("B") if a.ndim else a.tobytes())
     header = Header(v=WIRE_VERSION, type=TYPE_OF[type(body)], robot=robot, seq=seq, t_capture=float(t_capture),

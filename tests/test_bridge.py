@@ -1,0 +1,401 @@
+"""The robot bridge end to end: real ZMQ sockets over TCP loopback, real simulated robots, real run folders.
+
+Servers run either in a thread of this process (`served`) or as `inril-robot serve` subprocesses (when a test kills
+them); agents run in threads (simulated robots, unpaced unless the test is about timing) or as `inril-robot
+finetune --server` subprocesses (when a test kills them). Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zmq
+from typer.testing import CliRunner
+
+from inril_robot.bridge import protocol as p
+from inril_robot.bridge.agent import AgentOptions, AgentResult, RobotAgent
+from inril_robot.bridge.client import BridgeClient, Refusal
+from inril_robot.bridge.launch import LocalServer
+from inril_robot.bridge.learning import ServerLearner
+from inril_robot.bridge.security import client_keys, generate, server_keys
+from inril_robot.bridge.server import PolicyServer, ServeOptions
+from inril_robot.cli import app
+from inril_robot.config import RunConfig, load_config
+from inril_robot.data import Dataset
+from inril_robot.env import RobotEnv
+from inril_robot.inril.finetune import evaluate
+from inril_robot.policies import checkpoint as ckpt
+from inril_robot.pretrain import pretrain
+from inril_robot.rl.rollouts import raw_actions
+from inril_robot.rl.vec_env import VecEnv
+from tests.test_pretrain import reach_cfg, record_demos
+
+runner = CliRunner()
+# fine-tuning settings small enough for CI; IL steps do much of the early work on an under-trained BC policy
+FT = ["finetune.episodes_per_iteration=8", "finetune.ppo.minibatch_size=32", "finetune.ppo.epochs=2",
+      "finetune.ppo.critic_warmup_iterations=0", "finetune.ppo.target_kl=null", "finetune.inril.il_every=1",
+      "finetune.inril.il_steps=4", "finetune.inril.il_batch_size=64", "finetune.inril.il_lr=1e-3",
+      "finetune.guard.enabled=false"]
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Dataset]:
+    """An under-trained reach BC policy (about 10% success) and its demonstrations."""
+    root = tmp_path_factory.mktemp("bridge")
+    demos = record_demos(root / "demos", "reach", 10)
+    result = pretrain(reach_cfg(overrides=["train.steps=300", "train.eval_every=0"]), demos, root / "pre",
+                      resume=False)
+    return Path(result.last_checkpoint), demos
+
+
+def cfg_for(*overrides: str) -> RunConfig:
+    return load_config(robot="sim", task="reach", overrides=[*FT, *overrides])
+
+
+@contextlib.contextmanager
+def served(learner: ServerLearner, **options: object) -> Iterator[PolicyServer]:
+    server = PolicyServer(learner, ServeOptions(bind="tcp://127.0.0.1:*", **options))  # type: ignore[arg-type]
+    server.start()
+    stop = threading.Event()
+    thread = threading.Thread(target=server.serve, args=(stop.is_set,), daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        stop.set()
+        thread.join(10)
+        server.close()
+        learner.close()
+
+
+def run_agent(cfg: RunConfig, endpoint: str, results: list[AgentResult], status: list[dict] | None = None,
+              **options: object) -> threading.Thread:
+    def go() -> None:
+        with RobotEnv(cfg) as env:
+            agent = RobotAgent(cfg, env, AgentOptions(server=endpoint, **options),  # type: ignore[arg-type]
+                               on_status=status.append if status is not None else None)
+            results.append(agent.run())
+
+    thread = threading.Thread(target=go, daemon=True)
+    thread.start()
+    return thread
+
+
+def success_rate(cfg: RunConfig, checkpoint: Path, episodes: int) -> float:
+    policy = ckpt.load_checkpoint(checkpoint).policy
+    with VecEnv(cfg, 1, list(policy.obs_shapes), policy.cfg.n_obs_steps, subprocess=False) as vec:
+        return evaluate(vec, policy, episodes, torch.device("cpu"))["success"]["rate"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def hello_for(cfg: RunConfig) -> p.Hello:
+    from inril_robot.pretrain import run_contract
+
+    return p.Hello(contract=run_contract(cfg).to_json_dict(), task=cfg.task.name, config_hash="test",
+                   robot_kind="sim")
+
+
+# ------------------------------------------------------------------------------------------ fine-tuning
+def test_finetune_through_the_bridge_improves_reach(pretrained: tuple[Path, Dataset], tmp_path: Path) -> None:
+    """`finetune --robot sim --bridge`: a local `serve` process, the agent in this process, then evaluation."""
+    checkpoint, demos = pretrained
+    started = time.perf_counter()
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["finetune", "--robot", "sim", "--bridge", "--checkpoint", str(checkpoint),
+                                 "--demos", str(demos.root), "--out", str(out), "--speed", "0", "--episodes", "80",
+                                 "--json", *[a for s in FT for a in ("--set", s)]])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["episodes"] == 80 and payload["stopped"] is None and payload["watchdog_holds"] == 0
+    assert len(Dataset(out / "episodes")) == 80  # every step recorded, episode by episode
+    trained = ckpt.load_checkpoint(out / "server" / "last.pt")
+    assert trained.extra["policy_version"] >= 8 and trained.extra["trained_by"] == "inril-robot serve"
+    cfg = cfg_for()
+    before, after = success_rate(cfg, checkpoint, 40), success_rate(cfg, out / "server" / "last.pt", 40)
+    print(f"reach through the bridge: success {before:.0%} -> {after:.0%} after {payload['env_steps']} env steps, "
+          f"{time.perf_counter() - started:.0f} s")
+    assert after >= before + 0.1
+
+
+def test_four_robots_fine_tune_against_one_server(pretrained: tuple[Path, Dataset], tmp_path: Path) -> None:
+    checkpoint, demos = pretrained
+    cfg = cfg_for("task.max_steps=20", "finetune.episodes_per_iteration=4")
+    learner = ServerLearner(cfg, checkpoint, demos, tmp_path / "srv", mode="async")
+    results: list[AgentResult] = []
+    with served(learner) as server:
+        threads = [run_agent(cfg, server.endpoint, results, robot_id=f"arm{i}", episodes=4, speed=0,
+                             seed_offset=1000 * i, record=tmp_path / f"arm{i}") for i in range(4)]
+        seen: set[str] = set()
+        while any(t.is_alive() for t in threads):
+            seen |= {s.robot for s in server.sessions.values()}
+            time.sleep(0.01)
+        stats = server.stats()
+    assert seen == {"arm0", "arm1", "arm2", "arm3"}
+    assert sorted(r.robot for r in results) == ["arm0", "arm1", "arm2", "arm3"]
+    assert all(r.episodes == 4 and r.stopped is None for r in results)
+    assert stats["episodes"] == 16 and stats["actions"] == stats["transitions"] == sum(r.env_steps for r in results)
+    assert learner.version >= 3 and stats["rejected"] == 0
+    assert max(max(r.policy_versions) for r in results) >= 1  # robots got swapped-in weights
+
+
+def test_interventions_are_flagged_recorded_and_fed_to_il(pretrained: tuple[Path, Dataset], tmp_path: Path) -> None:
+    from inril_robot.hardware import Teleop, TeleopCommand
+
+    class ExpertTakesOver(Teleop):
+        """The scripted expert takes control for steps 2..4 of every episode (a real teleop would be a human)."""
+
+        def __init__(self, env: RobotEnv) -> None:
+            self.env = env
+
+        def read(self) -> TeleopCommand:
+            a = self.env.expert_action()
+            return TeleopCommand(delta_pos=a[:3], delta_rot=a[3:6], gripper=float(a[6]),
+                                 intervene=2 <= self.env.steps < 5)
+
+    checkpoint, demos = pretrained
+    cfg = cfg_for("task.max_steps=15")
+    learner = ServerLearner(cfg, checkpoint, demos, tmp_path / "srv", mode="sync")
+    with served(learner) as server, RobotEnv(cfg) as env:
+        options = AgentOptions(server=server.endpoint, episodes=2, speed=0, record=tmp_path / "store")
+        result = RobotAgent(cfg, env, options, teleop=ExpertTakesOver(env)).run()
+    assert result.interventions == 2 * 3 and result.stopped is None
+    episode = Dataset(tmp_path / "store")[0]
+    flags = episode.load("intervention")
+    assert flags[2:5].all() and not flags[:2].any() and not flags[5:].any()
+    assert (episode.load("control")[2:5] == 1).all()  # "human"
+    assert learner.interventions.total == 6  # (history, executed chunk) pairs for the IL batches
+
+
+# ------------------------------------------------------------------------------------------------ faults
+def test_server_killed_mid_episode_agent_holds_then_carries_on(pretrained: tuple[Path, Dataset],
+                                                               tmp_path: Path) -> None:
+    checkpoint, demos = pretrained
+    cfg = cfg_for("task.max_steps=30")
+    bind = f"tcp://127.0.0.1:{free_port()}"
+    args = ["--checkpoint", str(checkpoint), "--demos", str(demos.root), *[a for s in FT for a in ("--set", s)]]
+    server = LocalServer(args, tmp_path / "srv", tmp_path, bind=bind)
+    results: list[AgentResult] = []
+    status: list[dict] = []
+    thread = run_agent(cfg, server.endpoint, results, status, episodes=2, speed=1.0, reconnect_after_s=0.5)
+    env_steps_before = _wait_for(lambda: status[-1]["env_steps"] if status else 0, minimum=5)
+    server.proc.send_signal(signal.SIGKILL)  # mid-episode: the agent is waiting for its next chunk any moment
+    server.proc.wait()
+    killed_at = time.time()
+    time.sleep(1.5)
+    replacement = LocalServer([*args, "--resume"], tmp_path / "srv", tmp_path, bind=bind)
+    try:
+        thread.join(120)
+    finally:
+        replacement.stop()
+    assert not thread.is_alive()
+    (result,) = results
+    assert result.stopped is None and result.episodes == 2
+    assert result.watchdog_holds >= 1 and result.reconnects >= 1
+    first_hold = result.hold_events[0]
+    period = 1.0 / cfg.robot.control_hz
+    assert first_hold["after_request_s"] <= 2 * period + 0.05  # held within two control periods of asking
+    assert first_hold["time"] - killed_at <= 3 * period + 0.1  # (the request went out at most one period after)
+    assert any("reconnecting" in f or "nothing heard" in f for f in result.faults)
+    assert env_steps_before >= 5
+
+
+def _wait_for(probe: object, minimum: int, timeout_s: float = 60.0) -> int:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = probe()  # type: ignore[operator]
+        if value >= minimum:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def test_agent_killed_server_keeps_serving_others_and_its_learner(pretrained: tuple[Path, Dataset],
+                                                                  tmp_path: Path) -> None:
+    checkpoint, demos = pretrained
+    cfg = cfg_for("task.max_steps=20", "finetune.episodes_per_iteration=2")
+    learner = ServerLearner(cfg, checkpoint, demos, tmp_path / "srv", mode="sync")
+    with served(learner, robot_timeout_s=1.0) as server:
+        doomed = subprocess.Popen(
+            [sys.executable, "-m", "inril_robot.cli", "finetune", "--robot", "sim", "--server", server.endpoint,
+             "--robot-id", "doomed", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "doomed"),
+             "--speed", "1", "--episodes", "100", "--json", *[a for s in FT for a in ("--set", s)]],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            _wait_for(lambda: int(any(s.robot == "doomed" and s.mid_episode for s in server.sessions.values())), 1)
+        finally:
+            doomed.kill()
+            doomed.wait()
+        version_at_kill = learner.version
+        results: list[AgentResult] = []
+        run_agent(cfg, server.endpoint, results, robot_id="survivor", episodes=6, speed=0).join(120)
+        stats = server.stats()
+    (survivor,) = results
+    assert survivor.episodes == 6 and survivor.stopped is None and survivor.watchdog_holds == 0
+    assert learner.version >= version_at_kill + 2  # the learner kept going from where it was
+    assert "doomed" not in stats["robots"].split(",")
+    state = ckpt.safe_torch_load(tmp_path / "srv" / "last.train.pt")
+    assert state["version"] == learner.version and state["learner"]["iterations"] == learner.version
+
+
+# ------------------------------------------------------------------------------------------------ fuzzing
+def test_fuzzed_server_keeps_answering_a_valid_client(pretrained: tuple[Path, Dataset], tmp_path: Path) -> None:
+    checkpoint, _ = pretrained
+    cfg = cfg_for()
+    learner = ServerLearner(cfg, checkpoint, None, tmp_path / "srv", mode="off")
+    policy = ckpt.load_checkpoint(checkpoint).policy
+    keys = list(policy.obs_shapes)
+    rng = np.random.default_rng(0)
+    sent = 0
+    with served(learner) as server:
+        client = BridgeClient(server.endpoint, "valid", hello_for(cfg))
+        client.connect()
+        fuzzer = zmq.Context.instance().socket(zmq.DEALER)
+        fuzzer.setsockopt(zmq.LINGER, 0)
+        fuzzer.connect(server.endpoint)
+        checked = 0
+        for i in range(3000):
+            fuzzer.send_multipart(_fuzz_frames(rng, keys), copy=True)
+            sent += 1
+            if i % 100 == 0:  # meanwhile the valid robot keeps getting the right actions
+                history = {k: rng.standard_normal((1, *policy.obs_shapes[k])).astype(np.float32) for k in keys}
+                seq = client.send(p.Observation(episode=0, chunk=1 + i, step=i), {f"obs/{k}": v
+                                                                                  for k, v in history.items()})
+                msg = client.poll(5.0)
+                while msg is not None and not (msg.type == "action" and msg.body.obs_seq == seq):
+                    msg = client.poll(5.0)
+                assert msg is not None, "the server stopped answering the valid client"
+                obs = {k: torch.from_numpy(v)[None] for k, v in history.items()}
+                with torch.no_grad():
+                    expected = raw_actions(policy, policy.predict_normalized(obs, deterministic=True), 1)[0]
+                np.testing.assert_allclose(msg.arrays["actions"], expected, rtol=1e-5, atol=1e-6)
+                checked += 1
+        with socket.create_connection(("127.0.0.1", int(server.endpoint.rsplit(":", 1)[1]))) as raw:
+            raw.sendall(rng.bytes(4096))  # not even ZMQ: libzmq drops the connection
+        replies = 0
+        while fuzzer.poll(200):
+            fuzzer.recv_multipart()
+            replies += 1
+        time.sleep(0.2)
+        stats = server.stats()
+        client.close()
+        fuzzer.close(0)
+    assert checked == 30
+    # every one was counted and answered: an error, or a refusal for the bad hellos
+    assert stats["rejected"] + stats["refused"] >= 0.99 * sent and replies >= 0.99 * sent
+    assert stats["rejected_malformed"] > 0 and stats["rejected_oversized"] > 0 and stats["rejected_schema"] > 0
+    assert stats["rejected_not_welcomed"] > 0 and stats["rejected_unknown_type"] > 0
+    assert stats["actions"] == checked  # nothing the fuzzer sent produced an action
+
+
+def _fuzz_frames(rng: np.random.Generator, keys: list[str]) -> list[bytes]:
+    kind = rng.integers(0, 8)
+    if kind == 0:
+        return [rng.bytes(int(rng.integers(0, 200)))]
+    if kind == 1:
+        return [rng.bytes(int(rng.integers(1, 50))) for _ in range(int(rng.integers(1, 5)))]
+    header = {"v": 1, "type": str(rng.choice(["observation", "transition", "episode_end", "hello", "action",
+                                              "nonsense"])), "robot": "fuzz", "seq": int(rng.integers(0, 1000)),
+              "t_capture": 0.0, "t_send": 0.0, "blobs": [], "body": {}}
+    if kind == 2:
+        header["v"] = int(rng.integers(2, 100))
+    elif kind == 3:
+        header["body"] = {"episode": int(rng.integers(-5, 5)), "chunk": "x"}
+    elif kind == 4:
+        header["blobs"] = [{"name": f"obs/{keys[0]}", "dtype": "float32", "shape": [1, 3]}]
+        header["type"], header["body"] = "observation", {"episode": 0, "chunk": 0, "step": 0}
+        return [_pack(header), rng.bytes(int(rng.integers(0, 24)))]
+    elif kind == 5:
+        header["type"], header["body"] = "heartbeat", {}
+        header["blobs"] = [{"name": "a", "dtype": "float64", "shape": [int(rng.integers(10**6, 10**9))] * 3}]
+        return [_pack(header), b""]
+    elif kind == 6:
+        header["type"], header["body"] = "hello", {"contract": {"control_hz": -1}, "task": "reach",
+                                                   "config_hash": "x", "robot_kind": "sim"}
+    else:
+        header["type"] = "observation"
+        header["body"] = {"episode": 0, "chunk": 1, "step": 0}  # well-formed, but this peer never said hello
+    return [_pack(header)]
+
+
+def _pack(header: dict) -> bytes:
+    import msgspec
+
+    return msgspec.msgpack.encode(header)
+
+
+# ----------------------------------------------------------------------------------------------- security
+def test_non_loopback_bind_without_keys_refuses_to_start(pretrained: tuple[Path, Dataset], tmp_path: Path) -> None:
+    checkpoint, demos = pretrained
+    result = runner.invoke(app, ["serve", "--checkpoint", str(checkpoint), "--demos", str(demos.root), "--bind",
+                                 "tcp://0.0.0.0:5599", "--out", str(tmp_path / "srv")])
+    assert result.exit_code == 2
+    assert "refusing to bind tcp://0.0.0.0:5599 without authentication" in result.output
+    assert not (tmp_path / "srv").exists()
+
+
+def test_curve_server_gives_no_actions_to_an_unknown_key(pretrained: tuple[Path, Dataset], tmp_path: Path) -> None:
+    checkpoint, _ = pretrained
+    cfg = cfg_for()
+    generate(tmp_path / "keys", ["arm1"])
+    generate(tmp_path / "other", ["stranger"])  # a valid key pair, but not in the server's allow list
+    learner = ServerLearner(cfg, checkpoint, None, tmp_path / "srv", mode="off")
+    with served(learner, keys=server_keys(tmp_path / "keys")) as server:
+        known = BridgeClient(server.endpoint, "arm1", hello_for(cfg),
+                             client_keys(tmp_path / "keys" / "arm1.key_secret", tmp_path / "keys" / "server.key"))
+        assert known.connect().obs_keys
+        stranger = BridgeClient(server.endpoint, "stranger", hello_for(cfg),
+                                client_keys(tmp_path / "other" / "stranger.key_secret",
+                                            tmp_path / "keys" / "server.key"))
+        with pytest.raises(Refusal) as info:
+            stranger.connect(timeout_s=3.0)
+        assert info.value.code == "key" and "allow list" in info.value.reason
+        plain = BridgeClient(server.endpoint, "plain", hello_for(cfg))  # no CURVE at all
+        with pytest.raises(Exception, match=r"handshake|no answer"):
+            plain.connect(timeout_s=1.0)
+        stats = server.stats()
+        for c in (known, stranger, plain):
+            c.close()
+    assert stats["welcomed"] == 1 and stats.get("actions", 0) == 0 and stats["robots"] == "arm1"
+
+
+def test_handshake_refusals_name_the_reason(pretrained: tuple[Path, Dataset], tmp_path: Path) -> None:
+    checkpoint, _ = pretrained
+    cfg = cfg_for()
+    learner = ServerLearner(cfg, checkpoint, None, tmp_path / "srv", mode="off")
+    with served(learner) as server:
+        wrong_rate = BridgeClient(server.endpoint, "fast", hello_for(cfg_for("robot.control_hz=20")))
+        with pytest.raises(Refusal) as info:
+            wrong_rate.connect()
+        assert info.value.code == "contract" and info.value.field == "control_hz"
+        lift = load_config(robot="sim", task="lift")
+        wrong_task = BridgeClient(server.endpoint, "lifter", hello_for(lift))
+        with pytest.raises(Refusal) as info:
+            wrong_task.connect()
+        assert info.value.code == "contract"  # lift observes the cube: the contract differs before the task does
+        future = zmq.Context.instance().socket(zmq.DEALER)
+        future.connect(server.endpoint)
+        future.send(_pack({"v": 2, "type": "hello", "robot": "future", "seq": 1, "body": {}}))
+        assert future.poll(5000)
+        reply = p.decode(future.recv_multipart())
+        assert reply.type == "refused" and reply.body.code == "schema" and "wire version 2" in reply.body.reason
+        future.close(0)
+        for c in (wrong_rate, wrong_task):
+            c.close()
