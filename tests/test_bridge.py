@@ -188,7 +188,7 @@ def test_interventions_are_flagged_recorded_and_fed_to_il(pretrained: tuple[Path
 def test_server_killed_mid_episode_agent_holds_then_carries_on(pretrained: tuple[Path, Dataset],
                                                                tmp_path: Path) -> None:
     checkpoint, demos = pretrained
-    cfg = cfg_for("task.max_steps=30")
+    cfg = cfg_for("task.max_steps=20")
     bind = f"tcp://127.0.0.1:{free_port()}"
     args = ["--checkpoint", str(checkpoint), "--demos", str(demos.root), *[a for s in FT for a in ("--set", s)]]
     server = LocalServer(args, tmp_path / "srv", tmp_path, bind=bind)
