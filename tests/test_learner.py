@@ -169,6 +169,8 @@ def test_residual_actor_refuses_gradient_projection() -> None:
     cfg = FinetuneConfig.model_validate({"algo": "ppo", "inril": {"separation": "pcgrad"}})
     with pytest.raises(ValueError, match="splits them"):
         InrilLearner(ResidualActor(policy), Critic.for_policy(policy, (8,)), cfg, demos())
+    rl_only = FinetuneConfig.model_validate({"algo": "residual-ppo", "inril": {"il_every": 0}})
+    InrilLearner(ResidualActor(policy), Critic.for_policy(policy, (8,)), rl_only, None)  # nothing to separate
 
 
 def test_adaptive_m_is_measured_during_updates_and_stays_in_bounds() -> None:

@@ -66,7 +66,8 @@ class InrilLearner:
             raise ValueError("the actor has no trainable RL parameters")
         if not self.rl_only and not self.params["il"]:
             raise ValueError("the actor has no trainable IL parameters (a frozen residual base?)")
-        if self.separation in ("pcgrad", "orthogonal") and not _same(self.params["rl"], self.params["il"]):
+        if (not self.rl_only and self.separation in ("pcgrad", "orthogonal")
+                and not _same(self.params["rl"], self.params["il"])):
             raise ValueError(f"separation {self.separation!r} projects gradients of the same parameters; this actor "
                              "splits them (use separation 'residual')")
         self.optimizers: dict[Objective, torch.optim.Optimizer] = {
