@@ -28,8 +28,9 @@ franky = pytest.importorskip("franky", reason="franky-control not installed: pip
 from drivers.franka.robot import FrankaFault, FrankaRobot  # noqa: E402
 
 # The simulated arm runs in real time next to the tests: on a loaded machine a hang in the protocol must fail the
-# test, not stall the suite; the module (~20 s, a 1 kHz server process) runs with `-m slow`.
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+# test, not stall the suite. The module takes ~20 s (a 1 kHz server process) and runs in the default suite, so CI
+# exercises the driver against the real libfranka protocol; the end-to-end collect test is `-m slow`.
+pytestmark = [pytest.mark.timeout(120)]
 
 SERVER_START_TIMEOUT_S = 90.0
 HOME_DYNAMICS = 0.4          # franky-sim has no people around it: home fast to keep the tests short
@@ -159,7 +160,7 @@ def test_delta_pose_episode_at_10hz(homed: FrankaRobot) -> None:
     moved = end.ee_pos - start.ee_pos
     # the full 16 cm when the simulator keeps real time; a loaded machine slows franky-sim, the arm lags by more
     # than the re-anchoring distance and the reference restarts from the measured pose (no wind-up)
-    assert moved[0] > 0.05 and moved[2] < -0.01 and abs(moved[1]) < 0.01, moved
+    assert moved[0] > 0.05 and moved[2] < -0.01 and abs(moved[1]) < 0.02, moved  # y goes +4 cm and back
     assert np.all(moved[[0, 2]] <= np.abs(actions[:, [0, 2]].sum(axis=0)) + 0.003)
     assert 0.1 < rotation_angle(end.ee_quat, start.ee_quat) < 0.02 * steps + 0.02
     assert [s.time for s in states] == sorted(s.time for s in states)
