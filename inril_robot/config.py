@@ -288,7 +288,13 @@ class PPOConfig(StrictModel):
     target_kl: Annotated[float | None, Field(gt=0.0, description="stop the update past this approx KL")] = 0.05
     max_grad_norm: Annotated[float, Field(gt=0.0, description="gradient-norm clip, actor and critic")] = 1.0
     normalize_advantages: bool = True
-    actor_lr: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-4
+    actor_lr: Annotated[float, Field(gt=0.0, le=1.0, description="initial actor learning rate")] = 1e-5
+    # "kl": after each update, actor lr /= 1.5 if its mean approx KL > 2 target_kl, *= 1.5 if < target_kl / 2 (within
+    # [actor_lr_min, actor_lr_max]); with the small exploration std of a fine-tuned BC policy a fixed lr either
+    # crawls or jumps (one Adam step at 1e-4 measured KL 36 on lift)
+    lr_schedule: Literal["fixed", "kl"] = "kl"
+    actor_lr_min: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-7
+    actor_lr_max: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-3
     critic_lr: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-3
     critic_hidden: tuple[int, ...] = (256, 256)
     critic_warmup_iterations: Annotated[int, Field(ge=0, description="first iterations train only the critic")] = 2
@@ -325,7 +331,7 @@ class InrilConfig(StrictModel):
     il_every: Annotated[int | Literal["auto"], Field(description="m: RL steps per IL step; 0 = RL only")] = 5
     il_steps: Annotated[int, Field(ge=1, le=100, description="IL steps each time IL steps in")] = 1
     separation: Literal["none", "pcgrad", "orthogonal", "residual"] = "pcgrad"
-    il_lr: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-4
+    il_lr: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-5
     il_batch_size: Annotated[int, Field(ge=1, le=65536)] = 256
     reference_ema_decay: Annotated[float, Field(ge=0.0, lt=1.0, description="EMA of the other gradient")] = 0.9
     adaptive: AdaptiveMConfig = AdaptiveMConfig()

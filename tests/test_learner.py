@@ -307,3 +307,16 @@ def test_dppo_policy_with_frozen_copy_round_trips_through_a_checkpoint(tmp_path:
     a = actor.policy.predict(obs, generator=torch.Generator().manual_seed(1))
     b = loaded.policy.predict(obs, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(a, b)
+
+
+def test_kl_adaptive_actor_lr_shrinks_after_a_jump_and_grows_after_a_crawl() -> None:
+    learner = learner_for(GaussianActor(policy_of("gaussian")), inril={"il_every": 0},
+                          ppo={"target_kl": 0.05, "lr_schedule": "kl", "actor_lr": 1e-4, "actor_lr_min": 5e-5})
+    assert learner._adapt_actor_lr(1.0) == pytest.approx(1e-4 / 1.5)
+    assert learner._adapt_actor_lr(1.0) == pytest.approx(5e-5)  # floored at actor_lr_min
+    assert learner._adapt_actor_lr(0.05) == pytest.approx(5e-5)  # inside [target / 2, 2 target]: unchanged
+    assert learner._adapt_actor_lr(0.001) == pytest.approx(7.5e-5)
+    stats = learner.update(episodes(learner.actor, learner.critic, count=32))
+    assert stats["actor_lr"] == learner.optimizers["rl"].param_groups[0]["lr"]
+    state = learner.state_dict()
+    assert state["rl_opt"]["param_groups"][0]["lr"] == stats["actor_lr"]  # the adapted lr resumes with the run

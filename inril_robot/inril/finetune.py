@@ -62,7 +62,7 @@ METRIC_FIELDS = ("step", "env_steps", "wall_s", "env_steps_per_s", "train_succes
                  "train_episode_length", "eval_success", "eval_ci_low", "eval_ci_high", "eval_mean_length", "m",
                  "rl_steps", "il_steps", "policy_loss", "value_loss", "il_loss", "approx_kl", "clip_fraction",
                  "entropy", "rl_cos_ref", "il_cos_ref", "cos_hat", "ratio_hat", "guard_alpha", "guard_accepted",
-                 "safety_events")
+                 "safety_events", "actor_lr")
 ProgressFn = Callable[[dict[str, Any]], None]
 
 

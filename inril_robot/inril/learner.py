@@ -129,12 +129,25 @@ class InrilLearner:
                    transitions=buffer.size)
         if isinstance(self.schedule.rule, AdaptiveM):
             out.update(cos_hat=self.schedule.rule.cos_hat, ratio_hat=self.schedule.rule.ratio_hat)
+        if ppo.lr_schedule == "kl" and ppo.target_kl is not None and "approx_kl" in out:
+            out["actor_lr"] = self._adapt_actor_lr(out["approx_kl"])
         if live is not None and self.guard is not None:
             decision = self.guard.check(live, self.actor.policy,
                                         buffer.recent_observations(self.cfg.guard.observations))
             out["guard"] = decision.to_dict()
         self.iterations += 1
         return out
+
+    def _adapt_actor_lr(self, kl: float) -> float:
+        """KL-adaptive step size (the rl_games rule): keep the update's mean approx KL within [target/2, 2 target]."""
+        ppo = self.cfg.ppo
+        assert ppo.target_kl is not None
+        group = self.optimizers["rl"].param_groups[0]
+        if kl > 2.0 * ppo.target_kl:
+            group["lr"] = max(group["lr"] / 1.5, ppo.actor_lr_min)
+        elif kl < 0.5 * ppo.target_kl:
+            group["lr"] = min(group["lr"] * 1.5, ppo.actor_lr_max)
+        return float(group["lr"])
 
     def _rl_step(self, batch: RolloutBatch) -> dict[str, float]:
         log_prob, entropy = self.actor.evaluate(batch.obs, batch.record)  # (B, K)
