@@ -39,7 +39,7 @@ from inril_robot.env import RobotEnv
 from inril_robot.inril.finetune import evaluate
 from inril_robot.policies import checkpoint as ckpt
 from inril_robot.pretrain import pretrain
-from inril_robot.rl.rollouts import raw_actions
+from inril_robot.rl.rollouts import EpisodeTrace, raw_actions
 from inril_robot.rl.vec_env import VecEnv
 from tests.test_pretrain import reach_cfg, record_demos
 
@@ -227,11 +227,12 @@ def _wait_for(probe: object, minimum: int, timeout_s: float = 60.0) -> int:
     raise AssertionError("timed out")
 
 
-def test_agent_killed_server_keeps_serving_others_and_its_learner(pretrained: tuple[Path, Dataset],
-                                                                  tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_agent_killed_server_keeps_serving_others_and_its_learner(pretrained: tuple[Path, Dataset], tmp_path: Path,
+                                                                  mode: str) -> None:
     checkpoint, demos = pretrained
     cfg = cfg_for("task.max_steps=20", "finetune.episodes_per_iteration=2")
-    learner = ServerLearner(cfg, checkpoint, demos, tmp_path / "srv", mode="sync")
+    learner = ServerLearner(cfg, checkpoint, demos, tmp_path / "srv", mode=mode)
     with served(learner, robot_timeout_s=1.0) as server:
         doomed = subprocess.Popen(
             [sys.executable, "-m", "inril_robot.cli", "finetune", "--robot", "sim", "--server", server.endpoint,
@@ -246,6 +247,8 @@ def test_agent_killed_server_keeps_serving_others_and_its_learner(pretrained: tu
         version_at_kill = learner.version
         results: list[AgentResult] = []
         run_agent(cfg, server.endpoint, results, robot_id="survivor", episodes=6, speed=0).join(120)
+        # the async learner never parks the survivor, which can finish before the dead robot's timeout
+        _wait_for(lambda: int(all(s.robot != "doomed" for s in server.sessions.values())), 1, timeout_s=10.0)
         stats = server.stats()
     (survivor,) = results
     assert survivor.episodes == 6 and survivor.stopped is None and survivor.watchdog_holds == 0
@@ -253,6 +256,74 @@ def test_agent_killed_server_keeps_serving_others_and_its_learner(pretrained: tu
     assert "doomed" not in stats["robots"].split(",")
     state = ckpt.safe_torch_load(tmp_path / "srv" / "last.train.pt")
     assert state["version"] == learner.version and state["learner"]["iterations"] == learner.version
+
+
+def _wait_until(done: object, learner: ServerLearner, timeout_s: float = 60.0, failure_ok: bool = False) -> None:
+    """Poll the async learner (as the serving loop does) until `done()`."""
+    deadline = time.monotonic() + timeout_s
+    while not done():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        assert failure_ok or learner.failure is None, learner.failure
+        learner.poll()
+        time.sleep(0.02)
+
+
+def _episodes(learner: ServerLearner, n: int, steps: int = 10) -> list[EpisodeTrace]:
+    rng = np.random.default_rng(0)
+    shapes = learner.policy.obs_shapes
+    traces = []
+    for e in range(n):
+        t = EpisodeTrace(seed=e)
+        for _ in range(steps):
+            history = {k: rng.standard_normal((learner.policy.cfg.n_obs_steps, *s)).astype(np.float32)
+                       for k, s in shapes.items()}
+            t.obs.append(history)
+            t.kept.append(learner.infer([history])[2][0])
+            t.rewards.append(float(rng.random() < 0.2))
+            t.steps += 1
+        t.final_obs = t.obs[-1]
+        traces.append(t)
+    return traces
+
+
+def test_async_learner_process_resumes_and_a_crash_is_reported(pretrained: tuple[Path, Dataset],
+                                                               tmp_path: Path) -> None:
+    """The async learner is a separate process: it trains, checkpoints and resumes like the sync one, exits with
+    the server, and its death is reported while inference carries on with the last weights."""
+    checkpoint, demos = pretrained
+    cfg = cfg_for("finetune.episodes_per_iteration=2")
+    learner = ServerLearner(cfg, checkpoint, demos, tmp_path / "srv", mode="async")
+    process = learner.process
+    assert process is not None and process.proc.pid != os.getpid() and process.proc.is_alive()
+    served_before = {k: v.clone() for k, v in learner._serving[1].state_dict().items()}
+    for trace in _episodes(learner, 4):
+        learner.add_episode(trace, finished_episode=True)
+    _wait_until(lambda: learner.version == 2, learner)
+    assert learner.env_steps == 40 and learner.in_flight == 0 and learner.failure is None
+    served = learner._serving[1].state_dict()
+    assert any(not torch.equal(served[k], served_before[k]) for k in served)  # new weights were swapped in
+    learner.close()
+    assert process.exit_code == 0 and not process.proc.is_alive() and learner.failure is None
+    state = ckpt.safe_torch_load(tmp_path / "srv" / "last.train.pt")
+    assert state["version"] == 2 and state["episodes"] == 4 and state["learner"]["iterations"] == 2
+    trained = ckpt.load_checkpoint(tmp_path / "srv" / "last.pt").policy.state_dict()
+
+    resumed = ServerLearner(cfg, checkpoint, demos, tmp_path / "srv", mode="async", resume=True)
+    try:
+        assert (resumed.version, resumed.env_steps, resumed.episodes) == (2, 40, 4)
+        weights = resumed._serving[1].policy.state_dict()
+        assert all(torch.equal(weights[k], v) for k, v in trained.items())  # serving the resumed weights
+        assert resumed.process is not None
+        os.kill(resumed.process.proc.pid, signal.SIGKILL)
+        _wait_until(lambda: resumed.failure is not None, resumed, failure_ok=True)
+        assert "learner process exited unexpectedly" in (resumed.failure or "") and not resumed.learning
+        version, actions, _ = resumed.infer([t.obs[0] for t in _episodes(resumed, 1, steps=1)])
+        assert version == 2 and np.all(np.isfinite(actions))
+        resumed.add_episode(_episodes(resumed, 1)[0], finished_episode=True)  # ignored, not queued for a dead process
+    finally:
+        started = time.monotonic()
+        resumed.close()
+    assert time.monotonic() - started < 10 and not resumed.process.proc.is_alive()
 
 
 # ------------------------------------------------------------------------------------------------ fuzzing

@@ -5,8 +5,9 @@
 2. Bridge: the same observation through `BridgeClient` -> `PolicyServer` (decode, checks, batching, one chunk from a
    trivial policy that returns zeros, encode) -> the action message: the protocol and server overhead.
 3. Inference with the learner: a real Gaussian state policy served by `ServerLearner` in async mode, round trips
-   timed while the learner thread is idle and again while it runs IN-RIL/PPO updates back to back.
-Everything runs in this process, measured in the same run, so the ratios compare like with like.
+   timed while the learner process is idle and again while it runs IN-RIL/PPO updates back to back.
+Everything but that learner process runs in this process, measured in the same run, so the ratios compare like with
+like.
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ class TrivialHost:
 
     def update_ready(self) -> bool:
         return False
+
+    def poll(self) -> None:
+        pass
 
     def add_episode(self, *_: Any, **__: Any) -> None:
         pass
@@ -152,7 +156,7 @@ def _learner_inference(seconds: float) -> dict[str, Any]:
     from inril_robot.pretrain import policy_obs_keys, run_contract
     from inril_robot.rl.rollouts import EpisodeTrace
 
-    from .learning import ServerLearner
+    from .learning import PackedTrace, ServerLearner
 
     cfg = load_config(robot="sim", task="reach", algo="bc_gaussian", overrides=[
         "finetune.inril.il_every=0", "finetune.episodes_per_iteration=8", "finetune.env_steps=100000000",
@@ -168,6 +172,7 @@ def _learner_inference(seconds: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         path = ckpt.save_checkpoint(Path(tmp) / "bench.pt", policy, contract=contract, run_cfg=cfg, step=0)
         learner = ServerLearner(cfg, path, None, Path(tmp) / "run", mode="async")
+        threads = torch.get_num_threads()  # while serving next to the learner process (close() restores it)
         server = _ServerThread(learner)
         client = _client(server.endpoint, contract, cfg.task.name)
         arrays = {f"obs/{k}": rng.standard_normal((1, *s)).astype(np.float32) for k, s in shapes.items()}
@@ -187,7 +192,7 @@ def _learner_inference(seconds: float) -> dict[str, Any]:
                 traces.append(t)
             return traces
 
-        batch = episodes()
+        batch = [PackedTrace.pack(t) for t in episodes()]
         try:
             def timed() -> list[float]:
                 samples: list[float] = []
@@ -201,10 +206,10 @@ def _learner_inference(seconds: float) -> dict[str, Any]:
             updates0 = learner.version
             feeding = threading.Event()
 
-            def feed() -> None:  # keep the learner thread busy for the whole window
+            def feed() -> None:  # keep the learner process busy for the whole window: one batch queued behind
                 while not feeding.is_set():
-                    if learner._queue.qsize() == 0:
-                        learner._queue.put(batch)
+                    if learner.in_flight < 2:
+                        learner.submit(batch)
                     time.sleep(0.005)
 
             feeder = threading.Thread(target=feed, daemon=True)
@@ -221,7 +226,7 @@ def _learner_inference(seconds: float) -> dict[str, Any]:
     idle_p, busy_p = percentiles(idle), percentiles(busy)
     return {"idle": idle_p, "training": busy_p, "updates_during_window": updates,
             "p99_ratio": busy_p["p99_ms"] / idle_p["p99_ms"], "target_p99_ratio": 1.2,
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": threads, "learner": "process", "failure": learner.failure}
 
 
 def bench_latency(repeats: int = 2000, learner_seconds: float = 8.0) -> dict[str, Any]:

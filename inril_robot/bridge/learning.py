@@ -5,21 +5,23 @@ Built from the same pieces as the in-process loop (`inril.finetune.make_learner`
 
 - sync (default): the serving actor *is* the trained one; the server calls `update()` between episodes, when no robot
   is mid-episode (robots starting an episode wait at home, held).
-- async (`--async-learner`): a learner thread trains its own actor; after each update it publishes a deep copy of it
-  as the new serving actor (one reference assignment: inference never waits for the learner, and a chunk is always
-  sampled from one consistent set of weights, whose version the action message carries).
+- async (`--async-learner`): the learner runs in its own process (`learner_process.py`), so inference never waits
+  on it for the GIL or a core. Finished episodes go there stacked into numpy arrays; after each update it sends back
+  the actor's weights, which the server loads into a fresh copy of the serving actor between inference batches
+  (`poll()`, never blocking) and publishes with one reference assignment: a chunk is always sampled from one
+  consistent set of weights, whose version the action message carries.
 
-Run folder: `last.pt` (deployable, `eval`-able policy checkpoint), `last.train.pt` (learner, sampler, counters:
-what `--resume` needs), `metrics.csv` (one row per update).
+`Trainer` is the learner and its run folder, the same in both modes: `last.pt` (deployable, `eval`-able policy
+checkpoint), `last.train.pt` (learner, sampler, counters: what `--resume` needs), `metrics.csv` (one row per update).
 """
 
 from __future__ import annotations
 
 import copy
-import queue
-import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +32,9 @@ from torch import Tensor
 from inril_robot.config import RunConfig, to_yaml
 from inril_robot.contract import Contract
 from inril_robot.data.store import Dataset
-from inril_robot.inril.finetune import FinetuneError, make_learner, summarize, to_buffer
+from inril_robot.inril.finetune import FinetuneError, build_actor, make_learner, summarize, to_buffer
 from inril_robot.policies import checkpoint as ckpt
+from inril_robot.policies.base import Policy
 from inril_robot.pretrain import (
     append_metrics,
     atomic_write_text,
@@ -45,72 +48,192 @@ from inril_robot.rl.rollouts import EpisodeTrace, batch_obs, raw_actions
 from inril_robot.rl.vec_env import History
 
 from .episodes import InterventionDemos
+from .learner_process import LearnerProcess, LearnerSpec, Message, torch_threads_for_two_processes
 
 STATE_VERSION = 1
-SWITCH_INTERVAL_S = 0.0002
 METRIC_FIELDS = ("step", "env_steps", "episodes", "wall_s", "update_s", "train_success", "train_return",
                  "train_episode_length", "safety_events", "interventions", "m", "rl_steps", "il_steps", "policy_loss",
                  "value_loss", "il_loss", "approx_kl", "clip_fraction", "entropy", "guard_alpha", "guard_accepted")
 
 
+@dataclass
+class PackedTrace(EpisodeTrace):
+    """An episode with its chunks stacked into numpy arrays: what crosses to the learner process (a few large arrays
+    pickle at memcpy speed, and plain numpy never goes through torch's shared-memory file-descriptor passing)."""
+
+    packed_obs: dict[str, np.ndarray] = field(default_factory=dict)
+    packed_kept: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def pack(cls, t: EpisodeTrace) -> PackedTrace:
+        return cls(seed=t.seed, rewards=list(t.rewards), steps=t.steps, success=t.success, terminated=t.terminated,
+                   safety_events=t.safety_events, final_obs=t.final_obs,
+                   packed_obs={k: v.numpy() for k, v in t.stacked_obs().items()},
+                   packed_kept={k: v.numpy() for k, v in t.stacked_kept().items()})
+
+    def stacked_obs(self) -> dict[str, Tensor]:
+        return {k: torch.from_numpy(v) for k, v in self.packed_obs.items()}
+
+    def stacked_kept(self) -> dict[str, Tensor]:
+        return {k: torch.from_numpy(v) for k, v in self.packed_kept.items()}
+
+
+class ForwardedInterventions(InterventionDemos):
+    """The server side of the async learner's intervention pairs: counted here, kept and sampled in the learner
+    process."""
+
+    def __init__(self, forward: Callable[[Message], None]) -> None:
+        super().__init__(capacity=0)
+        self.forward = forward
+
+    def add(self, history: History, actions: np.ndarray) -> None:
+        with self.lock:
+            self.total += 1
+        self.forward(("intervention", {k: np.array(v) for k, v in history.items()},
+                      np.asarray(actions, np.float32)))
+
+
+class Trainer:
+    """The IN-RIL learner behind the server and its run folder: updates, metrics, checkpoints, resume. Lives in the
+    serving process (sync) or in the learner process (async)."""
+
+    def __init__(self, cfg: RunConfig, policy: Policy, contract: Contract, checkpoint: Path, demos: Dataset | None,
+                 out: Path, device: torch.device, *, resume: bool) -> None:
+        self.cfg, self.contract, self.checkpoint, self.out, self.device = cfg, contract, checkpoint, out, device
+        torch.manual_seed(cfg.seed)
+        self.interventions = InterventionDemos()
+        self.version = self.env_steps = self.episodes = 0
+        self.updates_since_save = 0
+        self.last_stats: dict[str, Any] = {}
+        self.started = time.perf_counter()
+        self.sampler = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+        check_run_folder(out, cfg, resume, sections=("policy", "finetune", "task"), error=FinetuneError)
+        self.actor, self.critic, self.learner = make_learner(cfg, policy, demos, contract, device,
+                                                             wrap_demos=self.interventions.wrap)
+        self.run_cfg = cfg.model_copy(update={"policy": self.actor.policy.cfg})
+        if resume and (out / "last.train.pt").is_file():
+            state = ckpt.safe_torch_load(out / "last.train.pt", map_location=device)
+            if state.get("format_version") != STATE_VERSION or state.get("kind") != "serve":
+                raise FinetuneError(f"cannot resume {out}: last.train.pt is not a policy-server state")
+            self.learner.load_state_dict(state["learner"])
+            self.sampler.set_state(state["sampler"])
+            self.version, self.env_steps, self.episodes = int(state["version"]), int(state["env_steps"]), \
+                int(state["episodes"])
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "run.yaml", to_yaml(self.run_cfg))
+        self.metrics_path = out / "metrics.csv"
+        write_metrics(self.metrics_path, read_metrics(self.metrics_path, up_to_step=self.version), METRIC_FIELDS)
+
+    @classmethod
+    def from_checkpoint(cls, cfg: RunConfig, checkpoint: Path, demos: Path | None, out: Path, *,
+                        resume: bool) -> Trainer:
+        device = pick_device(cfg.finetune.device)
+        loaded = ckpt.load_checkpoint(checkpoint, use_ema=True, map_location=device)
+        return cls(cfg, loaded.policy, loaded.contract, Path(checkpoint), Dataset(demos) if demos else None,
+                   Path(out), device, resume=resume)
+
+    @property
+    def done(self) -> bool:
+        return self.env_steps >= self.cfg.finetune.env_steps
+
+    def update(self, traces: list[EpisodeTrace], episodes: int) -> dict[str, Any]:
+        """One IN-RIL update; `episodes`: the server's count of finished episodes (for the metrics)."""
+        tick = time.perf_counter()
+        stats = self.learner.update(to_buffer(traces, self.critic, self.device))
+        train = summarize(traces)
+        self.env_steps += sum(t.steps for t in traces)
+        self.episodes = episodes
+        self.version += 1
+        row = {"step": self.version, "env_steps": self.env_steps, "episodes": self.episodes,
+               "wall_s": round(time.perf_counter() - self.started, 3),
+               "update_s": round(time.perf_counter() - tick, 4), "train_success": train["success"]["rate"],
+               "train_return": train["mean_return"], "train_episode_length": train["mean_length"],
+               "safety_events": train["safety_events"], "interventions": self.interventions.total,
+               **{k: v for k, v in stats.items() if isinstance(v, int | float) and k in METRIC_FIELDS}}
+        if "guard" in stats:
+            row.update(guard_alpha=stats["guard"]["alpha"], guard_accepted=int(stats["guard"]["accepted"]))
+        append_metrics(self.metrics_path, row, METRIC_FIELDS)
+        self.updates_since_save += 1
+        if self.updates_since_save >= self.cfg.finetune.checkpoint_every or self.done:
+            self.save()
+        self.last_stats = row
+        return row
+
+    def save(self) -> None:
+        ckpt.save_checkpoint(self.out / "last.pt", self.actor.policy, contract=self.contract, run_cfg=self.run_cfg,
+                             step=self.env_steps, extra={
+                                 "finetuned_from": str(self.checkpoint), "algo": self.cfg.finetune.algo,
+                                 "il_every": str(self.cfg.finetune.inril.il_every),
+                                 "separation": self.cfg.finetune.inril.separation, "policy_version": self.version,
+                                 "trained_by": "inril-robot serve"})
+        ckpt.atomic_torch_save({"format_version": STATE_VERSION, "kind": "serve", "version": self.version,
+                                "env_steps": self.env_steps, "episodes": self.episodes,
+                                "learner": self.learner.state_dict(), "sampler": self.sampler.get_state()},
+                               self.out / "last.train.pt")
+        self.updates_since_save = 0
+
+    def progress(self) -> dict[str, Any]:
+        """What the learner process reports after starting and after each update (numpy only: see PackedTrace)."""
+        return {"version": self.version, "env_steps": self.env_steps, "episodes": self.episodes,
+                "sampler": self.sampler.get_state().numpy(), "row": self.last_stats,
+                "weights": {k: v.detach().cpu().numpy() for k, v in self.actor.state_dict().items()}}
+
+
 class ServerLearner:
     def __init__(self, cfg: RunConfig, checkpoint: Path, demos: Dataset | None, out: Path, *, mode: str = "sync",
-                 resume: bool = False) -> None:
-        """`mode`: "sync", "async" or "off" (inference only, deterministic actions, nothing learned or written)."""
+                 resume: bool = False, start_timeout_s: float = 300.0, stop_timeout_s: float = 300.0) -> None:
+        """`mode`: "sync", "async" (learner process) or "off" (inference only, deterministic actions, nothing
+        learned or written)."""
         self.cfg, self.mode, self.out = cfg, mode, Path(out)
         f = cfg.finetune
-        if f.num_threads > 0:
-            torch.set_num_threads(f.num_threads)
+        self.torch_threads = torch.get_num_threads()  # restored by close()
+        threads = torch_threads_for_two_processes(f.num_threads) if mode == "async" else f.num_threads
+        if threads > 0:
+            torch.set_num_threads(threads)
         self.device = pick_device(f.device)
         loaded = ckpt.load_checkpoint(checkpoint, use_ema=True, map_location=self.device)
         self.contract: Contract = loaded.contract
         self.checkpoint = Path(checkpoint)
         cfg = self.cfg = cfg.model_copy(update={"policy": loaded.policy.cfg})
-        torch.manual_seed(cfg.seed)
-        self.interventions = InterventionDemos()
-        self.version = 0
-        self.env_steps = self.episodes = 0
-        self.updates_since_save = 0
-        self.started = time.perf_counter()
-        self.sampler = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
+        self.version = self.env_steps = self.episodes = 0
         self.lock = threading.Lock()  # guards counters and the pending episodes
         self.pending: list[EpisodeTrace] = []
         self.last_stats: dict[str, Any] = {}
         self.failure: str | None = None
+        self.in_flight = 0  # async: batches sent to the learner process, not yet answered
+        self.stop_timeout_s = stop_timeout_s
+        self.trainer: Trainer | None = None
+        self.process: LearnerProcess | None = None
         if mode == "off":
+            torch.manual_seed(cfg.seed)
+            self.interventions = InterventionDemos()
+            self.sampler = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
             self.actor: Actor | None = None
-            self.learner = None
             self.policy = loaded.policy.eval()
             self._serving: tuple[int, Any] = (0, self.policy)
             return
-        if mode == "sync" or mode == "async":
-            check_run_folder(self.out, cfg, resume, sections=("policy", "finetune", "task"), error=FinetuneError)
-        actor, self.critic, self.learner = make_learner(cfg, loaded.policy, demos, self.contract, self.device,
-                                                        wrap_demos=self.interventions.wrap)
-        self.actor = actor
-        self.policy = actor.policy
-        self.run_cfg = cfg.model_copy(update={"policy": actor.policy.cfg})
-        if resume and (self.out / "last.train.pt").is_file():
-            state = ckpt.safe_torch_load(self.out / "last.train.pt", map_location=self.device)
-            if state.get("format_version") != STATE_VERSION or state.get("kind") != "serve":
-                raise FinetuneError(f"cannot resume {self.out}: last.train.pt is not a policy-server state")
-            self.learner.load_state_dict(state["learner"])
-            self.sampler.set_state(state["sampler"])
-            self.version, self.env_steps, self.episodes = int(state["version"]), int(state["env_steps"]), \
-                int(state["episodes"])
-        self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.out / "run.yaml", to_yaml(self.run_cfg))
-        self.metrics_path = self.out / "metrics.csv"
-        write_metrics(self.metrics_path, read_metrics(self.metrics_path, up_to_step=self.version), METRIC_FIELDS)
-        self._serving = (self.version, actor if mode == "sync" else self._snapshot())
-        self._queue: queue.Queue[list[EpisodeTrace] | None] = queue.Queue()
-        self._thread: threading.Thread | None = None
-        if mode == "async":
-            # The learner thread holds the GIL between torch kernels; CPython lets a waiting thread in only every
-            # switch interval (5 ms by default), which the serving thread would pay on every request.
-            sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
-            self._thread = threading.Thread(target=self._learn_forever, name="inril-learner", daemon=True)
-            self._thread.start()
+        if mode == "sync":
+            trainer = self.trainer = Trainer(cfg, loaded.policy, self.contract, self.checkpoint, demos, self.out,
+                                             self.device, resume=resume)
+            self.interventions, self.sampler, self.actor = trainer.interventions, trainer.sampler, trainer.actor
+            self.version, self.env_steps, self.episodes = trainer.version, trainer.env_steps, trainer.episodes
+            self.policy = self.actor.policy
+            self._serving = (self.version, self.actor)
+            return
+        self.actor = build_actor(loaded.policy, f).to(self.device)  # a template: each update's weights go into a copy
+        self.policy = self.actor.policy
+        self.sampler = torch.Generator(device=self.device)
+        self.process = LearnerProcess(LearnerSpec(cfg, self.checkpoint, demos.root if demos else None, self.out,
+                                                  resume))
+        kind, payload = self.process.wait_ready(start_timeout_s)
+        if kind != "ready":
+            self.process.close()
+            torch.set_num_threads(self.torch_threads)
+            raise FinetuneError(payload)
+        self.interventions = ForwardedInterventions(self.process.send)
+        self.sampler.set_state(torch.from_numpy(payload["sampler"]))
+        self.episodes = payload["episodes"]
+        self._take(payload)
 
     # -------------------------------------------------------------------------------------------- inference
     @property
@@ -137,14 +260,54 @@ class ServerLearner:
     def add_episode(self, trace: EpisodeTrace | None, finished_episode: bool) -> None:
         if self.mode == "off" or not self.learning:
             return
+        batch: list[EpisodeTrace] = []
         with self.lock:
             if trace is not None:
                 self.pending.append(trace)
             self.episodes += int(finished_episode)
-            ready = sum(1 for _ in self.pending) >= self.cfg.finetune.episodes_per_iteration and finished_episode
+            ready = len(self.pending) >= self.cfg.finetune.episodes_per_iteration and finished_episode
             if self.mode == "async" and ready:
                 batch, self.pending = self.pending, []
-                self._queue.put(batch)
+        if batch:
+            self.submit([PackedTrace.pack(t) for t in batch])
+
+    def submit(self, batch: list[PackedTrace]) -> None:
+        """Async mode: hand a batch of episodes to the learner process (returns at once)."""
+        assert self.process is not None
+        with self.lock:
+            self.in_flight += 1
+        self.process.send(("batch", batch, self.episodes, self.sampler.get_state().numpy()))
+
+    def poll(self) -> None:
+        """Async mode: take in what the learner process sent (new weights, a failure). Never blocks; the server
+        calls it between inference batches."""
+        if self.process is None or self.process.closed:
+            return
+        self._handle(self.process.receive())
+        if self.process.exit_code is not None and not self.failure:
+            self._handle(self.process.receive())
+            self.failure = f"the learner process exited unexpectedly (exit code {self.process.exit_code})"
+
+    def _handle(self, messages: list[Message]) -> None:
+        for kind, payload in messages:
+            if kind in ("updated", "stopped"):
+                if kind == "updated":
+                    with self.lock:
+                        self.in_flight -= 1
+                self._take(payload)
+            elif kind == "failed":
+                self.failure = payload
+
+    def _take(self, progress: dict[str, Any]) -> None:
+        """Publish the learner process's weights: loaded into a copy of the template, then one assignment."""
+        assert self.actor is not None
+        actor = copy.deepcopy(self.actor)
+        actor.load_state_dict({k: torch.from_numpy(v) for k, v in progress["weights"].items()})
+        actor.policy.eval()
+        with self.lock:
+            self.version, self.env_steps = int(progress["version"]), int(progress["env_steps"])
+        self.last_stats = progress["row"]
+        self._serving = (self.version, actor)
 
     def update_ready(self) -> bool:
         """Sync mode: enough episodes for an update are waiting."""
@@ -154,76 +317,29 @@ class ServerLearner:
 
     def update(self) -> dict[str, Any]:
         """Sync mode: one IN-RIL update on the waiting episodes (called by the serving loop between episodes)."""
+        assert self.trainer is not None
         with self.lock:
             batch, self.pending = self.pending, []
-        return self._update(batch)
-
-    def _update(self, traces: list[EpisodeTrace]) -> dict[str, Any]:
-        assert self.learner is not None and self.actor is not None
-        tick = time.perf_counter()
-        stats = self.learner.update(to_buffer(traces, self.critic, self.device))
-        collected = sum(t.steps for t in traces)
-        train = summarize(traces)
+        row = self.trainer.update(batch, self.episodes)
         with self.lock:
-            self.env_steps += collected
-            self.version += 1
-        row = {"step": self.version, "env_steps": self.env_steps, "episodes": self.episodes,
-               "wall_s": round(time.perf_counter() - self.started, 3),
-               "update_s": round(time.perf_counter() - tick, 4), "train_success": train["success"]["rate"],
-               "train_return": train["mean_return"], "train_episode_length": train["mean_length"],
-               "safety_events": train["safety_events"], "interventions": self.interventions.total,
-               **{k: v for k, v in stats.items() if isinstance(v, int | float) and k in METRIC_FIELDS}}
-        if "guard" in stats:
-            row.update(guard_alpha=stats["guard"]["alpha"], guard_accepted=int(stats["guard"]["accepted"]))
-        append_metrics(self.metrics_path, row, METRIC_FIELDS)
-        self.updates_since_save += 1
-        if self.updates_since_save >= self.cfg.finetune.checkpoint_every or not self.learning:
-            self.save()
-        if self.mode == "async":
-            self._serving = (self.version, self._snapshot())
-        else:
-            self._serving = (self.version, self.actor)
+            self.version, self.env_steps = self.trainer.version, self.trainer.env_steps
+        self._serving = (self.version, self.actor)
         self.last_stats = row
         return row
 
-    def _snapshot(self) -> Actor:
-        assert self.actor is not None
-        snapshot = copy.deepcopy(self.actor)
-        snapshot.policy.eval()
-        return snapshot
-
-    def _learn_forever(self) -> None:
-        while True:
-            batch = self._queue.get()
-            if batch is None:
-                return
-            try:
-                self._update(batch)
-            except Exception as e:  # keep serving the last good weights; the server reports the failure
-                self.failure = f"learner update failed: {type(e).__name__}: {e}"
-                return
-
     # ------------------------------------------------------------------------------------------- checkpoints
     def save(self) -> None:
-        if self.mode == "off" or self.learner is None or self.actor is None:
-            return
-        ckpt.save_checkpoint(self.out / "last.pt", self.actor.policy, contract=self.contract, run_cfg=self.run_cfg,
-                             step=self.env_steps, extra={
-                                 "finetuned_from": str(self.checkpoint), "algo": self.cfg.finetune.algo,
-                                 "il_every": str(self.cfg.finetune.inril.il_every),
-                                 "separation": self.cfg.finetune.inril.separation, "policy_version": self.version,
-                                 "trained_by": "inril-robot serve"})
-        ckpt.atomic_torch_save({"format_version": STATE_VERSION, "kind": "serve", "version": self.version,
-                                "env_steps": self.env_steps, "episodes": self.episodes,
-                                "learner": self.learner.state_dict(), "sampler": self.sampler.get_state()},
-                               self.out / "last.train.pt")
-        self.updates_since_save = 0
+        if self.trainer is not None:
+            self.trainer.save()
 
     def close(self) -> None:
-        """Stop the learner thread after its current update, then write the final checkpoint."""
-        if self.mode == "off":
-            return
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-        self.save()
+        """Sync: write the final checkpoint. Async: the learner process finishes the batches it was sent, writes the
+        final checkpoint and exits (joined with a timeout)."""
+        if self.trainer is not None:
+            self.trainer.save()
+        if self.process is not None and not self.process.closed:
+            self._handle(self.process.stop(self.stop_timeout_s))
+            if self.process.exit_code != 0 and not self.failure:
+                self.failure = f"the learner process did not stop cleanly (exit code {self.process.exit_code})"
+        if self.mode == "async":
+            torch.set_num_threads(self.torch_threads)

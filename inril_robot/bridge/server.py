@@ -7,7 +7,8 @@ that breaks the protocol is counted and answered with an `error`; nothing a clie
 Sync learning (the default) updates between episodes: once enough episodes wait, observations that *start* an episode
 are parked (those robots stay held at home) until no robot is mid-episode, then the update runs and the parked robots
 get actions from the new weights. A robot silent for `robot_timeout_s` is dropped (its unfinished episode with it),
-so a dead robot never blocks the others. `--async-learner` never parks: the learner thread swaps weights in.
+so a dead robot never blocks the others. `--async-learner` never parks: the learner process sends new weights,
+swapped in between batches.
 
 A client speaking the REQ pattern (``[identity, b"", payload...]``) is answered in kind, so `inril-robot doctor
 --server` can measure the round trip with a raw REQ socket.
@@ -313,6 +314,7 @@ class PolicyServer:
                 self.counts["actions"] += 1
 
     def housekeeping(self) -> None:
+        self.learner.poll()  # async learner: swap in new weights between batches
         now = time.monotonic()
         for identity, s in list(self.sessions.items()):
             if now - s.last_seen > self.options.robot_timeout_s and not any(r.session is s for r in self.parked):
