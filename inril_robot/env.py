@@ -107,6 +107,14 @@ class RobotEnv:
             truncated = not success
         return self._observe(state, objects), float(reward), success, truncated, info
 
+    def observe(self) -> dict[str, np.ndarray]:
+        """A fresh observation without stepping (e.g. after holding): reads the robot and cameras as reset/step do,
+        and the safety envelope then works from this state."""
+        if self._latest is None:
+            raise RuntimeError("call reset() before observe()")
+        state, objects = self._latest = self._read()
+        return self._observe(state, objects)
+
     def expert_action(self) -> np.ndarray:
         """The scripted expert's action from the state of the latest observation (simulation: needs object poses)."""
         if self.expert is None or self._latest is None:

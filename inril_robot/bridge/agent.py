@@ -37,6 +37,7 @@ from inril_robot.data.store import DatasetWriter
 from inril_robot.env import GRIPPER_AT_HOME, RobotEnv
 from inril_robot.hardware import StaleFrameError, Teleop
 from inril_robot.inril.finetune import train_seed
+from inril_robot.obs_history import ObsHistory
 from inril_robot.teleop import command_to_action
 
 from . import protocol as p
@@ -96,35 +97,8 @@ class AgentResult:
         return dict(self.__dict__)
 
 
-class ObsHistory:
-    """The policy's last `n` observations per key (at an episode's start the first one fills it)."""
-
-    def __init__(self, keys: list[str], n: int) -> None:
-        self.keys = keys
-        self.frames: deque[dict[str, np.ndarray]] = deque(maxlen=n)
-
-    def push(self, obs: dict[str, np.ndarray], replace_last: bool = False) -> None:
-        frame = {k: obs[k] for k in self.keys}
-        if not self.frames:
-            self.frames.extend(frame for _ in range(self.frames.maxlen or 1))
-        elif replace_last:
-            self.frames[-1] = frame
-        else:
-            self.frames.append(frame)
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {f"obs/{k}": np.stack([f[k] for f in self.frames]) for k in self.keys}
-
-
 def config_hash(cfg: RunConfig) -> str:
     return hashlib.sha256(json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
-
-
-def reobserve(env: RobotEnv) -> dict[str, np.ndarray]:
-    """A fresh observation without stepping (after holding). RobotEnv has no public call for this: it reads the
-    robot and cameras the way reset/step do and updates the state the safety envelope works from."""
-    env._latest = env._read()
-    return env._observe(*env._latest)
 
 
 class RobotAgent:
@@ -268,8 +242,9 @@ class RobotAgent:
             events += chunk_events
             if not (terminated or truncated) and steps >= self.cfg.task.max_steps:
                 truncated = True
-        self._send(p.EpisodeEnd(episode=index, steps=steps, success=success, terminated=terminated,
-                                truncated=truncated, interventions=interventions, reason=reason), history.arrays())
+        end = p.EpisodeEnd(episode=index, steps=steps, success=success, terminated=terminated, truncated=truncated,
+                           interventions=interventions, reason=reason)
+        self._send(end, history.stacked("obs/"))
         if episode is not None:
             if episode.length:
                 episode.commit(success=success, extra={"policy_versions": sorted(versions), "server": self.opt.server,
@@ -303,7 +278,7 @@ class RobotAgent:
                  ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Ask for a chunk and wait for it, holding the robot whenever it is late; reconnects a silent server."""
         sent_at = time.monotonic()
-        seq = self._send(p.Observation(episode=episode, chunk=chunk, step=steps), history.arrays(),
+        seq = self._send(p.Observation(episode=episode, chunk=chunk, step=steps), history.stacked("obs/"),
                          t_capture=max(self.env.last_capture_times.values(), default=0.0))
         holding, next_hold, last_beat = False, sent_at + self.watchdog_s, 0.0
         while True:
@@ -343,7 +318,7 @@ class RobotAgent:
                 last_beat = now
             if now - self.client.last_heard > self.opt.reconnect_after_s and now - sent_at > self.opt.reconnect_after_s:
                 self._reconnect(f"nothing heard from the server for {now - self.client.last_heard:.1f} s")
-                obs = reobserve(self.env)
+                obs = self.env.observe()
                 history.push(obs, replace_last=True)
                 return self._request(history, obs, episode, chunk, steps)
 
@@ -354,7 +329,7 @@ class RobotAgent:
         while time.monotonic() < deadline:
             self.env.robot.hold()
             try:
-                return reobserve(self.env)
+                return self.env.observe()
             except StaleFrameError:
                 time.sleep(self.tick_period or self.period)
         return None

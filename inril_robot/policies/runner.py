@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from inril_robot.contract import Contract, ContractMismatch
+from inril_robot.obs_history import ObsHistory
 from inril_robot.policies.base import Policy
 
 
@@ -41,7 +42,7 @@ class PolicyRunner:
         self.n_obs_steps = policy.cfg.n_obs_steps
         self.act_steps = policy.cfg.act_steps
         self.generator = torch.Generator(device=self.device)
-        self.history: deque[dict[str, np.ndarray]] = deque(maxlen=self.n_obs_steps)
+        self.history = ObsHistory(self.keys, self.n_obs_steps)
         self.queue: deque[np.ndarray] = deque()
         self.predictions = 0  # policy calls so far (each one yields `act_steps` actions)
         self._episodes = 0
@@ -71,20 +72,15 @@ class PolicyRunner:
                 raise ContractMismatch(f"observations.{key}", f"{spec.dtype}{list(spec.shape)}",
                                        f"{value.dtype}{list(value.shape)}", "observation")
             frame[key] = value
-        if not self.history:
-            self.history.extend(frame for _ in range(self.n_obs_steps))
-        else:
-            self.history.append(frame)
+        self.history.push(frame)
         if not self.queue:
             self.queue.extend(self._predict_chunk())
         self._calls_this_episode += 1
         return self.queue.popleft()
 
     def _predict_chunk(self) -> list[np.ndarray]:
-        obs = {
-            key: torch.from_numpy(np.stack([h[key] for h in self.history]))[None].to(self.device)
-            for key in self.keys
-        }  # key -> (1, To, *shape)
+        obs = {key: torch.from_numpy(v)[None].to(self.device)
+               for key, v in self.history.stacked().items()}  # key -> (1, To, *shape)
         with torch.inference_mode():
             chunk = self.policy.predict(obs, deterministic=self.deterministic, generator=self.generator)
         self.predictions += 1

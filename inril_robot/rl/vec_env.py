@@ -16,7 +16,6 @@ import contextlib
 import multiprocessing as mp
 import os
 import traceback
-from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from inril_robot.config import RunConfig
+from inril_robot.obs_history import ObsHistory
 
 History = dict[str, np.ndarray]  # key -> (To, *shape)
 
@@ -46,16 +46,11 @@ class HistoryEnv:
         from inril_robot.env import RobotEnv
 
         self.env = RobotEnv(cfg)
-        self.keys = list(obs_keys)
-        self.history: deque[dict[str, np.ndarray]] = deque(maxlen=n_obs_steps)
+        self.history = ObsHistory(obs_keys, n_obs_steps)
 
     def _push(self, obs: dict[str, np.ndarray]) -> History:
-        frame = {k: obs[k] for k in self.keys}
-        if not self.history:
-            self.history.extend(frame for _ in range(self.history.maxlen or 1))
-        else:
-            self.history.append(frame)
-        return {k: np.stack([h[k] for h in self.history]) for k in self.keys}
+        self.history.push(obs)
+        return self.history.stacked()
 
     def reset(self, seed: int) -> History:
         obs, _ = self.env.reset(seed=seed)
