@@ -12,7 +12,6 @@ file's bytes), so a re-calibrated camera is told apart from the one a policy was
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -21,8 +20,9 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from inril_robot import provenance
 from inril_robot.atomic import atomic_open
-from inril_robot.config import format_validation_error
+from inril_robot.config import ConfigError, format_validation_error
 from inril_robot.geometry import matrix_to_quat, quat_to_matrix
 from inril_robot.hardware import CameraIntrinsics
 
@@ -170,10 +170,8 @@ def load_calibration(path: str | Path) -> CalibrationFile:
 
 
 def calibration_ref(path: str | Path) -> str:
-    """``<path>#sha256:<first 16 hex>``: what datasets and checkpoints record."""
-    path = Path(path)
+    """``<path>#sha256:<first 16 hex>``: what datasets and checkpoints record (`inril_robot.provenance`)."""
     try:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    except FileNotFoundError:
+        return provenance.calibration_ref(path)
+    except ConfigError:
         raise CalibrationFileError(f"calibration file not found: {path}") from None
-    return f"{path}#sha256:{digest}"

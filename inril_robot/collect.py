@@ -23,6 +23,7 @@ from inril_robot.config import RunConfig
 from inril_robot.data.store import DatasetWriter
 from inril_robot.env import GRIPPER_AT_HOME, RobotEnv
 from inril_robot.hardware import Teleop
+from inril_robot.provenance import calibration_field
 from inril_robot.teleop import command_to_action
 
 MAX_RECORDED_EVENTS = 1000  # per episode, kept in its attributes
@@ -73,12 +74,15 @@ def collect(
     notes: str = "",
     on_update: Callable[[CollectStatus], None] | None = None,
     pace: bool | None = None,
+    extra_info: dict[str, Any] | None = None,
 ) -> CollectResult:
-    """Record until the dataset holds `episodes` kept episodes. Ctrl-C drops the open episode and returns."""
+    """Record until the dataset holds `episodes` kept episodes. Ctrl-C drops the open episode and returns.
+    dataset.json records the calibration files of the cameras (`inril_robot.provenance`) and `extra_info`."""
     scripted = cfg.teleop.kind == "scripted"
     pace = (not scripted or cfg.robot.kind != "sim") if pace is None else pace
     writer = DatasetWriter(out, env.contract, task=cfg.task.name, robot=cfg.robot.model_dump(mode="json"),
-                           extra_info={"teleop": cfg.teleop.kind})
+                           calibration=calibration_field(cfg),
+                           extra_info={"teleop": cfg.teleop.kind, **(extra_info or {})})
     kept_before = writer.num_episodes()
     status = CollectStatus(target=episodes, kept=kept_before)
     result = CollectResult(str(out), episodes, kept_before, 0, 0, 0, 0.0)

@@ -357,7 +357,8 @@ def pretrain(cfg: RunConfig, dataset: Dataset, out: Path, *, resume: bool,
     write_metrics(metrics_path, rows)
     tb = TBWriter(out)
 
-    extra = {"dataset": str(dataset.root), "dataset_episodes": len(dataset), "dataset_steps": dataset.num_steps}
+    extra = {"dataset": str(dataset.root), "dataset_episodes": len(dataset), "dataset_steps": dataset.num_steps,
+             "calibration": dataset.info.get("calibration") or ""}  # the calibration the demonstrations were taken with
 
     def save(path: Path, step: int, eval_result: dict[str, Any] | None) -> None:
         ckpt.save_checkpoint(path, policy, contract=contract, run_cfg=cfg, step=step,

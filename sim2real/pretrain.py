@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from calibration.fileformat import calibration_ref
 from inril_robot.config import RunConfig, load_config
+from inril_robot.provenance import calibration_refs
 from inril_robot.stats import wilson_interval
 from sim2real.randomization import preset
 
@@ -45,10 +45,6 @@ def sim_config(task: str, cameras: str | None, randomization: str, overrides: li
     return validate_config(data)
 
 
-def calibration_refs(cfg: RunConfig) -> dict[str, str]:
-    return {c.name: calibration_ref(c.calibration) for c in cfg.cameras if c.calibration is not None}
-
-
 def real_robot_contract_issues(cfg: RunConfig, checkpoint_contract: dict[str, Any]) -> list[str]:
     """Why the checkpoint would not run on `--robot franka` with the same task and cameras (empty: it would)."""
     from inril_robot.contract import Contract
@@ -66,18 +62,13 @@ def real_robot_contract_issues(cfg: RunConfig, checkpoint_contract: dict[str, An
 def collect_demos(cfg: RunConfig, out: Path, episodes: int) -> Any:
     """Scripted demonstrations in `cfg`'s (randomised) simulation; the dataset records the calibration files."""
     from inril_robot.collect import collect
-    from inril_robot.data.store import Dataset, DatasetWriter
+    from inril_robot.data.store import Dataset
     from inril_robot.env import RobotEnv
     from inril_robot.registry import make_teleop
 
-    with RobotEnv(cfg) as env:
-        if not (out / "dataset.json").exists():  # created here so that dataset.json carries the calibration refs
-            refs = calibration_refs(cfg)
-            DatasetWriter(out, env.contract, task=cfg.task.name, robot=cfg.robot.model_dump(mode="json"),
-                          calibration=",".join(f"{k}={v}" for k, v in refs.items()) or None,
-                          extra_info={"teleop": "scripted",
-                                      "randomization": cfg.randomization.model_dump(mode="json")}).close()
-        collect(cfg, out, episodes, env, make_teleop(cfg, env))
+    with RobotEnv(cfg) as env:  # collect records the calibration references in dataset.json
+        collect(cfg, out, episodes, env, make_teleop(cfg, env),
+                extra_info={"randomization": cfg.randomization.model_dump(mode="json")})
     return Dataset(out)
 
 

@@ -93,3 +93,25 @@ def test_safety_check_passes_clean_data_and_finds_a_planted_violation(demos: Pat
     assert report["violations"][0]["limit"] in {"max_step", "max_ee_speed"}
     code, only_other = invoke("safety-check", str(planted), "--episode", "0")
     assert code == 0 and only_other["episodes"] == 1
+
+
+def test_collect_records_the_calibration_files_it_was_taken_with(tmp_path: Path) -> None:
+    from inril_robot.collect import collect
+    from inril_robot.config import load_config
+    from inril_robot.data import Dataset
+    from inril_robot.env import RobotEnv
+    from inril_robot.registry import make_teleop
+    from tests.test_sim2real import front_calibration
+
+    calib = front_calibration(tmp_path / "front.yaml")
+    cfg = load_config(robot="sim", task="reach", cameras="sim_front", overrides=[
+        f"cameras.front.calibration={calib}", "cameras.front.width=32", "cameras.front.height=32"])
+    with RobotEnv(cfg) as env:
+        collect(cfg, tmp_path / "demos", 1, env, make_teleop(cfg, env))
+    recorded = Dataset(tmp_path / "demos").info["calibration"]
+    assert recorded.startswith(f"front={calib}#sha256:")
+    calib.write_text(calib.read_text() + "# re-solved in place\n")
+    cfg.cameras[0].calibration = str(calib)
+    from inril_robot.provenance import calibration_field
+
+    assert calibration_field(cfg) != recorded  # a changed file is a different calibration

@@ -239,8 +239,8 @@ def finetune(cfg: RunConfig, checkpoint: Path, demos: Dataset | None, out: Path,
 
     def save(path: Path, evaluation: dict[str, Any] | None) -> None:
         ckpt.save_checkpoint(path, actor.policy, contract=contract, run_cfg=run_cfg, step=env_steps, extra={
-            "finetuned_from": str(checkpoint), "algo": f.algo, "il_every": str(f.inril.il_every),
-            "separation": f.inril.separation, "iteration": iteration,
+            "finetuned_from": str(checkpoint), "calibration": loaded.extra.get("calibration", ""), "algo": f.algo,
+            "il_every": str(f.inril.il_every), "separation": f.inril.separation, "iteration": iteration,
             "eval_success": evaluation["success"]["rate"] if evaluation else -1.0})
 
     def save_train_state() -> None:
