@@ -54,6 +54,21 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def progress_columns(eta: bool = True) -> tuple[Any, ...]:
+    """The columns of every long-running command's progress bar: what, bar, n/N, live status, elapsed (, ETA)."""
+    columns: tuple[Any, ...] = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[status]}"), TimeElapsedColumn())
+    return (*columns, TextColumn("ETA"), TimeRemainingColumn()) if eta else columns
+
+
+def key_value_table(title: str) -> Table:
+    """A two-column results table (name, value) without a header."""
+    table = Table(title=title, show_header=False)
+    table.add_column()
+    table.add_column(overflow="fold")
+    return table
+
+
 def emit_json(payload: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(payload, default=str) + "\n")
     sys.stdout.flush()
@@ -101,8 +116,7 @@ def rollout_with_progress(env: Any, policy: Any, episodes: int, *, label: str, t
     """`rollout.run_episodes` under a rich progress bar (episodes, success so far, env steps/s, ETA) on stderr."""
     from inril_robot.rollout import run_episodes
 
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    columns = progress_columns()
     successes = steps = 0
     started = time.perf_counter()
     with Progress(*columns, console=err, transient=transient) as progress:
@@ -137,8 +151,7 @@ def quickstart(
     import drivers.sim  # noqa: F401 - selects the GL backend before mujoco loads
     from inril_robot.quickstart import run_quickstart
 
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    columns = progress_columns()
     with Progress(*columns, console=err, transient=json_out) as progress:
         bars: dict[str, Any] = {}
 
@@ -502,8 +515,7 @@ def pretrain(
         fail(f"dataset {dataset} holds task {stored_task!r}, which has no task preset; pass --task")
     sets = [*(set_ or []), *([f"train.steps={steps}"] if steps is not None else [])]
     cfg = resolve("sim", task, cameras, config, sets, seed, algo=f"bc_{policy}")
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    columns = progress_columns()
     last_eval = ""
     with Progress(*columns, console=err, transient=json_out) as progress:
         bar = progress.add_task(f"pretrain {policy} · {task}", total=cfg.train.steps, status="")
@@ -540,9 +552,7 @@ def pretrain(
     if json_out:
         emit_json(payload)
         return
-    table = Table(title=f"pretrain · {policy} · {task}", show_header=False)
-    table.add_column()
-    table.add_column(overflow="fold")
+    table = key_value_table(f"pretrain · {policy} · {task}")
     table.add_row("run folder", str(out))
     table.add_row("steps", f"{result.start_step} -> {result.step}")
     table.add_row("final loss", f"{result.final_loss:.4g}" if result.final_loss is not None else "-")
@@ -659,8 +669,7 @@ def finetune(
         return
     ds = _open_dataset(demos) if demos is not None else None
     f = cfg.finetune
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    columns = progress_columns()
     mode = "RL only" if f.inril.il_every == 0 else f"IN-RIL m={f.inril.il_every} {f.inril.separation}"
     with Progress(*columns, console=err, transient=json_out) as progress:
         bar = progress.add_task(f"finetune {f.algo} · {cfg.task.name} · {mode}", total=f.env_steps, status="")
@@ -693,9 +702,7 @@ def finetune(
     if json_out:
         emit_json(payload)
         return
-    table = Table(title=f"finetune · {f.algo} · {cfg.task.name} · {mode}", show_header=False)
-    table.add_column()
-    table.add_column(overflow="fold")
+    table = key_value_table(f"finetune · {f.algo} · {cfg.task.name} · {mode}")
     table.add_row("run folder", str(out))
     table.add_row("env steps", f"{result.env_steps:,} ({result.iterations} iterations)")
     if result.pretrained:
@@ -896,9 +903,7 @@ def eval_cmd(
     if json_out:
         emit_json(result)
         return
-    table = Table(title=f"eval · {cfg.task.name} · {loaded.policy.cfg.kind}", show_header=False)
-    table.add_column()
-    table.add_column(overflow="fold")
+    table = key_value_table(f"eval · {cfg.task.name} · {loaded.policy.cfg.kind}")
     table.add_row("success", str(summary.success))
     table.add_row("mean return", f"{result['mean_return']:.3f}")
     table.add_row("mean episode length", f"{result['mean_length']:.1f} steps")
@@ -1065,8 +1070,7 @@ def bench_sample_efficiency_cmd(
         cfg = quickstart_config(task, demo_noise, pretrain_steps, list(set_ or []))
         return prepare_pretrained(cfg, folder, demos, lambda text: err.print(f"  {escape(text)}"))
 
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[status]}"), TimeElapsedColumn())
+    columns = progress_columns(eta=False)
     with Progress(*columns, console=err, transient=json_out) as progress:
         bar = progress.add_task("run", total=env_steps, status="")
 
