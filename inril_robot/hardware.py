@@ -25,10 +25,14 @@ class RobotState:
     ee_wrench: np.ndarray      # (6,) estimated external force [N] and torque [Nm] at the TCP, base frame
 
     def proprio(self) -> dict[str, np.ndarray]:
-        """The proprioceptive observation keys every task shares."""
+        """The proprioceptive observation keys every task shares.
+
+        `ee_quat` is given in the hemisphere of the tool-down orientation (x >= 0), not with w >= 0 as `ee_quat`
+        itself: tool-down has w = 0, so w >= 0 would flip the observed sign on numerical noise at the home pose."""
+        quat = self.ee_quat if self.ee_quat[0] >= 0 else -self.ee_quat
         return {
             "ee_pos": self.ee_pos.astype(np.float32),
-            "ee_quat": self.ee_quat.astype(np.float32),
+            "ee_quat": quat.astype(np.float32),
             "gripper_width": np.array([self.gripper_width], dtype=np.float32),
         }
 

@@ -24,7 +24,7 @@ runner = CliRunner()
 FAST = ["finetune.episodes_per_iteration=4", "finetune.eval_episodes=3", "finetune.eval_every=1",
         "finetune.num_envs=2", "finetune.subprocess_envs=false", "finetune.ppo.minibatch_size=32",
         "finetune.ppo.epochs=2", "finetune.ppo.critic_warmup_iterations=1", "finetune.inril.il_every=2",
-        "finetune.inril.il_batch_size=32", "task.max_steps=20"]
+        "finetune.inril.il_batch_size=32", "task.max_steps=20", "finetune.ppo.target_kl=null"]
 
 
 @pytest.fixture(scope="module")

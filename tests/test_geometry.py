@@ -137,3 +137,17 @@ def test_top_down_rotation(yaw: float) -> None:
     assert_rotation(rot)
     np.testing.assert_allclose(rot[:, 2], [0.0, 0.0, -1.0], atol=1e-12)             # tool z points down
     assert wrap_angle(np.arctan2(rot[1, 1], rot[0, 1]) - yaw) == pytest.approx(0.0, abs=1e-9)  # closing axis
+
+
+def test_observed_quaternion_does_not_flip_at_the_tool_down_home_pose() -> None:
+    from inril_robot.hardware import RobotState
+
+    def state(q: np.ndarray) -> RobotState:
+        z3, z6, z7 = np.zeros(3), np.zeros(6), np.zeros(7)
+        return RobotState(0.0, z3, q, z6, z7, z7, 0.04, z6)
+
+    # tool down is a half turn about x: w = 0, so noise alone decides the sign of w
+    a = state(np.array([1.0, 0.0, 0.0, 1e-9]) / np.linalg.norm([1.0, 0.0, 0.0, 1e-9])).proprio()["ee_quat"]
+    b = state(-np.array([1.0, 0.0, 0.0, -1e-9]) / np.linalg.norm([1.0, 0.0, 0.0, 1e-9])).proprio()["ee_quat"]
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    assert a[0] > 0
