@@ -71,8 +71,7 @@ def run_quickstart(out: Path, *, task: str = "lift", demos: int = 50, demo_noise
                    env_steps: int = 12_000, eval_episodes: int = 50, overrides: list[str] | None = None,
                    on_stage: Stage | None = None, on_progress: ProgressFn | None = None) -> QuickstartResult:
     out = Path(out)
-    cfg = quickstart_config(task, demo_noise, steps, [
-        f"finetune.env_steps={env_steps}", f"finetune.eval_episodes={eval_episodes}", *(overrides or [])])
+    cfg = quickstart_config(task, demo_noise, steps, overrides or [])
     timings: dict[str, float] = {}
     say = on_stage or (lambda _: None)
 

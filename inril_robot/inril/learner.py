@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from inril_robot.config import FinetuneConfig
 from inril_robot.inril.guard import UpdateGuard
 from inril_robot.inril.schedule import AdaptiveM, FixedM, InterleaveSchedule
-from inril_robot.inril.separation import GradientEMA, aligned, cosine, project_step
+from inril_robot.inril.separation import GradientEMA, aligned, separate
 from inril_robot.policies.base import Obs
 from inril_robot.rl.actor import Actor
 from inril_robot.rl.buffer import RolloutBatch, RolloutBuffer
@@ -179,9 +179,9 @@ class InrilLearner:
         if self.separation in ("pcgrad", "orthogonal"):
             other = self.references["il" if objective == "rl" else "rl"].value()
             self.references[objective].update(grads)  # the raw gradient: the objective's own direction
-            if other is not None:
-                stats[f"{objective}_cos_ref"] = cosine(grads, other)
-            grads = project_step(grads, other, self.separation)
+            grads, cos = separate(grads, other, self.separation)
+            if cos is not None:
+                stats[f"{objective}_cos_ref"] = cos
         for p, g in zip(params, grads, strict=True):
             p.grad = g
         stats[f"{objective}_grad_norm"] = float(nn.utils.clip_grad_norm_(params, self.cfg.ppo.max_grad_norm))

@@ -95,6 +95,10 @@ def _remove_component(g: Tensor, h: Tensor, only_if_conflict: bool) -> Tensor:
 def cosine(a: Grads, b: Grads) -> float:
     """Cosine between two gradient lists over the same parameters (a None counts as zeros); 0 if either is zero."""
     x, y, _ = aligned(a, b)
+    return _flat_cosine(x, y)
+
+
+def _flat_cosine(x: Tensor, y: Tensor) -> float:
     denom = (x.norm() * y.norm()).item()
     return torch.dot(x, y).item() / denom if denom > 0 else 0.0
 
@@ -118,15 +122,21 @@ def project_step(g: Grads, reference: Grads | None, mode: SeparationMode) -> lis
     """The gradient of the objective stepping now, separated from the other objective's `reference` gradient
     (its `GradientEMA`, see the module docstring). "none" and "residual" return `g` as is (residual separation is done
     by the parameter groups); so does any mode while there is no reference yet."""
+    return separate(g, reference, mode)[0]
+
+
+def separate(g: Grads, reference: Grads | None, mode: SeparationMode) -> tuple[list[Tensor | None], float | None]:
+    """`project_step`, plus the cosine between `g` and the reference over the parameters `g` updates (None without a
+    reference or a projection), measured on the flat vectors the projection builds anyway."""
     if mode not in SEPARATION_MODES:
         raise ValueError(f"unknown separation mode {mode!r}; expected one of {SEPARATION_MODES}")
     if mode in ("none", "residual") or reference is None:
-        return list(g)
+        return list(g), None
     # project within the parameters this step updates: a parameter without a gradient stays without one, and the
     # update that is actually applied is then exactly separated from the reference
     ref = [None if gi is None else ri for gi, ri in zip(g, reference, strict=True)]
     a, b, like = aligned(g, ref)
-    return unflatten(_remove_component(a, b, only_if_conflict=mode == "pcgrad"), like)
+    return unflatten(_remove_component(a, b, only_if_conflict=mode == "pcgrad"), like), _flat_cosine(a, b)
 
 
 class GradientEMA:

@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 
 import torch
 from torch import Tensor, nn
+from torch.distributions import Normal
 
 from inril_robot.config import PolicyConfig
 from inril_robot.policies.normalizer import Normalizer
@@ -52,3 +53,9 @@ class Policy(nn.Module, ABC):
     def predict(self, obs: Obs, deterministic: bool = True, generator: torch.Generator | None = None) -> Tensor:
         """An action chunk (B, H, A) in raw units, clipped to the normaliser's action bounds."""
         return self.normalizer.unnormalize_action(self.predict_normalized(obs, deterministic, generator))
+
+
+def sample_normal(dist: Normal, generator: torch.Generator | None = None) -> Tensor:
+    """mean + std * noise, the noise drawn from `generator` (reproducible per episode), not clipped."""
+    noise = torch.randn(dist.mean.shape, generator=generator, device=dist.mean.device, dtype=dist.mean.dtype)
+    return dist.mean + dist.stddev * noise

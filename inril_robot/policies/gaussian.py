@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.distributions import Normal
 
 from inril_robot.config import PolicyConfig
-from inril_robot.policies.base import Obs, Policy
+from inril_robot.policies.base import Obs, Policy, sample_normal
 from inril_robot.policies.encoders import ObsEncoder
 from inril_robot.policies.normalizer import Normalizer
 
@@ -63,10 +63,7 @@ class GaussianPolicy(Policy):
     def predict_normalized(self, obs: Obs, deterministic: bool = True,
                            generator: torch.Generator | None = None) -> Tensor:
         dist = self.distribution(obs)
-        a = dist.mean  # (B, H*A)
-        if not deterministic:
-            noise = torch.randn(a.shape, generator=generator, device=a.device, dtype=a.dtype)  # (B, H*A)
-            a = a + dist.stddev * noise
+        a = dist.mean if deterministic else sample_normal(dist, generator)  # (B, H*A)
         return a.clamp(-1.0, 1.0).reshape(-1, self.cfg.horizon, self.action_dim)  # (B, H, A)
 
 

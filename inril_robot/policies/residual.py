@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.distributions import Normal
 
 from inril_robot.config import ResidualRLConfig
-from inril_robot.policies.base import Obs, Policy
+from inril_robot.policies.base import Obs, Policy, sample_normal
 from inril_robot.policies.encoders import ObsEncoder, mlp
 
 
@@ -92,8 +92,5 @@ class ResidualPolicy(Policy):
         """Base chunk (sampled with the same `deterministic` flag) plus the scaled residual (mean or sample)."""
         base_action = self.base_action(obs, deterministic, generator)  # (B, H, A)
         dist = self.distribution(obs, base_action)
-        residual = dist.mean  # (B, H*A)
-        if not deterministic:
-            noise = torch.randn(residual.shape, generator=generator, device=residual.device, dtype=residual.dtype)
-            residual = residual + dist.stddev * noise
+        residual = dist.mean if deterministic else sample_normal(dist, generator)  # (B, H*A)
         return self.combine(base_action, residual)  # (B, H, A)

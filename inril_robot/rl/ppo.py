@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.distributions import Normal
 
 from inril_robot.config import PPOConfig
-from inril_robot.policies.base import Obs, Policy
+from inril_robot.policies.base import Obs, Policy, sample_normal
 from inril_robot.policies.encoders import ObsEncoder, mlp
 from inril_robot.policies.gaussian import GaussianPolicy
 from inril_robot.rl.actor import Actor, ActorSample
@@ -101,8 +101,7 @@ class GaussianActor(Actor):
     @torch.no_grad()
     def sample(self, obs: Obs, generator: torch.Generator | None = None) -> ActorSample:
         dist = self.policy.distribution(obs)  # batch shape (B, H*A)
-        noise = torch.randn(dist.mean.shape, generator=generator, device=dist.mean.device)  # (B, H*A)
-        a = dist.mean + dist.stddev * noise  # (B, H*A)
+        a = sample_normal(dist, generator)  # (B, H*A)
         chunk = a.clamp(-1.0, 1.0).reshape(-1, self.policy.cfg.horizon, self.policy.action_dim)  # (B, H, A)
         return ActorSample(chunk, {"action": a}, dist.log_prob(a).sum(-1, keepdim=True))  # log_prob (B, 1)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from inril_robot.policies.base import Obs
+from inril_robot.policies.base import Obs, sample_normal
 from inril_robot.policies.residual import ResidualPolicy
 from inril_robot.rl.actor import Actor, ActorSample
 
@@ -30,8 +30,7 @@ class ResidualActor(Actor):
     def sample(self, obs: Obs, generator: torch.Generator | None = None) -> ActorSample:
         base = self.policy.base_action(obs, deterministic=True, generator=generator)  # (B, H, A)
         dist = self.policy.distribution(obs, base)  # batch shape (B, H*A)
-        noise = torch.randn(dist.mean.shape, generator=generator, device=dist.mean.device)  # (B, H*A)
-        residual = dist.mean + dist.stddev * noise  # (B, H*A)
+        residual = sample_normal(dist, generator)  # (B, H*A)
         log_prob = dist.log_prob(residual).sum(-1, keepdim=True)  # (B, 1)
         return ActorSample(self.policy.combine(base, residual), {"base": base, "residual": residual}, log_prob)
 
