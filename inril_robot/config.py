@@ -50,6 +50,10 @@ class SafetyLimits(StrictModel):
     joint_margin: Annotated[float, Field(ge=0.0, le=0.5, description="keep joints this far from limits [rad]")] = 0.1
     max_contact_force: Annotated[float, Field(gt=0.0, le=150.0, description="stop above this EE force [N]")] = 30.0
     gripper_rate: Annotated[float, Field(gt=0.0, le=10.0, description="max gripper command change [1/s]")] = 5.0
+    max_ref_gap: Annotated[float, Field(gt=0.0, le=0.1, description=(
+        "max distance between the commanded reference and the measured TCP position [m]"))] = 0.03
+    max_ref_rot_gap: Annotated[float, Field(gt=0.0, le=0.5, description=(
+        "max angle between the commanded reference and the measured TCP orientation [rad]"))] = 0.1
 
     @field_validator("nominal_quat")
     @classmethod
@@ -99,8 +103,18 @@ class SimConfig(StrictModel):
     calibration_board: CalibrationBoardConfig = CalibrationBoardConfig()  # issue 10: calibration scenes
 
 
+#: the Franka's Cartesian velocity limits (FR3 and Panda datasheets; what franky reports for a connected FR3)
+FRANKA_MAX_SPEED = 1.7          # [m/s] translation
+FRANKA_MAX_ROT_SPEED = 2.5      # [rad/s] rotation
+
+
 class FrankaConfig(StrictModel):
-    """A real Franka through franky (`drivers.franka`). Dynamics factors are fractions of the arm's own limits."""
+    """A real Franka through franky (`drivers.franka`). Dynamics factors are fractions of the arm's own limits.
+
+    ``control``: ``impedance`` streams the bounded reference into franky's real-time Cartesian impedance tracker
+    (one motion for the whole episode: compliant, with the spring force clipped by the error clips); ``motion`` sends
+    one position-controlled `CartesianMotion` per step (the older behaviour, kept for comparison).
+    """
 
     host: Annotated[str, Field(min_length=1, description="robot (FCI) IP address or hostname")] = "172.16.0.2"
     realtime: Literal["enforce", "ignore"] = "enforce"
@@ -116,6 +130,22 @@ class FrankaConfig(StrictModel):
     connect_timeout_s: Annotated[
         float, Field(gt=0.0, le=30.0, description="TCP probe of the FCI port before connecting [s]")
     ] = 2.0
+    control: Literal["impedance", "motion"] = "impedance"
+    translational_stiffness: Annotated[
+        float, Field(gt=0.0, le=3000.0, description="impedance tracker spring, translation [N/m]")] = 1000.0
+    rotational_stiffness: Annotated[
+        float, Field(gt=0.0, le=300.0, description="impedance tracker spring, rotation [Nm/rad]")] = 100.0
+    translational_error_clip: Annotated[
+        float, Field(gt=0.0, le=0.05, description="impedance tracker: spring stretch clipped to this, per axis [m]")
+    ] = 0.01
+    rotational_error_clip: Annotated[
+        float, Field(gt=0.0, le=0.5, description="impedance tracker: spring twist clipped to this, per axis [rad]")
+    ] = 0.05
+    gripper_timeout_s: Annotated[
+        float, Field(gt=0.0, le=30.0, description="a Franka Hand command or width read past this is a fault [s]")
+    ] = 5.0
+    gripper_read_hz: Annotated[
+        float, Field(gt=0.0, le=100.0, description="rate of the width reader thread [Hz]")] = 20.0
 
 
 class RobotConfig(StrictModel):
@@ -401,6 +431,33 @@ class RunConfig(StrictModel):
     policy: PolicyConfig = PolicyConfig()
     train: TrainConfig = TrainConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+
+    @model_validator(mode="after")
+    def _steps_fit_the_arm(self) -> RunConfig:
+        """On a Franka, the per-step caps must be reachable at the configured dynamics factor: a reference that
+        moves faster than the arm may winds up ahead of it (issue 14). Refused, naming the fields."""
+        if self.robot.kind != "franka":
+            return self
+        factor, hz, s = self.robot.franka.relative_dynamics_factor, self.robot.control_hz, self.safety
+        speed, rot_speed = factor * FRANKA_MAX_SPEED, factor * FRANKA_MAX_ROT_SPEED
+        problems = []
+        if min(s.max_step * hz, s.max_ee_speed) > speed + 1e-9:
+            problems.append(f"safety.max_step x robot.control_hz = {s.max_step * hz:.3g} m/s (safety.max_ee_speed "
+                            f"{s.max_ee_speed}) exceeds the arm's {speed:.3g} m/s at "
+                            f"robot.franka.relative_dynamics_factor {factor}")
+        if s.max_rot_step * hz > rot_speed + 1e-9:
+            problems.append(f"safety.max_rot_step x robot.control_hz = {s.max_rot_step * hz:.3g} rad/s exceeds the "
+                            f"arm's {rot_speed:.3g} rad/s at robot.franka.relative_dynamics_factor {factor} (lower "
+                            f"safety.max_rot_step to {rot_speed / hz:.4g})")
+        f = self.robot.franka
+        force = f.translational_stiffness * f.translational_error_clip
+        if f.control == "impedance" and force * math.sqrt(3) > s.max_contact_force:
+            problems.append(f"robot.franka.translational_stiffness x translational_error_clip = {force:.3g} N per "
+                            f"axis ({force * math.sqrt(3):.3g} N over three axes) exceeds safety.max_contact_force "
+                            f"{s.max_contact_force} N")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @model_validator(mode="after")
     def _camera_names_unique(self) -> RunConfig:

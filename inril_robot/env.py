@@ -91,6 +91,8 @@ class RobotEnv:
         envelope = apply_envelope(action, self._latest[0], self.cfg.safety, control_hz=self.cfg.robot.control_hz,
                                   previous_gripper=self._gripper)
         self.robot.apply(envelope.action)
+        # a driver that tracks a commanded reference bounds it too (safety.bound_reference) and says what it changed
+        events = envelope.events + tuple(getattr(self.robot, "last_reference_events", ()))
         self._gripper = float(envelope.action[6])
         self.steps += 1
         state, objects = self._latest = self._read()
@@ -98,7 +100,7 @@ class RobotEnv:
         reward = self.task.reward(state, objects) if objects is not None else 0.0
         truncated = self.steps >= self.cfg.task.max_steps and not success
         info: dict[str, Any] = {"success": success, "state": state, "stopped": None,
-                                "executed_action": envelope.action, "safety_events": envelope.events}
+                                "executed_action": envelope.action, "safety_events": events}
         force = float(np.linalg.norm(state.ee_wrench[:3]))
         if force > self.cfg.safety.max_contact_force:
             # the envelope already holds on excessive force; here the arm is stopped and the episode ends

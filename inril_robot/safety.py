@@ -20,6 +20,11 @@ hold. Checks run in this order (the first four hold the arm and skip the rest):
 
 Steps 8 and 9 only ever scale the motion down, towards zero motion, which always passes them; scaling keeps the
 workspace guarantees of step 7 (the box is convex). A hold executes zero motion and keeps the gripper command.
+
+`bound_reference` is the second half of the envelope, for drivers that accumulate the executed deltas on a
+commanded reference which the arm tracks (the Franka driver): the *reference* stays inside the box and the
+tilt/yaw limits, and within `max_ref_gap` / `max_ref_rot_gap` of the measured pose, so a stream of steps the arm
+cannot follow never winds the target up beyond the envelope (docs/safety.md).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from inril_robot.config import SafetyLimits
-from inril_robot.geometry import matrix_to_quat, quat_to_matrix, rotvec_to_matrix
+from inril_robot.geometry import matrix_to_quat, matrix_to_rotvec, quat_to_matrix, rotvec_to_matrix
 from inril_robot.hardware import RobotState
 from inril_robot.kinematics import JOINT_LIMITS, jacobian
 
@@ -43,6 +48,8 @@ LIMITS = (
     "non_finite_state", "invalid_state", "non_finite", "contact_force", "max_step", "max_ee_speed", "max_rot_step",
     "workspace", "outside_workspace", "orientation", "joint_margin", "gripper_range", "gripper_rate",
 )
+#: every `SafetyEvent.limit` `bound_reference` emits
+REFERENCE_LIMITS = ("reference_gap", "reference_rot_gap", "reference_workspace", "reference_orientation")
 GRIPPER_OPEN_WIDTH = 0.07   # [m] a Franka Hand at least this wide counts as open (it opens to 0.08 m)
 IK_DAMPING = 0.05           # damped least squares for the joint-motion prediction (as the sim's IK)
 JOINT_TOL = 1e-6            # [rad] predicted joint motion towards a limit below this is noise, not motion
@@ -217,6 +224,106 @@ def tilt_yaw(rot: np.ndarray, nominal: np.ndarray) -> tuple[float, float]:
 def event_counts(events: Iterable[SafetyEvent]) -> dict[str, int]:
     """How often each limit fired, e.g. for an episode summary."""
     return dict(Counter(e.limit for e in events))
+
+
+@dataclass(frozen=True)
+class ReferenceResult:
+    pose: np.ndarray                   # (4, 4) the bounded reference, base frame
+    events: tuple[SafetyEvent, ...]    # empty when the stepped reference passed unchanged
+
+
+def bound_reference(reference: np.ndarray, measured: np.ndarray, step: np.ndarray, limits: SafetyLimits
+                    ) -> ReferenceResult:
+    """The next commanded reference: `reference` (4x4) moved by an executed `step` [dx, dy, dz, rotvec] (translation
+    added, rotation applied in the base frame), then bounded against the `measured` pose (4x4).
+
+    Translation: pulled back along the line to the measured position to within `max_ref_gap`, then clipped into the
+    workspace box. Both hold whenever the measured position is in the box (the projection onto a convex box never
+    moves a point farther from a point inside it); from outside, the box wins.
+    Rotation: always within max_tilt / max_yaw. From an anchor (the measured orientation, or, when the arm is beyond
+    tilt/yaw, the nearest orientation inside on the geodesic to the nominal one), the point farthest along the
+    geodesic to the stepped orientation that is inside the limits and within `max_ref_rot_gap` of the measured
+    orientation (the gap holds whenever the measured orientation is inside the limits).
+    """
+    ref, meas = np.asarray(reference, dtype=np.float64), np.asarray(measured, dtype=np.float64)
+    step = np.asarray(step, dtype=np.float64)
+    if ref.shape != (4, 4) or meas.shape != (4, 4) or step.shape != (6,) or not (
+            np.all(np.isfinite(ref)) and np.all(np.isfinite(meas)) and np.all(np.isfinite(step))):
+        raise ValueError("bound_reference needs finite 4x4 reference and measured poses and a finite 6-D step")
+    events: list[SafetyEvent] = []
+    m_pos, m_rot = meas[:3, 3], meas[:3, :3]
+    pos = ref[:3, 3] + step[:3]
+    gap = _norm(pos - m_pos)
+    if _over(gap, limits.max_ref_gap):
+        pulled = m_pos + (pos - m_pos) * (limits.max_ref_gap / gap)
+        events.append(SafetyEvent("reference_gap", gap, limits.max_ref_gap,
+                                  f"reference {gap:.4f} m from the measured position; pulled back to "
+                                  f"max_ref_gap {limits.max_ref_gap} m"))
+        pos = pulled
+    lo, hi = np.array(limits.workspace_min), np.array(limits.workspace_max)
+    boxed = np.clip(pos, lo, hi)
+    if not np.array_equal(boxed, pos):
+        events.append(SafetyEvent("reference_workspace", _floats(pos), _floats(boxed),
+                                  "reference clipped into the workspace box"))
+        pos = boxed
+
+    stepped = rotvec_to_matrix(step[3:6]) @ ref[:3, :3]
+    inside = _Orientation(limits, np.asarray(quat_to_matrix(limits.nominal_quat)))  # excess 0: strictly inside
+    anchor, offset = m_rot, 0.0
+    if not inside.allows_rot(m_rot):
+        # the arm is beyond tilt/yaw (overshoot, or pushed): the reference starts from the nearest point inside on
+        # the way to the nominal orientation
+        to_nominal = matrix_to_rotvec(inside.nominal @ m_rot.T)
+        s_in = _first_true(lambda s: inside.allows_rot(rotvec_to_matrix(s * to_nominal) @ m_rot))
+        anchor = rotvec_to_matrix(s_in * to_nominal) @ m_rot
+        offset = s_in * _norm(to_nominal)
+    arc = matrix_to_rotvec(stepped @ anchor.T)  # anchor -> stepped, base frame
+    angle = _norm(arc)
+    room = max(0.0, limits.max_ref_rot_gap - offset)
+    scale = 1.0
+    if _over(offset + angle, limits.max_ref_rot_gap):
+        scale = room / angle if angle > 0 else 0.0
+        events.append(SafetyEvent("reference_rot_gap", angle + offset, limits.max_ref_rot_gap,
+                                  f"reference {angle + offset:.4f} rad from the measured orientation; pulled back to "
+                                  f"max_ref_rot_gap {limits.max_ref_rot_gap} rad"))
+    if offset > 0 or not inside.allows_rot(rotvec_to_matrix(scale * arc) @ anchor):
+        proposed = tilt_yaw(stepped, inside.nominal)
+        scale *= _bisect(lambda s: inside.allows_rot(rotvec_to_matrix(s * scale * arc) @ anchor))
+        rot = rotvec_to_matrix(scale * arc) @ anchor
+        events.append(SafetyEvent("reference_orientation", proposed, tilt_yaw(rot, inside.nominal),
+                                  inside.describe(proposed)))
+    rot = stepped if scale == 1.0 and offset == 0.0 else rotvec_to_matrix(scale * arc) @ anchor
+    out = np.eye(4)
+    out[:3, :3], out[:3, 3] = rot, pos
+    return ReferenceResult(out, tuple(events))
+
+
+def reference_violations(reference: np.ndarray, measured: np.ndarray, limits: SafetyLimits, *,
+                         tol: float = 1e-7) -> list[str]:
+    """What a commanded reference (4x4) breaks against the measured pose (4x4): the guarantees of `bound_reference`
+    (box and tilt/yaw always; the translation gap while the measured position is in the box, the rotation gap while
+    the measured orientation is inside tilt/yaw)."""
+    ref, meas = np.asarray(reference, dtype=np.float64), np.asarray(measured, dtype=np.float64)
+    out = []
+    lo, hi = np.array(limits.workspace_min), np.array(limits.workspace_max)
+    if np.any(ref[:3, 3] < lo - tol) or np.any(ref[:3, 3] > hi + tol):
+        out.append(f"reference position {_floats(ref[:3, 3])} outside the workspace box")
+    inside = bool(np.all(meas[:3, 3] >= lo) and np.all(meas[:3, 3] <= hi))
+    gap = _norm(ref[:3, 3] - meas[:3, 3])
+    if inside and gap > limits.max_ref_gap + tol:
+        out.append(f"reference {gap:.5f} m from the measured position > max_ref_gap {limits.max_ref_gap}")
+    angle = _norm(matrix_to_rotvec(ref[:3, :3] @ meas[:3, :3].T))
+    meas_excess = _Orientation(limits, meas[:3, :3]).start
+    if meas_excess == (0.0, 0.0) and angle > limits.max_ref_rot_gap + tol:
+        out.append(f"reference {angle:.5f} rad from the measured orientation > max_ref_rot_gap "
+                   f"{limits.max_ref_rot_gap}")
+    orient = _Orientation(limits, quat_to_matrix(limits.nominal_quat))
+    ref_excess = orient.excess(ref[:3, :3])
+    if ref_excess[0] > tol or ref_excess[1] > tol:
+        tilt, yaw = tilt_yaw(ref[:3, :3], orient.nominal)
+        out.append(f"reference tilt {tilt:.4f} / yaw {yaw:.4f} rad beyond max_tilt {limits.max_tilt} / max_yaw "
+                   f"{limits.max_yaw}")
+    return out
 
 
 # ---------------------------------------------------------------------------------------- replay / verification
@@ -399,17 +506,22 @@ class _Orientation:
         self.limits = limits
         self.nominal = quat_to_matrix(limits.nominal_quat)
         self.current = current
-        self.start = self._excess(current)
+        self.start = self.excess(current)
 
-    def _excess(self, rot: np.ndarray) -> tuple[float, float]:
+    def excess(self, rot: np.ndarray) -> tuple[float, float]:
         tilt, yaw = tilt_yaw(rot, self.nominal)
         return max(0.0, tilt - self.limits.max_tilt), max(0.0, abs(yaw) - self.limits.max_yaw)
 
     def tilt_yaw(self, rv: np.ndarray) -> tuple[float, float]:
         return tilt_yaw(rotvec_to_matrix(rv) @ self.current, self.nominal)
 
+    def allows_rot(self, rot: np.ndarray) -> bool:
+        """`rot` (3x3) is no farther beyond the limits than the current orientation."""
+        tilt_excess, yaw_excess = self.excess(rot)
+        return tilt_excess <= self.start[0] and yaw_excess <= self.start[1]
+
     def allows(self, rv: np.ndarray, tol: float = 0.0) -> bool:
-        tilt_excess, yaw_excess = self._excess(rotvec_to_matrix(rv) @ self.current)
+        tilt_excess, yaw_excess = self.excess(rotvec_to_matrix(rv) @ self.current)
         return tilt_excess <= self.start[0] + tol * max(self.limits.max_tilt, 1.0) and (
             yaw_excess <= self.start[1] + tol * max(self.limits.max_yaw, 1.0)
         )
@@ -430,6 +542,19 @@ def _bisect(ok: Any) -> float:
         else:
             hi = mid
     return lo
+
+
+def _first_true(ok: Any) -> float:
+    """The smallest scale in [0, 1] found by bisection with ok(scale) true (returned from the true side); ok(1) must
+    hold."""
+    lo, hi = 0.0, 1.0
+    for _ in range(BISECTION_STEPS):
+        mid = 0.5 * (lo + hi)
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 def _joint_scale(q: np.ndarray, dq: np.ndarray, margin: float) -> tuple[float, list[tuple[int, float]]]:

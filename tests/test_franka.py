@@ -30,7 +30,7 @@ from drivers.franka.robot import FrankaFault, FrankaRobot  # noqa: E402
 # The simulated arm runs in real time next to the tests: on a loaded machine a hang in the protocol must fail the
 # test, not stall the suite. The module takes ~20 s (a 1 kHz server process) and runs in the default suite, so CI
 # exercises the driver against the real libfranka protocol; the end-to-end collect test is `-m slow`.
-pytestmark = [pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.timeout(120, method="thread")]  # thread: fires even inside a C++ call
 
 SERVER_START_TIMEOUT_S = 90.0
 HOME_DYNAMICS = 0.4          # franky-sim has no people around it: home fast to keep the tests short
@@ -156,7 +156,9 @@ def test_delta_pose_episode_at_10hz(homed: FrankaRobot) -> None:
     end = homed.state()
     commanded = homed.commanded_pose
     assert commanded is not None
-    np.testing.assert_allclose(end.ee_pos, commanded[:3, 3], atol=0.003)  # settles on the commanded reference
+    # settles on the reference hold() re-anchored: compliant tracking leaves a few mm of error against the simulator's
+    # joint friction (1 N against the 1000 N/m spring is 1 mm)
+    np.testing.assert_allclose(end.ee_pos, commanded[:3, 3], atol=0.006)
     moved = end.ee_pos - start.ee_pos
     # the full 16 cm when the simulator keeps real time; a loaded machine slows franky-sim, the arm lags by more
     # than the re-anchoring distance and the reference restarts from the measured pose (no wind-up)
@@ -172,6 +174,10 @@ def test_gripper_moves_without_blocking(homed: FrankaRobot) -> None:
     t0 = time.perf_counter()
     homed.apply(close)
     assert time.perf_counter() - t0 < 0.05
+    homed.apply(np.zeros(7))  # open, queued behind the grasp: still no waiting
+    homed.apply(close)
+    assert time.perf_counter() - t0 < 0.1
+    assert homed.gripper_width_age < 1.0
     deadline = time.monotonic() + 5.0
     while homed.state().gripper_width > 0.005 and time.monotonic() < deadline:
         homed.hold()
@@ -257,6 +263,153 @@ class _PollRaises:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
+
+
+def robot_clock(arm: FrankaRobot) -> float:
+    """franky-sim's own clock [s]: it runs slower than real time on a loaded machine, so pacing and timing on it
+    keeps the tests about the arm, not about the machine's load."""
+    t = arm.robot.state.time
+    return t.to_sec() if hasattr(t, "to_sec") else float(t) / 1e3
+
+
+def wait_robot_time(arm: FrankaRobot, until: float) -> None:
+    while robot_clock(arm) < until:
+        time.sleep(0.0005)
+
+
+def yaw_tilt(arm_or_rot: Any, cfg: RunConfig) -> tuple[float, float]:
+    from inril_robot.geometry import quat_to_matrix
+    from inril_robot.safety import tilt_yaw
+
+    tilt, yaw = tilt_yaw(arm_or_rot, quat_to_matrix(np.asarray(cfg.safety.nominal_quat)))
+    return yaw, tilt
+
+
+def hold_and_time_to_rest(arm: FrankaRobot, speed: float = 0.005, rot_speed: float = 0.02, window: float = 1.0
+                          ) -> tuple[float, float, float]:
+    """hold() every control period (as the watchdog does), then (robot seconds from the first hold until the TCP
+    stays below `speed` / `rot_speed`, the farthest the TCP got from where it was at the hold [m], the largest
+    rotation from there [rad])."""
+    from inril_robot.geometry import quat_to_matrix, rotation_error
+
+    start = arm.state()
+    arm.hold()
+    t0 = robot_clock(arm)
+    last_moving, travel, turn, holds = t0, 0.0, 0.0, 1
+    while (now := robot_clock(arm)) < t0 + window:
+        if now >= t0 + 0.1 * holds:
+            arm.hold()
+            holds += 1
+        s = arm.state()
+        if np.linalg.norm(s.ee_vel[:3]) > speed or np.linalg.norm(s.ee_vel[3:]) > rot_speed:
+            last_moving = now
+        travel = max(travel, float(np.linalg.norm(s.ee_pos - start.ee_pos)))
+        rot_error = rotation_error(quat_to_matrix(s.ee_quat), quat_to_matrix(start.ee_quat))
+        turn = max(turn, float(np.linalg.norm(rot_error)))
+        time.sleep(0.001)
+    return last_moving - t0, travel, turn
+
+
+@pytest.mark.parametrize("max_yaw", [None, 0.5])
+def test_wind_up_probe_ends_inside_and_hold_stops_within_two_periods(franky_sim: str, robot: FrankaRobot,
+                                                                     max_yaw: float | None) -> None:
+    """The issue's probe: 30 steps of the largest yaw step (proposed 0.06 rad, above the cap) through RobotEnv,
+    paced on the robot clock, then hold(): with the preset (the arm turning at full speed when hold() comes) and with
+    max_yaw tightened to 0.5 rad (the limit is reached)."""
+    from inril_robot.env import RobotEnv
+    from inril_robot.geometry import quat_to_matrix
+    from inril_robot.safety import reference_violations
+
+    robot.close()
+    try:
+        cfg = franka_cfg(franky_sim, ("task.name=reach", "task.observation=image", "task.max_steps=40",
+                                      *([f"safety.max_yaw={max_yaw}"] if max_yaw else [])))
+        env = RobotEnv(cfg, execute=True)
+        try:
+            arm = env.robot
+            assert isinstance(arm, FrankaRobot)
+            env.reset()
+            t0 = robot_clock(arm)
+            limit_hits = 0
+            for i in range(30):
+                wait_robot_time(arm, t0 + 0.1 * (i + 1))
+                _, _, _, _, info = env.step(np.array([0, 0, 0, 0, 0, 0.06, 0.0]))
+                ref = arm.commanded_pose
+                assert ref is not None
+                measured = np.eye(4)
+                measured[:3, :3], measured[:3, 3] = quat_to_matrix(info["state"].ee_quat), info["state"].ee_pos
+                assert reference_violations(ref, measured, cfg.safety) == [], i
+                assert abs(yaw_tilt(ref[:3, :3], cfg)[0]) <= cfg.safety.max_yaw + 1e-9
+                assert abs(yaw_tilt(measured[:3, :3], cfg)[0]) <= cfg.safety.max_yaw + 0.01, i
+                limit_hits += any(e.limit in ("orientation", "reference_orientation") for e in info["safety_events"])
+            assert limit_hits > 0 or max_yaw is None, "the probe must reach the yaw limit"
+            rest_s, travel, turn = hold_and_time_to_rest(arm)
+            print(f"wind-up probe: at rest {rest_s * 1e3:.0f} ms (robot time) after hold, moved {travel * 1e3:.1f} mm "
+                  f"/ {turn:.3f} rad after it")
+            assert rest_s <= 2 * 0.1, rest_s
+            yaw = yaw_tilt(quat_to_matrix(arm.state().ee_quat), cfg)[0]
+            assert abs(yaw) <= cfg.safety.max_yaw + 0.01, yaw
+        finally:
+            env.close()
+    finally:
+        robot.connect()
+
+
+def test_hold_stops_a_fast_translation(homed: FrankaRobot) -> None:
+    t0 = robot_clock(homed)
+    for i in range(10):
+        wait_robot_time(homed, t0 + 0.1 * i)
+        homed.apply(np.array([0.01, 0.0, -0.005, 0.0, 0.0, 0.0, 0.0]))
+    wait_robot_time(homed, t0 + 1.0)
+    assert np.linalg.norm(homed.state().ee_vel[:3]) > 0.05, "moving when hold() comes"
+    rest_s, travel, _ = hold_and_time_to_rest(homed)
+    print(f"hold from ~0.1 m/s: at rest after {rest_s * 1e3:.0f} ms (robot time), {travel * 1e3:.1f} mm travelled")
+    assert rest_s <= 2 * 0.1 and travel < 0.01
+
+
+def test_random_action_sequences_keep_reference_and_pose_inside(franky_sim: str, robot: FrankaRobot,
+                                                                request: pytest.FixtureRequest) -> None:
+    """Random action sequences (wind-up pushes, noise, huge values) through RobotEnv on franky-sim: the commanded
+    reference and the measured pose are checked at every tick. 2 sequences here, 40 with -m slow."""
+    sequences = 40 if request.config.getoption("-m") == "slow" else 2
+    from inril_robot.env import RobotEnv
+    from inril_robot.geometry import quat_to_matrix
+    from inril_robot.safety import reference_violations
+
+    robot.close()
+    rng = np.random.default_rng(0)
+    try:
+        cfg = franka_cfg(franky_sim, ("task.name=reach", "task.observation=image", "task.max_steps=1000",
+                                      "safety.max_yaw=0.5", "safety.max_tilt=0.3"))
+        lo, hi = np.array(cfg.safety.workspace_min), np.array(cfg.safety.workspace_max)
+        caps = np.array([cfg.safety.max_step] * 3 + [cfg.safety.max_rot_step] * 3)
+        env = RobotEnv(cfg, execute=True)
+        try:
+            arm = env.robot
+            assert isinstance(arm, FrankaRobot)
+            env.reset()
+            t0, tick = robot_clock(arm), 0
+            for _ in range(sequences):
+                direction = rng.normal(size=6)
+                pushes = np.tile(direction / np.abs(direction).max() * caps * 3.0, (15, 1))
+                noise = rng.normal(size=(15, 6)) * caps * 2.0
+                for a in np.concatenate([pushes, noise]):
+                    tick += 1
+                    wait_robot_time(arm, t0 + 0.1 * tick)
+                    _, _, _, _, info = env.step(np.concatenate([a, [rng.uniform()]]))
+                    s = info["state"]
+                    measured = np.eye(4)
+                    measured[:3, :3], measured[:3, 3] = quat_to_matrix(s.ee_quat), s.ee_pos
+                    assert reference_violations(arm.commanded_pose, measured, cfg.safety) == [], tick
+                    yaw, tilt = yaw_tilt(measured[:3, :3], cfg)
+                    # the measured pose: inside, up to the compliant tracker's error clip around the reference
+                    clip, rclip = cfg.robot.franka.translational_error_clip, cfg.robot.franka.rotational_error_clip
+                    assert np.all(s.ee_pos >= lo - clip) and np.all(s.ee_pos <= hi + clip), (tick, s.ee_pos)
+                    assert abs(yaw) <= cfg.safety.max_yaw + rclip and tilt <= cfg.safety.max_tilt + rclip, tick
+        finally:
+            env.close()
+    finally:
+        robot.connect()
 
 
 def test_unreachable_host_names_the_fix() -> None:
