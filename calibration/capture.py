@@ -19,10 +19,11 @@ import numpy as np
 
 from calibration.board import BoardError, BoardSpec, Detection, detect
 from calibration.solve import make_transform
+from inril_robot.bridge.timing import Scheduler
 from inril_robot.config import SafetyLimits
 from inril_robot.env import RobotEnv
 from inril_robot.geometry import quat_to_matrix, rotation_error, rotvec_to_matrix
-from inril_robot.hardware import RobotState
+from inril_robot.hardware import RobotFault, RobotState
 
 GOLDEN_ANGLE = np.pi * (3.0 - np.sqrt(5.0))
 POSITION_TOLERANCE = 0.002   # [m]
@@ -59,11 +60,20 @@ def plan_poses(home_pos: np.ndarray, home_rot: np.ndarray, count: int, safety: S
     return PosePlan(positions, rotations)
 
 
+def pacer(env: RobotEnv) -> Scheduler:
+    """Ticks at the control rate on a real arm (each step is one control period of motion); the simulator integrates
+    a period per step by itself, so it is not paced."""
+    return Scheduler(0.0 if env.cfg.robot.kind == "sim" else 1.0 / env.cfg.robot.control_hz)
+
+
 def move_to(env: RobotEnv, state: RobotState, pos: np.ndarray, rot: np.ndarray,
             max_steps: int = 200) -> tuple[bool, RobotState]:
-    """Step from `state` towards the TCP pose (pos, rot) at the envelope's per-step caps; (reached, last state)."""
+    """Step from `state` towards the TCP pose (pos, rot) at the envelope's per-step caps, one step per control
+    period; (reached, last state)."""
     safety = env.cfg.safety
+    clock = pacer(env)
     for _ in range(max_steps):
+        clock.wait()
         cur_rot = quat_to_matrix(state.ee_quat)
         dpos = pos - state.ee_pos
         drot = rotation_error(rot, cur_rot)
@@ -91,8 +101,12 @@ ProgressFn = Callable[[int, int, str], None]
 
 
 def capture_views(env: RobotEnv, camera: str, spec: BoardSpec, plan: PosePlan,
-                  on_progress: ProgressFn | None = None, keep_images: bool = False) -> Capture:
-    """Visit each planned pose, settle, read the camera and the robot state, detect the board."""
+                  on_progress: ProgressFn | None = None, keep_images: bool = False,
+                  on_fault: Callable[[RobotFault], None] | None = None) -> Capture:
+    """Visit each planned pose, settle, read the camera and the robot state, detect the board.
+
+    An arm fault on the way calls `on_fault` (pause, the operator confirms, recover, home: `inril_robot.faults`)
+    and the pose is tried once more from home; without `on_fault` it propagates."""
     cams = {c.name: c for c in env.cameras}
     if camera not in cams:
         raise ValueError(f"no camera named {camera!r} in this run; cameras: {', '.join(cams) or 'none'}")
@@ -103,13 +117,24 @@ def capture_views(env: RobotEnv, camera: str, spec: BoardSpec, plan: PosePlan,
     _, info = env.reset(seed=env.cfg.seed)
     state = info["state"]
     for i, (pos, rot) in enumerate(zip(plan.positions, plan.rotations, strict=True)):
-        reached, state = move_to(env, state, pos, rot)
+        for attempt in range(2):
+            try:
+                reached, state = move_to(env, state, pos, rot)
+                break
+            except RobotFault as e:
+                if on_fault is None or attempt == 1:
+                    raise
+                on_fault(e)  # the arm is home again
+                env.observe()  # the envelope works from the fresh state
+                state = env.robot.state()
         if not reached:
             out.skipped.append(f"pose {i}: not reached within tolerance (limits or joint range); skipped")
             if on_progress:
                 on_progress(i + 1, total, "not reached")
             continue
+        clock = pacer(env)
         for _ in range(SETTLE_STEPS):
+            clock.wait()
             _, _, _, _, info = env.step(zero)
         state = info["state"]
         frame = cam.read_latest(max_age_s=1.0)

@@ -79,6 +79,7 @@ def _calibrate(kind: Literal["intrinsics", "hand-eye"], robot: str, camera: str,
     from calibration.run import run_calibration
     from calibration.solve import CalibrationError
     from inril_robot.cli import emit_json, err, fail, resolve
+    from inril_robot.hardware import RobotFault
     from inril_robot.registry import DriverUnavailable
 
     if robot == "sim":
@@ -95,8 +96,9 @@ def _calibrate(kind: Literal["intrinsics", "hand-eye"], robot: str, camera: str,
             result = run_calibration(
                 cfg, camera, kind, out, spec=spec, poses=poses, intrinsics=intrinsics, method=method,
                 execute=execute, on_stage=lambda text: progress.console.print(f"[bold cyan]calibrate[/] {text}"),
-                on_progress=lambda done, total, status: progress.update(bar, completed=done, status=status))
-    except (CalibrationError, CalibrationFileError, BoardError, DriverUnavailable) as e:
+                on_progress=lambda done, total, status: progress.update(bar, completed=done, status=status),
+                confirm=lambda text: progress.console.input(f"[bold yellow]{text}[/] (Enter) "))
+    except (CalibrationError, CalibrationFileError, BoardError, DriverUnavailable, RobotFault) as e:
         fail(str(e))
         return
     if json_out:

@@ -79,8 +79,12 @@ def calibration_config(cfg: RunConfig, camera: str, spec: BoardSpec) -> tuple[Ru
 def run_calibration(cfg: RunConfig, camera: str, kind: Literal["intrinsics", "hand-eye"], out: Path, *,
                     spec: BoardSpec, poses: int = 12, intrinsics: str = "device", method: str = "auto",
                     execute: bool = False, on_progress: ProgressFn | None = None,
-                    on_stage: Callable[[str], None] | None = None) -> CalibrationRun:
+                    on_stage: Callable[[str], None] | None = None,
+                    confirm: Callable[[str], None] | None = None) -> CalibrationRun:
+    """`confirm(text)` blocks until the operator confirms the arm's recovery after a fault (None: a fault ends the
+    run)."""
     from inril_robot.env import RobotEnv
+    from inril_robot.faults import pause_and_recover
 
     say = on_stage or (lambda _: None)
     run_cfg, cam_cfg = calibration_config(cfg, camera, spec)
@@ -94,7 +98,9 @@ def run_calibration(cfg: RunConfig, camera: str, kind: Literal["intrinsics", "ha
                           pivot_distance=WRIST_PIVOT if mode == "eye_in_hand" else 0.0, tilt=TILT[mode],
                           seed=run_cfg.seed)
         say(f"moving through {poses} poses ({mode.replace('_', '-')}, board {spec.squares_x}x{spec.squares_y})")
-        cap = capture_views(env, camera, spec, plan, on_progress=on_progress)
+        on_fault = None if confirm is None else (
+            lambda fault: pause_and_recover(env.robot, fault, confirm, say))
+        cap = capture_views(env, camera, spec, plan, on_progress=on_progress, on_fault=on_fault)
         cam = next(c for c in env.cameras if c.name == camera)
         device = cam.intrinsics
         truth_x = truth_k = None

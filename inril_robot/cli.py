@@ -30,11 +30,13 @@ bench_app = typer.Typer(help="Measured performance, with baselines measured in t
 config_app = typer.Typer(help="Inspect presets and resolved configurations.", no_args_is_help=True)
 dataset_app = typer.Typer(help="Inspect, visualise and convert demonstration datasets.", no_args_is_help=True)
 keys_app = typer.Typer(help="CurveZMQ keys for a policy server reachable off this machine.", no_args_is_help=True)
+robot_app = typer.Typer(help="The real arm: its fault state, and recovery from a fault.", no_args_is_help=True)
 app.add_typer(sim_app, name="sim")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(bench_app, name="bench")
 app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
+app.add_typer(robot_app, name="robot")
 app.add_typer(calibrate_app, name="calibrate")  # issue 10: calibration/cli.py
 app.command("sim-pretrain")(sim_pretrain_cmd)  # issue 10: sim2real/cli.py
 bench_app.command("sim2sim")(bench_sim2sim_cmd)  # issue 10: sim2real/cli.py
@@ -266,12 +268,15 @@ def collect(
     from inril_robot.contract import ContractMismatch
     from inril_robot.data.store import DatasetError
     from inril_robot.env import RobotEnv
-    from inril_robot.hardware import TeleopUnavailable
+    from inril_robot.hardware import RobotFault, TeleopUnavailable
     from inril_robot.registry import DriverUnavailable, make_teleop
 
     if robot == "sim":
         import drivers.sim  # noqa: F401 - selects the GL backend before mujoco loads
     cfg = resolve(robot, task, cameras, config, [f"teleop.kind={teleop}", *(set_ or [])], seed)
+    if cfg.robot.kind != "sim" and not execute:
+        err.print("[yellow]without --execute: shadow mode, the arm holds; episodes are marked shadow and no learner "
+                  "uses them[/]")
     if teleop == "scripted" and cfg.robot.kind != "sim":
         fail("the scripted expert needs the simulator's object poses: use --robot sim, or a human teleop")
 
@@ -293,8 +298,9 @@ def collect(
     try:
         with env, live_table as display:
             result = run_collect(cfg, out, episodes, env, source, notes=notes,
-                                 on_update=lambda st: display.update(st) if isinstance(st, CollectStatus) else None)
-    except (DatasetError, ContractMismatch) as e:
+                                 on_update=lambda st: display.update(st) if isinstance(st, CollectStatus) else None,
+                                 say=lambda text: err.print(f"[bold yellow]{escape(text)}[/]"))
+    except (DatasetError, ContractMismatch, RobotFault) as e:
         fail(str(e))
         return
     finally:
@@ -312,6 +318,8 @@ def collect(
             table.add_row("interrupted", "yes: committed episodes kept, the open one dropped")
         if result.stopped:
             table.add_row("e-stop", result.stopped)
+        for fault in result.faults:
+            table.add_row("arm fault", f"{fault} (episode dropped; recovered and homed)")
         Console().print(table)
     if result.interrupted:
         raise typer.Exit(130)
@@ -341,6 +349,54 @@ class CollectDisplay:
         table.add_row(str(status.episode_index), str(status.step), f"{status.hz:.1f}",
                       f"{status.kept}/{status.target}", str(status.discarded), str(status.safety_events), status.last)
         self._live.update(table)
+
+
+@robot_app.command("recover")
+def robot_recover(
+    robot: Annotated[str, typer.Option(help="Robot preset: franka.")] = "franka",
+    host: Annotated[str | None, typer.Option(help="Robot (FCI) address; default robot.franka.host.")] = None,
+    home: Annotated[bool, typer.Option(help="Also move the arm home afterwards (needs --execute).")] = False,
+    execute: Annotated[bool, typer.Option(help="Let the arm move (for --home).")] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Clear the arm's fault (reflex, user stop, control error) after checking the cell; the fault state before and
+    after. Never moves the arm unless --home --execute."""
+    from inril_robot.hardware import RobotFault
+    from inril_robot.registry import DriverUnavailable, make_robot
+
+    if robot == "sim":
+        fail("the simulated arm never faults: nothing to recover")
+    if home and not execute:
+        fail("--home moves the arm: add --execute")
+    cfg = resolve(robot, None, None, config, [*([f"robot.franka.host={host}"] if host else []), *(set_ or [])], None)
+    try:
+        arm: Any = make_robot(cfg, [], execute=True)
+        arm.connect()
+    except (DriverUnavailable, ConnectionError) as e:
+        fail(str(e))
+        return
+    try:
+        before = arm.fault_state()
+        try:
+            arm.recover()
+            if home:
+                arm.home()
+        except RobotFault as e:
+            fail(f"recovery failed: {e}", code=1)
+        after = arm.fault_state()
+    finally:
+        arm.close()
+    payload = {"host": cfg.robot.franka.host, "before": before, "after": after, "homed": home}
+    if json_out:
+        emit_json(payload)
+        return
+    table = key_value_table(f"robot recover · {cfg.robot.franka.host}")
+    table.add_row("before", f"{before['robot_mode']}; {before['last_motion_errors']}")
+    table.add_row("after", f"{after['robot_mode']}; {after['last_motion_errors']}")
+    table.add_row("homed", "yes" if home else "no (the arm stays where it is)")
+    Console().print(table)
 
 
 # ------------------------------------------------------------------------------------------------------ dataset

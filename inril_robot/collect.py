@@ -8,6 +8,11 @@ was in control and the capture times; learning later uses the executed action. E
 `--episodes N` is the number of kept episodes the dataset should hold: re-running the same command after a crash
 or Ctrl-C records only what is missing (resume). At the end of an episode the operator keeps or discards it; with
 the scripted expert in simulation, success decides.
+
+An arm fault (`RobotFault`: reflex, user stop) drops the open episode, pauses with the reason and, after the
+operator's confirmation (the keep key), recovers and homes the arm (`inril_robot.faults`); collection goes on. In
+shadow mode (a real robot without --execute) steps are stored with control "none" and episodes marked ``shadow``:
+learning refuses them (`pretrain.check_dataset_fits`).
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ from inril_robot.authority import Authority
 from inril_robot.config import RunConfig
 from inril_robot.data.store import DatasetWriter
 from inril_robot.env import GRIPPER_AT_HOME, RobotEnv
-from inril_robot.hardware import Teleop
+from inril_robot.faults import pause_and_recover
+from inril_robot.hardware import RobotFault, Teleop
 from inril_robot.provenance import calibration_field
+from inril_robot.shadow import ShadowRobot
 from inril_robot.teleop import command_to_action
 
 MAX_RECORDED_EVENTS = 1000  # per episode, kept in its attributes
@@ -54,6 +61,7 @@ class CollectResult:
     wall_s: float
     interrupted: bool = False
     stopped: str | None = None
+    faults: list[str] = field(default_factory=list)  # arm faults: each dropped its episode, then recovered
     episodes: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,9 +83,12 @@ def collect(
     on_update: Callable[[CollectStatus], None] | None = None,
     pace: bool | None = None,
     extra_info: dict[str, Any] | None = None,
+    confirm: Callable[[str], None] | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> CollectResult:
     """Record until the dataset holds `episodes` kept episodes. Ctrl-C drops the open episode and returns.
-    dataset.json records the calibration files of the cameras (`inril_robot.provenance`) and `extra_info`."""
+    dataset.json records the calibration files of the cameras (`inril_robot.provenance`) and `extra_info`.
+    `confirm(text)` blocks until the operator confirms a recovery after a fault (default: the teleop's keep key)."""
     scripted = cfg.teleop.kind == "scripted"
     pace = (not scripted or cfg.robot.kind != "sim") if pace is None else pace
     writer = DatasetWriter(out, env.contract, task=cfg.task.name, robot=cfg.robot.model_dump(mode="json"),
@@ -93,7 +104,17 @@ def collect(
             index = writer.next_index()
             seed = cfg.seed + 1000 * index + attempt
             status.episode_index = index
-            record = record_episode(cfg, env, teleop, writer, seed, notes, status, on_update, scripted, pace)
+            try:
+                record = record_episode(cfg, env, teleop, writer, seed, notes, status, on_update, scripted, pace)
+            except RobotFault as e:
+                result.faults.append(f"episode {index}: {e}")
+                status.last = f"episode {index}: dropped (arm fault)"
+                if on_update:
+                    on_update(status)
+                pause_and_recover(env.robot, e, confirm or (lambda text: wait_for_keep(teleop, text, say)),
+                                  say or (lambda _: None))
+                attempt += 1
+                continue
             result.steps += record["length"]
             result.episodes.append(record)
             if record["kept"]:
@@ -129,9 +150,20 @@ def record_episode(
     scripted: bool,
     pace: bool,
 ) -> dict[str, Any]:
-    control = "scripted" if scripted else "human"
+    shadow = isinstance(env.robot, ShadowRobot)
+    control = "none" if shadow else "scripted" if scripted else "human"
     period = 1.0 / cfg.robot.control_hz
     episode = writer.begin_episode(seed=seed, notes=notes)
+    try:
+        return _record(cfg, env, teleop, episode, seed, status, on_update, scripted, pace, control, shadow, period)
+    except RobotFault:
+        episode.discard()  # the faulted episode is never stored
+        raise
+
+
+def _record(cfg: RunConfig, env: RobotEnv, teleop: Teleop, episode: Any, seed: int, status: CollectStatus,
+            on_update: Callable[[CollectStatus], None] | None, scripted: bool, pace: bool, control: str,
+            shadow: bool, period: float) -> dict[str, Any]:
     authority = Authority(state="reset")
     obs, info = env.reset(seed=seed)
     authority.reset_done("homed, scene set")
@@ -179,16 +211,30 @@ def record_episode(
         if pace:
             next_tick += period
             time.sleep(max(0.0, next_tick - time.perf_counter()))
+    if cfg.robot.kind != "sim":
+        env.robot.hold()  # the episode is over: the arm stops now, while the operator decides
     if decision is None:
         decision = success if scripted else wait_for_decision(teleop)
     if decision and episode.length > 0:
         extra = {"safety_events": events, "teleop": cfg.teleop.kind, "authority": authority.to_records(),
-                 "initial_gripper": GRIPPER_AT_HOME}
+                 "initial_gripper": GRIPPER_AT_HOME, "shadow": shadow}
         index = episode.commit(success=success, extra=extra)
         return {"index": index, "seed": seed, "kept": True, "success": success, "length": episode.length}
     length = episode.length
     episode.discard()
     return {"index": None, "seed": seed, "kept": False, "success": success, "length": length}
+
+
+def wait_for_keep(teleop: Teleop, text: str, say: Callable[[str], None] | None, poll_s: float = 0.05) -> None:
+    """The operator's confirmation on the teleop: block until keep (e-stop raises `EmergencyStop`)."""
+    (say or print)(f"{text} (keep key)")
+    while True:
+        command = teleop.read()
+        if command.estop:
+            raise EmergencyStop("e-stop while waiting for the confirmation to recover the arm")
+        if command.keep:
+            return
+        time.sleep(poll_s)
 
 
 def wait_for_decision(teleop: Teleop, poll_s: float = 0.05) -> bool:

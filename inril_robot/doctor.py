@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -358,8 +358,9 @@ def _check_robot(host: str, timeout: float = 2.0) -> list[Check]:
             detail += f"; gripper server version {franky.Gripper(host).server_version}"
         except Exception as exc:
             detail += f"; no Franka Hand ({_short(exc, 60)})"
-        del robot
         checks.append(Check("franka", "robot server version", "ok", detail, ""))
+        checks.append(_fault_state(franky, robot))
+        del robot
     except franky.IncompatibleVersionException as exc:
         fix = ("install the franky-control release whose libfranka matches the robot system version "
                "(https://frankarobotics.github.io/docs/compatibility.html)")
@@ -368,6 +369,24 @@ def _check_robot(host: str, timeout: float = 2.0) -> list[Check]:
         fix = "close other FCI clients (only one may connect), check Desk shows FCI active, then retry"
         checks.append(Check("franka", "robot server version", "error", _short(exc), fix))
     return checks
+
+
+def _fault_state(franky: Any, robot: Any) -> Check:
+    """Whether the arm is in a fault (reflex) state, with the errors that put it there."""
+    try:
+        state = robot.state
+    except Exception as exc:
+        return Check("franka", "fault state", "error", f"cannot read the robot state: {_short(exc)}",
+                     "check Desk: FCI active, brakes open")
+    mode = str(state.robot_mode).split(".")[-1]
+    errors = str(state.last_motion_errors)
+    if state.robot_mode == franky.RobotMode.Reflex:
+        return Check("franka", "fault state", "error", f"{mode}: {_short(errors, 200)}",
+                     "check the arm and the cell, then `inril-robot robot recover --robot franka`")
+    if state.robot_mode == franky.RobotMode.UserStopped:
+        return Check("franka", "fault state", "warn", f"{mode}: the user stop is pressed",
+                     "release the user stop (then `inril-robot robot recover --robot franka` if it faulted)")
+    return Check("franka", "fault state", "ok", f"{mode}, no fault", "")
 
 
 def _check_server(endpoint: str, rounds: int = 10, timeout_ms: int = 2000) -> list[Check]:

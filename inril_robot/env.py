@@ -3,7 +3,8 @@
 reset() homes the arm and (in simulation) places the task's objects; step(action) checks the action against the
 contract, passes it through the safety envelope (from the state of the latest observation and the last executed
 gripper command), applies the executed action for one control period and returns observation, reward, terminated
-(success), truncated (time limit) and info (`executed_action`, `safety_events`, `state`, `success`, `stopped`).
+(success), truncated (time limit) and info (`executed_action`, `safety_events`, `state`, `success`, `stopped`,
+`gripper_age_s`). Safety events include what bounded the driver's commanded reference (`safety.bound_reference`).
 Every caller — sim runs, evaluation, collection, Gymnasium users — gets the envelope by construction. Observation
 noise and action latency come from `RunConfig.randomization`.
 """
@@ -100,7 +101,9 @@ class RobotEnv:
         reward = self.task.reward(state, objects) if objects is not None else 0.0
         truncated = self.steps >= self.cfg.task.max_steps and not success
         info: dict[str, Any] = {"success": success, "state": state, "stopped": None,
-                                "executed_action": envelope.action, "safety_events": events}
+                                "executed_action": envelope.action, "safety_events": events,
+                                # how old the gripper width in `state` is (the Franka reads it in its own thread)
+                                "gripper_age_s": getattr(self.robot, "gripper_width_age", None)}
         force = float(np.linalg.norm(state.ee_wrench[:3]))
         if force > self.cfg.safety.max_contact_force:
             # the envelope already holds on excessive force; here the arm is stopped and the episode ends

@@ -37,8 +37,18 @@ class RobotState:
         }
 
 
+class RobotFault(RuntimeError):
+    """The arm reported a fault (a reflex, a user stop, a control error, a gripper past its deadline): it refuses
+    motion until the operator has checked the cell and `Robot.recover()` is called (`inril_robot.faults`)."""
+
+
 class Robot(ABC):
     """A 7-DoF arm with a parallel gripper, commanded in delta end-effector poses at `control_hz`."""
+
+    def recover(self) -> None:
+        """Clear a `RobotFault` after the operator checked the cell (never called implicitly); `home()` next.
+        Robots that cannot fault (the simulator) have nothing to clear."""
+        return None
 
     @abstractmethod
     def connect(self) -> None: ...

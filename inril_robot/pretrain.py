@@ -32,7 +32,7 @@ from inril_robot.config import RunConfig, read_yaml, to_yaml
 from inril_robot.contract import Contract
 from inril_robot.data.sampler import WindowSampler
 from inril_robot.data.stats import compute_stats
-from inril_robot.data.store import Dataset
+from inril_robot.data.store import Dataset, DatasetError
 from inril_robot.policies import checkpoint as ckpt
 from inril_robot.policies.base import Policy
 from inril_robot.policies.normalizer import Normalizer
@@ -123,11 +123,17 @@ class DemoWindows:
 
 
 def check_dataset_fits(dataset: Dataset, contract: Contract) -> None:
-    """The dataset must hold what this run observes and acts with (raises `ContractMismatch` naming the field).
+    """The dataset must hold what this run observes and acts with (raises `ContractMismatch` naming the field), and
+    no shadow-mode episode (`DatasetError`): every learner that reads demonstrations calls this.
 
     Actions, rates and conventions must be equal; every observation and camera of the run must be in the dataset with
     the same spec. Extra dataset keys are fine (e.g. object state recorded beside images, for an image policy).
     """
+    shadow = [e.index for e in dataset.episodes if e.meta.get("shadow")]
+    if shadow:
+        raise DatasetError(f"dataset {dataset.root} holds {len(shadow)} shadow-mode episodes (recorded without "
+                           f"--execute: the arm never executed them), e.g. {shadow[:5]}; learning refuses them: "
+                           "record with --execute")
     context = f"dataset {dataset.root} vs this run's robot/task/cameras"
     stored = dataset.contract
     stored.require_match(contract, context=context, ignore=("horizon", "act_steps", "observations", "cameras"))

@@ -39,6 +39,9 @@ class ShadowRobot(Robot):
     def stop(self) -> None:
         self.inner.stop()
 
+    def recover(self) -> None:
+        self.inner.recover()
+
     def close(self) -> None:
         self.inner.close()
 

@@ -255,6 +255,76 @@ def test_errors_are_counted_and_need_an_explicit_recover(homed: FrankaRobot, mon
     assert len(homed.errors) == 1
 
 
+class _FaultOnce:
+    """The real franky Robot whose poll_motion raises `message` once, at the `after`-th call from now (franky-sim
+    simulates no reflexes or user stops: this injects what franky would re-raise from its control thread)."""
+
+    def __init__(self, inner: Any, message: str, after: int) -> None:
+        self._inner, self._message, self._left = inner, message, after
+
+    def poll_motion(self) -> None:
+        self._left -= 1
+        if self._left == 0:
+            raise franky.ControlException(self._message)
+        self._inner.poll_motion()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+REFLEX = "libfranka: Move command aborted: motion aborted by reflex! [cartesian_reflex]"
+USER_STOP = "libfranka: Move command aborted: User Stop pressed!"
+
+
+@pytest.mark.parametrize("fault", [REFLEX, USER_STOP])
+def test_collect_survives_a_fault_and_drops_the_faulted_episode(franky_sim: str, robot: FrankaRobot, tmp_path: Path,
+                                                                fault: str) -> None:
+    """collect --execute over franky-sim: a reflex (or a user stop) in episode 0 -> pause with the reason, the
+    scripted operator confirms, recover(), home, and the next episode is recorded; the faulted one is not stored."""
+    from inril_robot.collect import collect
+    from inril_robot.data.store import Dataset
+    from inril_robot.env import RobotEnv
+    from inril_robot.hardware import Teleop, TeleopCommand
+
+    class Operator(Teleop):
+        def __init__(self) -> None:
+            self.reads = 0
+
+        def read(self) -> TeleopCommand:
+            self.reads += 1
+            if self.reads % 6 == 0:
+                return TeleopCommand(keep=True)
+            return TeleopCommand(delta_pos=np.array([0.005, 0.0, -0.002]))
+
+    robot.close()
+    said: list[str] = []
+    confirmations: list[str] = []
+    try:
+        cfg = franka_cfg(franky_sim, ("task.name=reach", "task.observation=image", "task.max_steps=30",
+                                      "teleop.kind=keyboard"))
+        env = RobotEnv(cfg, execute=True)
+        arm = env.robot
+        assert isinstance(arm, FrankaRobot)
+        real = arm.robot
+        arm.robot = _FaultOnce(real, fault, after=6)  # home() checks twice, then the 4th step of episode 0
+        try:
+            result = collect(cfg, tmp_path / "demos", 1, env, Operator(), say=said.append,
+                             confirm=confirmations.append)
+            assert arm.fault is None and len(arm.errors) == 1 and fault.split(": ")[-1] in arm.errors[0].message
+        finally:
+            arm.robot = real
+            env.close()
+            del real  # a failing assertion's traceback must not keep the connection open (one client at a time)
+        assert result.kept == 1 and len(result.faults) == 1 and fault.split(": ")[-1] in result.faults[0], result
+        assert len(confirmations) == 1 and any("PAUSED" in s and fault.split(": ")[-1] in s for s in said), said
+        dataset = Dataset(tmp_path / "demos")
+        # only the episode after the recovery: the faulted one (3 steps recorded before the fault) was dropped
+        assert len(dataset) == 1 and dataset.num_steps == result.steps == result.episodes[0]["length"] > 0
+        assert not dataset.episodes[0].meta["shadow"]
+    finally:
+        robot.connect()
+
+
 class _PollRaises:
     """The real franky Robot with poll_motion replaced (see the test above)."""
 

@@ -42,7 +42,7 @@ import numpy as np
 from inril_robot.config import RobotConfig, SafetyLimits
 from inril_robot.doctor import tcp_probe
 from inril_robot.geometry import matrix_to_quat, matrix_to_rotvec
-from inril_robot.hardware import Robot, RobotState
+from inril_robot.hardware import Robot, RobotFault, RobotState
 from inril_robot.safety import SafetyEvent, bound_reference
 
 from .gripper import CLOSED, OPEN, GripperWorker
@@ -63,7 +63,7 @@ FIX_NETWORK = ("check the Ethernet cable to the robot's control box (not the arm
                "`inril-robot doctor --robot franka --host HOST`")
 
 
-class FrankaFault(RuntimeError):
+class FrankaFault(RobotFault):
     """The arm reported a reflex/control error; motion is refused until `FrankaRobot.recover()` is called."""
 
 

@@ -9,7 +9,14 @@ store, and after the chunk send the executed actions, rewards and flags back. Sa
 - stale camera frames (`StaleFrameError`) -> hold and re-read, ending the episode if they stay stale;
 - a silent server (nothing heard for `reconnect_after_s`, heartbeats included) -> reconnect with exponential
   back-off, still holding, then resend the current observation and carry on with the episode;
-- a refusal (schema, contract, task, CURVE key) stops the agent with the reason; an operator e-stop stops the arm.
+- a refusal (schema, contract, task, CURVE key) stops the agent with the reason; an operator e-stop stops the arm;
+- an arm fault (`RobotFault`: reflex, user stop, control error) drops the open episode (not stored; no
+  `episode_end`, so the server drops its segment), pauses with the reason, and after the operator's confirmation
+  recovers and homes the arm (`inril_robot.faults`); the run goes on with the next episode.
+
+Every episode ends with `robot.hold()` on a real arm (it stops now, before the operator's reset prompt). In shadow
+mode (a real robot without --execute) nothing is executed: steps are stored with control "none", episodes marked
+``shadow``, and transitions are sent with control "none", which the server refuses to learn from.
 
 Episodes: simulation resets to the scripted home and a seeded scene; a real robot asks the operator to reset the
 scene first (`prompt`). Reward is the task's success detector in simulation; on the real robot the operator's keep
@@ -35,9 +42,11 @@ import numpy as np
 from inril_robot.config import RunConfig
 from inril_robot.data.store import DatasetWriter
 from inril_robot.env import GRIPPER_AT_HOME, RobotEnv
-from inril_robot.hardware import StaleFrameError, Teleop
+from inril_robot.faults import pause_and_recover
+from inril_robot.hardware import RobotFault, StaleFrameError, Teleop
 from inril_robot.inril.finetune import train_seed
 from inril_robot.obs_history import ObsHistory
+from inril_robot.shadow import ShadowRobot
 from inril_robot.teleop import command_to_action
 
 from . import protocol as p
@@ -91,6 +100,7 @@ class AgentResult:
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
     hold_events: list[dict[str, float]] = field(default_factory=list)
     faults: list[str] = field(default_factory=list)
+    faulted_episodes: int = 0  # dropped after an arm fault (recovered and homed)
     stopped: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,6 +120,7 @@ class RobotAgent:
         self.on_status = on_status
         self.say = say or (lambda _: None)
         self.sim = cfg.robot.kind == "sim"
+        self.shadow = isinstance(env.robot, ShadowRobot)
         if options.speed <= 0 and not self.sim:
             raise ValueError("--speed 0 (unpaced) is for simulation only: a real robot runs at control_hz")
         self.period = 1.0 / cfg.robot.control_hz
@@ -138,7 +149,12 @@ class RobotAgent:
             index = self.writer.next_index() if self.writer is not None else 0
             while (self.opt.episodes is None or self.result.episodes < self.opt.episodes) \
                     and self.result.env_steps < budget:
-                row = self.run_episode(index)
+                try:
+                    row = self.run_episode(index)
+                except RobotFault as e:
+                    self._after_fault(index, e)
+                    index += 1  # a new episode number: the server never joins it to the dropped one
+                    continue
                 index += 1
                 self._log_row(row)
         except (Refusal, EmergencyStop, BridgeError) as e:
@@ -171,77 +187,88 @@ class RobotAgent:
         verdict = False
         versions: set[int] = set()
         holds0, reconnects0, stale0 = self.result.watchdog_holds, self.result.reconnects, self.result.stale_frames
-        tick0 = time.perf_counter()
-        self.scheduler.restart()
-        while not (terminated or truncated):
-            actions, obs = self._request(history, obs, index, chunk, steps)
-            versions.add(self.policy_version)
-            executed_chunk, rewards, intervened, chunk_events = [], [], False, 0
-            for proposed in actions:
-                self.scheduler.wait()
-                self.ticks.append(time.monotonic())
-                control = "policy"
-                if self.teleop is not None:
-                    command = self.teleop.read()
-                    if command.estop:
-                        self.env.robot.stop()
-                        raise EmergencyStop(f"e-stop from the teleop at step {steps} of episode {index}")
-                    if not self.sim and (command.keep or command.discard):
-                        # the operator's verdict ends the episode on a hold step that carries its reward
-                        verdict = bool(command.keep)
-                        reason = "operator: success" if verdict else "operator: failure"
-                        proposed = np.array([0, 0, 0, 0, 0, 0, gripper], dtype=np.float64)
-                    elif command.intervene:
-                        proposed = command_to_action(command, gripper)
-                        control, intervened = "human", True
-                tick = time.perf_counter()
-                try:
-                    next_obs, reward, terminated, truncated, step_info = self.env.step(proposed)
-                except StaleFrameError as e:
-                    next_obs, step_info = self._recover_frames(str(e)), None
-                    if next_obs is None:
-                        truncated, reason = True, "camera frames stayed stale"
+        try:
+            tick0 = time.perf_counter()
+            self.scheduler.restart()
+            while not (terminated or truncated):
+                actions, obs = self._request(history, obs, index, chunk, steps)
+                versions.add(self.policy_version)
+                executed_chunk, rewards, intervened, chunk_events = [], [], False, 0
+                for proposed in actions:
+                    self.scheduler.wait()
+                    self.ticks.append(time.monotonic())
+                    control = "policy"
+                    if self.teleop is not None:
+                        command = self.teleop.read()
+                        if command.estop:
+                            self.env.robot.stop()
+                            raise EmergencyStop(f"e-stop from the teleop at step {steps} of episode {index}")
+                        if not self.sim and (command.keep or command.discard):
+                            # the operator's verdict ends the episode on a hold step that carries its reward
+                            verdict = bool(command.keep)
+                            reason = "operator: success" if verdict else "operator: failure"
+                            proposed = np.array([0, 0, 0, 0, 0, 0, gripper], dtype=np.float64)
+                        elif command.intervene:
+                            proposed = command_to_action(command, gripper)
+                            control, intervened = "human", True
+                    tick = time.perf_counter()
+                    try:
+                        next_obs, reward, terminated, truncated, step_info = self.env.step(proposed)
+                    except StaleFrameError as e:
+                        next_obs, step_info = self._recover_frames(str(e)), None
+                        if next_obs is None:
+                            truncated, reason = True, "camera frames stayed stale"
+                            break
+                        history.push(next_obs, replace_last=True)
+                        obs = next_obs
+                        break  # re-plan from the fresh observation
+                    self.times.add("step", time.perf_counter() - tick)
+                    if step_info.get("gripper_age_s") is not None:  # read off the control path: its age shows here
+                        self.times.add("gripper_age", step_info["gripper_age_s"])
+                    executed = step_info["executed_action"]
+                    if reason.startswith("operator"):
+                        reward, terminated, truncated = float(verdict), verdict, not verdict
+                        step_info["success"] = verdict
+                    tick = time.perf_counter()
+                    if episode is not None:
+                        episode.add_step(obs, proposed, executed, reward, terminated or truncated,
+                                         "none" if self.shadow else control, intervention=control == "human",
+                                         wall_time=time.time(), state_time=state.time, capture_times=captures,
+                                         robot_state=state)
+                    self.times.add("record", time.perf_counter() - tick)
+                    obs, state, gripper = next_obs, step_info["state"], float(executed[6])
+                    captures = dict(self.env.last_capture_times)
+                    history.push(obs)
+                    executed_chunk.append(executed)
+                    rewards.append(reward)
+                    chunk_events += len(step_info["safety_events"])
+                    steps += 1
+                    ret += reward
+                    success = success or bool(step_info["success"])
+                    if step_info["stopped"]:
+                        reason = step_info["stopped"]
+                    self._status(index, steps)
+                    if terminated or truncated:
                         break
-                    history.push(next_obs, replace_last=True)
-                    obs = next_obs
-                    break  # re-plan from the fresh observation
-                self.times.add("step", time.perf_counter() - tick)
-                executed = step_info["executed_action"]
-                if reason.startswith("operator"):
-                    reward, terminated, truncated = float(verdict), verdict, not verdict
-                    step_info["success"] = verdict
-                tick = time.perf_counter()
-                if episode is not None:
-                    episode.add_step(obs, proposed, executed, reward, terminated or truncated, control,
-                                     intervention=control == "human", wall_time=time.time(), state_time=state.time,
-                                     capture_times=captures, robot_state=state)
-                self.times.add("record", time.perf_counter() - tick)
-                obs, state, gripper = next_obs, step_info["state"], float(executed[6])
-                captures = dict(self.env.last_capture_times)
-                history.push(obs)
-                executed_chunk.append(executed)
-                rewards.append(reward)
-                chunk_events += len(step_info["safety_events"])
-                steps += 1
-                ret += reward
-                success = success or bool(step_info["success"])
-                if step_info["stopped"]:
-                    reason = step_info["stopped"]
-                self._status(index, steps)
-                if terminated or truncated:
-                    break
-            if executed_chunk:
-                self._send(p.Transition(episode=index, chunk=chunk, policy_version=self.policy_version,
-                                        success=success, terminated=terminated, truncated=truncated,
-                                        intervention=intervened, control="human" if intervened else "policy",
-                                        safety_events=chunk_events),
-                           {"executed": np.asarray(executed_chunk, np.float64),
-                            "rewards": np.asarray(rewards, np.float32)})
-                chunk += 1
-            interventions += int(intervened)
-            events += chunk_events
-            if not (terminated or truncated) and steps >= self.cfg.task.max_steps:
-                truncated = True
+                if executed_chunk:
+                    sent_control = "none" if self.shadow else "human" if intervened else "policy"
+                    self._send(p.Transition(episode=index, chunk=chunk, policy_version=self.policy_version,
+                                            success=success, terminated=terminated, truncated=truncated,
+                                            intervention=intervened, control=sent_control,
+                                            safety_events=chunk_events),
+                               {"executed": np.asarray(executed_chunk, np.float64),
+                                "rewards": np.asarray(rewards, np.float32)})
+                    chunk += 1
+                interventions += int(intervened)
+                events += chunk_events
+                if not (terminated or truncated) and steps >= self.cfg.task.max_steps:
+                    truncated = True
+            if not self.sim:
+                self.env.robot.hold()  # the episode is over: the arm stops now, before the reset prompt
+        except RobotFault:
+            if episode is not None:
+                episode.discard()  # the faulted episode is never stored
+            raise
         end = p.EpisodeEnd(episode=index, steps=steps, success=success, terminated=terminated, truncated=truncated,
                            interventions=interventions, reason=reason)
         self._send(end, history.stacked("obs/"))
@@ -249,7 +276,8 @@ class RobotAgent:
             if episode.length:
                 episode.commit(success=success, extra={"policy_versions": sorted(versions), "server": self.opt.server,
                                                        "interventions": interventions, "safety_event_count": events,
-                                                       "robot": self.opt.robot_id, "reason": reason})
+                                                       "robot": self.opt.robot_id, "reason": reason,
+                                                       "shadow": self.shadow})
             else:
                 episode.discard()
         r = self.result
@@ -321,6 +349,16 @@ class RobotAgent:
                 obs = self.env.observe()
                 history.push(obs, replace_last=True)
                 return self._request(history, obs, episode, chunk, steps)
+
+    def _after_fault(self, index: int, fault: RobotFault) -> None:
+        """Pause, the operator confirms, recover, home (`inril_robot.faults`); ends the run without an operator."""
+        self.result.faults.append(f"episode {index}: {fault}")
+        self.result.faulted_episodes += 1
+        if self.prompt is None:
+            raise EmergencyStop(f"the arm faulted in episode {index} ({fault}) and there is no operator to confirm "
+                                "its recovery")
+        self._send(p.Heartbeat(state="reset"))
+        pause_and_recover(self.env.robot, fault, self.prompt, self.say)
 
     def _recover_frames(self, why: str) -> dict[str, np.ndarray] | None:
         self.result.stale_frames += 1

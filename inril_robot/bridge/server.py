@@ -274,6 +274,10 @@ class PolicyServer:
             self._reject(session.envelope, "bad_transition", f"transition needs finite blobs executed float64 (k, {a}) "
                          f"with 1 <= k <= {self.act_steps} and rewards float32 (k,)", msg.header.seq)
             return
+        if body.control == "none":
+            # shadow mode: the arm executed nothing (no --execute); never learned from, by RL or IL
+            self.counts["shadow_transitions_refused"] += 1
+            return
         cut = session.assembler.transition(body.episode, body.chunk, executed, rewards, body.intervention,
                                            body.safety_events)
         self.counts["transitions"] += 1
