@@ -472,3 +472,71 @@ def test_handshake_refusals_name_the_reason(pretrained: tuple[Path, Dataset], tm
         future.close(0)
         for c in (wrong_rate, wrong_task):
             c.close()
+
+
+def test_agent_survives_an_arm_fault_and_the_faulted_episode_is_never_learned(pretrained: tuple[Path, Dataset],
+                                                                             tmp_path: Path) -> None:
+    """An arm fault mid-episode (injected: the simulator has no reflexes; on franky-sim see tests/test_franka.py)
+    -> pause with the reason, the operator confirms, recover, home, next episode; the faulted episode is not in the
+    recorded store nor in the learner's episodes."""
+    from inril_robot.hardware import Robot, RobotFault, RobotState
+    from inril_robot.inril.finetune import train_seed
+
+    class FaultsOnce(Robot):
+        def __init__(self, inner: Robot, at_apply: int) -> None:
+            self.inner, self.at_apply, self.applies, self.recovered = inner, at_apply, 0, 0
+
+        def apply(self, action: np.ndarray) -> None:
+            self.applies += 1
+            if self.applies == self.at_apply:
+                raise RobotFault("motion aborted by reflex! [cartesian_reflex]")
+            self.inner.apply(action)
+
+        def recover(self) -> None:
+            self.recovered += 1
+
+        def connect(self) -> None: self.inner.connect()
+        def state(self) -> RobotState: return self.inner.state()
+        def hold(self) -> None: self.inner.hold()
+        def home(self) -> None: self.inner.home()
+        def stop(self) -> None: self.inner.stop()
+        def close(self) -> None: self.inner.close()
+        def __getattr__(self, name: str) -> object: return getattr(self.inner, name)
+
+    checkpoint, demos = pretrained
+    cfg = cfg_for("task.max_steps=10", "finetune.episodes_per_iteration=100")
+    learner = ServerLearner(cfg, checkpoint, demos, tmp_path / "srv", mode="sync")
+    confirmations: list[str] = []
+    said: list[str] = []
+    with served(learner) as server, RobotEnv(cfg) as env:
+        env.robot = FaultsOnce(env.robot, at_apply=14)  # step 4 of episode 1
+        options = AgentOptions(server=server.endpoint, episodes=3, speed=0, record=tmp_path / "store")
+        result = RobotAgent(cfg, env, options, prompt=confirmations.append, say=said.append).run()
+        assert env.robot.recovered == 1
+        pending = [t.seed for t in learner.pending]
+    assert result.stopped is None and result.faulted_episodes == 1 and result.episodes == 3, result
+    assert len(confirmations) == 1 and any("PAUSED" in s and "cartesian_reflex" in s for s in said)
+    assert "episode 1" in result.faults[0]
+    assert 1 not in pending and len(pending) == 3 and learner.episodes == 3  # episodes 0, 2, 3; never 1
+    store = Dataset(tmp_path / "store")
+    assert sorted(e.meta["seed"] for e in store.episodes) == sorted(train_seed(cfg, i) for i in (0, 2, 3))
+
+
+def test_shadow_mode_transitions_are_marked_and_never_learned(pretrained: tuple[Path, Dataset], tmp_path: Path) -> None:
+    """A real robot without --execute (shadow mode: the arm holds) runs the whole loop, but its transitions carry
+    control "none" and the server refuses them: nothing reaches the learner; the store marks the episodes shadow."""
+    from inril_robot.registry import make_robot
+    from inril_robot.shadow import ShadowRobot
+    from inril_robot.tasks import make_task
+
+    checkpoint, demos = pretrained
+    cfg = cfg_for("task.max_steps=8", "finetune.episodes_per_iteration=100")
+    learner = ServerLearner(cfg, checkpoint, demos, tmp_path / "srv", mode="sync")
+    robot = ShadowRobot(make_robot(cfg, make_task(cfg.task).scene_objects()))
+    with served(learner) as server, RobotEnv(cfg, robot=robot) as env:
+        options = AgentOptions(server=server.endpoint, episodes=2, speed=0, record=tmp_path / "store")
+        result = RobotAgent(cfg, env, options).run()
+        refused = server.counts["shadow_transitions_refused"]
+        pending = list(learner.pending)
+    assert result.episodes == 2 and refused >= 2 and pending == [], (refused, pending)
+    assert all(e.meta["shadow"] and (e.load("control") == 4).all() for e in Dataset(tmp_path / "store").episodes)

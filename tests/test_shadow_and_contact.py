@@ -60,3 +60,38 @@ def test_excessive_contact_force_stops_the_arm(make_env: MakeEnv) -> None:
         env.step(np.zeros(7))
     env.reset(seed=1)  # home() clears the stop
     env.step(np.zeros(7))
+
+
+@pytest.mark.timeout(120)
+def test_shadow_mode_demonstrations_are_marked_and_refused_by_learning(tmp_path: object) -> None:
+    """collect without --execute on a real robot records steps the arm never executed: they are stored with control
+    "none", the episodes marked shadow, and every learner that reads demonstrations refuses the dataset."""
+    from pathlib import Path
+
+    from inril_robot.collect import collect
+    from inril_robot.data.store import CONTROL_CODES, Dataset, DatasetError
+    from inril_robot.env import build_contract
+    from inril_robot.hardware import Teleop, TeleopCommand
+    from inril_robot.pretrain import check_dataset_fits
+
+    class Pushes(Teleop):
+        def __init__(self) -> None:
+            self.reads = 0
+
+        def read(self) -> TeleopCommand:
+            self.reads += 1
+            return TeleopCommand(keep=True) if self.reads % 4 == 0 else TeleopCommand(delta_pos=np.array([0.01, 0, 0]))
+
+    cfg = load_config(robot="sim", task="reach", overrides=["teleop.kind=keyboard"])
+    env = RobotEnv(cfg, robot=ShadowRobot(make_robot(cfg, make_task(cfg.task).scene_objects())))
+    out = Path(str(tmp_path)) / "demos"
+    try:
+        result = collect(cfg, out, 1, env, Pushes(), pace=False)
+    finally:
+        env.close()
+    assert result.kept == 1
+    dataset = Dataset(out)
+    episode = dataset.episodes[0]
+    assert episode.meta["shadow"] is True and (episode.load("control") == CONTROL_CODES["none"]).all()
+    with pytest.raises(DatasetError, match=r"shadow-mode episodes.*--execute"):
+        check_dataset_fits(dataset, build_contract(cfg, env.task))
