@@ -28,6 +28,8 @@ from inril_robot.hardware import RobotFault, RobotState
 GOLDEN_ANGLE = np.pi * (3.0 - np.sqrt(5.0))
 POSITION_TOLERANCE = 0.002   # [m]
 ROTATION_TOLERANCE = 0.01    # [rad]
+INTEGRAL_GAIN = 0.2         # per step: move_to's integral of the measured error (reference-tracking drivers)
+MAX_OFFSET, MAX_ROT_OFFSET = 0.01, 0.05  # [m], [rad] the most that integral may shift the reference
 SETTLE_STEPS = 3             # zero-motion steps before capturing: no motion blur, a state that matches the image
 
 
@@ -69,23 +71,42 @@ def pacer(env: RobotEnv) -> Scheduler:
 def move_to(env: RobotEnv, state: RobotState, pos: np.ndarray, rot: np.ndarray,
             max_steps: int = 200) -> tuple[bool, RobotState]:
     """Step from `state` towards the TCP pose (pos, rot) at the envelope's per-step caps, one step per control
-    period; (reached, last state)."""
+    period; (reached, last state).
+
+    A driver that tracks a commanded reference (the Franka) gets steps that take the *reference* to the target
+    shifted by an integral of the measured error (gain `INTEGRAL_GAIN` per step: it removes the compliant tracker's
+    steady-state error); steps from the measured pose alone integrate on a reference the arm lags behind and
+    oscillate around the target (measured on franky-sim).
+    """
     safety = env.cfg.safety
     clock = pacer(env)
+    offset, rot_offset = np.zeros(3), np.zeros(3)
     for _ in range(max_steps):
-        clock.wait()
         cur_rot = quat_to_matrix(state.ee_quat)
         dpos = pos - state.ee_pos
         drot = rotation_error(rot, cur_rot)
         if np.linalg.norm(dpos) < POSITION_TOLERANCE and np.linalg.norm(drot) < ROTATION_TOLERANCE:
             return True, state
+        reference = getattr(env.robot, "commanded_pose", None)
+        if reference is not None:
+            if np.linalg.norm(pos + offset - reference[:3, 3]) < safety.max_step:  # arrived: no wind-up on the way
+                offset = _clip_norm(offset + INTEGRAL_GAIN * dpos, MAX_OFFSET)
+                rot_offset = _clip_norm(rot_offset + INTEGRAL_GAIN * drot, MAX_ROT_OFFSET)
+            dpos = pos + offset - reference[:3, 3]
+            drot = rotation_error(rotvec_to_matrix(rot_offset) @ rot, reference[:3, :3])
         dpos *= min(1.0, 0.9 * safety.max_step / max(np.linalg.norm(dpos), 1e-12))
         drot *= min(1.0, 0.9 * safety.max_rot_step / max(np.linalg.norm(drot), 1e-12))
+        clock.wait()
         _, _, _, _, info = env.step(np.concatenate([dpos, drot, [0.0]]))
         if info["stopped"]:
             raise RuntimeError(f"the arm was stopped while moving to a calibration pose: {info['stopped']}")
         state = info["state"]
     return False, state
+
+
+def _clip_norm(v: np.ndarray, cap: float) -> np.ndarray:
+    norm = float(np.linalg.norm(v))
+    return v if norm <= cap else v * (cap / norm)
 
 
 @dataclass
