@@ -141,6 +141,8 @@ class FrankaConfig(StrictModel):
     rotational_error_clip: Annotated[
         float, Field(gt=0.0, le=0.5, description="impedance tracker: spring twist clipped to this, per axis [rad]")
     ] = 0.05
+    stream_hz: Annotated[float, Field(gt=0.0, le=1000.0, description=(
+        "impedance: rate at which the tracker's target moves between control steps [Hz]"))] = 100.0
     gripper_timeout_s: Annotated[
         float, Field(gt=0.0, le=30.0, description="a Franka Hand command or width read past this is a fault [s]")
     ] = 5.0

@@ -534,3 +534,56 @@ def test_collect_records_an_episode_over_franky_sim(franky_sim: str, robot: Fran
         assert len(dataset) == 1 and dataset.num_steps == 15
     finally:
         robot.connect()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600, method="thread")
+@pytest.mark.parametrize("fault", [REFLEX, USER_STOP])
+def test_finetune_agent_over_franky_sim_survives_a_fault(franky_sim: str, robot: FrankaRobot, tmp_path: Path,
+                                                         fault: str) -> None:
+    """The fine-tuning agent (`finetune --robot franka --execute` with a policy server) over franky-sim: a reflex or
+    a user stop in episode 1 -> pause, the scripted operator confirms, recover, home, next episode; the faulted
+    episode is neither in the agent's store nor among the learner's episodes."""
+    from inril_robot.bridge.agent import AgentOptions, RobotAgent
+    from inril_robot.bridge.learning import ServerLearner
+    from inril_robot.data.store import Dataset
+    from inril_robot.env import RobotEnv
+    from inril_robot.inril.finetune import train_seed
+    from inril_robot.pretrain import pretrain
+    from tests.test_bridge import FT, served
+    from tests.test_pretrain import reach_cfg, record_demos
+
+    proprio = ["task.observation=image"]  # no cameras: proprioception only, what franky-sim can observe
+    demos = record_demos(tmp_path / "demos", "reach", 3, proprio)
+    checkpoint = pretrain(reach_cfg(overrides=[*proprio, "train.steps=20", "train.eval_every=0"]), demos,
+                          tmp_path / "pre", resume=False).last_checkpoint
+    cfg = franka_cfg(franky_sim, ("task.name=reach", *proprio, "task.max_steps=6", *FT,
+                                  "finetune.episodes_per_iteration=100"))
+    learner = ServerLearner(cfg, Path(checkpoint), demos, tmp_path / "srv", mode="sync")
+    confirmations: list[str] = []
+    said: list[str] = []
+    robot.close()
+    try:
+        with served(learner) as server:
+            env = RobotEnv(cfg, execute=True)
+            arm = env.robot
+            assert isinstance(arm, FrankaRobot)
+            real = arm.robot
+            try:
+                options = AgentOptions(server=server.endpoint, episodes=3, record=tmp_path / "store")
+                agent = RobotAgent(cfg, env, options, prompt=confirmations.append, say=said.append)
+                arm.robot = _FaultOnce(real, fault, after=2 + 6 + 1 + 2 + 3)  # reset, 6 steps, hold; reset, 3 steps
+                result = agent.run()
+                pending = [t.seed for t in learner.pending]
+            finally:
+                arm.robot = real
+                env.close()
+                del real
+    finally:
+        robot.connect()
+    assert result.stopped is None and result.faulted_episodes == 1 and result.episodes == 3, result
+    assert sum("recover" in c for c in confirmations) == 1 and len(confirmations) == 5  # 4 scene resets + 1
+    assert any("PAUSED" in s and fault.split(": ")[-1] in s for s in said), said
+    assert 1 not in pending and sorted(pending) == [0, 2, 3]
+    store = Dataset(tmp_path / "store")
+    assert sorted(e.meta["seed"] for e in store.episodes) == sorted(train_seed(cfg, i) for i in (0, 2, 3))

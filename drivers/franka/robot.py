@@ -41,11 +41,12 @@ import numpy as np
 
 from inril_robot.config import RobotConfig, SafetyLimits
 from inril_robot.doctor import tcp_probe
-from inril_robot.geometry import matrix_to_quat, matrix_to_rotvec
+from inril_robot.geometry import matrix_to_quat
 from inril_robot.hardware import Robot, RobotFault, RobotState
 from inril_robot.safety import SafetyEvent, bound_reference
 
 from .gripper import CLOSED, OPEN, GripperWorker
+from .streaming import ReferenceStreamer
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ class FrankaRobot(Robot):
         self._reaction_fired = threading.Event()  # set from franky's control thread
         self._ref: np.ndarray | None = None     # commanded reference pose, 4x4, base frame
         self._tracking: Any = None              # the running CartesianImpedanceTrackingMotion (impedance control)
+        self._streamer: ReferenceStreamer | None = None  # moves the tracker's target between steps (impedance)
         self._grip_target: str = "unknown"      # "open" | "closed" | "unknown"
 
     # --------------------------------------------------------------------------------------------- lifecycle
@@ -134,10 +136,15 @@ class FrankaRobot(Robot):
                 raise ConnectionError(f"cannot connect to the Franka Hand at {host} ({e}): check it is mounted and "
                                       "initialised in Desk, or set robot.franka.gripper=false") from e
         self._ref = self._measured_pose()
+        if self.franka.control == "impedance":
+            self._streamer = ReferenceStreamer(self._robot_clock, self._send_tracking, self.franka.stream_hz)
 
     def close(self) -> None:
         if self.robot is None:
             return
+        if self._streamer is not None:
+            self._streamer.close()
+            self._streamer = None
         try:
             self._halt()
         except Exception as e:  # closing after a lost connection must not mask the caller's own error
@@ -163,7 +170,7 @@ class FrankaRobot(Robot):
         ref = self._ref if self._ref is not None else measured
         bounded = bound_reference(ref, measured, action[:6], self.safety)
         self._ref, self.last_reference_events = bounded.pose, bounded.events
-        self._command(bounded.pose, velocity=_twist(ref, bounded.pose) * self.cfg.control_hz)
+        self._command(ref, bounded.pose)
         self._command_gripper(float(action[6]))
 
     def hold(self) -> None:
@@ -179,6 +186,8 @@ class FrankaRobot(Robot):
             return  # already brought to rest by stop() or the force reaction
         self._ref = self._measured_pose()
         franky = self._franky
+        if self._streamer is not None:
+            self._streamer.stop()
         try:
             if self.franka.control == "impedance":
                 tracking = self._tracking is not None and self.robot.is_in_control
@@ -337,6 +346,17 @@ class FrankaRobot(Robot):
         if self._stopped is not None and not allow_stopped:
             raise RuntimeError(f"robot is stopped ({self._stopped}); call home() before commanding it again")
 
+    def _robot_clock(self) -> float:
+        t = self.robot.state.time
+        return t.to_sec() if hasattr(t, "to_sec") else float(t) / 1e3
+
+    def _send_tracking(self, pose: np.ndarray, twist: np.ndarray) -> None:
+        """The streamer's target for the running tracker (none running: nothing to send)."""
+        franky, motion = self._franky, self._tracking
+        if motion is not None:
+            motion.set_reference(franky.CartesianReference(target=franky.Affine(pose),
+                                                           target_twist=franky.Twist(twist[:3], twist[3:])))
+
     def _tcp_speed(self) -> float:
         s = self.robot.state
         jacobian = np.asarray(self.robot.model.zero_jacobian(self._franky.Frame.EndEffector, s))
@@ -362,17 +382,17 @@ class FrankaRobot(Robot):
             self.contact_stops += 1
             self._reaction_fired.set()
 
-    def _command(self, target: np.ndarray, velocity: np.ndarray) -> None:
-        """Send the reference; the impedance tracker also gets the reference's velocity over this step as a
-        feedforward twist (its damping then acts on the velocity error, not on the velocity itself)."""
+    def _command(self, start: np.ndarray, target: np.ndarray) -> None:
+        """Send the new reference. Impedance: the streamer ramps the tracker's target from `start` (or where it is)
+        to `target` over one control period, with that ramp's velocity as feedforward twist (the damping then acts
+        on the velocity error, not on the velocity itself)."""
         franky = self._franky
         try:
             if self.franka.control == "impedance":
                 if self._tracking is None or not self.robot.is_in_control:
                     self._start_tracking()
-                twist = franky.Twist(velocity[:3], velocity[3:])
-                self._tracking.set_reference(franky.CartesianReference(target=franky.Affine(target),
-                                                                       target_twist=twist))
+                assert self._streamer is not None
+                self._streamer.ramp(start, target, 1.0 / self.cfg.control_hz)
                 return
             motion = franky.CartesianMotion(franky.Affine(target), franky.ReferenceType.Absolute,
                                             relative_dynamics_factor=self.franka.relative_dynamics_factor,
@@ -404,6 +424,8 @@ class FrankaRobot(Robot):
         """Bring a running motion to rest within the arm's limits and wait for franky's loop to end."""
         franky = self._franky
         signal = self.robot.current_control_signal_type
+        if self._streamer is not None:
+            self._streamer.stop()
         self._tracking = None
         try:
             if signal == franky.ControlSignalType.CartesianPose:
@@ -434,7 +456,3 @@ class FrankaRobot(Robot):
             self.gripper.command(want)  # queued for the worker thread: never waits on the gripper server
             self._grip_target = want
 
-
-def _twist(start: np.ndarray, end: np.ndarray) -> np.ndarray:
-    """The displacement [dx, dy, dz, rotvec] (base frame) from pose `start` to pose `end` (4x4 each)."""
-    return np.concatenate([end[:3, 3] - start[:3, 3], matrix_to_rotvec(end[:3, :3] @ start[:3, :3].T)])
