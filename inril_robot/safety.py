@@ -274,7 +274,7 @@ def bound_reference(reference: np.ndarray, measured: np.ndarray, step: np.ndarra
         # the arm is beyond tilt/yaw (overshoot, or pushed): the reference starts from the nearest point inside on
         # the way to the nominal orientation
         to_nominal = matrix_to_rotvec(inside.nominal @ m_rot.T)
-        s_in = _first_true(lambda s: inside.allows_rot(rotvec_to_matrix(s * to_nominal) @ m_rot))
+        s_in = _bisect(lambda s: inside.allows_rot(rotvec_to_matrix(s * to_nominal) @ m_rot), largest=False)
         anchor = rotvec_to_matrix(s_in * to_nominal) @ m_rot
         offset = s_in * _norm(to_nominal)
     arc = matrix_to_rotvec(stepped @ anchor.T)  # anchor -> stepped, base frame
@@ -532,29 +532,17 @@ class _Orientation:
                 f"{self.limits.max_yaw:.3f}; rotation shortened")
 
 
-def _bisect(ok: Any) -> float:
-    """The largest scale in [0, 1] found by bisection with ok(scale) true; ok(0) must hold."""
+def _bisect(ok: Any, largest: bool = True) -> float:
+    """By bisection: the largest scale in [0, 1] with ok(scale) true (ok(0) must hold), or with largest=False the
+    smallest (ok(1) must hold); the returned scale is always on the true side."""
     lo, hi = 0.0, 1.0
     for _ in range(BISECTION_STEPS):
         mid = 0.5 * (lo + hi)
-        if ok(mid):
+        if ok(mid) == largest:
             lo = mid
         else:
             hi = mid
-    return lo
-
-
-def _first_true(ok: Any) -> float:
-    """The smallest scale in [0, 1] found by bisection with ok(scale) true (returned from the true side); ok(1) must
-    hold."""
-    lo, hi = 0.0, 1.0
-    for _ in range(BISECTION_STEPS):
-        mid = 0.5 * (lo + hi)
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    return lo if largest else hi
 
 
 def _joint_scale(q: np.ndarray, dq: np.ndarray, margin: float) -> tuple[float, list[tuple[int, float]]]:

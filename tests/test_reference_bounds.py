@@ -2,7 +2,7 @@
 
 Each sequence drives the envelope (`apply_envelope`, from the measured state) and the reference bound (as
 `FrankaRobot.apply` does) against a plant that follows the reference with a random lag (never past it; sometimes held
-back entirely, as in contact), and checks the reference and the measured pose at every tick. The default run has 300
+back entirely, as in contact), and checks the reference and the measured pose at every tick. The default run has 100
 sequences; ``pytest -m slow tests/test_reference_bounds.py`` runs 10,000. The plant overshoots sometimes, so the
 paths for a measured pose beyond the box or tilt/yaw run too. On franky-sim the same checks run against
 the real driver in tests/test_franka.py.
@@ -106,13 +106,13 @@ def run_sequences(n: int, limits: SafetyLimits, seed: int) -> dict[str, int]:
 
 @pytest.mark.timeout(120)
 def test_reference_and_measured_pose_stay_inside_over_action_sequences() -> None:
-    counts = run_sequences(300, FRANKA.safety, seed=0)
+    counts = run_sequences(100, FRANKA.safety, seed=0)
     # the sequences do reach every bound: the test exercises them, not only the easy interior
     assert all(v > 0 for v in counts.values()), counts
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(3600)
 def test_reference_bounds_hold_over_10000_sequences() -> None:
     counts = run_sequences(10_000, FRANKA.safety, seed=1)
     assert all(v > 0 for v in counts.values()), counts
