@@ -526,6 +526,20 @@ def test_registry_finds_the_driver_and_wraps_it_in_shadow_mode(franky_sim: str) 
     assert isinstance(make_robot(cfg, [], execute=True), FrankaRobot)
 
 
+def test_shadow_mode_never_commands_the_arm(franky_sim: str, robot: FrankaRobot) -> None:
+    from inril_robot.shadow import ShadowRobot
+
+    robot.home()
+    assert robot.gripper is not None
+    commands = robot.gripper.commands_done
+    shadow = ShadowRobot(robot)
+    for _ in range(3):
+        shadow.apply(np.array([0.01, 0.0, 0.0, 0.0, 0.0, 0.05, 1.0]))
+        time.sleep(0.05)
+    assert not robot.robot.is_in_control  # no motion, no tracker: the robot's own idle hold
+    assert robot.gripper.commands_done == commands and not shadow.inner.last_reference_events
+
+
 @pytest.mark.slow
 def test_collect_records_an_episode_over_franky_sim(franky_sim: str, robot: FrankaRobot, tmp_path: Path) -> None:
     """`collect` over `RobotEnv` over the Franka driver (--execute) with a scripted operator, into the store."""

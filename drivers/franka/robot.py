@@ -102,6 +102,7 @@ class FrankaRobot(Robot):
         self._ref: np.ndarray | None = None     # commanded reference pose, 4x4, base frame
         self._tracking: Any = None              # the running CartesianImpedanceTrackingMotion (impedance control)
         self._streamer: ReferenceStreamer | None = None  # moves the tracker's target between steps (impedance)
+        self._braked = False                    # hold() braked a tracking arm: the next hold holds it stiffly
         self._grip_target: str = "unknown"      # "open" | "closed" | "unknown"
 
     # --------------------------------------------------------------------------------------------- lifecycle
@@ -192,13 +193,16 @@ class FrankaRobot(Robot):
             if self.franka.control == "impedance":
                 tracking = self._tracking is not None and self.robot.is_in_control
                 if tracking and self._tcp_speed() > HOLD_REST_SPEED:
-                    self._tracking = None
+                    self._tracking, self._braked = None, True
                     self.robot.move(franky.TorqueStopMotion(damping=np.array(HOLD_DAMPING), ramp_duration=HOLD_RAMP_S),
                                     asynchronous=True)
                 elif tracking:
                     self._tracking.set_reference(franky.CartesianReference(target=franky.Affine(self._ref)))
-                elif not self.robot.is_in_control:
-                    self._start_tracking()  # at rest after the brake: held stiffly at the measured pose
+                elif self._braked and not self.robot.is_in_control:
+                    # at rest after the brake: held stiffly at the measured pose (an arm that was not tracking, e.g.
+                    # in shadow mode or at home, is left to the robot's own idle hold: nothing is commanded)
+                    self._braked = False
+                    self._start_tracking()
             elif self.robot.current_control_signal_type == franky.ControlSignalType.CartesianPose:
                 self.robot.move(franky.CartesianStopMotion(), asynchronous=True)
         except Exception as e:
@@ -418,7 +422,7 @@ class FrankaRobot(Robot):
         motion.set_reference(franky.CartesianReference(target=franky.Affine(self._measured_pose())))
         motion.add_reaction(self._force_reaction(franky.TorqueStopMotion()))
         self.robot.move(motion, asynchronous=True)
-        self._tracking = motion
+        self._tracking, self._braked = motion, False
 
     def _halt(self) -> None:
         """Bring a running motion to rest within the arm's limits and wait for franky's loop to end."""
@@ -426,7 +430,7 @@ class FrankaRobot(Robot):
         signal = self.robot.current_control_signal_type
         if self._streamer is not None:
             self._streamer.stop()
-        self._tracking = None
+        self._tracking, self._braked = None, False
         try:
             if signal == franky.ControlSignalType.CartesianPose:
                 self.robot.move(franky.CartesianStopMotion(), asynchronous=True)
