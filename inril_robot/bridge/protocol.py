@@ -28,8 +28,8 @@ DTYPES = ("uint8", "int32", "int64", "float32", "float64", "bool")
 RobotId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 Text = Annotated[str, msgspec.Meta(max_length=4096)]
 ErrorCode = Literal["malformed", "oversized", "schema", "unknown_type", "not_welcomed", "bad_observation",
-                    "bad_transition", "internal"]
-RefusalCode = Literal["schema", "contract", "task"]
+                    "bad_transition", "rate_limited", "id_in_use", "internal"]
+RefusalCode = Literal["schema", "contract", "task", "identity"]
 
 
 @dataclass(frozen=True)
@@ -233,6 +233,8 @@ def decode(frames: list[Any], limits: Limits = DEFAULT_LIMITS) -> Message:
         raise ProtocolError("oversized", f"header of {views[0].nbytes} bytes exceeds {limits.max_header_bytes}")
     try:
         header = _HEADER_DECODER.decode(views[0])
+    except RecursionError:
+        raise ProtocolError("malformed", "header: nested too deeply") from None
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         probe = _probe_version(views[0])  # another version's header may not fit ours: say so, not "malformed"
         if probe is not None and probe.v != WIRE_VERSION:
@@ -246,6 +248,8 @@ def decode(frames: list[Any], limits: Limits = DEFAULT_LIMITS) -> Message:
         raise ProtocolError("unknown_type", f"message type {header.type!r}; known: {', '.join(BODIES)}")
     try:
         body = decoder.decode(header.body)
+    except RecursionError:
+        raise ProtocolError("malformed", f"{header.type} body: nested too deeply") from None
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         raise ProtocolError("malformed", f"{header.type} body: {e}") from None
     if len(header.blobs) > limits.max_blobs:
@@ -278,12 +282,13 @@ def _probe_version(buffer: memoryview) -> _VersionProbe | None:
 def _blob_array(spec: Blob, view: memoryview, limits: Limits) -> np.ndarray:
     if spec.dtype not in DTYPES:
         raise ProtocolError("malformed", f"blob {spec.name!r}: dtype {spec.dtype!r} is not one of {DTYPES}")
-    if len(spec.shape) > limits.max_ndim or any(d < 0 for d in spec.shape):
-        raise ProtocolError("malformed", f"blob {spec.name!r}: shape {spec.shape} (at most {limits.max_ndim} "
-                                         "non-negative dimensions)")
+    if len(spec.shape) > limits.max_ndim:
+        raise ProtocolError("oversized", f"blob {spec.name!r}: {len(spec.shape)} dimensions exceed {limits.max_ndim}")
+    if any(d < 0 for d in spec.shape):
+        raise ProtocolError("malformed", f"blob {spec.name!r}: shape {spec.shape} has a negative dimension")
     dtype = np.dtype(spec.dtype).newbyteorder("<")
     expected = math.prod(spec.shape) * dtype.itemsize  # Python ints: no overflow
-    if expected > limits.max_blob_bytes:
+    if expected > limits.max_blob_bytes or max(spec.shape, default=0) * dtype.itemsize > limits.max_blob_bytes:
         raise ProtocolError("oversized", f"blob {spec.name!r} of {expected} bytes exceeds {limits.max_blob_bytes}")
     if view.nbytes != expected:
         raise ProtocolError("malformed", f"blob {spec.name!r}: {view.nbytes} bytes, {spec.dtype}{spec.shape} "
