@@ -356,13 +356,30 @@ def _open_dataset(path: Path) -> Any:
         fail(str(e))
 
 
+def _verify_with_progress(ds: Any, quiet: bool) -> dict[int, list[str]]:
+    """Every episode of `ds` checked against its stored sha256s, under the progress bar; corrupt index -> problems."""
+    with Progress(*progress_columns(), console=err, transient=True, disable=quiet) as progress:
+        bar = progress.add_task("verifying", total=len(ds), status="")
+        return ds.verify(lambda done, total: progress.update(bar, completed=done))
+
+
 @dataset_app.command("info")
-def dataset_info(path: DatasetArg, json_out: JsonOpt = False) -> None:
-    """Summary: episodes, successes, steps, cameras, contract."""
+def dataset_info(
+    path: DatasetArg,
+    verify: Annotated[bool, typer.Option(help="Check every episode against its stored sha256s first.")] = True,
+    json_out: JsonOpt = False,
+) -> None:
+    """Summary: episodes, successes, steps, cameras, contract (refused when an episode is corrupt)."""
     ds = _open_dataset(path)
+    if verify:
+        corrupt = _verify_with_progress(ds, json_out)
+        if corrupt:
+            fail(f"{path}: corrupt episode{'s' if len(corrupt) > 1 else ''} "
+                 + "; ".join(f"{i}: {p[0]}" for i, p in corrupt.items())
+                 + " (`inril-robot dataset verify` lists every problem)")
     summary = ds.summary()
     if json_out:
-        emit_json(summary)
+        emit_json({**summary, "verified": verify})
         return
     table = Table(title=f"dataset {path}", show_header=False)
     for key in ("task", "episodes", "successes", "steps", "control_hz", "created", "modified", "calibration"):
@@ -372,7 +389,30 @@ def dataset_info(path: DatasetArg, json_out: JsonOpt = False) -> None:
     c = ds.contract
     action = f"{c.action_type} ({c.action_dim}-D, {c.rotation_repr}, quat {c.quat_order}, frame {c.frame})"
     table.add_row("action", action)
+    table.add_row("integrity", "every episode matches its stored sha256s" if verify else "not checked (--no-verify)")
     Console().print(table)
+
+
+@dataset_app.command("verify")
+def dataset_verify(path: DatasetArg, json_out: JsonOpt = False) -> None:
+    """Check every episode against the sha256s stored at commit; exit 1 naming each corrupt episode."""
+    ds = _open_dataset(path)
+    started = time.perf_counter()
+    corrupt = _verify_with_progress(ds, json_out)
+    payload = {"path": str(path), "episodes": len(ds), "steps": ds.num_steps, "corrupt": len(corrupt),
+               "problems": {str(i): p for i, p in corrupt.items()},
+               "seconds": round(time.perf_counter() - started, 3)}
+    if json_out:
+        emit_json(payload)
+    else:
+        table = key_value_table(f"dataset verify {path}")
+        table.add_row("episodes checked", f"{len(ds)} ({ds.num_steps} steps, {payload['seconds']:.2f} s)")
+        table.add_row("corrupt", str(len(corrupt)))
+        for i, problems in corrupt.items():
+            table.add_row(f"[red]episode {i}[/]", escape("; ".join(problems)))
+        Console().print(table)
+    if corrupt:
+        raise typer.Exit(1)
 
 
 @dataset_app.command("view")

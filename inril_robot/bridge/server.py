@@ -47,8 +47,8 @@ class ServeOptions:
     limits: p.Limits = p.DEFAULT_LIMITS
     endpoint_file: Path | None = None  # the bound endpoint is written here (useful with tcp://127.0.0.1:*)
     # per-connection budgets (token buckets): a robot at 10-50 Hz sends a few messages per chunk
-    msgs_per_s: float = 200.0
-    msg_burst: int = 400
+    msgs_per_s: float = 500.0
+    msg_burst: int = 1000
     bytes_per_s: float = 64 * 1024 * 1024
     byte_burst: int = 128 * 1024 * 1024
     max_sessions: int = 64  # welcomed robots at once (and so parked requests: at most one each)
