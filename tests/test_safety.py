@@ -643,7 +643,8 @@ def test_an_absurd_joint_reading_holds_the_arm() -> None:
     q = JOINT_LIMITS.mean(axis=1)
     q[3] = JOINT_LIMITS[3, 1] + 1e14
     state = RobotState(time=0.0, ee_pos=np.array([0.5, 0.0, 0.4]), ee_quat=np.array([1.0, 0.0, 0.0, 0.0]),
-                       ee_vel=np.zeros(6), joint_pos=q, joint_vel=np.zeros(7), gripper_width=0.04, ee_wrench=np.zeros(6))
+                       ee_vel=np.zeros(6), joint_pos=q, joint_vel=np.zeros(7), gripper_width=0.04,
+                       ee_wrench=np.zeros(6))
     result = apply_envelope(np.array([0.01, 0, 0, 0, 0, 0, 0.0]), state, SafetyLimits(), control_hz=10.0)
     assert result.held and result.events[0].limit == "invalid_state" and "joint 4" in result.events[0].detail
     assert np.allclose(result.action[:6], 0.0)
