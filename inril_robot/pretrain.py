@@ -106,6 +106,7 @@ class DemoWindows:
     def __init__(self, dataset: Dataset, obs_keys: list[str], n_obs_steps: int, horizon: int) -> None:
         self.obs_keys = list(obs_keys)
         self.n_obs_steps = n_obs_steps
+        dataset.require_intact()  # every episode as committed, not only the arrays trained on
         self.sampler = WindowSampler(dataset, [f"obs/{k}" for k in self.obs_keys] + [ACTION_KEY], horizon,
                                      history=n_obs_steps)
         self.sampler.preload()

@@ -109,6 +109,7 @@ class Episode:
     path: Path
     meta: dict[str, Any]
     _group: Any = field(default=None, repr=False)
+    _verified: set[str] = field(default_factory=set, repr=False)  # keys already checked against their sha256
 
     @property
     def group(self) -> Any:
@@ -153,10 +154,11 @@ class Episode:
         except Exception as e:  # a truncated or garbled chunk that no longer decompresses
             raise DatasetError(f"{self.name} is corrupt: its array {key!r} cannot be read ({type(e).__name__}: "
                                f"{e})") from e
-        if verify:
+        if verify and key not in self._verified:
             problem = self._problem(key, value)
             if problem:
                 raise DatasetError(f"{self.name} is corrupt: {problem}")
+            self._verified.add(key)
         return value
 
     def _problem(self, key: str, value: np.ndarray) -> str | None:
