@@ -1015,6 +1015,10 @@ def bench_data_cmd(
     table.add_row("read (cold)", f"{r['cold_windows_per_s']:,.0f} windows/s of {horizon} steps (decoding episodes)")
     table.add_row("read (warm)", f"{r['warm_windows_per_s']:,.0f} windows/s = {r['warm_fraction_of_numpy']:.0%} "
                   f"of in-memory numpy ({r['numpy_baseline_windows_per_s']:,.0f}/s)")
+    v = result["verify"]
+    table.add_row("verify (sha256)", f"reading every array {v['read_all_s']:.2f} s, reading and verifying "
+                  f"{v['read_and_verify_all_s']:.2f} s (+{v['sha256_overhead']:.0%}, {v['megabytes_per_s']:,.0f} MB/s "
+                  "of raw frames)")
     Console().print(table)
 
 
