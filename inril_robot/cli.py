@@ -767,7 +767,7 @@ def serve(
     out: Annotated[Path, typer.Option("--out", help="Run folder (last.pt, last.train.pt, metrics.csv).")
                    ] = Path("runs/serve"),
     resume: Annotated[bool, typer.Option(help="Continue the learner state in --out.")] = False,
-    async_learner: Annotated[bool, typer.Option("--async-learner", help="Learn in a separate thread, swapping "
+    async_learner: Annotated[bool, typer.Option("--async-learner", help="Learn in a separate process, swapping "
                                                 "versioned weights in (default: between episodes).")] = False,
     no_learn: Annotated[bool, typer.Option("--no-learn", help="Inference only, deterministic actions.")] = False,
     keys: Annotated[Path | None, typer.Option("--keys", help="CurveZMQ key folder (`inril-robot keys generate`).")

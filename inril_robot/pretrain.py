@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from inril_robot.atomic import atomic_open
+from inril_robot.atomic import atomic_open, remove_stale_temporaries
 from inril_robot.config import RunConfig, read_yaml, to_yaml
 from inril_robot.contract import Contract
 from inril_robot.data.sampler import WindowSampler
@@ -224,6 +224,7 @@ def check_run_folder(out: Path, cfg: RunConfig, resume: bool, sections: tuple[st
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise error(f"{out} is not empty (an earlier run?): use --resume or a new --out")
         return
+    remove_stale_temporaries(out)
     run_yaml = out / "run.yaml"
     if not run_yaml.is_file():
         if out.exists() and any(out.iterdir()):

@@ -539,3 +539,21 @@ def test_log_lines_escape_what_a_client_sent(trained: tuple[Path, Path], tmp_pat
         c.close()
     text = "\n".join(log)
     assert "\x1b" not in text and all("\n" not in line for line in log) and "\\n" in text
+
+
+def test_an_ipv6_loopback_bind_that_passes_the_check_also_binds(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    checkpoint, _ = trained
+    learner = ServerLearner(cfg_for(), checkpoint, None, tmp_path / "srv", mode="off")
+    server = PolicyServer(learner, ServeOptions(bind="tcp://[::1]:*"))
+    try:
+        assert server.start().startswith("tcp://[::1]:")
+    finally:
+        server.close()
+        learner.close()
