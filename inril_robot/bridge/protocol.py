@@ -83,6 +83,15 @@ class Hello(msgspec.Struct, forbid_unknown_fields=True):
     agent_version: Annotated[str, msgspec.Meta(max_length=64)] = "unknown"
 
 
+class ObsBlob(msgspec.Struct, forbid_unknown_fields=True):
+    """How one `obs/<key>` blob must look: dtype, shape (n_obs_steps, *contract shape), value range (None: any
+    finite value; uint8 images are never range-checked)."""
+
+    dtype: str
+    shape: list[int]
+    range: list[float] | None = None
+
+
 class Welcome(msgspec.Struct, forbid_unknown_fields=True):
     """server -> agent: the handshake succeeded; what the policy reads and how it chunks."""
 
@@ -96,6 +105,9 @@ class Welcome(msgspec.Struct, forbid_unknown_fields=True):
     control_hz: float
     learner: Literal["sync", "async", "off"]
     server_version: str
+    observations: dict[str, ObsBlob] = {}  # "obs/<key>" -> what the blob must be
+    reward_range: list[float] | None = None  # [low, high] of each step's reward in a transition
+    ref_seq: int = -1  # the hello's seq
 
 
 class Refused(msgspec.Struct, forbid_unknown_fields=True):
@@ -104,6 +116,7 @@ class Refused(msgspec.Struct, forbid_unknown_fields=True):
     code: RefusalCode
     reason: Text
     field: str | None = None
+    ref_seq: int = -1  # the hello's seq (-1 when its header could not be read: another wire version)
 
 
 class Observation(msgspec.Struct, forbid_unknown_fields=True):
@@ -156,12 +169,15 @@ class Heartbeat(msgspec.Struct, forbid_unknown_fields=True):
 
     state: Annotated[str, msgspec.Meta(max_length=64)] = ""
     policy_version: int = -1
+    ref_seq: int = -1  # server -> agent: the seq of the heartbeat answered
 
 
 class Stats(msgspec.Struct, forbid_unknown_fields=True):
     """agent -> server: its own figures (logged); server -> agent: the server's figures."""
 
-    values: dict[str, float | int | str | None]
+    values: Annotated[dict[Annotated[str, msgspec.Meta(max_length=64)], float | int | str | None],
+                      msgspec.Meta(max_length=256)]
+    ref_seq: int = -1  # server -> agent: the seq of the stats request answered
 
 
 class Error(msgspec.Struct, forbid_unknown_fields=True):

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import zmq
 
@@ -126,6 +127,10 @@ class PolicyServer:
         self.contract = _served_contract(learner)
         self.expected = {f"obs/{k}": ((self.n_obs_steps, *policy.obs_shapes[k]),
                                       self.contract.observations[k].dtype) for k in self.obs_keys}
+        self.wire_observations = {
+            name: p.ObsBlob(dtype=dtype, shape=list(shape),
+                            range=list(r) if (r := self.contract.observations[name[4:]].range) and dtype != "uint8"
+                            else None) for name, (shape, dtype) in self.expected.items()}
         self.sessions: dict[bytes, Session] = {}
         self.peers: OrderedDict[bytes, Peer] = OrderedDict()
         self.parked: dict[bytes, Request] = {}  # at most one per session
@@ -277,7 +282,7 @@ class PolicyServer:
             state = "updating" if self.parked else ("learning" if self.learner.learning else "serving")
             self._send(envelope, p.Heartbeat(state=state, policy_version=self.learner.version), msg.header.seq)
         elif kind == "stats":
-            session.agent_stats = dict(list(msg.body.values.items())[:64])
+            session.agent_stats = dict(msg.body.values)
             self._send(envelope, p.Stats(values=self.public_stats()), msg.header.seq)
         elif kind == "observation":
             self._observation(session, msg, requests)
@@ -329,7 +334,8 @@ class PolicyServer:
             session=session.session, policy_version=self.learner.version, obs_keys=self.obs_keys,
             n_obs_steps=self.n_obs_steps, horizon=policy.cfg.horizon, act_steps=self.act_steps,
             action_dim=policy.action_dim, control_hz=self.contract.control_hz, learner=self.learner.mode,
-            server_version=_version()), msg.header.seq)
+            server_version=_version(), observations=self.wire_observations,
+            reward_range=list(self.contract.reward_range) if self.contract.reward_range else None), msg.header.seq)
 
     def _contract_refusal(self, hello: p.Hello) -> p.Refused | None:
         missing = sorted(set(Contract.model_fields) - set(hello.contract))
@@ -575,9 +581,12 @@ class PolicyServer:
         return peer
 
     # --------------------------------------------------------------------------------------------- helpers
-    def _send(self, envelope: list[bytes], body: Any, ref_seq: int = 0,
+    def _send(self, envelope: list[bytes], body: Any, ref_seq: int | None = None,
               arrays: dict[str, np.ndarray] | None = None) -> None:
+        """Send `body`; a reply body with a `ref_seq` field quotes `ref_seq`, the request's seq."""
         assert self.socket is not None
+        if ref_seq is not None and "ref_seq" in body.__struct_fields__:
+            body = msgspec.structs.replace(body, ref_seq=ref_seq)
         self.seq += 1
         frames = p.encode(body, robot="server", seq=self.seq, arrays=arrays)
         with contextlib.suppress(zmq.Again, zmq.ZMQError):  # a vanished peer: ROUTER drops, we never block
