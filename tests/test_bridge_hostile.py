@@ -29,9 +29,8 @@ from inril_robot.cli import app
 from inril_robot.config import RunConfig, load_config
 from inril_robot.data import Dataset
 from inril_robot.policies import checkpoint as ckpt
-from inril_robot.pretrain import pretrain, run_contract
+from inril_robot.pretrain import run_contract
 from inril_robot.rl.rollouts import EpisodeTrace, raw_actions
-from tests.test_pretrain import reach_cfg, record_demos
 
 runner = CliRunner()
 FT = ["finetune.episodes_per_iteration=2", "finetune.ppo.minibatch_size=8", "finetune.ppo.epochs=1",
@@ -39,13 +38,9 @@ FT = ["finetune.episodes_per_iteration=2", "finetune.ppo.minibatch_size=8", "fin
       "finetune.inril.il_steps=1", "finetune.inril.il_batch_size=16", "finetune.guard.enabled=false"]
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A briefly trained reach policy and its demonstrations (quality is not the point here)."""
-    root = tmp_path_factory.mktemp("hostile")
-    demos = record_demos(root / "demos", "reach", 3)
-    result = pretrain(reach_cfg(overrides=["train.steps=40", "train.eval_every=0"]), demos, root / "pre", resume=False)
-    return Path(result.last_checkpoint), demos.root
+@pytest.fixture
+def trained(small_reach_policy: tuple[Path, Path]) -> tuple[Path, Path]:
+    return small_reach_policy
 
 
 def cfg_for(*overrides: str) -> RunConfig:

@@ -14,8 +14,6 @@ from typer.testing import CliRunner
 
 from inril_robot.cli import app
 from inril_robot.data.store import Dataset, DatasetError
-from inril_robot.pretrain import pretrain
-from tests.test_pretrain import reach_cfg, record_demos
 
 runner = CliRunner()
 EPISODE = 1
@@ -57,13 +55,10 @@ CORRUPTIONS = {
 }
 
 
-@pytest.fixture(scope="module")
-def intact(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("integrity")
-    demos = record_demos(root / "demos", "reach", 3)
-    result = pretrain(reach_cfg(overrides=["train.steps=10", "train.eval_every=0"]), demos, root / "pre",
-                      resume=False)
-    return demos.root, Path(result.last_checkpoint)
+@pytest.fixture
+def intact(small_reach_policy: tuple[Path, Path]) -> tuple[Path, Path]:
+    checkpoint, demos = small_reach_policy
+    return demos, checkpoint
 
 
 def test_an_intact_dataset_verifies(intact: tuple[Path, Path]) -> None:

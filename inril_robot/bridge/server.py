@@ -338,7 +338,7 @@ class PolicyServer:
             reward_range=list(self.contract.reward_range) if self.contract.reward_range else None), msg.header.seq)
 
     def _contract_refusal(self, hello: p.Hello) -> p.Refused | None:
-        missing = sorted(set(Contract.model_fields) - set(hello.contract))
+        missing = [f for f in Contract.model_fields if f not in hello.contract]
         if missing:
             return p.Refused(code="contract", reason=f"the hello's contract lacks {', '.join(missing)} (every field "
                                                      "is required)", field=missing[0])
