@@ -66,14 +66,18 @@ def cfg_for(*overrides: str) -> RunConfig:
 
 
 @contextlib.contextmanager
-def served(learner: ServerLearner, **options: object) -> Iterator[PolicyServer]:
-    server = PolicyServer(learner, ServeOptions(bind="tcp://127.0.0.1:*", **options))  # type: ignore[arg-type]
+def served(learner: ServerLearner, log: list[str] | None = None, **options: object) -> Iterator[PolicyServer]:
+    """A server on a free loopback port, its loop in a thread (its log lines appended to `log`); on exit the loop
+    must still be running (nothing a test sent stopped it)."""
+    server = PolicyServer(learner, ServeOptions(bind="tcp://127.0.0.1:*", **options),  # type: ignore[arg-type]
+                          log=log.append if log is not None else None)
     server.start()
     stop = threading.Event()
     thread = threading.Thread(target=server.serve, args=(stop.is_set,), daemon=True)
     thread.start()
     try:
         yield server
+        assert thread.is_alive(), "the serving loop exited"
     finally:
         stop.set()
         thread.join(10)
@@ -268,7 +272,8 @@ def _wait_until(done: object, learner: ServerLearner, timeout_s: float = 60.0, f
         time.sleep(0.02)
 
 
-def _episodes(learner: ServerLearner, n: int, steps: int = 10) -> list[EpisodeTrace]:
+def _episodes(learner: ServerLearner, n: int, steps: int = 10, reward: float | None = None) -> list[EpisodeTrace]:
+    """Episodes sampled by `learner`'s serving actor on random observations; rewards random 0/1 or all `reward`."""
     rng = np.random.default_rng(0)
     shapes = learner.policy.obs_shapes
     traces = []
@@ -279,7 +284,7 @@ def _episodes(learner: ServerLearner, n: int, steps: int = 10) -> list[EpisodeTr
                        for k, s in shapes.items()}
             t.obs.append(history)
             t.kept.append(learner.infer([history])[2][0])
-            t.rewards.append(float(rng.random() < 0.2))
+            t.rewards.append(float(rng.random() < 0.2) if reward is None else reward)
             t.steps += 1
         t.final_obs = t.obs[-1]
         traces.append(t)

@@ -9,7 +9,6 @@ import gc
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,8 @@ from inril_robot.config import RunConfig, load_config
 from inril_robot.data import Dataset
 from inril_robot.policies import checkpoint as ckpt
 from inril_robot.pretrain import run_contract
-from inril_robot.rl.rollouts import EpisodeTrace, raw_actions
+from inril_robot.rl.rollouts import raw_actions
+from tests.test_bridge import _episodes, hello_for, served
 
 runner = CliRunner()
 FT = ["finetune.episodes_per_iteration=2", "finetune.ppo.minibatch_size=8", "finetune.ppo.epochs=1",
@@ -47,26 +47,9 @@ def cfg_for(*overrides: str) -> RunConfig:
     return load_config(robot="sim", task="reach", overrides=[*FT, *overrides])
 
 
-@contextlib.contextmanager
-def served(learner: ServerLearner, log: list[str] | None = None, **options: object) -> Iterator[PolicyServer]:
-    server = PolicyServer(learner, ServeOptions(bind="tcp://127.0.0.1:*", **options),  # type: ignore[arg-type]
-                          log=log.append if log is not None else None)
-    server.start()
-    stop = threading.Event()
-    thread = threading.Thread(target=server.serve, args=(stop.is_set,), daemon=True)
-    thread.start()
-    try:
-        yield server
-        assert thread.is_alive(), "the serving loop exited"
-    finally:
-        stop.set()
-        thread.join(10)
-        server.close()
-        learner.close()
-
-
-def hello_for(cfg: RunConfig) -> p.Hello:
-    return p.Hello(contract=run_contract(cfg).to_json_dict(), task=cfg.task.name, config_hash="test", robot_kind="sim")
+def inference_only(trained: tuple[Path, Path], tmp_path: Path) -> tuple[RunConfig, ServerLearner]:
+    cfg = cfg_for()
+    return cfg, ServerLearner(cfg, trained[0], None, tmp_path / "srv", mode="off")
 
 
 def rss_mib() -> float:
@@ -234,24 +217,6 @@ def test_one_bad_row_in_a_batch_costs_only_that_robot_its_action(trained: tuple[
 
 
 # -------------------------------------------------------------------------------------------------- poisoning
-def _traces(learner: ServerLearner, n: int, reward: float, steps: int = 6) -> list[EpisodeTrace]:
-    rng = np.random.default_rng(0)
-    shapes = learner.policy.obs_shapes
-    out = []
-    for e in range(n):
-        t = EpisodeTrace(seed=e)
-        for _ in range(steps):
-            history = {k: rng.uniform(-1, 1, (learner.policy.cfg.n_obs_steps, *s)).astype(np.float32)
-                       for k, s in shapes.items()}
-            t.obs.append(history)
-            t.kept.append(learner.infer([history])[2][0])
-            t.rewards.append(reward)
-            t.steps += 1
-        t.final_obs = t.obs[-1]
-        out.append(t)
-    return out
-
-
 def _finite(state: dict[str, torch.Tensor]) -> bool:
     return all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 
@@ -278,14 +243,14 @@ def test_poisoned_transitions_never_reach_a_checkpoint(trained: tuple[Path, Path
     learner = ServerLearner(cfg, checkpoint, Dataset(demos), out, mode="sync")
     good_weights = {k: v.clone() for k, v in learner.actor.state_dict().items()}
     for poison in (3.4e38, float("nan"), -3.4e38):
-        for t in _traces(learner, 2, poison):
+        for t in _episodes(learner, 2, steps=6, reward=poison):
             learner.add_episode(t, finished_episode=True)
         row = learner.update()
         assert "rolled back" in row["rolled_back"] and learner.version == 0
         weights = learner.actor.state_dict()
         assert all(torch.equal(weights[k], v) for k, v in good_weights.items())  # the last good weights, exactly
     assert learner.rollbacks == 3
-    for t in _traces(learner, 2, 1.0):
+    for t in _episodes(learner, 2, steps=6, reward=1.0):
         learner.add_episode(t, finished_episode=True)
     row = learner.update()
     assert "rolled_back" not in row and learner.version == 1 and _finite(learner.actor.state_dict())
@@ -317,10 +282,8 @@ def test_non_finite_weights_are_never_written_nor_loaded(trained: tuple[Path, Pa
 # ------------------------------------------------------------------------------------------------------ flood
 @pytest.mark.timeout(120)
 def test_a_flood_of_refused_hellos_does_not_starve_another_robot(trained: tuple[Path, Path], tmp_path: Path) -> None:
-    checkpoint, _ = trained
-    cfg = cfg_for()
+    cfg, learner = inference_only(trained, tmp_path)
     log: list[str] = []
-    learner = ServerLearner(cfg, checkpoint, None, tmp_path / "srv", mode="off")
     policy = learner.policy
     rng = np.random.default_rng(0)
     junk = {**run_contract(cfg).to_json_dict(), "x" * 3000: 1}  # an unknown contract key of 3,000 characters
@@ -420,10 +383,8 @@ def test_sync_learner_waits_for_a_stalled_episode_only_until_its_deadline(traine
 # --------------------------------------------------------------------------------------------------- identity
 @pytest.mark.timeout(90)
 def test_a_second_connection_cannot_take_over_a_live_robot_id(trained: tuple[Path, Path], tmp_path: Path) -> None:
-    checkpoint, _ = trained
-    cfg = cfg_for()
+    cfg, learner = inference_only(trained, tmp_path)
     log: list[str] = []
-    learner = ServerLearner(cfg, checkpoint, None, tmp_path / "srv", mode="off")
     shapes = learner.policy.obs_shapes
     rng = np.random.default_rng(0)
     with served(learner, log, robot_timeout_s=1.0) as server:
@@ -522,10 +483,8 @@ def test_key_hygiene_is_refused_with_the_file_named(tmp_path: Path) -> None:
 
 
 def test_log_lines_escape_what_a_client_sent(trained: tuple[Path, Path], tmp_path: Path) -> None:
-    checkpoint, _ = trained
-    cfg = cfg_for()
+    cfg, learner = inference_only(trained, tmp_path)
     log: list[str] = []
-    learner = ServerLearner(cfg, checkpoint, None, tmp_path / "srv", mode="off")
     with served(learner, log) as server:
         hello = p.Hello(contract=run_contract(cfg).to_json_dict(), task="reach", config_hash="\x1b[2J\nforged",
                         robot_kind="sim\nserve robot 'root' connected")

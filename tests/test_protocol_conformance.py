@@ -4,12 +4,9 @@ document states from a real server on TCP loopback."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +16,10 @@ import pytest
 import zmq
 
 from inril_robot.bridge.learning import ServerLearner
-from inril_robot.bridge.server import PolicyServer, ServeOptions
 from inril_robot.config import load_config
 from inril_robot.contract import Contract
 from inril_robot.pretrain import run_contract
+from tests.test_bridge import served
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
 
@@ -88,23 +85,6 @@ def check(step: dict[str, Any], got: Any) -> None:
     assert set(expect.get("arrays", {})) == {b["name"] for b in header["blobs"]}
 
 
-@contextlib.contextmanager
-def serving(checkpoint: Path, out: Path) -> Iterator[PolicyServer]:
-    learner = ServerLearner(load_config(robot="sim", task="reach"), checkpoint, None, out, mode="off")
-    server = PolicyServer(learner, ServeOptions(bind="tcp://127.0.0.1:*"))
-    server.start()
-    stop = threading.Event()
-    thread = threading.Thread(target=server.serve, args=(stop.is_set,), daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        stop.set()
-        thread.join(10)
-        server.close()
-        learner.close()
-
-
 @pytest.mark.timeout(60)
 def test_every_documented_exchange_gets_the_documented_reply(small_reach_policy: tuple[Path, Path],
                                                              tmp_path: Path) -> None:
@@ -115,7 +95,8 @@ def test_every_documented_exchange_gets_the_documented_reply(small_reach_policy:
     ctx = zmq.Context()
     sockets: dict[str, zmq.Socket] = {}
     try:
-        with serving(checkpoint, tmp_path / "srv") as server:
+        learner = ServerLearner(load_config(robot="sim", task="reach"), checkpoint, None, tmp_path / "srv", mode="off")
+        with served(learner) as server:
             for exchange in exchanges:
                 for step in exchange:
                     if step["as"] not in sockets:
