@@ -777,6 +777,9 @@ def serve(
                                           help="m: RL steps per IL step; 0 = RL only; auto.")] = "5",
     separation: Annotated[str, typer.Option(help="none, pcgrad, orthogonal or residual.")] = "pcgrad",
     robot_timeout: Annotated[float, typer.Option(min=0.1, help="Drop a robot silent this long [s].")] = 5.0,
+    episode_deadline: Annotated[float, typer.Option(min=0.1, help="Sync learner: seconds to wait for robots "
+                                                    "mid-episode once an update is due, then leave their episodes "
+                                                    "out.")] = 60.0,
     endpoint_file: Annotated[Path | None, typer.Option(hidden=True)] = None,
     seed: SeedOpt = None,
     config: ConfigOpt = None,
@@ -799,7 +802,7 @@ def serve(
     try:
         payload = serve_command(cfg, checkpoint, demos, out, bind=bind, keys=keys, mode=mode, resume=resume,
                                 robot_timeout_s=robot_timeout, endpoint_file=endpoint_file, console=err,
-                                live=not json_out)
+                                live=not json_out, episode_deadline_s=episode_deadline)
     except (ValueError, RuntimeError, OSError) as e:
         fail(str(e))
         return

@@ -148,6 +148,7 @@ class PolicyServer:
         self._logged_rollbacks = 0
         self._update_due_since: float | None = None
         self._unsummarised: dict[str, int] = defaultdict(int)
+        self._logged_kinds: set[str] = set()
         self._last_summary = self._last_refresh = time.monotonic()
 
     # ------------------------------------------------------------------------------------------- lifecycle
@@ -265,8 +266,7 @@ class PolicyServer:
         key = _user_id(first) if self.allow is not None else None
         session = self.sessions.get(identity)
         if session is not None and self.allow is not None and self.allow.robot_for(key) != session.robot:
-            del self.sessions[identity]  # its key was revoked (removed from authorized/) since it connected
-            self.parked.pop(identity, None)
+            self._end_session(identity)  # its key was revoked (removed from authorized/) since it connected
             self.log(f"robot {session.robot!r}: its key is no longer allow-listed: session ended")
             session = None
         if session is not None:
@@ -559,7 +559,6 @@ class PolicyServer:
             if self.counts["handshakes_refused"] == 0:
                 self.log(f"refused a CURVE handshake: key {keys[0]}... is not allow-listed")
             self.counts["handshakes_refused"] += refused
-            self._handshake_keys = keys
 
     def _flush_summary(self, now: float) -> None:
         counts = {k: v for k, v in self._unsummarised.items() if v}
@@ -602,19 +601,18 @@ class PolicyServer:
 
     def _summarise(self, kind: str, line: str) -> None:
         """Log `line` for the first refusal of its kind; later ones are only counted (see `_flush_summary`)."""
-        first = self.counts[f"logged_{kind}"] == 0
-        self.counts[f"logged_{kind}"] = 1
-        if first:
-            self.log(line)
-        else:
+        if kind in self._logged_kinds:
             self._unsummarised[kind] += 1
+        else:
+            self._logged_kinds.add(kind)
+            self.log(line)
 
     def public_stats(self) -> dict[str, Any]:
         """What a welcomed robot may see: figures, not other robots' ids nor the learner's failure text."""
         values = self.stats()
         values["robots"] = len(self.sessions)
         values["failure"] = "yes" if values["failure"] else None
-        return {k: v for k, v in values.items() if not k.startswith("logged_")}
+        return values
 
     def stats(self) -> dict[str, Any]:
         infer = np.array(self.infer_ms) if self.infer_ms else np.zeros(1)

@@ -187,16 +187,23 @@ class Episode:
         return [k.removeprefix("obs/") for k in self.array_keys() if k.startswith("obs/")]
 
     def verify(self) -> list[str]:
-        """What is wrong with this episode's arrays (empty: every array bit-exact as committed)."""
-        problems = []
+        """Keys of the arrays that are not as committed (unreadable, missing, or not matching their sha256)."""
+        return [key for key, _ in self._problems()]
+
+    def problems(self) -> list[str]:
+        """What is wrong with this episode's arrays, one line each (empty: every array bit-exact as committed)."""
         if not self.meta.get("checksums"):
             return ["it has no stored checksums"]
+        return [problem for _, problem in self._problems()]
+
+    def _problems(self) -> list[tuple[str, str]]:
+        found = []
         for key in self.array_keys():
             try:
                 self.load(key)
             except DatasetError as e:
-                problems.append(str(e).removeprefix(f"{self.name} is corrupt: "))
-        return problems
+                found.append((key, str(e).removeprefix(f"{self.name} is corrupt: ")))
+        return found
 
 
 class Dataset:
@@ -255,7 +262,7 @@ class Dataset:
         `progress(done, total)` is called after each episode."""
         corrupt = {}
         for i, episode in enumerate(self.episodes):
-            problems = episode.verify()
+            problems = episode.problems()
             if problems:
                 corrupt[episode.index] = problems
             if progress is not None:
