@@ -412,13 +412,30 @@ def _open_dataset(path: Path) -> Any:
         fail(str(e))
 
 
+def _verify_with_progress(ds: Any, quiet: bool) -> dict[int, list[str]]:
+    """Every episode of `ds` checked against its stored sha256s, under the progress bar; corrupt index -> problems."""
+    with Progress(*progress_columns(), console=err, transient=True, disable=quiet) as progress:
+        bar = progress.add_task("verifying", total=len(ds), status="")
+        return ds.verify(lambda done, total: progress.update(bar, completed=done))
+
+
 @dataset_app.command("info")
-def dataset_info(path: DatasetArg, json_out: JsonOpt = False) -> None:
-    """Summary: episodes, successes, steps, cameras, contract."""
+def dataset_info(
+    path: DatasetArg,
+    verify: Annotated[bool, typer.Option(help="Check every episode against its stored sha256s first.")] = True,
+    json_out: JsonOpt = False,
+) -> None:
+    """Summary: episodes, successes, steps, cameras, contract (refused when an episode is corrupt)."""
     ds = _open_dataset(path)
+    if verify:
+        corrupt = _verify_with_progress(ds, json_out)
+        if corrupt:
+            fail(f"{path}: corrupt episode{'s' if len(corrupt) > 1 else ''} "
+                 + "; ".join(f"{i}: {p[0]}" for i, p in corrupt.items())
+                 + " (`inril-robot dataset verify` lists every problem)")
     summary = ds.summary()
     if json_out:
-        emit_json(summary)
+        emit_json({**summary, "verified": verify})
         return
     table = Table(title=f"dataset {path}", show_header=False)
     for key in ("task", "episodes", "successes", "steps", "control_hz", "created", "modified", "calibration"):
@@ -428,7 +445,30 @@ def dataset_info(path: DatasetArg, json_out: JsonOpt = False) -> None:
     c = ds.contract
     action = f"{c.action_type} ({c.action_dim}-D, {c.rotation_repr}, quat {c.quat_order}, frame {c.frame})"
     table.add_row("action", action)
+    table.add_row("integrity", "every episode matches its stored sha256s" if verify else "not checked (--no-verify)")
     Console().print(table)
+
+
+@dataset_app.command("verify")
+def dataset_verify(path: DatasetArg, json_out: JsonOpt = False) -> None:
+    """Check every episode against the sha256s stored at commit; exit 1 naming each corrupt episode."""
+    ds = _open_dataset(path)
+    started = time.perf_counter()
+    corrupt = _verify_with_progress(ds, json_out)
+    payload = {"path": str(path), "episodes": len(ds), "steps": ds.num_steps, "corrupt": len(corrupt),
+               "problems": {str(i): p for i, p in corrupt.items()},
+               "seconds": round(time.perf_counter() - started, 3)}
+    if json_out:
+        emit_json(payload)
+    else:
+        table = key_value_table(f"dataset verify {path}")
+        table.add_row("episodes checked", f"{len(ds)} ({ds.num_steps} steps, {payload['seconds']:.2f} s)")
+        table.add_row("corrupt", str(len(corrupt)))
+        for i, problems in corrupt.items():
+            table.add_row(f"[red]episode {i}[/]", escape("; ".join(problems)))
+        Console().print(table)
+    if corrupt:
+        raise typer.Exit(1)
 
 
 @dataset_app.command("view")
@@ -783,7 +823,7 @@ def serve(
     out: Annotated[Path, typer.Option("--out", help="Run folder (last.pt, last.train.pt, metrics.csv).")
                    ] = Path("runs/serve"),
     resume: Annotated[bool, typer.Option(help="Continue the learner state in --out.")] = False,
-    async_learner: Annotated[bool, typer.Option("--async-learner", help="Learn in a separate thread, swapping "
+    async_learner: Annotated[bool, typer.Option("--async-learner", help="Learn in a separate process, swapping "
                                                 "versioned weights in (default: between episodes).")] = False,
     no_learn: Annotated[bool, typer.Option("--no-learn", help="Inference only, deterministic actions.")] = False,
     keys: Annotated[Path | None, typer.Option("--keys", help="CurveZMQ key folder (`inril-robot keys generate`).")
@@ -793,6 +833,9 @@ def serve(
                                           help="m: RL steps per IL step; 0 = RL only; auto.")] = "5",
     separation: Annotated[str, typer.Option(help="none, pcgrad, orthogonal or residual.")] = "pcgrad",
     robot_timeout: Annotated[float, typer.Option(min=0.1, help="Drop a robot silent this long [s].")] = 5.0,
+    episode_deadline: Annotated[float, typer.Option(min=0.1, help="Sync learner: seconds to wait for robots "
+                                                    "mid-episode once an update is due, then leave their episodes "
+                                                    "out.")] = 60.0,
     endpoint_file: Annotated[Path | None, typer.Option(hidden=True)] = None,
     seed: SeedOpt = None,
     config: ConfigOpt = None,
@@ -815,7 +858,7 @@ def serve(
     try:
         payload = serve_command(cfg, checkpoint, demos, out, bind=bind, keys=keys, mode=mode, resume=resume,
                                 robot_timeout_s=robot_timeout, endpoint_file=endpoint_file, console=err,
-                                live=not json_out)
+                                live=not json_out, episode_deadline_s=episode_deadline)
     except (ValueError, RuntimeError, OSError) as e:
         fail(str(e))
         return
@@ -1031,6 +1074,10 @@ def bench_data_cmd(
     table.add_row("read (cold)", f"{r['cold_windows_per_s']:,.0f} windows/s of {horizon} steps (decoding episodes)")
     table.add_row("read (warm)", f"{r['warm_windows_per_s']:,.0f} windows/s = {r['warm_fraction_of_numpy']:.0%} "
                   f"of in-memory numpy ({r['numpy_baseline_windows_per_s']:,.0f}/s)")
+    v = result["verify"]
+    table.add_row("verify (sha256)", f"reading every array {v['read_all_s']:.2f} s, reading and verifying "
+                  f"{v['read_and_verify_all_s']:.2f} s (+{v['sha256_overhead']:.0%}, {v['megabytes_per_s']:,.0f} MB/s "
+                  "of raw frames)")
     Console().print(table)
 
 

@@ -37,6 +37,8 @@ class ObsSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     shape: tuple[int, ...]
     dtype: Literal["float32", "float64", "uint8", "int64", "bool"]
+    # [low, high] every element must lie in (physically absurd beyond: metres, unit quaternions); None: any finite
+    range: tuple[float, float] | None = None
 
 
 class Contract(BaseModel):
@@ -54,10 +56,13 @@ class Contract(BaseModel):
     act_steps: int = Field(1, ge=1, description="steps of each chunk executed")
     observations: dict[str, ObsSpec] = Field(default_factory=dict)
     cameras: dict[str, tuple[int, int]] = Field(default_factory=dict, description="name -> (height, width)")
+    reward_range: tuple[float, float] | None = Field(None, description="[low, high] of one step's reward (the task's)")
 
     # -------------------------------------------------------------------------------------------- comparisons
-    def mismatches(self, other: Contract, ignore: tuple[str, ...] = ()) -> list[tuple[str, Any, Any]]:
-        """Every (field, ours, theirs) that differs; observation specs are compared key by key."""
+    def mismatches(self, other: Contract, ignore: tuple[str, ...] = (), compare: tuple[str, ...] = ()
+                   ) -> list[tuple[str, Any, Any]]:
+        """Every (field, ours, theirs) that differs; observation specs are compared key by key. `reward_range` only
+        when named in `compare` and declared by both."""
         out: list[tuple[str, Any, Any]] = []
         for name in type(self).model_fields:
             if name in ignore:
@@ -72,13 +77,16 @@ class Contract(BaseModel):
                         for sub in ("shape", "dtype"):
                             if getattr(a, sub) != getattr(b, sub):
                                 out.append((f"observations.{key}.{sub}", getattr(a, sub), getattr(b, sub)))
+            elif name == "reward_range" and (ours is None or theirs is None or "reward_range" not in compare):
+                continue  # not part of the observation/action interface; compared where rewards cross (the bridge)
             elif ours != theirs:
                 out.append((name, ours, theirs))
         return out
 
-    def require_match(self, other: Contract, context: str = "", ignore: tuple[str, ...] = ()) -> None:
+    def require_match(self, other: Contract, context: str = "", ignore: tuple[str, ...] = (),
+                      compare: tuple[str, ...] = ()) -> None:
         """Raise `ContractMismatch` naming the first differing field (and listing the rest) unless compatible."""
-        diffs = self.mismatches(other, ignore)
+        diffs = self.mismatches(other, ignore, compare)
         if diffs:
             field, expected, got = diffs[0]
             more = [f"{f}: expected {e!r}, got {g!r}" for f, e, g in diffs[1:]]
@@ -95,6 +103,31 @@ class Contract(BaseModel):
                 raise ContractMismatch(f"observations.{key}.shape", spec.shape, tuple(value.shape), "observation")
             if value.dtype != np.dtype(spec.dtype):
                 raise ContractMismatch(f"observations.{key}.dtype", spec.dtype, str(value.dtype), "observation")
+
+    def value_problem(self, key: str, value: np.ndarray) -> str | None:
+        """Why the values of observation `key` are unusable (non-finite, or outside the declared range), or None."""
+        spec = self.observations[key]
+        if value.dtype.kind != "f" and spec.range is None:
+            return None
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            return f"observation {key!r} holds non-finite values (NaN or inf)"
+        if spec.range is not None:
+            low, high = spec.range
+            if value.size and (value.min() < low or value.max() > high):
+                return f"observation {key!r} leaves its declared range [{low:g}, {high:g}] " \
+                       f"(min {float(value.min()):.6g}, max {float(value.max()):.6g})"
+        return None
+
+    def reward_problem(self, rewards: np.ndarray) -> str | None:
+        """Why these per-step rewards are unusable (non-finite, outside `reward_range`), or None."""
+        if not np.isfinite(rewards).all():
+            return "rewards hold non-finite values (NaN or inf)"
+        if self.reward_range is not None and rewards.size:
+            low, high = self.reward_range
+            if rewards.min() < low or rewards.max() > high:
+                return f"rewards leave the task's declared range [{low:g}, {high:g}] " \
+                       f"(min {float(rewards.min()):.6g}, max {float(rewards.max()):.6g})"
+        return None
 
     def check_action(self, action: Any) -> np.ndarray:
         """Return the action as float64 of shape (action_dim,), or raise naming what is wrong with it."""

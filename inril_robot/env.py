@@ -28,16 +28,27 @@ GRIPPER_AT_HOME = 0.0  # home() opens the gripper: the gripper-rate limit of the
 PROPRIO_KEYS: dict[str, tuple[int, ...]] = {"ee_pos": (3,), "ee_quat": (4,), "gripper_width": (1,)}
 
 
+# declared value ranges: positions (metres) within 10 m of the base, unit quaternions (with slack for noise); a reading
+# outside is a broken sensor or a forged message, refused at the bridge before it reaches a network
+POSITION_RANGE = (-10.0, 10.0)
+QUATERNION_RANGE = (-1.5, 1.5)
+
+
+def _spec(key: str, shape: tuple[int, ...]) -> ObsSpec:
+    return ObsSpec(shape=shape, dtype="float32", range=QUATERNION_RANGE if key.endswith("_quat") else POSITION_RANGE)
+
+
 def build_contract(cfg: RunConfig, task: Task) -> Contract:
-    observations = {k: ObsSpec(shape=s, dtype="float32") for k, s in PROPRIO_KEYS.items()}
+    observations = {k: _spec(k, s) for k, s in PROPRIO_KEYS.items()}
     if cfg.task.observation == "state":
-        observations.update({k: ObsSpec(shape=s, dtype="float32") for k, s in task.state_keys.items()})
+        observations.update({k: _spec(k, s) for k, s in task.state_keys.items()})
     for cam in cfg.cameras:
         observations[image_key(cam.name)] = ObsSpec(shape=(cam.height, cam.width, 3), dtype="uint8")
     return Contract(
         control_hz=cfg.robot.control_hz,
         observations=observations,
         cameras={cam.name: (cam.height, cam.width) for cam in cfg.cameras},
+        reward_range=task.reward_range,
     )
 
 

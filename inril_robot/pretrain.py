@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from inril_robot.atomic import atomic_open
+from inril_robot.atomic import atomic_open, remove_stale_temporaries
 from inril_robot.config import RunConfig, read_yaml, to_yaml
 from inril_robot.contract import Contract
 from inril_robot.data.sampler import WindowSampler
@@ -106,6 +106,7 @@ class DemoWindows:
     def __init__(self, dataset: Dataset, obs_keys: list[str], n_obs_steps: int, horizon: int) -> None:
         self.obs_keys = list(obs_keys)
         self.n_obs_steps = n_obs_steps
+        dataset.require_intact()  # every episode as committed, not only the arrays trained on
         self.sampler = WindowSampler(dataset, [f"obs/{k}" for k in self.obs_keys] + [ACTION_KEY], horizon,
                                      history=n_obs_steps)
         self.sampler.preload()
@@ -229,6 +230,7 @@ def check_run_folder(out: Path, cfg: RunConfig, resume: bool, sections: tuple[st
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise error(f"{out} is not empty (an earlier run?): use --resume or a new --out")
         return
+    remove_stale_temporaries(out)
     run_yaml = out / "run.yaml"
     if not run_yaml.is_file():
         if out.exists() and any(out.iterdir()):

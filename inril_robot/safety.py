@@ -6,7 +6,8 @@ It returns the action to execute (what learning uses), the `SafetyEvent`s that c
 hold. Checks run in this order (the first four hold the arm and skip the rest):
 
 1. shape: anything but 7 real numbers raises `SafetyShapeError` (a programming error, not a policy's choice).
-2. state: a non-finite or malformed `RobotState` -> hold (`non_finite_state`, `invalid_state`).
+2. state: a non-finite or malformed `RobotState`, or joint readings more than `IMPLAUSIBLE_JOINT_EXCESS` past their
+   limits (a broken encoder: no motion computed from it can be trusted) -> hold (`non_finite_state`, `invalid_state`).
 3. action: any NaN / inf -> hold (`non_finite`).
 4. contact: external force at the TCP above `max_contact_force` -> hold (`contact_force`); the envelope never pushes
    harder into a contact (the driver stops the arm on its own reflexes too).
@@ -52,6 +53,7 @@ LIMITS = (
 REFERENCE_LIMITS = ("reference_gap", "reference_rot_gap", "reference_workspace", "reference_orientation")
 GRIPPER_OPEN_WIDTH = 0.07   # [m] a Franka Hand at least this wide counts as open (it opens to 0.08 m)
 IK_DAMPING = 0.05           # damped least squares for the joint-motion prediction (as the sim's IK)
+IMPLAUSIBLE_JOINT_EXCESS = 1.0  # [rad] a joint reading this far past its limit is a sensor fault, not a pose
 JOINT_TOL = 1e-6            # [rad] predicted joint motion towards a limit below this is noise, not motion
 BISECTION_STEPS = 30        # scale resolution 1e-9
 AT_CAP_RTOL = 1e-12         # a step this close to its cap counts as at the cap: rounding is not an event
@@ -449,6 +451,13 @@ def _state_problem(state: RobotState) -> SafetyEvent | None:
             return SafetyEvent("non_finite_state", shown, 0.0, f"state.{name} is not finite; holding")
     if _norm(np.asarray(state.ee_quat, dtype=np.float64)) == 0:
         return SafetyEvent("invalid_state", 0.0, 0.0, "state.ee_quat is the zero quaternion; holding")
+    q = np.asarray(state.joint_pos, dtype=np.float64)
+    excess = np.maximum(JOINT_LIMITS[:, 0] - q, q - JOINT_LIMITS[:, 1])
+    if np.any(excess > IMPLAUSIBLE_JOINT_EXCESS):
+        j = int(np.argmax(excess))
+        return SafetyEvent("invalid_state", float(q[j]), float(JOINT_LIMITS[j, int(q[j] > 0)]),
+                           f"joint {j + 1} reads {q[j]:.6g} rad, {excess[j]:.3g} rad past its limit: a sensor fault; "
+                           "holding")
     return None
 
 

@@ -4,6 +4,7 @@ is imported anywhere (MuJoCo reads MUJOCO_GL once, on first import)."""
 import drivers.sim  # noqa: I001  (must stay first: selects the GL backend before mujoco is imported)
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +51,17 @@ def lift_env(sim_cfg: SimCfg) -> Iterator[RobotEnv]:
     env = RobotEnv(sim_cfg("lift"))
     yield env
     env.close()
+
+
+@pytest.fixture(scope="session")
+def small_reach_policy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(checkpoint, demonstrations folder): a briefly trained reach policy and the 3 demos it was trained on, for
+    tests that need a real policy and dataset but not a good one (the bridge under hostile input, data integrity,
+    protocol conformance)."""
+    from inril_robot.pretrain import pretrain
+    from tests.test_pretrain import reach_cfg, record_demos
+
+    root = tmp_path_factory.mktemp("small_reach")
+    demos = record_demos(root / "demos", "reach", 3)
+    result = pretrain(reach_cfg(overrides=["train.steps=40", "train.eval_every=0"]), demos, root / "pre", resume=False)
+    return Path(result.last_checkpoint), demos.root

@@ -66,14 +66,18 @@ def cfg_for(*overrides: str) -> RunConfig:
 
 
 @contextlib.contextmanager
-def served(learner: ServerLearner, **options: object) -> Iterator[PolicyServer]:
-    server = PolicyServer(learner, ServeOptions(bind="tcp://127.0.0.1:*", **options))  # type: ignore[arg-type]
+def served(learner: ServerLearner, log: list[str] | None = None, **options: object) -> Iterator[PolicyServer]:
+    """A server on a free loopback port, its loop in a thread (its log lines appended to `log`); on exit the loop
+    must still be running (nothing a test sent stopped it)."""
+    server = PolicyServer(learner, ServeOptions(bind="tcp://127.0.0.1:*", **options),  # type: ignore[arg-type]
+                          log=log.append if log is not None else None)
     server.start()
     stop = threading.Event()
     thread = threading.Thread(target=server.serve, args=(stop.is_set,), daemon=True)
     thread.start()
     try:
         yield server
+        assert thread.is_alive(), "the serving loop exited"
     finally:
         stop.set()
         thread.join(10)
@@ -268,7 +272,8 @@ def _wait_until(done: object, learner: ServerLearner, timeout_s: float = 60.0, f
         time.sleep(0.02)
 
 
-def _episodes(learner: ServerLearner, n: int, steps: int = 10) -> list[EpisodeTrace]:
+def _episodes(learner: ServerLearner, n: int, steps: int = 10, reward: float | None = None) -> list[EpisodeTrace]:
+    """Episodes sampled by `learner`'s serving actor on random observations; rewards random 0/1 or all `reward`."""
     rng = np.random.default_rng(0)
     shapes = learner.policy.obs_shapes
     traces = []
@@ -279,7 +284,7 @@ def _episodes(learner: ServerLearner, n: int, steps: int = 10) -> list[EpisodeTr
                        for k, s in shapes.items()}
             t.obs.append(history)
             t.kept.append(learner.infer([history])[2][0])
-            t.rewards.append(float(rng.random() < 0.2))
+            t.rewards.append(float(rng.random() < 0.2) if reward is None else reward)
             t.steps += 1
         t.final_obs = t.obs[-1]
         traces.append(t)
@@ -335,7 +340,7 @@ def test_fuzzed_server_keeps_answering_a_valid_client(pretrained: tuple[Path, Da
     keys = list(policy.obs_shapes)
     rng = np.random.default_rng(0)
     sent = 0
-    with served(learner) as server:
+    with served(learner, msgs_per_s=1e6, msg_burst=10**6) as server:  # decoding is tested here, budgets elsewhere
         client = BridgeClient(server.endpoint, "valid", hello_for(cfg))
         client.connect()
         fuzzer = zmq.Context.instance().socket(zmq.DEALER)
@@ -346,7 +351,7 @@ def test_fuzzed_server_keeps_answering_a_valid_client(pretrained: tuple[Path, Da
             fuzzer.send_multipart(_fuzz_frames(rng, keys), copy=True)
             sent += 1
             if i % 100 == 0:  # meanwhile the valid robot keeps getting the right actions
-                history = {k: rng.standard_normal((1, *policy.obs_shapes[k])).astype(np.float32) for k in keys}
+                history = {k: rng.uniform(-1, 1, (1, *policy.obs_shapes[k])).astype(np.float32) for k in keys}
                 seq = client.send(p.Observation(episode=0, chunk=1 + i, step=i), {f"obs/{k}": v
                                                                                   for k, v in history.items()})
                 msg = client.poll(5.0)

@@ -12,6 +12,7 @@ import zarr
 from typer.testing import CliRunner
 
 from inril_robot.cli import app
+from inril_robot.data.store import array_checksum
 
 runner = CliRunner()
 SMALL_CAMERA = ["--cameras", "sim_front", "--set", "cameras.front.width=48", "--set", "cameras.front.height=48"]
@@ -87,6 +88,12 @@ def test_safety_check_passes_clean_data_and_finds_a_planted_violation(demos: Pat
     bad = executed[4]
     bad[0] = 0.2  # 20 cm in one 10 Hz step: ten times the sim's max_step
     executed[4] = bad
+    # as if recorded that way (an older envelope let it through): the episode's stored checksum matches the data,
+    # otherwise the reader refuses the episode as corrupt before any replay
+    meta_file = planted / "episodes" / "ep_000001" / "zarr.json"
+    meta = json.loads(meta_file.read_text())
+    meta["attributes"]["checksums"]["action/executed"] = array_checksum(np.asarray(executed[...]))
+    meta_file.write_text(json.dumps(meta))
     code, report = invoke("safety-check", str(planted))
     assert code == 1 and not report["ok"]
     assert [(v["episode"], v["step"]) for v in report["violations"]] == [(1, 4)]

@@ -271,3 +271,20 @@ def test_franka_preset_is_tighter_than_sim() -> None:
     assert franka.robot.kind == "franka"
     assert franka.safety.max_step <= sim.safety.max_step
     assert franka.safety.max_contact_force <= sim.safety.max_contact_force
+
+
+def test_yaml_aliases_are_refused_before_they_expand(tmp_path: Path) -> None:
+    """A 'billion laughs' file of about a kilobyte: refused at its first alias, not expanded for half a minute."""
+    import time
+
+    from inril_robot.config import ConfigError, read_yaml
+
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, 9):
+        lines.append(f"{chr(97 + i)}: &{chr(97 + i)} [{','.join([f'*{chr(96 + i)}'] * 9)}]")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"aliases \(\*a\) are not allowed"):
+        read_yaml(bomb)
+    assert time.perf_counter() - started < 1.0

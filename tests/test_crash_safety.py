@@ -72,3 +72,16 @@ def test_sigint_drops_only_the_open_episode(tmp_path: Path) -> None:
     assert '"interrupted": true' in stdout
     assert check_dataset(out) >= 1
     assert not (out / ".staging").exists()
+
+
+def test_resuming_removes_temporaries_a_killed_writer_left(tmp_path: Path) -> None:
+    from inril_robot.atomic import atomic_open, remove_stale_temporaries
+
+    with atomic_open(tmp_path / "curves.png", "wb") as f:
+        f.write(b"png")
+    stale = tmp_path / ".curves.png.0123456789abcdef0123456789abcdef.tmp"  # what a SIGKILL mid-write leaves
+    stale.write_bytes(b"half")
+    keep = tmp_path / ".hidden.tmp"
+    keep.write_bytes(b"not ours")
+    assert remove_stale_temporaries(tmp_path) == [stale]
+    assert not stale.exists() and keep.exists() and (tmp_path / "curves.png").read_bytes() == b"png"

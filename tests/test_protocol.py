@@ -66,7 +66,8 @@ def _header(**fields: object) -> bytes:
     ([_header(blobs=[{"name": "a", "dtype": "uint8", "shape": [3]}]), b"ab"], "malformed", "needs 3"),
     ([_header(blobs=[{"name": "a", "dtype": "object", "shape": [1]}]), b"a"], "malformed", "dtype"),
     ([_header(blobs=[{"name": "a", "dtype": "uint8", "shape": [-1]}]), b""], "malformed", "shape"),
-    ([_header(blobs=[{"name": "a", "dtype": "uint8", "shape": [1] * 9}]), b"a"], "malformed", "shape"),
+    ([_header(blobs=[{"name": "a", "dtype": "uint8", "shape": [1] * 9}]), b"a"], "oversized", "dimensions"),
+    ([_header(blobs=[{"name": "a", "dtype": "uint8", "shape": [2**31, 2**31, 0]}]), b""], "oversized", "exceeds"),
     ([_header(blobs=[{"name": "a", "dtype": "float64", "shape": [2**40, 2**40]}]), b""], "oversized", "exceeds"),
     ([_header(blobs=[{"name": "a", "dtype": "uint8", "shape": [1]}] * 2), b"a", b"b"], "malformed", "repeat"),
 ])

@@ -631,3 +631,20 @@ def test_franka_preset_is_not_looser_than_defaults() -> None:
     assert FRANKA.joint_margin >= DEFAULT.joint_margin
     assert all(f >= d for f, d in zip(FRANKA.workspace_min, DEFAULT.workspace_min, strict=True))
     assert all(f <= d for f, d in zip(FRANKA.workspace_max, DEFAULT.workspace_max, strict=True))
+
+
+def test_an_absurd_joint_reading_holds_the_arm() -> None:
+    """A joint read 1e14 rad past its limit: q + dq == q in float64, so no margin check could see the motion."""
+    from inril_robot.config import SafetyLimits
+    from inril_robot.hardware import RobotState
+    from inril_robot.kinematics import JOINT_LIMITS
+    from inril_robot.safety import apply_envelope
+
+    q = JOINT_LIMITS.mean(axis=1)
+    q[3] = JOINT_LIMITS[3, 1] + 1e14
+    state = RobotState(time=0.0, ee_pos=np.array([0.5, 0.0, 0.4]), ee_quat=np.array([1.0, 0.0, 0.0, 0.0]),
+                       ee_vel=np.zeros(6), joint_pos=q, joint_vel=np.zeros(7), gripper_width=0.04,
+                       ee_wrench=np.zeros(6))
+    result = apply_envelope(np.array([0.01, 0, 0, 0, 0, 0, 0.0]), state, SafetyLimits(), control_hz=10.0)
+    assert result.held and result.events[0].limit == "invalid_state" and "joint 4" in result.events[0].detail
+    assert np.allclose(result.action[:6], 0.0)

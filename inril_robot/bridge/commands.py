@@ -23,13 +23,14 @@ from .server import PolicyServer, ServeOptions
 # ------------------------------------------------------------------------------------------------------ serve
 def serve_command(cfg: RunConfig, checkpoint: Path, demos: Path | None, out: Path, *, bind: str, keys: Path | None,
                   mode: str, resume: bool, robot_timeout_s: float, endpoint_file: Path | None, console: Console,
-                  live: bool) -> dict[str, Any]:
+                  live: bool, episode_deadline_s: float = 60.0) -> dict[str, Any]:
     from .launch import serve_until_stopped
 
     keyset = server_keys(keys) if keys is not None else None
     check_bind(bind, keyset)  # before loading anything: the refusal is the first thing the user sees
     dataset = Dataset(demos) if demos is not None else None
-    options = ServeOptions(bind=bind, keys=keyset, robot_timeout_s=robot_timeout_s, endpoint_file=endpoint_file)
+    options = ServeOptions(bind=bind, keys=keyset, robot_timeout_s=robot_timeout_s, endpoint_file=endpoint_file,
+                           episode_deadline_s=episode_deadline_s)
     status = console.status("starting") if live else contextlib.nullcontext()
     last = [0.0]
 

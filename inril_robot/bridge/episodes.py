@@ -37,6 +37,7 @@ class EpisodeAssembler:
     served: dict[tuple[int, int], ServedChunk] = field(default_factory=dict)
     segment: EpisodeTrace | None = None
     episode: int = -1
+    last_served: bool = True  # whether the last transition was for a chunk served here (else it was ignored)
 
     def served_chunk(self, episode: int, chunk: int, history: History, kept: dict[str, Tensor]) -> None:
         if len(self.served) > 64:  # a robot that never reports: forget the oldest
@@ -47,8 +48,9 @@ class EpisodeAssembler:
                    intervention: bool, safety_events: int) -> EpisodeTrace | None:
         """Account one executed chunk; returns a finished segment when an intervention cut it."""
         served = self.served.pop((episode, chunk), None)
+        self.last_served = served is not None
         if served is None:
-            return None  # served by an earlier server or connection: nothing to learn from here
+            return None  # served by an earlier server or connection (or never): nothing to learn from here
         if episode != self.episode:
             self.segment, self.episode = None, episode  # a new episode; an unfinished segment is dropped
         if intervention:
@@ -68,6 +70,10 @@ class EpisodeAssembler:
         s.steps += len(executed)
         s.safety_events += safety_events
         return None
+
+    def abandon(self) -> None:
+        """Forget the open segment and the chunks awaiting transitions (the learner stopped waiting for them)."""
+        self.segment, self.served = None, {}
 
     def episode_end(self, episode: int, success: bool, terminated: bool, final_obs: History | None
                     ) -> EpisodeTrace | None:

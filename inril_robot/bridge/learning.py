@@ -93,6 +93,32 @@ class ForwardedInterventions(InterventionDemos):
                       np.asarray(actions, np.float32)))
 
 
+def guarded_update(learner: Any, modules: list[torch.nn.Module], buffer: Callable[[], Any]
+                   ) -> tuple[dict[str, Any], str | None]:
+    """`learner.update(buffer())` that cannot leave poisoned weights behind: the learner's state (weights,
+    optimisers, schedule, counters) and `modules`' weights are copied first and restored when the update raises,
+    reports a non-finite loss, or leaves a non-finite gradient or weight. Returns (stats, None) or ({}, reason)."""
+    snapshot = copy.deepcopy(learner.state_dict())
+    weights = [copy.deepcopy(m.state_dict()) for m in modules]
+    problem: str | None = None
+    try:
+        stats = learner.update(buffer())
+    except (ValueError, RuntimeError, FloatingPointError) as e:  # torch's distributions refuse NaN parameters
+        stats, problem = {}, f"the update raised {type(e).__name__}: {str(e)[:300]}"
+    if problem is None:
+        bad = [k for k, v in stats.items() if isinstance(v, float) and not np.isfinite(v)]
+        bad += [f"{n} ({kind})" for m in modules for n, p in m.named_parameters()
+                for kind, t in (("weight", p), ("gradient", p.grad)) if t is not None and not torch.isfinite(t).all()]
+        if bad:
+            problem = f"non-finite {', '.join(bad[:4])}" + (", ..." if len(bad) > 4 else "")
+    if problem is None:
+        return stats, None
+    learner.load_state_dict(snapshot)
+    for m, w in zip(modules, weights, strict=True):
+        m.load_state_dict(w)
+    return {}, f"{problem}; rolled back to the last good weights"
+
+
 class Trainer:
     """The IN-RIL learner behind the server and its run folder: updates, metrics, checkpoints, resume. Lives in the
     serving process (sync) or in the learner process (async)."""
@@ -104,6 +130,7 @@ class Trainer:
         self.interventions = InterventionDemos()
         self.version = self.env_steps = self.episodes = 0
         self.updates_since_save = 0
+        self.rollbacks = 0
         self.last_stats: dict[str, Any] = {}
         self.started = time.perf_counter()
         self.sampler = torch.Generator(device=device).manual_seed(cfg.seed + 1)
@@ -137,9 +164,18 @@ class Trainer:
         return self.env_steps >= self.cfg.finetune.env_steps
 
     def update(self, traces: list[EpisodeTrace], episodes: int) -> dict[str, Any]:
-        """One IN-RIL update; `episodes`: the server's count of finished episodes (for the metrics)."""
+        """One IN-RIL update; `episodes`: the server's count of finished episodes (for the metrics). An update that
+        fails or leaves a non-finite loss, gradient or weight is rolled back (see `guarded_update`): the returned
+        row then has `rolled_back` (the reason), the version stays and nothing is written."""
         tick = time.perf_counter()
-        stats = self.learner.update(to_buffer(traces, self.critic, self.device))
+        stats, problem = guarded_update(self.learner, [self.actor, self.critic],
+                                        lambda: to_buffer(traces, self.critic, self.device))
+        if problem is not None:
+            self.rollbacks += 1
+            self.episodes = episodes
+            self.last_stats = {"step": self.version, "env_steps": self.env_steps, "rolled_back": problem,
+                               "rollbacks": self.rollbacks}
+            return self.last_stats
         train = summarize(traces)
         self.env_steps += sum(t.steps for t in traces)
         self.episodes = episodes
@@ -175,6 +211,7 @@ class Trainer:
     def progress(self) -> dict[str, Any]:
         """What the learner process reports after starting and after each update (numpy only: see PackedTrace)."""
         return {"version": self.version, "env_steps": self.env_steps, "episodes": self.episodes,
+                "rollbacks": self.rollbacks,
                 "sampler": self.sampler.get_state().numpy(), "row": self.last_stats,
                 "weights": {k: v.detach().cpu().numpy() for k, v in self.actor.state_dict().items()}}
 
@@ -200,6 +237,7 @@ class ServerLearner:
         self.pending: list[EpisodeTrace] = []
         self.last_stats: dict[str, Any] = {}
         self.failure: str | None = None
+        self.rollbacks = 0
         self.in_flight = 0  # async: batches sent to the learner process, not yet answered
         self.stop_timeout_s = stop_timeout_s
         self.trainer: Trainer | None = None
@@ -311,6 +349,7 @@ class ServerLearner:
         with self.lock:
             self.version, self.env_steps = int(progress["version"]), int(progress["env_steps"])
         self.last_stats = progress["row"]
+        self.rollbacks = int(progress.get("rollbacks", 0))
         previous = self._serving[1]
         self._serving = (self.version, actor)
         self._spare = previous
@@ -327,6 +366,7 @@ class ServerLearner:
         with self.lock:
             batch, self.pending = self.pending, []
         row = self.trainer.update(batch, self.episodes)
+        self.rollbacks = self.trainer.rollbacks
         with self.lock:
             self.version, self.env_steps = self.trainer.version, self.trainer.env_steps
         self._serving = (self.version, self.actor)

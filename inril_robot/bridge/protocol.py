@@ -28,8 +28,8 @@ DTYPES = ("uint8", "int32", "int64", "float32", "float64", "bool")
 RobotId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 Text = Annotated[str, msgspec.Meta(max_length=4096)]
 ErrorCode = Literal["malformed", "oversized", "schema", "unknown_type", "not_welcomed", "bad_observation",
-                    "bad_transition", "internal"]
-RefusalCode = Literal["schema", "contract", "task"]
+                    "bad_transition", "rate_limited", "id_in_use", "internal"]
+RefusalCode = Literal["schema", "contract", "task", "identity"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,15 @@ class Hello(msgspec.Struct, forbid_unknown_fields=True):
     agent_version: Annotated[str, msgspec.Meta(max_length=64)] = "unknown"
 
 
+class ObsBlob(msgspec.Struct, forbid_unknown_fields=True):
+    """How one `obs/<key>` blob must look: dtype, shape (n_obs_steps, *contract shape), value range (None: any
+    finite value; uint8 images are never range-checked)."""
+
+    dtype: str
+    shape: list[int]
+    range: list[float] | None = None
+
+
 class Welcome(msgspec.Struct, forbid_unknown_fields=True):
     """server -> agent: the handshake succeeded; what the policy reads and how it chunks."""
 
@@ -96,6 +105,9 @@ class Welcome(msgspec.Struct, forbid_unknown_fields=True):
     control_hz: float
     learner: Literal["sync", "async", "off"]
     server_version: str
+    observations: dict[str, ObsBlob] = {}  # "obs/<key>" -> what the blob must be
+    reward_range: list[float] | None = None  # [low, high] of each step's reward in a transition
+    ref_seq: int = -1  # the hello's seq
 
 
 class Refused(msgspec.Struct, forbid_unknown_fields=True):
@@ -104,6 +116,7 @@ class Refused(msgspec.Struct, forbid_unknown_fields=True):
     code: RefusalCode
     reason: Text
     field: str | None = None
+    ref_seq: int = -1  # the hello's seq (-1 when its header could not be read: another wire version)
 
 
 class Observation(msgspec.Struct, forbid_unknown_fields=True):
@@ -156,12 +169,15 @@ class Heartbeat(msgspec.Struct, forbid_unknown_fields=True):
 
     state: Annotated[str, msgspec.Meta(max_length=64)] = ""
     policy_version: int = -1
+    ref_seq: int = -1  # server -> agent: the seq of the heartbeat answered
 
 
 class Stats(msgspec.Struct, forbid_unknown_fields=True):
     """agent -> server: its own figures (logged); server -> agent: the server's figures."""
 
-    values: dict[str, float | int | str | None]
+    values: Annotated[dict[Annotated[str, msgspec.Meta(max_length=64)], float | int | str | None],
+                      msgspec.Meta(max_length=256)]
+    ref_seq: int = -1  # server -> agent: the seq of the stats request answered
 
 
 class Error(msgspec.Struct, forbid_unknown_fields=True):
@@ -233,6 +249,8 @@ def decode(frames: list[Any], limits: Limits = DEFAULT_LIMITS) -> Message:
         raise ProtocolError("oversized", f"header of {views[0].nbytes} bytes exceeds {limits.max_header_bytes}")
     try:
         header = _HEADER_DECODER.decode(views[0])
+    except RecursionError:
+        raise ProtocolError("malformed", "header: nested too deeply") from None
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         probe = _probe_version(views[0])  # another version's header may not fit ours: say so, not "malformed"
         if probe is not None and probe.v != WIRE_VERSION:
@@ -246,6 +264,8 @@ def decode(frames: list[Any], limits: Limits = DEFAULT_LIMITS) -> Message:
         raise ProtocolError("unknown_type", f"message type {header.type!r}; known: {', '.join(BODIES)}")
     try:
         body = decoder.decode(header.body)
+    except RecursionError:
+        raise ProtocolError("malformed", f"{header.type} body: nested too deeply") from None
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         raise ProtocolError("malformed", f"{header.type} body: {e}") from None
     if len(header.blobs) > limits.max_blobs:
@@ -278,12 +298,13 @@ def _probe_version(buffer: memoryview) -> _VersionProbe | None:
 def _blob_array(spec: Blob, view: memoryview, limits: Limits) -> np.ndarray:
     if spec.dtype not in DTYPES:
         raise ProtocolError("malformed", f"blob {spec.name!r}: dtype {spec.dtype!r} is not one of {DTYPES}")
-    if len(spec.shape) > limits.max_ndim or any(d < 0 for d in spec.shape):
-        raise ProtocolError("malformed", f"blob {spec.name!r}: shape {spec.shape} (at most {limits.max_ndim} "
-                                         "non-negative dimensions)")
+    if len(spec.shape) > limits.max_ndim:
+        raise ProtocolError("oversized", f"blob {spec.name!r}: {len(spec.shape)} dimensions exceed {limits.max_ndim}")
+    if any(d < 0 for d in spec.shape):
+        raise ProtocolError("malformed", f"blob {spec.name!r}: shape {spec.shape} has a negative dimension")
     dtype = np.dtype(spec.dtype).newbyteorder("<")
     expected = math.prod(spec.shape) * dtype.itemsize  # Python ints: no overflow
-    if expected > limits.max_blob_bytes:
+    if expected > limits.max_blob_bytes or max(spec.shape, default=0) * dtype.itemsize > limits.max_blob_bytes:
         raise ProtocolError("oversized", f"blob {spec.name!r} of {expected} bytes exceeds {limits.max_blob_bytes}")
     if view.nbytes != expected:
         raise ProtocolError("malformed", f"blob {spec.name!r}: {view.nbytes} bytes, {spec.dtype}{spec.shape} "

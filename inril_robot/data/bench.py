@@ -83,6 +83,19 @@ def bench_data(
             steps_idx = np.minimum(np.arange(current, current + horizon), steps - 1)
             {k: a[steps_idx] for k, a in memory[int(position)].items()}
         numpy_s = time.perf_counter() - t0
+
+        # integrity: reading every array with and without the sha256 check (fresh Dataset objects: nothing cached
+        # in Python), alternated three times, best of each (the page cache is warm for both)
+        unverified_s = verified_s = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for episode in Dataset(workdir).episodes:
+                for k in episode.array_keys():
+                    episode.load(k, verify=False)
+            unverified_s = min(unverified_s, time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            corrupt = Dataset(workdir).verify()
+            verified_s = min(verified_s, time.perf_counter() - t0)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     realtime_fps = len(cameras) * control_hz
@@ -95,4 +108,7 @@ def bench_data(
         "read": {"horizon": horizon, "windows": windows, "cold_windows_per_s": cold_n / cold_s,
                  "warm_windows_per_s": windows / warm_s, "numpy_baseline_windows_per_s": windows / numpy_s,
                  "warm_fraction_of_numpy": numpy_s / warm_s},
+        "verify": {"read_all_s": unverified_s, "read_and_verify_all_s": verified_s,
+                   "sha256_overhead": verified_s / unverified_s - 1.0, "corrupt_episodes": len(corrupt),
+                   "megabytes_per_s": frames_written * size * size * 3 / 2**20 / verified_s},
     }

@@ -19,6 +19,11 @@ Per step: `obs/<key>` (proprioception, object state, camera images uint8), `acti
 can be replayed), `time/wall`, `time/state` and `time/capture/<camera>`.
 Per episode (group attributes): index, success, task, length, seed, notes, started/ended, checksums, and optional
 lists of safety events and control-authority transitions.
+
+Reading verifies: every whole-array `Episode.load` checks the array against the sha256 stored at commit (and its
+length against the episode's), so a flipped byte, a truncated or deleted chunk (which zarr would read back as zeros)
+or a missing array raises `DatasetError` naming the episode instead of training on it. `Dataset.verify` checks a
+whole dataset (`inril-robot dataset verify`).
 """
 
 from __future__ import annotations
@@ -104,6 +109,7 @@ class Episode:
     path: Path
     meta: dict[str, Any]
     _group: Any = field(default=None, repr=False)
+    _verified: set[str] = field(default_factory=set, repr=False)  # keys already checked against their sha256
 
     @property
     def group(self) -> Any:
@@ -122,15 +128,46 @@ class Episode:
     def array_keys(self) -> list[str]:
         return sorted(self.meta.get("checksums", {}))
 
+    @property
+    def name(self) -> str:
+        return f"episode {self.index} ({self.path})"
+
     def array(self, key: str) -> Any:
         try:
             return self.group[key]
         except KeyError:
+            if key in self.meta.get("checksums", {}):
+                raise DatasetError(f"{self.name} is corrupt: its array {key!r} is missing") from None
             known = ", ".join(self.array_keys())
             raise DatasetError(f"episode {self.index} has no array {key!r}; it has: {known}") from None
+        except DatasetError:
+            raise
+        except Exception as e:  # zarr metadata that no longer parses
+            raise DatasetError(f"{self.name} is corrupt: its array {key!r} cannot be opened ({e})") from e
 
-    def load(self, key: str) -> np.ndarray:
-        return np.asarray(self.array(key)[...])
+    def load(self, key: str, verify: bool = True) -> np.ndarray:
+        """The whole array, checked against its stored sha256 (and the episode length) unless `verify` is False."""
+        try:
+            value = np.asarray(self.array(key)[...])
+        except DatasetError:
+            raise
+        except Exception as e:  # a truncated or garbled chunk that no longer decompresses
+            raise DatasetError(f"{self.name} is corrupt: its array {key!r} cannot be read ({type(e).__name__}: "
+                               f"{e})") from e
+        if verify and key not in self._verified:
+            problem = self._problem(key, value)
+            if problem:
+                raise DatasetError(f"{self.name} is corrupt: {problem}")
+            self._verified.add(key)
+        return value
+
+    def _problem(self, key: str, value: np.ndarray) -> str | None:
+        digest = self.meta.get("checksums", {}).get(key)
+        if digest is not None and array_checksum(value) != digest:
+            return f"its array {key!r} does not match the sha256 stored at commit"
+        if value.ndim == 0 or len(value) != self.length:
+            return f"its array {key!r} has {len(value) if value.ndim else 0} steps, the episode {self.length}"
+        return None
 
     def robot_state(self, step: int, states: dict[str, np.ndarray] | None = None) -> RobotState:
         """The recorded `RobotState` at `step` (pass `states=episode.load_states()` when iterating)."""
@@ -150,8 +187,23 @@ class Episode:
         return [k.removeprefix("obs/") for k in self.array_keys() if k.startswith("obs/")]
 
     def verify(self) -> list[str]:
-        """Keys whose stored bytes do not match the checksum written at commit (empty: bit-exact)."""
-        return [k for k, digest in self.meta.get("checksums", {}).items() if array_checksum(self.load(k)) != digest]
+        """Keys of the arrays that are not as committed (unreadable, missing, or not matching their sha256)."""
+        return [key for key, _ in self._problems()]
+
+    def problems(self) -> list[str]:
+        """What is wrong with this episode's arrays, one line each (empty: every array bit-exact as committed)."""
+        if not self.meta.get("checksums"):
+            return ["it has no stored checksums"]
+        return [problem for _, problem in self._problems()]
+
+    def _problems(self) -> list[tuple[str, str]]:
+        found = []
+        for key in self.array_keys():
+            try:
+                self.load(key)
+            except DatasetError as e:
+                found.append((key, str(e).removeprefix(f"{self.name} is corrupt: ")))
+        return found
 
 
 class Dataset:
@@ -204,6 +256,26 @@ class Dataset:
             if ep.index == index:
                 return ep
         raise DatasetError(f"{self.root} has no episode {index}; episodes: {[e.index for e in self.episodes]}")
+
+    def verify(self, progress: Any = None) -> dict[int, list[str]]:
+        """Episode index -> its problems, for every corrupt episode (empty: the whole dataset is as committed).
+        `progress(done, total)` is called after each episode."""
+        corrupt = {}
+        for i, episode in enumerate(self.episodes):
+            problems = episode.problems()
+            if problems:
+                corrupt[episode.index] = problems
+            if progress is not None:
+                progress(i + 1, len(self.episodes))
+        return corrupt
+
+    def require_intact(self, progress: Any = None) -> None:
+        """Raise `DatasetError` naming every corrupt episode (and the first problem of each)."""
+        corrupt = self.verify(progress)
+        if corrupt:
+            first = "; ".join(f"episode {i}: {p[0]}" for i, p in list(corrupt.items())[:3])
+            raise DatasetError(f"{self.root}: {len(corrupt)} corrupt episode{'s' if len(corrupt) > 1 else ''} "
+                               f"({', '.join(map(str, corrupt))}): {first}")
 
     @property
     def num_steps(self) -> int:

@@ -13,7 +13,8 @@ A checkpoint is a dict of tensors and plain Python values only:
     extra               anything the caller adds (dataset path, eval results), plain values only
 
 Writes are atomic: a temporary file in the same directory, fsync, `os.replace`, fsync of the directory, so a reader
-(or a crash) never sees half a checkpoint.
+(or a crash) never sees half a checkpoint. Non-finite weights (NaN, inf) are never written and never loaded: every
+save and every load (`safe_torch_load`, under all the loaders) refuses a payload holding one, naming the tensor.
 """
 
 from __future__ import annotations
@@ -97,8 +98,27 @@ def _cpu(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in state_dict.items()}
 
 
+def non_finite_tensors(payload: Any, prefix: str = "") -> list[str]:
+    """Names (dotted paths) of the floating-point tensors in a nested payload holding NaN or inf."""
+    if isinstance(payload, torch.Tensor):
+        return [prefix] if payload.is_floating_point() and not bool(torch.isfinite(payload).all()) else []
+    if isinstance(payload, dict):
+        return [n for k, v in payload.items() for n in non_finite_tensors(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(payload, list | tuple):
+        return [n for i, v in enumerate(payload) for n in non_finite_tensors(v, f"{prefix}[{i}]")]
+    return []
+
+
+def _non_finite_text(names: list[str]) -> str:
+    return f"{len(names)} tensor{'s' if len(names) > 1 else ''} with NaN/inf values ({', '.join(names[:3])}" \
+           + (", ..." if len(names) > 3 else "") + ")"
+
+
 def atomic_torch_save(payload: dict[str, Any], path: Path) -> None:
-    """torch.save, replacing `path` atomically (see `inril_robot.atomic`)."""
+    """torch.save, replacing `path` atomically (see `inril_robot.atomic`); refuses non-finite weights."""
+    bad = non_finite_tensors(payload)
+    if bad:
+        raise CheckpointError(f"refusing to write {path}: {_non_finite_text(bad)}")
     with atomic_open(path, "wb") as f:
         torch.save(payload, f)
 
@@ -114,6 +134,9 @@ def safe_torch_load(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise CheckpointError(f"checkpoint {path} is corrupt or not a torch checkpoint: {e}") from e
     if not isinstance(payload, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(payload).__name__}, not a checkpoint dict")
+    bad = non_finite_tensors(payload)
+    if bad:
+        raise CheckpointError(f"checkpoint {path} is unusable: {_non_finite_text(bad)}")
     return payload
 
 

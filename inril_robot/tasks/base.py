@@ -155,6 +155,11 @@ class Task(ABC):
     @abstractmethod
     def object_observation(self, objects: Objects) -> dict[str, np.ndarray]: ...
 
+    @property
+    def reward_range(self) -> tuple[float, float]:
+        """[low, high] of one step's reward: sparse 0/1; dense adds a shaped term in [0, 1)."""
+        return (0.0, 1.0) if self.cfg.reward == "sparse" else (0.0, 2.0)
+
     def reward(self, state: RobotState, objects: Objects) -> float:
         succeeded = float(self.success(state, objects))
         if self.cfg.reward == "sparse":
