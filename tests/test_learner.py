@@ -80,11 +80,11 @@ def record_steps(learner: InrilLearner, hook: Any = None) -> list[str]:
     calls: list[str] = []
     original = learner._step
 
-    def step(objective: str, loss: torch.Tensor) -> dict[str, float]:
+    def step(objective: str, loss: torch.Tensor, **kwargs: Any) -> dict[str, float]:
         calls.append(objective)
         if hook is not None:
             return hook(objective, loss, original)
-        return original(objective, loss)
+        return original(objective, loss, **kwargs)
 
     learner._step = step  # type: ignore[method-assign]
     return calls
@@ -106,7 +106,8 @@ def test_update_interleaves_exactly_m_rl_steps_per_il_step() -> None:
 def test_applied_updates_respect_the_separation(mode: str) -> None:
     """What reaches the optimiser is (PCGrad) never opposed to, or (orthogonal) orthogonal to, the other objective's
     reference gradient."""
-    learner = learner_for(GaussianActor(policy_of("gaussian")), inril={"il_every": 2, "separation": mode})
+    learner = learner_for(GaussianActor(policy_of("gaussian")),
+                          inril={"il_every": 2, "separation": mode, "reference": "ema"})
     dots: list[float] = []
     raw_conflicts = 0
 

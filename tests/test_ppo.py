@@ -101,10 +101,14 @@ def test_buffer_concatenates_episodes_and_cuts_gae_at_their_ends() -> None:
                     torch.tensor([0.5, 0.5]), terminated=True)
     buf.add_episode({"ee_pos": obs["ee_pos"][2:]}, {"action": torch.ones(3, 4)}, lp[2:], torch.zeros(3),
                     torch.tensor([0.2, 0.3, 0.4]), terminated=False, bootstrap_value=2.0)
-    buf.compute_returns(gamma=0.5, lam=1.0)
+    buf.compute_returns(gamma=0.5, lam=1.0, bootstrap_truncations=True)
     assert buf.size == 5 and buf.log_probs.shape == (5, 1)
     # episode 1: R1 = 1, R0 = 0 + .5 * 1; episode 2 (truncated, bootstrapped from 2.0): R4 = .5*2, R3 = .5, R2 = .25
     torch.testing.assert_close(buf.returns, torch.tensor([0.5, 1.0, 0.25, 0.5, 1.0]))
+    buf.compute_returns(gamma=0.5, lam=1.0, bootstrap_truncations=True, value_range=(0.0, 1.0))
+    torch.testing.assert_close(buf.returns[2:], torch.tensor([0.125, 0.25, 0.5]))  # V(final) clamped to 1
+    buf.compute_returns(gamma=0.5, lam=1.0)  # default: the time limit ends the episode like a termination
+    torch.testing.assert_close(buf.returns[2:], torch.zeros(3))
     batches = list(buf.minibatches(2, torch.Generator().manual_seed(1)))
     assert [len(b) for b in batches] == [2, 2, 1]
     assert sorted(torch.cat(batches).tolist()) == list(range(5))
@@ -130,7 +134,7 @@ def test_ppo_update_raises_log_prob_of_positive_advantage_actions() -> None:
     assert 0.0 <= stats["clip_fraction"] <= 1.0 and stats["clip_fraction"] > 0.0
     assert stats["epochs_run"] == 4 and stats["rl_steps"] == 16 and stats["il_steps"] == 0
     with torch.no_grad():
-        delta = policy.log_prob(before.obs, before.record["action"]) - before.log_probs[:, 0]  # (P,)
+        delta = learner.actor.evaluate(before.obs, before.record)[0][:, 0] - before.log_probs[:, 0]  # (P,)
     adv = before.advantages
     assert delta[adv > 0].mean() > 0 > delta[adv < 0].mean()
     assert (adv * delta.exp()).mean() > adv.mean()  # the surrogate objective improved over ratio = 1
@@ -143,7 +147,8 @@ def test_target_kl_stops_early() -> None:
     learner = ppo_learner(make_policy(), epochs=10, minibatch_size=64, target_kl=1e-7, actor_lr=1e-3)
     stats = learner.update(bandit_buffer(learner.actor, learner.critic, 256))
     assert stats["early_stopped"] and stats["epochs_run"] < 10
-    assert stats["rl_steps"] >= 2  # the first minibatch is on-policy (KL 0); the stop comes after a step
+    # the first minibatch is on-policy (KL 0) and steps; the next one sees the KL past the bound and does not step
+    assert stats["rl_steps"] == 1
 
 
 def test_critic_warmup_leaves_actor_bit_identical_and_fits_returns() -> None:

@@ -26,7 +26,7 @@ from inril_robot.config import PPOConfig
 from inril_robot.policies.base import Obs, Policy, sample_normal
 from inril_robot.policies.encoders import ObsEncoder, mlp
 from inril_robot.policies.gaussian import GaussianPolicy
-from inril_robot.rl.actor import Actor, ActorSample
+from inril_robot.rl.actor import Actor, ActorSample, executed_log_prob
 from inril_robot.rl.buffer import RolloutBatch
 
 __all__ = ["Critic", "GaussianActor", "PPOConfig", "clipped_surrogate", "value_loss"]
@@ -103,12 +103,15 @@ class GaussianActor(Actor):
         dist = self.policy.distribution(obs)  # batch shape (B, H*A)
         a = sample_normal(dist, generator)  # (B, H*A)
         chunk = a.clamp(-1.0, 1.0).reshape(-1, self.policy.cfg.horizon, self.policy.action_dim)  # (B, H, A)
-        return ActorSample(chunk, {"action": a}, dist.log_prob(a).sum(-1, keepdim=True))  # log_prob (B, 1)
+        return ActorSample(chunk, {"action": a}, self._executed(dist.log_prob(a)))  # log_prob (B, 1)
 
     def evaluate(self, obs: Obs, record: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
         dist = self.policy.distribution(obs)
-        log_prob = dist.log_prob(record["action"]).sum(-1, keepdim=True)  # (B, 1)
-        return log_prob, dist.entropy().sum(-1).mean()
+        return self._executed(dist.log_prob(record["action"])), self._executed(dist.entropy()).mean()  # (B, 1)
+
+    def _executed(self, per_element: Tensor) -> Tensor:
+        c = self.policy.cfg
+        return executed_log_prob(per_element, c.horizon, c.act_steps)  # (B, 1)
 
     def il_loss(self, obs: Obs, actions: Tensor) -> Tensor:
         """NLL of the demonstrated chunks (raw (B, H, A)) with the std held fixed: the IL step pulls the mean towards
