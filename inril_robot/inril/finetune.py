@@ -57,6 +57,9 @@ from inril_robot.stats import wilson_interval
 from inril_robot.tb import TBWriter
 
 TRAIN_SEED_BASE = 500_000_000
+# held-out evaluation after a run (quickstart, bench): seeds that neither training (TRAIN_SEED_BASE + 10^7 seed + k),
+# the in-run evaluation (EVAL_SEED_BASE + i) nor the demonstrations (small seeds) ever use
+HELDOUT_SEED_BASE = 1_500_000_000
 TRAIN_STATE_VERSION = 1
 METRIC_FIELDS = ("step", "env_steps", "wall_s", "env_steps_per_s", "train_success", "train_return",
                  "train_episode_length", "eval_success", "eval_ci_low", "eval_ci_high", "eval_mean_length", "m",
@@ -144,10 +147,10 @@ def make_learner(cfg: RunConfig, policy: Policy, demos: Dataset | None, contract
         raise FinetuneError("IN-RIL interleaves IL updates on demonstrations (BC-regularised RL adds their loss): "
                             "pass --demos DIR (or --il-every 0 for RL only)")
     actor = build_actor(policy, f).to(device)
-    critic = Critic.for_policy(actor.policy, f.ppo.critic_hidden).to(device)
+    bounds = value_range(cfg)
+    critic = Critic.for_policy(actor.policy, f.ppo.critic_hidden, bounds).to(device)
     try:
-        learner = InrilLearner(actor, critic, f, demo_source, device, seed=cfg.seed,
-                               value_range=value_range(cfg))
+        learner = InrilLearner(actor, critic, f, demo_source, device, seed=cfg.seed, value_range=bounds)
     except ValueError as e:
         raise FinetuneError(str(e)) from e
     return actor, critic, learner
@@ -188,6 +191,31 @@ def evaluate(vec: VecEnv, policy: Policy, episodes: int, device: torch.device,
         return policy.predict_normalized(obs, deterministic=True, generator=generator), {}
 
     return summarize(run_episodes(vec, [seed + i for i in range(episodes)], policy, choose, device))
+
+
+def evaluate_checkpoint(cfg: RunConfig, checkpoint: Path, episodes: int, seed: int = HELDOUT_SEED_BASE,
+                        cache: Path | None = None) -> dict[str, Any]:
+    """Deterministic success of a saved checkpoint on `episodes` held-out seeds (`summarize`'s dict); read back
+    from `cache` (JSON) when it already holds this evaluation."""
+    import hashlib
+    import json
+
+    key = {"sha256": hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest(), "episodes": episodes, "seed": seed}
+    if cache is not None and cache.is_file():
+        stored = json.loads(cache.read_text())
+        if stored.get("key") == key:
+            return stored["result"]
+    f = cfg.finetune
+    if f.num_threads > 0:
+        torch.set_num_threads(f.num_threads)
+    device = pick_device(f.device)
+    policy = ckpt.load_checkpoint(checkpoint, use_ema=True).policy.to(device)
+    with VecEnv(cfg, f.num_envs, list(policy.obs_shapes), policy.cfg.n_obs_steps,
+                subprocess=f.subprocess_envs) as vec:
+        result = evaluate(vec, policy, episodes, device, seed=seed)
+    if cache is not None:
+        atomic_write_text(cache, json.dumps({"key": key, "result": result}))
+    return result
 
 
 def to_buffer(traces: list[EpisodeTrace], critic: Critic, device: torch.device,

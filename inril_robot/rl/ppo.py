@@ -33,20 +33,33 @@ __all__ = ["Critic", "GaussianActor", "PPOConfig", "clipped_surrogate", "value_l
 
 
 class Critic(nn.Module):
-    """V(s): its own `ObsEncoder` (not shared with the actor) -> MLP -> scalar. obs (B, To, ...) -> (B,)."""
+    """V(s): its own `ObsEncoder` (not shared with the actor) -> MLP -> scalar. obs (B, To, ...) -> (B,).
 
-    def __init__(self, encoder: ObsEncoder, hidden: Sequence[int] = (256, 256)) -> None:
+    With `value_range` (lo, hi), the feasible discounted returns, V = lo + (hi - lo) * sigmoid(head): the critic
+    cannot promise more than the rewards allow (an unbounded one extrapolated to V = 2.7 on lift states where no
+    return exceeds 1, measured)."""
+
+    def __init__(self, encoder: ObsEncoder, hidden: Sequence[int] = (256, 256),
+                 value_range: tuple[float, float] | None = None) -> None:
         super().__init__()
+        if value_range is not None and not value_range[0] < value_range[1]:
+            raise ValueError(f"value_range must be (low, high) with low < high, got {value_range}")
         self.encoder = encoder
         self.head = mlp(encoder.out_dim, hidden, 1)  # (B, D) -> (B, 1)
+        self.value_range = value_range
 
     @classmethod
-    def for_policy(cls, policy: Policy, hidden: Sequence[int] = (256, 256)) -> Critic:
+    def for_policy(cls, policy: Policy, hidden: Sequence[int] = (256, 256),
+                   value_range: tuple[float, float] | None = None) -> Critic:
         """A critic reading the same observations as `policy`, through a fresh encoder (same normaliser)."""
-        return cls(ObsEncoder(policy.normalizer, policy.obs_shapes, policy.cfg), hidden)
+        return cls(ObsEncoder(policy.normalizer, policy.obs_shapes, policy.cfg), hidden, value_range)
 
     def forward(self, obs: Obs) -> Tensor:
-        return self.head(self.encoder(obs)).squeeze(-1)  # (B, 1) -> (B,)
+        raw = self.head(self.encoder(obs)).squeeze(-1)  # (B, 1) -> (B,)
+        if self.value_range is None:
+            return raw
+        low, high = self.value_range
+        return low + (high - low) * torch.sigmoid(raw)
 
 
 def clipped_surrogate(new_log_probs: Tensor, batch: RolloutBatch, cfg: PPOConfig, entropy: Tensor | None = None,
