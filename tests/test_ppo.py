@@ -188,3 +188,80 @@ def test_bandit_moves_the_policy_mean_to_the_target() -> None:
         learner.update(bandit_buffer(learner.actor, learner.critic, 128, rewards_fn=reward))
     assert error0 > 0.6
     assert mean_error() < 0.25 * error0
+
+
+# ---------------------------------------------------------------------------------------------------- episode ends
+@pytest.mark.timeout(120)
+def test_a_safety_stop_is_terminal_and_never_bootstrapped() -> None:
+    """A real MuJoCo safety stop (arm pushed down, contact force over a tightened limit) is reported as a stop, and
+    the learner's returns end it at its rewards minus the penalty even when the time limit may bootstrap from a
+    critic that promises the maximum everywhere; a time-limit end with the same critic is bootstrapped (clamped)."""
+    import numpy as np
+
+    import drivers.sim  # noqa: F401
+    from inril_robot.config import load_config
+    from inril_robot.inril.finetune import to_buffer
+    from inril_robot.rl.rollouts import EpisodeTrace
+    from inril_robot.rl.vec_env import HistoryEnv
+
+    cfg = load_config(robot="sim", task="lift", overrides=["safety.max_contact_force=0.5"])
+    env = HistoryEnv(cfg, ["ee_pos"], 1)
+    try:
+        history = env.reset(seed=3)
+        for _ in range(cfg.task.max_steps):
+            result = env.step(np.array([[0.0, 0.0, -0.01, 0.0, 0.0, 0.0, 1.0]]))
+            if result.terminated or result.truncated:
+                break
+    finally:
+        env.close()
+    assert result.stopped and result.truncated and not result.terminated  # the env's flags: a stop, not a success
+
+    critic = Critic.for_policy(make_policy(), (8,), value_range=(-0.5, 1.0))
+    with torch.no_grad():
+        critic.head[-1].bias.fill_(50.0)  # V = 1.0, the most a return can be, on every state
+    obs = {"ee_pos": torch.from_numpy(history["ee_pos"]).float()}  # (To=1, 3)
+    kept = {"action": torch.zeros(2 * A), "log_prob": torch.zeros(1)}
+
+    def trace(stopped: bool) -> EpisodeTrace:
+        return EpisodeTrace(seed=0, obs=[{"ee_pos": obs["ee_pos"].numpy()}] * 3, kept=[kept] * 3,
+                            rewards=[0.0, 0.0, 0.0], steps=3, stopped=stopped,
+                            final_obs={"ee_pos": obs["ee_pos"].numpy()})
+
+    buf = to_buffer([trace(stopped=True), trace(stopped=False)], critic, torch.device("cpu"), stop_penalty=0.5)
+    buf.compute_returns(gamma=0.9, lam=1.0, bootstrap_truncations=True, value_range=(-0.5, 1.0))
+    stop, timeout = buf.returns[:3], buf.returns[3:]
+    torch.testing.assert_close(stop, torch.tensor([-0.5 * 0.81, -0.5 * 0.9, -0.5]))  # the penalty, no V(final)
+    torch.testing.assert_close(timeout, torch.tensor([0.729, 0.81, 0.9]))  # gamma^k * V(final) = gamma^k * 1.0
+
+
+@pytest.mark.timeout(120)
+def test_critic_values_stay_within_the_reward_bounds_on_a_sparse_task() -> None:
+    """Sparse task (success pays 1 and ends the episode): after updates on episodes that end by success, safety stop
+    or time limit, with the time limit bootstrapped by a trusted critic, V on fresh states stays within [0, 1] and
+    the logged range says so."""
+    policy = make_policy()
+    cfg = FinetuneConfig.model_validate({"ppo": {"critic_warmup_iterations": 0, "epochs": 4, "minibatch_size": 64,
+                                                 "critic_lr": 1e-2, "time_limit_bootstrap": "trusted",
+                                                 "trusted_critic_ev": -1.0},
+                                         "inril": {"il_every": 0}, "guard": {"enabled": False}})
+    critic = Critic.for_policy(policy, (32, 32), value_range=(0.0, 1.0))
+    learner = InrilLearner(GaussianActor(policy), critic, cfg, demos=None, value_range=(0.0, 1.0))
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        buf = RolloutBuffer()
+        for i in range(36):
+            obs = make_obs(5)
+            sample = learner.actor.sample(obs, gen)
+            with torch.no_grad():
+                values = critic(obs)
+                final = float(critic(make_obs(1))[0])
+            kind = i % 3  # success, safety stop, time limit
+            rewards = torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0 if kind == 0 else 0.0])
+            buf.add_episode(obs, sample.record, sample.log_prob, rewards, values, terminated=kind < 2,
+                            bootstrap_value=final if kind == 2 else 0.0)
+        stats = learner.update(buf)
+    assert learner.critic_trusted and stats["bootstrapped_time_limit"]
+    with torch.no_grad():
+        v = critic(make_obs(2048))
+    assert v.min().item() >= 0.0 and v.max().item() <= 1.0
+    assert 0.0 <= stats["value_min"] <= stats["value_max"] <= 1.0 and stats["return_max"] <= 1.0
