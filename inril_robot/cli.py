@@ -1064,6 +1064,7 @@ def bench_sample_efficiency_cmd(
     pretrain_steps: Annotated[int | None, typer.Option(min=1, help="BC steps of the shared checkpoint.")] = None,
     eval_episodes: Annotated[int, typer.Option(min=50, help="In-run evaluation episodes.")] = 50,
     heldout_episodes: Annotated[int, typer.Option(min=100, help="Final held-out evaluation episodes.")] = 100,
+    report_only: Annotated[bool, typer.Option("--report-only", help="Summarise finished runs; start none.")] = False,
     set_: SetOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -1112,7 +1113,7 @@ def bench_sample_efficiency_cmd(
 
         try:
             payload = bench_sample_efficiency(out, task_list, chosen, seeds, env_steps, overrides, prepare,
-                                              say, on_progress, heldout_episodes)
+                                              say, on_progress, heldout_episodes, report_only)
         except (ConfigError, ValueError) as e:
             fail(str(e))
             return
@@ -1123,6 +1124,8 @@ def bench_sample_efficiency_cmd(
     Console().print(Path(payload["files"]["summary_md"]).read_text())
     for name, path in payload["files"].items():
         err.print(f"{name}: {path}")
+    if payload["missing"]:
+        err.print(f"not run yet (--report-only): {', '.join(payload['missing'])}")
 
 
 # ------------------------------------------------------------------------------------------------------ config

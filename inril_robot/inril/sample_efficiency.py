@@ -151,17 +151,21 @@ def arm_config(task: str, arm: str, seed: int, budget: int, overrides: list[str]
         f"seed={seed}", f"finetune.env_steps={budget}", *ARMS[arm], *overrides])
 
 
+def finished(out: Path, budget: int) -> bool:
+    rows = read_metrics(out / "metrics.csv")
+    return bool(rows and rows[-1].get("env_steps") is not None and rows[-1]["env_steps"] >= budget
+                and rows[-1].get("eval_success") is not None)
+
+
 def run_arm(task: str, arm: str, seed: int, checkpoint: Path, demos: Dataset, out: Path, budget: int,
             overrides: list[str], heldout_pretrained: float, heldout_episodes: int = HELDOUT_EPISODES,
             on_progress: Callable[[dict[str, Any]], None] | None = None) -> RunOutcome:
     cfg = arm_config(task, arm, seed, budget, overrides)
     metrics = out / "metrics.csv"
     started = time.perf_counter()
-    rows = read_metrics(metrics)
-    if not (rows and rows[-1].get("env_steps") is not None and rows[-1]["env_steps"] >= budget
-            and rows[-1].get("eval_success") is not None):
+    if not finished(out, budget):
         finetune(cfg, checkpoint, demos, out, resume=(out / "run.yaml").exists(), on_progress=on_progress)
-        rows = read_metrics(metrics)
+    rows = read_metrics(metrics)
     curve = [(int(r["env_steps"]), float(r["eval_success"])) for r in rows if r.get("eval_success") is not None]
     heldout = evaluate_checkpoint(cfg, out / "last.pt", heldout_episodes, cache=out / "heldout.json")
     return outcome_from_curve(task, arm, seed, curve, budget, time.perf_counter() - started, heldout_pretrained,
@@ -339,14 +343,16 @@ def write_reports(outcomes: list[RunOutcome], rows: list[dict[str, Any]], verdic
 def bench_sample_efficiency(out: Path, tasks: list[str], arms: list[str], seeds: int, budget: int,
                             overrides: list[str], prepare: Callable[[str, Path], tuple[Dataset, Path]],
                             say: Say | None = None, on_progress: Callable[[dict[str, Any]], None] | None = None,
-                            heldout_episodes: int = HELDOUT_EPISODES) -> dict[str, Any]:
-    """Every (task, arm, seed); `prepare(task, folder)` gives the demos and the pre-trained checkpoint of a task."""
+                            heldout_episodes: int = HELDOUT_EPISODES, report_only: bool = False) -> dict[str, Any]:
+    """Every (task, arm, seed); `prepare(task, folder)` gives the demos and the pre-trained checkpoint of a task.
+    `report_only`: summarise the finished runs, start none (missing ones are listed in `missing`)."""
     unknown = [a for a in arms if a not in ARMS]
     if unknown:
         raise ValueError(f"unknown arm(s) {unknown}; available: {', '.join(ARMS)}")
     say = say or (lambda _: None)
     out.mkdir(parents=True, exist_ok=True)
     outcomes: list[RunOutcome] = []
+    missing: list[str] = []
     started = time.perf_counter()
     total = len(tasks) * len(arms) * seeds
     for task in tasks:
@@ -357,14 +363,19 @@ def bench_sample_efficiency(out: Path, tasks: list[str], arms: list[str], seeds:
                                   cache=out / task / "pretrained" / "heldout.json")["success"]["rate"]
         for seed in range(seeds):  # seed-major: an interrupted bench still has every arm for its first seeds
             for arm in arms:
-                say(f"[{len(outcomes) + 1}/{total}] {task} · {arm} · seed {seed}")
                 folder = out / task / arm.replace(" ", "_").replace("=", "") / f"seed{seed}"
+                if report_only and not finished(folder, budget):
+                    missing.append(f"{task} · {arm} · seed {seed}")
+                    continue
+                say(f"[{len(outcomes) + len(missing) + 1}/{total}] {task} · {arm} · seed {seed}")
                 outcomes.append(run_arm(task, arm, seed, checkpoint, demos, folder, budget, overrides, pre,
                                         heldout_episodes, on_progress))
+    if not outcomes:
+        raise ValueError(f"no finished runs under {out} to report on")
     rows = summarize(outcomes)
     verdicts = decide(outcomes, rows)
     cfg = load_config(robot="sim", task=tasks[0], overrides=overrides)
     files = write_reports(outcomes, rows, verdicts, out, budget, cfg.finetune.eval_episodes, heldout_episodes)
     return {"tasks": tasks, "arms": arms, "seeds": seeds, "budget": budget, "overrides": overrides,
-            "heldout_episodes": heldout_episodes, "summary": rows, "decisions": verdicts,
+            "heldout_episodes": heldout_episodes, "summary": rows, "decisions": verdicts, "missing": missing,
             "runs": [o.row() for o in outcomes], "files": files, "wall_s": time.perf_counter() - started}
