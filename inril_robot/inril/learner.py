@@ -361,8 +361,10 @@ class InrilLearner:
 
 
 def _k3(log_ratio: Tensor) -> float:
-    """Schulman's k3 estimate of KL(old || new) from log(new / old): mean((r - 1) - log r)."""
-    return float(((log_ratio.exp() - 1.0) - log_ratio).mean()) if log_ratio.numel() else 0.0
+    """Schulman's k3 estimate of KL(old || new) from log(new / old): mean((r - 1) - log r). Log-ratios are capped at
+    50 so that a runaway update reports a huge finite KL instead of inf."""
+    capped = log_ratio.double().clamp(max=50.0)
+    return float(((capped.exp() - 1.0) - capped).mean()) if log_ratio.numel() else 0.0
 
 
 def _same(a: list[nn.Parameter], b: list[nn.Parameter]) -> bool:
