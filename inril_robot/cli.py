@@ -145,11 +145,14 @@ def quickstart(
     demo_noise: Annotated[float, typer.Option(min=0.0, max=1.0, help="Expert noise of the demos.")] = 0.5,
     steps: Annotated[int, typer.Option(min=1, help="Pre-training gradient steps.")] = 2000,
     env_steps: Annotated[int, typer.Option(min=1, help="Fine-tuning budget per run [env steps].")] = 12_000,
-    episodes: Annotated[int, typer.Option(min=1, help="Evaluation episodes.")] = 50,
+    episodes: Annotated[int, typer.Option(min=1, help="In-run evaluation episodes.")] = 50,
+    heldout_episodes: Annotated[int, typer.Option(min=1, help="Final held-out evaluation episodes.")] = 100,
+    seed: Annotated[int, typer.Option(min=0, help="Fine-tuning seed (demos and pre-training are shared).")] = 0,
     set_: SetOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """The whole path in simulation on CPU: scripted demos -> pre-training -> RL-only and IN-RIL fine-tuning."""
+    """The whole path in simulation on CPU: scripted demos -> pre-training -> RL-only and IN-RIL fine-tuning ->
+    held-out evaluation of where each arm started and ended."""
     import drivers.sim  # noqa: F401 - selects the GL backend before mujoco loads
     from inril_robot.quickstart import run_quickstart
 
@@ -167,7 +170,8 @@ def quickstart(
 
         try:
             result = run_quickstart(out, task=task, demos=demos, demo_noise=demo_noise, steps=steps,
-                                    env_steps=env_steps, eval_episodes=episodes, overrides=list(set_ or []),
+                                    env_steps=env_steps, eval_episodes=episodes, heldout_episodes=heldout_episodes,
+                                    seed=seed, overrides=list(set_ or []),
                                     on_stage=lambda text: err.print(f"[bold cyan]quickstart[/] {escape(text)}"),
                                     on_progress=on_progress)
         except ConfigError as e:
@@ -177,14 +181,22 @@ def quickstart(
     if json_out:
         emit_json(payload)
         return
-    table = Table(title=f"quickstart · {task} · {result.demos} noisy demos · {env_steps:,} fine-tuning env steps")
-    for column in ("run", "pre-trained", "after fine-tuning", "worst during", "best", "wall"):
+    table = Table(title=f"quickstart · {task} · {result.demos} noisy demos · {env_steps:,} fine-tuning env steps · "
+                        f"seed {seed}")
+    for column in ("run", f"pre-trained (held-out, {heldout_episodes})", f"after (held-out, {heldout_episodes})",
+                   "moved", "in-run start -> end", "wall"):
         table.add_column(column)
     for arm, row in result.results.items():
-        worst = row["worst_after_start"]
-        table.add_row(arm, _rate_text(row["pretrained"]), _rate_text(row["final"]),
-                      "-" if worst is None else f"{worst:.0%}", _rate_text(row["best"]), f"{row['wall_s']:.0f} s")
+        moved = f"{row['moved'] * 100:+.0f} points"
+        if row["below_start"]:
+            moved = f"[bold red]{moved} BELOW ITS START[/]"
+        table.add_row(arm, _rate_text(row["heldout_pretrained"]), _rate_text(row["heldout_final"]), moved,
+                      f"{_rate_text(row['pretrained'])} -> {_rate_text(row['final'])}", f"{row['wall_s']:.0f} s")
     Console().print(table)
+    below = [arm for arm, row in result.results.items() if row["below_start"]]
+    if below:
+        err.print(f"[bold red]warning[/]: {', '.join(below)} ended below the pre-trained policy on the held-out "
+                  "episodes: fine-tuning made it worse.")
     files = Table(show_header=False, title="files")
     files.add_column()
     files.add_column(overflow="fold")
@@ -1144,34 +1156,49 @@ def bench_learner_cmd(
 def bench_sample_efficiency_cmd(
     out: Annotated[Path, typer.Option("--out", help="Folder of the runs and reports (re-running resumes).")] = Path(
         "runs/bench_sample_efficiency"),
-    tasks: Annotated[list[str] | None, typer.Option("--task", help="Tasks (repeat); default lift and peg.")] = None,
-    arms: Annotated[list[str] | None, typer.Option("--arm", help="Arms (repeat); default: the main set.")] = None,
-    seeds: Annotated[int, typer.Option(min=1, help="Seeds per arm.")] = 5,
-    env_steps: Annotated[int, typer.Option(min=1, help="Budget per run [env steps].")] = 30_000,
-    demos: Annotated[int, typer.Option(min=1, help="Scripted demos per task.")] = 50,
-    demo_noise: Annotated[float, typer.Option(min=0.0, max=1.0, help="Expert noise of the demos.")] = 0.5,
-    pretrain_steps: Annotated[int, typer.Option(min=1, help="BC steps of the shared checkpoint.")] = 2000,
+    regime: Annotated[str, typer.Option(help="A: today's checkpoint, normal and aggressive RL; B: headroom (better "
+                                             "demos, under-trained BC), lift and peg.")] = "A",
+    tasks: Annotated[list[str] | None, typer.Option("--task", help="Tasks (repeat); default: the regime's.")] = None,
+    arms: Annotated[list[str] | None, typer.Option("--arm", help="Arms (repeat); default: the regime's.")] = None,
+    seeds: Annotated[int, typer.Option(min=1, help="Paired seeds per arm.")] = 5,
+    env_steps: Annotated[int, typer.Option(min=1, help="Budget per run [env steps].")] = 12_000,
+    demos: Annotated[int | None, typer.Option(min=1, help="Scripted demos per task; default: the regime's.")] = None,
+    demo_noise: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Expert noise of the demos.")] = None,
+    pretrain_steps: Annotated[int | None, typer.Option(min=1, help="BC steps of the shared checkpoint.")] = None,
+    eval_episodes: Annotated[int, typer.Option(min=50, help="In-run evaluation episodes.")] = 50,
+    heldout_episodes: Annotated[int, typer.Option(min=100, help="Final held-out evaluation episodes.")] = 100,
+    report_only: Annotated[bool, typer.Option("--report-only", help="Summarise finished runs; start none.")] = False,
     set_: SetOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """RL only vs IN-RIL variants from one pre-trained checkpoint per task: steps to 50/80%, final and worst success,
-    with 95% intervals over seeds (CSV, markdown table, PNG)."""
+    """RL only vs IN-RIL variants and baselines from one pre-trained checkpoint per task, paired seeds: final held-out
+    success, AUC, collapses, paired differences with 95% intervals, pre-registered decision rules (CSV, markdown,
+    PNG)."""
     import drivers.sim  # noqa: F401 - selects the GL backend before mujoco loads
-    from inril_robot.inril.sample_efficiency import ARMS, DEFAULT_ARMS, bench_sample_efficiency
+    from inril_robot.inril.sample_efficiency import ARMS, REGIMES, bench_sample_efficiency
     from inril_robot.quickstart import prepare_pretrained, quickstart_config
 
-    chosen = list(arms or DEFAULT_ARMS)
+    if regime not in REGIMES:
+        fail(f"unknown --regime {regime!r}; available: {', '.join(REGIMES)}")
+    r = REGIMES[regime]
+    chosen = list(arms or r.arms)
     unknown = [a for a in chosen if a not in ARMS]
     if unknown:
         fail(f"unknown --arm {unknown}; available: {', '.join(ARMS)}")
-    task_list = list(tasks or ["lift", "peg"])
+    task_list = list(tasks or r.tasks)
     bad = [t for t in task_list if t not in list_presets("tasks")]
     if bad:
         fail(f"unknown --task {bad}; available: {', '.join(list_presets('tasks'))}")
+    n_demos = demos if demos is not None else r.demos
+    noise = demo_noise if demo_noise is not None else r.demo_noise
+    bc_steps = pretrain_steps if pretrain_steps is not None else r.pretrain_steps
+    overrides = [f"finetune.eval_episodes={eval_episodes}", *(set_ or [])]
+    err.print(f"[bold cyan]bench[/] regime {regime}: {escape(r.description)}; {n_demos} demos at noise {noise}, "
+              f"{bc_steps} BC steps")
 
     def prepare(task: str, folder: Path) -> Any:
-        cfg = quickstart_config(task, demo_noise, pretrain_steps, list(set_ or []))
-        return prepare_pretrained(cfg, folder, demos, lambda text: err.print(f"  {escape(text)}"))
+        cfg = quickstart_config(task, noise, bc_steps, list(set_ or []))
+        return prepare_pretrained(cfg, folder, n_demos, lambda text: err.print(f"  {escape(text)}"))
 
     columns = progress_columns(eta=False)
     with Progress(*columns, console=err, transient=json_out) as progress:
@@ -1188,17 +1215,20 @@ def bench_sample_efficiency_cmd(
                 progress.update(bar, completed=event["env_steps"], status=f"eval {event['eval_success']:.0%}")
 
         try:
-            payload = bench_sample_efficiency(out, task_list, chosen, seeds, env_steps, list(set_ or []), prepare,
-                                              say, on_progress)
+            payload = bench_sample_efficiency(out, task_list, chosen, seeds, env_steps, overrides, prepare,
+                                              say, on_progress, heldout_episodes, report_only)
         except (ConfigError, ValueError) as e:
             fail(str(e))
             return
+    payload.update(regime=regime, demos=n_demos, demo_noise=noise, pretrain_steps=bc_steps)
     if json_out:
         emit_json(payload)
         return
     Console().print(Path(payload["files"]["summary_md"]).read_text())
     for name, path in payload["files"].items():
         err.print(f"{name}: {path}")
+    if payload["missing"]:
+        err.print(f"not run yet (--report-only): {', '.join(payload['missing'])}")
 
 
 # ------------------------------------------------------------------------------------------------------ config

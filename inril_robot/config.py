@@ -268,6 +268,7 @@ class ResidualRLConfig(StrictModel):
     hidden: tuple[int, ...] = (256, 256)
     scale: Annotated[float, Field(gt=0.0, le=1.0, description="residual scale in normalised action units")] = 0.1
     init_log_std: Annotated[float, Field(ge=-5.0, le=1.0)] = -1.5
+    actor_lr: Annotated[float, Field(gt=0.0, le=1.0, description="initial lr of the head (ResiP: 3e-4)")] = 3e-4
 
 
 class PolicyConfig(StrictModel):
@@ -316,21 +317,33 @@ class PPOConfig(StrictModel):
     ent_coef: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
     vf_coef: Annotated[float, Field(gt=0.0, le=10.0)] = 0.5
     epochs: Annotated[int, Field(ge=1, le=100, description="passes over each batch of episodes")] = 5
-    minibatch_size: Annotated[int, Field(ge=1, le=65536)] = 256
-    target_kl: Annotated[float | None, Field(gt=0.0, description="stop the update past this approx KL")] = 0.05
+    minibatch_size: Annotated[int, Field(ge=1, le=65536)] = 128
+    # target_kl: the KL (approx k3, RL steps only) one whole update should move the policy by. The "kl" schedule
+    # adapts the actor lr on the KL measured over the whole batch *after* the update (never on minibatch means, which
+    # the zero-KL first step and early-stopped updates bias low): /1.5 above 1.5 target, *1.5 below target / 1.5.
+    # An update stops early (before stepping) once a minibatch's RL KL exceeds kl_stop_factor * target_kl.
+    # null: no early stop and no adaptation (a fixed lr).
+    target_kl: Annotated[float | None, Field(gt=0.0, description="per-update approx KL of the RL steps")] = 0.05
+    kl_stop_factor: Annotated[float, Field(gt=1.0, le=100.0, description="early stop at this x target_kl")] = 2.0
     max_grad_norm: Annotated[float, Field(gt=0.0, description="gradient-norm clip, actor and critic")] = 1.0
     normalize_advantages: bool = True
     actor_lr: Annotated[float, Field(gt=0.0, le=1.0, description="initial actor learning rate")] = 1e-5
-    # "kl": after each update, actor lr /= 1.5 if its mean approx KL > 2 target_kl, *= 1.5 if < target_kl / 2 (within
-    # [actor_lr_min, actor_lr_max]); with the small exploration std of a fine-tuned BC policy a fixed lr either
-    # crawls or jumps (one Adam step at 1e-4 measured KL 36 on lift)
+    # "kl": see target_kl (within [actor_lr_min, actor_lr_max]); with the small exploration std of a fine-tuned BC
+    # policy a fixed lr either crawls or jumps (one Adam step at 1e-4 measured KL 36 on lift)
     lr_schedule: Literal["fixed", "kl"] = "kl"
     actor_lr_min: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-7
     actor_lr_max: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-3
     critic_lr: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-3
     critic_hidden: tuple[int, ...] = (256, 256)
-    critic_warmup_iterations: Annotated[int, Field(ge=0, description="first iterations train only the critic")] = 2
-    bootstrap_on_truncation: bool = True
+    critic_warmup_iterations: Annotated[int, Field(ge=0, description="first iterations train only the critic")] = 1
+    # Episode ends. A success is terminal (its reward is the return). A safety stop is terminal as a failure: the
+    # return is what was earned so far minus stop_penalty. Only the task's time limit is a truncation; time is not
+    # observed and evaluation uses the same limit, so by default ("never") it is terminal too. "trusted" bootstraps
+    # it from V(final observation), clamped to the feasible return range, and only while the critic is trusted:
+    # explained variance of its collection-time values >= trusted_critic_ev on the previous batch.
+    stop_penalty: Annotated[float, Field(ge=0.0, le=100.0, description="subtracted from a stopped episode")] = 0.0
+    time_limit_bootstrap: Literal["never", "trusted"] = "never"
+    trusted_critic_ev: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.5
 
 
 class DPPOConfig(StrictModel):
@@ -363,7 +376,17 @@ class InrilConfig(StrictModel):
     il_every: Annotated[int | Literal["auto"], Field(description="m: RL steps per IL step; 0 = RL only")] = 5
     il_steps: Annotated[int, Field(ge=1, le=100, description="IL steps each time IL steps in")] = 1
     separation: Literal["none", "pcgrad", "orthogonal", "residual"] = "pcgrad"
-    il_lr: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-5
+    # IL's step size follows RL's: il_lr = il_lr_ratio * the current actor lr (the paper's alpha_IL / alpha_RL);
+    # null: a fixed il_lr
+    il_lr: Annotated[float, Field(gt=0.0, le=1.0, description="IL lr when il_lr_ratio is null")] = 1e-5
+    il_lr_ratio: Annotated[float | None, Field(gt=0.0, le=100.0, description="IL lr / RL lr")] = 1.0
+    # "fresh": project against the other objective's gradient at the current weights (one extra backward per
+    # step: an IL batch for an RL step, the last RL minibatch for an IL step); "ema": its bias-corrected EMA
+    reference: Literal["fresh", "ema"] = "fresh"
+    # baselines: bc_coef > 0 adds bc_coef * IL loss to every RL step (BC-regularised RL, with il_every 0);
+    # apply_rl false computes the RL steps but never applies them (the IL-only control)
+    bc_coef: Annotated[float, Field(ge=0.0, le=100.0)] = 0.0
+    apply_rl: bool = True
     il_batch_size: Annotated[int, Field(ge=1, le=65536)] = 256
     reference_ema_decay: Annotated[float, Field(ge=0.0, lt=1.0, description="EMA of the other gradient")] = 0.9
     adaptive: AdaptiveMConfig = AdaptiveMConfig()
@@ -380,8 +403,9 @@ class GuardConfig(StrictModel):
     """Bounds on how much one policy update may change the commanded actions (raw units, per step of a chunk)."""
 
     enabled: bool = True
-    max_translation: Annotated[float, Field(gt=0, description="largest change of per-step EE translation [m]")] = 0.01
-    max_rotation: Annotated[float, Field(gt=0, description="largest change of per-step rotation vector [rad]")] = 0.05
+    # lift's success changes under 0.5-1 mm changes of the mean action (review D2); 1 cm never bound
+    max_translation: Annotated[float, Field(gt=0, description="largest change of per-step EE translation [m]")] = 0.002
+    max_rotation: Annotated[float, Field(gt=0, description="largest change of per-step rotation vector [rad]")] = 0.02
     max_gripper: Annotated[float, Field(gt=0, description="largest change of the gripper command [0, 1]")] = 0.5
     statistic: Literal["max", "p95"] = "max"
     mode: Literal["scale", "reject"] = "scale"
@@ -394,7 +418,8 @@ class GuardConfig(StrictModel):
 class FinetuneConfig(StrictModel):
     algo: Literal["ppo", "dppo", "residual-ppo"] = "ppo"
     env_steps: Annotated[int, Field(ge=1, le=100_000_000, description="budget of executed control steps")] = 60_000
-    episodes_per_iteration: Annotated[int, Field(ge=1, le=10_000, description="episodes per RL batch")] = 16
+    # lift: 24 episodes ~ 1,500 transitions ~ 10 successes -> 12 minibatches of 128 x 5 epochs = 60 actor steps
+    episodes_per_iteration: Annotated[int, Field(ge=1, le=10_000, description="episodes per RL batch")] = 24
     num_envs: Annotated[int, Field(ge=1, le=256, description="parallel simulated envs")] = 2
     subprocess_envs: bool = True
     # BC fits the std to the demonstrations' spread (log-std ~ -1 for noisy lift demos); sampling with it, the
@@ -402,6 +427,10 @@ class FinetuneConfig(StrictModel):
     # exploring policy at log-std -1.5 / -2.5 / -4: 0% / 6% / 38% (docs/inril.md).
     exploration_log_std: Annotated[
         float | None, Field(ge=-6.0, le=1.0, description="reset a Gaussian policy's log-std at the start")] = -3.5
+    # the log-std then trains (PPO's gradient) in its own Adam group, projected into [min, max] after every step
+    min_log_std: Annotated[float, Field(ge=-10.0, le=2.0, description="exploration floor (log-std)")] = -5.0
+    max_log_std: Annotated[float, Field(ge=-10.0, le=2.0, description="exploration ceiling (log-std)")] = -2.5
+    log_std_lr: Annotated[float, Field(ge=0.0, le=1.0, description="lr of the log-std; 0 freezes it")] = 3e-3
     eval_every: Annotated[int, Field(ge=0, description="iterations between evaluations; 0: start and end only")] = 2
     eval_episodes: Annotated[int, Field(ge=1, le=10_000)] = 32
     checkpoint_every: Annotated[int, Field(ge=1, description="iterations between checkpoints")] = 5
@@ -412,6 +441,16 @@ class FinetuneConfig(StrictModel):
     residual: ResidualRLConfig = ResidualRLConfig()
     inril: InrilConfig = InrilConfig()
     guard: GuardConfig = GuardConfig()
+
+    @model_validator(mode="after")
+    def _std_bounds_ordered(self) -> FinetuneConfig:
+        if self.min_log_std > self.max_log_std:
+            raise ValueError(f"finetune.min_log_std={self.min_log_std} must be <= max_log_std={self.max_log_std}")
+        e = self.exploration_log_std
+        if e is not None and not self.min_log_std <= e <= self.max_log_std:
+            raise ValueError(f"finetune.exploration_log_std={e} must lie in [min_log_std, max_log_std] = "
+                             f"[{self.min_log_std}, {self.max_log_std}]")
+        return self
 
     @model_validator(mode="after")
     def _separation_fits_algo(self) -> FinetuneConfig:

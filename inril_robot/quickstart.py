@@ -4,7 +4,9 @@
 2. pre-train a Gaussian policy on them (behaviour cloning);
 3. fine-tune that checkpoint twice with the same env-step budget: RL only (PPO) and IN-RIL (PPO with an IL step every
    m RL steps, PCGrad separation); each run evaluates the pre-trained policy first and its own result last;
-4. write a results table and one learning-curve PNG with both runs.
+4. evaluate the pre-trained checkpoint and both final checkpoints on `heldout_episodes` seeds no stage ever used,
+   and write a results table (each arm's move from its start, flagged when it ended below) and one learning-curve
+   PNG with both runs.
 
 Every stage resumes: running the same command again continues where it stopped and redoes nothing.
 """
@@ -22,7 +24,7 @@ from inril_robot.collect import collect
 from inril_robot.config import RunConfig, load_config
 from inril_robot.data.store import Dataset
 from inril_robot.env import RobotEnv
-from inril_robot.inril.finetune import FinetuneResult, finetune
+from inril_robot.inril.finetune import FinetuneResult, evaluate_checkpoint, finetune
 from inril_robot.pretrain import pretrain
 from inril_robot.registry import make_teleop
 
@@ -68,8 +70,11 @@ def prepare_pretrained(cfg: RunConfig, out: Path, demos: int, say: Stage) -> tup
 
 
 def run_quickstart(out: Path, *, task: str = "lift", demos: int = 50, demo_noise: float = 0.5, steps: int = 2000,
-                   env_steps: int = 12_000, eval_episodes: int = 50, overrides: list[str] | None = None,
-                   on_stage: Stage | None = None, on_progress: ProgressFn | None = None) -> QuickstartResult:
+                   env_steps: int = 12_000, eval_episodes: int = 50, heldout_episodes: int = 100, seed: int = 0,
+                   overrides: list[str] | None = None, on_stage: Stage | None = None,
+                   on_progress: ProgressFn | None = None) -> QuickstartResult:
+    """`seed` seeds fine-tuning (training episodes, exploration, minibatches); demos and pre-training use seed 0,
+    so several seeds in one `out` share the pre-trained checkpoint (paired)."""
     out = Path(out)
     cfg = quickstart_config(task, demo_noise, steps, overrides or [])
     timings: dict[str, float] = {}
@@ -82,18 +87,22 @@ def run_quickstart(out: Path, *, task: str = "lift", demos: int = 50, demo_noise
     runs: dict[str, FinetuneResult] = {}
     for i, (arm, arm_overrides) in enumerate(ARMS.items()):
         arm_cfg = quickstart_config(task, demo_noise, steps, [
-            f"finetune.env_steps={env_steps}", f"finetune.eval_episodes={eval_episodes}", "finetune.eval_every=4",
-            *arm_overrides,
-            *(overrides or [])])
-        folder = out / ("finetune_rl_only" if i == 0 else "finetune_inril")
+            f"seed={seed}", f"finetune.env_steps={env_steps}", f"finetune.eval_episodes={eval_episodes}",
+            "finetune.eval_every=4", *arm_overrides, *(overrides or [])])
+        folder = out / (("finetune_rl_only" if i == 0 else "finetune_inril") + (f"_seed{seed}" if seed else ""))
         say(f"3/4 fine-tuning ({arm}) for {env_steps:,} env steps -> {folder}")
         started = time.perf_counter()
         runs[arm] = finetune(arm_cfg, checkpoint, dataset, folder, resume=(folder / "run.yaml").exists(),
                              on_progress=(lambda e, a=arm: on_progress(a, e)) if on_progress else None)
         timings[f"finetune {arm}"] = time.perf_counter() - started
 
-    say("4/4 comparing the runs")
-    results = {arm: _result_row(r) for arm, r in runs.items()}
+    say(f"4/4 held-out evaluation on {heldout_episodes} never-used seeds: the pre-trained and both final checkpoints")
+    started = time.perf_counter()
+    pre = evaluate_checkpoint(cfg, checkpoint, heldout_episodes, cache=out / "pretrain" / "heldout.json")
+    results = {arm: _result_row(r, pre, evaluate_checkpoint(cfg, Path(r.last_checkpoint), heldout_episodes,
+                                                            cache=Path(r.out) / "heldout.json"))
+               for arm, r in runs.items()}
+    timings["held-out evaluation"] = time.perf_counter() - started
     curves = out / "learning_curves.png"
     plot_comparison({arm: Path(r.files["metrics"]) for arm, r in runs.items()}, curves,
                     f"{task}: RL only vs IN-RIL from the same pre-trained checkpoint")
@@ -104,12 +113,18 @@ def run_quickstart(out: Path, *, task: str = "lift", demos: int = 50, demo_noise
                             env_steps, results, files, timings)
 
 
-def _result_row(run: FinetuneResult) -> dict[str, Any]:
+def _result_row(run: FinetuneResult, heldout_pre: dict[str, Any], heldout_final: dict[str, Any]) -> dict[str, Any]:
+    """An arm's in-run and held-out results; `moved` is the held-out change from the pre-trained checkpoint and
+    `below_start` flags an arm that ended below it."""
     successes = [e["success_rate"] for e in run.evals]
+    moved = heldout_final["success"]["rate"] - heldout_pre["success"]["rate"]
     return {"pretrained": run.pretrained["success"] if run.pretrained else None,
             "final": run.final["success"] if run.final else None,
             "best": run.best["success"] if run.best else None,
             "worst_after_start": min(successes[1:]) if len(successes) > 1 else None,
+            "heldout_pretrained": heldout_pre["success"], "heldout_final": heldout_final["success"],
+            "heldout_stops": {"pretrained": heldout_pre["stops"], "final": heldout_final["stops"]},
+            "moved": moved, "below_start": moved < 0,
             "env_steps": run.env_steps, "wall_s": run.wall_s, "checkpoint": run.last_checkpoint}
 
 

@@ -48,7 +48,7 @@ runner = CliRunner()
 FT = ["finetune.episodes_per_iteration=8", "finetune.ppo.minibatch_size=32", "finetune.ppo.epochs=2",
       "finetune.ppo.critic_warmup_iterations=0", "finetune.ppo.target_kl=null", "finetune.inril.il_every=1",
       "finetune.inril.il_steps=4", "finetune.inril.il_batch_size=64", "finetune.inril.il_lr=1e-3",
-      "finetune.guard.enabled=false"]
+      "finetune.inril.il_lr_ratio=null", "finetune.guard.enabled=false"]
 
 
 @pytest.fixture(scope="module")

@@ -80,11 +80,11 @@ def record_steps(learner: InrilLearner, hook: Any = None) -> list[str]:
     calls: list[str] = []
     original = learner._step
 
-    def step(objective: str, loss: torch.Tensor) -> dict[str, float]:
+    def step(objective: str, loss: torch.Tensor, **kwargs: Any) -> dict[str, float]:
         calls.append(objective)
         if hook is not None:
             return hook(objective, loss, original)
-        return original(objective, loss)
+        return original(objective, loss, **kwargs)
 
     learner._step = step  # type: ignore[method-assign]
     return calls
@@ -106,7 +106,8 @@ def test_update_interleaves_exactly_m_rl_steps_per_il_step() -> None:
 def test_applied_updates_respect_the_separation(mode: str) -> None:
     """What reaches the optimiser is (PCGrad) never opposed to, or (orthogonal) orthogonal to, the other objective's
     reference gradient."""
-    learner = learner_for(GaussianActor(policy_of("gaussian")), inril={"il_every": 2, "separation": mode})
+    learner = learner_for(GaussianActor(policy_of("gaussian")),
+                          inril={"il_every": 2, "separation": mode, "reference": "ema"})
     dots: list[float] = []
     raw_conflicts = 0
 
@@ -314,9 +315,78 @@ def test_kl_adaptive_actor_lr_shrinks_after_a_jump_and_grows_after_a_crawl() -> 
                           ppo={"target_kl": 0.05, "lr_schedule": "kl", "actor_lr": 1e-4, "actor_lr_min": 5e-5})
     assert learner._adapt_actor_lr(1.0) == pytest.approx(1e-4 / 1.5)
     assert learner._adapt_actor_lr(1.0) == pytest.approx(5e-5)  # floored at actor_lr_min
-    assert learner._adapt_actor_lr(0.05) == pytest.approx(5e-5)  # inside [target / 2, 2 target]: unchanged
+    assert learner._adapt_actor_lr(0.05) == pytest.approx(5e-5)  # inside [target / 1.5, 1.5 target]: unchanged
     assert learner._adapt_actor_lr(0.001) == pytest.approx(7.5e-5)
     stats = learner.update(episodes(learner.actor, learner.critic, count=32))
     assert stats["actor_lr"] == learner.optimizers["rl"].param_groups[0]["lr"]
     state = learner.state_dict()
     assert state["rl_opt"]["param_groups"][0]["lr"] == stats["actor_lr"]  # the adapted lr resumes with the run
+
+
+# ------------------------------------------------------------------------------------------------ step-size rule
+def bandit_batch(actor: Actor, critic: Critic, count: int, target: torch.Tensor) -> RolloutBuffer:
+    """One-step episodes sampled from the current policy, reward -||a - target||^2 (a learnable bandit)."""
+    buf = RolloutBuffer()
+    obs = make_obs(count)
+    sample = actor.sample(obs)
+    action = sample.record["action"].reshape(count, -1, A)[:, 0]  # (N, A) the executed step
+    rewards = -((action - target) ** 2).sum(-1)  # (N,)
+    with torch.no_grad():
+        values = critic(obs)
+    for i in range(count):
+        buf.add_episode({k: v[i:i + 1] for k, v in obs.items()}, {"action": sample.record["action"][i:i + 1]},
+                        sample.log_prob[i:i + 1], rewards[i:i + 1], values[i:i + 1], terminated=True)
+    return buf
+
+
+@pytest.fixture
+def one_thread() -> Any:
+    """Tiny networks: torch's thread pool only adds contention on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("start_lr", [1e-6, 3e-2])
+def test_step_size_rule_holds_the_target_kl(start_lr: float, one_thread: Any) -> None:
+    """From a step size far too small or far too large, the rule brings the RL KL of whole updates into
+    [target / 1.5, 1.5 target] and keeps it there (most of the last updates), early stops included."""
+    target_kl = 0.02
+    policy = policy_of("gaussian", horizon=1)
+    learner = learner_for(GaussianActor(policy), inril={"il_every": 0}, log_std_lr=0.0,
+                          ppo={"target_kl": target_kl, "lr_schedule": "kl", "actor_lr": start_lr, "epochs": 4,
+                               "minibatch_size": 64, "actor_lr_min": 1e-8, "actor_lr_max": 1.0})
+    target = torch.full((A,), 0.8)
+    kls = []
+    for _ in range(30):
+        stats = learner.update(bandit_batch(learner.actor, learner.critic, 256, target))
+        kls.append(stats["update_rl_kl"])
+    last = kls[-12:]
+    inside = sum(target_kl / 2.25 <= kl <= 2.25 * target_kl for kl in last)
+    assert inside >= 9, kls
+    assert max(last) < 10 * target_kl, kls
+
+
+@pytest.mark.timeout(60)
+def test_il_steps_do_not_trigger_the_early_stop_and_their_kl_is_reported_apart() -> None:
+    """Large IL steps (fixed IL lr 0.05) move the policy far, RL steps barely (lr 1e-7): the update runs all its
+    epochs, the RL KL stays tiny, and the IL KL is reported separately (it exceeds the stop bound by far)."""
+    policy = policy_of("gaussian")
+    learner = learner_for(GaussianActor(policy), log_std_lr=0.0,
+                          inril={"il_every": 1, "il_lr_ratio": None, "il_lr": 5e-2, "separation": "none"},
+                          ppo={"target_kl": 0.01, "lr_schedule": "kl", "actor_lr": 1e-7, "epochs": 3})
+    stats = learner.update(episodes(learner.actor, learner.critic, count=64))
+    assert not stats["early_stopped"] and stats["epochs_run"] == 3 and stats["il_steps"] > 0
+    assert stats["il_kl"] > 2 * 0.01 and stats["update_kl"] > 2 * 0.01  # the policy did move, through IL
+    assert stats["update_rl_kl"] < 0.01 and stats["approx_kl"] < 0.01
+
+
+@pytest.mark.timeout(60)
+def test_il_lr_follows_the_rl_lr_by_the_configured_ratio() -> None:
+    learner = learner_for(GaussianActor(policy_of("gaussian")), inril={"il_lr_ratio": 0.5},
+                          ppo={"target_kl": 0.05, "lr_schedule": "kl", "actor_lr": 1e-4})
+    assert learner.optimizers["il"].param_groups[0]["lr"] == pytest.approx(5e-5)
+    learner._adapt_actor_lr(1.0)  # a jump: RL lr / 1.5, IL follows
+    assert learner.optimizers["il"].param_groups[0]["lr"] == pytest.approx(0.5 * 1e-4 / 1.5)

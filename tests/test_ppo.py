@@ -101,10 +101,14 @@ def test_buffer_concatenates_episodes_and_cuts_gae_at_their_ends() -> None:
                     torch.tensor([0.5, 0.5]), terminated=True)
     buf.add_episode({"ee_pos": obs["ee_pos"][2:]}, {"action": torch.ones(3, 4)}, lp[2:], torch.zeros(3),
                     torch.tensor([0.2, 0.3, 0.4]), terminated=False, bootstrap_value=2.0)
-    buf.compute_returns(gamma=0.5, lam=1.0)
+    buf.compute_returns(gamma=0.5, lam=1.0, bootstrap_truncations=True)
     assert buf.size == 5 and buf.log_probs.shape == (5, 1)
     # episode 1: R1 = 1, R0 = 0 + .5 * 1; episode 2 (truncated, bootstrapped from 2.0): R4 = .5*2, R3 = .5, R2 = .25
     torch.testing.assert_close(buf.returns, torch.tensor([0.5, 1.0, 0.25, 0.5, 1.0]))
+    buf.compute_returns(gamma=0.5, lam=1.0, bootstrap_truncations=True, value_range=(0.0, 1.0))
+    torch.testing.assert_close(buf.returns[2:], torch.tensor([0.125, 0.25, 0.5]))  # V(final) clamped to 1
+    buf.compute_returns(gamma=0.5, lam=1.0)  # default: the time limit ends the episode like a termination
+    torch.testing.assert_close(buf.returns[2:], torch.zeros(3))
     batches = list(buf.minibatches(2, torch.Generator().manual_seed(1)))
     assert [len(b) for b in batches] == [2, 2, 1]
     assert sorted(torch.cat(batches).tolist()) == list(range(5))
@@ -130,7 +134,7 @@ def test_ppo_update_raises_log_prob_of_positive_advantage_actions() -> None:
     assert 0.0 <= stats["clip_fraction"] <= 1.0 and stats["clip_fraction"] > 0.0
     assert stats["epochs_run"] == 4 and stats["rl_steps"] == 16 and stats["il_steps"] == 0
     with torch.no_grad():
-        delta = policy.log_prob(before.obs, before.record["action"]) - before.log_probs[:, 0]  # (P,)
+        delta = learner.actor.evaluate(before.obs, before.record)[0][:, 0] - before.log_probs[:, 0]  # (P,)
     adv = before.advantages
     assert delta[adv > 0].mean() > 0 > delta[adv < 0].mean()
     assert (adv * delta.exp()).mean() > adv.mean()  # the surrogate objective improved over ratio = 1
@@ -143,7 +147,8 @@ def test_target_kl_stops_early() -> None:
     learner = ppo_learner(make_policy(), epochs=10, minibatch_size=64, target_kl=1e-7, actor_lr=1e-3)
     stats = learner.update(bandit_buffer(learner.actor, learner.critic, 256))
     assert stats["early_stopped"] and stats["epochs_run"] < 10
-    assert stats["rl_steps"] >= 2  # the first minibatch is on-policy (KL 0); the stop comes after a step
+    # the first minibatch is on-policy (KL 0) and steps; the next one sees the KL past the bound and does not step
+    assert stats["rl_steps"] == 1
 
 
 def test_critic_warmup_leaves_actor_bit_identical_and_fits_returns() -> None:
@@ -183,3 +188,80 @@ def test_bandit_moves_the_policy_mean_to_the_target() -> None:
         learner.update(bandit_buffer(learner.actor, learner.critic, 128, rewards_fn=reward))
     assert error0 > 0.6
     assert mean_error() < 0.25 * error0
+
+
+# ---------------------------------------------------------------------------------------------------- episode ends
+@pytest.mark.timeout(120)
+def test_a_safety_stop_is_terminal_and_never_bootstrapped() -> None:
+    """A real MuJoCo safety stop (arm pushed down, contact force over a tightened limit) is reported as a stop, and
+    the learner's returns end it at its rewards minus the penalty even when the time limit may bootstrap from a
+    critic that promises the maximum everywhere; a time-limit end with the same critic is bootstrapped (clamped)."""
+    import numpy as np
+
+    import drivers.sim  # noqa: F401
+    from inril_robot.config import load_config
+    from inril_robot.inril.finetune import to_buffer
+    from inril_robot.rl.rollouts import EpisodeTrace
+    from inril_robot.rl.vec_env import HistoryEnv
+
+    cfg = load_config(robot="sim", task="lift", overrides=["safety.max_contact_force=0.5"])
+    env = HistoryEnv(cfg, ["ee_pos"], 1)
+    try:
+        history = env.reset(seed=3)
+        for _ in range(cfg.task.max_steps):
+            result = env.step(np.array([[0.0, 0.0, -0.01, 0.0, 0.0, 0.0, 1.0]]))
+            if result.terminated or result.truncated:
+                break
+    finally:
+        env.close()
+    assert result.stopped and result.truncated and not result.terminated  # the env's flags: a stop, not a success
+
+    critic = Critic.for_policy(make_policy(), (8,), value_range=(-0.5, 1.0))
+    with torch.no_grad():
+        critic.head[-1].bias.fill_(50.0)  # V = 1.0, the most a return can be, on every state
+    obs = {"ee_pos": torch.from_numpy(history["ee_pos"]).float()}  # (To=1, 3)
+    kept = {"action": torch.zeros(2 * A), "log_prob": torch.zeros(1)}
+
+    def trace(stopped: bool) -> EpisodeTrace:
+        return EpisodeTrace(seed=0, obs=[{"ee_pos": obs["ee_pos"].numpy()}] * 3, kept=[kept] * 3,
+                            rewards=[0.0, 0.0, 0.0], steps=3, stopped=stopped,
+                            final_obs={"ee_pos": obs["ee_pos"].numpy()})
+
+    buf = to_buffer([trace(stopped=True), trace(stopped=False)], critic, torch.device("cpu"), stop_penalty=0.5)
+    buf.compute_returns(gamma=0.9, lam=1.0, bootstrap_truncations=True, value_range=(-0.5, 1.0))
+    stop, timeout = buf.returns[:3], buf.returns[3:]
+    torch.testing.assert_close(stop, torch.tensor([-0.5 * 0.81, -0.5 * 0.9, -0.5]))  # the penalty, no V(final)
+    torch.testing.assert_close(timeout, torch.tensor([0.729, 0.81, 0.9]))  # gamma^k * V(final) = gamma^k * 1.0
+
+
+@pytest.mark.timeout(120)
+def test_critic_values_stay_within_the_reward_bounds_on_a_sparse_task() -> None:
+    """Sparse task (success pays 1 and ends the episode): after updates on episodes that end by success, safety stop
+    or time limit, with the time limit bootstrapped by a trusted critic, V on fresh states stays within [0, 1] and
+    the logged range says so."""
+    policy = make_policy()
+    cfg = FinetuneConfig.model_validate({"ppo": {"critic_warmup_iterations": 0, "epochs": 4, "minibatch_size": 64,
+                                                 "critic_lr": 1e-2, "time_limit_bootstrap": "trusted",
+                                                 "trusted_critic_ev": -1.0},
+                                         "inril": {"il_every": 0}, "guard": {"enabled": False}})
+    critic = Critic.for_policy(policy, (32, 32), value_range=(0.0, 1.0))
+    learner = InrilLearner(GaussianActor(policy), critic, cfg, demos=None, value_range=(0.0, 1.0))
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        buf = RolloutBuffer()
+        for i in range(36):
+            obs = make_obs(5)
+            sample = learner.actor.sample(obs, gen)
+            with torch.no_grad():
+                values = critic(obs)
+                final = float(critic(make_obs(1))[0])
+            kind = i % 3  # success, safety stop, time limit
+            rewards = torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0 if kind == 0 else 0.0])
+            buf.add_episode(obs, sample.record, sample.log_prob, rewards, values, terminated=kind < 2,
+                            bootstrap_value=final if kind == 2 else 0.0)
+        stats = learner.update(buf)
+    assert learner.critic_trusted and stats["bootstrapped_time_limit"]
+    with torch.no_grad():
+        v = critic(make_obs(2048))
+    assert v.min().item() >= 0.0 and v.max().item() <= 1.0
+    assert 0.0 <= stats["value_min"] <= stats["value_max"] <= 1.0 and stats["return_max"] <= 1.0

@@ -1,5 +1,5 @@
-"""The sample-efficiency report's arithmetic (threshold crossings, censoring, intervals, speed-ups), the learner-cost
-bench on a tiny batch, and the seed statistics."""
+"""The sample-efficiency report's arithmetic (AUC, held-out collapses, paired differences, decision rules), the
+learner-cost bench on a tiny batch, and the seed statistics."""
 
 from __future__ import annotations
 
@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 
 from inril_robot.inril.learner_bench import bench_learner
-from inril_robot.inril.sample_efficiency import markdown_table, outcome_from_curve, summarize, write_reports
+from inril_robot.inril.sample_efficiency import (
+    RunOutcome,
+    curve_auc,
+    decide,
+    markdown_table,
+    outcome_from_curve,
+    summarize,
+    write_reports,
+)
 from inril_robot.stats import mean_ci
 
 
@@ -19,32 +27,42 @@ def test_mean_ci_matches_the_student_t_interval() -> None:
     assert mean_ci([0.7]).low == float("-inf") and mean_ci([]).n == 0
 
 
-def test_outcomes_cross_thresholds_count_collapse_and_censor() -> None:
-    o = outcome_from_curve("lift", "rl-only", 0, [(0, 0.5), (1000, 0.3), (2000, 0.6), (3000, 0.85), (4000, 0.7)],
-                           4000, 1.0)
-    assert o.steps_to == {0.5: 0, 0.8: 3000} and o.worst_after_start == 0.3 and o.final == 0.7
-    never = outcome_from_curve("lift", "x", 1, [(0, 0.2), (1000, 0.4)], 1000, 1.0)
-    assert never.steps_to == {0.5: None, 0.8: None}
+def test_auc_carries_the_last_evaluation_and_collapse_is_measured_on_the_held_out_seeds() -> None:
+    o = outcome_from_curve("lift", "rl-only", 0, [(0, 0.5), (1000, 0.3), (2000, 0.7)], 4000, 1.0,
+                           heldout_pretrained=0.5, heldout_final=0.34)
+    # trapezoids: 1000 * 0.4 + 1000 * 0.5, then 0.7 carried over 2000 steps -> (400 + 500 + 1400) / 4000
+    assert o.auc == pytest.approx(2300 / 4000) and o.final == 0.7 and o.pretrained == 0.5
+    assert o.collapsed  # 16 points below the pre-trained held-out success
+    assert not outcome_from_curve("lift", "x", 0, [(0, 0.5)], 10, 1.0, 0.5, 0.36).collapsed
+    assert curve_auc([(0, 0.2), (100, 0.2)], 100) == pytest.approx(0.2)
     with pytest.raises(ValueError, match="pre-trained"):
         outcome_from_curve("lift", "x", 0, [(500, 0.5)], 500, 1.0)
 
 
-def test_summary_counts_never_reached_as_the_budget_and_reports_speedups(tmp_path: Path) -> None:
-    budget = 4000
-    outcomes = [
-        outcome_from_curve("lift", "rl-only", 0, [(0, 0.5), (2000, 0.8), (4000, 0.9)], budget, 1.0),
-        outcome_from_curve("lift", "rl-only", 1, [(0, 0.5), (2000, 0.6), (4000, 0.7)], budget, 1.0),
-        outcome_from_curve("lift", "in-ril m=5 pcgrad", 0, [(0, 0.5), (1000, 0.8), (4000, 0.9)], budget, 1.0),
-        outcome_from_curve("lift", "in-ril m=5 pcgrad", 1, [(0, 0.5), (1000, 0.85), (4000, 0.9)], budget, 1.0),
-    ]
-    rows = {r["arm"]: r for r in summarize(outcomes, budget)}
-    assert rows["rl-only"]["steps_to_80"]["mean"] == 3000  # (2000 + the budget 4000) / 2
-    assert rows["rl-only"]["reached_80"] == 1 and rows["in-ril m=5 pcgrad"]["reached_80"] == 2
-    assert rows["in-ril m=5 pcgrad"]["speedup_80"] == pytest.approx(3.0)
-    assert rows["rl-only"]["worst_after_start"]["mean"] == pytest.approx(0.7)
-    table = markdown_table(list(rows.values()), budget, 2, 32)
-    assert ">= 3,000" in table and "(1/2)" in table and "3.00x" in table
-    files = write_reports(outcomes, list(rows.values()), tmp_path, budget, 2, 32)
+def test_summary_pairs_seeds_against_the_baseline_and_applies_the_decision_rules(tmp_path: Path) -> None:
+    def run(arm: str, seed: int, final: float, curve_mid: float) -> RunOutcome:
+        return outcome_from_curve("lift", arm, seed, [(0, 0.5), (2000, curve_mid), (4000, final)], 4000, 1.0,
+                                  heldout_pretrained=0.5, heldout_final=final)
+
+    outcomes = [run("rl-only", s, f, 0.5) for s, f in enumerate([0.6, 0.7, 0.8])]
+    outcomes += [run("in-ril m=5 pcgrad", s, f, 0.9) for s, f in enumerate([0.8, 0.85, 0.95])]
+    outcomes += [run("rl-only aggressive", s, f, 0.3) for s, f in enumerate([0.1, 0.2, 0.6])]
+    outcomes += [run("in-ril m=5 pcgrad aggressive", s, f, 0.5) for s, f in enumerate([0.5, 0.2, 0.7])]
+    rows = {r["arm"]: r for r in summarize(outcomes)}
+    p = rows["in-ril m=5 pcgrad"]["paired_final"]
+    assert p["base"] == "rl-only" and p["n"] == 3 and p["wins"] == 3
+    assert p["diffs"] == pytest.approx([0.2, 0.15, 0.15]) and p["ci95_low"] > 0
+    assert rows["in-ril m=5 pcgrad aggressive"]["vs"] == "rl-only aggressive"
+    assert rows["rl-only aggressive"]["collapses"] == 2 and rows["in-ril m=5 pcgrad aggressive"]["collapses"] == 1
+    assert rows["rl-only"]["paired_final"] is None  # not against itself
+    verdicts = {v["rule"]: v for v in decide(outcomes, list(rows.values()))}
+    assert verdicts["final"]["verdict"] == "supported"
+    assert verdicts["collapse"]["verdict"] == "supported"  # fewer collapses, >= in every paired seed (a tie)
+    assert verdicts["auc"]["verdict"] == "supported"
+    assert verdicts["separation"]["verdict"] == "not run"
+    table = markdown_table(list(rows.values()), list(verdicts.values()), 4000, 50, 100)
+    assert "+17 [" in table and "(3/3)" in table and "Decision rules" in table
+    files = write_reports(outcomes, list(rows.values()), list(verdicts.values()), tmp_path, 4000, 50, 100)
     for path in files.values():
         assert Path(path).is_file() and Path(path).stat().st_size > 0
 

@@ -57,12 +57,17 @@ from inril_robot.stats import wilson_interval
 from inril_robot.tb import TBWriter
 
 TRAIN_SEED_BASE = 500_000_000
+# held-out evaluation after a run (quickstart, bench): seeds that neither training (TRAIN_SEED_BASE + 10^7 seed + k),
+# the in-run evaluation (EVAL_SEED_BASE + i) nor the demonstrations (small seeds) ever use
+HELDOUT_SEED_BASE = 1_500_000_000
 TRAIN_STATE_VERSION = 1
 METRIC_FIELDS = ("step", "env_steps", "wall_s", "env_steps_per_s", "train_success", "train_return",
                  "train_episode_length", "eval_success", "eval_ci_low", "eval_ci_high", "eval_mean_length", "m",
                  "rl_steps", "il_steps", "policy_loss", "value_loss", "il_loss", "approx_kl", "clip_fraction",
                  "entropy", "rl_cos_ref", "il_cos_ref", "cos_hat", "ratio_hat", "guard_alpha", "guard_accepted",
-                 "safety_events", "actor_lr")
+                 "safety_events", "actor_lr", "il_lr", "train_stops", "update_kl", "update_rl_kl", "il_kl",
+                 "epochs_run", "log_std_mean", "value_min", "value_max", "value_mean", "return_max", "critic_ev",
+                 "bc_loss", "eval_stops")
 ProgressFn = Callable[[dict[str, Any]], None]
 
 
@@ -100,12 +105,16 @@ def build_actor(policy: Policy, cfg: FinetuneConfig) -> Actor:
         if not isinstance(policy, GaussianPolicy):
             raise FinetuneError(f"--algo ppo fine-tunes a Gaussian policy; the checkpoint holds a {policy.cfg.kind} "
                                 "policy (diffusion: --algo dppo; any policy: --algo residual-ppo)")
-        if cfg.exploration_log_std is not None:
-            if policy.log_std_head is not None:
-                raise FinetuneError("finetune.exploration_log_std needs a learned (state-independent) log-std")
-            with torch.no_grad():
+        if policy.log_std_head is not None:
+            raise FinetuneError("--algo ppo trains a per-dimension log-std within finetune.min_log_std/max_log_std; "
+                                "the checkpoint's log-std is state-dependent (policy.gaussian.log_std)")
+        with torch.no_grad():
+            if cfg.exploration_log_std is not None:
                 policy.log_std.fill_(cfg.exploration_log_std)
-        return GaussianActor(policy)
+            policy.log_std.clamp_(cfg.min_log_std, cfg.max_log_std)
+        actor = GaussianActor(policy)
+        actor.log_std_bounds = (cfg.min_log_std, cfg.max_log_std)
+        return actor
     if cfg.algo == "dppo":
         if not isinstance(policy, DiffusionPolicy):
             raise FinetuneError(f"--algo dppo fine-tunes a diffusion policy; the checkpoint holds a "
@@ -125,7 +134,8 @@ def make_learner(cfg: RunConfig, policy: Policy, demos: Dataset | None, contract
     `contract`); `wrap_demos` may add to that source (the policy server mixes in robot interventions)."""
     f = cfg.finetune
     demo_source: DemoSource | None = None
-    if demos is not None and f.inril.il_every != 0:
+    needs_demos = f.inril.il_every != 0 or f.inril.bc_coef > 0
+    if demos is not None and needs_demos:
         if demos.info.get("task") != cfg.task.name:
             raise FinetuneError(f"demos {demos.root} hold task {demos.info.get('task')!r}, not {cfg.task.name!r}")
         check_dataset_fits(demos, contract)
@@ -133,16 +143,28 @@ def make_learner(cfg: RunConfig, policy: Policy, demos: Dataset | None, contract
         demo_source = DemoWindows(demos, list(policy.obs_shapes), pc.n_obs_steps, pc.horizon).sample
         if wrap_demos is not None:
             demo_source = wrap_demos(demo_source)
-    elif f.inril.il_every != 0:
-        raise FinetuneError("IN-RIL interleaves IL updates on demonstrations: pass --demos DIR (or --il-every 0 "
-                            "for RL only)")
+    elif needs_demos:
+        raise FinetuneError("IN-RIL interleaves IL updates on demonstrations (BC-regularised RL adds their loss): "
+                            "pass --demos DIR (or --il-every 0 for RL only)")
     actor = build_actor(policy, f).to(device)
-    critic = Critic.for_policy(actor.policy, f.ppo.critic_hidden).to(device)
+    bounds = value_range(cfg)
+    critic = Critic.for_policy(actor.policy, f.ppo.critic_hidden, bounds).to(device)
     try:
-        learner = InrilLearner(actor, critic, f, demo_source, device, seed=cfg.seed)
+        learner = InrilLearner(actor, critic, f, demo_source, device, seed=cfg.seed, value_range=bounds)
     except ValueError as e:
         raise FinetuneError(str(e)) from e
     return actor, critic, learner
+
+
+def value_range(cfg: RunConfig) -> tuple[float, float]:
+    """The discounted returns an episode can have: a sparse task pays 1 at success (terminal), a dense one adds a
+    shaped reward in [0, 1) per step; a safety stop costs `stop_penalty`."""
+    ppo = cfg.finetune.ppo
+    low = -ppo.stop_penalty
+    if cfg.task.reward == "sparse":
+        return low, 1.0
+    steps = cfg.task.max_steps  # per control step; a chunk step sums up to act_steps of them
+    return low, 1.0 + float(sum(ppo.gamma ** t for t in range(steps)))
 
 
 def train_seed(cfg: RunConfig, episode: int) -> int:
@@ -155,7 +177,8 @@ def summarize(traces: list[EpisodeTrace]) -> dict[str, Any]:
             "mean_length": float(np.mean([t.steps for t in traces])),
             "mean_return": float(np.mean([t.ret for t in traces])),
             "env_steps": int(sum(t.steps for t in traces)),
-            "safety_events": int(sum(t.safety_events for t in traces))}
+            "safety_events": int(sum(t.safety_events for t in traces)),
+            "stops": int(sum(t.stopped for t in traces))}
 
 
 def evaluate(vec: VecEnv, policy: Policy, episodes: int, device: torch.device,
@@ -170,8 +193,36 @@ def evaluate(vec: VecEnv, policy: Policy, episodes: int, device: torch.device,
     return summarize(run_episodes(vec, [seed + i for i in range(episodes)], policy, choose, device))
 
 
-def to_buffer(traces: list[EpisodeTrace], critic: Critic, device: torch.device) -> RolloutBuffer:
-    """Episodes with their critic values (T,) and, for truncated ones, V(final observation)."""
+def evaluate_checkpoint(cfg: RunConfig, checkpoint: Path, episodes: int, seed: int = HELDOUT_SEED_BASE,
+                        cache: Path | None = None) -> dict[str, Any]:
+    """Deterministic success of a saved checkpoint on `episodes` held-out seeds (`summarize`'s dict); read back
+    from `cache` (JSON) when it already holds this evaluation."""
+    import hashlib
+    import json
+
+    key = {"sha256": hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest(), "episodes": episodes, "seed": seed}
+    if cache is not None and cache.is_file():
+        stored = json.loads(cache.read_text())
+        if stored.get("key") == key:
+            return stored["result"]
+    f = cfg.finetune
+    if f.num_threads > 0:
+        torch.set_num_threads(f.num_threads)
+    device = pick_device(f.device)
+    policy = ckpt.load_checkpoint(checkpoint, use_ema=True).policy.to(device)
+    with VecEnv(cfg, f.num_envs, list(policy.obs_shapes), policy.cfg.n_obs_steps,
+                subprocess=f.subprocess_envs) as vec:
+        result = evaluate(vec, policy, episodes, device, seed=seed)
+    if cache is not None:
+        atomic_write_text(cache, json.dumps({"key": key, "result": result}))
+    return result
+
+
+def to_buffer(traces: list[EpisodeTrace], critic: Critic, device: torch.device,
+              stop_penalty: float = 0.0) -> RolloutBuffer:
+    """Episodes with their critic values (T,). A success and a safety stop are terminal (the stop's last reward
+    minus `stop_penalty`); an episode the time limit ended carries V(final observation) for the learner's
+    bootstrap rule."""
     buffer = RolloutBuffer(device)
     with torch.no_grad():
         for t in traces:
@@ -179,12 +230,15 @@ def to_buffer(traces: list[EpisodeTrace], critic: Critic, device: torch.device) 
             kept = {k: v.to(device) for k, v in t.stacked_kept().items()}
             log_probs = kept.pop("log_prob")  # (T, K)
             values = critic(obs)  # (T,)
+            rewards = torch.tensor(t.rewards, dtype=torch.float32, device=device)  # (T,)
+            if t.stopped:
+                rewards[-1] -= stop_penalty
+            terminal = t.terminated or t.stopped
             bootstrap = 0.0
-            if not t.terminated and t.final_obs is not None:
+            if not terminal and t.final_obs is not None:
                 final = {k: torch.from_numpy(v)[None].to(device) for k, v in t.final_obs.items()}  # (1, To, ...)
                 bootstrap = float(critic(final)[0])
-            buffer.add_episode(obs, kept, log_probs, torch.tensor(t.rewards, dtype=torch.float32, device=device),
-                               values, t.terminated, bootstrap)
+            buffer.add_episode(obs, kept, log_probs, rewards, values, terminal, bootstrap)
     return buffer
 
 
@@ -291,7 +345,7 @@ def finetune(cfg: RunConfig, checkpoint: Path, demos: Dataset | None, out: Path,
                 traces = collect()
                 collected = sum(t.steps for t in traces)
                 env_steps += collected
-                stats = learner.update(to_buffer(traces, critic, device))
+                stats = learner.update(to_buffer(traces, critic, device, f.ppo.stop_penalty))
                 iteration += 1
                 ran += 1
                 train = summarize(traces)
@@ -299,6 +353,7 @@ def finetune(cfg: RunConfig, checkpoint: Path, demos: Dataset | None, out: Path,
                        "env_steps_per_s": collected / max(time.perf_counter() - tick, 1e-9),
                        "train_success": train["success"]["rate"], "train_return": train["mean_return"],
                        "train_episode_length": train["mean_length"], "safety_events": train["safety_events"],
+                       "train_stops": train["stops"],
                        **{k: v for k, v in stats.items() if isinstance(v, int | float) and k in METRIC_FIELDS}}
                 if "guard" in stats:
                     row.update(guard_alpha=stats["guard"]["alpha"], guard_accepted=int(stats["guard"]["accepted"]))
@@ -332,7 +387,7 @@ def finetune(cfg: RunConfig, checkpoint: Path, demos: Dataset | None, out: Path,
 def _eval_columns(result: dict[str, Any]) -> dict[str, Any]:
     rate = result["success"]
     return {"eval_success": rate["rate"], "eval_ci_low": rate["ci95_low"], "eval_ci_high": rate["ci95_high"],
-            "eval_mean_length": result["mean_length"]}
+            "eval_mean_length": result["mean_length"], "eval_stops": result["stops"]}
 
 
 def _title(cfg: RunConfig) -> str:

@@ -133,6 +133,14 @@ class InterleaveSchedule:
             self._rl_in_cycle = self._il_in_cycle = 0
         return "il"
 
+    def undo_rl(self) -> None:
+        """Take back the "rl" the last `next_update()` gave: the learner stopped the update instead of stepping."""
+        if self._rl_in_cycle == 0 or self._il_in_cycle != 0:
+            raise RuntimeError("undo_rl() must follow a next_update() that answered 'rl'")
+        self.step -= 1
+        self.n_rl -= 1
+        self._rl_in_cycle -= 1
+
     def wants_observation(self) -> bool:
         """Whether the caller should measure both gradients and `observe` them before the next step."""
         k = self.rule.every_k

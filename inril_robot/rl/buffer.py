@@ -4,9 +4,10 @@ Step convention (CleanRL's, with termination and truncation kept apart): at step
 normalised chunk `actions[t]`, received `rewards[t]`, and the episode then
 
 - terminated (`dones[t]`): a true end, the next state's value is 0 (no bootstrap);
-- was truncated (`truncations[t]`, time limit / safety stop): not an end of the MDP, the return is bootstrapped from
-  the value of the episode's final observation, `bootstrap_values[t]` (the vectorised env has already reset, so
-  `obs[t + 1]` belongs to the next episode and must not be used);
+- was truncated (`truncations[t]`, the time limit only: a success and a safety stop are terminations): when the
+  learner's trust rule allows, the return is bootstrapped from the value of the episode's final observation,
+  `bootstrap_values[t]` (the vectorised env has already reset, so `obs[t + 1]` belongs to the next episode and must
+  not be used); otherwise it ends like a termination;
 - or continues: bootstrap from `values[t + 1]` (or `last_value` after the final step).
 
 Either kind of end cuts the GAE recursion. If both flags are set, termination wins.
@@ -71,7 +72,7 @@ class Episode:
     log_probs: Tensor  # (T, K)
     rewards: Tensor  # (T,)
     values: Tensor  # (T,)
-    terminated: bool  # a true end (no bootstrap); otherwise truncated (bootstrapped from `bootstrap_value`)
+    terminated: bool  # a true end (success, safety stop; no bootstrap); otherwise truncated by the time limit
     bootstrap_value: float = 0.0  # V(final observation)
 
 
@@ -80,7 +81,7 @@ class RolloutBuffer:
 
     Learning happens between episodes (in simulation and on the robot alike), so the buffer holds complete episodes;
     within the flat sequence the GAE recursion is cut at every episode's last step. An episode that did not terminate
-    (time limit, safety stop) is treated as truncated and bootstrapped from V(its final observation).
+    (the time limit) may be bootstrapped from V(its final observation), see `compute_returns`.
     """
 
     def __init__(self, device: torch.device | str = "cpu") -> None:
@@ -106,8 +107,11 @@ class RolloutBuffer:
     def size(self) -> int:
         return int(self.rewards.shape[0])
 
-    def compute_returns(self, gamma: float, lam: float, bootstrap_on_truncation: bool = True) -> None:
-        """Concatenate the episodes and fill `advantages` and `returns` (P,)."""
+    def compute_returns(self, gamma: float, lam: float, bootstrap_truncations: bool = False,
+                        value_range: tuple[float, float] | None = None) -> None:
+        """Concatenate the episodes and fill `advantages` and `returns` (P,). `bootstrap_truncations`: truncated
+        episodes continue with V(final observation), clamped into `value_range` (the feasible returns) when given;
+        otherwise they end at 0 like terminations."""
         if not self.episodes:
             raise RuntimeError("the buffer holds no episodes")
         eps, dev = self.episodes, self.device
@@ -125,10 +129,12 @@ class RolloutBuffer:
             if e.terminated:
                 dones[end] = 1.0
             else:
-                truncations[end], boot[end] = 1.0, e.bootstrap_value
+                value = e.bootstrap_value if value_range is None else min(max(e.bootstrap_value, value_range[0]),
+                                                                          value_range[1])
+                truncations[end], boot[end] = 1.0, value
         advantages, returns = compute_gae(
             self.rewards[:, None], self.values[:, None], dones[:, None], truncations[:, None],
-            torch.zeros(1, device=dev), gamma, lam, boot[:, None] if bootstrap_on_truncation else None)
+            torch.zeros(1, device=dev), gamma, lam, boot[:, None] if bootstrap_truncations else None)
         self.advantages, self.returns = advantages[:, 0], returns[:, 0]  # (P,)
 
     def minibatches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Tensor]:

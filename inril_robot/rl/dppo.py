@@ -6,7 +6,8 @@ floor: plain DDIM at the last step has std 0). The earlier S - K' steps run a fr
 (`DiffusionPolicy.frozen`, deterministic DDIM), so RL reshapes only the fine end of the chain.
 
     record["chain"]  = [x_{t_{S-K'}}, ..., x_{t_S} = x_0]                 (B, K'+1, H, A)
-    log_prob[:, k]   = log N(chain[k+1]; mean_θ(chain[k], t_k), std_k²)   (B, K'), summed over H and A
+    log_prob[:, k]   = log N(chain[k+1]; mean_θ(chain[k], t_k), std_k²)   (B, K'), summed over the executed
+                       steps (the first act_steps of H, as DPPO) and A
     advantage weight = denoising_gamma^(K'-1-k)                            earlier steps count less (DPPO)
 
 Log-probabilities (at sampling and when re-evaluating alike, so the first ratio is exactly 1) floor the std at
@@ -78,4 +79,5 @@ class DPPOActor(Actor):
             x_t, self.t.repeat(b), self.t_prev.repeat(b), features.repeat_interleave(k, dim=0), self.cfg.eta,
             max(self.cfg.min_logprob_std, self.cfg.min_sampling_std))  # (B*K', H, A) each
         x_prev = chain[:, 1:].reshape(b * k, *chain.shape[2:])  # (B*K', H, A)
-        return Normal(mean, std).log_prob(x_prev).sum(dim=(-2, -1)).reshape(b, k)  # (B, K')
+        per_element = Normal(mean, std).log_prob(x_prev)[:, :self.policy.cfg.act_steps]  # (B*K', act_steps, A)
+        return per_element.sum(dim=(-2, -1)).reshape(b, k)  # (B, K')

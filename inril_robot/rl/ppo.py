@@ -26,27 +26,40 @@ from inril_robot.config import PPOConfig
 from inril_robot.policies.base import Obs, Policy, sample_normal
 from inril_robot.policies.encoders import ObsEncoder, mlp
 from inril_robot.policies.gaussian import GaussianPolicy
-from inril_robot.rl.actor import Actor, ActorSample
+from inril_robot.rl.actor import Actor, ActorSample, executed_log_prob
 from inril_robot.rl.buffer import RolloutBatch
 
 __all__ = ["Critic", "GaussianActor", "PPOConfig", "clipped_surrogate", "value_loss"]
 
 
 class Critic(nn.Module):
-    """V(s): its own `ObsEncoder` (not shared with the actor) -> MLP -> scalar. obs (B, To, ...) -> (B,)."""
+    """V(s): its own `ObsEncoder` (not shared with the actor) -> MLP -> scalar. obs (B, To, ...) -> (B,).
 
-    def __init__(self, encoder: ObsEncoder, hidden: Sequence[int] = (256, 256)) -> None:
+    With `value_range` (lo, hi), the feasible discounted returns, V = lo + (hi - lo) * sigmoid(head): the critic
+    cannot promise more than the rewards allow (an unbounded one extrapolated to V = 2.7 on lift states where no
+    return exceeds 1, measured)."""
+
+    def __init__(self, encoder: ObsEncoder, hidden: Sequence[int] = (256, 256),
+                 value_range: tuple[float, float] | None = None) -> None:
         super().__init__()
+        if value_range is not None and not value_range[0] < value_range[1]:
+            raise ValueError(f"value_range must be (low, high) with low < high, got {value_range}")
         self.encoder = encoder
         self.head = mlp(encoder.out_dim, hidden, 1)  # (B, D) -> (B, 1)
+        self.value_range = value_range
 
     @classmethod
-    def for_policy(cls, policy: Policy, hidden: Sequence[int] = (256, 256)) -> Critic:
+    def for_policy(cls, policy: Policy, hidden: Sequence[int] = (256, 256),
+                   value_range: tuple[float, float] | None = None) -> Critic:
         """A critic reading the same observations as `policy`, through a fresh encoder (same normaliser)."""
-        return cls(ObsEncoder(policy.normalizer, policy.obs_shapes, policy.cfg), hidden)
+        return cls(ObsEncoder(policy.normalizer, policy.obs_shapes, policy.cfg), hidden, value_range)
 
     def forward(self, obs: Obs) -> Tensor:
-        return self.head(self.encoder(obs)).squeeze(-1)  # (B, 1) -> (B,)
+        raw = self.head(self.encoder(obs)).squeeze(-1)  # (B, 1) -> (B,)
+        if self.value_range is None:
+            return raw
+        low, high = self.value_range
+        return low + (high - low) * torch.sigmoid(raw)
 
 
 def clipped_surrogate(new_log_probs: Tensor, batch: RolloutBatch, cfg: PPOConfig, entropy: Tensor | None = None,
@@ -103,12 +116,15 @@ class GaussianActor(Actor):
         dist = self.policy.distribution(obs)  # batch shape (B, H*A)
         a = sample_normal(dist, generator)  # (B, H*A)
         chunk = a.clamp(-1.0, 1.0).reshape(-1, self.policy.cfg.horizon, self.policy.action_dim)  # (B, H, A)
-        return ActorSample(chunk, {"action": a}, dist.log_prob(a).sum(-1, keepdim=True))  # log_prob (B, 1)
+        return ActorSample(chunk, {"action": a}, self._executed(dist.log_prob(a)))  # log_prob (B, 1)
 
     def evaluate(self, obs: Obs, record: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
         dist = self.policy.distribution(obs)
-        log_prob = dist.log_prob(record["action"]).sum(-1, keepdim=True)  # (B, 1)
-        return log_prob, dist.entropy().sum(-1).mean()
+        return self._executed(dist.log_prob(record["action"])), self._executed(dist.entropy()).mean()  # (B, 1)
+
+    def _executed(self, per_element: Tensor) -> Tensor:
+        c = self.policy.cfg
+        return executed_log_prob(per_element, c.horizon, c.act_steps)  # (B, 1)
 
     def il_loss(self, obs: Obs, actions: Tensor) -> Tensor:
         """NLL of the demonstrated chunks (raw (B, H, A)) with the std held fixed: the IL step pulls the mean towards

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from inril_robot.policies.base import Obs, sample_normal
 from inril_robot.policies.residual import ResidualPolicy
-from inril_robot.rl.actor import Actor, ActorSample
+from inril_robot.rl.actor import Actor, ActorSample, executed_log_prob
 
 
 class ResidualActor(Actor):
@@ -31,12 +31,16 @@ class ResidualActor(Actor):
         base = self.policy.base_action(obs, deterministic=True, generator=generator)  # (B, H, A)
         dist = self.policy.distribution(obs, base)  # batch shape (B, H*A)
         residual = sample_normal(dist, generator)  # (B, H*A)
-        log_prob = dist.log_prob(residual).sum(-1, keepdim=True)  # (B, 1)
+        log_prob = self._executed(dist.log_prob(residual))  # (B, 1)
         return ActorSample(self.policy.combine(base, residual), {"base": base, "residual": residual}, log_prob)
 
     def evaluate(self, obs: Obs, record: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
         dist = self.policy.distribution(obs, record["base"])
-        return dist.log_prob(record["residual"]).sum(-1, keepdim=True), dist.entropy().sum(-1).mean()  # (B, 1)
+        return self._executed(dist.log_prob(record["residual"])), self._executed(dist.entropy()).mean()  # (B, 1)
+
+    def _executed(self, per_element: Tensor) -> Tensor:
+        c = self.policy.cfg
+        return executed_log_prob(per_element, c.horizon, c.act_steps)  # (B, 1)
 
     def rl_parameters(self) -> list[nn.Parameter]:
         return self.policy.residual_parameters()

@@ -32,7 +32,8 @@ class EpisodeTrace:
     rewards: list[float] = field(default_factory=list)  # per chunk
     steps: int = 0  # executed control steps
     success: bool = False
-    terminated: bool = False
+    terminated: bool = False  # success
+    stopped: bool = False  # a safety stop ended it (a failure); neither: the time limit
     safety_events: int = 0
     final_obs: History | None = None
 
@@ -92,6 +93,7 @@ def run_episodes(vec: VecEnv, seeds: list[int], policy: Policy, choose: Choose, 
             trace.safety_events += r.safety_events
             if r.terminated or r.truncated:
                 trace.success, trace.terminated, trace.final_obs = r.success, r.terminated, r.obs
+                trace.stopped = r.stopped and not r.terminated
                 del active[i]
                 finished.append(i)
             else:

@@ -37,6 +37,7 @@ class ChunkResult:
     truncated: bool  # time limit or a safety stop
     success: bool
     safety_events: int  # envelope interventions during the chunk
+    stopped: bool = False  # the env stopped the arm (contact force): a failure, not a time limit
 
 
 class HistoryEnv:
@@ -59,16 +60,16 @@ class HistoryEnv:
 
     def step(self, chunk: np.ndarray) -> ChunkResult:
         reward, steps, events = 0.0, 0, 0
-        terminated = truncated = success = False
+        terminated = truncated = success = stopped = False
         history: History = {}
         for action in chunk:
             obs, r, terminated, truncated, info = self.env.step(action)
             reward, steps, events = reward + r, steps + 1, events + len(info["safety_events"])
-            success = bool(info["success"])
+            success, stopped = bool(info["success"]), info["stopped"] is not None
             history = self._push(obs)
             if terminated or truncated:
                 break
-        return ChunkResult(history, reward, steps, terminated, truncated, success, events)
+        return ChunkResult(history, reward, steps, terminated, truncated, success, events, stopped)
 
     def close(self) -> None:
         self.env.close()
