@@ -16,15 +16,18 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from calibration.cli import calibrate_app
 from inril_robot.config import PRESET_KINDS, ConfigError, RunConfig, list_presets, load_config, to_yaml
+from inril_robot.progress import make_progress
+from inril_robot.progress import status_line as _status_line
 from sim2real.cli import bench_sim2sim_cmd, sim_pretrain_cmd
 
+# rich_markup_mode=None: help text is printed as written, so units such as "[mm]" and "[s]" are not eaten as markup
 app = typer.Typer(help="Deploy and fine-tune Franka policies with IN-RIL, in simulation and on the robot.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None)
 sim_app = typer.Typer(help="Run policies in the simulated Franka world.", no_args_is_help=True)
 bench_app = typer.Typer(help="Measured performance, with baselines measured in the same run.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect presets and resolved configurations.", no_args_is_help=True)
@@ -54,6 +57,11 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def status_line(text: str) -> Any:
+    """A spinner on a terminal; a start and a done line in a log file (stderr)."""
+    return _status_line(err, text)
+
+
 def progress_columns(eta: bool = True) -> tuple[Any, ...]:
     """The columns of every long-running command's progress bar: what, bar, n/N, live status, elapsed (, ETA)."""
     columns: tuple[Any, ...] = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -67,6 +75,21 @@ def key_value_table(title: str) -> Table:
     table.add_column()
     table.add_column(overflow="fold")
     return table
+
+
+ReportOnlyOpt = Annotated[bool, typer.Option("--report-only", help="Only report: exit 0 even when a target or "
+                                             "check is missed (default: exit 1 on a miss).")]
+
+
+def finish_targets(targets: list[Any], report_only: bool) -> None:
+    """Mark each `targets.Target` met or MISSED on stderr; exit 1 if one was missed (unless --report-only)."""
+    for t in targets:
+        mark = "[green]met[/]   " if t.met else "[bold red]MISSED[/]"
+        err.print(f"{mark} {escape(t.text())}", highlight=False, soft_wrap=True)
+    missed = [t for t in targets if not t.met]
+    if missed and not report_only:
+        err.print(f"{len(missed)} of {len(targets)} targets missed (exit 1; --report-only to only report)")
+        raise typer.Exit(1)
 
 
 def emit_json(payload: dict[str, Any]) -> None:
@@ -119,7 +142,7 @@ def rollout_with_progress(env: Any, policy: Any, episodes: int, *, label: str, t
     columns = progress_columns()
     successes = steps = 0
     started = time.perf_counter()
-    with Progress(*columns, console=err, transient=transient) as progress:
+    with make_progress(*columns, console=err, transient=transient) as progress:
         bar = progress.add_task(label, total=episodes, status="")
 
         def on_step(episode: int, step: int, done_success: bool | None) -> None:
@@ -152,7 +175,7 @@ def quickstart(
     from inril_robot.quickstart import run_quickstart
 
     columns = progress_columns()
-    with Progress(*columns, console=err, transient=json_out) as progress:
+    with make_progress(*columns, console=err, transient=json_out) as progress:
         bars: dict[str, Any] = {}
 
         def on_progress(arm: str, event: dict[str, Any]) -> None:
@@ -325,16 +348,32 @@ class CollectDisplay:
     def __init__(self) -> None:
         from rich.live import Live
 
+        from inril_robot.progress import log_period
+
         self._live = Live(console=err, refresh_per_second=8, transient=False)
+        self._plain = not err.is_terminal  # a log file: one plain line per period and per episode
+        self._period = log_period()
+        self._printed: tuple[float, Any] = (float("-inf"), None)
 
     def __enter__(self) -> CollectDisplay:
-        self._live.__enter__()
+        if not self._plain:
+            self._live.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._live.__exit__(*exc)  # type: ignore[arg-type]
+        if not self._plain:
+            self._live.__exit__(*exc)  # type: ignore[arg-type]
 
     def update(self, status: Any) -> None:
+        if self._plain:
+            when, episode = self._printed
+            if episode != status.episode_index or time.monotonic() - when >= self._period:
+                self._printed = (time.monotonic(), status.episode_index)
+                err.print(f"{time.strftime('%H:%M:%S')} collect episode {status.episode_index} step {status.step} · "
+                          f"{status.hz:.1f} Hz · kept {status.kept}/{status.target} · discarded {status.discarded} · "
+                          f"safety events {status.safety_events} · {status.last}", markup=False, highlight=False,
+                          soft_wrap=True)
+            return
         table = Table(show_header=True, box=None)
         for col in ("episode", "step", "Hz", "kept", "discarded", "safety events", "last"):
             table.add_column(col)
@@ -517,7 +556,7 @@ def pretrain(
     cfg = resolve("sim", task, cameras, config, sets, seed, algo=f"bc_{policy}")
     columns = progress_columns()
     last_eval = ""
-    with Progress(*columns, console=err, transient=json_out) as progress:
+    with make_progress(*columns, console=err, transient=json_out) as progress:
         bar = progress.add_task(f"pretrain {policy} · {task}", total=cfg.train.steps, status="")
         first = True
 
@@ -671,7 +710,7 @@ def finetune(
     f = cfg.finetune
     columns = progress_columns()
     mode = "RL only" if f.inril.il_every == 0 else f"IN-RIL m={f.inril.il_every} {f.inril.separation}"
-    with Progress(*columns, console=err, transient=json_out) as progress:
+    with make_progress(*columns, console=err, transient=json_out) as progress:
         bar = progress.add_task(f"finetune {f.algo} · {cfg.task.name} · {mode}", total=f.env_steps, status="")
         last = {"eval": "", "status": ""}
 
@@ -769,9 +808,10 @@ def serve(
 
 @keys_app.command("generate")
 def keys_generate(
-    folder: Annotated[Path, typer.Argument(help="Key folder (created).")],
+    folder: Annotated[Path, typer.Argument(help="Key folder (created).")] = Path("keys"),
     robots: Annotated[list[str] | None, typer.Option("--robot", help="Robot name to create and allow-list (repeat).")
                       ] = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """CurveZMQ keys: the server's pair (once) and one allow-listed pair per robot."""
     from inril_robot.bridge.security import SecurityError, generate
@@ -780,6 +820,9 @@ def keys_generate(
         written = generate(folder, list(robots or []))
     except SecurityError as e:
         fail(str(e))
+        return
+    if json_out:
+        emit_json({"folder": str(folder), "written": [str(p) for p in written]})
         return
     for path in written:
         err.print(str(path))
@@ -793,18 +836,29 @@ def bench_latency_cmd(
     repeats: Annotated[int, typer.Option(min=50, help="Timed round trips per measurement.")] = 2000,
     learner_seconds: Annotated[float, typer.Option(min=1.0, help="Seconds of inference timed with the learner "
                                                    "idle and again while it trains.")] = 8.0,
+    target_p50_ratio: Annotated[float, typer.Option(min=0.0, help="Target: bridge p50 / raw echo p50 at most this."
+                                                    )] = 1.5,
+    target_p99_ratio: Annotated[float, typer.Option(min=0.0, help="Target: inference p99 with the learner "
+                                                    "training / idle at most this.")] = 1.2,
+    report_only: ReportOnlyOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Observation->action round trip through the bridge vs a raw ZMQ echo of the same bytes; inference p99 while
     the learner trains vs idle."""
-    from inril_robot.bridge.bench import bench_latency, render_latency
+    from inril_robot.bridge.bench import bench_latency, latency_targets, render_latency
+    from inril_robot.targets import targets_payload
 
-    with err.status("bench latency: raw echo, bridge round trip, inference with the learner idle / training"):
+    with status_line("bench latency: raw echo, bridge round trip, inference with the learner idle / training"):
         payload = bench_latency(repeats=repeats, learner_seconds=learner_seconds)
+    payload["target_p50_ratio"] = target_p50_ratio
+    payload["learner"]["target_p99_ratio"] = target_p99_ratio
+    targets = latency_targets(payload)
+    payload.update(targets_payload(targets))
     if json_out:
         emit_json(payload)
-        return
-    Console().print(render_latency(payload))
+    else:
+        Console().print(render_latency(payload))
+    finish_targets(targets, report_only)
 
 
 # -------------------------------------------------------------------------------------------------------- eval
@@ -931,8 +985,8 @@ def bench_sim(
 
     names = tasks or ["reach", "lift", "push", "peg"]
     results = []
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err,
-                  transient=True) as progress:
+    with make_progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err,
+                       transient=True) as progress:
         bar = progress.add_task("bench sim", total=len(names))
         for name in names:
             progress.update(bar, description=f"bench sim · {name}")
@@ -963,7 +1017,7 @@ def bench_data_cmd(
     """Episode-store write frames/s (two RGB cameras) vs real time, and training-read windows/s vs plain numpy."""
     from inril_robot.data.bench import bench_data
 
-    with err.status("bench data: writing and reading episodes"):
+    with status_line("bench data: writing and reading episodes"):
         result = bench_data(episodes=episodes, steps=steps, size=size, horizon=horizon)
     if json_out:
         emit_json(result)
@@ -992,7 +1046,7 @@ def bench_policy_cmd(
     from inril_robot.policies.latency import bench_default_policies
 
     cfg = resolve("sim", "lift", cameras, config, set_)
-    with err.status("bench policy: timing batch-1 inference"):
+    with status_line("bench policy: timing batch-1 inference"):
         rows = bench_default_policies(cfg, repeats=repeats, device=device, threads=threads)
     budget_ms = 1000.0 / cfg.robot.control_hz
     payload = {"device": device, "control_period_ms": budget_ms, "policies": rows}
@@ -1019,7 +1073,7 @@ def bench_learner_cmd(
     from inril_robot.inril.learner_bench import bench_learner
 
     try:
-        with err.status("bench learner: timing updates round-robin"):
+        with status_line("bench learner: timing updates round-robin"):
             payload = bench_learner(task, transitions, repeats, list(set_ or []))
     except ConfigError as e:
         fail(str(e))
@@ -1071,7 +1125,7 @@ def bench_sample_efficiency_cmd(
         return prepare_pretrained(cfg, folder, demos, lambda text: err.print(f"  {escape(text)}"))
 
     columns = progress_columns(eta=False)
-    with Progress(*columns, console=err, transient=json_out) as progress:
+    with make_progress(*columns, console=err, transient=json_out) as progress:
         bar = progress.add_task("run", total=env_steps, status="")
 
         def say(text: str) -> None:
