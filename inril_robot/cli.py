@@ -239,6 +239,8 @@ def sim_run(
     episodes: Annotated[int, typer.Option(min=1, help="Number of episodes.")] = 20,
     render: Annotated[Path | None, typer.Option(help="Write an MP4 of the first episodes here.")] = None,
     video_episodes: Annotated[int, typer.Option(min=1, help="Episodes recorded into --render.")] = 3,
+    video_size: Annotated[int, typer.Option(min=32, max=2160, help="--render frame height [px]; without "
+                                            "--cameras the video camera renders at this size.")] = 256,
     cameras: CamerasOpt = None,
     seed: SeedOpt = None,
     config: ConfigOpt = None,
@@ -253,9 +255,11 @@ def sim_run(
 
     if policy != "scripted":
         fail(f"unknown policy {policy!r}; available: scripted (run a checkpoint with `inril-robot eval --checkpoint`)")
+    sets = list(set_ or [])
     if render is not None and cameras is None:
         cameras = "sim_front"
-    cfg = resolve("sim", task, cameras, config, set_, seed)
+        sets = [f"cameras.front.{dim}={video_size}" for dim in ("width", "height")] + sets
+    cfg = resolve("sim", task, cameras, config, sets, seed)
     try:
         env = RobotEnv(cfg)
     except DriverUnavailable as e:
@@ -264,7 +268,7 @@ def sim_run(
     with env:
         summary = rollout_with_progress(env, scripted_policy, episodes, seed=cfg.seed, video=render,
                                         video_episodes=video_episodes, label=f"{cfg.task.name} · {policy}",
-                                        transient=json_out, policy_name=policy)
+                                        transient=json_out, policy_name=policy, video_height=video_size)
     result = summary.to_dict()
     if json_out:
         emit_json(result)
@@ -909,8 +913,15 @@ def eval_cmd(
     robot: Annotated[str, typer.Option(help="Robot preset: sim.")] = "sim",
     task: Annotated[str | None, typer.Option(help="Task (default and only allowed: the checkpoint's).")] = None,
     episodes: Annotated[int, typer.Option(min=1, help="Number of episodes.")] = 20,
-    video: Annotated[Path | None, typer.Option("--video", help="Write an MP4 of the first episodes here.")] = None,
-    video_episodes: Annotated[int, typer.Option(min=1, help="Episodes recorded into --video.")] = 3,
+    video: Annotated[Path | None, typer.Option("--video", help="Write an MP4 (H.264) of the first episodes here, "
+                                               "back to back.")] = None,
+    videos: Annotated[bool, typer.Option("--videos", help="Write one MP4 per episode (the first --video-episodes) "
+                                         "into the eval folder.")] = False,
+    video_episodes: Annotated[int, typer.Option(min=1, help="Episodes recorded into --video / --videos.")] = 3,
+    video_size: Annotated[int, typer.Option(min=32, max=2160, help="Video frame height [px] (a camera that is "
+                                            "only for the video renders at this size).")] = 256,
+    out: Annotated[Path | None, typer.Option("--out", help="Folder for eval.json and --videos (default: "
+                                             "RUN/eval/<checkpoint name> next to the checkpoint).")] = None,
     seed: Annotated[int | None, typer.Option(help="Episode i uses seed + i (default: pretrain's eval seeds).")] = None,
     raw_weights: Annotated[bool, typer.Option("--raw-weights", help="Evaluate the raw weights, not the EMA.")] = False,
     cameras: CamerasOpt = None,
@@ -939,9 +950,11 @@ def eval_cmd(
         fail(f"contract mismatch on task.name (checkpoint {checkpoint}): expected {stored_cfg['task']['name']!r}, "
              f"got {task!r}")
     cfg = _eval_config(robot, stored_cfg, cameras, config, set_, seed)
+    out = out or checkpoint.parent / "eval" / checkpoint.stem
     env_cfg = cfg
-    if video is not None and not cfg.cameras:  # a camera only for the video: not a policy input
-        env_cfg = cfg.model_copy(update={"cameras": resolve(None, None, "sim_front", None, None).cameras})
+    if (video is not None or videos) and not cfg.cameras:  # a camera only for the video: not a policy input
+        size = [f"cameras.front.{dim}={video_size}" for dim in ("width", "height")]
+        env_cfg = cfg.model_copy(update={"cameras": resolve(None, None, "sim_front", None, size).cameras})
     try:
         env = RobotEnv(env_cfg)
     except DriverUnavailable as e:
@@ -962,13 +975,20 @@ def eval_cmd(
             summary = rollout_with_progress(env, runner, episodes, seed=base_seed, video=video,
                                             video_episodes=video_episodes, transient=json_out,
                                             label=f"eval {loaded.policy.cfg.kind} · {cfg.task.name}",
-                                            policy_name=loaded.policy.cfg.kind, on_reset=runner.reset)
+                                            policy_name=loaded.policy.cfg.kind, on_reset=runner.reset,
+                                            video_dir=out if videos else None, video_height=video_size)
         except ContractMismatch as e:
             fail(str(e))
             return
     result = summary.to_dict()
     result.update({"checkpoint": str(checkpoint), "step": loaded.step, "weights": loaded.weights,
-                   "weights_sha256": loaded.weights_sha256, "seed": base_seed, "policy": loaded.policy.cfg.kind})
+                   "weights_sha256": loaded.weights_sha256, "seed": base_seed, "policy": loaded.policy.cfg.kind,
+                   "eval_json": str(out / "eval.json")})
+    from inril_robot.atomic import atomic_open
+
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_open(out / "eval.json") as f:
+        f.write(json.dumps(result, indent=1, default=str) + "\n")
     if json_out:
         emit_json(result)
         return
@@ -982,6 +1002,9 @@ def eval_cmd(
     table.add_row("safety events", str(result["safety_events"]))
     if video:
         table.add_row("video", str(video))
+    if videos:
+        table.add_row("episode videos", f"{len(result['episode_videos'])} in {out}")
+    table.add_row("results", str(out / "eval.json"))
     Console().print(table)
 
 
