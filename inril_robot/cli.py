@@ -295,6 +295,13 @@ def collect(
     cameras: CamerasOpt = None,
     notes: Annotated[str, typer.Option(help="Operator notes stored with every episode.")] = "",
     execute: Annotated[bool, typer.Option(help="Let a real robot move (default: shadow mode, the arm holds).")] = False,
+    view: Annotated[bool | None, typer.Option("--view/--no-view", help="Show the operator the scene, cameras, "
+                                              "EE/object positions and the keep/discard prompt on a local web page "
+                                              "(default: on for a human teleop).")] = None,
+    view_port: Annotated[int, typer.Option(min=0, max=65535, help="Port of the view page on 127.0.0.1 (0: any "
+                                           "free one; forward it over SSH).")] = 8765,
+    view_png: Annotated[Path | None, typer.Option("--view-png", help="Also rewrite this PNG with the view every "
+                                                  "step.")] = None,
     seed: SeedOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -331,16 +338,31 @@ def collect(
         from drivers.keyboard import help_text
 
         err.print(help_text(), markup=False, highlight=False)
+    operator_view = None
+    if view if view is not None else teleop != "scripted":
+        from inril_robot.teleop_view import OperatorView
+
+        operator_view = OperatorView(port=view_port, png=view_png)
+        if operator_view.server is not None:
+            err.print(f"view: {operator_view.server.url} (scene, cameras, positions, keep/discard prompt)")
     live_table = CollectDisplay()
+
+    def on_update(status: Any) -> None:
+        if isinstance(status, CollectStatus):
+            display.update(status)
+            if operator_view is not None:
+                operator_view.show(env, status)
+
     try:
         with env, live_table as display:
-            result = run_collect(cfg, out, episodes, env, source, notes=notes,
-                                 on_update=lambda st: display.update(st) if isinstance(st, CollectStatus) else None)
+            result = run_collect(cfg, out, episodes, env, source, notes=notes, on_update=on_update)
     except (DatasetError, ContractMismatch) as e:
         fail(str(e))
         return
     finally:
         source.close()
+        if operator_view is not None:
+            operator_view.close()
     payload = result.to_dict()
     if json_out:
         emit_json(payload)

@@ -132,6 +132,7 @@ def record_episode(
     control = "scripted" if scripted else "human"
     period = 1.0 / cfg.robot.control_hz
     episode = writer.begin_episode(seed=seed, notes=notes)
+    status.step = 0  # the display must not show the previous episode's step
     authority = Authority(state="reset")
     obs, info = env.reset(seed=seed)
     authority.reset_done("homed, scene set")
@@ -179,6 +180,12 @@ def record_episode(
         if pace:
             next_tick += period
             time.sleep(max(0.0, next_tick - time.perf_counter()))
+    if decision is None and not scripted:  # every episode end, a time limit included, asks the operator
+        ended = "time limit" if episode.length >= cfg.task.max_steps else "ended"
+        outcome = "success" if success else f"failed ({ended})"
+        status.last = f"episode {episode.index} over: {outcome} - press k to keep, x to discard"
+        if on_update:
+            on_update(status)
     if decision is None:
         decision = success if scripted else wait_for_decision(teleop)
     if decision and episode.length > 0:
