@@ -521,6 +521,61 @@ def dataset_import_furniture_bench(
         Console().print(payload)
 
 
+@dataset_app.command("export")
+def dataset_export(
+    path: DatasetArg,
+    out: Annotated[Path, typer.Option("--out", help="Folder of the exported dataset (new or empty).")],
+    fmt: Annotated[str, typer.Option("--format", help="lerobot (LeRobotDataset v3.0: parquet + MP4).")] = "lerobot",
+    images: Annotated[str, typer.Option(help="video (H.264 MP4, LeRobot's default) or png (lossless, in the "
+                                        "parquet).")] = "video",
+    json_out: JsonOpt = False,
+) -> None:
+    """Export the episode store to another tool's format (docs/data.md)."""
+    from inril_robot.data.lerobot import LeRobotFormatError, export_lerobot
+
+    if fmt != "lerobot":
+        fail(f"unknown --format {fmt!r}; available: lerobot")
+    ds = _open_dataset(path)
+    try:
+        with status_line(f"dataset export: {path} -> {out} (LeRobot v3.0, images as {images})"):
+            report = export_lerobot(ds, out, images=images)
+    except (LeRobotFormatError, ValueError) as e:
+        fail(str(e))
+        return
+    if json_out:
+        emit_json(report.to_dict())
+    else:
+        err.print(f"wrote {out}: {report.episodes} episodes, {report.frames} frames, images {report.images}, "
+                  f"{report.bytes_written / 1e6:.1f} MB")
+
+
+@dataset_app.command("import")
+def dataset_import(
+    src: Annotated[Path, typer.Argument(help="A LeRobot v3.0 dataset folder (meta/info.json, data/, videos/).")],
+    out: Annotated[Path, typer.Option("--out", help="Dataset directory to create or append to.")],
+    fmt: Annotated[str, typer.Option("--format", help="lerobot.")] = "lerobot",
+    task: Annotated[str | None, typer.Option(help="Task stored in the dataset (default: the export's).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Import another tool's dataset into the episode store, mapped onto the contract (refuses what cannot be)."""
+    from inril_robot.contract import ContractMismatch
+    from inril_robot.data.lerobot import LeRobotFormatError, import_lerobot
+    from inril_robot.data.store import DatasetError
+
+    if fmt != "lerobot":
+        fail(f"unknown --format {fmt!r}; available: lerobot")
+    try:
+        with status_line(f"dataset import: {src} -> {out}"):
+            report = import_lerobot(src, out, task=task)
+    except (LeRobotFormatError, DatasetError, ContractMismatch, OSError) as e:
+        fail(str(e))
+        return
+    if json_out:
+        emit_json(report.to_dict())
+    else:
+        err.print(f"imported {report.episodes} episodes ({report.frames} frames, images {report.images}) into {out}")
+
+
 # ------------------------------------------------------------------------------------------------- safety-check
 @app.command("safety-check")
 def safety_check_cmd(
