@@ -1146,7 +1146,8 @@ def bench_data_cmd(
     w, r = result["write"], result["read"]
     table = Table(title="bench data", show_header=False)
     table.add_row("write", f"{w['frames_per_s']:,.0f} frames/s ({size}x{size} RGB, 2 cameras) = "
-                  f"{w['times_realtime']:.0f}x real time at 10 Hz; compression {w['compression_ratio']:.2f}x")
+                  f"{w['times_realtime']:.0f}x real time at 10 Hz; compression {w['compression_ratio']:.2f}x "
+                  f"(synthetic frames with sensor noise, near the lossless limit; rendered frames: docs/data.md)")
     table.add_row("read (cold)", f"{r['cold_windows_per_s']:,.0f} windows/s of {horizon} steps (decoding episodes)")
     table.add_row("read (warm)", f"{r['warm_windows_per_s']:,.0f} windows/s = {r['warm_fraction_of_numpy']:.0%} "
                   f"of in-memory numpy ({r['numpy_baseline_windows_per_s']:,.0f}/s)")
