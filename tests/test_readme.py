@@ -29,7 +29,8 @@ def shell_blocks(path: Path) -> list[list[str]]:
     out = []
     for block in blocks:
         joined = block.replace("\\\n", " ")
-        commands = [" ".join(shlex.split(line, comments=True)) for line in joined.splitlines()]
+        # drop "  # comment" tails (no '#' appears inside a command here), keep quotes, collapse whitespace
+        commands = [" ".join(re.sub(r"(^|\s)#.*$", "", line).split()) for line in joined.splitlines()]
         out.append([c for c in commands if c])
     return out
 
@@ -75,6 +76,69 @@ SLOW_PREREQUISITE = "inril-robot quickstart --demos 10 --steps 200 --env-steps 1
 
 def readme_commands() -> list[str]:
     return [c for block in shell_blocks(README) for c in block]
+
+
+# docs/: every shell command has a plan too: run here (default), or a reason it is not run by a test
+HARDWARE = "needs root, the real robot or its PC setup"
+DOC_RUN = [
+    "inril-robot calibrate board --out board.pdf",
+    "inril-robot calibrate board --out board.png --dpi 254",
+    "inril-robot calibrate board --out big.pdf --squares 7x5 --square-mm 50 --marker-mm 37 --page a3",
+]
+DOC_NOT_RUN = {
+    "inril-robot calibrate hand-eye --robot sim --camera front": "tests/test_calibration_sim.py runs it (slow)",
+    "inril-robot calibrate hand-eye --robot sim --camera wrist": "tests/test_calibration_sim.py runs it (slow)",
+    "inril-robot calibrate intrinsics --robot sim --camera wrist": "tests/test_calibration_sim.py runs it (slow)",
+    "inril-robot calibrate hand-eye --robot franka --camera front --execute --config my_cameras.yaml --out "
+    "cal/front.yaml": HARDWARE,
+    "inril-robot sim run --task lift --cameras sim_front --set cameras.front.calibration=calibrations/front.yaml "
+    "--render a.mp4": "needs calibrations/front.yaml from the hand-eye run",
+    "sudo apt-get install -y libegl1 libgl1 libosmesa6 libusb-1.0-0 libhidapi-hidraw0": HARDWARE,
+    "bash scripts/setup.sh": "installs Debian packages and torch (sudo)",
+    "pip install 'inril-robot[franka,camera,teleop]'": "installs packages",
+    "sudo groupadd -f realtime && sudo usermod -aG realtime $USER": HARDWARE,
+    "printf '@realtime - rtprio 99\\n@realtime - memlock 102400\\n' | sudo tee "
+    "/etc/security/limits.d/99-realtime.conf": HARDWARE,
+    "sudo curl -fsSL https://raw.githubusercontent.com/IntelRealSense/librealsense/master/config/"
+    "99-realsense-libusb.rules -o /etc/udev/rules.d/99-realsense-libusb.rules": HARDWARE,
+    "echo 'KERNEL==\"hidraw*\", ATTRS{idVendor}==\"256f\", MODE=\"0666\"' | sudo tee "
+    "/etc/udev/rules.d/99-spacemouse.rules": HARDWARE,
+    "sudo udevadm control --reload-rules && sudo udevadm trigger": HARDWARE,
+    "inril-robot doctor --robot franka --host 172.16.0.2 [--server tcp://10.0.0.20:5555] [--json]": HARDWARE,
+    "inril-robot collect --robot franka --set robot.franka.host=172.16.0.2 --teleop keyboard --episodes 1 --out "
+    "/tmp/dry": HARDWARE,
+    "inril-robot safety-check /tmp/dry --robot franka": "needs the /tmp/dry recording from the real robot",
+    "python3 -m pytest -q tests/test_realsense.py tests/test_doctor.py": "runs part of this test suite",
+    "python3 -m pytest -q -m slow tests/test_franka.py": "runs part of this test suite",
+    "franky-sim -s mujoco &": "tests/test_franka.py starts franky-sim on its own address",
+    "inril-robot doctor --robot franka --host 127.0.0.1": "needs franky-sim on 127.0.0.1 (tests/test_franka.py)",
+    "inril-robot serve --checkpoint runs/pre/last.pt --demos demos/reach --out runs/serve":
+        "a server that runs until stopped; tests/test_bridge.py runs it",
+    "inril-robot finetune --robot franka --execute --server tcp://127.0.0.1:5555 --checkpoint runs/pre/last.pt "
+    "--out runs/arm1": HARDWARE,
+    "inril-robot finetune --robot sim --bridge --checkpoint runs/pre/last.pt --demos demos/reach --out runs/dry "
+    "--speed 0": "tests/test_bridge.py runs the bridge end to end",
+}
+
+
+def docs_commands() -> list[str]:
+    return [c for path in sorted((ROOT / "docs").glob("*.md")) for block in shell_blocks(path) for c in block]
+
+
+def test_every_docs_command_has_a_plan() -> None:
+    commands = docs_commands()
+    unknown = [c for c in commands if c not in DOC_RUN and c not in DOC_NOT_RUN]
+    assert not unknown, f"docs/ commands without a plan in tests/test_readme.py: {unknown}"
+    stale = [c for c in [*DOC_RUN, *DOC_NOT_RUN] if c not in commands]
+    assert not stale, f"plans for commands no longer in docs/: {stale}"
+
+
+@pytest.mark.timeout(60)
+def test_docs_commands_run(tmp_path: Path) -> None:
+    for command in DOC_RUN:
+        code, output = _run_in_process(command, tmp_path)
+        assert code == 0, f"{command} -> exit {code}\n{output[-2000:]}"
+    assert {p.name for p in tmp_path.iterdir()} >= {"board.pdf", "board.png", "big.pdf"}
 
 
 def short_variant(command: str) -> str:
