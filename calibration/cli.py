@@ -7,8 +7,10 @@ from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from inril_robot.progress import make_progress
 
 # inril_robot/cli.py imports this module to register it: its helpers are imported inside the commands
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML file merged over the presets.")]
@@ -44,13 +46,15 @@ def board_spec(squares: str, square_mm: float, marker_mm: float, dictionary: str
 
 @calibrate_app.command("board")
 def board_cmd(
-    out: Annotated[Path, typer.Option("--out", help="Output file: .pdf (exact size) or .png (at --dpi).")],
+    out: Annotated[Path, typer.Option("--out", help="Output file: .pdf (exact size) or .png (at --dpi).")
+                   ] = Path("board.pdf"),
     squares: SquaresOpt = "5x4",
     square_mm: SquareMmOpt = 40.0,
     marker_mm: MarkerMmOpt = 30.0,
     dictionary: DictOpt = "DICT_4X4_50",
     page: Annotated[str, typer.Option(help="PDF page size: a4, letter, a3.")] = "a4",
-    dpi: Annotated[int, typer.Option(min=72, help="PNG resolution.")] = 300,
+    dpi: Annotated[int, typer.Option(min=72, help="PNG resolution; the default 254 dpi is 10 px per mm, so any "
+                                     "whole-mm square is a whole number of pixels.")] = 254,
     json_out: JsonOpt = False,
 ) -> None:
     """Write a printable ChArUco board at its exact physical size."""
@@ -91,7 +95,7 @@ def _calibrate(kind: Literal["intrinsics", "hand-eye"], robot: str, camera: str,
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[status]}"), TimeElapsedColumn())
     try:
-        with Progress(*columns, console=err, transient=json_out) as progress:
+        with make_progress(*columns, console=err, transient=json_out) as progress:
             bar = progress.add_task(f"calibrate {kind} · {camera}", total=poses, status="")
             result = run_calibration(
                 cfg, camera, kind, out, spec=spec, poses=poses, intrinsics=intrinsics, method=method,

@@ -164,6 +164,7 @@ def record_episode(
 def _record(cfg: RunConfig, env: RobotEnv, teleop: Teleop, episode: Any, seed: int, status: CollectStatus,
             on_update: Callable[[CollectStatus], None] | None, scripted: bool, pace: bool, control: str,
             shadow: bool, period: float) -> dict[str, Any]:
+    status.step = 0  # the display must not show the previous episode's step
     authority = Authority(state="reset")
     obs, info = env.reset(seed=seed)
     authority.reset_done("homed, scene set")
@@ -213,6 +214,12 @@ def _record(cfg: RunConfig, env: RobotEnv, teleop: Teleop, episode: Any, seed: i
             time.sleep(max(0.0, next_tick - time.perf_counter()))
     if cfg.robot.kind != "sim":
         env.robot.hold()  # the episode is over: the arm stops now, while the operator decides
+    if decision is None and not scripted:  # every episode end, a time limit included, asks the operator
+        ended = "time limit" if episode.length >= cfg.task.max_steps else "ended"
+        outcome = "success" if success else f"failed ({ended})"
+        status.last = f"episode {episode.index} over: {outcome} - press k to keep, x to discard"
+        if on_update:
+            on_update(status)
     if decision is None:
         decision = success if scripted else wait_for_decision(teleop)
     if decision and episode.length > 0:

@@ -203,13 +203,24 @@ def _render_probe(backend: str, timeout: float = RENDER_PROBE_TIMEOUT_S) -> tupl
         return False, f"probe could not start: {_short(exc)}"
     if proc.returncode != 0:
         lines = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()]
-        return False, _short(lines[-1] if lines else f"exit code {proc.returncode}")
+        return False, _explain_probe_failure(backend, lines[-1] if lines else f"exit code {proc.returncode}")
     try:
         info = json.loads(proc.stdout.strip().splitlines()[-1])
     except Exception:
         return False, _short(f"unexpected probe output: {proc.stdout!r}")
     gl = f", GL renderer {info['gl_renderer']}" if info.get("gl_renderer") else ""
     return True, f"MUJOCO_GL={backend} renders 32x32 ({info['colours']} colours{gl})"
+
+
+def _explain_probe_failure(backend: str, line: str) -> str:
+    """A probe's last stderr line in words: PyOpenGL reports a GL library it could not load as an AttributeError
+    on None (`'NoneType' object has no attribute 'glGetError'`) or an ImportError naming the library."""
+    name, apt = RENDER_BACKENDS[backend]
+    unloadable = ("'NoneType' object has no attribute", "Unable to load", "cannot open shared object",
+                  "No module named 'OpenGL'")
+    if any(text in line for text in unloadable):
+        return f"the {name} library could not be loaded (is {apt} installed?)"
+    return _short(line)
 
 
 def _check_rendering(mujoco_ok: bool, render_probe: bool) -> list[Check]:
@@ -618,8 +629,15 @@ def run_checks(render_probe: bool = True, host: str | None = None, server: str |
     return checks
 
 
-def render_table(checks: list[Check]) -> Table:
-    """Rich table with columns area, item, status (coloured), detail, fix."""
+def check_met(check: Check, required_areas: set[str]) -> bool:
+    """Missed: an error anywhere, or a missing package in an area the run needs (optional extras may be missing)."""
+    if check.status == "error":
+        return False
+    return not (check.status == "missing" and check.area in required_areas)
+
+
+def render_table(checks: list[Check], met: list[bool] | None = None) -> Table:
+    """Rich table with columns area, item, status (coloured), detail, fix; a MISSED mark on checks not met."""
     from rich.table import Table
     from rich.text import Text
 
@@ -629,9 +647,11 @@ def render_table(checks: list[Check]) -> Table:
     table.add_column("status")
     table.add_column("detail", overflow="fold")
     table.add_column("fix", overflow="fold", style="dim")
-    for c in checks:
+    for i, c in enumerate(checks):
         # Text() cells: no markup parsing, so "inril-robot[sim]" is shown verbatim.
         status = Text(c.status, style=_STATUS_STYLE.get(c.status, ""))
+        if met is not None and not met[i]:
+            status.append(" MISSED", style="bold red")
         table.add_row(Text(c.area), Text(c.item), status, Text(c.detail), Text(c.fix))
     return table
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from inril_robot.env import RobotEnv
 from inril_robot.stats import Rate, wilson_interval
-from inril_robot.video import VideoWriter, tile
+from inril_robot.video import VideoWriter, fit_height, overlay, tile
 
 Policy = Callable[[RobotEnv, dict[str, np.ndarray]], np.ndarray]
 
@@ -72,13 +72,20 @@ def run_episodes(
     on_step: Callable[[int, int, bool | None], None] | None = None,
     policy_name: str = "scripted",
     on_reset: Callable[[int], None] | None = None,
+    video_dir: Path | None = None,
+    video_height: int | None = None,
 ) -> RolloutSummary:
     """Episode i uses seed `seed + i`, so a run is reproducible and any single episode can be replayed.
 
     `on_reset(seed)` is called after each reset, before the first action (a stateful policy starts its episode).
+    Videos (H.264, the cameras side by side scaled to `video_height`, an overlay of episode, step, reward and
+    success): `video` holds the first `video_episodes` episodes back to back, `video_dir` one file per episode
+    (`episode_000.mp4`, ...) for the first `video_episodes` episodes.
     """
     results: list[EpisodeResult] = []
-    writer = VideoWriter(video, fps=env.cfg.robot.control_hz) if video else None
+    fps = env.cfg.robot.control_hz
+    writer = VideoWriter(video, fps=fps) if video else None
+    episode_files: list[str] = []
     steps_total = events = 0
     start = time.perf_counter()
     try:
@@ -86,36 +93,63 @@ def run_episodes(
             obs, info = env.reset(seed=seed + i)
             if on_reset:
                 on_reset(seed + i)
-            record = writer is not None and i < video_episodes
-            if record:
-                writer.add(_frame(env, obs))
+            writers = [w for w in (writer,) if w is not None and i < video_episodes]
+            if video_dir is not None and i < video_episodes:
+                writers.append(VideoWriter(video_dir / f"episode_{i:03d}.mp4", fps=fps))
+                episode_files.append(str(writers[-1].path))
+            caption = _Caption(i, seed + i, env.cfg.task.max_steps)
+            for w in writers:
+                w.add(_frame(obs, video_height, caption.lines()))
             ret, success, length = 0.0, False, 0
             while True:
                 obs, reward, terminated, truncated, info = env.step(policy(env, obs))
                 events += len(info["safety_events"])
                 ret += reward
                 length += 1
-                if record:
-                    writer.add(_frame(env, obs))
                 done = terminated or truncated
+                if writers:
+                    lines = caption.lines(length, reward, ret, bool(info["success"]) if done else None)
+                    frame = _frame(obs, video_height, lines)
+                    for w in writers:
+                        for _ in range(round(fps) if done else 1):  # hold the outcome on screen for a second
+                            w.add(frame)
                 if on_step:
                     on_step(i, length, bool(info["success"]) if done else None)
                 if done:
                     success = bool(info["success"])
                     break
+            for w in writers:
+                if w is not writer:
+                    w.close()
             steps_total += length
             results.append(EpisodeResult(seed + i, success, length, ret))
     finally:
         if writer:
             writer.close()
+    extra: dict[str, Any] = {"safety_events": events}
+    if video_dir is not None:
+        extra["episode_videos"] = episode_files
     return RolloutSummary(
         task=env.cfg.task.name, policy=policy_name, episodes=results, wall_s=time.perf_counter() - start,
-        env_steps=steps_total, video=str(video) if video else None, extra={"safety_events": events},
+        env_steps=steps_total, video=str(video) if video else None, extra=extra,
     )
 
 
-def _frame(env: RobotEnv, obs: dict[str, np.ndarray]) -> np.ndarray:
+@dataclass
+class _Caption:
+    episode: int
+    seed: int
+    max_steps: int
+
+    def lines(self, step: int = 0, reward: float = 0.0, ret: float = 0.0, success: bool | None = None) -> list[str]:
+        outcome = "running" if success is None else ("SUCCESS" if success else "failed")
+        return [f"episode {self.episode} (seed {self.seed})  {outcome}",
+                f"step {step}/{self.max_steps}  reward {reward:.2f}  return {ret:.2f}"]
+
+
+def _frame(obs: dict[str, np.ndarray], height: int | None, lines: list[str]) -> np.ndarray:
     images = [obs[k] for k in obs if k.endswith("_rgb")]
     if not images:
         raise ValueError("recording a video needs at least one camera (e.g. --cameras sim_front)")
-    return tile(images)
+    frame = tile(images)
+    return overlay(fit_height(frame, height) if height else frame, lines)

@@ -9,17 +9,23 @@ An event file is a sequence of TFRecords, each holding one serialised `tensorflo
 
 The first record of a file carries `file_version = "brain.Event:2"`. Files are named
 `events.out.tfevents.<unix time>.<host>` so TensorBoard finds them; a resumed run adds a new file to the same folder.
+`tensorboard --logdir runs` (installed with the package) shows them.
+
+Weights & Biases (optional extra `inril-robot[wandb]`): with `INRIL_WANDB=<project>` in the environment every writer
+also logs its scalars to a wandb run named after the run folder (its `run.yaml` as the config, the step as the x
+axis); `WANDB_MODE=offline` keeps the run on disk (`wandb sync` uploads it later).
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 FILE_VERSION = "brain.Event:2"
 _MASK_DELTA = 0xA282EAD8
@@ -114,6 +120,7 @@ class TBWriter:
         self.flush_every = flush_every
         self._write(encode_event(now, 0, file_version=FILE_VERSION))
         self.flush()
+        self._wandb = start_wandb(self.logdir)
 
     def _write(self, data: bytes) -> None:
         self._file.write(frame_record(data))
@@ -122,12 +129,14 @@ class TBWriter:
             self.flush()
 
     def add_scalar(self, tag: str, value: float, step: int, wall_time: float | None = None) -> None:
-        self._write(encode_event(time.time() if wall_time is None else wall_time, step, scalars={tag: value}))
+        self.add_scalars({tag: value}, step, wall_time)
 
     def add_scalars(self, scalars: dict[str, float], step: int, wall_time: float | None = None) -> None:
         """Several tags at one step, in one event."""
         if scalars:
             self._write(encode_event(time.time() if wall_time is None else wall_time, step, scalars=scalars))
+            if self._wandb is not None:
+                self._wandb.log({**scalars, "step": step})
 
     def flush(self) -> None:
         if not self._file.closed:
@@ -138,12 +147,36 @@ class TBWriter:
         if not self._file.closed:
             self.flush()
             self._file.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
 
     def __enter__(self) -> TBWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def start_wandb(logdir: Path) -> Any:
+    """A wandb run mirroring this writer when `INRIL_WANDB` names a project, else None."""
+    project = os.environ.get("INRIL_WANDB")
+    if not project:
+        return None
+    try:
+        import wandb
+    except ImportError as e:
+        raise RuntimeError("INRIL_WANDB is set but wandb is not installed: pip install 'inril-robot[wandb]'") from e
+    config: dict[str, Any] = {}
+    if (logdir / "run.yaml").is_file():
+        import yaml
+
+        config = yaml.safe_load((logdir / "run.yaml").read_text()) or {}
+    run = wandb.init(project=project, name=logdir.name, dir=os.environ.get("WANDB_DIR", str(logdir)), config=config,
+                     reinit="create_new")
+    run.define_metric("step")
+    run.define_metric("*", step_metric="step")
+    return run
 
 
 # -------------------------------------------------------------------------------------------------------- reader

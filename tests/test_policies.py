@@ -362,7 +362,7 @@ def test_bench_policy_cli_reports_every_default_policy() -> None:
 
     result = CliRunner().invoke(app, ["bench", "policy", "--repeats", "10", "--set", "cameras.front.width=32",
                                       "--set", "cameras.front.height=32", "--set", "cameras.wrist.width=32",
-                                      "--set", "cameras.wrist.height=32", "--json"])
+                                      "--set", "cameras.wrist.height=32", "--json", "--report-only"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout.strip().splitlines()[-1])
     rows = payload["policies"]

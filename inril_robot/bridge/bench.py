@@ -25,6 +25,7 @@ import zmq
 from rich.table import Table
 
 from inril_robot.contract import Contract, ObsSpec
+from inril_robot.targets import Target
 
 from . import protocol as p
 from .client import BridgeClient
@@ -256,16 +257,28 @@ def bench_latency(repeats: int = 2000, learner_seconds: float = 8.0) -> dict[str
     }
 
 
+def latency_targets(r: dict[str, Any]) -> list[Target]:
+    """The bridge's p50 overhead over the raw echo, and inference p99 with the learner training vs idle."""
+    return [Target("bridge p50 / raw echo p50", r["p50_ratio"], r["target_p50_ratio"], "<=", "x"),
+            Target("inference p99 learner training / idle", r["learner"]["p99_ratio"],
+                   r["learner"]["target_p99_ratio"], "<=", "x")]
+
+
+def _mark(met: bool) -> str:
+    return "[green]met[/]" if met else "[bold red]MISSED[/]"
+
+
 def render_latency(r: dict[str, Any]) -> Table:
-    t = Table("measurement", "p50 ms", "p99 ms", "ratio", "target",
+    bridge_target, learner_target = latency_targets(r)
+    t = Table("measurement", "p50 ms", "p99 ms", "ratio", "target", "",
               title=f"bench latency · {r['images']} + proprioception ({r['payload_bytes']:,} bytes) · TCP loopback")
     t.add_row("raw ZMQ echo (same bytes)", f"{r['raw_echo']['p50_ms']:.3f}", f"{r['raw_echo']['p99_ms']:.3f}", "1.00x",
               "")
     t.add_row("bridge obs -> action", f"{r['bridge']['p50_ms']:.3f}", f"{r['bridge']['p99_ms']:.3f}",
-              f"p50 {r['p50_ratio']:.2f}x", f"p50 <= {r['target_p50_ratio']}x")
+              f"p50 {r['p50_ratio']:.2f}x", f"p50 <= {r['target_p50_ratio']}x", _mark(bridge_target.met))
     lr = r["learner"]
     t.add_row("inference, learner idle", f"{lr['idle']['p50_ms']:.3f}", f"{lr['idle']['p99_ms']:.3f}", "1.00x", "")
     t.add_row(f"inference, learner training ({lr['updates_during_window']} updates)",
               f"{lr['training']['p50_ms']:.3f}", f"{lr['training']['p99_ms']:.3f}", f"p99 {lr['p99_ratio']:.2f}x",
-              f"p99 <= {lr['target_p99_ratio']}x")
+              f"p99 <= {lr['target_p99_ratio']}x", _mark(learner_target.met))
     return t

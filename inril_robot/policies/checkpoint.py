@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,15 +124,28 @@ def atomic_torch_save(payload: dict[str, Any], path: Path) -> None:
         torch.save(payload, f)
 
 
+def _load_failure(e: BaseException) -> str:
+    """Why torch.load refused a file, in a few words: never torch's advice to load it with weights_only=False,
+    which would run whatever code the file holds."""
+    if isinstance(e, pickle.UnpicklingError) or "Weights only load failed" in str(e):
+        return "weights-only loading refuses the Python objects it holds"
+    if isinstance(e, zipfile.BadZipFile) or "zip archive" in str(e) or isinstance(e, (KeyError, EOFError)):
+        return "not a torch zip archive"
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:120]}" if str(e) else type(e).__name__
+
+
 def safe_torch_load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """`torch.load(weights_only=True)` with errors that name the file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a torch checkpoint: {e}") from e
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it all
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # garbage input can raise anything (KeyError from the unpickler, ...): one line
+        raise CheckpointError(f"{path} is not an inril-robot checkpoint (corrupt, truncated or another kind of file: "
+                              f"{_load_failure(e)}); pass a .pt written by pretrain, finetune or serve") from e
     if not isinstance(payload, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(payload).__name__}, not a checkpoint dict")
     bad = non_finite_tensors(payload)
