@@ -87,10 +87,10 @@ class LineProgress(Progress):
         self.console.print(progress_line(task), markup=False, highlight=False, soft_wrap=True)
 
 
-def make_progress(*columns: Any, console: Console, transient: bool = False) -> Progress:
-    """A live bar on a terminal, plain periodic lines otherwise."""
-    if console.is_terminal:
-        return Progress(*columns, console=console, transient=transient)
+def make_progress(*columns: Any, console: Console, transient: bool = False, disable: bool = False) -> Progress:
+    """A live bar on a terminal, plain periodic lines otherwise (nothing at all when `disable`)."""
+    if console.is_terminal or disable:
+        return Progress(*columns, console=console, transient=transient, disable=disable)
     return LineProgress(*columns, console=console)
 
 
