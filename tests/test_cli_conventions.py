@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from inril_robot.cli import app
 
 CONFIG_AND_SET = ["collect", "pretrain", "finetune", "serve", "eval", "sim run", "safety-check", "config show",
-                  "bench sim", "bench policy", "calibrate intrinsics", "calibrate hand-eye"]
+                  "bench sim", "bench policy", "calibrate intrinsics", "calibrate hand-eye", "robot recover"]
 SET_ONLY = ["quickstart", "sim-pretrain", "bench learner", "bench sample-efficiency", "bench sim2sim"]
 
 
