@@ -437,11 +437,11 @@ def test_hold_stops_a_fast_translation(homed: FrankaRobot) -> None:
     assert rest_s <= 2 * 0.1 and travel < 0.01
 
 
+@pytest.mark.parametrize("sequences", [1, pytest.param(40, marks=[pytest.mark.slow, pytest.mark.timeout(900)])])
 def test_random_action_sequences_keep_reference_and_pose_inside(franky_sim: str, robot: FrankaRobot,
-                                                                request: pytest.FixtureRequest) -> None:
+                                                                sequences: int) -> None:
     """Random action sequences (wind-up pushes, noise, huge values) through RobotEnv on franky-sim: the commanded
     reference and the measured pose are checked at every tick. 1 sequence here, 40 with -m slow."""
-    sequences = 40 if request.config.getoption("-m") == "slow" else 1
     from inril_robot.env import RobotEnv
     from inril_robot.geometry import quat_to_matrix
     from inril_robot.safety import reference_violations
