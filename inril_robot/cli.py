@@ -639,7 +639,9 @@ def dataset_export(
     json_out: JsonOpt = False,
 ) -> None:
     """Export the episode store to another tool's format (docs/data.md)."""
-    from inril_robot.data.lerobot import LeRobotFormatError, export_lerobot
+    from inril_robot.data.lerobot import LeRobotFormatError, export_lerobot, require_pyarrow
+
+    require_pyarrow(fail)
 
     if fmt != "lerobot":
         fail(f"unknown --format {fmt!r}; available: lerobot")
@@ -667,8 +669,10 @@ def dataset_import(
 ) -> None:
     """Import another tool's dataset into the episode store, mapped onto the contract (refuses what cannot be)."""
     from inril_robot.contract import ContractMismatch
-    from inril_robot.data.lerobot import LeRobotFormatError, import_lerobot
+    from inril_robot.data.lerobot import LeRobotFormatError, import_lerobot, require_pyarrow
     from inril_robot.data.store import DatasetError
+
+    require_pyarrow(fail)
 
     if fmt != "lerobot":
         fail(f"unknown --format {fmt!r}; available: lerobot")

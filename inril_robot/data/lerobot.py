@@ -61,6 +61,14 @@ class InteropReport:
         return dict(self.__dict__)
 
 
+def require_pyarrow(fail: Any) -> None:
+    """`fail(message)` unless pyarrow (the optional extra `lerobot`) is importable."""
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        fail("LeRobot datasets need pyarrow: pip install 'inril-robot[lerobot]'")
+
+
 def image_feature(camera: str) -> str:
     return f"observation.images.{camera}"
 
