@@ -9,8 +9,9 @@ import gc
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 import numpy as np
@@ -41,6 +42,26 @@ FT = ["finetune.episodes_per_iteration=2", "finetune.ppo.minibatch_size=8", "fin
 @pytest.fixture
 def trained(small_reach_policy: tuple[Path, Path]) -> tuple[Path, Path]:
     return small_reach_policy
+
+
+class Client(BridgeClient):
+    """A BridgeClient closed at the end of the test whatever happened (a ZMQ context left to the garbage collector
+    can wait forever for a socket of a failed test, hanging the next one)."""
+
+    open: ClassVar[list[BridgeClient]] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        Client.open.append(self)
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while Client.open:
+        c = Client.open.pop()
+        if not c.ctx.closed:
+            c.close()
 
 
 def cfg_for(*overrides: str) -> RunConfig:
@@ -145,11 +166,11 @@ def test_mixed_fuzz_from_several_clients_leaves_a_valid_robot_served(trained: tu
     rng = np.random.default_rng(1)
     big = memoryview(np.zeros(24 * 2**20, np.uint8))
     with served(learner, msgs_per_s=1e6, msg_burst=10**6) as server:
-        valid = BridgeClient(server.endpoint, "valid", hello_for(cfg))
+        valid = Client(server.endpoint, "valid", hello_for(cfg))
         valid.connect()
         fuzzers = []
         for i in range(3):
-            f = BridgeClient(server.endpoint, f"fuzz{i}", hello_for(cfg))
+            f = Client(server.endpoint, f"fuzz{i}", hello_for(cfg))
             f.connect()
             fuzzers.append(f)
         gc.collect()
@@ -162,7 +183,7 @@ def test_mixed_fuzz_from_several_clients_leaves_a_valid_robot_served(trained: tu
             if i % 20 == 0:
                 obs = observation(shapes, rng)
                 seq = valid.send(p.Observation(episode=0, chunk=1 + i, step=i), obs)
-                msg = wait_for(valid, lambda m, s=seq: m.type == "action" and m.body.obs_seq == s, 10.0)
+                msg = wait_for(valid, lambda m, s=seq: m.type == "action" and m.body.obs_seq == s, 30.0)
                 assert msg is not None, f"the valid robot got no action after {i} fuzz messages"
                 actions = msg.arrays["actions"]
                 assert actions.shape == (policy.cfg.act_steps, 7) and np.isfinite(actions).all()
@@ -228,7 +249,7 @@ def test_poisoned_transitions_never_reach_a_checkpoint(trained: tuple[Path, Path
     out = tmp_path / "srv"
     # at the boundary: rewards outside the task's declared range and non-finite executed actions are refused
     with served(ServerLearner(cfg, checkpoint, Dataset(demos), tmp_path / "edge", mode="sync")) as server:
-        client = BridgeClient(server.endpoint, "arm", hello_for(cfg))
+        client = Client(server.endpoint, "arm", hello_for(cfg))
         client.connect()
         for rewards, executed in (([3.4e38], np.zeros((1, 7))), ([np.nan], np.zeros((1, 7))),
                                   ([0.5], np.full((1, 7), np.inf)), ([2.0], np.zeros((1, 7)))):
@@ -289,7 +310,7 @@ def test_a_flood_of_refused_hellos_does_not_starve_another_robot(trained: tuple[
     junk = {**run_contract(cfg).to_json_dict(), "x" * 3000: 1}  # an unknown contract key of 3,000 characters
     hello = p.encode(p.Hello(contract=junk, task="reach", config_hash="h", robot_kind="sim"), robot="flood", seq=1)
     with served(learner, log) as server:
-        valid = BridgeClient(server.endpoint, "valid", hello_for(cfg))
+        valid = Client(server.endpoint, "valid", hello_for(cfg))
         valid.connect()
 
         def round_trips(n: int) -> np.ndarray:
@@ -341,7 +362,7 @@ def test_sync_learner_waits_for_a_stalled_episode_only_until_its_deadline(traine
     rng = np.random.default_rng(0)
     log: list[str] = []
     with served(learner, log, episode_deadline_s=1.5, robot_timeout_s=30.0) as server:
-        staller, worker = (BridgeClient(server.endpoint, r, hello_for(cfg)) for r in ("staller", "worker"))
+        staller, worker = (Client(server.endpoint, r, hello_for(cfg)) for r in ("staller", "worker"))
         staller.connect()
         worker.connect()
         seq = staller.send(p.Observation(episode=0, chunk=0, step=0), observation(shapes, rng))
@@ -388,7 +409,7 @@ def test_a_second_connection_cannot_take_over_a_live_robot_id(trained: tuple[Pat
     shapes = learner.policy.obs_shapes
     rng = np.random.default_rng(0)
     with served(learner, log, robot_timeout_s=1.0) as server:
-        owner = BridgeClient(server.endpoint, "arm1", hello_for(cfg))
+        owner = Client(server.endpoint, "arm1", hello_for(cfg))
         owner.connect()
         hijacker = dealer(server.endpoint)
         for attempt in range(20):
@@ -418,12 +439,10 @@ def test_curve_keys_bind_robot_ids_and_revocation_needs_no_restart(trained: tupl
     keys = tmp_path / "keys"
     generate(keys, ["arm1", "arm2"])
     log: list[str] = []
-    made: list[BridgeClient] = []
 
     def keyed(robot: str, key: str) -> BridgeClient:
-        made.append(BridgeClient(server.endpoint, robot, hello_for(cfg),
-                                 client_keys(keys / f"{key}.key_secret", keys / "server.key")))
-        return made[-1]
+        return Client(server.endpoint, robot, hello_for(cfg), client_keys(keys / f"{key}.key_secret",
+                                                                          keys / "server.key"))
 
     learner = ServerLearner(cfg, checkpoint, None, tmp_path / "srv", mode="off")
     with served(learner, log, keys=server_keys(keys)) as server:
@@ -450,8 +469,6 @@ def test_curve_keys_bind_robot_ids_and_revocation_needs_no_restart(trained: tupl
                 keyed("arm2", "arm2").connect(timeout_s=0.3)
         time.sleep(1.2)
         stats = server.stats()
-        for c in made:  # (a context left to the garbage collector would wait for its refused socket forever)
-            c.close()
     assert stats["handshakes_refused"] >= 2 and stats["robots"] == "arm1"
     assert sum("refused a CURVE handshake" in line for line in log) == 1
     assert any("key revoked" in line or "no longer allow-listed" in line for line in log)
@@ -488,7 +505,7 @@ def test_log_lines_escape_what_a_client_sent(trained: tuple[Path, Path], tmp_pat
     with served(learner, log) as server:
         hello = p.Hello(contract=run_contract(cfg).to_json_dict(), task="reach", config_hash="\x1b[2J\nforged",
                         robot_kind="sim\nserve robot 'root' connected")
-        c = BridgeClient(server.endpoint, "arm", hello)
+        c = Client(server.endpoint, "arm", hello)
         c.connect()
         c.close()
     text = "\n".join(log)
