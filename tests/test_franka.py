@@ -7,6 +7,7 @@ Where franky-control or franky-sim is not installed, or the server does not star
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -34,11 +35,19 @@ pytestmark = [pytest.mark.timeout(120, method="thread")]  # thread: fires even i
 
 SERVER_START_TIMEOUT_S = 90.0
 HOME_DYNAMICS = 0.4          # franky-sim has no people around it: home fast to keep the tests short
+PR_SET_PDEATHSIG = 1        # prctl option (linux/prctl.h)
 
 
 def _loopback_address() -> str:
     pid = os.getpid()
     return f"127.{(pid >> 16) & 0xFF}.{(pid >> 8) & 0xFF}.{max(pid & 0xFF, 2)}"
+
+
+def _die_with_parent() -> None:
+    """In the franky-sim child: SIGKILL it when this test process dies, even when pytest-timeout or a signal ends the
+    session without running the fixture's teardown (an orphaned simulator keeps a core busy for good)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +59,8 @@ def franky_sim() -> Iterator[str]:
     host = _loopback_address()
     log = tempfile.NamedTemporaryFile(prefix="franky-sim-", suffix=".log", delete=False)  # noqa: SIM115
     proc = subprocess.Popen([exe, "-s", "mujoco", "--hostname", host], stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+                            preexec_fn=_die_with_parent)
     try:
         # the FCI port opens before the simulation runs: the banner printed after start-up is the readiness signal
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
