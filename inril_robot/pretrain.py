@@ -37,11 +37,9 @@ from inril_robot.policies import checkpoint as ckpt
 from inril_robot.policies.base import Policy
 from inril_robot.policies.normalizer import Normalizer
 from inril_robot.policies.runner import PolicyRunner
+from inril_robot.seeds import EVAL_SEED_BASE
 from inril_robot.tb import TBWriter
 
-# Evaluation episode i uses seed EVAL_SEED_BASE + i. `collect` seeds episode k with `seed + 1000 * k + attempt`,
-# so a small base such as 10_000 would replay demonstration 10's scene; 10^9 is out of reach of any real dataset.
-EVAL_SEED_BASE = 1_000_000_000
 ACTION_KEY = "action/executed"  # learning uses the executed action (after the safety envelope), never the proposed
 METRIC_FIELDS = ("step", "wall_s", "loss", "lr", "samples_per_s", "eval_success", "eval_ci_low", "eval_ci_high",
                  "eval_mean_length", "eval_mean_return")

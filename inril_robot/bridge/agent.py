@@ -44,8 +44,8 @@ from inril_robot.data.store import DatasetWriter
 from inril_robot.env import GRIPPER_AT_HOME, RobotEnv
 from inril_robot.faults import pause_and_recover
 from inril_robot.hardware import RobotFault, StaleFrameError, Teleop
-from inril_robot.inril.finetune import train_seed
 from inril_robot.obs_history import ObsHistory
+from inril_robot.seeds import train_seed
 from inril_robot.shadow import ShadowRobot
 from inril_robot.teleop import command_to_action
 

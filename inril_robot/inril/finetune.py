@@ -35,7 +35,6 @@ from inril_robot.policies.diffusion import DiffusionPolicy
 from inril_robot.policies.gaussian import GaussianPolicy
 from inril_robot.policies.residual import ResidualPolicy
 from inril_robot.pretrain import (
-    EVAL_SEED_BASE,
     DemoWindows,
     append_metrics,
     atomic_write_text,
@@ -53,13 +52,10 @@ from inril_robot.rl.ppo import Critic, GaussianActor
 from inril_robot.rl.residual_ppo import ResidualActor
 from inril_robot.rl.rollouts import EpisodeTrace, run_episodes
 from inril_robot.rl.vec_env import VecEnv
+from inril_robot.seeds import EVAL_SEED_BASE, HELDOUT_SEED_BASE, train_seed
 from inril_robot.stats import wilson_interval
 from inril_robot.tb import TBWriter
 
-TRAIN_SEED_BASE = 500_000_000
-# held-out evaluation after a run (quickstart, bench): seeds that neither training (TRAIN_SEED_BASE + 10^7 seed + k),
-# the in-run evaluation (EVAL_SEED_BASE + i) nor the demonstrations (small seeds) ever use
-HELDOUT_SEED_BASE = 1_500_000_000
 TRAIN_STATE_VERSION = 1
 METRIC_FIELDS = ("step", "env_steps", "wall_s", "env_steps_per_s", "train_success", "train_return",
                  "train_episode_length", "eval_success", "eval_ci_low", "eval_ci_high", "eval_mean_length", "m",
@@ -165,10 +161,6 @@ def value_range(cfg: RunConfig) -> tuple[float, float]:
         return low, 1.0
     steps = cfg.task.max_steps  # per control step; a chunk step sums up to act_steps of them
     return low, 1.0 + float(sum(ppo.gamma ** t for t in range(steps)))
-
-
-def train_seed(cfg: RunConfig, episode: int) -> int:
-    return TRAIN_SEED_BASE + 10_000_000 * cfg.seed + episode
 
 
 def summarize(traces: list[EpisodeTrace]) -> dict[str, Any]:
