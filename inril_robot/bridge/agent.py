@@ -446,6 +446,6 @@ class RobotAgent:
 
 
 def _version() -> str:
-    from inril_robot.policies.checkpoint import package_version
+    from inril_robot.version import package_version
 
     return package_version()

@@ -28,6 +28,7 @@ import torch
 from inril_robot.config import FinetuneConfig, RunConfig, to_yaml
 from inril_robot.contract import Contract
 from inril_robot.data.store import Dataset
+from inril_robot.errors import InrilError
 from inril_robot.inril.learner import DemoSource, InrilLearner
 from inril_robot.policies import checkpoint as ckpt
 from inril_robot.policies.base import Policy
@@ -36,14 +37,9 @@ from inril_robot.policies.gaussian import GaussianPolicy
 from inril_robot.policies.residual import ResidualPolicy
 from inril_robot.pretrain import (
     DemoWindows,
-    append_metrics,
-    atomic_write_text,
     check_dataset_fits,
-    check_run_folder,
     pick_device,
-    read_metrics,
     run_contract,
-    write_metrics,
 )
 from inril_robot.rl.actor import Actor
 from inril_robot.rl.buffer import RolloutBuffer
@@ -52,6 +48,7 @@ from inril_robot.rl.ppo import Critic, GaussianActor
 from inril_robot.rl.residual_ppo import ResidualActor
 from inril_robot.rl.rollouts import EpisodeTrace, run_episodes
 from inril_robot.rl.vec_env import VecEnv
+from inril_robot.run_folder import append_metrics, atomic_write_text, check_run_folder, read_metrics, write_metrics
 from inril_robot.seeds import EVAL_SEED_BASE, HELDOUT_SEED_BASE, train_seed
 from inril_robot.stats import wilson_interval
 from inril_robot.tb import TBWriter
@@ -67,7 +64,7 @@ METRIC_FIELDS = ("step", "env_steps", "wall_s", "env_steps_per_s", "train_succes
 ProgressFn = Callable[[dict[str, Any]], None]
 
 
-class FinetuneError(RuntimeError):
+class FinetuneError(RuntimeError, InrilError):
     """The fine-tuning run cannot start or continue; the message says why and what to do."""
 
 
