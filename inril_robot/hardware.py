@@ -139,6 +139,11 @@ class TeleopCommand:
     estop: bool = False
 
 
+class EmergencyStop(RuntimeError):
+    """The operator pressed the e-stop: the arm was stopped, and the loop that drives it (collection, the bridge
+    agent) ends. One class for both, so a caller catches either loop's e-stop the same way."""
+
+
 class TeleopUnavailable(RuntimeError, InrilError):
     """The teleop device cannot be used here (no terminal, library or device missing); the message says the fix."""
 

@@ -43,7 +43,7 @@ from inril_robot.config import RunConfig
 from inril_robot.data.store import DatasetWriter
 from inril_robot.env import GRIPPER_AT_HOME, RobotEnv
 from inril_robot.faults import pause_and_recover
-from inril_robot.hardware import RobotFault, StaleFrameError, Teleop
+from inril_robot.hardware import EmergencyStop, RobotFault, StaleFrameError, Teleop
 from inril_robot.obs_history import ObsHistory
 from inril_robot.seeds import train_seed
 from inril_robot.shadow import ShadowRobot
@@ -58,10 +58,6 @@ StatusFn = Callable[[dict[str, Any]], None]
 LOG_FIELDS = ("episode", "seed", "steps", "success", "return", "interventions", "policy_version", "hz",
               "overruns", "watchdog_holds", "reconnects", "stale_frames", "round_trip_p50_ms", "round_trip_p99_ms",
               "step_p50_ms", "step_p99_ms", "record_p50_ms", "wall_s")
-
-
-class EmergencyStop(RuntimeError):
-    """The operator pressed the e-stop: the arm was stopped and the agent ends."""
 
 
 @dataclass
