@@ -14,13 +14,14 @@ import cv2
 import numpy as np
 
 from inril_robot.atomic import atomic_open
+from inril_robot.errors import InrilError
 
 MM_PER_INCH = 25.4
 PAGE_SIZES_MM = {"a4": (210.0, 297.0), "letter": (215.9, 279.4), "a3": (297.0, 420.0)}
 MIN_CORNERS = 6  # fewer than this and a board pose from PnP is too weak to use
 
 
-class BoardError(ValueError):
+class BoardError(ValueError, InrilError):
     """A board spec is invalid, does not fit the page, or a board was not found in an image."""
 
 

@@ -10,12 +10,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from inril_robot.cli_common import ConfigOpt, JsonOpt, SetOpt, emit_json, err, fail, resolve
 from inril_robot.progress import make_progress
 
-# inril_robot/cli.py imports this module to register it: its helpers are imported inside the commands
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML file merged over the presets.")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override, e.g. --set safety.max_step=0.01 (repeat).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print results as one JSON object on stdout.")]
 calibrate_app = typer.Typer(help="Print a ChArUco board; calibrate camera intrinsics and hand-eye extrinsics.",
                             no_args_is_help=True)
 
@@ -33,7 +30,6 @@ ExecuteOpt = Annotated[bool, typer.Option(help="Let a real robot move (required 
 
 def board_spec(squares: str, square_mm: float, marker_mm: float, dictionary: str) -> Any:
     from calibration.board import BoardError, BoardSpec
-    from inril_robot.cli import fail
 
     try:
         sx, sy = (int(v) for v in squares.lower().split("x"))
@@ -58,15 +54,10 @@ def board_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Write a printable ChArUco board at its exact physical size."""
-    from calibration.board import BoardError, write_pdf, write_png
-    from inril_robot.cli import emit_json, err, fail
+    from calibration.board import write_pdf, write_png
 
     spec = board_spec(squares, square_mm, marker_mm, dictionary)
-    try:
-        path = write_pdf(spec, out, page) if out.suffix.lower() == ".pdf" else write_png(spec, out, dpi)
-    except BoardError as e:
-        fail(str(e))
-        return
+    path = write_pdf(spec, out, page) if out.suffix.lower() == ".pdf" else write_png(spec, out, dpi)
     w, h = (v * 1000 for v in spec.size_m)
     if json_out:
         emit_json({"path": str(path), "board": spec.to_dict(), "size_mm": [w, h]})
@@ -78,13 +69,7 @@ def board_cmd(
 def _calibrate(kind: Literal["intrinsics", "hand-eye"], robot: str, camera: str, cameras: str | None,
                out: Path | None, poses: int, intrinsics: str, method: str, spec: Any, execute: bool,
                config: Path | None, set_: list[str] | None, json_out: bool) -> None:
-    from calibration.board import BoardError
-    from calibration.fileformat import CalibrationFileError
     from calibration.run import run_calibration
-    from calibration.solve import CalibrationError
-    from inril_robot.cli import emit_json, err, fail, resolve
-    from inril_robot.hardware import RobotFault
-    from inril_robot.registry import DriverUnavailable
 
     if robot == "sim":
         import drivers.sim  # noqa: F401 - selects the GL backend before mujoco loads
@@ -94,17 +79,13 @@ def _calibrate(kind: Literal["intrinsics", "hand-eye"], robot: str, camera: str,
     out = out or Path("calibrations") / f"{camera}.yaml"
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[status]}"), TimeElapsedColumn())
-    try:
-        with make_progress(*columns, console=err, transient=json_out) as progress:
-            bar = progress.add_task(f"calibrate {kind} · {camera}", total=poses, status="")
-            result = run_calibration(
-                cfg, camera, kind, out, spec=spec, poses=poses, intrinsics=intrinsics, method=method,
-                execute=execute, on_stage=lambda text: progress.console.print(f"[bold cyan]calibrate[/] {text}"),
-                on_progress=lambda done, total, status: progress.update(bar, completed=done, status=status),
-                confirm=lambda text: progress.console.input(f"[bold yellow]{text}[/] (Enter) "))
-    except (CalibrationError, CalibrationFileError, BoardError, DriverUnavailable, RobotFault) as e:
-        fail(str(e))
-        return
+    with make_progress(*columns, console=err, transient=json_out) as progress:
+        bar = progress.add_task(f"calibrate {kind} · {camera}", total=poses, status="")
+        result = run_calibration(
+            cfg, camera, kind, out, spec=spec, poses=poses, intrinsics=intrinsics, method=method,
+            execute=execute, on_stage=lambda text: progress.console.print(f"[bold cyan]calibrate[/] {text}"),
+            on_progress=lambda done, total, status: progress.update(bar, completed=done, status=status),
+            confirm=lambda text: progress.console.input(f"[bold yellow]{text}[/] (Enter) "))
     if json_out:
         emit_json(result.to_dict())
         return

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from inril_robot import provenance
 from inril_robot.atomic import atomic_open
 from inril_robot.config import ConfigError, format_validation_error
+from inril_robot.errors import InrilError
 from inril_robot.geometry import matrix_to_quat, quat_to_matrix
 from inril_robot.hardware import CameraIntrinsics
 
@@ -30,7 +31,7 @@ SCHEMA_VERSION = 1
 FILE_KIND = "inril-robot camera calibration"
 
 
-class CalibrationFileError(ValueError):
+class CalibrationFileError(ValueError, InrilError):
     """A calibration file is missing, not YAML, of another schema version, or has an invalid field (named)."""
 
 

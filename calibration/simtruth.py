@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from calibration.solve import invert, make_transform
-from sim2real.cameras import OPENCV_TO_MUJOCO
+from inril_robot.geometry import OPENCV_TO_MUJOCO
 
 
 def camera_truth(world: object, camera: str) -> np.ndarray:

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from calibration.board import BoardSpec, Detection
+from inril_robot.errors import InrilError
 from inril_robot.geometry import matrix_to_rotvec, rotvec_to_matrix, skew
 
 Mode = Literal["eye_in_hand", "eye_to_hand"]
@@ -48,7 +49,7 @@ OUTLIER_MAD_K = 4.0        # a pose is an outlier beyond median + k * 1.4826 * M
 OUTLIER_FLOOR_PX = 1.0     # ... and above this many pixels (sub-pixel spreads are noise, not outliers)
 
 
-class CalibrationError(ValueError):
+class CalibrationError(ValueError, InrilError):
     """The data cannot give a calibration: too few views or poses, degenerate motion, a failed solve."""
 
 

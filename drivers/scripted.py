@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
+
+import numpy as np
 
 from inril_robot.hardware import Teleop, TeleopCommand
 
-if TYPE_CHECKING:
-    from inril_robot.env import RobotEnv
+
+class ExpertSource(Protocol):
+    """What the scripted teleop needs from `inril_robot.env.RobotEnv`: drivers never import the env layer."""
+
+    def expert_action(self) -> np.ndarray: ...
 
 
 class ScriptedTeleop(Teleop):
@@ -17,7 +22,7 @@ class ScriptedTeleop(Teleop):
     so this works on the simulated robot only, after `env.reset()`.
     """
 
-    def __init__(self, env: RobotEnv) -> None:
+    def __init__(self, env: ExpertSource) -> None:
         self.env = env
 
     def read(self) -> TeleopCommand:

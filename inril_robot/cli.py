@@ -16,18 +16,37 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
 from rich.table import Table
 
 from calibration.cli import calibrate_app
-from inril_robot.config import PRESET_KINDS, ConfigError, RunConfig, list_presets, load_config, to_yaml
+from inril_robot.cli_common import (
+    CamerasOpt,
+    ConfigOpt,
+    InrilGroup,
+    JsonOpt,
+    ReportOnlyOpt,
+    SeedOpt,
+    SetOpt,
+    TaskOpt,
+    emit_json,
+    err,
+    fail,
+    finish_targets,
+    key_value_table,
+    progress_columns,
+    resolve,
+    status_line,
+)
+from inril_robot.cli_common import rate_text as _rate_text
+from inril_robot.config import PRESET_KINDS, ConfigError, RunConfig, list_presets, to_yaml
 from inril_robot.progress import make_progress
-from inril_robot.progress import status_line as _status_line
 from sim2real.cli import bench_sim2sim_cmd, sim_pretrain_cmd
 
 # rich_markup_mode=None: help text is printed as written, so units such as "[mm]" and "[s]" are not eaten as markup
 app = typer.Typer(help="Deploy and fine-tune Franka policies with IN-RIL, in simulation and on the robot.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None)
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None,
+                  cls=InrilGroup)  # InrilGroup: one handler turns any InrilError into a one-line error, exit 2
 sim_app = typer.Typer(help="Run policies in the simulated Franka world.", no_args_is_help=True)
 bench_app = typer.Typer(help="Measured performance, with baselines measured in the same run.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect presets and resolved configurations.", no_args_is_help=True)
@@ -43,73 +62,6 @@ app.add_typer(robot_app, name="robot")
 app.add_typer(calibrate_app, name="calibrate")  # issue 10: calibration/cli.py
 app.command("sim-pretrain")(sim_pretrain_cmd)  # issue 10: sim2real/cli.py
 bench_app.command("sim2sim")(bench_sim2sim_cmd)  # issue 10: sim2real/cli.py
-
-err = Console(stderr=True)
-
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML file merged over the presets.")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override, e.g. --set safety.max_step=0.01 (repeat).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print results as one JSON object on stdout.")]
-TaskOpt = Annotated[str, typer.Option("--task", help="Task preset: reach, lift, push, peg.")]
-CamerasOpt = Annotated[str | None, typer.Option("--cameras", help="Camera preset (configs/cameras), e.g. sim_front.")]
-SeedOpt = Annotated[int | None, typer.Option("--seed", help="Base seed; episode i uses seed + i.")]
-
-
-def fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def status_line(text: str) -> Any:
-    """A spinner on a terminal; a start and a done line in a log file (stderr)."""
-    return _status_line(err, text)
-
-
-def progress_columns(eta: bool = True) -> tuple[Any, ...]:
-    """The columns of every long-running command's progress bar: what, bar, n/N, live status, elapsed (, ETA)."""
-    columns: tuple[Any, ...] = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[status]}"), TimeElapsedColumn())
-    return (*columns, TextColumn("ETA"), TimeRemainingColumn()) if eta else columns
-
-
-def key_value_table(title: str) -> Table:
-    """A two-column results table (name, value) without a header."""
-    table = Table(title=title, show_header=False)
-    table.add_column()
-    table.add_column(overflow="fold")
-    return table
-
-
-ReportOnlyOpt = Annotated[bool, typer.Option("--report-only", help="Only report: exit 0 even when a target or "
-                                             "check is missed (default: exit 1 on a miss).")]
-
-
-def finish_targets(targets: list[Any], report_only: bool) -> None:
-    """Mark each `targets.Target` met or MISSED on stderr; exit 1 if one was missed (unless --report-only)."""
-    for t in targets:
-        mark = "[green]met[/]   " if t.met else "[bold red]MISSED[/]"
-        err.print(f"{mark} {escape(t.text())}", highlight=False, soft_wrap=True)
-    missed = [t for t in targets if not t.met]
-    if missed and not report_only:
-        err.print(f"{len(missed)} of {len(targets)} targets missed (exit 1; --report-only to only report)")
-        raise typer.Exit(1)
-
-
-def emit_json(payload: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(payload, default=str) + "\n")
-    sys.stdout.flush()
-
-
-def resolve(robot: str | None, task: str | None, cameras: str | None, config: Path | None, sets: list[str] | None,
-            seed: int | None = None, algo: str | None = None) -> RunConfig:
-    overrides = list(sets or [])
-    if seed is not None:
-        overrides.insert(0, f"seed={seed}")
-    try:
-        return load_config(robot=robot, cameras=cameras, task=task, config_file=config, overrides=overrides,
-                           algo=algo)
-    except ConfigError as e:
-        fail(str(e))
-        raise  # unreachable: fail() exits
 
 
 # ------------------------------------------------------------------------------------------------------ doctor
@@ -329,8 +281,8 @@ def collect(
     from inril_robot.contract import ContractMismatch
     from inril_robot.data.store import DatasetError
     from inril_robot.env import RobotEnv
-    from inril_robot.hardware import RobotFault, TeleopUnavailable
-    from inril_robot.registry import DriverUnavailable, make_teleop
+    from inril_robot.hardware import RobotFault
+    from inril_robot.registry import make_teleop
 
     if robot == "sim":
         import drivers.sim  # noqa: F401 - selects the GL backend before mujoco loads
@@ -345,12 +297,8 @@ def collect(
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        env = RobotEnv(cfg, execute=execute)
-        source = make_teleop(cfg, env)
-    except (DriverUnavailable, TeleopUnavailable) as e:
-        fail(str(e))
-        return
+    env = RobotEnv(cfg, execute=execute)
+    source = make_teleop(cfg, env)
     if teleop == "keyboard":
         from drivers.keyboard import help_text
 
@@ -496,12 +444,9 @@ DatasetArg = Annotated[Path, typer.Argument(help="Dataset directory.")]
 
 
 def _open_dataset(path: Path) -> Any:
-    from inril_robot.data.store import Dataset, DatasetError
+    from inril_robot.data.store import Dataset
 
-    try:
-        return Dataset(path)
-    except DatasetError as e:
-        fail(str(e))
+    return Dataset(path)
 
 
 def _verify_with_progress(ds: Any, quiet: bool) -> dict[int, list[str]]:
@@ -699,17 +644,12 @@ def safety_check_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Replay recorded proposed actions through the current envelope; exit 1 if an executed action broke it."""
-    from inril_robot.data.store import DatasetError
     from inril_robot.safety_check import safety_check
 
     ds = _open_dataset(path)
     preset = robot or ds.info.get("robot", {}).get("kind", "sim")
     cfg = resolve(preset, None, None, config, set_)
-    try:
-        report = safety_check(ds, cfg.safety, episode)
-    except DatasetError as e:
-        fail(str(e))
-        return
+    report = safety_check(ds, cfg.safety, episode)
     if json_out:
         emit_json(report.to_dict())
     else:
@@ -817,11 +757,6 @@ def pretrain(
     Console().print(table)
 
 
-def _rate_text(rate: dict[str, Any]) -> str:
-    return (f"{rate['rate']:.0%} [{rate['ci95_low']:.0%}, {rate['ci95_high']:.0%}] "
-            f"({rate['successes']}/{rate['trials']})")
-
-
 # ---------------------------------------------------------------------------------------------------- finetune
 def _il_every(value: str) -> str:
     if value != "auto" and not (value.isdigit() and int(value) >= 0):
@@ -879,11 +814,7 @@ def finetune(
     from inril_robot.policies.checkpoint import CheckpointError, read_checkpoint
     from inril_robot.registry import DriverUnavailable
 
-    try:
-        stored_cfg = read_checkpoint(checkpoint)["run_config"]
-    except CheckpointError as e:
-        fail(str(e))
-        return
+    stored_cfg = read_checkpoint(checkpoint)["run_config"]
     if task is not None and task != stored_cfg["task"]["name"]:
         fail(f"contract mismatch on task.name (checkpoint {checkpoint}): expected {stored_cfg['task']['name']!r}, "
              f"got {task!r}")
@@ -995,13 +926,9 @@ def serve(
 ) -> None:
     """The policy server: batched inference for many robots over ZMQ, IN-RIL updates on the episodes they send."""
     from inril_robot.bridge.commands import serve_command
-    from inril_robot.policies.checkpoint import CheckpointError, read_checkpoint
+    from inril_robot.policies.checkpoint import read_checkpoint
 
-    try:
-        stored_cfg = read_checkpoint(checkpoint)["run_config"]
-    except CheckpointError as e:
-        fail(str(e))
-        return
+    stored_cfg = read_checkpoint(checkpoint)["run_config"]
     options = [f"finetune.algo={algo}", f"finetune.inril.il_every={il_every}",
                f"finetune.inril.separation={separation}"]
     cfg = _eval_config("sim", stored_cfg, None, config, [*(set_ or []), *options], seed)
@@ -1025,13 +952,9 @@ def keys_generate(
     json_out: JsonOpt = False,
 ) -> None:
     """CurveZMQ keys: the server's pair (once) and one allow-listed pair per robot."""
-    from inril_robot.bridge.security import SecurityError, generate
+    from inril_robot.bridge.security import generate
 
-    try:
-        written = generate(folder, list(robots or []))
-    except SecurityError as e:
-        fail(str(e))
-        return
+    written = generate(folder, list(robots or []))
     if json_out:
         emit_json({"folder": str(folder), "written": [str(p) for p in written]})
         return
@@ -1078,25 +1001,21 @@ def _eval_config(robot: str, stored: dict[str, Any], cameras: str | None, config
     """presets(robot, task) <- the checkpoint's task settings and cameras (unless --cameras) <- --config <- --set."""
     from inril_robot.config import apply_override, deep_merge, parse_override, preset_path, read_yaml, validate_config
 
-    try:
-        data = read_yaml(preset_path("robots", robot))
-        data = deep_merge(data, read_yaml(preset_path("tasks", stored["task"]["name"])))
-        data = deep_merge(data, {"task": stored["task"]})
-        if cameras is not None:
-            data = deep_merge(data, read_yaml(preset_path("cameras", cameras)))
-        else:
-            data["cameras"] = stored.get("cameras", [])
-        if seed is not None:
-            data["seed"] = seed
-        if config is not None:
-            data = deep_merge(data, read_yaml(config))
-        for text in sets or []:
-            path, value = parse_override(text)
-            apply_override(data, path, value)
-        return validate_config(data)
-    except ConfigError as e:
-        fail(str(e))
-        raise  # unreachable
+    data = read_yaml(preset_path("robots", robot))
+    data = deep_merge(data, read_yaml(preset_path("tasks", stored["task"]["name"])))
+    data = deep_merge(data, {"task": stored["task"]})
+    if cameras is not None:
+        data = deep_merge(data, read_yaml(preset_path("cameras", cameras)))
+    else:
+        data["cameras"] = stored.get("cameras", [])
+    if seed is not None:
+        data["seed"] = seed
+    if config is not None:
+        data = deep_merge(data, read_yaml(config))
+    for text in sets or []:
+        path, value = parse_override(text)
+        apply_override(data, path, value)
+    return validate_config(data)
 
 
 @app.command("eval")
@@ -1125,18 +1044,14 @@ def eval_cmd(
     import drivers.sim  # noqa: F401 - selects the GL backend before mujoco loads
     from inril_robot.contract import ContractMismatch
     from inril_robot.env import RobotEnv, build_contract
-    from inril_robot.policies.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+    from inril_robot.policies.checkpoint import load_checkpoint, read_checkpoint
     from inril_robot.policies.runner import PolicyRunner
     from inril_robot.pretrain import EVAL_SEED_BASE, pick_device
     from inril_robot.registry import DriverUnavailable
 
     if robot != "sim":
         fail(f"eval runs in simulation (--robot sim); on the robot, use finetune/serve (got --robot {robot!r})")
-    try:
-        payload = read_checkpoint(checkpoint)
-    except CheckpointError as e:
-        fail(str(e))
-        return
+    payload = read_checkpoint(checkpoint)
     stored_cfg = payload["run_config"]
     if task is not None and task != stored_cfg["task"]["name"]:
         fail(f"contract mismatch on task.name (checkpoint {checkpoint}): expected {stored_cfg['task']['name']!r}, "
@@ -1155,12 +1070,8 @@ def eval_cmd(
     with env:
         expect = build_contract(cfg, env.task)
         device = pick_device("auto")
-        try:
-            loaded = load_checkpoint(checkpoint, expect_contract=expect, use_ema=not raw_weights,
-                                     map_location=device, payload=payload)
-        except (ContractMismatch, CheckpointError) as e:
-            fail(str(e))
-            return
+        loaded = load_checkpoint(checkpoint, expect_contract=expect, use_ema=not raw_weights,
+                                 map_location=device, payload=payload)
         runner = PolicyRunner(loaded.policy, expect, device)
         base_seed = EVAL_SEED_BASE if seed is None else seed
         try:
@@ -1330,12 +1241,8 @@ def bench_learner_cmd(
     """Learner cost per update of each IN-RIL variant against RL only, measured in the same run (one thread)."""
     from inril_robot.inril.learner_bench import bench_learner
 
-    try:
-        with status_line("bench learner: timing updates round-robin"):
-            payload = bench_learner(task, transitions, repeats, list(set_ or []))
-    except ConfigError as e:
-        fail(str(e))
-        return
+    with status_line("bench learner: timing updates round-robin"):
+        payload = bench_learner(task, transitions, repeats, list(set_ or []))
     if json_out:
         emit_json(payload)
         return

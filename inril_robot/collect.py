@@ -28,7 +28,7 @@ from inril_robot.config import RunConfig
 from inril_robot.data.store import DatasetWriter
 from inril_robot.env import GRIPPER_AT_HOME, RobotEnv
 from inril_robot.faults import pause_and_recover
-from inril_robot.hardware import RobotFault, Teleop
+from inril_robot.hardware import EmergencyStop, RobotFault, Teleop
 from inril_robot.provenance import calibration_field
 from inril_robot.shadow import ShadowRobot
 from inril_robot.teleop import command_to_action
@@ -66,10 +66,6 @@ class CollectResult:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-class EmergencyStop(RuntimeError):
-    """The operator pressed e-stop: the arm is stopped and collection ends."""
 
 
 def collect(

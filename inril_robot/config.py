@@ -19,11 +19,13 @@ import annotated_types as at
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from inril_robot.errors import InrilError
+
 Vec3 = tuple[float, float, float]
 PRESET_KINDS = ("robots", "cameras", "tasks", "algos")
 
 
-class ConfigError(ValueError):
+class ConfigError(ValueError, InrilError):
     """A configuration value, file or override is invalid. The message names the field."""
 
 

@@ -16,12 +16,14 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from inril_robot.errors import InrilError
+
 SCHEMA_VERSION = 1
 
 ActionType = Literal["delta_ee_pose", "abs_ee_pose", "joint_position"]
 
 
-class ContractMismatch(ValueError):
+class ContractMismatch(ValueError, InrilError):
     """Two contracts (or a contract and a value) disagree. `field` names the first disagreeing field."""
 
     def __init__(self, field: str, expected: Any, got: Any, context: str = "", more: list[str] | None = None) -> None:

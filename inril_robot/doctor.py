@@ -13,7 +13,6 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
+
+from inril_robot.net import tcp_probe
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -90,13 +91,6 @@ def _try_import(module: str) -> tuple[ModuleType | None, Check | None]:
         return None, Check("", module, "error", f"import failed: {_short(exc)}", "")
     except Exception as exc:  # ImportError from a missing shared library, OSError, ...
         return None, Check("", module, "error", f"import failed: {_short(exc)}", "")
-
-
-def tcp_probe(host: str, port: int, timeout: float) -> float:
-    """Open and close a TCP connection to host:port; return the connect time in ms (raises OSError, TimeoutError)."""
-    start = time.perf_counter()
-    with socket.create_connection((host, port), timeout=timeout):
-        return (time.perf_counter() - start) * 1e3
 
 
 def _package_check(area: str, item: str, module: str, dist: str, fix: str) -> tuple[ModuleType | None, Check]:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+# camera axes: OpenCV's (x right, y down, z forward) -> MuJoCo's (x right, y up, z back): a half turn about x
+OPENCV_TO_MUJOCO = np.diag([1.0, -1.0, -1.0])
+
 
 def skew(v: np.ndarray) -> np.ndarray:
     return np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from inril_robot.errors import InrilError
+
 
 @dataclass(frozen=True)
 class RobotState:
@@ -37,7 +39,7 @@ class RobotState:
         }
 
 
-class RobotFault(RuntimeError):
+class RobotFault(RuntimeError, InrilError):
     """The arm reported a fault (a reflex, a user stop, a control error, a gripper past its deadline): it refuses
     motion until the operator has checked the cell and `Robot.recover()` is called (`inril_robot.faults`)."""
 
@@ -137,7 +139,12 @@ class TeleopCommand:
     estop: bool = False
 
 
-class TeleopUnavailable(RuntimeError):
+class EmergencyStop(RuntimeError):
+    """The operator pressed the e-stop: the arm was stopped, and the loop that drives it (collection, the bridge
+    agent) ends. One class for both, so a caller catches either loop's e-stop the same way."""
+
+
+class TeleopUnavailable(RuntimeError, InrilError):
     """The teleop device cannot be used here (no terminal, library or device missing); the message says the fix."""
 
 

@@ -14,7 +14,6 @@ Wilson interval. Outputs in the run folder:
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import math
 import time
@@ -27,21 +26,27 @@ import numpy as np
 import torch
 from torch import nn
 
-from inril_robot.atomic import atomic_open, remove_stale_temporaries
-from inril_robot.config import RunConfig, read_yaml, to_yaml
+from inril_robot.atomic import atomic_open
+from inril_robot.config import RunConfig, to_yaml
 from inril_robot.contract import Contract
 from inril_robot.data.sampler import WindowSampler
 from inril_robot.data.stats import compute_stats
 from inril_robot.data.store import Dataset, DatasetError
+from inril_robot.errors import InrilError
 from inril_robot.policies import checkpoint as ckpt
 from inril_robot.policies.base import Policy
 from inril_robot.policies.normalizer import Normalizer
 from inril_robot.policies.runner import PolicyRunner
+from inril_robot.run_folder import (
+    append_metrics,
+    atomic_write_text,
+    check_run_folder,
+    read_metrics,
+    write_metrics,
+)
+from inril_robot.seeds import EVAL_SEED_BASE
 from inril_robot.tb import TBWriter
 
-# Evaluation episode i uses seed EVAL_SEED_BASE + i. `collect` seeds episode k with `seed + 1000 * k + attempt`,
-# so a small base such as 10_000 would replay demonstration 10's scene; 10^9 is out of reach of any real dataset.
-EVAL_SEED_BASE = 1_000_000_000
 ACTION_KEY = "action/executed"  # learning uses the executed action (after the safety envelope), never the proposed
 METRIC_FIELDS = ("step", "wall_s", "loss", "lr", "samples_per_s", "eval_success", "eval_ci_low", "eval_ci_high",
                  "eval_mean_length", "eval_mean_return")
@@ -50,7 +55,7 @@ TRAIN_STATE_VERSION = 1
 ProgressFn = Callable[[int, float, float, dict[str, Any] | None], None]
 
 
-class PretrainError(RuntimeError):
+class PretrainError(RuntimeError, InrilError):
     """The run folder, dataset or configuration does not allow this run; the message says why and what to do."""
 
 
@@ -205,73 +210,6 @@ def evaluate(policy: Policy, contract: Contract, env: Any, episodes: int, device
     return result
 
 
-# ------------------------------------------------------------------------------------------------ run folder
-def config_differences(stored: Any, current: Any, prefix: str) -> list[tuple[str, Any, Any]]:
-    """(dotted path, stored, current) for every leaf that differs between two plain (JSON-mode) values."""
-    if isinstance(stored, dict) and isinstance(current, dict):
-        out = []
-        for key in sorted(set(stored) | set(current)):
-            out += config_differences(stored.get(key), current.get(key), f"{prefix}.{key}")
-        return out
-    if isinstance(stored, list | tuple) and isinstance(current, list | tuple):
-        stored, current = list(stored), list(current)
-    return [] if stored == current else [(prefix, stored, current)]
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    with atomic_open(path, "w") as f:
-        f.write(text)
-
-
-def check_run_folder(out: Path, cfg: RunConfig, resume: bool, sections: tuple[str, ...] = ("policy",),
-                     error: type[Exception] = PretrainError) -> None:
-    """A new run needs an empty folder; a resumed one needs the same configuration in `sections`."""
-    if not resume:
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise error(f"{out} is not empty (an earlier run?): use --resume or a new --out")
-        return
-    remove_stale_temporaries(out)
-    run_yaml = out / "run.yaml"
-    if not run_yaml.is_file():
-        if out.exists() and any(out.iterdir()):
-            raise error(f"cannot resume {out}: it has no run.yaml (not a run folder)")
-        return  # nothing was started here: --resume starts the run
-    stored, current = read_yaml(run_yaml), cfg.model_dump(mode="json")
-    diffs = [d for key in sections for d in config_differences(stored.get(key, {}), current[key], key)]
-    if diffs:
-        name, old, new = diffs[0]
-        more = "".join(f"; also {n}: {o!r} -> {c!r}" for n, o, c in diffs[1:])
-        raise error(f"cannot resume {out}: {name} was {old!r} in that run, this run asks {new!r}{more} "
-                    "(a resumed run keeps its configuration; use a new --out to train another)")
-
-
-def read_metrics(path: Path, up_to_step: int | None = None) -> list[dict[str, Any]]:
-    """Rows of a metrics CSV (numbers as floats, `step` as int), those after `up_to_step` dropped."""
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        rows = [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in csv.DictReader(f)]
-    for row in rows:
-        row["step"] = int(row["step"])  # type: ignore[arg-type]
-    return [r for r in rows if up_to_step is None or r["step"] <= up_to_step]
-
-
-def write_metrics(path: Path, rows: list[dict[str, Any]], fields: tuple[str, ...] = METRIC_FIELDS) -> None:
-    with atomic_open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def append_metrics(path: Path, row: dict[str, Any], fields: tuple[str, ...] = METRIC_FIELDS) -> None:
-    new = not path.is_file()
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        if new:
-            writer.writeheader()
-        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in fields})
-
-
 def plot_curves(rows: list[dict[str, Any]], path: Path, title: str, weights: str = "ema") -> None:
     """Loss (log scale) and eval success with its 95% interval vs step, as a PNG (matplotlib, no display)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -308,7 +246,7 @@ def pretrain(cfg: RunConfig, dataset: Dataset, out: Path, *, resume: bool,
     out = Path(out)
     started = time.perf_counter()
     t = cfg.train
-    check_run_folder(out, cfg, resume)
+    check_run_folder(out, cfg, resume, error=PretrainError)
     if dataset.info.get("task") != cfg.task.name:
         raise PretrainError(f"dataset {dataset.root} holds task {dataset.info.get('task')!r}, not {cfg.task.name!r}")
     if len(dataset) == 0:
@@ -362,7 +300,7 @@ def pretrain(cfg: RunConfig, dataset: Dataset, out: Path, *, resume: bool,
     atomic_write_text(out / "run.yaml", to_yaml(cfg))
     metrics_path = out / "metrics.csv"
     rows = read_metrics(metrics_path, up_to_step=start_step)  # drop rows logged after the checkpoint we resume
-    write_metrics(metrics_path, rows)
+    write_metrics(metrics_path, rows, METRIC_FIELDS)
     tb = TBWriter(out)
 
     extra = {"dataset": str(dataset.root), "dataset_episodes": len(dataset), "dataset_steps": dataset.num_steps,
@@ -449,7 +387,7 @@ def pretrain(cfg: RunConfig, dataset: Dataset, out: Path, *, resume: bool,
                     save(best_path, step, eval_result)
             if row is not None:
                 rows.append(row)
-                append_metrics(metrics_path, row)
+                append_metrics(metrics_path, row, METRIC_FIELDS)
             if eval_result is not None:
                 tb.flush()
                 plot_curves(rows, out / "curves.png", f"pretrain {cfg.policy.kind} · {cfg.task.name}", weights)

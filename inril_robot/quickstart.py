@@ -135,7 +135,7 @@ def plot_comparison(metrics: dict[str, Path], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from inril_robot.pretrain import read_metrics
+    from inril_robot.run_folder import read_metrics
 
     fig, ax = plt.subplots(figsize=(8, 5))
     for name, csv_path in metrics.items():

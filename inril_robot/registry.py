@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from inril_robot.config import RunConfig
+from inril_robot.errors import InrilError
 from inril_robot.hardware import Camera, Robot, Teleop
 from inril_robot.shadow import ShadowRobot
 from inril_robot.tasks.base import SceneObject
@@ -28,7 +29,7 @@ INSTALL_HINT = {"sim": "pip install 'inril-robot[sim]'", "franka": "pip install 
                 "realsense": "pip install 'inril-robot[camera]'", "spacemouse": "pip install 'inril-robot[teleop]'"}
 
 
-class DriverUnavailable(RuntimeError):
+class DriverUnavailable(RuntimeError, InrilError):
     """The requested driver is unknown or its optional dependencies are not installed."""
 
 

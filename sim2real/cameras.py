@@ -22,9 +22,7 @@ import numpy as np
 
 from calibration.fileformat import CalibrationFile, CalibrationFileError, load_calibration
 from inril_robot.config import CameraConfig
-from inril_robot.geometry import matrix_to_quat
-
-OPENCV_TO_MUJOCO = np.diag([1.0, -1.0, -1.0])  # camera axes: (x right, y down, z fwd) -> (x right, y up, z back)
+from inril_robot.geometry import OPENCV_TO_MUJOCO, matrix_to_quat
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-# inril_robot/cli.py imports this module to register it: its helpers are imported inside the commands
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override, e.g. --set safety.max_step=0.01 (repeat).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print results as one JSON object on stdout.")]
-TaskOpt = Annotated[str, typer.Option("--task", help="Task preset: reach, lift, push, peg.")]
+from inril_robot.cli_common import JsonOpt, SetOpt, TaskOpt, emit_json, err, fail
+from inril_robot.cli_common import rate_text as _rate_text
+
 RandOpt = Annotated[str, typer.Option("--randomization", help="Preset: none, light, medium, strong.")]
 
 
@@ -30,7 +29,6 @@ def sim_pretrain_cmd(
     """Randomised sim demos -> pre-training under the real robot's limits -> a checkpoint exported for franka."""
     import drivers.sim  # noqa: F401 - selects the GL backend before mujoco loads
     from calibration.fileformat import CalibrationFileError
-    from inril_robot.cli import _rate_text, emit_json, err, fail
     from inril_robot.config import ConfigError
     from sim2real.pretrain import sim_config, sim_pretrain
 
@@ -70,7 +68,6 @@ def bench_sim2sim_cmd(
 ) -> None:
     """Sim-to-sim gap: train nominal and randomised, evaluate each in both; success with Wilson 95% intervals."""
     import drivers.sim  # noqa: F401
-    from inril_robot.cli import emit_json, err, fail
     from inril_robot.config import ConfigError
     from sim2real.pretrain import sim2sim_gap
 

@@ -106,7 +106,8 @@ class SimPretrainResult:
 def sim_pretrain(cfg: RunConfig, out: Path, *, demos: int, eval_episodes: int, on_stage: Stage | None = None,
                  finetune: Callable[[Path], Any] | None = None) -> SimPretrainResult:
     from inril_robot.policies.checkpoint import atomic_torch_save, read_checkpoint
-    from inril_robot.pretrain import EVAL_SEED_BASE, pretrain
+    from inril_robot.pretrain import pretrain
+    from inril_robot.seeds import EVAL_SEED_BASE
 
     say = on_stage or (lambda _: None)
     out = Path(out)
@@ -175,7 +176,8 @@ def sim2sim_gap(task: str, out: Path, *, randomization: str = "medium", demos: i
                 episodes: int = 20, overrides: list[str] | None = None, on_stage: Stage | None = None) -> GapResult:
     """Train on nominal and on randomised demos; evaluate both in both conditions."""
     from inril_robot.atomic import atomic_open
-    from inril_robot.pretrain import EVAL_SEED_BASE, pretrain
+    from inril_robot.pretrain import pretrain
+    from inril_robot.seeds import EVAL_SEED_BASE
 
     say = on_stage or (lambda _: None)
     started = time.perf_counter()

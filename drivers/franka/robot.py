@@ -40,9 +40,9 @@ from typing import Any
 import numpy as np
 
 from inril_robot.config import RobotConfig, SafetyLimits
-from inril_robot.doctor import tcp_probe
 from inril_robot.geometry import matrix_to_quat
 from inril_robot.hardware import Robot, RobotFault, RobotState
+from inril_robot.net import tcp_probe
 from inril_robot.safety import SafetyEvent, bound_reference
 
 from .gripper import CLOSED, OPEN, GripperWorker

@@ -29,14 +29,9 @@ def _factor(rng: np.random.Generator, spread: float) -> float:
 
 
 def _quat_mul_wxyz(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    aw, ax, ay, az = a
-    bw, bx, by, bz = b
-    return np.array([
-        aw * bw - ax * bx - ay * by - az * bz,
-        aw * bx + ax * bw + ay * bz - az * by,
-        aw * by - ax * bz + ay * bw + az * bx,
-        aw * bz + ax * by - ay * bx + az * bw,
-    ])
+    out = np.empty(4)
+    mujoco.mju_mulQuat(out, np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
+    return out
 
 
 def _small_rotation_wxyz(rng: np.random.Generator, max_angle: float) -> tuple[np.ndarray, float]:

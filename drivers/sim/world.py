@@ -16,6 +16,7 @@ import mujoco
 import numpy as np
 
 from inril_robot.config import CalibrationBoardConfig, CameraConfig, RobotConfig
+from inril_robot.errors import InrilError
 from inril_robot.geometry import matrix_to_quat, rotation_error
 from inril_robot.tasks.base import TABLE_TOP_Z, ObjectPose, Objects, SceneObject
 
@@ -30,7 +31,7 @@ TABLE_HALF = (0.65, 0.6, 0.025)
 TABLE_CENTER_X = 0.35
 
 
-class SimModelError(RuntimeError):
+class SimModelError(RuntimeError, InrilError):
     """The Franka model package is missing or broken."""
 
 

@@ -43,9 +43,9 @@ from inril_robot.config import RunConfig
 from inril_robot.data.store import DatasetWriter
 from inril_robot.env import GRIPPER_AT_HOME, RobotEnv
 from inril_robot.faults import pause_and_recover
-from inril_robot.hardware import RobotFault, StaleFrameError, Teleop
-from inril_robot.inril.finetune import train_seed
+from inril_robot.hardware import EmergencyStop, RobotFault, StaleFrameError, Teleop
 from inril_robot.obs_history import ObsHistory
+from inril_robot.seeds import train_seed
 from inril_robot.shadow import ShadowRobot
 from inril_robot.teleop import command_to_action
 
@@ -58,10 +58,6 @@ StatusFn = Callable[[dict[str, Any]], None]
 LOG_FIELDS = ("episode", "seed", "steps", "success", "return", "interventions", "policy_version", "hz",
               "overruns", "watchdog_holds", "reconnects", "stale_frames", "round_trip_p50_ms", "round_trip_p99_ms",
               "step_p50_ms", "step_p99_ms", "record_p50_ms", "wall_s")
-
-
-class EmergencyStop(RuntimeError):
-    """The operator pressed the e-stop: the arm was stopped and the agent ends."""
 
 
 @dataclass
@@ -446,6 +442,6 @@ class RobotAgent:
 
 
 def _version() -> str:
-    from inril_robot.policies.checkpoint import package_version
+    from inril_robot.version import package_version
 
     return package_version()

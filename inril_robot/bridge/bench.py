@@ -49,7 +49,7 @@ class TrivialHost:
     version = 0
     learning = False
     failure = None
-    env_steps = episodes = 0
+    env_steps = episodes = rollbacks = 0
     def __init__(self, contract: Contract) -> None:
         self.contract = contract
         self.pending: list[Any] = []

@@ -15,11 +15,13 @@ import numpy as np
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from inril_robot.errors import InrilError
+
 from . import protocol as p
 from .security import ClientKeys, secure_client
 
 
-class BridgeError(RuntimeError):
+class BridgeError(RuntimeError, InrilError):
     """The server cannot be reached or answered something unusable."""
 
 

@@ -35,17 +35,11 @@ from inril_robot.data.store import Dataset
 from inril_robot.inril.finetune import FinetuneError, build_actor, make_learner, summarize, to_buffer
 from inril_robot.policies import checkpoint as ckpt
 from inril_robot.policies.base import Policy
-from inril_robot.pretrain import (
-    append_metrics,
-    atomic_write_text,
-    check_run_folder,
-    pick_device,
-    read_metrics,
-    write_metrics,
-)
+from inril_robot.pretrain import pick_device
 from inril_robot.rl.actor import Actor
 from inril_robot.rl.rollouts import EpisodeTrace, batch_obs, raw_actions
 from inril_robot.rl.vec_env import History
+from inril_robot.run_folder import append_metrics, atomic_write_text, check_run_folder, read_metrics, write_metrics
 
 from .episodes import InterventionDemos
 from .learner_process import LearnerProcess, LearnerSpec, Message, torch_threads_for_two_processes

@@ -23,6 +23,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 import numpy as np
 
+from inril_robot.errors import InrilError
+
 WIRE_VERSION = 1
 DTYPES = ("uint8", "int32", "int64", "float32", "float64", "bool")
 RobotId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
@@ -46,7 +48,7 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
-class ProtocolError(ValueError):
+class ProtocolError(ValueError, InrilError):
     """A message that does not follow the protocol. `code` is what the error reply carries."""
 
     def __init__(self, code: ErrorCode, reason: str, msg_type: str = "") -> None:

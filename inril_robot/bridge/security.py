@@ -33,10 +33,12 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
+from inril_robot.errors import InrilError
+
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
-class SecurityError(RuntimeError):
+class SecurityError(RuntimeError, InrilError):
     """The server or client cannot start securely; the message says what to do."""
 
 

@@ -48,6 +48,7 @@ import numpy as np
 
 from inril_robot.contract import Contract, ObsSpec, image_key
 from inril_robot.data.store import DatasetWriter
+from inril_robot.errors import InrilError
 from inril_robot.geometry import quat_to_matrix, quat_to_rotvec
 
 CONTROL_HZ = 10.0
@@ -63,7 +64,7 @@ CONVERSION_NOTE = ("8-D actions (dx, dy, dz, delta quaternion xyzw in the end-ef
 FILE_ERRORS = (ValueError, TypeError, pickle.UnpicklingError, EOFError, OSError)
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(pickle.UnpicklingError, InrilError):
     """The pickle asked for a global outside the allow-list (numpy arrays and builtin containers)."""
 
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from inril_robot.contract import Contract, ObsSpec
 from inril_robot.data.store import Dataset, DatasetWriter
+from inril_robot.errors import InrilError
 
 CODEBASE_VERSION = "v3.0"
 STATE_NAMES = ["ee_x", "ee_y", "ee_z", "ee_qx", "ee_qy", "ee_qz", "ee_qw", "gripper_width"]
@@ -44,7 +45,7 @@ INDEX_FEATURES = {name: {"dtype": dtype, "shape": [1], "names": None} for name, 
     ("task_index", "int64"))}
 
 
-class LeRobotFormatError(ValueError):
+class LeRobotFormatError(ValueError, InrilError):
     """The LeRobot dataset cannot be mapped onto the contract; the message names the field."""
 
 

@@ -48,7 +48,9 @@ from zarr.codecs import BloscCodec
 
 from inril_robot.atomic import atomic_open, fsync_dir
 from inril_robot.contract import Contract
+from inril_robot.errors import InrilError
 from inril_robot.hardware import RobotState
+from inril_robot.version import package_version
 
 SCHEMA_VERSION = 1
 CONTROL_CODES: dict[str, int] = {"policy": 0, "human": 1, "scripted": 2, "reset": 3, "none": 4}
@@ -58,21 +60,12 @@ FLUSH_EVERY = 32          # steps buffered in memory before they are appended to
 IMAGE_CHUNK_STEPS = 16    # time-chunk of image arrays: whole-episode reads stay fast, appends stay small
 
 
-class DatasetError(RuntimeError):
+class DatasetError(RuntimeError, InrilError):
     """The dataset is missing, corrupt, locked by another writer, or does not fit the run."""
 
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-def _package_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("inril-robot")
-    except Exception:  # running from a source tree without metadata
-        return "unknown"
 
 
 def fsync_tree(path: Path) -> None:
@@ -357,7 +350,7 @@ class DatasetWriter:
                 "calibration": calibration,
                 "control_codes": CONTROL_CODES,
                 "created": _now(),
-                "created_by": {"package": _package_version(), "host": socket.gethostname()},
+                "created_by": {"package": package_version(), "host": socket.gethostname()},
                 **(extra_info or {}),
             }
             (self.root / "episodes").mkdir(exist_ok=True)

@@ -28,6 +28,7 @@ import torch
 from inril_robot.config import FinetuneConfig, RunConfig, to_yaml
 from inril_robot.contract import Contract
 from inril_robot.data.store import Dataset
+from inril_robot.errors import InrilError
 from inril_robot.inril.learner import DemoSource, InrilLearner
 from inril_robot.policies import checkpoint as ckpt
 from inril_robot.policies.base import Policy
@@ -35,16 +36,10 @@ from inril_robot.policies.diffusion import DiffusionPolicy
 from inril_robot.policies.gaussian import GaussianPolicy
 from inril_robot.policies.residual import ResidualPolicy
 from inril_robot.pretrain import (
-    EVAL_SEED_BASE,
     DemoWindows,
-    append_metrics,
-    atomic_write_text,
     check_dataset_fits,
-    check_run_folder,
     pick_device,
-    read_metrics,
     run_contract,
-    write_metrics,
 )
 from inril_robot.rl.actor import Actor
 from inril_robot.rl.buffer import RolloutBuffer
@@ -53,13 +48,11 @@ from inril_robot.rl.ppo import Critic, GaussianActor
 from inril_robot.rl.residual_ppo import ResidualActor
 from inril_robot.rl.rollouts import EpisodeTrace, run_episodes
 from inril_robot.rl.vec_env import VecEnv
+from inril_robot.run_folder import append_metrics, atomic_write_text, check_run_folder, read_metrics, write_metrics
+from inril_robot.seeds import EVAL_SEED_BASE, HELDOUT_SEED_BASE, train_seed
 from inril_robot.stats import wilson_interval
 from inril_robot.tb import TBWriter
 
-TRAIN_SEED_BASE = 500_000_000
-# held-out evaluation after a run (quickstart, bench): seeds that neither training (TRAIN_SEED_BASE + 10^7 seed + k),
-# the in-run evaluation (EVAL_SEED_BASE + i) nor the demonstrations (small seeds) ever use
-HELDOUT_SEED_BASE = 1_500_000_000
 TRAIN_STATE_VERSION = 1
 METRIC_FIELDS = ("step", "env_steps", "wall_s", "env_steps_per_s", "train_success", "train_return",
                  "train_episode_length", "eval_success", "eval_ci_low", "eval_ci_high", "eval_mean_length", "m",
@@ -71,7 +64,7 @@ METRIC_FIELDS = ("step", "env_steps", "wall_s", "env_steps_per_s", "train_succes
 ProgressFn = Callable[[dict[str, Any]], None]
 
 
-class FinetuneError(RuntimeError):
+class FinetuneError(RuntimeError, InrilError):
     """The fine-tuning run cannot start or continue; the message says why and what to do."""
 
 
@@ -165,10 +158,6 @@ def value_range(cfg: RunConfig) -> tuple[float, float]:
         return low, 1.0
     steps = cfg.task.max_steps  # per control step; a chunk step sums up to act_steps of them
     return low, 1.0 + float(sum(ppo.gamma ** t for t in range(steps)))
-
-
-def train_seed(cfg: RunConfig, episode: int) -> int:
-    return TRAIN_SEED_BASE + 10_000_000 * cfg.seed + episode
 
 
 def summarize(traces: list[EpisodeTrace]) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from inril_robot.atomic import atomic_open
 from inril_robot.config import RunConfig, load_config
 from inril_robot.data.store import Dataset
 from inril_robot.inril.finetune import evaluate_checkpoint, finetune
-from inril_robot.pretrain import read_metrics
+from inril_robot.run_folder import read_metrics
 from inril_robot.stats import mean_ci
 
 AGGRESSIVE = ["finetune.ppo.lr_schedule=fixed", "finetune.ppo.actor_lr=1e-4", "finetune.ppo.target_kl=null"]

@@ -32,13 +32,15 @@ import torch
 from inril_robot.atomic import atomic_open
 from inril_robot.config import PolicyConfig, RunConfig
 from inril_robot.contract import Contract
+from inril_robot.errors import InrilError
 from inril_robot.policies.base import Policy
 from inril_robot.policies.normalizer import Normalizer, _safe
+from inril_robot.version import package_version
 
 FORMAT_VERSION = 1
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(RuntimeError, InrilError):
     """The checkpoint is missing, corrupt, of an unknown format, or its weights do not fit its description."""
 
 
@@ -52,15 +54,6 @@ class LoadedCheckpoint:
     path: Path
     weights_sha256: str
     extra: dict[str, Any]
-
-
-def package_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("inril-robot")
-    except Exception:  # running from a source tree without metadata
-        return "unknown"
 
 
 def build_policy(cfg: PolicyConfig, normalizer: Normalizer, obs_shapes: dict[str, tuple[int, ...]],
