@@ -12,6 +12,7 @@ like.
 
 from __future__ import annotations
 
+import math
 import tempfile
 import threading
 import time
@@ -84,7 +85,11 @@ def observation_arrays(contract: Contract, rng: np.random.Generator) -> dict[str
 
 class _ServerThread:
     def __init__(self, host: Any) -> None:
-        self.server = PolicyServer(host, ServeOptions(bind="tcp://127.0.0.1:*"))
+        # the bench sends 301 KB observations back to back, far above a robot's rate: the per-connection budgets
+        # (which would drop its messages after the burst) are lifted, since this measures latency, not the budget
+        unlimited = math.inf
+        self.server = PolicyServer(host, ServeOptions(bind="tcp://127.0.0.1:*", msgs_per_s=unlimited,
+                                                      bytes_per_s=unlimited, msg_burst=2**31, byte_burst=2**62))
         self.endpoint = self.server.start()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.server.serve, args=(self.stop.is_set,), daemon=True)
