@@ -37,15 +37,17 @@ class BoardSpec:
         if self.squares_x < 3 or self.squares_y < 3:
             raise BoardError(f"a ChArUco board needs at least 3x3 squares, got {self.squares_x}x{self.squares_y}")
         if not 0 < self.marker_length < self.square_length:
-            raise BoardError(f"marker_length {self.marker_length} m must be in (0, square_length "
-                             f"{self.square_length} m)")
+            raise BoardError(
+                f"marker_length {self.marker_length} m must be in (0, square_length {self.square_length} m)"
+            )
         if not hasattr(cv2.aruco, self.dictionary) or not self.dictionary.startswith("DICT_"):
             raise BoardError(f"unknown ArUco dictionary {self.dictionary!r}; e.g. DICT_4X4_50, DICT_5X5_100")
         markers_needed = (self.squares_x * self.squares_y) // 2
         size = int(self.dictionary.rsplit("_", 1)[-1]) if self.dictionary.rsplit("_", 1)[-1].isdigit() else 1000
         if markers_needed > size:
-            raise BoardError(f"{self.squares_x}x{self.squares_y} squares need {markers_needed} markers; "
-                             f"{self.dictionary} has {size}")
+            raise BoardError(
+                f"{self.squares_x}x{self.squares_y} squares need {markers_needed} markers; {self.dictionary} has {size}"
+            )
 
     @property
     def size_m(self) -> tuple[float, float]:
@@ -57,8 +59,9 @@ class BoardSpec:
 
     def board(self) -> cv2.aruco.CharucoBoard:
         dictionary = cv2.aruco.getPredefinedDictionary(getattr(cv2.aruco, self.dictionary))
-        return cv2.aruco.CharucoBoard((self.squares_x, self.squares_y), self.square_length, self.marker_length,
-                                      dictionary)
+        return cv2.aruco.CharucoBoard(
+            (self.squares_x, self.squares_y), self.square_length, self.marker_length, dictionary
+        )
 
     def corner_points(self) -> np.ndarray:
         """(N, 3) chessboard-corner positions in the board frame [m], indexed by corner id."""
@@ -81,8 +84,10 @@ def write_png(spec: BoardSpec, path: Path, dpi: int = 300, margin_mm: float = 10
     """A PNG whose pixels are exactly `dpi` per inch at the board's physical size (the DPI is stored in the file)."""
     px_per_square = round(spec.square_length * 1000.0 / MM_PER_INCH * dpi)
     if abs(px_per_square - spec.square_length * 1000.0 / MM_PER_INCH * dpi) > 1e-6:
-        raise BoardError(f"square_length {spec.square_length * 1000:g} mm is not a whole number of pixels at "
-                         f"{dpi} dpi; pick a dpi that divides it (or use the PDF, which is exact at any size)")
+        raise BoardError(
+            f"square_length {spec.square_length * 1000:g} mm is not a whole number of pixels at "
+            f"{dpi} dpi; pick a dpi that divides it (or use the PDF, which is exact at any size)"
+        )
     img = board_image(spec, px_per_square, margin_px=round(margin_mm / MM_PER_INCH * dpi))
     import matplotlib.image
 
@@ -109,17 +114,27 @@ def write_pdf(spec: BoardSpec, path: Path, page: str = "a4") -> Path:
         if board_w <= page_h - 20 and board_h <= page_w - 30:
             page_w, page_h = page_h, page_w  # landscape
         else:
-            raise BoardError(f"a {board_w:g} x {board_h:g} mm board does not fit on {page} ({page_w:g} x "
-                             f"{page_h:g} mm) with margins; use a bigger page or smaller squares")
+            raise BoardError(
+                f"a {board_w:g} x {board_h:g} mm board does not fit on {page} ({page_w:g} x "
+                f"{page_h:g} mm) with margins; use a bigger page or smaller squares"
+            )
     fig = plt.figure(figsize=(page_w / MM_PER_INCH, page_h / MM_PER_INCH))
     left, bottom = (page_w - board_w) / 2, (page_h - board_h) / 2
     ax = fig.add_axes((left / page_w, bottom / page_h, board_w / page_w, board_h / page_h))
-    ax.imshow(board_image(spec, 200), cmap="gray", vmin=0, vmax=255, interpolation="none",  # unresampled: exact
-              extent=(0, board_w, board_h, 0))
+    ax.imshow(
+        board_image(spec, 200),
+        cmap="gray",
+        vmin=0,
+        vmax=255,
+        interpolation="none",  # unresampled: exact
+        extent=(0, board_w, board_h, 0),
+    )
     ax.set_axis_off()
-    caption = (f"ChArUco {spec.squares_x}x{spec.squares_y} squares, square {spec.square_length * 1000:g} mm, "
-               f"marker {spec.marker_length * 1000:g} mm, {spec.dictionary}. Print at 100% (actual size); "
-               f"check one square measures {spec.square_length * 1000:g} mm.")
+    caption = (
+        f"ChArUco {spec.squares_x}x{spec.squares_y} squares, square {spec.square_length * 1000:g} mm, "
+        f"marker {spec.marker_length * 1000:g} mm, {spec.dictionary}. Print at 100% (actual size); "
+        f"check one square measures {spec.square_length * 1000:g} mm."
+    )
     fig.text(0.5, (bottom - 8) / page_h, caption, ha="center", va="top", fontsize=7)
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="pdf")
@@ -130,7 +145,7 @@ def write_pdf(spec: BoardSpec, path: Path, page: str = "a4") -> Path:
 @dataclass(frozen=True)
 class Detection:
     corners: np.ndarray  # (N, 2) sub-pixel image positions of the detected chessboard corners, OpenCV pixels
-    ids: np.ndarray      # (N,) their corner ids
+    ids: np.ndarray  # (N,) their corner ids
 
     def object_points(self, spec: BoardSpec) -> np.ndarray:
         return spec.corner_points()[self.ids]
@@ -144,7 +159,9 @@ def detect(image: np.ndarray, spec: BoardSpec, what: str = "image") -> Detection
     found = 0 if ids is None else len(ids)
     if found < MIN_CORNERS:
         markers = 0 if marker_ids is None else len(marker_ids)
-        raise BoardError(f"board not detected in {what}: {found} of {spec.num_corners} corners "
-                         f"({markers} markers) found, need {MIN_CORNERS}; is the board in view, lit, in focus, and "
-                         f"is the spec ({spec.squares_x}x{spec.squares_y}, {spec.dictionary}) the printed one?")
+        raise BoardError(
+            f"board not detected in {what}: {found} of {spec.num_corners} corners "
+            f"({markers} markers) found, need {MIN_CORNERS}; is the board in view, lit, in focus, and "
+            f"is the spec ({spec.squares_x}x{spec.squares_y}, {spec.dictionary}) the printed one?"
+        )
     return Detection(corners.reshape(-1, 2).astype(np.float64), ids.reshape(-1).astype(np.int64))

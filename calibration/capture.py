@@ -26,11 +26,11 @@ from inril_robot.geometry import quat_to_matrix, rotation_error, rotvec_to_matri
 from inril_robot.hardware import RobotFault, RobotState
 
 GOLDEN_ANGLE = np.pi * (3.0 - np.sqrt(5.0))
-POSITION_TOLERANCE = 0.002   # [m]
-ROTATION_TOLERANCE = 0.01    # [rad]
-INTEGRAL_GAIN = 0.2         # per step: move_to's integral of the measured error (reference-tracking drivers)
+POSITION_TOLERANCE = 0.002  # [m]
+ROTATION_TOLERANCE = 0.01  # [rad]
+INTEGRAL_GAIN = 0.2  # per step: move_to's integral of the measured error (reference-tracking drivers)
 MAX_OFFSET, MAX_ROT_OFFSET = 0.01, 0.05  # [m], [rad] the most that integral may shift the reference
-SETTLE_STEPS = 3             # zero-motion steps before capturing: no motion blur, a state that matches the image
+SETTLE_STEPS = 3  # zero-motion steps before capturing: no motion blur, a state that matches the image
 
 
 @dataclass(frozen=True)
@@ -39,9 +39,18 @@ class PosePlan:
     rotations: list[np.ndarray]
 
 
-def plan_poses(home_pos: np.ndarray, home_rot: np.ndarray, count: int, safety: SafetyLimits, *,
-               pivot_distance: float = 0.0, tilt: float = 0.35, yaw: float = 0.35, offset: float = 0.04,
-               seed: int = 0) -> PosePlan:
+def plan_poses(
+    home_pos: np.ndarray,
+    home_rot: np.ndarray,
+    count: int,
+    safety: SafetyLimits,
+    *,
+    pivot_distance: float = 0.0,
+    tilt: float = 0.35,
+    yaw: float = 0.35,
+    offset: float = 0.04,
+    seed: int = 0,
+) -> PosePlan:
     """`count` TCP poses around the home pose, inside the workspace box and the envelope's tilt and yaw limits."""
     rng = np.random.default_rng(seed)
     tilt = min(tilt, 0.9 * safety.max_tilt)
@@ -68,8 +77,9 @@ def pacer(env: RobotEnv) -> Scheduler:
     return Scheduler(0.0 if env.cfg.robot.kind == "sim" else 1.0 / env.cfg.robot.control_hz)
 
 
-def move_to(env: RobotEnv, state: RobotState, pos: np.ndarray, rot: np.ndarray,
-            max_steps: int = 200) -> tuple[bool, RobotState]:
+def move_to(
+    env: RobotEnv, state: RobotState, pos: np.ndarray, rot: np.ndarray, max_steps: int = 200
+) -> tuple[bool, RobotState]:
     """Step from `state` towards the TCP pose (pos, rot) at the envelope's per-step caps, one step per control
     period; (reached, last state).
 
@@ -114,16 +124,22 @@ class Capture:
     t_base_tcp: list[np.ndarray] = field(default_factory=list)
     detections: list[Detection] = field(default_factory=list)
     images: list[np.ndarray] = field(default_factory=list)
-    pose_index: list[int] = field(default_factory=list)    # index in the plan of each kept view
-    skipped: list[str] = field(default_factory=list)        # why planned poses gave no view
+    pose_index: list[int] = field(default_factory=list)  # index in the plan of each kept view
+    skipped: list[str] = field(default_factory=list)  # why planned poses gave no view
 
 
 ProgressFn = Callable[[int, int, str], None]
 
 
-def capture_views(env: RobotEnv, camera: str, spec: BoardSpec, plan: PosePlan,
-                  on_progress: ProgressFn | None = None, keep_images: bool = False,
-                  on_fault: Callable[[RobotFault], None] | None = None) -> Capture:
+def capture_views(
+    env: RobotEnv,
+    camera: str,
+    spec: BoardSpec,
+    plan: PosePlan,
+    on_progress: ProgressFn | None = None,
+    keep_images: bool = False,
+    on_fault: Callable[[RobotFault], None] | None = None,
+) -> Capture:
     """Visit each planned pose, settle, read the camera and the robot state, detect the board.
 
     An arm fault on the way calls `on_fault` (pause, the operator confirms, recover, home: `inril_robot.faults`)

@@ -13,8 +13,9 @@ from rich.table import Table
 from inril_robot.cli_common import ConfigOpt, JsonOpt, SetOpt, emit_json, err, fail, resolve
 from inril_robot.progress import make_progress
 
-calibrate_app = typer.Typer(help="Print a ChArUco board; calibrate camera intrinsics and hand-eye extrinsics.",
-                            no_args_is_help=True)
+calibrate_app = typer.Typer(
+    help="Print a ChArUco board; calibrate camera intrinsics and hand-eye extrinsics.", no_args_is_help=True
+)
 
 SquaresOpt = Annotated[str, typer.Option("--squares", help="Board squares, columns x rows (e.g. 5x4).")]
 SquareMmOpt = Annotated[float, typer.Option("--square-mm", min=1.0, help="Chessboard square side [mm].")]
@@ -42,15 +43,22 @@ def board_spec(squares: str, square_mm: float, marker_mm: float, dictionary: str
 
 @calibrate_app.command("board")
 def board_cmd(
-    out: Annotated[Path, typer.Option("--out", help="Output file: .pdf (exact size) or .png (at --dpi).")
-                   ] = Path("board.pdf"),
+    out: Annotated[Path, typer.Option("--out", help="Output file: .pdf (exact size) or .png (at --dpi).")] = Path(
+        "board.pdf"
+    ),
     squares: SquaresOpt = "5x4",
     square_mm: SquareMmOpt = 40.0,
     marker_mm: MarkerMmOpt = 30.0,
     dictionary: DictOpt = "DICT_4X4_50",
     page: Annotated[str, typer.Option(help="PDF page size: a4, letter, a3.")] = "a4",
-    dpi: Annotated[int, typer.Option(min=72, help="PNG resolution; the default 254 dpi is 10 px per mm, so any "
-                                     "whole-mm square is a whole number of pixels.")] = 254,
+    dpi: Annotated[
+        int,
+        typer.Option(
+            min=72,
+            help="PNG resolution; the default 254 dpi is 10 px per mm, so any "
+            "whole-mm square is a whole number of pixels.",
+        ),
+    ] = 254,
     json_out: JsonOpt = False,
 ) -> None:
     """Write a printable ChArUco board at its exact physical size."""
@@ -62,13 +70,27 @@ def board_cmd(
     if json_out:
         emit_json({"path": str(path), "board": spec.to_dict(), "size_mm": [w, h]})
         return
-    err.print(f"wrote {path}: {spec.squares_x}x{spec.squares_y} squares, {w:g} x {h:g} mm. Print at 100% and "
-              f"check one square measures {square_mm:g} mm.")
+    err.print(
+        f"wrote {path}: {spec.squares_x}x{spec.squares_y} squares, {w:g} x {h:g} mm. Print at 100% and "
+        f"check one square measures {square_mm:g} mm."
+    )
 
 
-def _calibrate(kind: Literal["intrinsics", "hand-eye"], robot: str, camera: str, cameras: str | None,
-               out: Path | None, poses: int, intrinsics: str, method: str, spec: Any, execute: bool,
-               config: Path | None, set_: list[str] | None, json_out: bool) -> None:
+def _calibrate(
+    kind: Literal["intrinsics", "hand-eye"],
+    robot: str,
+    camera: str,
+    cameras: str | None,
+    out: Path | None,
+    poses: int,
+    intrinsics: str,
+    method: str,
+    spec: Any,
+    execute: bool,
+    config: Path | None,
+    set_: list[str] | None,
+    json_out: bool,
+) -> None:
     from calibration.run import run_calibration
 
     if robot == "sim":
@@ -77,15 +99,29 @@ def _calibrate(kind: Literal["intrinsics", "hand-eye"], robot: str, camera: str,
         fail("calibration moves the robot: pass --execute to let the real arm move (it holds otherwise)")
     cfg = resolve(robot, "reach", cameras or ("sim_front_wrist" if robot == "sim" else None), config, set_)
     out = out or Path("calibrations") / f"{camera}.yaml"
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[status]}"), TimeElapsedColumn())
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+    )
     with make_progress(*columns, console=err, transient=json_out) as progress:
         bar = progress.add_task(f"calibrate {kind} · {camera}", total=poses, status="")
         result = run_calibration(
-            cfg, camera, kind, out, spec=spec, poses=poses, intrinsics=intrinsics, method=method,
-            execute=execute, on_stage=lambda text: progress.console.print(f"[bold cyan]calibrate[/] {text}"),
+            cfg,
+            camera,
+            kind,
+            out,
+            spec=spec,
+            poses=poses,
+            intrinsics=intrinsics,
+            method=method,
+            execute=execute,
+            on_stage=lambda text: progress.console.print(f"[bold cyan]calibrate[/] {text}"),
             on_progress=lambda done, total, status: progress.update(bar, completed=done, status=status),
-            confirm=lambda text: progress.console.input(f"[bold yellow]{text}[/] (Enter) "))
+            confirm=lambda text: progress.console.input(f"[bold yellow]{text}[/] (Enter) "),
+        )
     if json_out:
         emit_json(result.to_dict())
         return
@@ -100,22 +136,30 @@ def residual_table(result: Any) -> Table:
     table.add_column(overflow="fold")
     table.add_row("file", result.path)
     table.add_row("views", f"{result.views} used" + (f", {len(result.skipped)} skipped" if result.skipped else ""))
-    table.add_row("intrinsics", f"{k.width}x{k.height} fx {k.fx:.2f} fy {k.fy:.2f} cx {k.cx:.2f} cy {k.cy:.2f} "
-                  f"({k.source})")
+    table.add_row(
+        "intrinsics", f"{k.width}x{k.height} fx {k.fx:.2f} fy {k.fy:.2f} cx {k.cx:.2f} cy {k.cy:.2f} ({k.source})"
+    )
     if calib.extrinsics is not None:
         e = calib.extrinsics
-        table.add_row(f"camera in {e.parent_frame}", f"position {[round(v, 4) for v in e.position]} m, quaternion "
-                      f"xyzw {[round(v, 4) for v in e.quaternion_xyzw]} ({e.method})")
+        table.add_row(
+            f"camera in {e.parent_frame}",
+            f"position {[round(v, 4) for v in e.position]} m, quaternion "
+            f"xyzw {[round(v, 4) for v in e.quaternion_xyzw]} ({e.method})",
+        )
         u = calib.uncertainty
         table.add_row("uncertainty (1 sigma)", f"{u.position_m * 1000:.2f} mm, {u.rotation_rad * 57.2958:.3f} deg")
         table.add_row("reprojection RMS", f"{calib.residuals.reprojection_rms_px:.3f} px")
         methods = calib.residuals.method_comparison
-        table.add_row("methods (linear RMS px)", ", ".join(f"{m} {v['reprojection_rms_px']:.3f}"
-                                                          for m, v in methods.items()))
+        table.add_row(
+            "methods (linear RMS px)", ", ".join(f"{m} {v['reprojection_rms_px']:.3f}" for m, v in methods.items())
+        )
         for r in calib.residuals.per_pose:
             flag = "  [bold red]OUTLIER[/]" if r.outlier else ""
-            table.add_row(f"pose {r.index}", f"{r.reprojection_rms_px:.3f} px, board {r.translation_m * 1000:.2f} mm "
-                          f"/ {r.rotation_rad * 57.2958:.3f} deg from the mean, {r.corners} corners{flag}")
+            table.add_row(
+                f"pose {r.index}",
+                f"{r.reprojection_rms_px:.3f} px, board {r.translation_m * 1000:.2f} mm "
+                f"/ {r.rotation_rad * 57.2958:.3f} deg from the mean, {r.corners} corners{flag}",
+            )
     elif k.rms_px is not None:
         table.add_row("reprojection RMS", f"{k.rms_px:.3f} px")
     if result.truth_error:
@@ -127,25 +171,69 @@ def residual_table(result: Any) -> Table:
 
 @calibrate_app.command("intrinsics")
 def intrinsics_cmd(
-    camera: CameraOpt, robot: RobotOpt = "sim", cameras: CamerasOpt = None, out: OutOpt = None, poses: PosesOpt = 12,
-    squares: SquaresOpt = "5x4", square_mm: SquareMmOpt = 40.0, marker_mm: MarkerMmOpt = 30.0,
-    dictionary: DictOpt = "DICT_4X4_50", execute: ExecuteOpt = False, config: ConfigOpt = None,
-    set_: SetOpt = None, json_out: JsonOpt = False,
+    camera: CameraOpt,
+    robot: RobotOpt = "sim",
+    cameras: CamerasOpt = None,
+    out: OutOpt = None,
+    poses: PosesOpt = 12,
+    squares: SquaresOpt = "5x4",
+    square_mm: SquareMmOpt = 40.0,
+    marker_mm: MarkerMmOpt = 30.0,
+    dictionary: DictOpt = "DICT_4X4_50",
+    execute: ExecuteOpt = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Camera intrinsics (focal lengths, principal point, distortion) from ChArUco views at safe robot poses."""
-    _calibrate("intrinsics", robot, camera, cameras, out, poses, "charuco", "auto",
-               board_spec(squares, square_mm, marker_mm, dictionary), execute, config, set_, json_out)
+    _calibrate(
+        "intrinsics",
+        robot,
+        camera,
+        cameras,
+        out,
+        poses,
+        "charuco",
+        "auto",
+        board_spec(squares, square_mm, marker_mm, dictionary),
+        execute,
+        config,
+        set_,
+        json_out,
+    )
 
 
 @calibrate_app.command("hand-eye")
 def hand_eye_cmd(
-    camera: CameraOpt, robot: RobotOpt = "sim", cameras: CamerasOpt = None, out: OutOpt = None, poses: PosesOpt = 12,
+    camera: CameraOpt,
+    robot: RobotOpt = "sim",
+    cameras: CamerasOpt = None,
+    out: OutOpt = None,
+    poses: PosesOpt = 12,
     intrinsics: Annotated[str, typer.Option(help="device (the camera's), charuco, or a calibration file.")] = "device",
     method: Annotated[str, typer.Option(help="auto (best reprojection), tsai, park, andreff, ...")] = "auto",
-    squares: SquaresOpt = "5x4", square_mm: SquareMmOpt = 40.0, marker_mm: MarkerMmOpt = 30.0,
-    dictionary: DictOpt = "DICT_4X4_50", execute: ExecuteOpt = False, config: ConfigOpt = None,
-    set_: SetOpt = None, json_out: JsonOpt = False,
+    squares: SquaresOpt = "5x4",
+    square_mm: SquareMmOpt = 40.0,
+    marker_mm: MarkerMmOpt = 30.0,
+    dictionary: DictOpt = "DICT_4X4_50",
+    execute: ExecuteOpt = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Camera extrinsics: eye-to-hand for a static camera (board on the hand), eye-in-hand for a wrist camera."""
-    _calibrate("hand-eye", robot, camera, cameras, out, poses, intrinsics, method,
-               board_spec(squares, square_mm, marker_mm, dictionary), execute, config, set_, json_out)
+    _calibrate(
+        "hand-eye",
+        robot,
+        camera,
+        cameras,
+        out,
+        poses,
+        intrinsics,
+        method,
+        board_spec(squares, square_mm, marker_mm, dictionary),
+        execute,
+        config,
+        set_,
+        json_out,
+    )

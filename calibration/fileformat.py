@@ -58,8 +58,16 @@ class Intrinsics(_Model):
 
     @classmethod
     def from_camera_intrinsics(cls, k: CameraIntrinsics, source: Literal["device", "sim"]) -> Intrinsics:
-        return cls(width=k.width, height=k.height, fx=k.fx, fy=k.fy, cx=k.cx, cy=k.cy,
-                   distortion=list(k.distortion), source=source)
+        return cls(
+            width=k.width,
+            height=k.height,
+            fx=k.fx,
+            fy=k.fy,
+            cx=k.cx,
+            cy=k.cy,
+            distortion=list(k.distortion),
+            source=source,
+        )
 
 
 class Extrinsics(_Model):
@@ -86,8 +94,12 @@ class Extrinsics(_Model):
     @classmethod
     def from_matrix(cls, t: np.ndarray, parent_frame: Literal["base", "tcp"], method: str = "") -> Extrinsics:
         q = matrix_to_quat(t[:3, :3])
-        return cls(parent_frame=parent_frame, position=tuple(float(v) for v in t[:3, 3]),  # type: ignore[arg-type]
-                   quaternion_xyzw=tuple(float(v) for v in q), method=method)  # type: ignore[arg-type]
+        return cls(
+            parent_frame=parent_frame,
+            position=tuple(float(v) for v in t[:3, 3]),  # type: ignore[arg-type]
+            quaternion_xyzw=tuple(float(v) for v in q),
+            method=method,
+        )  # type: ignore[arg-type]
 
 
 class Uncertainty(_Model):
@@ -156,17 +168,20 @@ def load_calibration(path: str | Path) -> CalibrationFile:
         raise CalibrationFileError(f"calibration file {path} must hold a mapping, got {type(data).__name__}")
     version = data.get("schema_version")
     if version != SCHEMA_VERSION:
-        raise CalibrationFileError(f"calibration file {path}: schema_version {version!r} is not the supported "
-                                   f"{SCHEMA_VERSION}")
+        raise CalibrationFileError(
+            f"calibration file {path}: schema_version {version!r} is not the supported {SCHEMA_VERSION}"
+        )
     try:
         calib = CalibrationFile.model_validate(data)
     except ValidationError as e:
         text = format_validation_error(e, CalibrationFile).replace("invalid configuration", "invalid fields")
         raise CalibrationFileError(f"calibration file {path}: {text}") from None
     if calib.extrinsics is not None and calib.extrinsics.parent_frame != calib.expected_parent():
-        raise CalibrationFileError(f"calibration file {path}: extrinsics.parent_frame is "
-                                   f"{calib.extrinsics.parent_frame!r} but a {calib.mount}-mounted camera needs "
-                                   f"{calib.expected_parent()!r}")
+        raise CalibrationFileError(
+            f"calibration file {path}: extrinsics.parent_frame is "
+            f"{calib.extrinsics.parent_frame!r} but a {calib.mount}-mounted camera needs "
+            f"{calib.expected_parent()!r}"
+        )
     return calib
 
 

@@ -44,12 +44,18 @@ class CalibrationRun:
     calibration: CalibrationFile
     views: int
     skipped: list[str]
-    truth_error: dict[str, float] | None = None   # simulation only
+    truth_error: dict[str, float] | None = None  # simulation only
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "views": self.views, "skipped": self.skipped, "truth_error": self.truth_error,
-                "calibration": self.calibration.model_dump(mode="json"), "notes": self.notes}
+        return {
+            "path": self.path,
+            "views": self.views,
+            "skipped": self.skipped,
+            "truth_error": self.truth_error,
+            "calibration": self.calibration.model_dump(mode="json"),
+            "notes": self.notes,
+        }
 
 
 def calibration_config(cfg: RunConfig, camera: str, spec: BoardSpec) -> tuple[RunConfig, CameraConfig]:
@@ -57,8 +63,10 @@ def calibration_config(cfg: RunConfig, camera: str, spec: BoardSpec) -> tuple[Ru
     task (no object on the table), and in sim the board in the scene where this camera's calibration needs it."""
     cams = {c.name: c for c in cfg.cameras}
     if camera not in cams:
-        raise CalibrationError(f"no camera named {camera!r} in the configuration; cameras: "
-                               f"{', '.join(cams) or 'none'} (pick a preset with --cameras)")
+        raise CalibrationError(
+            f"no camera named {camera!r} in the configuration; cameras: "
+            f"{', '.join(cams) or 'none'} (pick a preset with --cameras)"
+        )
     cam = cams[camera]
     if cam.calibration is not None:
         cam = cam.model_copy(update={"calibration": None})  # calibrate the configured placement, not a previous fit
@@ -67,20 +75,36 @@ def calibration_config(cfg: RunConfig, camera: str, spec: BoardSpec) -> tuple[Ru
         cam = cam.model_copy(update={"width": round(cam.width * scale), "height": MIN_CAPTURE_HEIGHT})
     robot = cfg.robot
     if robot.kind == "sim":
-        board = robot.sim.calibration_board.model_copy(update={
-            "mount": "world" if cam.mount == "wrist" else "hand", "squares_x": spec.squares_x,
-            "squares_y": spec.squares_y, "square_length": spec.square_length, "marker_length": spec.marker_length,
-            "dictionary": spec.dictionary})
+        board = robot.sim.calibration_board.model_copy(
+            update={
+                "mount": "world" if cam.mount == "wrist" else "hand",
+                "squares_x": spec.squares_x,
+                "squares_y": spec.squares_y,
+                "square_length": spec.square_length,
+                "marker_length": spec.marker_length,
+                "dictionary": spec.dictionary,
+            }
+        )
         robot = robot.model_copy(update={"sim": robot.sim.model_copy(update={"calibration_board": board})})
     task = cfg.task.model_copy(update={"name": "reach", "observation": "state"})
     return cfg.model_copy(update={"cameras": [cam], "robot": robot, "task": task}), cam
 
 
-def run_calibration(cfg: RunConfig, camera: str, kind: Literal["intrinsics", "hand-eye"], out: Path, *,
-                    spec: BoardSpec, poses: int = 12, intrinsics: str = "device", method: str = "auto",
-                    execute: bool = False, on_progress: ProgressFn | None = None,
-                    on_stage: Callable[[str], None] | None = None,
-                    confirm: Callable[[str], None] | None = None) -> CalibrationRun:
+def run_calibration(
+    cfg: RunConfig,
+    camera: str,
+    kind: Literal["intrinsics", "hand-eye"],
+    out: Path,
+    *,
+    spec: BoardSpec,
+    poses: int = 12,
+    intrinsics: str = "device",
+    method: str = "auto",
+    execute: bool = False,
+    on_progress: ProgressFn | None = None,
+    on_stage: Callable[[str], None] | None = None,
+    confirm: Callable[[str], None] | None = None,
+) -> CalibrationRun:
     """`confirm(text)` blocks until the operator confirms the arm's recovery after a fault (None: a fault ends the
     run)."""
     from inril_robot.env import RobotEnv
@@ -94,12 +118,17 @@ def run_calibration(cfg: RunConfig, camera: str, kind: Literal["intrinsics", "ha
     with RobotEnv(run_cfg, execute=execute) as env:
         _, info = env.reset(seed=run_cfg.seed)
         home = info["state"]
-        plan = plan_poses(home.ee_pos, quat_to_matrix(home.ee_quat), poses, run_cfg.safety,
-                          pivot_distance=WRIST_PIVOT if mode == "eye_in_hand" else 0.0, tilt=TILT[mode],
-                          seed=run_cfg.seed)
+        plan = plan_poses(
+            home.ee_pos,
+            quat_to_matrix(home.ee_quat),
+            poses,
+            run_cfg.safety,
+            pivot_distance=WRIST_PIVOT if mode == "eye_in_hand" else 0.0,
+            tilt=TILT[mode],
+            seed=run_cfg.seed,
+        )
         say(f"moving through {poses} poses ({mode.replace('_', '-')}, board {spec.squares_x}x{spec.squares_y})")
-        on_fault = None if confirm is None else (
-            lambda fault: pause_and_recover(env.robot, fault, confirm, say))
+        on_fault = None if confirm is None else (lambda fault: pause_and_recover(env.robot, fault, confirm, say))
         cap = capture_views(env, camera, spec, plan, on_progress=on_progress, on_fault=on_fault)
         cam = next(c for c in env.cameras if c.name == camera)
         device = cam.intrinsics
@@ -118,8 +147,17 @@ def run_calibration(cfg: RunConfig, camera: str, kind: Literal["intrinsics", "ha
         say(f"intrinsics from {len(cap.detections)} ChArUco views")
         res = calibrate_intrinsics(cap.detections, spec, size)
         k = res.camera_matrix
-        intr = Intrinsics(width=size[0], height=size[1], fx=k[0, 0], fy=k[1, 1], cx=k[0, 2], cy=k[1, 2],
-                          distortion=[float(v) for v in res.distortion], source="charuco", rms_px=res.rms_px)
+        intr = Intrinsics(
+            width=size[0],
+            height=size[1],
+            fx=k[0, 0],
+            fy=k[1, 1],
+            cx=k[0, 2],
+            cy=k[1, 2],
+            distortion=[float(v) for v in res.distortion],
+            source="charuco",
+            rms_px=res.rms_px,
+        )
         uncertainty = Uncertainty(fx_px=res.std_fx_px, fy_px=res.std_fy_px)
     elif intrinsics == "device":
         intr = Intrinsics.from_camera_intrinsics(device, "sim" if run_cfg.robot.kind == "sim" else "device")
@@ -128,39 +166,64 @@ def run_calibration(cfg: RunConfig, camera: str, kind: Literal["intrinsics", "ha
     else:
         intr = load_calibration(intrinsics).intrinsics
         if (intr.width, intr.height) != size:
-            raise CalibrationError(f"--intrinsics {intrinsics} is for {intr.width}x{intr.height} images, the camera "
-                                   f"captures {size[0]}x{size[1]}")
+            raise CalibrationError(
+                f"--intrinsics {intrinsics} is for {intr.width}x{intr.height} images, the camera "
+                f"captures {size[0]}x{size[1]}"
+            )
 
     extrinsics = None
     residuals = Residuals(reprojection_rms_px=intr.rms_px)
     truth_error: dict[str, float] | None = None
     if kind == "hand-eye":
         say(f"hand-eye ({mode.replace('_', '-')}) from {len(cap.detections)} poses")
-        he = solve_hand_eye(mode, cap.t_base_tcp, cap.detections, spec, intr.matrix(), np.array(intr.distortion),
-                            method=method)
-        extrinsics = Extrinsics.from_matrix(he.transform, "tcp" if mode == "eye_in_hand" else "base",
-                                            method=f"{he.method}+lm-refine")
-        uncertainty = uncertainty.model_copy(update={"position_m": he.std_position_m,
-                                                     "rotation_rad": he.std_rotation_rad})
-        per_pose = [PoseResidual(index=cap.pose_index[i], reprojection_rms_px=he.per_pose_rms_px[i],
-                                 translation_m=he.per_pose_translation_m[i],
-                                 rotation_rad=he.per_pose_rotation_rad[i], corners=len(cap.detections[i].ids),
-                                 outlier=i in he.outliers) for i in range(len(cap.detections))]
-        residuals = Residuals(reprojection_rms_px=he.reprojection_rms_px, per_pose=per_pose,
-                              outliers=[cap.pose_index[i] for i in he.outliers],
-                              method_comparison=he.method_comparison)
+        he = solve_hand_eye(
+            mode, cap.t_base_tcp, cap.detections, spec, intr.matrix(), np.array(intr.distortion), method=method
+        )
+        extrinsics = Extrinsics.from_matrix(
+            he.transform, "tcp" if mode == "eye_in_hand" else "base", method=f"{he.method}+lm-refine"
+        )
+        uncertainty = uncertainty.model_copy(
+            update={"position_m": he.std_position_m, "rotation_rad": he.std_rotation_rad}
+        )
+        per_pose = [
+            PoseResidual(
+                index=cap.pose_index[i],
+                reprojection_rms_px=he.per_pose_rms_px[i],
+                translation_m=he.per_pose_translation_m[i],
+                rotation_rad=he.per_pose_rotation_rad[i],
+                corners=len(cap.detections[i].ids),
+                outlier=i in he.outliers,
+            )
+            for i in range(len(cap.detections))
+        ]
+        residuals = Residuals(
+            reprojection_rms_px=he.reprojection_rms_px,
+            per_pose=per_pose,
+            outliers=[cap.pose_index[i] for i in he.outliers],
+            method_comparison=he.method_comparison,
+        )
         if truth_x is not None:
             t_err, r_err = pose_error(he.transform, truth_x)
             truth_error = {"position_mm": t_err * 1000, "rotation_deg": float(np.degrees(r_err))}
     if truth_k is not None:
-        truth_error = {**(truth_error or {}), "fx_rel": abs(intr.fx / truth_k[0, 0] - 1),
-                       "fy_rel": abs(intr.fy / truth_k[1, 1] - 1)}
+        truth_error = {
+            **(truth_error or {}),
+            "fx_rel": abs(intr.fx / truth_k[0, 0] - 1),
+            "fy_rel": abs(intr.fy / truth_k[1, 1] - 1),
+        }
 
     calib = CalibrationFile(
-        camera=camera, serial=cam_cfg.serial, mount=cam_cfg.mount, intrinsics=intr, extrinsics=extrinsics,
-        uncertainty=uncertainty, residuals=residuals, board=spec.to_dict(),
+        camera=camera,
+        serial=cam_cfg.serial,
+        mount=cam_cfg.mount,
+        intrinsics=intr,
+        extrinsics=extrinsics,
+        uncertainty=uncertainty,
+        residuals=residuals,
+        board=spec.to_dict(),
         robot=run_cfg.robot.model_dump(mode="json", exclude={"sim": {"calibration_board"}}),
         camera_config=cam_cfg.model_dump(mode="json"),
-        notes=[f"simulated ({mode}); ground truth error: {truth_error}"] if truth_error else [])
+        notes=[f"simulated ({mode}); ground truth error: {truth_error}"] if truth_error else [],
+    )
     save_calibration(calib, out)
     return CalibrationRun(str(out), calib, len(cap.detections), cap.skipped, truth_error)

@@ -44,9 +44,9 @@ OPENCV_METHODS: dict[str, int] = {
 HAVE_OPENCV_HAND_EYE = hasattr(cv2, "calibrateHandEye")
 METHODS: tuple[str, ...] = tuple(OPENCV_METHODS) if HAVE_OPENCV_HAND_EYE else ("tsai", "park", "andreff")
 MIN_POSES = 3
-MIN_ROTATION_DEG = 5.0     # relative rotations smaller than this carry no hand-eye information
-OUTLIER_MAD_K = 4.0        # a pose is an outlier beyond median + k * 1.4826 * MAD of the per-pose errors
-OUTLIER_FLOOR_PX = 1.0     # ... and above this many pixels (sub-pixel spreads are noise, not outliers)
+MIN_ROTATION_DEG = 5.0  # relative rotations smaller than this carry no hand-eye information
+OUTLIER_MAD_K = 4.0  # a pose is an outlier beyond median + k * 1.4826 * MAD of the per-pose errors
+OUTLIER_FLOOR_PX = 1.0  # ... and above this many pixels (sub-pixel spreads are noise, not outliers)
 
 
 class CalibrationError(ValueError, InrilError):
@@ -101,28 +101,44 @@ class IntrinsicsResult:
     image_size: tuple[int, int]
 
 
-def calibrate_intrinsics(detections: Sequence[Detection], spec: BoardSpec, image_size: tuple[int, int],
-                         distortion: Literal["none", "k1k2", "full"] = "k1k2") -> IntrinsicsResult:
+def calibrate_intrinsics(
+    detections: Sequence[Detection],
+    spec: BoardSpec,
+    image_size: tuple[int, int],
+    distortion: Literal["none", "k1k2", "full"] = "k1k2",
+) -> IntrinsicsResult:
     """`cv2.calibrateCamera` on ChArUco corners. ``k1k2``: radial k1, k2 and tangential p1, p2 (k3 fixed at 0,
     which a few tilted views of a small board cannot pin down); ``none``: a pure pinhole."""
     if len(detections) < 4:
         raise CalibrationError(f"intrinsics need at least 4 views of the board, got {len(detections)}")
     obj = [d.object_points(spec).astype(np.float32) for d in detections]
     img = [d.corners.astype(np.float32) for d in detections]
-    flags = {"none": cv2.CALIB_FIX_K1 | cv2.CALIB_FIX_K2 | cv2.CALIB_FIX_K3 | cv2.CALIB_ZERO_TANGENT_DIST,
-             "k1k2": cv2.CALIB_FIX_K3, "full": 0}[distortion]
+    flags = {
+        "none": cv2.CALIB_FIX_K1 | cv2.CALIB_FIX_K2 | cv2.CALIB_FIX_K3 | cv2.CALIB_ZERO_TANGENT_DIST,
+        "k1k2": cv2.CALIB_FIX_K3,
+        "full": 0,
+    }[distortion]
     w, h = image_size
     k0 = np.array([[float(max(w, h)), 0, (w - 1) / 2], [0, float(max(w, h)), (h - 1) / 2], [0, 0, 1]])
     rms, k, dist, _, _, std_intr, _, per_view = cv2.calibrateCameraExtended(
-        obj, img, (w, h), k0, np.zeros(5), flags=flags | cv2.CALIB_USE_INTRINSIC_GUESS)
+        obj, img, (w, h), k0, np.zeros(5), flags=flags | cv2.CALIB_USE_INTRINSIC_GUESS
+    )
     std = np.asarray(std_intr).reshape(-1)
-    return IntrinsicsResult(k, dist.reshape(-1), float(rms), [float(v) for v in np.asarray(per_view).reshape(-1)],
-                            float(std[0]), float(std[1]), (w, h))
+    return IntrinsicsResult(
+        k,
+        dist.reshape(-1),
+        float(rms),
+        [float(v) for v in np.asarray(per_view).reshape(-1)],
+        float(std[0]),
+        float(std[1]),
+        (w, h),
+    )
 
 
 # ------------------------------------------------------------------------------------------------- board poses
-def board_pose(det: Detection, spec: BoardSpec, camera_matrix: np.ndarray, distortion: np.ndarray,
-               what: str = "image") -> np.ndarray:
+def board_pose(
+    det: Detection, spec: BoardSpec, camera_matrix: np.ndarray, distortion: np.ndarray, what: str = "image"
+) -> np.ndarray:
     """T_cam_board from one detection (iterative PnP, refined by Levenberg-Marquardt)."""
     obj = det.object_points(spec)
     if spec.board().checkCharucoCornersCollinear(det.ids.reshape(-1, 1).astype(np.int32)):
@@ -134,8 +150,9 @@ def board_pose(det: Detection, spec: BoardSpec, camera_matrix: np.ndarray, disto
     return make_transform(cv2.Rodrigues(rvec)[0], tvec)
 
 
-def reprojection_errors(t_cam_board: np.ndarray, det: Detection, spec: BoardSpec, camera_matrix: np.ndarray,
-                        distortion: np.ndarray) -> np.ndarray:
+def reprojection_errors(
+    t_cam_board: np.ndarray, det: Detection, spec: BoardSpec, camera_matrix: np.ndarray, distortion: np.ndarray
+) -> np.ndarray:
     """Per-corner pixel distances between the detected corners and the board corners projected at `t_cam_board`."""
     rvec = cv2.Rodrigues(t_cam_board[:3, :3])[0]
     proj, _ = cv2.projectPoints(det.object_points(spec), rvec, t_cam_board[:3, 3], camera_matrix, distortion)
@@ -146,15 +163,15 @@ def reprojection_errors(t_cam_board: np.ndarray, det: Detection, spec: BoardSpec
 @dataclass
 class HandEyeResult:
     mode: Mode
-    transform: np.ndarray        # X: T_tcp_cam (eye-in-hand) or T_base_cam (eye-to-hand)
-    board: np.ndarray            # the constant board pose: T_base_board (eye-in-hand) or T_tcp_board (eye-to-hand)
+    transform: np.ndarray  # X: T_tcp_cam (eye-in-hand) or T_base_cam (eye-to-hand)
+    board: np.ndarray  # the constant board pose: T_base_board (eye-in-hand) or T_tcp_board (eye-to-hand)
     method: str
     reprojection_rms_px: float
     per_pose_rms_px: list[float]
-    per_pose_translation_m: list[float]   # board-pose consistency: distance of pose i's board from the mean
+    per_pose_translation_m: list[float]  # board-pose consistency: distance of pose i's board from the mean
     per_pose_rotation_rad: list[float]
     outliers: list[int]
-    std_position_m: float                 # leave-one-out jackknife
+    std_position_m: float  # leave-one-out jackknife
     std_rotation_rad: float
     method_comparison: dict[str, dict[str, float]] = field(default_factory=dict)
 
@@ -174,17 +191,22 @@ def check_motion(t_base_tcp: Sequence[np.ndarray]) -> None:
             if angle > np.radians(MIN_ROTATION_DEG):
                 axes.append(rel / angle)
     if not axes:
-        raise CalibrationError(f"degenerate motion: the robot poses' orientations differ by at most "
-                               f"{np.degrees(largest):.1f} deg; hand-eye needs rotations of >= {MIN_ROTATION_DEG:g} "
-                               "deg about at least two different axes")
+        raise CalibrationError(
+            f"degenerate motion: the robot poses' orientations differ by at most "
+            f"{np.degrees(largest):.1f} deg; hand-eye needs rotations of >= {MIN_ROTATION_DEG:g} "
+            "deg about at least two different axes"
+        )
     singular = np.linalg.svd(np.array(axes), compute_uv=False)
     if len(singular) < 2 or singular[1] < 0.1 * singular[0]:
-        raise CalibrationError("degenerate motion: every rotation between robot poses is about (nearly) the same "
-                               "axis; tilt the tool about two different axes")
+        raise CalibrationError(
+            "degenerate motion: every rotation between robot poses is about (nearly) the same "
+            "axis; tilt the tool about two different axes"
+        )
 
 
-def _board_estimates(mode: Mode, x: np.ndarray, t_base_tcp: Sequence[np.ndarray],
-                     t_cam_board: Sequence[np.ndarray]) -> list[np.ndarray]:
+def _board_estimates(
+    mode: Mode, x: np.ndarray, t_base_tcp: Sequence[np.ndarray], t_cam_board: Sequence[np.ndarray]
+) -> list[np.ndarray]:
     if mode == "eye_in_hand":
         return [tb @ x @ tc for tb, tc in zip(t_base_tcp, t_cam_board, strict=True)]
     return [invert(tb) @ x @ tc for tb, tc in zip(t_base_tcp, t_cam_board, strict=True)]
@@ -196,11 +218,20 @@ def predicted_board_in_camera(mode: Mode, x: np.ndarray, board: np.ndarray, t_ba
     return invert(x) @ t_base_tcp @ board
 
 
-def _reprojection(mode: Mode, x: np.ndarray, board: np.ndarray, t_base_tcp: Sequence[np.ndarray],
-                  detections: Sequence[Detection], spec: BoardSpec, k: np.ndarray,
-                  dist: np.ndarray) -> list[np.ndarray]:
-    return [reprojection_errors(predicted_board_in_camera(mode, x, board, tb), det, spec, k, dist)
-            for tb, det in zip(t_base_tcp, detections, strict=True)]
+def _reprojection(
+    mode: Mode,
+    x: np.ndarray,
+    board: np.ndarray,
+    t_base_tcp: Sequence[np.ndarray],
+    detections: Sequence[Detection],
+    spec: BoardSpec,
+    k: np.ndarray,
+    dist: np.ndarray,
+) -> list[np.ndarray]:
+    return [
+        reprojection_errors(predicted_board_in_camera(mode, x, board, tb), det, spec, k, dist)
+        for tb, det in zip(t_base_tcp, detections, strict=True)
+    ]
 
 
 def _rms(errors: Sequence[np.ndarray]) -> float:
@@ -232,6 +263,7 @@ def _own_rotation(method: str, pairs: list[tuple[np.ndarray, np.ndarray]]) -> np
         w, v = np.linalg.eigh(m.T @ m)
         return _nearest_rotation(v @ np.diag(1.0 / np.sqrt(np.maximum(w, 1e-18))) @ v.T @ m.T)
     if method == "tsai":  # Tsai & Lenz 1989, modified Rodrigues vectors p = 2 sin(theta/2) axis
+
         def rodrigues(r: np.ndarray) -> np.ndarray:
             v = matrix_to_rotvec(r)
             angle = np.linalg.norm(v)
@@ -250,13 +282,18 @@ def _own_rotation(method: str, pairs: list[tuple[np.ndarray, np.ndarray]]) -> np
     return _nearest_rotation(null * np.sign(np.linalg.det(null)))
 
 
-def _linear_solve(mode: Mode, method: str, t_base_tcp: Sequence[np.ndarray],
-                  t_cam_board: Sequence[np.ndarray]) -> np.ndarray:
+def _linear_solve(
+    mode: Mode, method: str, t_base_tcp: Sequence[np.ndarray], t_cam_board: Sequence[np.ndarray]
+) -> np.ndarray:
     robot = t_base_tcp if mode == "eye_in_hand" else [invert(t) for t in t_base_tcp]
     if HAVE_OPENCV_HAND_EYE:
-        rot, trans = cv2.calibrateHandEye([t[:3, :3] for t in robot], [t[:3, 3] for t in robot],
-                                          [t[:3, :3] for t in t_cam_board], [t[:3, 3] for t in t_cam_board],
-                                          method=OPENCV_METHODS[method])
+        rot, trans = cv2.calibrateHandEye(
+            [t[:3, :3] for t in robot],
+            [t[:3, 3] for t in robot],
+            [t[:3, :3] for t in t_cam_board],
+            [t[:3, 3] for t in t_cam_board],
+            method=OPENCV_METHODS[method],
+        )
     else:
         pairs = _motion_pairs(robot, t_cam_board)
         if len(pairs) < 2:
@@ -272,9 +309,17 @@ def _linear_solve(mode: Mode, method: str, t_base_tcp: Sequence[np.ndarray],
     return x
 
 
-def _refine(mode: Mode, x: np.ndarray, board: np.ndarray, t_base_tcp: Sequence[np.ndarray],
-            detections: Sequence[Detection], spec: BoardSpec, k: np.ndarray, dist: np.ndarray,
-            iterations: int = 15) -> tuple[np.ndarray, np.ndarray]:
+def _refine(
+    mode: Mode,
+    x: np.ndarray,
+    board: np.ndarray,
+    t_base_tcp: Sequence[np.ndarray],
+    detections: Sequence[Detection],
+    spec: BoardSpec,
+    k: np.ndarray,
+    dist: np.ndarray,
+    iterations: int = 15,
+) -> tuple[np.ndarray, np.ndarray]:
     """Levenberg-Marquardt on (X, board) minimising all corners' reprojection error (forward-difference Jacobian)."""
 
     def residual(v: np.ndarray) -> np.ndarray:
@@ -310,9 +355,17 @@ def _refine(mode: Mode, x: np.ndarray, board: np.ndarray, t_base_tcp: Sequence[n
     return _from_vec(v[:6]), _from_vec(v[6:])
 
 
-def _solve_once(mode: Mode, method: str, t_base_tcp: Sequence[np.ndarray], t_cam_board: Sequence[np.ndarray],
-                detections: Sequence[Detection], spec: BoardSpec, k: np.ndarray, dist: np.ndarray,
-                refine: bool) -> tuple[np.ndarray, np.ndarray, float]:
+def _solve_once(
+    mode: Mode,
+    method: str,
+    t_base_tcp: Sequence[np.ndarray],
+    t_cam_board: Sequence[np.ndarray],
+    detections: Sequence[Detection],
+    spec: BoardSpec,
+    k: np.ndarray,
+    dist: np.ndarray,
+    refine: bool,
+) -> tuple[np.ndarray, np.ndarray, float]:
     x = _linear_solve(mode, method, t_base_tcp, t_cam_board)
     board = mean_transform(_board_estimates(mode, x, t_base_tcp, t_cam_board))
     if refine:
@@ -320,9 +373,17 @@ def _solve_once(mode: Mode, method: str, t_base_tcp: Sequence[np.ndarray], t_cam
     return x, board, _rms(_reprojection(mode, x, board, t_base_tcp, detections, spec, k, dist))
 
 
-def solve_hand_eye(mode: Mode, t_base_tcp: Sequence[np.ndarray], detections: Sequence[Detection], spec: BoardSpec,
-                   camera_matrix: np.ndarray, distortion: np.ndarray, method: str = "auto",
-                   refine: bool = True, uncertainty: bool = True) -> HandEyeResult:
+def solve_hand_eye(
+    mode: Mode,
+    t_base_tcp: Sequence[np.ndarray],
+    detections: Sequence[Detection],
+    spec: BoardSpec,
+    camera_matrix: np.ndarray,
+    distortion: np.ndarray,
+    method: str = "auto",
+    refine: bool = True,
+    uncertainty: bool = True,
+) -> HandEyeResult:
     """Hand-eye calibration from robot poses and board detections (one per pose); see the module docstring."""
     if len(t_base_tcp) != len(detections):
         raise CalibrationError(f"{len(t_base_tcp)} robot poses but {len(detections)} board detections")
@@ -361,8 +422,17 @@ def solve_hand_eye(mode: Mode, t_base_tcp: Sequence[np.ndarray], detections: Seq
         for i in range(n):
             keep = [j for j in range(n) if j != i]
             try:
-                xi, _, _ = _solve_once(mode, best, [t_base_tcp[j] for j in keep], [t_cam_board[j] for j in keep],
-                                       [detections[j] for j in keep], spec, k, dist, refine)
+                xi, _, _ = _solve_once(
+                    mode,
+                    best,
+                    [t_base_tcp[j] for j in keep],
+                    [t_cam_board[j] for j in keep],
+                    [detections[j] for j in keep],
+                    spec,
+                    k,
+                    dist,
+                    refine,
+                )
             except (cv2.error, CalibrationError, np.linalg.LinAlgError):
                 continue
             loo.append(xi)
@@ -374,5 +444,17 @@ def solve_hand_eye(mode: Mode, t_base_tcp: Sequence[np.ndarray], detections: Seq
             std_rot = float(np.sqrt(scale * np.sum(d[:, 1] ** 2)))
 
     report = {name: {"reprojection_rms_px": float(v["reprojection_rms_px"])} for name, v in comparison.items()}
-    return HandEyeResult(mode, x, board, best, _rms(errors), per_pose, [c[0] for c in consistency],
-                         [c[1] for c in consistency], outliers, std_pos, std_rot, report)
+    return HandEyeResult(
+        mode,
+        x,
+        board,
+        best,
+        _rms(errors),
+        per_pose,
+        [c[0] for c in consistency],
+        [c[1] for c in consistency],
+        outliers,
+        std_pos,
+        std_rot,
+        report,
+    )

@@ -34,7 +34,7 @@ Action = Literal["move", "gripper", "intervene", "keep", "discard", "estop"]
 class KeyBinding:
     action: Action
     description: str
-    axis: int = -1      # move: 0..2 translation along base x, y, z; 3..5 rotation about base x, y, z
+    axis: int = -1  # move: 0..2 translation along base x, y, z; 3..5 rotation about base x, y, z
     sign: float = 0.0
 
 

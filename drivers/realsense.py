@@ -33,20 +33,25 @@ from inril_robot.hardware import Camera, CameraIntrinsics, Frame, StaleFrameErro
 
 log = logging.getLogger(__name__)
 
-STALL_S = 1.0               # no frame for this long: the camera is re-opened
-RECONNECT_BACKOFF_S = 0.5   # between failed re-open attempts
-START_TIMEOUT_S = 10.0      # start() waits this long for the first frame after warm-up
-WAIT_MS = 100               # one wait for a frameset; keeps the thread responsive to stop()
-FIX_DEVICE = ("connect the camera to a USB 3 port, check `rs-enumerate-devices` lists it, and install the "
-              "librealsense udev rules (docs/hardware.md)")
+STALL_S = 1.0  # no frame for this long: the camera is re-opened
+RECONNECT_BACKOFF_S = 0.5  # between failed re-open attempts
+START_TIMEOUT_S = 10.0  # start() waits this long for the first frame after warm-up
+WAIT_MS = 100  # one wait for a frameset; keeps the thread responsive to stop()
+FIX_DEVICE = (
+    "connect the camera to a USB 3 port, check `rs-enumerate-devices` lists it, and install the "
+    "librealsense udev rules (docs/hardware.md)"
+)
 
 
 def import_rs() -> Any:
     try:
         import pyrealsense2 as rs
     except ImportError as e:
-        raise ImportError(f"the RealSense driver needs pyrealsense2 ({e}): pip install 'inril-robot[camera]' "
-                          "(and apt-get install libusb-1.0-0)", name="pyrealsense2") from e
+        raise ImportError(
+            f"the RealSense driver needs pyrealsense2 ({e}): pip install 'inril-robot[camera]' "
+            "(and apt-get install libusb-1.0-0)",
+            name="pyrealsense2",
+        ) from e
     return rs
 
 
@@ -54,9 +59,9 @@ def import_rs() -> Any:
 class RealSenseFrame(Frame):
     """A `Frame` (timestamp: the device's hardware timestamp [s]) plus depth and when the host received it."""
 
-    depth: np.ndarray | None = None      # (H, W) float32 metres, aligned to the colour image; None without depth
-    received: float = 0.0                # host monotonic clock [s]
-    timestamp_domain: str = ""           # "global_time" (host-synchronised), "hardware_clock", "system_time"
+    depth: np.ndarray | None = None  # (H, W) float32 metres, aligned to the colour image; None without depth
+    received: float = 0.0  # host monotonic clock [s]
+    timestamp_domain: str = ""  # "global_time" (host-synchronised), "hardware_clock", "system_time"
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,7 @@ class PipelineSource:
 
     context: Any = None
     file: Path | None = None
-    real_time: bool = True              # playback at the recorded rate (False: as fast as it is read)
+    real_time: bool = True  # playback at the recorded rate (False: as fast as it is read)
     _pipeline: Any = field(default=None, init=False, repr=False)
 
     def open(self, cfg: CameraConfig) -> tuple[Any, DeviceInfo]:
@@ -124,9 +129,11 @@ class PipelineSource:
             profile = pipeline.start(config)
         except RuntimeError as e:
             what = f"recording {self.file}" if self.file else f"serial {cfg.serial or '(only device)'}"
-            raise RuntimeError(f"camera {cfg.name!r} ({what}) cannot stream {cfg.width}x{cfg.height} RGB8 at "
-                               f"{cfg.fps} fps{' with depth' if cfg.depth else ''} ({e}): pick a mode the device "
-                               "lists in `rs-enumerate-devices`, or " + FIX_DEVICE) from e
+            raise RuntimeError(
+                f"camera {cfg.name!r} ({what}) cannot stream {cfg.width}x{cfg.height} RGB8 at "
+                f"{cfg.fps} fps{' with depth' if cfg.depth else ''} ({e}): pick a mode the device "
+                "lists in `rs-enumerate-devices`, or " + FIX_DEVICE
+            ) from e
         device = profile.get_device()
         if self.file is not None:
             device.as_playback().set_real_time(self.real_time)
@@ -138,15 +145,19 @@ class PipelineSource:
         serials = [d.serial for d in found]
         if cfg.serial is not None:
             if cfg.serial not in serials:
-                raise RuntimeError(f"camera {cfg.name!r}: no RealSense with serial {cfg.serial!r}; connected: "
-                                   f"{serials or 'none'}. Fix cameras.{cfg.name}.serial, or " + FIX_DEVICE)
+                raise RuntimeError(
+                    f"camera {cfg.name!r}: no RealSense with serial {cfg.serial!r}; connected: "
+                    f"{serials or 'none'}. Fix cameras.{cfg.name}.serial, or " + FIX_DEVICE
+                )
             return cfg.serial
         if len(serials) == 1:
             return serials[0]
         if not serials:
             raise RuntimeError(f"camera {cfg.name!r}: no RealSense connected: " + FIX_DEVICE)
-        raise RuntimeError(f"camera {cfg.name!r}: {len(serials)} RealSense cameras connected ({serials}): "
-                           f"choose one with --set cameras.{cfg.name}.serial=SERIAL")
+        raise RuntimeError(
+            f"camera {cfg.name!r}: {len(serials)} RealSense cameras connected ({serials}): "
+            f"choose one with --set cameras.{cfg.name}.serial=SERIAL"
+        )
 
     def wait(self, timeout_ms: int) -> Any | None:
         ok, frames = self._pipeline.try_wait_for_frames(timeout_ms)
@@ -175,13 +186,20 @@ class SensorSource:
         self._syncer = rs.syncer(4)
         color = None
         for stream, fmt in wanted:
-            match = [(s, p) for s in self.device.query_sensors() for p in s.get_stream_profiles()
-                     if p.stream_type() == stream and p.format() == fmt and p.fps() == cfg.fps
-                     and p.as_video_stream_profile().width() == cfg.width
-                     and p.as_video_stream_profile().height() == cfg.height]
+            match = [
+                (s, p)
+                for s in self.device.query_sensors()
+                for p in s.get_stream_profiles()
+                if p.stream_type() == stream
+                and p.format() == fmt
+                and p.fps() == cfg.fps
+                and p.as_video_stream_profile().width() == cfg.width
+                and p.as_video_stream_profile().height() == cfg.height
+            ]
             if not match:
-                raise RuntimeError(f"camera {cfg.name!r}: the device has no {stream} {fmt} {cfg.width}x{cfg.height} "
-                                   f"at {cfg.fps} fps")
+                raise RuntimeError(
+                    f"camera {cfg.name!r}: the device has no {stream} {fmt} {cfg.width}x{cfg.height} at {cfg.fps} fps"
+                )
             sensor, profile = match[0]
             sensor.open(profile)
             sensor.start(self._syncer)
@@ -235,8 +253,10 @@ class RealSenseCamera(Camera):
         if not self._first.wait(START_TIMEOUT_S):
             detail = f" (last error: {self._error})" if self._error else ""
             self.stop()
-            raise RuntimeError(f"camera {self.name!r} delivered no frame within {START_TIMEOUT_S:.0f} s after "
-                               f"{self.cfg.warmup_frames} warm-up frames{detail}: " + FIX_DEVICE)
+            raise RuntimeError(
+                f"camera {self.name!r} delivered no frame within {START_TIMEOUT_S:.0f} s after "
+                f"{self.cfg.warmup_frames} warm-up frames{detail}: " + FIX_DEVICE
+            )
 
     def stop(self) -> None:
         self._stop.set()
@@ -252,10 +272,12 @@ class RealSenseCamera(Camera):
             raise StaleFrameError(f"camera {self.name!r} has delivered no frame yet: call start()")
         age = time.monotonic() - frame.received
         if age > max_age_s:
-            raise StaleFrameError(f"camera {self.name!r}: newest frame #{frame.frame_number} is {age * 1e3:.0f} ms "
-                                  f"old (> {max_age_s * 1e3:.0f} ms); {self.reconnects} reconnect(s) so far"
-                                  + (f", last error: {self._error}" if self._error else "")
-                                  + ". Check the USB cable and that nothing else holds the camera")
+            raise StaleFrameError(
+                f"camera {self.name!r}: newest frame #{frame.frame_number} is {age * 1e3:.0f} ms "
+                f"old (> {max_age_s * 1e3:.0f} ms); {self.reconnects} reconnect(s) so far"
+                + (f", last error: {self._error}" if self._error else "")
+                + ". Check the USB cable and that nothing else holds the camera"
+            )
         return frame
 
     @property

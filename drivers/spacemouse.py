@@ -22,8 +22,8 @@ FIX = (
     'access with /etc/udev/rules.d/99-spacemouse.rules: KERNEL=="hidraw*", ATTRS{idVendor}=="256f", MODE="0666" '
     "(then udevadm control --reload-rules && udevadm trigger, and replug)"
 )
-STALE_AFTER_S = 0.2   # no HID report for this long: zero motion (the device streams reports while deflected)
-LONG_PRESS_S = 1.0    # a single button held this long: keep (left) / discard (right)
+STALE_AFTER_S = 0.2  # no HID report for this long: zero motion (the device streams reports while deflected)
+LONG_PRESS_S = 1.0  # a single button held this long: keep (left) / discard (right)
 POLL_S = 0.002
 MAX_REPORTS_PER_POLL = 32
 
@@ -32,11 +32,13 @@ MAX_REPORTS_PER_POLL = 32
 # there, right is base +y, away is base -x and up is base +z: pushing the cap towards the robot moves the gripper
 # towards the robot base, pushing it right moves the gripper to the operator's right, twisting it counter-clockwise
 # (seen from above) turns the gripper counter-clockwise. Rotation vectors transform with the same matrix.
-BASE_FROM_DEVICE = np.array([
-    [0.0, -1.0, 0.0],
-    [1.0, 0.0, 0.0],
-    [0.0, 0.0, 1.0],
-])
+BASE_FROM_DEVICE = np.array(
+    [
+        [0.0, -1.0, 0.0],
+        [1.0, 0.0, 0.0],
+        [0.0, 0.0, 1.0],
+    ]
+)
 
 
 def _one_line(error: BaseException) -> str:

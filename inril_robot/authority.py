@@ -39,8 +39,13 @@ TRANSITIONS: dict[tuple[State, str], State] = {
     **{(s, "estop"): "stopped" for s in STATES},
 }
 # paused and stopped execute nothing, so no one is in control of the step
-CONTROL: dict[State, Control] = {"policy": "policy", "human": "human", "reset": "reset", "paused": "none",
-                                 "stopped": "none"}
+CONTROL: dict[State, Control] = {
+    "policy": "policy",
+    "human": "human",
+    "reset": "reset",
+    "paused": "none",
+    "stopped": "none",
+}
 
 
 class AuthorityError(RuntimeError):
@@ -49,8 +54,8 @@ class AuthorityError(RuntimeError):
 
 @dataclass(frozen=True)
 class Transition:
-    time: float          # seconds, the authority's clock (wall clock by default)
-    step: int            # control step of the episode when it happened
+    time: float  # seconds, the authority's clock (wall clock by default)
+    step: int  # control step of the episode when it happened
     from_state: State
     to_state: State
     event: str
@@ -129,5 +134,11 @@ class Authority:
         self.transitions.append(transition)
         self.state = target
         log = logger.warning if event == "estop" else logger.info
-        log("control %s -> %s (%s) at step %d%s", transition.from_state, target, event, self.step,
-            f": {reason}" if reason else "")
+        log(
+            "control %s -> %s (%s) at step %d%s",
+            transition.from_state,
+            target,
+            event,
+            self.step,
+            f": {reason}" if reason else "",
+        )

@@ -44,9 +44,14 @@ from inril_robot.progress import make_progress
 from sim2real.cli import bench_sim2sim_cmd, sim_pretrain_cmd
 
 # rich_markup_mode=None: help text is printed as written, so units such as "[mm]" and "[s]" are not eaten as markup
-app = typer.Typer(help="Deploy and fine-tune Franka policies with IN-RIL, in simulation and on the robot.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None,
-                  cls=InrilGroup)  # InrilGroup: one handler turns any InrilError into a one-line error, exit 2
+app = typer.Typer(
+    help="Deploy and fine-tune Franka policies with IN-RIL, in simulation and on the robot.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode=None,
+    cls=InrilGroup,
+)  # InrilGroup: one handler turns any InrilError into a one-line error, exit 2
 sim_app = typer.Typer(help="Run policies in the simulated Franka world.", no_args_is_help=True)
 bench_app = typer.Typer(help="Measured performance, with baselines measured in the same run.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect presets and resolved configurations.", no_args_is_help=True)
@@ -91,13 +96,21 @@ def doctor(
     met = [check_met(c, required) for c in checks]
     missed = [c for c, m in zip(checks, met, strict=True) if not m]
     if json_out:
-        emit_json({"checks": [{**c.to_dict(), "met": m} for c, m in zip(checks, met, strict=True)],
-                   "required_areas": sorted(required), "ok": not missed})
+        emit_json(
+            {
+                "checks": [{**c.to_dict(), "met": m} for c, m in zip(checks, met, strict=True)],
+                "required_areas": sorted(required),
+                "ok": not missed,
+            }
+        )
     else:
         Console().print(render_table(checks, met))
     if missed:
-        err.print(f"[bold red]{len(missed)} check(s) missed:[/] "
-                  + escape("; ".join(f"{c.area}/{c.item}: {c.status}" for c in missed)), highlight=False)
+        err.print(
+            f"[bold red]{len(missed)} check(s) missed:[/] "
+            + escape("; ".join(f"{c.area}/{c.item}: {c.status}" for c in missed)),
+            highlight=False,
+        )
         if not report_only:
             raise typer.Exit(1)
     else:
@@ -159,11 +172,20 @@ def quickstart(
                 progress.update(bars[arm], completed=event["env_steps"], status=f"eval {event['eval_success']:.0%}")
 
         try:
-            result = run_quickstart(out, task=task, demos=demos, demo_noise=demo_noise, steps=steps,
-                                    env_steps=env_steps, eval_episodes=episodes, heldout_episodes=heldout_episodes,
-                                    seed=seed, overrides=list(set_ or []),
-                                    on_stage=lambda text: err.print(f"[bold cyan]quickstart[/] {escape(text)}"),
-                                    on_progress=on_progress)
+            result = run_quickstart(
+                out,
+                task=task,
+                demos=demos,
+                demo_noise=demo_noise,
+                steps=steps,
+                env_steps=env_steps,
+                eval_episodes=episodes,
+                heldout_episodes=heldout_episodes,
+                seed=seed,
+                overrides=list(set_ or []),
+                on_stage=lambda text: err.print(f"[bold cyan]quickstart[/] {escape(text)}"),
+                on_progress=on_progress,
+            )
         except ConfigError as e:
             fail(str(e))
             return
@@ -171,22 +193,37 @@ def quickstart(
     if json_out:
         emit_json(payload)
         return
-    table = Table(title=f"quickstart · {task} · {result.demos} noisy demos · {env_steps:,} fine-tuning env steps · "
-                        f"seed {seed}")
-    for column in ("run", f"pre-trained (held-out, {heldout_episodes})", f"after (held-out, {heldout_episodes})",
-                   "moved", "in-run start -> end", "wall"):
+    table = Table(
+        title=f"quickstart · {task} · {result.demos} noisy demos · {env_steps:,} fine-tuning env steps · seed {seed}"
+    )
+    for column in (
+        "run",
+        f"pre-trained (held-out, {heldout_episodes})",
+        f"after (held-out, {heldout_episodes})",
+        "moved",
+        "in-run start -> end",
+        "wall",
+    ):
         table.add_column(column)
     for arm, row in result.results.items():
         moved = f"{row['moved'] * 100:+.0f} points"
         if row["below_start"]:
             moved = f"[bold red]{moved} BELOW ITS START[/]"
-        table.add_row(arm, _rate_text(row["heldout_pretrained"]), _rate_text(row["heldout_final"]), moved,
-                      f"{_rate_text(row['pretrained'])} -> {_rate_text(row['final'])}", f"{row['wall_s']:.0f} s")
+        table.add_row(
+            arm,
+            _rate_text(row["heldout_pretrained"]),
+            _rate_text(row["heldout_final"]),
+            moved,
+            f"{_rate_text(row['pretrained'])} -> {_rate_text(row['final'])}",
+            f"{row['wall_s']:.0f} s",
+        )
     Console().print(table)
     below = [arm for arm, row in result.results.items() if row["below_start"]]
     if below:
-        err.print(f"[bold red]warning[/]: {', '.join(below)} ended below the pre-trained policy on the held-out "
-                  "episodes: fine-tuning made it worse.")
+        err.print(
+            f"[bold red]warning[/]: {', '.join(below)} ended below the pre-trained policy on the held-out "
+            "episodes: fine-tuning made it worse."
+        )
     files = Table(show_header=False, title="files")
     files.add_column()
     files.add_column(overflow="fold")
@@ -194,8 +231,10 @@ def quickstart(
         files.add_row(name, path)
     files.add_row("time", ", ".join(f"{k} {v:.0f} s" for k, v in result.stage_seconds.items()))
     Console().print(files)
-    err.print("next: open learning_curves.png; `inril-robot eval --checkpoint <checkpoint> --video eval.mp4` to watch "
-              "a policy; `inril-robot bench sample-efficiency` for the seeded comparison of every IN-RIL variant.")
+    err.print(
+        "next: open learning_curves.png; `inril-robot eval --checkpoint <checkpoint> --video eval.mp4` to watch "
+        "a policy; `inril-robot bench sample-efficiency` for the seeded comparison of every IN-RIL variant."
+    )
 
 
 @sim_app.command("run")
@@ -205,8 +244,14 @@ def sim_run(
     episodes: Annotated[int, typer.Option(min=1, help="Number of episodes.")] = 20,
     render: Annotated[Path | None, typer.Option(help="Write an MP4 of the first episodes here.")] = None,
     video_episodes: Annotated[int, typer.Option(min=1, help="Episodes recorded into --render.")] = 3,
-    video_size: Annotated[int, typer.Option(min=32, max=2160, help="--render frame height [px]; without "
-                                            "--cameras the video camera renders at this size.")] = 256,
+    video_size: Annotated[
+        int,
+        typer.Option(
+            min=32,
+            max=2160,
+            help="--render frame height [px]; without --cameras the video camera renders at this size.",
+        ),
+    ] = 256,
     cameras: CamerasOpt = None,
     seed: SeedOpt = None,
     config: ConfigOpt = None,
@@ -232,9 +277,18 @@ def sim_run(
         fail(str(e))
         return
     with env:
-        summary = rollout_with_progress(env, scripted_policy, episodes, seed=cfg.seed, video=render,
-                                        video_episodes=video_episodes, label=f"{cfg.task.name} · {policy}",
-                                        transient=json_out, policy_name=policy, video_height=video_size)
+        summary = rollout_with_progress(
+            env,
+            scripted_policy,
+            episodes,
+            seed=cfg.seed,
+            video=render,
+            video_episodes=video_episodes,
+            label=f"{cfg.task.name} · {policy}",
+            transient=json_out,
+            policy_name=policy,
+            video_height=video_size,
+        )
     result = summary.to_dict()
     if json_out:
         emit_json(result)
@@ -261,13 +315,24 @@ def collect(
     cameras: CamerasOpt = None,
     notes: Annotated[str, typer.Option(help="Operator notes stored with every episode.")] = "",
     execute: Annotated[bool, typer.Option(help="Let a real robot move (default: shadow mode, the arm holds).")] = False,
-    view: Annotated[bool | None, typer.Option("--view/--no-view", help="Show the operator the scene, cameras, "
-                                              "EE/object positions and the keep/discard prompt on a local web page "
-                                              "(default: on for a human teleop).")] = None,
-    view_port: Annotated[int, typer.Option(min=0, max=65535, help="Port of the view page on 127.0.0.1 (0: any "
-                                           "free one; forward it over SSH).")] = 8765,
-    view_png: Annotated[Path | None, typer.Option("--view-png", help="Also rewrite this PNG with the view every "
-                                                  "step.")] = None,
+    view: Annotated[
+        bool | None,
+        typer.Option(
+            "--view/--no-view",
+            help="Show the operator the scene, cameras, "
+            "EE/object positions and the keep/discard prompt on a local web page "
+            "(default: on for a human teleop).",
+        ),
+    ] = None,
+    view_port: Annotated[
+        int,
+        typer.Option(
+            min=0, max=65535, help="Port of the view page on 127.0.0.1 (0: any free one; forward it over SSH)."
+        ),
+    ] = 8765,
+    view_png: Annotated[
+        Path | None, typer.Option("--view-png", help="Also rewrite this PNG with the view every step.")
+    ] = None,
     seed: SeedOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -288,8 +353,10 @@ def collect(
         import drivers.sim  # noqa: F401 - selects the GL backend before mujoco loads
     cfg = resolve(robot, task, cameras, config, [f"teleop.kind={teleop}", *(set_ or [])], seed)
     if cfg.robot.kind != "sim" and not execute:
-        err.print("[yellow]without --execute: shadow mode, the arm holds; episodes are marked shadow and no learner "
-                  "uses them[/]")
+        err.print(
+            "[yellow]without --execute: shadow mode, the arm holds; episodes are marked shadow and no learner "
+            "uses them[/]"
+        )
     if teleop == "scripted" and cfg.robot.kind != "sim":
         fail("the scripted expert needs the simulator's object poses: use --robot sim, or a human teleop")
 
@@ -320,8 +387,16 @@ def collect(
 
     try:
         with env, live_table as display:
-            result = run_collect(cfg, out, episodes, env, source, notes=notes, on_update=on_update,
-                                 say=lambda text: err.print(f"[bold yellow]{escape(text)}[/]"))
+            result = run_collect(
+                cfg,
+                out,
+                episodes,
+                env,
+                source,
+                notes=notes,
+                on_update=on_update,
+                say=lambda text: err.print(f"[bold yellow]{escape(text)}[/]"),
+            )
     except (DatasetError, ContractMismatch, RobotFault) as e:
         fail(str(e))
         return
@@ -378,16 +453,27 @@ class CollectDisplay:
             when, episode = self._printed
             if episode != status.episode_index or time.monotonic() - when >= self._period:
                 self._printed = (time.monotonic(), status.episode_index)
-                err.print(f"{time.strftime('%H:%M:%S')} collect episode {status.episode_index} step {status.step} · "
-                          f"{status.hz:.1f} Hz · kept {status.kept}/{status.target} · discarded {status.discarded} · "
-                          f"safety events {status.safety_events} · {status.last}", markup=False, highlight=False,
-                          soft_wrap=True)
+                err.print(
+                    f"{time.strftime('%H:%M:%S')} collect episode {status.episode_index} step {status.step} · "
+                    f"{status.hz:.1f} Hz · kept {status.kept}/{status.target} · discarded {status.discarded} · "
+                    f"safety events {status.safety_events} · {status.last}",
+                    markup=False,
+                    highlight=False,
+                    soft_wrap=True,
+                )
             return
         table = Table(show_header=True, box=None)
         for col in ("episode", "step", "Hz", "kept", "discarded", "safety events", "last"):
             table.add_column(col)
-        table.add_row(str(status.episode_index), str(status.step), f"{status.hz:.1f}",
-                      f"{status.kept}/{status.target}", str(status.discarded), str(status.safety_events), status.last)
+        table.add_row(
+            str(status.episode_index),
+            str(status.step),
+            f"{status.hz:.1f}",
+            f"{status.kept}/{status.target}",
+            str(status.discarded),
+            str(status.safety_events),
+            status.last,
+        )
         self._live.update(table)
 
 
@@ -467,9 +553,11 @@ def dataset_info(
     if verify:
         corrupt = _verify_with_progress(ds, json_out)
         if corrupt:
-            fail(f"{path}: corrupt episode{'s' if len(corrupt) > 1 else ''} "
-                 + "; ".join(f"{i}: {p[0]}" for i, p in corrupt.items())
-                 + " (`inril-robot dataset verify` lists every problem)")
+            fail(
+                f"{path}: corrupt episode{'s' if len(corrupt) > 1 else ''} "
+                + "; ".join(f"{i}: {p[0]}" for i, p in corrupt.items())
+                + " (`inril-robot dataset verify` lists every problem)"
+            )
     summary = ds.summary()
     if json_out:
         emit_json({**summary, "verified": verify})
@@ -492,9 +580,14 @@ def dataset_verify(path: DatasetArg, json_out: JsonOpt = False) -> None:
     ds = _open_dataset(path)
     started = time.perf_counter()
     corrupt = _verify_with_progress(ds, json_out)
-    payload = {"path": str(path), "episodes": len(ds), "steps": ds.num_steps, "corrupt": len(corrupt),
-               "problems": {str(i): p for i, p in corrupt.items()},
-               "seconds": round(time.perf_counter() - started, 3)}
+    payload = {
+        "path": str(path),
+        "episodes": len(ds),
+        "steps": ds.num_steps,
+        "corrupt": len(corrupt),
+        "problems": {str(i): p for i, p in corrupt.items()},
+        "seconds": round(time.perf_counter() - started, 3),
+    }
     if json_out:
         emit_json(payload)
     else:
@@ -579,8 +672,9 @@ def dataset_export(
     path: DatasetArg,
     out: Annotated[Path, typer.Option("--out", help="Folder of the exported dataset (new or empty).")],
     fmt: Annotated[str, typer.Option("--format", help="lerobot (LeRobotDataset v3.0: parquet + MP4).")] = "lerobot",
-    images: Annotated[str, typer.Option(help="video (H.264 MP4, LeRobot's default) or png (lossless, in the "
-                                        "parquet).")] = "video",
+    images: Annotated[
+        str, typer.Option(help="video (H.264 MP4, LeRobot's default) or png (lossless, in the parquet).")
+    ] = "video",
     json_out: JsonOpt = False,
 ) -> None:
     """Export the episode store to another tool's format (docs/data.md)."""
@@ -600,8 +694,10 @@ def dataset_export(
     if json_out:
         emit_json(report.to_dict())
     else:
-        err.print(f"wrote {out}: {report.episodes} episodes, {report.frames} frames, images {report.images}, "
-                  f"{report.bytes_written / 1e6:.1f} MB")
+        err.print(
+            f"wrote {out}: {report.episodes} episodes, {report.frames} frames, images {report.images}, "
+            f"{report.bytes_written / 1e6:.1f} MB"
+        )
 
 
 @dataset_app.command("import")
@@ -656,11 +752,17 @@ def safety_check_cmd(
         table = Table("limit", "events", "largest excursion", "where", title=f"safety-check {path} ({preset} limits)")
         for limit, count in sorted(report.event_counts.items()):
             worst = report.largest_excursion.get(limit, {})
-            table.add_row(limit, str(count), f"{worst.get('excess', float('nan')):.4g}",
-                          f"episode {worst.get('episode')} step {worst.get('step')}")
+            table.add_row(
+                limit,
+                str(count),
+                f"{worst.get('excess', float('nan')):.4g}",
+                f"episode {worst.get('episode')} step {worst.get('step')}",
+            )
         Console().print(table)
-        Console().print(f"{report.episodes} episodes, {report.steps} steps replayed; "
-                        f"{len(report.violations)} executed actions outside the current limits")
+        Console().print(
+            f"{report.episodes} episodes, {report.steps} steps replayed; "
+            f"{len(report.violations)} executed actions outside the current limits"
+        )
         for v in report.violations[:20]:
             Console().print(f"  [red]violation[/] episode {v['episode']} step {v['step']}: {escape(v['detail'])}")
     if not report.ok:
@@ -748,8 +850,9 @@ def pretrain(
         final = result.evals[-1]
         table.add_row("eval (final)", f"{_rate_text(final['success'])} · mean length {final['mean_length']:.1f}")
     if result.best:
-        table.add_row("best", f"{_rate_text(result.best['success'])} at step {result.best['step']} "
-                      f"({result.best_checkpoint})")
+        table.add_row(
+            "best", f"{_rate_text(result.best['success'])} at step {result.best['step']} ({result.best_checkpoint})"
+        )
     table.add_row("checkpoint", f"{result.last_checkpoint} ({result.weights} weights for eval)")
     table.add_row("wall time", f"{result.wall_s:.1f} s")
     for warning in result.warnings:
@@ -760,8 +863,9 @@ def pretrain(
 # ---------------------------------------------------------------------------------------------------- finetune
 def _il_every(value: str) -> str:
     if value != "auto" and not (value.isdigit() and int(value) >= 0):
-        raise typer.BadParameter(f"expected a number of RL steps per IL step (>= 0; 0 = RL only) or 'auto', "
-                                 f"got {value!r}")
+        raise typer.BadParameter(
+            f"expected a number of RL steps per IL step (>= 0; 0 = RL only) or 'auto', got {value!r}"
+        )
     return value
 
 
@@ -773,29 +877,47 @@ def finetune(
     robot: Annotated[str, typer.Option(help="sim (in-process); franka goes through the policy server.")] = "sim",
     task: Annotated[str | None, typer.Option(help="Task (default and only allowed: the checkpoint's).")] = None,
     algo: Annotated[str, typer.Option(help="ppo (Gaussian), dppo (diffusion) or residual-ppo (any).")] = "ppo",
-    il_every: Annotated[str, typer.Option("--il-every", callback=_il_every,
-                                          help="m: RL steps per IL step; 0 = RL only; auto.")] = "5",
+    il_every: Annotated[
+        str, typer.Option("--il-every", callback=_il_every, help="m: RL steps per IL step; 0 = RL only; auto.")
+    ] = "5",
     separation: Annotated[str, typer.Option(help="none, pcgrad, orthogonal or residual.")] = "pcgrad",
     env_steps: Annotated[int | None, typer.Option(min=1, help="Budget of executed control steps.")] = None,
     num_envs: Annotated[int | None, typer.Option(min=1, help="Parallel simulated envs (processes).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
-    server: Annotated[str | None, typer.Option("--server", help="Fine-tune through the policy server at "
-                                               "tcp://HOST:PORT (this process is the robot agent).")] = None,
-    bridge: Annotated[bool, typer.Option("--bridge", help="--robot sim: start a local policy server and run the "
-                                         "agent against it (franka always goes through a server).")] = False,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server", help="Fine-tune through the policy server at tcp://HOST:PORT (this process is the robot agent)."
+        ),
+    ] = None,
+    bridge: Annotated[
+        bool,
+        typer.Option(
+            "--bridge",
+            help="--robot sim: start a local policy server and run the "
+            "agent against it (franka always goes through a server).",
+        ),
+    ] = False,
     robot_id: Annotated[str, typer.Option("--robot-id", help="This robot's name on the server.")] = "robot0",
-    speed: Annotated[float, typer.Option(min=0.0, help="Bridge: control-rate multiplier; 0 = as fast as the "
-                                         "simulation runs (sim only).")] = 1.0,
+    speed: Annotated[
+        float,
+        typer.Option(min=0.0, help="Bridge: control-rate multiplier; 0 = as fast as the simulation runs (sim only)."),
+    ] = 1.0,
     episodes: Annotated[int | None, typer.Option(min=1, help="Bridge: stop after this many episodes.")] = None,
-    teleop: Annotated[str | None, typer.Option(help="Bridge: operator device for interventions, reset prompts "
-                                               "and success keys (keyboard, spacemouse; franka default keyboard).")
-                      ] = None,
-    execute: Annotated[bool, typer.Option(help="franka: let the arm move (otherwise shadow mode: it holds).")
-                       ] = False,
-    client_key: Annotated[Path | None, typer.Option("--client-key", help="This robot's CURVE secret key "
-                                                    "(keys DIR/NAME.key_secret).")] = None,
-    server_key: Annotated[Path | None, typer.Option("--server-key", help="The server's CURVE public key "
-                                                    "(keys DIR/server.key).")] = None,
+    teleop: Annotated[
+        str | None,
+        typer.Option(
+            help="Bridge: operator device for interventions, reset prompts "
+            "and success keys (keyboard, spacemouse; franka default keyboard)."
+        ),
+    ] = None,
+    execute: Annotated[bool, typer.Option(help="franka: let the arm move (otherwise shadow mode: it holds).")] = False,
+    client_key: Annotated[
+        Path | None, typer.Option("--client-key", help="This robot's CURVE secret key (keys DIR/NAME.key_secret).")
+    ] = None,
+    server_key: Annotated[
+        Path | None, typer.Option("--server-key", help="The server's CURVE public key (keys DIR/server.key).")
+    ] = None,
     cameras: CamerasOpt = None,
     seed: SeedOpt = None,
     config: ConfigOpt = None,
@@ -816,25 +938,46 @@ def finetune(
 
     stored_cfg = read_checkpoint(checkpoint)["run_config"]
     if task is not None and task != stored_cfg["task"]["name"]:
-        fail(f"contract mismatch on task.name (checkpoint {checkpoint}): expected {stored_cfg['task']['name']!r}, "
-             f"got {task!r}")
-    options = [f"finetune.algo={algo}", f"finetune.inril.il_every={il_every}",
-               f"finetune.inril.separation={separation}",
-               *([f"finetune.env_steps={env_steps}"] if env_steps else []),
-               *([f"finetune.num_envs={num_envs}"] if num_envs else [])]
+        fail(
+            f"contract mismatch on task.name (checkpoint {checkpoint}): expected {stored_cfg['task']['name']!r}, "
+            f"got {task!r}"
+        )
+    options = [
+        f"finetune.algo={algo}",
+        f"finetune.inril.il_every={il_every}",
+        f"finetune.inril.separation={separation}",
+        *([f"finetune.env_steps={env_steps}"] if env_steps else []),
+        *([f"finetune.num_envs={num_envs}"] if num_envs else []),
+    ]
     if robot not in ("sim", "franka"):
         fail(f"--robot {robot!r}: expected sim or franka")
     cfg = _eval_config(robot, stored_cfg, cameras, config, [*(set_ or []), *options], seed)
     if server is not None or bridge or robot != "sim":
         from inril_robot.bridge.commands import BridgeRun, finetune_through_bridge
 
-        run = BridgeRun(checkpoint=checkpoint, out=out, demos=demos, server=server, robot_id=robot_id, speed=speed,
-                        episodes=episodes, teleop=teleop, execute=execute, client_key=client_key,
-                        server_key=server_key, resume=resume, server_args=[
-                            "--checkpoint", str(checkpoint), *(["--demos", str(demos)] if demos else []),
-                            *(["--resume"] if resume else []), *(["--config", str(config)] if config else []),
-                            *(["--seed", str(seed)] if seed is not None else []),
-                            *[a for o in [*(set_ or []), *options] for a in ("--set", o)]])
+        run = BridgeRun(
+            checkpoint=checkpoint,
+            out=out,
+            demos=demos,
+            server=server,
+            robot_id=robot_id,
+            speed=speed,
+            episodes=episodes,
+            teleop=teleop,
+            execute=execute,
+            client_key=client_key,
+            server_key=server_key,
+            resume=resume,
+            server_args=[
+                "--checkpoint",
+                str(checkpoint),
+                *(["--demos", str(demos)] if demos else []),
+                *(["--resume"] if resume else []),
+                *(["--config", str(config)] if config else []),
+                *(["--seed", str(seed)] if seed is not None else []),
+                *[a for o in [*(set_ or []), *options] for a in ("--set", o)],
+            ],
+        )
         try:
             payload = finetune_through_bridge(cfg, run, err, json_out)
         except (ValueError, RuntimeError, OSError) as e:
@@ -863,8 +1006,10 @@ def finetune(
                 guard = event.get("guard") or {}
                 alpha = f" · guard α={guard['alpha']:.2f}" if guard and guard.get("alpha", 1.0) < 1.0 else ""
                 cos = f" · cos {event['rl_cos_ref']:+.2f}" if event.get("rl_cos_ref") is not None else ""
-                last["status"] = (f"it {event['step']} · train {event['train_success']:.0%} · m {event.get('m')}"
-                                  f"{cos} · {event['env_steps_per_s']:.0f} steps/s{alpha} · ")
+                last["status"] = (
+                    f"it {event['step']} · train {event['train_success']:.0%} · m {event.get('m')}"
+                    f"{cos} · {event['env_steps_per_s']:.0f} steps/s{alpha} · "
+                )
                 progress.update(bar, completed=event["env_steps"])
             progress.update(bar, status=last["status"] + last["eval"])
 
@@ -900,24 +1045,39 @@ def finetune(
 def serve(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="The pre-trained checkpoint (.pt) to serve.")],
     demos: Annotated[Path | None, typer.Option("--demos", help="Demonstrations for the IL steps.")] = None,
-    bind: Annotated[str, typer.Option(help="ZMQ endpoint; anything but loopback/ipc needs --keys.")
-                    ] = "tcp://127.0.0.1:5555",
-    out: Annotated[Path, typer.Option("--out", help="Run folder (last.pt, last.train.pt, metrics.csv).")
-                   ] = Path("runs/serve"),
+    bind: Annotated[
+        str, typer.Option(help="ZMQ endpoint; anything but loopback/ipc needs --keys.")
+    ] = "tcp://127.0.0.1:5555",
+    out: Annotated[Path, typer.Option("--out", help="Run folder (last.pt, last.train.pt, metrics.csv).")] = Path(
+        "runs/serve"
+    ),
     resume: Annotated[bool, typer.Option(help="Continue the learner state in --out.")] = False,
-    async_learner: Annotated[bool, typer.Option("--async-learner", help="Learn in a separate process, swapping "
-                                                "versioned weights in (default: between episodes).")] = False,
+    async_learner: Annotated[
+        bool,
+        typer.Option(
+            "--async-learner",
+            help="Learn in a separate process, swapping versioned weights in (default: between episodes).",
+        ),
+    ] = False,
     no_learn: Annotated[bool, typer.Option("--no-learn", help="Inference only, deterministic actions.")] = False,
-    keys: Annotated[Path | None, typer.Option("--keys", help="CurveZMQ key folder (`inril-robot keys generate`).")
-                    ] = None,
+    keys: Annotated[
+        Path | None, typer.Option("--keys", help="CurveZMQ key folder (`inril-robot keys generate`).")
+    ] = None,
     algo: Annotated[str, typer.Option(help="ppo (Gaussian), dppo (diffusion) or residual-ppo (any).")] = "ppo",
-    il_every: Annotated[str, typer.Option("--il-every", callback=_il_every,
-                                          help="m: RL steps per IL step; 0 = RL only; auto.")] = "5",
+    il_every: Annotated[
+        str, typer.Option("--il-every", callback=_il_every, help="m: RL steps per IL step; 0 = RL only; auto.")
+    ] = "5",
     separation: Annotated[str, typer.Option(help="none, pcgrad, orthogonal or residual.")] = "pcgrad",
     robot_timeout: Annotated[float, typer.Option(min=0.1, help="Drop a robot silent this long [s].")] = 5.0,
-    episode_deadline: Annotated[float, typer.Option(min=0.1, help="Sync learner: seconds to wait for robots "
-                                                    "mid-episode once an update is due, then leave their episodes "
-                                                    "out.")] = 60.0,
+    episode_deadline: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            help="Sync learner: seconds to wait for robots "
+            "mid-episode once an update is due, then leave their episodes "
+            "out.",
+        ),
+    ] = 60.0,
     endpoint_file: Annotated[Path | None, typer.Option(hidden=True)] = None,
     seed: SeedOpt = None,
     config: ConfigOpt = None,
@@ -929,14 +1089,29 @@ def serve(
     from inril_robot.policies.checkpoint import read_checkpoint
 
     stored_cfg = read_checkpoint(checkpoint)["run_config"]
-    options = [f"finetune.algo={algo}", f"finetune.inril.il_every={il_every}",
-               f"finetune.inril.separation={separation}"]
+    options = [
+        f"finetune.algo={algo}",
+        f"finetune.inril.il_every={il_every}",
+        f"finetune.inril.separation={separation}",
+    ]
     cfg = _eval_config("sim", stored_cfg, None, config, [*(set_ or []), *options], seed)
     mode = "off" if no_learn else ("async" if async_learner else "sync")
     try:
-        payload = serve_command(cfg, checkpoint, demos, out, bind=bind, keys=keys, mode=mode, resume=resume,
-                                robot_timeout_s=robot_timeout, endpoint_file=endpoint_file, console=err,
-                                live=not json_out, episode_deadline_s=episode_deadline)
+        payload = serve_command(
+            cfg,
+            checkpoint,
+            demos,
+            out,
+            bind=bind,
+            keys=keys,
+            mode=mode,
+            resume=resume,
+            robot_timeout_s=robot_timeout,
+            endpoint_file=endpoint_file,
+            console=err,
+            live=not json_out,
+            episode_deadline_s=episode_deadline,
+        )
     except (ValueError, RuntimeError, OSError) as e:
         fail(str(e))
         return
@@ -947,8 +1122,9 @@ def serve(
 @keys_app.command("generate")
 def keys_generate(
     folder: Annotated[Path, typer.Argument(help="Key folder (created).")] = Path("keys"),
-    robots: Annotated[list[str] | None, typer.Option("--robot", help="Robot name to create and allow-list (repeat).")
-                      ] = None,
+    robots: Annotated[
+        list[str] | None, typer.Option("--robot", help="Robot name to create and allow-list (repeat).")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """CurveZMQ keys: the server's pair (once) and one allow-listed pair per robot."""
@@ -960,20 +1136,25 @@ def keys_generate(
         return
     for path in written:
         err.print(str(path))
-    err.print(f"server: `inril-robot serve --keys {folder} --bind tcp://0.0.0.0:5555 ...`; each robot: "
-              f"`finetune --server tcp://GPU-BOX:5555 --server-key {folder}/server.key --client-key "
-              f"{folder}/NAME.key_secret` (copy only those two files to the robot PC)")
+    err.print(
+        f"server: `inril-robot serve --keys {folder} --bind tcp://0.0.0.0:5555 ...`; each robot: "
+        f"`finetune --server tcp://GPU-BOX:5555 --server-key {folder}/server.key --client-key "
+        f"{folder}/NAME.key_secret` (copy only those two files to the robot PC)"
+    )
 
 
 @bench_app.command("latency")
 def bench_latency_cmd(
     repeats: Annotated[int, typer.Option(min=50, help="Timed round trips per measurement.")] = 2000,
-    learner_seconds: Annotated[float, typer.Option(min=1.0, help="Seconds of inference timed with the learner "
-                                                   "idle and again while it trains.")] = 8.0,
-    target_p50_ratio: Annotated[float, typer.Option(min=0.0, help="Target: bridge p50 / raw echo p50 at most this."
-                                                    )] = 1.5,
-    target_p99_ratio: Annotated[float, typer.Option(min=0.0, help="Target: inference p99 with the learner "
-                                                    "training / idle at most this.")] = 1.2,
+    learner_seconds: Annotated[
+        float, typer.Option(min=1.0, help="Seconds of inference timed with the learner idle and again while it trains.")
+    ] = 8.0,
+    target_p50_ratio: Annotated[
+        float, typer.Option(min=0.0, help="Target: bridge p50 / raw echo p50 at most this.")
+    ] = 1.5,
+    target_p99_ratio: Annotated[
+        float, typer.Option(min=0.0, help="Target: inference p99 with the learner training / idle at most this.")
+    ] = 1.2,
     report_only: ReportOnlyOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -996,8 +1177,14 @@ def bench_latency_cmd(
 
 
 # -------------------------------------------------------------------------------------------------------- eval
-def _eval_config(robot: str, stored: dict[str, Any], cameras: str | None, config: Path | None,
-                 sets: list[str] | None, seed: int | None) -> RunConfig:
+def _eval_config(
+    robot: str,
+    stored: dict[str, Any],
+    cameras: str | None,
+    config: Path | None,
+    sets: list[str] | None,
+    seed: int | None,
+) -> RunConfig:
     """presets(robot, task) <- the checkpoint's task settings and cameras (unless --cameras) <- --config <- --set."""
     from inril_robot.config import apply_override, deep_merge, parse_override, preset_path, read_yaml, validate_config
 
@@ -1024,15 +1211,27 @@ def eval_cmd(
     robot: Annotated[str, typer.Option(help="Robot preset: sim.")] = "sim",
     task: Annotated[str | None, typer.Option(help="Task (default and only allowed: the checkpoint's).")] = None,
     episodes: Annotated[int, typer.Option(min=1, help="Number of episodes.")] = 20,
-    video: Annotated[Path | None, typer.Option("--video", help="Write an MP4 (H.264) of the first episodes here, "
-                                               "back to back.")] = None,
-    videos: Annotated[bool, typer.Option("--videos", help="Write one MP4 per episode (the first --video-episodes) "
-                                         "into the eval folder.")] = False,
+    video: Annotated[
+        Path | None, typer.Option("--video", help="Write an MP4 (H.264) of the first episodes here, back to back.")
+    ] = None,
+    videos: Annotated[
+        bool,
+        typer.Option("--videos", help="Write one MP4 per episode (the first --video-episodes) into the eval folder."),
+    ] = False,
     video_episodes: Annotated[int, typer.Option(min=1, help="Episodes recorded into --video / --videos.")] = 3,
-    video_size: Annotated[int, typer.Option(min=32, max=2160, help="Video frame height [px] (a camera that is "
-                                            "only for the video renders at this size).")] = 256,
-    out: Annotated[Path | None, typer.Option("--out", help="Folder for eval.json and --videos (default: "
-                                             "RUN/eval/<checkpoint name> next to the checkpoint).")] = None,
+    video_size: Annotated[
+        int,
+        typer.Option(
+            min=32, max=2160, help="Video frame height [px] (a camera that is only for the video renders at this size)."
+        ),
+    ] = 256,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Folder for eval.json and --videos (default: RUN/eval/<checkpoint name> next to the checkpoint).",
+        ),
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Episode i uses seed + i (default: pretrain's eval seeds).")] = None,
     raw_weights: Annotated[bool, typer.Option("--raw-weights", help="Evaluate the raw weights, not the EMA.")] = False,
     cameras: CamerasOpt = None,
@@ -1054,8 +1253,10 @@ def eval_cmd(
     payload = read_checkpoint(checkpoint)
     stored_cfg = payload["run_config"]
     if task is not None and task != stored_cfg["task"]["name"]:
-        fail(f"contract mismatch on task.name (checkpoint {checkpoint}): expected {stored_cfg['task']['name']!r}, "
-             f"got {task!r}")
+        fail(
+            f"contract mismatch on task.name (checkpoint {checkpoint}): expected {stored_cfg['task']['name']!r}, "
+            f"got {task!r}"
+        )
     cfg = _eval_config(robot, stored_cfg, cameras, config, set_, seed)
     out = out or checkpoint.parent / "eval" / checkpoint.stem
     env_cfg = cfg
@@ -1070,23 +1271,41 @@ def eval_cmd(
     with env:
         expect = build_contract(cfg, env.task)
         device = pick_device("auto")
-        loaded = load_checkpoint(checkpoint, expect_contract=expect, use_ema=not raw_weights,
-                                 map_location=device, payload=payload)
+        loaded = load_checkpoint(
+            checkpoint, expect_contract=expect, use_ema=not raw_weights, map_location=device, payload=payload
+        )
         runner = PolicyRunner(loaded.policy, expect, device)
         base_seed = EVAL_SEED_BASE if seed is None else seed
         try:
-            summary = rollout_with_progress(env, runner, episodes, seed=base_seed, video=video,
-                                            video_episodes=video_episodes, transient=json_out,
-                                            label=f"eval {loaded.policy.cfg.kind} · {cfg.task.name}",
-                                            policy_name=loaded.policy.cfg.kind, on_reset=runner.reset,
-                                            video_dir=out if videos else None, video_height=video_size)
+            summary = rollout_with_progress(
+                env,
+                runner,
+                episodes,
+                seed=base_seed,
+                video=video,
+                video_episodes=video_episodes,
+                transient=json_out,
+                label=f"eval {loaded.policy.cfg.kind} · {cfg.task.name}",
+                policy_name=loaded.policy.cfg.kind,
+                on_reset=runner.reset,
+                video_dir=out if videos else None,
+                video_height=video_size,
+            )
         except ContractMismatch as e:
             fail(str(e))
             return
     result = summary.to_dict()
-    result.update({"checkpoint": str(checkpoint), "step": loaded.step, "weights": loaded.weights,
-                   "weights_sha256": loaded.weights_sha256, "seed": base_seed, "policy": loaded.policy.cfg.kind,
-                   "eval_json": str(out / "eval.json")})
+    result.update(
+        {
+            "checkpoint": str(checkpoint),
+            "step": loaded.step,
+            "weights": loaded.weights,
+            "weights_sha256": loaded.weights_sha256,
+            "seed": base_seed,
+            "policy": loaded.policy.cfg.kind,
+            "eval_json": str(out / "eval.json"),
+        }
+    )
     from inril_robot.atomic import atomic_open
 
     out.mkdir(parents=True, exist_ok=True)
@@ -1126,8 +1345,9 @@ def bench_sim(
 
     names = tasks or ["reach", "lift", "push", "peg"]
     results = []
-    with make_progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err,
-                       transient=True) as progress:
+    with make_progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err, transient=True
+    ) as progress:
         bar = progress.add_task("bench sim", total=len(names))
         for name in names:
             progress.update(bar, description=f"bench sim · {name}")
@@ -1142,8 +1362,14 @@ def bench_sim(
     for col in ("task", "substeps", "raw mj_step/s", "bound env steps/s", "env steps/s", "of bound"):
         table.add_column(col, justify="right")
     for r in results:
-        table.add_row(r.task, str(r.substeps), f"{r.raw_physics_steps_per_s:,.0f}", f"{r.bound_env_steps_per_s:,.0f}",
-                      f"{r.env_steps_per_s:,.0f}", f"{r.fraction_of_bound:.0%}")
+        table.add_row(
+            r.task,
+            str(r.substeps),
+            f"{r.raw_physics_steps_per_s:,.0f}",
+            f"{r.bound_env_steps_per_s:,.0f}",
+            f"{r.env_steps_per_s:,.0f}",
+            f"{r.fraction_of_bound:.0%}",
+        )
     Console().print(table)
 
 
@@ -1162,8 +1388,9 @@ def bench_data_cmd(
 
     with status_line("bench data: writing and reading episodes"):
         result = bench_data(episodes=episodes, steps=steps, size=size, horizon=horizon)
-    targets = [Target("write speed / real time (2 cameras at 10 Hz)", result["write"]["times_realtime"], 1.0, ">=",
-                      "x")]
+    targets = [
+        Target("write speed / real time (2 cameras at 10 Hz)", result["write"]["times_realtime"], 1.0, ">=", "x")
+    ]
     result.update(targets_payload(targets))
     if json_out:
         emit_json(result)
@@ -1171,16 +1398,25 @@ def bench_data_cmd(
         return
     w, r = result["write"], result["read"]
     table = Table(title="bench data", show_header=False)
-    table.add_row("write", f"{w['frames_per_s']:,.0f} frames/s ({size}x{size} RGB, 2 cameras) = "
-                  f"{w['times_realtime']:.0f}x real time at 10 Hz; compression {w['compression_ratio']:.2f}x "
-                  f"(synthetic frames with sensor noise, near the lossless limit; rendered frames: docs/data.md)")
+    table.add_row(
+        "write",
+        f"{w['frames_per_s']:,.0f} frames/s ({size}x{size} RGB, 2 cameras) = "
+        f"{w['times_realtime']:.0f}x real time at 10 Hz; compression {w['compression_ratio']:.2f}x "
+        f"(synthetic frames with sensor noise, near the lossless limit; rendered frames: docs/data.md)",
+    )
     table.add_row("read (cold)", f"{r['cold_windows_per_s']:,.0f} windows/s of {horizon} steps (decoding episodes)")
-    table.add_row("read (warm)", f"{r['warm_windows_per_s']:,.0f} windows/s = {r['warm_fraction_of_numpy']:.0%} "
-                  f"of in-memory numpy ({r['numpy_baseline_windows_per_s']:,.0f}/s)")
+    table.add_row(
+        "read (warm)",
+        f"{r['warm_windows_per_s']:,.0f} windows/s = {r['warm_fraction_of_numpy']:.0%} "
+        f"of in-memory numpy ({r['numpy_baseline_windows_per_s']:,.0f}/s)",
+    )
     v = result["verify"]
-    table.add_row("verify (sha256)", f"reading every array {v['read_all_s']:.2f} s, reading and verifying "
-                  f"{v['read_and_verify_all_s']:.2f} s (+{v['sha256_overhead']:.0%}, {v['megabytes_per_s']:,.0f} MB/s "
-                  "of raw frames)")
+    table.add_row(
+        "verify (sha256)",
+        f"reading every array {v['read_all_s']:.2f} s, reading and verifying "
+        f"{v['read_and_verify_all_s']:.2f} s (+{v['sha256_overhead']:.0%}, {v['megabytes_per_s']:,.0f} MB/s "
+        "of raw frames)",
+    )
     Console().print(table)
     finish_targets(targets, report_only)
 
@@ -1190,9 +1426,15 @@ def bench_policy_cmd(
     cameras: CamerasOpt = "sim_front_wrist",
     repeats: Annotated[int, typer.Option(min=10, help="Timed predictions per policy.")] = 200,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    threads: Annotated[int, typer.Option(min=0, help="torch CPU threads (0: torch default, one per core). "
-                                         "Default 1: batch-1 inference of these small networks is fastest on one "
-                                         "thread and does not slow down when other processes load the cores.")] = 1,
+    threads: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="torch CPU threads (0: torch default, one per core). "
+            "Default 1: batch-1 inference of these small networks is fastest on one "
+            "thread and does not slow down when other processes load the cores.",
+        ),
+    ] = 1,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     report_only: ReportOnlyOpt = False,
@@ -1213,17 +1455,35 @@ def bench_policy_cmd(
     targets = [Target(f"{r['policy']} · {r['observations']} p99", r["p99_ms"], budget_ms, "<=", " ms") for r in rows]
     for r, t in zip(rows, targets, strict=True):
         r["met"] = t.met
-    payload = {"device": device, "torch_threads": torch.get_num_threads(), "control_period_ms": budget_ms,
-               "policies": rows, **targets_payload(targets)}
+    payload = {
+        "device": device,
+        "torch_threads": torch.get_num_threads(),
+        "control_period_ms": budget_ms,
+        "policies": rows,
+        **targets_payload(targets),
+    }
     if json_out:
         emit_json(payload)
         finish_targets(targets, report_only)
         return
-    table = Table("policy", "observations", "median ms", "p99 ms", "of the 10 Hz period", "p99 <= period",
-                  title=f"bench policy (batch 1, {device}, {payload['torch_threads']} torch threads)")
+    table = Table(
+        "policy",
+        "observations",
+        "median ms",
+        "p99 ms",
+        "of the 10 Hz period",
+        "p99 <= period",
+        title=f"bench policy (batch 1, {device}, {payload['torch_threads']} torch threads)",
+    )
     for r in rows:
-        table.add_row(r["policy"], r["observations"], f"{r['median_ms']:.2f}", f"{r['p99_ms']:.2f}",
-                      f"{r['p99_ms'] / budget_ms:.1%}", "[green]met[/]" if r["met"] else "[bold red]MISSED[/]")
+        table.add_row(
+            r["policy"],
+            r["observations"],
+            f"{r['median_ms']:.2f}",
+            f"{r['p99_ms']:.2f}",
+            f"{r['p99_ms'] / budget_ms:.1%}",
+            "[green]met[/]" if r["met"] else "[bold red]MISSED[/]",
+        )
     Console().print(table)
     if repeats < 100:
         err.print(f"note: with {repeats} repeats the p99 is close to the single slowest prediction")
@@ -1246,12 +1506,23 @@ def bench_learner_cmd(
     if json_out:
         emit_json(payload)
         return
-    table = Table("variant", "update [ms]", "vs RL only", "actor steps", "ms / actor step",
-                  title=f"bench learner · {payload['transitions']} transitions x {payload['epochs']} epochs, "
-                        f"minibatch {payload['minibatch_size']} · 1 thread · median of {repeats}")
+    table = Table(
+        "variant",
+        "update [ms]",
+        "vs RL only",
+        "actor steps",
+        "ms / actor step",
+        title=f"bench learner · {payload['transitions']} transitions x {payload['epochs']} epochs, "
+        f"minibatch {payload['minibatch_size']} · 1 thread · median of {repeats}",
+    )
     for r in payload["variants"]:
-        table.add_row(r["variant"], f"{r['update_ms']:.0f}", f"{r['ratio_vs_rl_only']:.2f}x", str(r["actor_steps"]),
-                      f"{r['ms_per_actor_step']:.2f}")
+        table.add_row(
+            r["variant"],
+            f"{r['update_ms']:.0f}",
+            f"{r['ratio_vs_rl_only']:.2f}x",
+            str(r["actor_steps"]),
+            f"{r['ms_per_actor_step']:.2f}",
+        )
     Console().print(table)
     err.print(f"update guard (same for every variant): {payload['guard_ms']:.1f} ms per update")
 
@@ -1259,9 +1530,15 @@ def bench_learner_cmd(
 @bench_app.command("sample-efficiency")
 def bench_sample_efficiency_cmd(
     out: Annotated[Path, typer.Option("--out", help="Folder of the runs and reports (re-running resumes).")] = Path(
-        "runs/bench_sample_efficiency"),
-    regime: Annotated[str, typer.Option(help="A: today's checkpoint, normal and aggressive RL; B: headroom (better "
-                                             "demos, under-trained BC), lift and peg.")] = "A",
+        "runs/bench_sample_efficiency"
+    ),
+    regime: Annotated[
+        str,
+        typer.Option(
+            help="A: today's checkpoint, normal and aggressive RL; B: headroom (better "
+            "demos, under-trained BC), lift and peg."
+        ),
+    ] = "A",
     tasks: Annotated[list[str] | None, typer.Option("--task", help="Tasks (repeat); default: the regime's.")] = None,
     arms: Annotated[list[str] | None, typer.Option("--arm", help="Arms (repeat); default: the regime's.")] = None,
     seeds: Annotated[int, typer.Option(min=1, help="Paired seeds per arm.")] = 5,
@@ -1297,8 +1574,10 @@ def bench_sample_efficiency_cmd(
     noise = demo_noise if demo_noise is not None else r.demo_noise
     bc_steps = pretrain_steps if pretrain_steps is not None else r.pretrain_steps
     overrides = [f"finetune.eval_episodes={eval_episodes}", *(set_ or [])]
-    err.print(f"[bold cyan]bench[/] regime {regime}: {escape(r.description)}; {n_demos} demos at noise {noise}, "
-              f"{bc_steps} BC steps")
+    err.print(
+        f"[bold cyan]bench[/] regime {regime}: {escape(r.description)}; {n_demos} demos at noise {noise}, "
+        f"{bc_steps} BC steps"
+    )
 
     def prepare(task: str, folder: Path) -> Any:
         cfg = quickstart_config(task, noise, bc_steps, list(set_ or []))
@@ -1319,8 +1598,19 @@ def bench_sample_efficiency_cmd(
                 progress.update(bar, completed=event["env_steps"], status=f"eval {event['eval_success']:.0%}")
 
         try:
-            payload = bench_sample_efficiency(out, task_list, chosen, seeds, env_steps, overrides, prepare,
-                                              say, on_progress, heldout_episodes, report_only)
+            payload = bench_sample_efficiency(
+                out,
+                task_list,
+                chosen,
+                seeds,
+                env_steps,
+                overrides,
+                prepare,
+                say,
+                on_progress,
+                heldout_episodes,
+                report_only,
+            )
         except (ConfigError, ValueError) as e:
             fail(str(e))
             return

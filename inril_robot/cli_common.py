@@ -55,8 +55,13 @@ def status_line(text: str) -> Any:
 
 def progress_columns(eta: bool = True) -> tuple[Any, ...]:
     """The columns of every long-running command's progress bar: what, bar, n/N, live status, elapsed (, ETA)."""
-    columns: tuple[Any, ...] = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[status]}"), TimeElapsedColumn())
+    columns: tuple[Any, ...] = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+    )
     return (*columns, TextColumn("ETA"), TimeRemainingColumn()) if eta else columns
 
 
@@ -68,8 +73,12 @@ def key_value_table(title: str) -> Table:
     return table
 
 
-ReportOnlyOpt = Annotated[bool, typer.Option("--report-only", help="Only report: exit 0 even when a target or "
-                                             "check is missed (default: exit 1 on a miss).")]
+ReportOnlyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--report-only", help="Only report: exit 0 even when a target or check is missed (default: exit 1 on a miss)."
+    ),
+]
 
 
 def finish_targets(targets: list[Any], report_only: bool) -> None:
@@ -88,19 +97,26 @@ def emit_json(payload: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def resolve(robot: str | None, task: str | None, cameras: str | None, config: Path | None, sets: list[str] | None,
-            seed: int | None = None, algo: str | None = None) -> RunConfig:
+def resolve(
+    robot: str | None,
+    task: str | None,
+    cameras: str | None,
+    config: Path | None,
+    sets: list[str] | None,
+    seed: int | None = None,
+    algo: str | None = None,
+) -> RunConfig:
     overrides = list(sets or [])
     if seed is not None:
         overrides.insert(0, f"seed={seed}")
     try:
-        return load_config(robot=robot, cameras=cameras, task=task, config_file=config, overrides=overrides,
-                           algo=algo)
+        return load_config(robot=robot, cameras=cameras, task=task, config_file=config, overrides=overrides, algo=algo)
     except ConfigError as e:
         fail(str(e))
         raise  # unreachable: fail() exits
 
 
 def rate_text(rate: dict[str, Any]) -> str:
-    return (f"{rate['rate']:.0%} [{rate['ci95_low']:.0%}, {rate['ci95_high']:.0%}] "
-            f"({rate['successes']}/{rate['trials']})")
+    return (
+        f"{rate['rate']:.0%} [{rate['ci95_low']:.0%}, {rate['ci95_high']:.0%}] ({rate['successes']}/{rate['trials']})"
+    )

@@ -87,9 +87,14 @@ def collect(
     `confirm(text)` blocks until the operator confirms a recovery after a fault (default: the teleop's keep key)."""
     scripted = cfg.teleop.kind == "scripted"
     pace = (not scripted or cfg.robot.kind != "sim") if pace is None else pace
-    writer = DatasetWriter(out, env.contract, task=cfg.task.name, robot=cfg.robot.model_dump(mode="json"),
-                           calibration=calibration_field(cfg),
-                           extra_info={"teleop": cfg.teleop.kind, **(extra_info or {})})
+    writer = DatasetWriter(
+        out,
+        env.contract,
+        task=cfg.task.name,
+        robot=cfg.robot.model_dump(mode="json"),
+        calibration=calibration_field(cfg),
+        extra_info={"teleop": cfg.teleop.kind, **(extra_info or {})},
+    )
     kept_before = writer.num_episodes()
     status = CollectStatus(target=episodes, kept=kept_before)
     result = CollectResult(str(out), episodes, kept_before, 0, 0, 0, 0.0)
@@ -107,8 +112,9 @@ def collect(
                 status.last = f"episode {index}: dropped (arm fault)"
                 if on_update:
                     on_update(status)
-                pause_and_recover(env.robot, e, confirm or (lambda text: wait_for_keep(teleop, text, say)),
-                                  say or (lambda _: None))
+                pause_and_recover(
+                    env.robot, e, confirm or (lambda text: wait_for_keep(teleop, text, say)), say or (lambda _: None)
+                )
                 attempt += 1
                 continue
             result.steps += record["length"]
@@ -157,9 +163,20 @@ def record_episode(
         raise
 
 
-def _record(cfg: RunConfig, env: RobotEnv, teleop: Teleop, episode: Any, seed: int, status: CollectStatus,
-            on_update: Callable[[CollectStatus], None] | None, scripted: bool, pace: bool, control: str,
-            shadow: bool, period: float) -> dict[str, Any]:
+def _record(
+    cfg: RunConfig,
+    env: RobotEnv,
+    teleop: Teleop,
+    episode: Any,
+    seed: int,
+    status: CollectStatus,
+    on_update: Callable[[CollectStatus], None] | None,
+    scripted: bool,
+    pace: bool,
+    control: str,
+    shadow: bool,
+    period: float,
+) -> dict[str, Any]:
     status.step = 0  # the display must not show the previous episode's step
     authority = Authority(state="reset")
     obs, info = env.reset(seed=seed)
@@ -192,9 +209,17 @@ def _record(cfg: RunConfig, env: RobotEnv, teleop: Teleop, episode: Any, seed: i
                 events.append({"step": step, **event.to_dict()})
         status.safety_events += len(info["safety_events"])
         episode.add_step(
-            obs, proposed, executed, reward, terminated or truncated, control,
-            intervention=bool(command.intervene), wall_time=time.time(), state_time=state.time,
-            capture_times=captures, robot_state=state,
+            obs,
+            proposed,
+            executed,
+            reward,
+            terminated or truncated,
+            control,
+            intervention=bool(command.intervene),
+            wall_time=time.time(),
+            state_time=state.time,
+            capture_times=captures,
+            robot_state=state,
         )
         obs, state, gripper = next_obs, info["state"], float(executed[6])
         captures = dict(env.last_capture_times)
@@ -219,8 +244,13 @@ def _record(cfg: RunConfig, env: RobotEnv, teleop: Teleop, episode: Any, seed: i
     if decision is None:
         decision = success if scripted else wait_for_decision(teleop)
     if decision and episode.length > 0:
-        extra = {"safety_events": events, "teleop": cfg.teleop.kind, "authority": authority.to_records(),
-                 "initial_gripper": GRIPPER_AT_HOME, "shadow": shadow}
+        extra = {
+            "safety_events": events,
+            "teleop": cfg.teleop.kind,
+            "authority": authority.to_records(),
+            "initial_gripper": GRIPPER_AT_HOME,
+            "shadow": shadow,
+        }
         index = episode.commit(success=success, extra=extra)
         return {"index": index, "seed": seed, "kept": True, "success": success, "length": episode.length}
     length = episode.length
@@ -249,4 +279,3 @@ def wait_for_decision(teleop: Teleop, poll_s: float = 0.05) -> bool:
         if command.keep or command.discard:
             return bool(command.keep)
         time.sleep(poll_s)
-

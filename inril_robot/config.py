@@ -52,10 +52,22 @@ class SafetyLimits(StrictModel):
     joint_margin: Annotated[float, Field(ge=0.0, le=0.5, description="keep joints this far from limits [rad]")] = 0.1
     max_contact_force: Annotated[float, Field(gt=0.0, le=150.0, description="stop above this EE force [N]")] = 30.0
     gripper_rate: Annotated[float, Field(gt=0.0, le=10.0, description="max gripper command change [1/s]")] = 5.0
-    max_ref_gap: Annotated[float, Field(gt=0.0, le=0.1, description=(
-        "max distance between the commanded reference and the measured TCP position [m]"))] = 0.03
-    max_ref_rot_gap: Annotated[float, Field(gt=0.0, le=0.5, description=(
-        "max angle between the commanded reference and the measured TCP orientation [rad]"))] = 0.1
+    max_ref_gap: Annotated[
+        float,
+        Field(
+            gt=0.0,
+            le=0.1,
+            description=("max distance between the commanded reference and the measured TCP position [m]"),
+        ),
+    ] = 0.03
+    max_ref_rot_gap: Annotated[
+        float,
+        Field(
+            gt=0.0,
+            le=0.5,
+            description=("max angle between the commanded reference and the measured TCP orientation [rad]"),
+        ),
+    ] = 0.1
 
     @field_validator("nominal_quat")
     @classmethod
@@ -106,8 +118,8 @@ class SimConfig(StrictModel):
 
 
 #: the Franka's Cartesian velocity limits (FR3 and Panda datasheets; what franky reports for a connected FR3)
-FRANKA_MAX_SPEED = 1.7          # [m/s] translation
-FRANKA_MAX_ROT_SPEED = 2.5      # [rad/s] rotation
+FRANKA_MAX_SPEED = 1.7  # [m/s] translation
+FRANKA_MAX_ROT_SPEED = 2.5  # [rad/s] rotation
 
 
 class FrankaConfig(StrictModel):
@@ -134,29 +146,44 @@ class FrankaConfig(StrictModel):
     ] = 2.0
     control: Literal["impedance", "motion"] = "impedance"
     translational_stiffness: Annotated[
-        float, Field(gt=0.0, le=3000.0, description="impedance tracker spring, translation [N/m]")] = 1000.0
+        float, Field(gt=0.0, le=3000.0, description="impedance tracker spring, translation [N/m]")
+    ] = 1000.0
     rotational_stiffness: Annotated[
-        float, Field(gt=0.0, le=300.0, description="impedance tracker spring, rotation [Nm/rad]")] = 100.0
+        float, Field(gt=0.0, le=300.0, description="impedance tracker spring, rotation [Nm/rad]")
+    ] = 100.0
     translational_error_clip: Annotated[
         float, Field(gt=0.0, le=0.05, description="impedance tracker: spring stretch clipped to this, per axis [m]")
     ] = 0.01
     rotational_error_clip: Annotated[
         float, Field(gt=0.0, le=0.5, description="impedance tracker: spring twist clipped to this, per axis [rad]")
     ] = 0.05
-    stream_hz: Annotated[float, Field(gt=0.0, le=1000.0, description=(
-        "impedance: rate at which the tracker's target moves between control steps [Hz]"))] = 100.0
+    stream_hz: Annotated[
+        float,
+        Field(
+            gt=0.0,
+            le=1000.0,
+            description=("impedance: rate at which the tracker's target moves between control steps [Hz]"),
+        ),
+    ] = 100.0
     gripper_timeout_s: Annotated[
         float, Field(gt=0.0, le=30.0, description="a Franka Hand command or width read past this is a fault [s]")
     ] = 5.0
-    gripper_read_hz: Annotated[
-        float, Field(gt=0.0, le=100.0, description="rate of the width reader thread [Hz]")] = 20.0
+    gripper_read_hz: Annotated[float, Field(gt=0.0, le=100.0, description="rate of the width reader thread [Hz]")] = (
+        20.0
+    )
 
 
 class RobotConfig(StrictModel):
     kind: Literal["sim", "franka"] = "sim"
     control_hz: Annotated[float, Field(gt=0.0, le=100.0, description="policy/action rate [Hz]")] = 10.0
     home_joints: tuple[float, float, float, float, float, float, float] = (
-        0.0, -0.3, 0.0, -2.4, 0.0, 2.1, 0.785,
+        0.0,
+        -0.3,
+        0.0,
+        -2.4,
+        0.0,
+        2.1,
+        0.785,
     )
     sim: SimConfig = SimConfig()
     franka: FrankaConfig = FrankaConfig()
@@ -252,9 +279,15 @@ class DiffusionConfig(StrictModel):
     ddim_steps: Annotated[int, Field(ge=1, le=100, description="DDIM sampling steps at inference")] = 5
     unet_channels: tuple[int, ...] = (64, 128)
     time_embed_dim: Annotated[int, Field(ge=8, le=512)] = 32
-    finetuned_steps: Annotated[int | None, Field(
-        ge=1, le=100, description="DPPO: the last k DDIM steps use the fine-tuned network, earlier ones a frozen "
-        "copy of the pre-trained one; None = one network for all")] = None
+    finetuned_steps: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            le=100,
+            description="DPPO: the last k DDIM steps use the fine-tuned network, earlier ones a frozen "
+            "copy of the pre-trained one; None = one network for all",
+        ),
+    ] = None
 
 
 class GaussianConfig(StrictModel):
@@ -428,7 +461,8 @@ class FinetuneConfig(StrictModel):
     # pre-trained lift policy succeeds 0/32 times (deterministic: 50%), so RL sees no reward. Measured success of the
     # exploring policy at log-std -1.5 / -2.5 / -4: 0% / 6% / 38% (docs/inril.md).
     exploration_log_std: Annotated[
-        float | None, Field(ge=-6.0, le=1.0, description="reset a Gaussian policy's log-std at the start")] = -3.5
+        float | None, Field(ge=-6.0, le=1.0, description="reset a Gaussian policy's log-std at the start")
+    ] = -3.5
     # the log-std then trains (PPO's gradient) in its own Adam group, projected into [min, max] after every step
     min_log_std: Annotated[float, Field(ge=-10.0, le=2.0, description="exploration floor (log-std)")] = -5.0
     max_log_std: Annotated[float, Field(ge=-10.0, le=2.0, description="exploration ceiling (log-std)")] = -2.5
@@ -450,15 +484,19 @@ class FinetuneConfig(StrictModel):
             raise ValueError(f"finetune.min_log_std={self.min_log_std} must be <= max_log_std={self.max_log_std}")
         e = self.exploration_log_std
         if e is not None and not self.min_log_std <= e <= self.max_log_std:
-            raise ValueError(f"finetune.exploration_log_std={e} must lie in [min_log_std, max_log_std] = "
-                             f"[{self.min_log_std}, {self.max_log_std}]")
+            raise ValueError(
+                f"finetune.exploration_log_std={e} must lie in [min_log_std, max_log_std] = "
+                f"[{self.min_log_std}, {self.max_log_std}]"
+            )
         return self
 
     @model_validator(mode="after")
     def _separation_fits_algo(self) -> FinetuneConfig:
         if (self.inril.separation == "residual") != (self.algo == "residual-ppo") and self.inril.il_every != 0:
-            raise ValueError("inril.separation=residual (network separation) goes with algo=residual-ppo and only "
-                             f"with it (got algo={self.algo!r}, separation={self.inril.separation!r})")
+            raise ValueError(
+                "inril.separation=residual (network separation) goes with algo=residual-ppo and only "
+                f"with it (got algo={self.algo!r}, separation={self.inril.separation!r})"
+            )
         return self
 
 
@@ -485,19 +523,25 @@ class RunConfig(StrictModel):
         speed, rot_speed = factor * FRANKA_MAX_SPEED, factor * FRANKA_MAX_ROT_SPEED
         problems = []
         if min(s.max_step * hz, s.max_ee_speed) > speed + 1e-9:
-            problems.append(f"safety.max_step x robot.control_hz = {s.max_step * hz:.3g} m/s (safety.max_ee_speed "
-                            f"{s.max_ee_speed}) exceeds the arm's {speed:.3g} m/s at "
-                            f"robot.franka.relative_dynamics_factor {factor}")
+            problems.append(
+                f"safety.max_step x robot.control_hz = {s.max_step * hz:.3g} m/s (safety.max_ee_speed "
+                f"{s.max_ee_speed}) exceeds the arm's {speed:.3g} m/s at "
+                f"robot.franka.relative_dynamics_factor {factor}"
+            )
         if s.max_rot_step * hz > rot_speed + 1e-9:
-            problems.append(f"safety.max_rot_step x robot.control_hz = {s.max_rot_step * hz:.3g} rad/s exceeds the "
-                            f"arm's {rot_speed:.3g} rad/s at robot.franka.relative_dynamics_factor {factor} (lower "
-                            f"safety.max_rot_step to {rot_speed / hz:.4g})")
+            problems.append(
+                f"safety.max_rot_step x robot.control_hz = {s.max_rot_step * hz:.3g} rad/s exceeds the "
+                f"arm's {rot_speed:.3g} rad/s at robot.franka.relative_dynamics_factor {factor} (lower "
+                f"safety.max_rot_step to {rot_speed / hz:.4g})"
+            )
         f = self.robot.franka
         force = f.translational_stiffness * f.translational_error_clip
         if f.control == "impedance" and force * math.sqrt(3) > s.max_contact_force:
-            problems.append(f"robot.franka.translational_stiffness x translational_error_clip = {force:.3g} N per "
-                            f"axis ({force * math.sqrt(3):.3g} N over three axes) exceeds safety.max_contact_force "
-                            f"{s.max_contact_force} N")
+            problems.append(
+                f"robot.franka.translational_stiffness x translational_error_clip = {force:.3g} N per "
+                f"axis ({force * math.sqrt(3):.3g} N over three axes) exceeds safety.max_contact_force "
+                f"{s.max_contact_force} N"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -536,8 +580,9 @@ class _NoAliasLoader(yaml.SafeLoader):
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
-            raise yaml.composer.ComposerError(None, None, f"YAML aliases (*{event.anchor}) are not allowed in "
-                                              "configuration files", event.start_mark)
+            raise yaml.composer.ComposerError(
+                None, None, f"YAML aliases (*{event.anchor}) are not allowed in configuration files", event.start_mark
+            )
         return super().compose_node(parent, index)
 
 

@@ -61,8 +61,9 @@ class Contract(BaseModel):
     reward_range: tuple[float, float] | None = Field(None, description="[low, high] of one step's reward (the task's)")
 
     # -------------------------------------------------------------------------------------------- comparisons
-    def mismatches(self, other: Contract, ignore: tuple[str, ...] = (), compare: tuple[str, ...] = ()
-                   ) -> list[tuple[str, Any, Any]]:
+    def mismatches(
+        self, other: Contract, ignore: tuple[str, ...] = (), compare: tuple[str, ...] = ()
+    ) -> list[tuple[str, Any, Any]]:
         """Every (field, ours, theirs) that differs; observation specs are compared key by key. `reward_range` only
         when named in `compare` and declared by both."""
         out: list[tuple[str, Any, Any]] = []
@@ -85,8 +86,9 @@ class Contract(BaseModel):
                 out.append((name, ours, theirs))
         return out
 
-    def require_match(self, other: Contract, context: str = "", ignore: tuple[str, ...] = (),
-                      compare: tuple[str, ...] = ()) -> None:
+    def require_match(
+        self, other: Contract, context: str = "", ignore: tuple[str, ...] = (), compare: tuple[str, ...] = ()
+    ) -> None:
         """Raise `ContractMismatch` naming the first differing field (and listing the rest) unless compatible."""
         diffs = self.mismatches(other, ignore, compare)
         if diffs:
@@ -116,8 +118,10 @@ class Contract(BaseModel):
         if spec.range is not None:
             low, high = spec.range
             if value.size and (value.min() < low or value.max() > high):
-                return f"observation {key!r} leaves its declared range [{low:g}, {high:g}] " \
-                       f"(min {float(value.min()):.6g}, max {float(value.max()):.6g})"
+                return (
+                    f"observation {key!r} leaves its declared range [{low:g}, {high:g}] "
+                    f"(min {float(value.min()):.6g}, max {float(value.max()):.6g})"
+                )
         return None
 
     def reward_problem(self, rewards: np.ndarray) -> str | None:
@@ -127,8 +131,10 @@ class Contract(BaseModel):
         if self.reward_range is not None and rewards.size:
             low, high = self.reward_range
             if rewards.min() < low or rewards.max() > high:
-                return f"rewards leave the task's declared range [{low:g}, {high:g}] " \
-                       f"(min {float(rewards.min()):.6g}, max {float(rewards.max()):.6g})"
+                return (
+                    f"rewards leave the task's declared range [{low:g}, {high:g}] "
+                    f"(min {float(rewards.min()):.6g}, max {float(rewards.max()):.6g})"
+                )
         return None
 
     def check_action(self, action: Any) -> np.ndarray:

@@ -210,8 +210,12 @@ def _explain_probe_failure(backend: str, line: str) -> str:
     """A probe's last stderr line in words: PyOpenGL reports a GL library it could not load as an AttributeError
     on None (`'NoneType' object has no attribute 'glGetError'`) or an ImportError naming the library."""
     name, apt = RENDER_BACKENDS[backend]
-    unloadable = ("'NoneType' object has no attribute", "Unable to load", "cannot open shared object",
-                  "No module named 'OpenGL'")
+    unloadable = (
+        "'NoneType' object has no attribute",
+        "Unable to load",
+        "cannot open shared object",
+        "No module named 'OpenGL'",
+    )
     if any(text in line for text in unloadable):
         return f"the {name} library could not be loaded (is {apt} installed?)"
     return _short(line)
@@ -349,8 +353,10 @@ def _check_robot(host: str, timeout: float = 2.0) -> list[Check]:
     try:
         ms = tcp_probe(host, FCI_PORT, timeout)
     except OSError as exc:
-        fix = (f"connect the robot PC to the control box's Ethernet port, give it an address in the robot's subnet, "
-               f"check `ping {host}`, and activate FCI in Desk (brakes open)")
+        fix = (
+            f"connect the robot PC to the control box's Ethernet port, give it an address in the robot's subnet, "
+            f"check `ping {host}`, and activate FCI in Desk (brakes open)"
+        )
         return [Check("franka", "FCI reachable", "error", f"{host}:{FCI_PORT}: {_short(exc)}", fix)]
     checks = [Check("franka", "FCI reachable", "ok", f"{host}:{FCI_PORT} accepts TCP in {ms:.1f} ms", "")]
     franky, failure = _package_check("franka", "robot server version", "franky", "franky-control", FIX_FRANKA)
@@ -367,8 +373,10 @@ def _check_robot(host: str, timeout: float = 2.0) -> list[Check]:
         checks.append(_fault_state(franky, robot))
         del robot
     except franky.IncompatibleVersionException as exc:
-        fix = ("install the franky-control release whose libfranka matches the robot system version "
-               "(https://frankarobotics.github.io/docs/compatibility.html)")
+        fix = (
+            "install the franky-control release whose libfranka matches the robot system version "
+            "(https://frankarobotics.github.io/docs/compatibility.html)"
+        )
         checks.append(Check("franka", "robot server version", "error", _short(exc, 300), fix))
     except Exception as exc:
         fix = "close other FCI clients (only one may connect), check Desk shows FCI active, then retry"
@@ -381,16 +389,31 @@ def _fault_state(franky: Any, robot: Any) -> Check:
     try:
         state = robot.state
     except Exception as exc:
-        return Check("franka", "fault state", "error", f"cannot read the robot state: {_short(exc)}",
-                     "check Desk: FCI active, brakes open")
+        return Check(
+            "franka",
+            "fault state",
+            "error",
+            f"cannot read the robot state: {_short(exc)}",
+            "check Desk: FCI active, brakes open",
+        )
     mode = str(state.robot_mode).split(".")[-1]
     errors = str(state.last_motion_errors)
     if state.robot_mode == franky.RobotMode.Reflex:
-        return Check("franka", "fault state", "error", f"{mode}: {_short(errors, 200)}",
-                     "check the arm and the cell, then `inril-robot robot recover --robot franka`")
+        return Check(
+            "franka",
+            "fault state",
+            "error",
+            f"{mode}: {_short(errors, 200)}",
+            "check the arm and the cell, then `inril-robot robot recover --robot franka`",
+        )
     if state.robot_mode == franky.RobotMode.UserStopped:
-        return Check("franka", "fault state", "warn", f"{mode}: the user stop is pressed",
-                     "release the user stop (then `inril-robot robot recover --robot franka` if it faulted)")
+        return Check(
+            "franka",
+            "fault state",
+            "warn",
+            f"{mode}: the user stop is pressed",
+            "release the user stop (then `inril-robot robot recover --robot franka` if it faulted)",
+        )
     return Check("franka", "fault state", "ok", f"{mode}, no fault", "")
 
 
@@ -411,16 +434,25 @@ def _check_server(endpoint: str, rounds: int = 10, timeout_ms: int = 2000) -> li
             sock.recv()
             samples.append((time.perf_counter() - t0) * 1e3)
     except zmq.ZMQError as exc:
-        fix = (f"start the policy server on the GPU box (`inril-robot serve`), check {endpoint} is the address it "
-               "binds and that the firewall allows the port")
+        fix = (
+            f"start the policy server on the GPU box (`inril-robot serve`), check {endpoint} is the address it "
+            "binds and that the firewall allows the port"
+        )
         return [Check("network", "policy server RTT", "error", f"{endpoint}: {_short(exc)}", fix)]
     finally:
         sock.close(0)
     median = statistics.median(samples)
     detail = f"{endpoint}: median {median:.2f} ms, max {max(samples):.2f} ms over {rounds} round trips"
     if median > 20.0:
-        return [Check("network", "policy server RTT", "warn", detail,
-                      "over 20 ms of a 100 ms control period: use a wired link and one switch between the PCs")]
+        return [
+            Check(
+                "network",
+                "policy server RTT",
+                "warn",
+                detail,
+                "over 20 ms of a 100 ms control period: use a wired link and one switch between the PCs",
+            )
+        ]
     return [Check("network", "policy server RTT", "ok", detail, "")]
 
 
@@ -446,8 +478,13 @@ def _realsense_devices(rs: ModuleType) -> Check:
         return Check("camera", "RealSense devices", "warn", "0 devices", fix)
     detail = f"{len(found)} device(s): " + "; ".join(found)
     if slow:
-        return Check("camera", "RealSense devices", "warn", detail,
-                     f"{', '.join(slow)} on USB 2: use a USB 3 port and cable (blue port, short cable, no hub)")
+        return Check(
+            "camera",
+            "RealSense devices",
+            "warn",
+            detail,
+            f"{', '.join(slow)} on USB 2: use a USB 3 port and cable (blue port, short cable, no hub)",
+        )
     return Check("camera", "RealSense devices", "ok", detail, "")
 
 
@@ -534,8 +571,13 @@ def _check_keyboard() -> Check:
             source = ""
     if source:
         return Check("teleop", "keyboard", "ok", f"terminal available ({source})", "")
-    return Check("teleop", "keyboard", "warn", "no terminal (no /dev/tty, stdin is not a TTY)",
-                 "run `inril-robot collect --teleop keyboard` from an interactive terminal (SSH and tmux work)")
+    return Check(
+        "teleop",
+        "keyboard",
+        "warn",
+        "no terminal (no /dev/tty, stdin is not a TTY)",
+        "run `inril-robot collect --teleop keyboard` from an interactive terminal (SSH and tmux work)",
+    )
 
 
 def _check_teleop() -> list[Check]:

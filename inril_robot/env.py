@@ -54,7 +54,11 @@ def build_contract(cfg: RunConfig, task: Task) -> Contract:
 
 class RobotEnv:
     def __init__(
-        self, cfg: RunConfig, robot: Robot | None = None, cameras: list[Camera] | None = None, execute: bool = False,
+        self,
+        cfg: RunConfig,
+        robot: Robot | None = None,
+        cameras: list[Camera] | None = None,
+        execute: bool = False,
     ) -> None:
         """`execute`: let a real robot move (otherwise it runs in shadow mode and holds). Simulation always moves."""
         self.cfg = cfg
@@ -100,8 +104,13 @@ class RobotEnv:
         if self._latency:
             self._latency.append(action)
             action = self._latency.popleft()
-        envelope = apply_envelope(action, self._latest[0], self.cfg.safety, control_hz=self.cfg.robot.control_hz,
-                                  previous_gripper=self._gripper)
+        envelope = apply_envelope(
+            action,
+            self._latest[0],
+            self.cfg.safety,
+            control_hz=self.cfg.robot.control_hz,
+            previous_gripper=self._gripper,
+        )
         self.robot.apply(envelope.action)
         # a driver that tracks a commanded reference bounds it too (safety.bound_reference) and says what it changed
         events = envelope.events + tuple(getattr(self.robot, "last_reference_events", ()))
@@ -111,10 +120,15 @@ class RobotEnv:
         success = bool(objects is not None and self.task.success(state, objects))
         reward = self.task.reward(state, objects) if objects is not None else 0.0
         truncated = self.steps >= self.cfg.task.max_steps and not success
-        info: dict[str, Any] = {"success": success, "state": state, "stopped": None,
-                                "executed_action": envelope.action, "safety_events": events,
-                                # how old the gripper width in `state` is (the Franka reads it in its own thread)
-                                "gripper_age_s": getattr(self.robot, "gripper_width_age", None)}
+        info: dict[str, Any] = {
+            "success": success,
+            "state": state,
+            "stopped": None,
+            "executed_action": envelope.action,
+            "safety_events": events,
+            # how old the gripper width in `state` is (the Franka reads it in its own thread)
+            "gripper_age_s": getattr(self.robot, "gripper_width_age", None),
+        }
         force = float(np.linalg.norm(state.ee_wrench[:3]))
         if force > self.cfg.safety.max_contact_force:
             # the envelope already holds on excessive force; here the arm is stopped and the episode ends

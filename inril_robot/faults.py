@@ -22,14 +22,17 @@ from inril_robot.hardware import Robot, RobotFault
 MAX_ATTEMPTS = 10  # confirmations before giving up (an arm that never recovers needs Desk, not a loop)
 
 
-def pause_and_recover(robot: Robot, fault: BaseException, confirm: Callable[[str], None],
-                      say: Callable[[str], None]) -> None:
+def pause_and_recover(
+    robot: Robot, fault: BaseException, confirm: Callable[[str], None], say: Callable[[str], None]
+) -> None:
     """Steps 1-4 above; raises `RobotFault` when the arm has not recovered after `MAX_ATTEMPTS` confirmations."""
     say(f"PAUSED: the arm faulted ({fault}); the episode is dropped")
     why = str(fault)
     for _ in range(MAX_ATTEMPTS):
-        confirm("check the arm and the cell (release the user stop, clear the obstacle), then confirm to recover "
-                "the arm and home it")
+        confirm(
+            "check the arm and the cell (release the user stop, clear the obstacle), then confirm to recover "
+            "the arm and home it"
+        )
         try:
             robot.recover()
             robot.home()

@@ -17,14 +17,14 @@ from inril_robot.errors import InrilError
 
 @dataclass(frozen=True)
 class RobotState:
-    time: float                # seconds, the driver's clock (sim time in simulation)
-    ee_pos: np.ndarray         # (3,) TCP position [m]
-    ee_quat: np.ndarray        # (4,) TCP orientation, xyzw
-    ee_vel: np.ndarray         # (6,) TCP linear [m/s] and angular [rad/s] velocity
-    joint_pos: np.ndarray      # (7,) [rad]
-    joint_vel: np.ndarray      # (7,) [rad/s]
-    gripper_width: float       # distance between the fingers [m]
-    ee_wrench: np.ndarray      # (6,) estimated external force [N] and torque [Nm] at the TCP, base frame
+    time: float  # seconds, the driver's clock (sim time in simulation)
+    ee_pos: np.ndarray  # (3,) TCP position [m]
+    ee_quat: np.ndarray  # (4,) TCP orientation, xyzw
+    ee_vel: np.ndarray  # (6,) TCP linear [m/s] and angular [rad/s] velocity
+    joint_pos: np.ndarray  # (7,) [rad]
+    joint_vel: np.ndarray  # (7,) [rad/s]
+    gripper_width: float  # distance between the fingers [m]
+    ee_wrench: np.ndarray  # (6,) estimated external force [N] and torque [Nm] at the TCP, base frame
 
     def proprio(self) -> dict[str, np.ndarray]:
         """The proprioceptive observation keys every task shares.
@@ -101,8 +101,8 @@ class CameraIntrinsics:
 
 @dataclass(frozen=True)
 class Frame:
-    image: np.ndarray          # (H, W, 3) uint8 RGB
-    timestamp: float           # capture time, seconds on the driver's clock
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    timestamp: float  # capture time, seconds on the driver's clock
     frame_number: int
 
 
@@ -130,9 +130,9 @@ class Camera(ABC):
 
 @dataclass(frozen=True)
 class TeleopCommand:
-    delta_pos: np.ndarray = field(default_factory=lambda: np.zeros(3))      # [m] per control step
-    delta_rot: np.ndarray = field(default_factory=lambda: np.zeros(3))      # rotation vector [rad] per step
-    gripper: float | None = None       # absolute command in [0, 1], None = unchanged
+    delta_pos: np.ndarray = field(default_factory=lambda: np.zeros(3))  # [m] per control step
+    delta_rot: np.ndarray = field(default_factory=lambda: np.zeros(3))  # rotation vector [rad] per step
+    gripper: float | None = None  # absolute command in [0, 1], None = unchanged
     intervene: bool = False
     keep: bool = False
     discard: bool = False

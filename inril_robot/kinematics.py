@@ -11,39 +11,45 @@ from __future__ import annotations
 import numpy as np
 
 #: (a [m], d [m], alpha [rad]) of joints 1..7, Craig convention
-DH_PARAMS = np.array([
-    [0.0, 0.333, 0.0],
-    [0.0, 0.0, -np.pi / 2],
-    [0.0, 0.316, np.pi / 2],
-    [0.0825, 0.0, np.pi / 2],
-    [-0.0825, 0.384, -np.pi / 2],
-    [0.0, 0.0, np.pi / 2],
-    [0.088, 0.0, np.pi / 2],
-])
+DH_PARAMS = np.array(
+    [
+        [0.0, 0.333, 0.0],
+        [0.0, 0.0, -np.pi / 2],
+        [0.0, 0.316, np.pi / 2],
+        [0.0825, 0.0, np.pi / 2],
+        [-0.0825, 0.384, -np.pi / 2],
+        [0.0, 0.0, np.pi / 2],
+        [0.088, 0.0, np.pi / 2],
+    ]
+)
 FLANGE_D = 0.107
 HAND_TCP_D = 0.1034
 HAND_YAW = -np.pi / 4
 
 #: FR3 joint position limits [rad], (7, 2) rows of (lower, upper); as in franky-sim's assets/fr3.xml
-JOINT_LIMITS = np.array([
-    [-2.7437, 2.7437],
-    [-1.7837, 1.7837],
-    [-2.9007, 2.9007],
-    [-3.0421, -0.1518],
-    [-2.8065, 2.8065],
-    [0.5445, 4.5169],
-    [-3.0159, 3.0159],
-])
+JOINT_LIMITS = np.array(
+    [
+        [-2.7437, 2.7437],
+        [-1.7837, 1.7837],
+        [-2.9007, 2.9007],
+        [-3.0421, -0.1518],
+        [-2.8065, 2.8065],
+        [0.5445, 4.5169],
+        [-3.0159, 3.0159],
+    ]
+)
 
 
 def _craig(a: float, d: float, alpha: float, theta: float) -> np.ndarray:
     ca, sa, ct, st = np.cos(alpha), np.sin(alpha), np.cos(theta), np.sin(theta)
-    return np.array([
-        [ct, -st, 0.0, a],
-        [st * ca, ct * ca, -sa, -d * sa],
-        [st * sa, ct * sa, ca, d * ca],
-        [0.0, 0.0, 0.0, 1.0],
-    ])
+    return np.array(
+        [
+            [ct, -st, 0.0, a],
+            [st * ca, ct * ca, -sa, -d * sa],
+            [st * sa, ct * sa, ca, d * ca],
+            [0.0, 0.0, 0.0, 1.0],
+        ]
+    )
 
 
 _FLANGE_TO_TCP = _craig(0.0, FLANGE_D, 0.0, 0.0) @ _craig(0.0, HAND_TCP_D, 0.0, HAND_YAW)

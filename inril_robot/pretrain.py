@@ -48,8 +48,18 @@ from inril_robot.seeds import EVAL_SEED_BASE
 from inril_robot.tb import TBWriter
 
 ACTION_KEY = "action/executed"  # learning uses the executed action (after the safety envelope), never the proposed
-METRIC_FIELDS = ("step", "wall_s", "loss", "lr", "samples_per_s", "eval_success", "eval_ci_low", "eval_ci_high",
-                 "eval_mean_length", "eval_mean_return")
+METRIC_FIELDS = (
+    "step",
+    "wall_s",
+    "loss",
+    "lr",
+    "samples_per_s",
+    "eval_success",
+    "eval_ci_low",
+    "eval_ci_high",
+    "eval_mean_length",
+    "eval_mean_return",
+)
 TRAIN_STATE_VERSION = 1
 
 ProgressFn = Callable[[int, float, float, dict[str, Any] | None], None]
@@ -112,8 +122,9 @@ class DemoWindows:
         self.obs_keys = list(obs_keys)
         self.n_obs_steps = n_obs_steps
         dataset.require_intact()  # every episode as committed, not only the arrays trained on
-        self.sampler = WindowSampler(dataset, [f"obs/{k}" for k in self.obs_keys] + [ACTION_KEY], horizon,
-                                     history=n_obs_steps)
+        self.sampler = WindowSampler(
+            dataset, [f"obs/{k}" for k in self.obs_keys] + [ACTION_KEY], horizon, history=n_obs_steps
+        )
         self.sampler.preload()
 
     def __len__(self) -> int:
@@ -124,7 +135,7 @@ class DemoWindows:
         batch = self.sampler.sample(batch_size, rng)
         to = self.n_obs_steps
         obs = {k: batch[f"obs/{k}"][:, :to] for k in self.obs_keys}
-        actions = batch[ACTION_KEY][:, to - 1:].astype(np.float32)
+        actions = batch[ACTION_KEY][:, to - 1 :].astype(np.float32)
         return obs, actions
 
 
@@ -137,16 +148,20 @@ def check_dataset_fits(dataset: Dataset, contract: Contract) -> None:
     """
     shadow = [e.index for e in dataset.episodes if e.meta.get("shadow")]
     if shadow:
-        raise DatasetError(f"dataset {dataset.root} holds {len(shadow)} shadow-mode episodes (recorded without "
-                           f"--execute: the arm never executed them), e.g. {shadow[:5]}; learning refuses them: "
-                           "record with --execute")
+        raise DatasetError(
+            f"dataset {dataset.root} holds {len(shadow)} shadow-mode episodes (recorded without "
+            f"--execute: the arm never executed them), e.g. {shadow[:5]}; learning refuses them: "
+            "record with --execute"
+        )
     context = f"dataset {dataset.root} vs this run's robot/task/cameras"
     stored = dataset.contract
     stored.require_match(contract, context=context, ignore=("horizon", "act_steps", "observations", "cameras"))
-    used = stored.model_copy(update={
-        "observations": {k: v for k, v in stored.observations.items() if k in contract.observations},
-        "cameras": {k: v for k, v in stored.cameras.items() if k in contract.cameras},
-    })
+    used = stored.model_copy(
+        update={
+            "observations": {k: v for k, v in stored.observations.items() if k in contract.observations},
+            "cameras": {k: v for k, v in stored.cameras.items() if k in contract.cameras},
+        }
+    )
     used.require_match(contract, context=context, ignore=("horizon", "act_steps"))
 
 
@@ -191,8 +206,9 @@ def pick_device(name: str) -> torch.device:
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
-def evaluate(policy: Policy, contract: Contract, env: Any, episodes: int, device: torch.device,
-             seed: int = EVAL_SEED_BASE) -> dict[str, Any]:
+def evaluate(
+    policy: Policy, contract: Contract, env: Any, episodes: int, device: torch.device, seed: int = EVAL_SEED_BASE
+) -> dict[str, Any]:
     """Run `episodes` episodes (seeds seed + i) with deterministic actions; the rollout summary as a dict."""
     from inril_robot.rollout import run_episodes
 
@@ -228,8 +244,9 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, title: str, weights: str
     evals = [r for r in rows if r.get("eval_success") is not None]
     if evals:
         steps = [r["step"] for r in evals]
-        ax_eval.fill_between(steps, [r["eval_ci_low"] for r in evals], [r["eval_ci_high"] for r in evals],
-                             alpha=0.25, label="Wilson 95%")
+        ax_eval.fill_between(
+            steps, [r["eval_ci_low"] for r in evals], [r["eval_ci_high"] for r in evals], alpha=0.25, label="Wilson 95%"
+        )
         ax_eval.plot(steps, [r["eval_success"] for r in evals], marker="o", lw=1.2, label="success")
         ax_eval.legend(loc="lower right")
     ax_eval.set(xlabel="step", ylabel="success rate", title=f"evaluation ({weights} weights)", ylim=(-0.02, 1.02))
@@ -241,8 +258,9 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, title: str, weights: str
 
 
 # ---------------------------------------------------------------------------------------------------- the run
-def pretrain(cfg: RunConfig, dataset: Dataset, out: Path, *, resume: bool,
-             on_progress: ProgressFn | None = None) -> PretrainResult:
+def pretrain(
+    cfg: RunConfig, dataset: Dataset, out: Path, *, resume: bool, on_progress: ProgressFn | None = None
+) -> PretrainResult:
     out = Path(out)
     started = time.perf_counter()
     t = cfg.train
@@ -283,8 +301,10 @@ def pretrain(cfg: RunConfig, dataset: Dataset, out: Path, *, resume: bool,
         Contract.from_json_dict(stored["contract"]).require_match(contract, context=f"resuming {last_path}")
         train_state = ckpt.safe_torch_load(train_path) if train_path.is_file() else None
         if train_state is None or train_state.get("step") != stored["step"]:
-            raise PretrainError(f"cannot resume {out}: last.train.pt is missing or not from the same step as "
-                                f"last.pt (step {stored['step']}); start a new --out")
+            raise PretrainError(
+                f"cannot resume {out}: last.train.pt is missing or not from the same step as "
+                f"last.pt (step {stored['step']}); start a new --out"
+            )
         policy.load_state_dict(stored["state_dict"])
         if ema is not None:
             ema.policy.load_state_dict(stored.get("ema_state_dict") or stored["state_dict"])
@@ -303,25 +323,38 @@ def pretrain(cfg: RunConfig, dataset: Dataset, out: Path, *, resume: bool,
     write_metrics(metrics_path, rows, METRIC_FIELDS)
     tb = TBWriter(out)
 
-    extra = {"dataset": str(dataset.root), "dataset_episodes": len(dataset), "dataset_steps": dataset.num_steps,
-             "calibration": dataset.info.get("calibration") or ""}  # the calibration the demonstrations were taken with
+    extra = {
+        "dataset": str(dataset.root),
+        "dataset_episodes": len(dataset),
+        "dataset_steps": dataset.num_steps,
+        "calibration": dataset.info.get("calibration") or "",
+    }  # the calibration the demonstrations were taken with
 
     def save(path: Path, step: int, eval_result: dict[str, Any] | None) -> None:
-        ckpt.save_checkpoint(path, policy, contract=contract, run_cfg=cfg, step=step,
-                             ema_state_dict=ema.policy.state_dict() if ema else None,
-                             extra={**extra, "eval": json.dumps(eval_result) if eval_result else ""})
+        ckpt.save_checkpoint(
+            path,
+            policy,
+            contract=contract,
+            run_cfg=cfg,
+            step=step,
+            ema_state_dict=ema.policy.state_dict() if ema else None,
+            extra={**extra, "eval": json.dumps(eval_result) if eval_result else ""},
+        )
 
     def save_train_state(step: int) -> None:
-        ckpt.atomic_torch_save({
-            "format_version": TRAIN_STATE_VERSION,
-            "step": step,
-            "optimizer": optimizer.state_dict(),
-            "ema_updates": ema.updates if ema else 0,
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "sampler_rng": json.dumps(rng.bit_generator.state),  # 128-bit integers: kept exact as JSON text
-            "best": json.dumps(best) if best else "",
-        }, train_path)
+        ckpt.atomic_torch_save(
+            {
+                "format_version": TRAIN_STATE_VERSION,
+                "step": step,
+                "optimizer": optimizer.state_dict(),
+                "ema_updates": ema.updates if ema else 0,
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "sampler_rng": json.dumps(rng.bit_generator.state),  # 128-bit integers: kept exact as JSON text
+                "best": json.dumps(best) if best else "",
+            },
+            train_path,
+        )
 
     env = None
     eval_policy = ema.policy if ema else policy
@@ -361,8 +394,13 @@ def pretrain(cfg: RunConfig, dataset: Dataset, out: Path, *, resume: bool,
             if step % log_every == 0 or step == t.steps:
                 last_loss = loss_sum / loss_n
                 samples_per_s = samples / max(train_time, 1e-9)
-                row = {"step": step, "wall_s": round(time.perf_counter() - started, 3), "loss": last_loss, "lr": lr,
-                       "samples_per_s": samples_per_s}
+                row = {
+                    "step": step,
+                    "wall_s": round(time.perf_counter() - started, 3),
+                    "loss": last_loss,
+                    "lr": lr,
+                    "samples_per_s": samples_per_s,
+                }
                 tb.add_scalars({"train/loss": last_loss, "train/lr": lr, "train/samples_per_s": samples_per_s}, step)
                 loss_sum, loss_n, train_time, samples = 0.0, 0, 0.0, 0
 
@@ -376,12 +414,25 @@ def pretrain(cfg: RunConfig, dataset: Dataset, out: Path, *, resume: bool,
                 evals.append(eval_result)
                 rate = eval_result["success"]
                 row = row or {"step": step, "wall_s": round(time.perf_counter() - started, 3)}
-                row.update({"eval_success": rate["rate"], "eval_ci_low": rate["ci95_low"],
-                            "eval_ci_high": rate["ci95_high"], "eval_mean_length": eval_result["mean_length"],
-                            "eval_mean_return": eval_result["mean_return"]})
-                tb.add_scalars({"eval/success": rate["rate"], "eval/ci_low": rate["ci95_low"],
-                                "eval/ci_high": rate["ci95_high"], "eval/mean_length": eval_result["mean_length"],
-                                "eval/mean_return": eval_result["mean_return"]}, step)
+                row.update(
+                    {
+                        "eval_success": rate["rate"],
+                        "eval_ci_low": rate["ci95_low"],
+                        "eval_ci_high": rate["ci95_high"],
+                        "eval_mean_length": eval_result["mean_length"],
+                        "eval_mean_return": eval_result["mean_return"],
+                    }
+                )
+                tb.add_scalars(
+                    {
+                        "eval/success": rate["rate"],
+                        "eval/ci_low": rate["ci95_low"],
+                        "eval/ci_high": rate["ci95_high"],
+                        "eval/mean_length": eval_result["mean_length"],
+                        "eval/mean_return": eval_result["mean_return"],
+                    },
+                    step,
+                )
                 if best is None or rate["rate"] >= best["success"]["rate"]:  # ties: the later, longer-trained
                     best = {"step": step, "success": rate}
                     save(best_path, step, eval_result)
@@ -402,8 +453,16 @@ def pretrain(cfg: RunConfig, dataset: Dataset, out: Path, *, resume: bool,
             env.close()
     plot_curves(rows, out / "curves.png", f"pretrain {cfg.policy.kind} · {cfg.task.name}", weights)
     return PretrainResult(
-        out=str(out), start_step=start_step, step=step, wall_s=time.perf_counter() - started,
-        samples_per_s=total_samples / total_train_time if total_train_time > 0 else 0.0, final_loss=last_loss,
-        weights=weights, last_checkpoint=str(last_path),
-        best_checkpoint=str(best_path) if best_path.is_file() else None, best=best, evals=evals, warnings=warnings,
+        out=str(out),
+        start_step=start_step,
+        step=step,
+        wall_s=time.perf_counter() - started,
+        samples_per_s=total_samples / total_train_time if total_train_time > 0 else 0.0,
+        final_loss=last_loss,
+        weights=weights,
+        last_checkpoint=str(last_path),
+        best_checkpoint=str(best_path) if best_path.is_file() else None,
+        best=best,
+        evals=evals,
+        warnings=warnings,
     )

@@ -104,5 +104,4 @@ def status_line(console: Console, text: str) -> Iterator[None]:
     start = time.perf_counter()
     console.print(f"{text} ...", markup=False, highlight=False, soft_wrap=True)
     yield
-    console.print(f"{text}: done in {time.perf_counter() - start:.1f} s", markup=False, highlight=False,
-                  soft_wrap=True)
+    console.print(f"{text}: done in {time.perf_counter() - start:.1f} s", markup=False, highlight=False, soft_wrap=True)

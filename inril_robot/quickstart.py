@@ -30,8 +30,10 @@ from inril_robot.registry import make_teleop
 
 Stage = Callable[[str], None]
 ProgressFn = Callable[[str, dict[str, Any]], None]  # (arm, finetune progress event)
-ARMS = {"RL only": ["finetune.inril.il_every=0"],
-        "IN-RIL": ["finetune.inril.il_every=5", "finetune.inril.separation=pcgrad"]}
+ARMS = {
+    "RL only": ["finetune.inril.il_every=0"],
+    "IN-RIL": ["finetune.inril.il_every=5", "finetune.inril.separation=pcgrad"],
+}
 
 
 @dataclass
@@ -51,16 +53,27 @@ class QuickstartResult:
 
 
 def quickstart_config(task: str, demos_noise: float, steps: int, overrides: list[str]) -> RunConfig:
-    return load_config(robot="sim", task=task, algo="bc_gaussian", overrides=[
-        f"task.expert_noise={demos_noise}", f"train.steps={steps}", f"train.eval_every={max(steps // 2, 1)}",
-        f"train.checkpoint_every={max(steps // 2, 1)}", "train.eval_episodes=20", *overrides,
-    ])
+    return load_config(
+        robot="sim",
+        task=task,
+        algo="bc_gaussian",
+        overrides=[
+            f"task.expert_noise={demos_noise}",
+            f"train.steps={steps}",
+            f"train.eval_every={max(steps // 2, 1)}",
+            f"train.checkpoint_every={max(steps // 2, 1)}",
+            "train.eval_episodes=20",
+            *overrides,
+        ],
+    )
 
 
 def prepare_pretrained(cfg: RunConfig, out: Path, demos: int, say: Stage) -> tuple[Dataset, Path]:
     """Scripted demos in out/demos and a BC checkpoint in out/pretrain (each stage resumes)."""
-    say(f"recording {demos} scripted {cfg.task.name} demonstrations (expert noise {cfg.task.expert_noise}) -> "
-        f"{out / 'demos'}")
+    say(
+        f"recording {demos} scripted {cfg.task.name} demonstrations (expert noise {cfg.task.expert_noise}) -> "
+        f"{out / 'demos'}"
+    )
     with RobotEnv(cfg) as env:
         collect(cfg, out / "demos", demos, env, make_teleop(cfg, env))
     dataset = Dataset(out / "demos")
@@ -69,10 +82,21 @@ def prepare_pretrained(cfg: RunConfig, out: Path, demos: int, say: Stage) -> tup
     return dataset, Path(result.last_checkpoint)
 
 
-def run_quickstart(out: Path, *, task: str = "lift", demos: int = 50, demo_noise: float = 0.5, steps: int = 2000,
-                   env_steps: int = 12_000, eval_episodes: int = 50, heldout_episodes: int = 100, seed: int = 0,
-                   overrides: list[str] | None = None, on_stage: Stage | None = None,
-                   on_progress: ProgressFn | None = None) -> QuickstartResult:
+def run_quickstart(
+    out: Path,
+    *,
+    task: str = "lift",
+    demos: int = 50,
+    demo_noise: float = 0.5,
+    steps: int = 2000,
+    env_steps: int = 12_000,
+    eval_episodes: int = 50,
+    heldout_episodes: int = 100,
+    seed: int = 0,
+    overrides: list[str] | None = None,
+    on_stage: Stage | None = None,
+    on_progress: ProgressFn | None = None,
+) -> QuickstartResult:
     """`seed` seeds fine-tuning (training episodes, exploration, minibatches); demos and pre-training use seed 0,
     so several seeds in one `out` share the pre-trained checkpoint (paired)."""
     out = Path(out)
@@ -86,31 +110,60 @@ def run_quickstart(out: Path, *, task: str = "lift", demos: int = 50, demo_noise
 
     runs: dict[str, FinetuneResult] = {}
     for i, (arm, arm_overrides) in enumerate(ARMS.items()):
-        arm_cfg = quickstart_config(task, demo_noise, steps, [
-            f"seed={seed}", f"finetune.env_steps={env_steps}", f"finetune.eval_episodes={eval_episodes}",
-            "finetune.eval_every=4", *arm_overrides, *(overrides or [])])
+        arm_cfg = quickstart_config(
+            task,
+            demo_noise,
+            steps,
+            [
+                f"seed={seed}",
+                f"finetune.env_steps={env_steps}",
+                f"finetune.eval_episodes={eval_episodes}",
+                "finetune.eval_every=4",
+                *arm_overrides,
+                *(overrides or []),
+            ],
+        )
         folder = out / (("finetune_rl_only" if i == 0 else "finetune_inril") + (f"_seed{seed}" if seed else ""))
         say(f"3/4 fine-tuning ({arm}) for {env_steps:,} env steps -> {folder}")
         started = time.perf_counter()
-        runs[arm] = finetune(arm_cfg, checkpoint, dataset, folder, resume=(folder / "run.yaml").exists(),
-                             on_progress=(lambda e, a=arm: on_progress(a, e)) if on_progress else None)
+        runs[arm] = finetune(
+            arm_cfg,
+            checkpoint,
+            dataset,
+            folder,
+            resume=(folder / "run.yaml").exists(),
+            on_progress=(lambda e, a=arm: on_progress(a, e)) if on_progress else None,
+        )
         timings[f"finetune {arm}"] = time.perf_counter() - started
 
     say(f"4/4 held-out evaluation on {heldout_episodes} never-used seeds: the pre-trained and both final checkpoints")
     started = time.perf_counter()
     pre = evaluate_checkpoint(cfg, checkpoint, heldout_episodes, cache=out / "pretrain" / "heldout.json")
-    results = {arm: _result_row(r, pre, evaluate_checkpoint(cfg, Path(r.last_checkpoint), heldout_episodes,
-                                                            cache=Path(r.out) / "heldout.json"))
-               for arm, r in runs.items()}
+    results = {
+        arm: _result_row(
+            r,
+            pre,
+            evaluate_checkpoint(cfg, Path(r.last_checkpoint), heldout_episodes, cache=Path(r.out) / "heldout.json"),
+        )
+        for arm, r in runs.items()
+    }
     timings["held-out evaluation"] = time.perf_counter() - started
     curves = out / "learning_curves.png"
-    plot_comparison({arm: Path(r.files["metrics"]) for arm, r in runs.items()}, curves,
-                    f"{task}: RL only vs IN-RIL from the same pre-trained checkpoint")
-    files = {"demos": str(out / "demos"), "pretrained": str(checkpoint), "learning_curves": str(curves),
-             **{f"checkpoint {arm}": r.last_checkpoint for arm, r in runs.items()},
-             **{f"metrics {arm}": r.files["metrics"] for arm, r in runs.items()}}
-    return QuickstartResult(str(out), task, len(dataset), dataset.num_steps, cfg.train.steps,
-                            env_steps, results, files, timings)
+    plot_comparison(
+        {arm: Path(r.files["metrics"]) for arm, r in runs.items()},
+        curves,
+        f"{task}: RL only vs IN-RIL from the same pre-trained checkpoint",
+    )
+    files = {
+        "demos": str(out / "demos"),
+        "pretrained": str(checkpoint),
+        "learning_curves": str(curves),
+        **{f"checkpoint {arm}": r.last_checkpoint for arm, r in runs.items()},
+        **{f"metrics {arm}": r.files["metrics"] for arm, r in runs.items()},
+    }
+    return QuickstartResult(
+        str(out), task, len(dataset), dataset.num_steps, cfg.train.steps, env_steps, results, files, timings
+    )
 
 
 def _result_row(run: FinetuneResult, heldout_pre: dict[str, Any], heldout_final: dict[str, Any]) -> dict[str, Any]:
@@ -118,14 +171,20 @@ def _result_row(run: FinetuneResult, heldout_pre: dict[str, Any], heldout_final:
     `below_start` flags an arm that ended below it."""
     successes = [e["success_rate"] for e in run.evals]
     moved = heldout_final["success"]["rate"] - heldout_pre["success"]["rate"]
-    return {"pretrained": run.pretrained["success"] if run.pretrained else None,
-            "final": run.final["success"] if run.final else None,
-            "best": run.best["success"] if run.best else None,
-            "worst_after_start": min(successes[1:]) if len(successes) > 1 else None,
-            "heldout_pretrained": heldout_pre["success"], "heldout_final": heldout_final["success"],
-            "heldout_stops": {"pretrained": heldout_pre["stops"], "final": heldout_final["stops"]},
-            "moved": moved, "below_start": moved < 0,
-            "env_steps": run.env_steps, "wall_s": run.wall_s, "checkpoint": run.last_checkpoint}
+    return {
+        "pretrained": run.pretrained["success"] if run.pretrained else None,
+        "final": run.final["success"] if run.final else None,
+        "best": run.best["success"] if run.best else None,
+        "worst_after_start": min(successes[1:]) if len(successes) > 1 else None,
+        "heldout_pretrained": heldout_pre["success"],
+        "heldout_final": heldout_final["success"],
+        "heldout_stops": {"pretrained": heldout_pre["stops"], "final": heldout_final["stops"]},
+        "moved": moved,
+        "below_start": moved < 0,
+        "env_steps": run.env_steps,
+        "wall_s": run.wall_s,
+        "checkpoint": run.last_checkpoint,
+    }
 
 
 def plot_comparison(metrics: dict[str, Path], path: Path, title: str) -> None:
@@ -143,8 +202,12 @@ def plot_comparison(metrics: dict[str, Path], path: Path, title: str) -> None:
         x = [r["env_steps"] for r in rows]
         ax.fill_between(x, [r["eval_ci_low"] for r in rows], [r["eval_ci_high"] for r in rows], alpha=0.15)
         ax.plot(x, [r["eval_success"] for r in rows], marker="o", lw=1.6, label=name)
-    ax.set(xlabel="env steps (executed control steps)", ylabel="evaluation success (held-out seeds)",
-           ylim=(-0.02, 1.02), title=title)
+    ax.set(
+        xlabel="env steps (executed control steps)",
+        ylabel="evaluation success (held-out seeds)",
+        ylim=(-0.02, 1.02),
+        title=title,
+    )
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()

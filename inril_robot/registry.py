@@ -25,8 +25,12 @@ TELEOPS: dict[str, str] = {
     "keyboard": "drivers.keyboard:KeyboardTeleop",
     "spacemouse": "drivers.spacemouse:SpaceMouseTeleop",
 }
-INSTALL_HINT = {"sim": "pip install 'inril-robot[sim]'", "franka": "pip install 'inril-robot[franka]'",
-                "realsense": "pip install 'inril-robot[camera]'", "spacemouse": "pip install 'inril-robot[teleop]'"}
+INSTALL_HINT = {
+    "sim": "pip install 'inril-robot[sim]'",
+    "franka": "pip install 'inril-robot[franka]'",
+    "realsense": "pip install 'inril-robot[camera]'",
+    "spacemouse": "pip install 'inril-robot[teleop]'",
+}
 
 
 class DriverUnavailable(RuntimeError, InrilError):
@@ -79,7 +83,9 @@ def make_teleop(cfg: RunConfig, env: RobotEnv | None = None) -> Teleop:
     cls = load(TELEOPS, kind, "teleop")
     if kind == "scripted":
         if env is None or cfg.robot.kind != "sim":
-            raise DriverUnavailable("the scripted teleop is the task's expert, which needs the simulator's object "
-                                    "poses: use --robot sim, or --teleop keyboard / spacemouse")
+            raise DriverUnavailable(
+                "the scripted teleop is the task's expert, which needs the simulator's object "
+                "poses: use --robot sim, or --teleop keyboard / spacemouse"
+            )
         return cls(env)
     return cls(cfg.teleop)

@@ -130,8 +130,13 @@ def run_episodes(
     if video_dir is not None:
         extra["episode_videos"] = episode_files
     return RolloutSummary(
-        task=env.cfg.task.name, policy=policy_name, episodes=results, wall_s=time.perf_counter() - start,
-        env_steps=steps_total, video=str(video) if video else None, extra=extra,
+        task=env.cfg.task.name,
+        policy=policy_name,
+        episodes=results,
+        wall_s=time.perf_counter() - start,
+        env_steps=steps_total,
+        video=str(video) if video else None,
+        extra=extra,
     )
 
 
@@ -143,8 +148,10 @@ class _Caption:
 
     def lines(self, step: int = 0, reward: float = 0.0, ret: float = 0.0, success: bool | None = None) -> list[str]:
         outcome = "running" if success is None else ("SUCCESS" if success else "failed")
-        return [f"episode {self.episode} (seed {self.seed})  {outcome}",
-                f"step {step}/{self.max_steps}  reward {reward:.2f}  return {ret:.2f}"]
+        return [
+            f"episode {self.episode} (seed {self.seed})  {outcome}",
+            f"step {step}/{self.max_steps}  reward {reward:.2f}  return {ret:.2f}",
+        ]
 
 
 def _frame(obs: dict[str, np.ndarray], height: int | None, lines: list[str]) -> np.ndarray:

@@ -35,8 +35,13 @@ def atomic_write_text(path: Path, text: str) -> None:
         f.write(text)
 
 
-def check_run_folder(out: Path, cfg: RunConfig, resume: bool, sections: tuple[str, ...] = ("policy",),
-                     error: type[Exception] = RunFolderError) -> None:
+def check_run_folder(
+    out: Path,
+    cfg: RunConfig,
+    resume: bool,
+    sections: tuple[str, ...] = ("policy",),
+    error: type[Exception] = RunFolderError,
+) -> None:
     """A new run needs an empty folder; a resumed one needs the same configuration in `sections`."""
     if not resume:
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -53,8 +58,10 @@ def check_run_folder(out: Path, cfg: RunConfig, resume: bool, sections: tuple[st
     if diffs:
         name, old, new = diffs[0]
         more = "".join(f"; also {n}: {o!r} -> {c!r}" for n, o, c in diffs[1:])
-        raise error(f"cannot resume {out}: {name} was {old!r} in that run, this run asks {new!r}{more} "
-                    "(a resumed run keeps its configuration; use a new --out to train another)")
+        raise error(
+            f"cannot resume {out}: {name} was {old!r} in that run, this run asks {new!r}{more} "
+            "(a resumed run keeps its configuration; use a new --out to train another)"
+        )
 
 
 def read_metrics(path: Path, up_to_step: int | None = None) -> list[dict[str, Any]]:

@@ -46,17 +46,28 @@ from inril_robot.kinematics import JOINT_LIMITS, jacobian
 ACTION_SHAPE = (7,)
 #: every `SafetyEvent.limit` the envelope emits
 LIMITS = (
-    "non_finite_state", "invalid_state", "non_finite", "contact_force", "max_step", "max_ee_speed", "max_rot_step",
-    "workspace", "outside_workspace", "orientation", "joint_margin", "gripper_range", "gripper_rate",
+    "non_finite_state",
+    "invalid_state",
+    "non_finite",
+    "contact_force",
+    "max_step",
+    "max_ee_speed",
+    "max_rot_step",
+    "workspace",
+    "outside_workspace",
+    "orientation",
+    "joint_margin",
+    "gripper_range",
+    "gripper_rate",
 )
 #: every `SafetyEvent.limit` `bound_reference` emits
 REFERENCE_LIMITS = ("reference_gap", "reference_rot_gap", "reference_workspace", "reference_orientation")
-GRIPPER_OPEN_WIDTH = 0.07   # [m] a Franka Hand at least this wide counts as open (it opens to 0.08 m)
-IK_DAMPING = 0.05           # damped least squares for the joint-motion prediction (as the sim's IK)
+GRIPPER_OPEN_WIDTH = 0.07  # [m] a Franka Hand at least this wide counts as open (it opens to 0.08 m)
+IK_DAMPING = 0.05  # damped least squares for the joint-motion prediction (as the sim's IK)
 IMPLAUSIBLE_JOINT_EXCESS = 1.0  # [rad] a joint reading this far past its limit is a sensor fault, not a pose
-JOINT_TOL = 1e-6            # [rad] predicted joint motion towards a limit below this is noise, not motion
-BISECTION_STEPS = 30        # scale resolution 1e-9
-AT_CAP_RTOL = 1e-12         # a step this close to its cap counts as at the cap: rounding is not an event
+JOINT_TOL = 1e-6  # [rad] predicted joint motion towards a limit below this is noise, not motion
+BISECTION_STEPS = 30  # scale resolution 1e-9
+AT_CAP_RTOL = 1e-12  # a step this close to its cap counts as at the cap: rounding is not an event
 
 
 class SafetyShapeError(ValueError):
@@ -80,15 +91,19 @@ class SafetyEvent:
         def plain(v: float | tuple[float, ...]) -> float | list[float]:
             return [float(x) for x in v] if isinstance(v, tuple) else float(v)
 
-        return {"limit": self.limit, "proposed": plain(self.proposed), "clipped": plain(self.clipped),
-                "detail": self.detail}
+        return {
+            "limit": self.limit,
+            "proposed": plain(self.proposed),
+            "clipped": plain(self.clipped),
+            "detail": self.detail,
+        }
 
 
 @dataclass(frozen=True)
 class EnvelopeResult:
-    action: np.ndarray                 # (7,) float64, the action to execute
-    events: tuple[SafetyEvent, ...]    # empty when the action passed unchanged
-    held: bool                         # zero motion: invalid state, non-finite action or contact force
+    action: np.ndarray  # (7,) float64, the action to execute
+    events: tuple[SafetyEvent, ...]  # empty when the action passed unchanged
+    held: bool  # zero motion: invalid state, non-finite action or contact force
 
     @property
     def clipped(self) -> bool:
@@ -138,7 +153,9 @@ def apply_envelope(
         force = _norm(np.asarray(state.ee_wrench, dtype=np.float64)[:3])
         if force > limits.max_contact_force:
             hold_reason = SafetyEvent(
-                "contact_force", force, limits.max_contact_force,
+                "contact_force",
+                force,
+                limits.max_contact_force,
                 f"external force {force:.1f} N exceeds max_contact_force {limits.max_contact_force} N; holding",
             )
     if hold_reason is not None:
@@ -151,8 +168,14 @@ def apply_envelope(
         events.append(SafetyEvent(cap_name, norm, cap, f"translation {norm:.4g} m scaled to the {cap:.4g} m cap"))
     rv, angle = _scale_to(a[3:6], limits.max_rot_step)
     if _over(angle, limits.max_rot_step):
-        events.append(SafetyEvent("max_rot_step", angle, limits.max_rot_step,
-                                  f"rotation {angle:.4g} rad scaled to the {limits.max_rot_step:.4g} rad cap"))
+        events.append(
+            SafetyEvent(
+                "max_rot_step",
+                angle,
+                limits.max_rot_step,
+                f"rotation {angle:.4g} rad scaled to the {limits.max_rot_step:.4g} rad cap",
+            )
+        )
 
     p = np.asarray(state.ee_pos, dtype=np.float64)
     d, box_event = _workspace(p, d, limits, cap)
@@ -176,11 +199,15 @@ def apply_envelope(
             events.append(SafetyEvent("orientation", before, orient.tilt_yaw(scale * rv), orient.describe(before)))
         d, rv = scale * d, scale * rv
         for j, full in joint_events:
-            events.append(SafetyEvent(
-                "joint_margin", full, float(q[j] + scale * dq[j]),
-                f"joint {j + 1} would reach {full:.4f} rad, within {limits.joint_margin} rad of its limits "
-                f"[{JOINT_LIMITS[j, 0]}, {JOINT_LIMITS[j, 1]}]; step scaled by {scale:.3g}",
-            ))
+            events.append(
+                SafetyEvent(
+                    "joint_margin",
+                    full,
+                    float(q[j] + scale * dq[j]),
+                    f"joint {j + 1} would reach {full:.4f} rad, within {limits.joint_margin} rad of its limits "
+                    f"[{JOINT_LIMITS[j, 0]}, {JOINT_LIMITS[j, 1]}]; step scaled by {scale:.3g}",
+                )
+            )
 
     g, gripper_events = _gripper(float(a[6]), prev, limits.gripper_rate / control_hz)
     events.extend(gripper_events)
@@ -230,12 +257,13 @@ def event_counts(events: Iterable[SafetyEvent]) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class ReferenceResult:
-    pose: np.ndarray                   # (4, 4) the bounded reference, base frame
-    events: tuple[SafetyEvent, ...]    # empty when the stepped reference passed unchanged
+    pose: np.ndarray  # (4, 4) the bounded reference, base frame
+    events: tuple[SafetyEvent, ...]  # empty when the stepped reference passed unchanged
 
 
-def bound_reference(reference: np.ndarray, measured: np.ndarray, step: np.ndarray, limits: SafetyLimits
-                    ) -> ReferenceResult:
+def bound_reference(
+    reference: np.ndarray, measured: np.ndarray, step: np.ndarray, limits: SafetyLimits
+) -> ReferenceResult:
     """The next commanded reference: `reference` (4x4) moved by an executed `step` [dx, dy, dz, rotvec] (translation
     added, rotation applied in the base frame), then bounded against the `measured` pose (4x4).
 
@@ -249,8 +277,12 @@ def bound_reference(reference: np.ndarray, measured: np.ndarray, step: np.ndarra
     """
     ref, meas = np.asarray(reference, dtype=np.float64), np.asarray(measured, dtype=np.float64)
     step = np.asarray(step, dtype=np.float64)
-    if ref.shape != (4, 4) or meas.shape != (4, 4) or step.shape != (6,) or not (
-            np.all(np.isfinite(ref)) and np.all(np.isfinite(meas)) and np.all(np.isfinite(step))):
+    if (
+        ref.shape != (4, 4)
+        or meas.shape != (4, 4)
+        or step.shape != (6,)
+        or not (np.all(np.isfinite(ref)) and np.all(np.isfinite(meas)) and np.all(np.isfinite(step)))
+    ):
         raise ValueError("bound_reference needs finite 4x4 reference and measured poses and a finite 6-D step")
     events: list[SafetyEvent] = []
     m_pos, m_rot = meas[:3, 3], meas[:3, :3]
@@ -258,15 +290,21 @@ def bound_reference(reference: np.ndarray, measured: np.ndarray, step: np.ndarra
     gap = _norm(pos - m_pos)
     if _over(gap, limits.max_ref_gap):
         pulled = m_pos + (pos - m_pos) * (limits.max_ref_gap / gap)
-        events.append(SafetyEvent("reference_gap", gap, limits.max_ref_gap,
-                                  f"reference {gap:.4f} m from the measured position; pulled back to "
-                                  f"max_ref_gap {limits.max_ref_gap} m"))
+        events.append(
+            SafetyEvent(
+                "reference_gap",
+                gap,
+                limits.max_ref_gap,
+                f"reference {gap:.4f} m from the measured position; pulled back to max_ref_gap {limits.max_ref_gap} m",
+            )
+        )
         pos = pulled
     lo, hi = np.array(limits.workspace_min), np.array(limits.workspace_max)
     boxed = np.clip(pos, lo, hi)
     if not np.array_equal(boxed, pos):
-        events.append(SafetyEvent("reference_workspace", _floats(pos), _floats(boxed),
-                                  "reference clipped into the workspace box"))
+        events.append(
+            SafetyEvent("reference_workspace", _floats(pos), _floats(boxed), "reference clipped into the workspace box")
+        )
         pos = boxed
 
     stepped = rotvec_to_matrix(step[3:6]) @ ref[:3, :3]
@@ -285,23 +323,31 @@ def bound_reference(reference: np.ndarray, measured: np.ndarray, step: np.ndarra
     scale = 1.0
     if _over(offset + angle, limits.max_ref_rot_gap):
         scale = room / angle if angle > 0 else 0.0
-        events.append(SafetyEvent("reference_rot_gap", angle + offset, limits.max_ref_rot_gap,
-                                  f"reference {angle + offset:.4f} rad from the measured orientation; pulled back to "
-                                  f"max_ref_rot_gap {limits.max_ref_rot_gap} rad"))
+        events.append(
+            SafetyEvent(
+                "reference_rot_gap",
+                angle + offset,
+                limits.max_ref_rot_gap,
+                f"reference {angle + offset:.4f} rad from the measured orientation; pulled back to "
+                f"max_ref_rot_gap {limits.max_ref_rot_gap} rad",
+            )
+        )
     if offset > 0 or not inside.allows_rot(rotvec_to_matrix(scale * arc) @ anchor):
         proposed = tilt_yaw(stepped, inside.nominal)
         scale *= _bisect(lambda s: inside.allows_rot(rotvec_to_matrix(s * scale * arc) @ anchor))
         rot = rotvec_to_matrix(scale * arc) @ anchor
-        events.append(SafetyEvent("reference_orientation", proposed, tilt_yaw(rot, inside.nominal),
-                                  inside.describe(proposed)))
+        events.append(
+            SafetyEvent("reference_orientation", proposed, tilt_yaw(rot, inside.nominal), inside.describe(proposed))
+        )
     rot = stepped if scale == 1.0 and offset == 0.0 else rotvec_to_matrix(scale * arc) @ anchor
     out = np.eye(4)
     out[:3, :3], out[:3, 3] = rot, pos
     return ReferenceResult(out, tuple(events))
 
 
-def reference_violations(reference: np.ndarray, measured: np.ndarray, limits: SafetyLimits, *,
-                         tol: float = 1e-7) -> list[str]:
+def reference_violations(
+    reference: np.ndarray, measured: np.ndarray, limits: SafetyLimits, *, tol: float = 1e-7
+) -> list[str]:
     """What a commanded reference (4x4) breaks against the measured pose (4x4): the guarantees of `bound_reference`
     (box and tilt/yaw always; the translation gap while the measured position is in the box, the rotation gap while
     the measured orientation is inside tilt/yaw)."""
@@ -317,14 +363,17 @@ def reference_violations(reference: np.ndarray, measured: np.ndarray, limits: Sa
     angle = _norm(matrix_to_rotvec(ref[:3, :3] @ meas[:3, :3].T))
     meas_excess = _Orientation(limits, meas[:3, :3]).start
     if meas_excess == (0.0, 0.0) and angle > limits.max_ref_rot_gap + tol:
-        out.append(f"reference {angle:.5f} rad from the measured orientation > max_ref_rot_gap "
-                   f"{limits.max_ref_rot_gap}")
+        out.append(
+            f"reference {angle:.5f} rad from the measured orientation > max_ref_rot_gap {limits.max_ref_rot_gap}"
+        )
     orient = _Orientation(limits, quat_to_matrix(limits.nominal_quat))
     ref_excess = orient.excess(ref[:3, :3])
     if ref_excess[0] > tol or ref_excess[1] > tol:
         tilt, yaw = tilt_yaw(ref[:3, :3], orient.nominal)
-        out.append(f"reference tilt {tilt:.4f} / yaw {yaw:.4f} rad beyond max_tilt {limits.max_tilt} / max_yaw "
-                   f"{limits.max_yaw}")
+        out.append(
+            f"reference tilt {tilt:.4f} / yaw {yaw:.4f} rad beyond max_tilt {limits.max_tilt} / max_yaw "
+            f"{limits.max_yaw}"
+        )
     return out
 
 
@@ -384,8 +433,14 @@ def within_limits(
 
     orient = _Orientation(limits, quat_to_matrix(state.ee_quat))
     if not orient.allows(rv, tol=rtol):
-        out.append(SafetyEvent("orientation", orient.tilt_yaw(rv), (limits.max_tilt, limits.max_yaw),
-                               orient.describe(orient.tilt_yaw(rv))))
+        out.append(
+            SafetyEvent(
+                "orientation",
+                orient.tilt_yaw(rv),
+                (limits.max_tilt, limits.max_yaw),
+                orient.describe(orient.tilt_yaw(rv)),
+            )
+        )
 
     q = np.asarray(state.joint_pos, dtype=np.float64)
     q_next = q + predict_joint_step(q, np.concatenate([d, rv]))
@@ -402,8 +457,14 @@ def within_limits(
     if prev is not None:
         change = abs(g - min(max(prev, 0.0), 1.0))
         if over(change, limits.gripper_rate / control_hz):
-            out.append(SafetyEvent("gripper_rate", change, limits.gripper_rate / control_hz,
-                                   "gripper command changed faster than gripper_rate"))
+            out.append(
+                SafetyEvent(
+                    "gripper_rate",
+                    change,
+                    limits.gripper_rate / control_hz,
+                    "gripper command changed faster than gripper_rate",
+                )
+            )
     return out
 
 
@@ -436,16 +497,25 @@ def _finite_or_none(value: Any) -> float | None:
 
 def _state_problem(state: RobotState) -> SafetyEvent | None:
     """A hold event when the state cannot be trusted (non-finite or malformed fields), else None."""
-    fields = {"time": (), "ee_pos": (3,), "ee_quat": (4,), "ee_vel": (6,), "joint_pos": (7,), "joint_vel": (7,),
-              "gripper_width": (), "ee_wrench": (6,)}
+    fields = {
+        "time": (),
+        "ee_pos": (3,),
+        "ee_quat": (4,),
+        "ee_vel": (6,),
+        "joint_pos": (7,),
+        "joint_vel": (7,),
+        "gripper_width": (),
+        "ee_wrench": (6,),
+    }
     for name, shape in fields.items():
         try:
             value = np.asarray(getattr(state, name), dtype=np.float64)
         except (AttributeError, TypeError, ValueError):
             return SafetyEvent("invalid_state", 0.0, 0.0, f"state.{name} is missing or not numeric; holding")
         if value.shape != shape:
-            return SafetyEvent("invalid_state", 0.0, 0.0,
-                               f"state.{name} has shape {value.shape}, expected {shape}; holding")
+            return SafetyEvent(
+                "invalid_state", 0.0, 0.0, f"state.{name} has shape {value.shape}, expected {shape}; holding"
+            )
         if not np.all(np.isfinite(value)):
             shown = _floats(value.ravel()) if value.ndim else float(value)
             return SafetyEvent("non_finite_state", shown, 0.0, f"state.{name} is not finite; holding")
@@ -455,9 +525,12 @@ def _state_problem(state: RobotState) -> SafetyEvent | None:
     excess = np.maximum(JOINT_LIMITS[:, 0] - q, q - JOINT_LIMITS[:, 1])
     if np.any(excess > IMPLAUSIBLE_JOINT_EXCESS):
         j = int(np.argmax(excess))
-        return SafetyEvent("invalid_state", float(q[j]), float(JOINT_LIMITS[j, int(q[j] > 0)]),
-                           f"joint {j + 1} reads {q[j]:.6g} rad, {excess[j]:.3g} rad past its limit: a sensor fault; "
-                           "holding")
+        return SafetyEvent(
+            "invalid_state",
+            float(q[j]),
+            float(JOINT_LIMITS[j, int(q[j] > 0)]),
+            f"joint {j + 1} reads {q[j]:.6g} rad, {excess[j]:.3g} rad past its limit: a sensor fault; holding",
+        )
     return None
 
 
@@ -495,8 +568,9 @@ def _workspace(p: np.ndarray, d: np.ndarray, limits: SafetyLimits, cap: float) -
     if outside == 0.0:
         if np.array_equal(clipped, proposed):
             return d, None
-        return clipped - p, SafetyEvent("workspace", _floats(proposed), _floats(clipped),
-                                        "target clipped into the workspace box")
+        return clipped - p, SafetyEvent(
+            "workspace", _floats(proposed), _floats(clipped), "target clipped into the workspace box"
+        )
     step = clipped - p
     if _over(_norm(step), cap):
         step = nearest - p if not _over(outside, cap) else _scale_to(nearest - p, cap)[0]
@@ -537,8 +611,10 @@ class _Orientation:
 
     def describe(self, angles: tuple[float, float]) -> str:
         tilt, yaw = angles
-        return (f"target tilt {tilt:.3f} rad / yaw {yaw:.3f} rad against max_tilt {self.limits.max_tilt} / max_yaw "
-                f"{self.limits.max_yaw:.3f}; rotation shortened")
+        return (
+            f"target tilt {tilt:.3f} rad / yaw {yaw:.3f} rad against max_tilt {self.limits.max_tilt} / max_yaw "
+            f"{self.limits.max_yaw:.3f}; rotation shortened"
+        )
 
 
 def _bisect(ok: Any, largest: bool = True) -> float:
@@ -581,7 +657,10 @@ def _gripper(g: float, prev: float | None, max_change: float) -> tuple[float, li
         prev = min(max(prev, 0.0), 1.0)
         limited = min(max(clipped, prev - max_change), prev + max_change)
         if limited != clipped:
-            events.append(SafetyEvent("gripper_rate", clipped, limited,
-                                      f"gripper command change limited to {max_change:.3g} per step"))
+            events.append(
+                SafetyEvent(
+                    "gripper_rate", clipped, limited, f"gripper command change limited to {max_change:.3g} per step"
+                )
+            )
         clipped = limited
     return clipped, events

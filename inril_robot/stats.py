@@ -21,8 +21,13 @@ class Rate:
         return f"{self.value:.0%} [{self.low:.0%}, {self.high:.0%}] ({self.successes}/{self.trials})"
 
     def to_dict(self) -> dict[str, float | int]:
-        return {"rate": self.value, "ci95_low": self.low, "ci95_high": self.high,
-                "successes": self.successes, "trials": self.trials}
+        return {
+            "rate": self.value,
+            "ci95_low": self.low,
+            "ci95_high": self.high,
+            "successes": self.successes,
+            "trials": self.trials,
+        }
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.959963984540054) -> Rate:
@@ -39,8 +44,38 @@ def wilson_interval(successes: int, trials: int, z: float = 1.959963984540054) -
 
 
 # two-sided 95% Student-t quantiles t_{0.975, df} for df = 1..30; beyond, the normal 1.96 is within 2%
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+_T975 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+)
 
 
 @dataclass(frozen=True)

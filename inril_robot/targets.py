@@ -23,8 +23,14 @@ class Target:
         return self.value <= self.limit if self.op == "<=" else self.value >= self.limit
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "value": self.value, "limit": self.limit, "op": self.op, "unit": self.unit,
-                "met": self.met}
+        return {
+            "name": self.name,
+            "value": self.value,
+            "limit": self.limit,
+            "op": self.op,
+            "unit": self.unit,
+            "met": self.met,
+        }
 
     def text(self) -> str:
         return f"{self.name}: {self.value:.3g}{self.unit} (target {self.op} {self.limit:g}{self.unit})"

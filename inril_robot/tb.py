@@ -74,8 +74,13 @@ def start_wandb(logdir: Path) -> Any:
         import yaml
 
         config = yaml.safe_load((logdir / "run.yaml").read_text()) or {}
-    run = wandb.init(project=project, name=logdir.name, dir=os.environ.get("WANDB_DIR", str(logdir)), config=config,
-                     reinit="create_new")
+    run = wandb.init(
+        project=project,
+        name=logdir.name,
+        dir=os.environ.get("WANDB_DIR", str(logdir)),
+        config=config,
+        reinit="create_new",
+    )
     run.define_metric("step")
     run.define_metric("*", step_metric="step")
     return run

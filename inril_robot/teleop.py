@@ -18,8 +18,9 @@ def command_to_action(cmd: TeleopCommand, previous_gripper: float) -> np.ndarray
     delta_pos = np.asarray(cmd.delta_pos, dtype=np.float64)
     delta_rot = np.asarray(cmd.delta_rot, dtype=np.float64)
     if delta_pos.shape != (3,) or delta_rot.shape != (3,):
-        raise ValueError(f"teleop command needs delta_pos and delta_rot of shape (3,), got {delta_pos.shape} and "
-                         f"{delta_rot.shape}")
+        raise ValueError(
+            f"teleop command needs delta_pos and delta_rot of shape (3,), got {delta_pos.shape} and {delta_rot.shape}"
+        )
     gripper = previous_gripper if cmd.gripper is None else cmd.gripper
     return np.concatenate([delta_pos, delta_rot, [float(gripper)]])
 

@@ -71,8 +71,16 @@ class TeleopView:
         ratio = self.height / 360
         for i, text in enumerate(lines):
             colour = (255, 210, 90) if prompt and i >= len(lines) - len(prompt_lines(prompt)) else (235, 235, 235)
-            cv2.putText(panel, text, (8, round((i + 1) * 22 * ratio) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.45 * ratio,
-                        colour, 1, cv2.LINE_AA)
+            cv2.putText(
+                panel,
+                text,
+                (8, round((i + 1) * 22 * ratio) + 4),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.45 * ratio,
+                colour,
+                1,
+                cv2.LINE_AA,
+            )
         return panel
 
     def close(self) -> None:
@@ -96,8 +104,11 @@ def panel_lines(env: Any, status: Any | None) -> list[str]:
     """The numbers an operator steers by, in the base frame [m]."""
     state = env.robot.state()
     ee = np.asarray(state.ee_pos, dtype=float)
-    lines = [f"task {env.cfg.task.name}", f"EE     x {ee[0]:+.3f} y {ee[1]:+.3f} z {ee[2]:+.3f}",
-             f"gripper width {float(state.gripper_width) * 1000:.0f} mm"]
+    lines = [
+        f"task {env.cfg.task.name}",
+        f"EE     x {ee[0]:+.3f} y {ee[1]:+.3f} z {ee[2]:+.3f}",
+        f"gripper width {float(state.gripper_width) * 1000:.0f} mm",
+    ]
     objects = env.robot.object_poses() if hasattr(env.robot, "object_poses") else None
     for name, pose in (objects or {}).items():
         pos = np.asarray(pose.pos, dtype=float)
@@ -105,8 +116,10 @@ def panel_lines(env: Any, status: Any | None) -> list[str]:
         lines.append(f"      distance to EE {np.linalg.norm(pos - ee) * 100:.1f} cm")
     if status is not None:
         left = (env.cfg.task.max_steps - status.step) / env.cfg.robot.control_hz
-        lines += [f"episode {status.episode_index}  step {status.step}/{env.cfg.task.max_steps} ({left:.1f} s left)",
-                  f"kept {status.kept}/{status.target}  discarded {status.discarded}"]
+        lines += [
+            f"episode {status.episode_index}  step {status.step}/{env.cfg.task.max_steps} ({left:.1f} s left)",
+            f"kept {status.kept}/{status.target}  discarded {status.discarded}",
+        ]
     return lines
 
 

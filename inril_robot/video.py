@@ -29,8 +29,9 @@ class VideoWriter:
             self._open(rgb.shape[:2])
         assert self._stream is not None and self._size is not None and self._container is not None
         if rgb.shape[:2] != self._size:
-            raise ValueError(f"frame {self.frames} is {rgb.shape[1]}x{rgb.shape[0]}, the video "
-                             f"{self._size[1]}x{self._size[0]}")
+            raise ValueError(
+                f"frame {self.frames} is {rgb.shape[1]}x{rgb.shape[0]}, the video {self._size[1]}x{self._size[0]}"
+            )
         frame = av.VideoFrame.from_ndarray(_even(rgb), format="rgb24")
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
@@ -71,8 +72,9 @@ def _even(rgb: np.ndarray) -> np.ndarray:
 def tile(images: list[np.ndarray]) -> np.ndarray:
     """Side-by-side frame of several camera images (resized to the first one's height)."""
     h = images[0].shape[0]
-    resized = [img if img.shape[0] == h else cv2.resize(img, (round(img.shape[1] * h / img.shape[0]), h))
-               for img in images]
+    resized = [
+        img if img.shape[0] == h else cv2.resize(img, (round(img.shape[1] * h / img.shape[0]), h)) for img in images
+    ]
     return np.concatenate(resized, axis=1)
 
 
@@ -95,6 +97,7 @@ def overlay(rgb: np.ndarray, lines: list[str]) -> np.ndarray:
     band = out[: line_h * len(lines) + 6, : min(width, out.shape[1])]
     band[:] = (band.astype(np.uint16) * 2 // 5).astype(np.uint8)
     for i, text in enumerate(lines):
-        cv2.putText(out, text, (4, line_h * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness,
-                    cv2.LINE_AA)
+        cv2.putText(
+            out, text, (4, line_h * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness, cv2.LINE_AA
+        )
     return out

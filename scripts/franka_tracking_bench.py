@@ -49,8 +49,9 @@ def start_sim() -> tuple[subprocess.Popen[bytes], str]:
         raise SystemExit("franky-sim not installed: pip install 'inril-robot[dev]'")
     host = f"127.{random.randint(20, 220)}.{random.randint(20, 220)}.{random.randint(20, 220)}"
     log = tempfile.NamedTemporaryFile(prefix="franky-sim-", suffix=".log", delete=False)  # noqa: SIM115
-    proc = subprocess.Popen([exe, "-s", "mujoco", "--hostname", host], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [exe, "-s", "mujoco", "--hostname", host], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     deadline = time.monotonic() + 90
     while "Connect to the server using" not in Path(log.name).read_text():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -85,9 +86,15 @@ class Sampler(threading.Thread):
 
 
 def run_one(host: str, control: str, step: float, n: int, noise: float, seed: int) -> dict[str, Any]:
-    cfg = load_config(robot="franka", overrides=[f"robot.franka.host={host}", "robot.franka.realtime=ignore",
-                                                  "robot.franka.home_dynamics_factor=0.4",
-                                                  f"robot.franka.control={control}"])
+    cfg = load_config(
+        robot="franka",
+        overrides=[
+            f"robot.franka.host={host}",
+            "robot.franka.realtime=ignore",
+            "robot.franka.home_dynamics_factor=0.4",
+            f"robot.franka.control={control}",
+        ],
+    )
     arm = FrankaRobot(cfg.robot, cfg.safety)
     arm.connect()
     rng = np.random.default_rng(seed)
@@ -131,10 +138,14 @@ def run_one(host: str, control: str, step: float, n: int, noise: float, seed: in
     rest_at = t[moving[-1]] if len(moving) else hold_t
     x_hold = np.interp(hold_t, t, x)
     return {
-        "control": control, "step_m": step, "noise": noise, "target_mps": round(target, 4),
+        "control": control,
+        "step_m": step,
+        "noise": noise,
+        "target_mps": round(target, 4),
         "mean_vx": round(float(per_a[:, 2].mean()), 4),
         "ripple": round(float((per_a[:, 1] - per_a[:, 0]).mean() / target), 3),
-        "stop_and_go_periods": int((per_a[:, 0] < 0.1 * target).sum()), "periods": len(per_a),
+        "stop_and_go_periods": int((per_a[:, 0] < 0.1 * target).sum()),
+        "periods": len(per_a),
         "lag_s": round(float(np.mean(ideal[steady] - x[steady]) / target), 3),
         "hold_speed_mps": round(float(np.interp(hold_t, t, speed)), 4),
         "hold_to_rest_s": round(float(rest_at - hold_t), 3),

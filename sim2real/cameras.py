@@ -27,10 +27,10 @@ from inril_robot.geometry import OPENCV_TO_MUJOCO, matrix_to_quat
 
 @dataclass(frozen=True)
 class SimCameraPlacement:
-    pos: np.ndarray          # (3,) in the world (static camera) or the TCP frame (wrist camera)
-    quat_wxyz: np.ndarray    # MuJoCo camera orientation, same parent frame
+    pos: np.ndarray  # (3,) in the world (static camera) or the TCP frame (wrist camera)
+    quat_wxyz: np.ndarray  # MuJoCo camera orientation, same parent frame
     fovy_deg: float
-    position_sigma: float    # the calibration's one-sigma uncertainty [m], [rad]
+    position_sigma: float  # the calibration's one-sigma uncertainty [m], [rad]
     rotation_sigma: float
     notes: list[str] = field(default_factory=list)
 
@@ -45,11 +45,15 @@ def crop_height(calib: CalibrationFile, width: int, height: int) -> float:
 
 def placement_from_calibration(calib: CalibrationFile, cam: CameraConfig) -> SimCameraPlacement:
     if calib.extrinsics is None:
-        raise CalibrationFileError(f"camera {cam.name!r}: the calibration file has intrinsics only; a sim camera "
-                                   "needs extrinsics too (run `inril-robot calibrate hand-eye`)")
+        raise CalibrationFileError(
+            f"camera {cam.name!r}: the calibration file has intrinsics only; a sim camera "
+            "needs extrinsics too (run `inril-robot calibrate hand-eye`)"
+        )
     if calib.mount != cam.mount:
-        raise CalibrationFileError(f"camera {cam.name!r} is mount={cam.mount!r} but its calibration file is for a "
-                                   f"{calib.mount!r}-mounted camera ({calib.camera!r})")
+        raise CalibrationFileError(
+            f"camera {cam.name!r} is mount={cam.mount!r} but its calibration file is for a "
+            f"{calib.mount!r}-mounted camera ({calib.camera!r})"
+        )
     t = calib.extrinsics.matrix()
     rot_mj = t[:3, :3] @ OPENCV_TO_MUJOCO
     q = matrix_to_quat(rot_mj)
@@ -60,15 +64,25 @@ def placement_from_calibration(calib: CalibrationFile, cam: CameraConfig) -> Sim
         notes.append(f"fx {k.fx:.1f} and fy {k.fy:.1f} px differ by more than 1%; the sim camera uses fy")
     off = max(abs(k.cx - (k.width - 1) / 2) / k.width, abs(k.cy - (k.height - 1) / 2) / k.height)
     if off > 0.02:
-        notes.append(f"principal point ({k.cx:.1f}, {k.cy:.1f}) is {off:.1%} of the image off centre; the sim "
-                     "camera's is centred")
+        notes.append(
+            f"principal point ({k.cx:.1f}, {k.cy:.1f}) is {off:.1%} of the image off centre; the sim "
+            "camera's is centred"
+        )
     if any(abs(d) > 1e-3 for d in k.distortion):
         notes.append("lens distortion is not rendered: undistort real images to match the sim")
     if abs(k.width / k.height - cam.width / cam.height) > 1e-3:
-        notes.append(f"calibrated at {k.width}x{k.height}, policy images {cam.width}x{cam.height}: assumes a "
-                     "centre crop to the policy's aspect ratio, then a resize")
-    return SimCameraPlacement(t[:3, 3].copy(), np.array([q[3], q[0], q[1], q[2]]), fovy,
-                              calib.uncertainty.position_m, calib.uncertainty.rotation_rad, notes)
+        notes.append(
+            f"calibrated at {k.width}x{k.height}, policy images {cam.width}x{cam.height}: assumes a "
+            "centre crop to the policy's aspect ratio, then a resize"
+        )
+    return SimCameraPlacement(
+        t[:3, 3].copy(),
+        np.array([q[3], q[0], q[1], q[2]]),
+        fovy,
+        calib.uncertainty.position_m,
+        calib.uncertainty.rotation_rad,
+        notes,
+    )
 
 
 def sim_camera_placement(cam: CameraConfig) -> SimCameraPlacement:

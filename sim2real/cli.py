@@ -34,8 +34,13 @@ def sim_pretrain_cmd(
 
     try:
         cfg = sim_config(task, cameras, randomization, [f"train.steps={steps}", *(set_ or [])])
-        result = sim_pretrain(cfg, out, demos=demos, eval_episodes=episodes,
-                              on_stage=lambda text: err.print(f"[bold cyan]sim-pretrain[/] {text}"))
+        result = sim_pretrain(
+            cfg,
+            out,
+            demos=demos,
+            eval_episodes=episodes,
+            on_stage=lambda text: err.print(f"[bold cyan]sim-pretrain[/] {text}"),
+        )
     except (ConfigError, CalibrationFileError, ValueError) as e:
         fail(str(e))
         return
@@ -57,7 +62,8 @@ def sim_pretrain_cmd(
 
 def bench_sim2sim_cmd(
     out: Annotated[Path, typer.Option("--out", help="Folder for runs, sim2sim.md and sim2sim.csv.")] = Path(
-        "runs/sim2sim"),
+        "runs/sim2sim"
+    ),
     task: TaskOpt = "lift",
     randomization: RandOpt = "medium",
     demos: Annotated[int, typer.Option(min=1, help="Demonstrations per training condition.")] = 20,
@@ -72,8 +78,16 @@ def bench_sim2sim_cmd(
     from sim2real.pretrain import sim2sim_gap
 
     try:
-        gap = sim2sim_gap(task, out, randomization=randomization, demos=demos, steps=steps, episodes=episodes,
-                          overrides=list(set_ or []), on_stage=lambda text: err.print(f"[bold cyan]sim2sim[/] {text}"))
+        gap = sim2sim_gap(
+            task,
+            out,
+            randomization=randomization,
+            demos=demos,
+            steps=steps,
+            episodes=episodes,
+            overrides=list(set_ or []),
+            on_stage=lambda text: err.print(f"[bold cyan]sim2sim[/] {text}"),
+        )
     except (ConfigError, ValueError) as e:
         fail(str(e))
         return
@@ -84,7 +98,12 @@ def bench_sim2sim_cmd(
     for col in ("trained on", "evaluated on", "success", "95% CI", "n"):
         table.add_column(col)
     for c in gap.cells:
-        table.add_row(c["trained_on"], c["evaluated_on"], f"{c['rate']:.0%}",
-                      f"[{c['ci95_low']:.0%}, {c['ci95_high']:.0%}]", f"{c['successes']}/{c['trials']}")
+        table.add_row(
+            c["trained_on"],
+            c["evaluated_on"],
+            f"{c['rate']:.0%}",
+            f"[{c['ci95_low']:.0%}, {c['ci95_high']:.0%}]",
+            f"{c['successes']}/{c['trials']}",
+        )
     Console().print(table)
     err.print(f"wrote {out / 'sim2sim.md'} and {out / 'sim2sim.csv'}")

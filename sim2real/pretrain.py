@@ -54,8 +54,10 @@ def real_robot_contract_issues(cfg: RunConfig, checkpoint_contract: dict[str, An
     theirs = Contract.from_json_dict(checkpoint_contract)
     issues = [f"{f}: checkpoint {a!r}, franka {b!r}" for f, a, b in theirs.mismatches(run_contract(real))]
     if cfg.task.observation == "state":
-        issues.append("task.observation=state: the policy reads object poses only the simulator knows; train with "
-                      "task.observation=image and cameras for the real robot")
+        issues.append(
+            "task.observation=state: the policy reads object poses only the simulator knows; train with "
+            "task.observation=image and cameras for the real robot"
+        )
     return issues
 
 
@@ -67,8 +69,14 @@ def collect_demos(cfg: RunConfig, out: Path, episodes: int) -> Any:
     from inril_robot.registry import make_teleop
 
     with RobotEnv(cfg) as env:  # collect records the calibration references in dataset.json
-        collect(cfg, out, episodes, env, make_teleop(cfg, env),
-                extra_info={"randomization": cfg.randomization.model_dump(mode="json")})
+        collect(
+            cfg,
+            out,
+            episodes,
+            env,
+            make_teleop(cfg, env),
+            extra_info={"randomization": cfg.randomization.model_dump(mode="json")},
+        )
     return Dataset(out)
 
 
@@ -83,8 +91,9 @@ def evaluate(cfg: RunConfig, checkpoint: Path, episodes: int, seed: int) -> dict
     with RobotEnv(cfg) as env:
         loaded = load_checkpoint(checkpoint, expect_contract=contract)
         runner = PolicyRunner(loaded.policy, contract, "cpu")
-        return run_episodes(env, runner, episodes, seed=seed, on_reset=runner.reset,
-                            policy_name=cfg.policy.kind).to_dict()
+        return run_episodes(
+            env, runner, episodes, seed=seed, on_reset=runner.reset, policy_name=cfg.policy.kind
+        ).to_dict()
 
 
 @dataclass
@@ -103,8 +112,15 @@ class SimPretrainResult:
         return dict(self.__dict__)
 
 
-def sim_pretrain(cfg: RunConfig, out: Path, *, demos: int, eval_episodes: int, on_stage: Stage | None = None,
-                 finetune: Callable[[Path], Any] | None = None) -> SimPretrainResult:
+def sim_pretrain(
+    cfg: RunConfig,
+    out: Path,
+    *,
+    demos: int,
+    eval_episodes: int,
+    on_stage: Stage | None = None,
+    finetune: Callable[[Path], Any] | None = None,
+) -> SimPretrainResult:
     from inril_robot.policies.checkpoint import atomic_torch_save, read_checkpoint
     from inril_robot.pretrain import pretrain
     from inril_robot.seeds import EVAL_SEED_BASE
@@ -131,10 +147,16 @@ def sim_pretrain(cfg: RunConfig, out: Path, *, demos: int, eval_episodes: int, o
     payload = read_checkpoint(result.last_checkpoint)
     refs = calibration_refs(cfg)
     issues = real_robot_contract_issues(cfg, payload["contract"])
-    payload["extra"] = {**payload.get("extra", {}), "calibration": refs, "target_robot": REAL_ROBOT,
-                        "sim_pretrain": {"randomization": cfg.randomization.model_dump(mode="json"),
-                                         "eval_success": summary["success"]},
-                        "real_robot_issues": issues}
+    payload["extra"] = {
+        **payload.get("extra", {}),
+        "calibration": refs,
+        "target_robot": REAL_ROBOT,
+        "sim_pretrain": {
+            "randomization": cfg.randomization.model_dump(mode="json"),
+            "eval_success": summary["success"],
+        },
+        "real_robot_issues": issues,
+    }
     export = out / "export" / "policy.pt"
     export.parent.mkdir(parents=True, exist_ok=True)
     atomic_torch_save(payload, export)
@@ -150,30 +172,48 @@ class GapResult:
     demos: int
     steps: int
     episodes: int
-    cells: list[dict[str, Any]]   # one per (trained on, evaluated on)
+    cells: list[dict[str, Any]]  # one per (trained on, evaluated on)
     wall_s: float
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
     def markdown(self) -> str:
-        lines = [f"sim-to-sim gap · {self.task} · randomisation preset {self.randomization!r} · {self.demos} demos, "
-                 f"{self.steps} BC steps, {self.episodes} evaluation episodes per cell", "",
-                 "| trained on | evaluated on | success | 95% CI (Wilson) | n |", "|---|---|---|---|---|"]
+        lines = [
+            f"sim-to-sim gap · {self.task} · randomisation preset {self.randomization!r} · {self.demos} demos, "
+            f"{self.steps} BC steps, {self.episodes} evaluation episodes per cell",
+            "",
+            "| trained on | evaluated on | success | 95% CI (Wilson) | n |",
+            "|---|---|---|---|---|",
+        ]
         for c in self.cells:
-            lines.append(f"| {c['trained_on']} | {c['evaluated_on']} | {c['rate']:.0%} | "
-                         f"[{c['ci95_low']:.0%}, {c['ci95_high']:.0%}] | {c['successes']}/{c['trials']} |")
+            lines.append(
+                f"| {c['trained_on']} | {c['evaluated_on']} | {c['rate']:.0%} | "
+                f"[{c['ci95_low']:.0%}, {c['ci95_high']:.0%}] | {c['successes']}/{c['trials']} |"
+            )
         return "\n".join(lines) + "\n"
 
     def csv(self) -> str:
         rows = ["trained_on,evaluated_on,successes,trials,rate,ci95_low,ci95_high"]
-        rows += [f"{c['trained_on']},{c['evaluated_on']},{c['successes']},{c['trials']},{c['rate']:.4f},"
-                 f"{c['ci95_low']:.4f},{c['ci95_high']:.4f}" for c in self.cells]
+        rows += [
+            f"{c['trained_on']},{c['evaluated_on']},{c['successes']},{c['trials']},{c['rate']:.4f},"
+            f"{c['ci95_low']:.4f},{c['ci95_high']:.4f}"
+            for c in self.cells
+        ]
         return "\n".join(rows) + "\n"
 
 
-def sim2sim_gap(task: str, out: Path, *, randomization: str = "medium", demos: int = 20, steps: int = 800,
-                episodes: int = 20, overrides: list[str] | None = None, on_stage: Stage | None = None) -> GapResult:
+def sim2sim_gap(
+    task: str,
+    out: Path,
+    *,
+    randomization: str = "medium",
+    demos: int = 20,
+    steps: int = 800,
+    episodes: int = 20,
+    overrides: list[str] | None = None,
+    on_stage: Stage | None = None,
+) -> GapResult:
     """Train on nominal and on randomised demos; evaluate both in both conditions."""
     from inril_robot.atomic import atomic_open
     from inril_robot.pretrain import pretrain
@@ -182,8 +222,10 @@ def sim2sim_gap(task: str, out: Path, *, randomization: str = "medium", demos: i
     say = on_stage or (lambda _: None)
     started = time.perf_counter()
     base = [f"train.steps={steps}", "train.eval_every=0", f"train.checkpoint_every={steps}", *(overrides or [])]
-    conditions = {"nominal": sim_config(task, None, "none", base),
-                  "randomised": sim_config(task, None, randomization, base)}
+    conditions = {
+        "nominal": sim_config(task, None, "none", base),
+        "randomised": sim_config(task, None, randomization, base),
+    }
     checkpoints = {}
     for name, cfg in conditions.items():
         say(f"train on {name}: {demos} demos, {steps} BC steps")

@@ -87,20 +87,40 @@ def test_recover_goes_through_reset() -> None:
 
 def test_an_episode_with_intervention_is_recorded() -> None:
     authority = Authority(clock=itertools.count(100).__next__)
-    for step, action in [(3, "intervene"), (9, "release"), (12, "pause"), (20, "resume"), (25, "begin_reset"),
-                         (26, "reset_done")]:
+    for step, action in [
+        (3, "intervene"),
+        (9, "release"),
+        (12, "pause"),
+        (20, "resume"),
+        (25, "begin_reset"),
+        (26, "reset_done"),
+    ]:
         authority.step = step
         fire(authority, action)
     authority.step = 30
     authority.estop("contact force")
     authority.recover()
     records = authority.to_records()
-    assert [r["event"] for r in records] == ["intervene", "release", "pause", "resume", "begin_reset", "reset_done",
-                                             "estop", "recover"]
+    assert [r["event"] for r in records] == [
+        "intervene",
+        "release",
+        "pause",
+        "resume",
+        "begin_reset",
+        "reset_done",
+        "estop",
+        "recover",
+    ]
     assert [r["step"] for r in records] == [3, 9, 12, 20, 25, 26, 30, 30]
     assert [r["time"] for r in records] == list(range(100, 108))
-    assert records[0] == {"time": 100, "step": 3, "from_state": "policy", "to_state": "human", "event": "intervene",
-                          "reason": ""}
+    assert records[0] == {
+        "time": 100,
+        "step": 3,
+        "from_state": "policy",
+        "to_state": "human",
+        "event": "intervene",
+        "reason": "",
+    }
     assert records[6]["reason"] == "contact force"
     assert all(isinstance(t, Transition) for t in authority.transitions)
 

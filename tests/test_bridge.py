@@ -45,10 +45,19 @@ from tests.test_pretrain import reach_cfg, record_demos
 
 runner = CliRunner()
 # fine-tuning settings small enough for CI; IL steps do much of the early work on an under-trained BC policy
-FT = ["finetune.episodes_per_iteration=8", "finetune.ppo.minibatch_size=32", "finetune.ppo.epochs=2",
-      "finetune.ppo.critic_warmup_iterations=0", "finetune.ppo.target_kl=null", "finetune.inril.il_every=1",
-      "finetune.inril.il_steps=4", "finetune.inril.il_batch_size=64", "finetune.inril.il_lr=1e-3",
-      "finetune.inril.il_lr_ratio=null", "finetune.guard.enabled=false"]
+FT = [
+    "finetune.episodes_per_iteration=8",
+    "finetune.ppo.minibatch_size=32",
+    "finetune.ppo.epochs=2",
+    "finetune.ppo.critic_warmup_iterations=0",
+    "finetune.ppo.target_kl=null",
+    "finetune.inril.il_every=1",
+    "finetune.inril.il_steps=4",
+    "finetune.inril.il_batch_size=64",
+    "finetune.inril.il_lr=1e-3",
+    "finetune.inril.il_lr_ratio=null",
+    "finetune.guard.enabled=false",
+]
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +65,7 @@ def pretrained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Dataset]
     """An under-trained reach BC policy (about 10% success) and its demonstrations."""
     root = tmp_path_factory.mktemp("bridge")
     demos = record_demos(root / "demos", "reach", 10)
-    result = pretrain(reach_cfg(overrides=["train.steps=300", "train.eval_every=0"]), demos, root / "pre",
-                      resume=False)
+    result = pretrain(reach_cfg(overrides=["train.steps=300", "train.eval_every=0"]), demos, root / "pre", resume=False)
     return Path(result.last_checkpoint), demos
 
 
@@ -69,8 +77,11 @@ def cfg_for(*overrides: str) -> RunConfig:
 def served(learner: ServerLearner, log: list[str] | None = None, **options: object) -> Iterator[PolicyServer]:
     """A server on a free loopback port, its loop in a thread (its log lines appended to `log`); on exit the loop
     must still be running (nothing a test sent stopped it)."""
-    server = PolicyServer(learner, ServeOptions(bind="tcp://127.0.0.1:*", **options),  # type: ignore[arg-type]
-                          log=log.append if log is not None else None)
+    server = PolicyServer(
+        learner,
+        ServeOptions(bind="tcp://127.0.0.1:*", **options),  # type: ignore[arg-type]
+        log=log.append if log is not None else None,
+    )
     server.start()
     stop = threading.Event()
     thread = threading.Thread(target=server.serve, args=(stop.is_set,), daemon=True)
@@ -85,12 +96,17 @@ def served(learner: ServerLearner, log: list[str] | None = None, **options: obje
         learner.close()
 
 
-def run_agent(cfg: RunConfig, endpoint: str, results: list[AgentResult], status: list[dict] | None = None,
-              **options: object) -> threading.Thread:
+def run_agent(
+    cfg: RunConfig, endpoint: str, results: list[AgentResult], status: list[dict] | None = None, **options: object
+) -> threading.Thread:
     def go() -> None:
         with RobotEnv(cfg) as env:
-            agent = RobotAgent(cfg, env, AgentOptions(server=endpoint, **options),  # type: ignore[arg-type]
-                               on_status=status.append if status is not None else None)
+            agent = RobotAgent(
+                cfg,
+                env,
+                AgentOptions(server=endpoint, **options),  # type: ignore[arg-type]
+                on_status=status.append if status is not None else None,
+            )
             results.append(agent.run())
 
     thread = threading.Thread(target=go, daemon=True)
@@ -113,8 +129,7 @@ def free_port() -> int:
 def hello_for(cfg: RunConfig) -> p.Hello:
     from inril_robot.pretrain import run_contract
 
-    return p.Hello(contract=run_contract(cfg).to_json_dict(), task=cfg.task.name, config_hash="test",
-                   robot_kind="sim")
+    return p.Hello(contract=run_contract(cfg).to_json_dict(), task=cfg.task.name, config_hash="test", robot_kind="sim")
 
 
 # ------------------------------------------------------------------------------------------ fine-tuning
@@ -123,9 +138,27 @@ def test_finetune_through_the_bridge_improves_reach(pretrained: tuple[Path, Data
     checkpoint, demos = pretrained
     started = time.perf_counter()
     out = tmp_path / "run"
-    result = runner.invoke(app, ["finetune", "--robot", "sim", "--bridge", "--checkpoint", str(checkpoint),
-                                 "--demos", str(demos.root), "--out", str(out), "--speed", "0", "--episodes", "80",
-                                 "--json", *[a for s in FT for a in ("--set", s)]])
+    result = runner.invoke(
+        app,
+        [
+            "finetune",
+            "--robot",
+            "sim",
+            "--bridge",
+            "--checkpoint",
+            str(checkpoint),
+            "--demos",
+            str(demos.root),
+            "--out",
+            str(out),
+            "--speed",
+            "0",
+            "--episodes",
+            "80",
+            "--json",
+            *[a for s in FT for a in ("--set", s)],
+        ],
+    )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert payload["episodes"] == 80 and payload["stopped"] is None and payload["watchdog_holds"] == 0
@@ -134,8 +167,10 @@ def test_finetune_through_the_bridge_improves_reach(pretrained: tuple[Path, Data
     assert trained.extra["policy_version"] >= 8 and trained.extra["trained_by"] == "inril-robot serve"
     cfg = cfg_for()
     before, after = success_rate(cfg, checkpoint, 40), success_rate(cfg, out / "server" / "last.pt", 40)
-    print(f"reach through the bridge: success {before:.0%} -> {after:.0%} after {payload['env_steps']} env steps, "
-          f"{time.perf_counter() - started:.0f} s")
+    print(
+        f"reach through the bridge: success {before:.0%} -> {after:.0%} after {payload['env_steps']} env steps, "
+        f"{time.perf_counter() - started:.0f} s"
+    )
     assert after >= before + 0.1
 
 
@@ -145,8 +180,19 @@ def test_four_robots_fine_tune_against_one_server(pretrained: tuple[Path, Datase
     learner = ServerLearner(cfg, checkpoint, demos, tmp_path / "srv", mode="async")
     results: list[AgentResult] = []
     with served(learner) as server:
-        threads = [run_agent(cfg, server.endpoint, results, robot_id=f"arm{i}", episodes=4, speed=0,
-                             seed_offset=1000 * i, record=tmp_path / f"arm{i}") for i in range(4)]
+        threads = [
+            run_agent(
+                cfg,
+                server.endpoint,
+                results,
+                robot_id=f"arm{i}",
+                episodes=4,
+                speed=0,
+                seed_offset=1000 * i,
+                record=tmp_path / f"arm{i}",
+            )
+            for i in range(4)
+        ]
         seen: set[str] = set()
         while any(t.is_alive() for t in threads):
             seen |= {s.robot for s in server.sessions.values()}
@@ -171,8 +217,9 @@ def test_interventions_are_flagged_recorded_and_fed_to_il(pretrained: tuple[Path
 
         def read(self) -> TeleopCommand:
             a = self.env.expert_action()
-            return TeleopCommand(delta_pos=a[:3], delta_rot=a[3:6], gripper=float(a[6]),
-                                 intervene=2 <= self.env.steps < 5)
+            return TeleopCommand(
+                delta_pos=a[:3], delta_rot=a[3:6], gripper=float(a[6]), intervene=2 <= self.env.steps < 5
+            )
 
     checkpoint, demos = pretrained
     cfg = cfg_for("task.max_steps=15")
@@ -189,8 +236,9 @@ def test_interventions_are_flagged_recorded_and_fed_to_il(pretrained: tuple[Path
 
 
 # ------------------------------------------------------------------------------------------------ faults
-def test_server_killed_mid_episode_agent_holds_then_carries_on(pretrained: tuple[Path, Dataset],
-                                                               tmp_path: Path) -> None:
+def test_server_killed_mid_episode_agent_holds_then_carries_on(
+    pretrained: tuple[Path, Dataset], tmp_path: Path
+) -> None:
     checkpoint, demos = pretrained
     cfg = cfg_for("task.max_steps=20")
     bind = f"tcp://127.0.0.1:{free_port()}"
@@ -232,17 +280,40 @@ def _wait_for(probe: object, minimum: int, timeout_s: float = 60.0) -> int:
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
-def test_agent_killed_server_keeps_serving_others_and_its_learner(pretrained: tuple[Path, Dataset], tmp_path: Path,
-                                                                  mode: str) -> None:
+def test_agent_killed_server_keeps_serving_others_and_its_learner(
+    pretrained: tuple[Path, Dataset], tmp_path: Path, mode: str
+) -> None:
     checkpoint, demos = pretrained
     cfg = cfg_for("task.max_steps=20", "finetune.episodes_per_iteration=2")
     learner = ServerLearner(cfg, checkpoint, demos, tmp_path / "srv", mode=mode)
     with served(learner, robot_timeout_s=1.0) as server:
         doomed = subprocess.Popen(
-            [sys.executable, "-m", "inril_robot.cli", "finetune", "--robot", "sim", "--server", server.endpoint,
-             "--robot-id", "doomed", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "doomed"),
-             "--speed", "1", "--episodes", "100", "--json", *[a for s in FT for a in ("--set", s)]],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            [
+                sys.executable,
+                "-m",
+                "inril_robot.cli",
+                "finetune",
+                "--robot",
+                "sim",
+                "--server",
+                server.endpoint,
+                "--robot-id",
+                "doomed",
+                "--checkpoint",
+                str(checkpoint),
+                "--out",
+                str(tmp_path / "doomed"),
+                "--speed",
+                "1",
+                "--episodes",
+                "100",
+                "--json",
+                *[a for s in FT for a in ("--set", s)],
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         try:
             _wait_for(lambda: int(any(s.robot == "doomed" and s.mid_episode for s in server.sessions.values())), 1)
         finally:
@@ -280,8 +351,10 @@ def _episodes(learner: ServerLearner, n: int, steps: int = 10, reward: float | N
     for e in range(n):
         t = EpisodeTrace(seed=e)
         for _ in range(steps):
-            history = {k: rng.standard_normal((learner.policy.cfg.n_obs_steps, *s)).astype(np.float32)
-                       for k, s in shapes.items()}
+            history = {
+                k: rng.standard_normal((learner.policy.cfg.n_obs_steps, *s)).astype(np.float32)
+                for k, s in shapes.items()
+            }
             t.obs.append(history)
             t.kept.append(learner.infer([history])[2][0])
             t.rewards.append(float(rng.random() < 0.2) if reward is None else reward)
@@ -291,8 +364,9 @@ def _episodes(learner: ServerLearner, n: int, steps: int = 10, reward: float | N
     return traces
 
 
-def test_async_learner_process_resumes_and_a_crash_is_reported(pretrained: tuple[Path, Dataset],
-                                                               tmp_path: Path) -> None:
+def test_async_learner_process_resumes_and_a_crash_is_reported(
+    pretrained: tuple[Path, Dataset], tmp_path: Path
+) -> None:
     """The async learner is a separate process: it trains, checkpoints and resumes like the sync one, exits with
     the server, and its death is reported while inference carries on with the last weights."""
     checkpoint, demos = pretrained
@@ -352,8 +426,9 @@ def test_fuzzed_server_keeps_answering_a_valid_client(pretrained: tuple[Path, Da
             sent += 1
             if i % 100 == 0:  # meanwhile the valid robot keeps getting the right actions
                 history = {k: rng.uniform(-1, 1, (1, *policy.obs_shapes[k])).astype(np.float32) for k in keys}
-                seq = client.send(p.Observation(episode=0, chunk=1 + i, step=i), {f"obs/{k}": v
-                                                                                  for k, v in history.items()})
+                seq = client.send(
+                    p.Observation(episode=0, chunk=1 + i, step=i), {f"obs/{k}": v for k, v in history.items()}
+                )
                 msg = client.poll(5.0)
                 while msg is not None and not (msg.type == "action" and msg.body.obs_seq == seq):
                     msg = client.poll(5.0)
@@ -389,9 +464,16 @@ def _fuzz_frames(rng: np.random.Generator, keys: list[str]) -> list[bytes]:
         return [rng.bytes(int(rng.integers(0, 200)))]
     if kind == 1:
         return [rng.bytes(int(rng.integers(1, 50))) for _ in range(int(rng.integers(1, 5)))]
-    header = {"v": 1, "type": str(rng.choice(["observation", "transition", "episode_end", "hello", "action",
-                                              "nonsense"])), "robot": "fuzz", "seq": int(rng.integers(0, 1000)),
-              "t_capture": 0.0, "t_send": 0.0, "blobs": [], "body": {}}
+    header = {
+        "v": 1,
+        "type": str(rng.choice(["observation", "transition", "episode_end", "hello", "action", "nonsense"])),
+        "robot": "fuzz",
+        "seq": int(rng.integers(0, 1000)),
+        "t_capture": 0.0,
+        "t_send": 0.0,
+        "blobs": [],
+        "body": {},
+    }
     if kind == 2:
         header["v"] = int(rng.integers(2, 100))
     elif kind == 3:
@@ -405,8 +487,10 @@ def _fuzz_frames(rng: np.random.Generator, keys: list[str]) -> list[bytes]:
         header["blobs"] = [{"name": "a", "dtype": "float64", "shape": [int(rng.integers(10**6, 10**9))] * 3}]
         return [_pack(header), b""]
     elif kind == 6:
-        header["type"], header["body"] = "hello", {"contract": {"control_hz": -1}, "task": "reach",
-                                                   "config_hash": "x", "robot_kind": "sim"}
+        header["type"], header["body"] = (
+            "hello",
+            {"contract": {"control_hz": -1}, "task": "reach", "config_hash": "x", "robot_kind": "sim"},
+        )
     else:
         header["type"] = "observation"
         header["body"] = {"episode": 0, "chunk": 1, "step": 0}  # well-formed, but this peer never said hello
@@ -422,8 +506,20 @@ def _pack(header: dict) -> bytes:
 # ----------------------------------------------------------------------------------------------- security
 def test_non_loopback_bind_without_keys_refuses_to_start(pretrained: tuple[Path, Dataset], tmp_path: Path) -> None:
     checkpoint, demos = pretrained
-    result = runner.invoke(app, ["serve", "--checkpoint", str(checkpoint), "--demos", str(demos.root), "--bind",
-                                 "tcp://0.0.0.0:5599", "--out", str(tmp_path / "srv")])
+    result = runner.invoke(
+        app,
+        [
+            "serve",
+            "--checkpoint",
+            str(checkpoint),
+            "--demos",
+            str(demos.root),
+            "--bind",
+            "tcp://0.0.0.0:5599",
+            "--out",
+            str(tmp_path / "srv"),
+        ],
+    )
     assert result.exit_code == 2
     assert "refusing to bind tcp://0.0.0.0:5599 without authentication" in result.output
     assert not (tmp_path / "srv").exists()
@@ -436,12 +532,19 @@ def test_curve_server_gives_no_actions_to_an_unknown_key(pretrained: tuple[Path,
     generate(tmp_path / "other", ["stranger"])  # a valid key pair, but not in the server's allow list
     learner = ServerLearner(cfg, checkpoint, None, tmp_path / "srv", mode="off")
     with served(learner, keys=server_keys(tmp_path / "keys")) as server:
-        known = BridgeClient(server.endpoint, "arm1", hello_for(cfg),
-                             client_keys(tmp_path / "keys" / "arm1.key_secret", tmp_path / "keys" / "server.key"))
+        known = BridgeClient(
+            server.endpoint,
+            "arm1",
+            hello_for(cfg),
+            client_keys(tmp_path / "keys" / "arm1.key_secret", tmp_path / "keys" / "server.key"),
+        )
         assert known.connect().obs_keys
-        stranger = BridgeClient(server.endpoint, "stranger", hello_for(cfg),
-                                client_keys(tmp_path / "other" / "stranger.key_secret",
-                                            tmp_path / "keys" / "server.key"))
+        stranger = BridgeClient(
+            server.endpoint,
+            "stranger",
+            hello_for(cfg),
+            client_keys(tmp_path / "other" / "stranger.key_secret", tmp_path / "keys" / "server.key"),
+        )
         with pytest.raises(Refusal) as info:
             stranger.connect(timeout_s=3.0)
         assert info.value.code == "key" and "allow list" in info.value.reason
@@ -479,8 +582,9 @@ def test_handshake_refusals_name_the_reason(pretrained: tuple[Path, Dataset], tm
             c.close()
 
 
-def test_agent_survives_an_arm_fault_and_the_faulted_episode_is_never_learned(pretrained: tuple[Path, Dataset],
-                                                                             tmp_path: Path) -> None:
+def test_agent_survives_an_arm_fault_and_the_faulted_episode_is_never_learned(
+    pretrained: tuple[Path, Dataset], tmp_path: Path
+) -> None:
     """An arm fault mid-episode (injected: the simulator has no reflexes; on franky-sim see tests/test_franka.py)
     -> pause with the reason, the operator confirms, recover, home, next episode; the faulted episode is not in the
     recorded store nor in the learner's episodes."""
@@ -500,13 +604,26 @@ def test_agent_survives_an_arm_fault_and_the_faulted_episode_is_never_learned(pr
         def recover(self) -> None:
             self.recovered += 1
 
-        def connect(self) -> None: self.inner.connect()
-        def state(self) -> RobotState: return self.inner.state()
-        def hold(self) -> None: self.inner.hold()
-        def home(self) -> None: self.inner.home()
-        def stop(self) -> None: self.inner.stop()
-        def close(self) -> None: self.inner.close()
-        def __getattr__(self, name: str) -> object: return getattr(self.inner, name)
+        def connect(self) -> None:
+            self.inner.connect()
+
+        def state(self) -> RobotState:
+            return self.inner.state()
+
+        def hold(self) -> None:
+            self.inner.hold()
+
+        def home(self) -> None:
+            self.inner.home()
+
+        def stop(self) -> None:
+            self.inner.stop()
+
+        def close(self) -> None:
+            self.inner.close()
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.inner, name)
 
     checkpoint, demos = pretrained
     cfg = cfg_for("task.max_steps=10", "finetune.episodes_per_iteration=100")

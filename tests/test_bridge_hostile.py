@@ -34,9 +34,17 @@ from inril_robot.rl.rollouts import raw_actions
 from tests.test_bridge import _episodes, hello_for, served
 
 runner = CliRunner()
-FT = ["finetune.episodes_per_iteration=2", "finetune.ppo.minibatch_size=8", "finetune.ppo.epochs=1",
-      "finetune.ppo.critic_warmup_iterations=0", "finetune.ppo.target_kl=null", "finetune.inril.il_every=1",
-      "finetune.inril.il_steps=1", "finetune.inril.il_batch_size=16", "finetune.guard.enabled=false"]
+FT = [
+    "finetune.episodes_per_iteration=2",
+    "finetune.ppo.minibatch_size=8",
+    "finetune.ppo.epochs=1",
+    "finetune.ppo.critic_warmup_iterations=0",
+    "finetune.ppo.target_kl=null",
+    "finetune.inril.il_every=1",
+    "finetune.inril.il_steps=1",
+    "finetune.inril.il_batch_size=16",
+    "finetune.guard.enabled=false",
+]
 
 
 @pytest.fixture
@@ -116,8 +124,10 @@ def _fuzz(rng: np.random.Generator, shapes: dict[str, tuple[int, ...]], robot: s
         obs[key].flat[int(rng.integers(0, obs[key].size))] = rng.choice([np.nan, np.inf, -np.inf, 1e37, -3.4e38])
         return p.encode(p.Observation(episode=0, chunk=1, step=1), robot=robot, seq=1, arrays=obs)
     if kind <= 4:  # bit flips anywhere in a valid observation
-        frames = [bytearray(bytes(memoryview(f))) for f in
-                  p.encode(p.Observation(episode=0, chunk=1, step=1), robot=robot, seq=1, arrays=obs)]
+        frames = [
+            bytearray(bytes(memoryview(f)))
+            for f in p.encode(p.Observation(episode=0, chunk=1, step=1), robot=robot, seq=1, arrays=obs)
+        ]
         for _ in range(int(rng.integers(1, 9))):
             f = frames[int(rng.integers(0, len(frames)))]
             if f:
@@ -128,36 +138,91 @@ def _fuzz(rng: np.random.Generator, shapes: dict[str, tuple[int, ...]], robot: s
     if kind == 6:  # poisoned learning: the largest finite rewards, NaN executed actions
         rewards = np.array([rng.choice([3.4e38, -3.4e38, np.nan, 1e6])], np.float32)
         executed = np.zeros((1, 7)) if rng.random() < 0.5 else np.full((1, 7), np.nan)
-        return p.encode(p.Transition(episode=0, chunk=1, policy_version=0, success=False, terminated=False,
-                                     truncated=False, intervention=False, control="policy", safety_events=0),
-                        robot=robot, seq=1, arrays={"executed": executed, "rewards": rewards})
+        return p.encode(
+            p.Transition(
+                episode=0,
+                chunk=1,
+                policy_version=0,
+                success=False,
+                terminated=False,
+                truncated=False,
+                intervention=False,
+                control="policy",
+                safety_events=0,
+            ),
+            robot=robot,
+            seq=1,
+            arrays={"executed": executed, "rewards": rewards},
+        )
     if kind == 7:  # shapes that overflow, too many dimensions, a contract nested deeply
-        header = {"v": 1, "type": "observation", "robot": robot, "seq": 1, "t_capture": 0.0, "t_send": 0.0,
-                  "blobs": [{"name": "obs/ee_pos", "dtype": "float32",
-                             "shape": [2**31, 2**31, 0] if rng.random() < 0.5 else [1] * 12}],
-                  "body": {"episode": 0, "chunk": 1, "step": 0}}
+        header = {
+            "v": 1,
+            "type": "observation",
+            "robot": robot,
+            "seq": 1,
+            "t_capture": 0.0,
+            "t_send": 0.0,
+            "blobs": [
+                {
+                    "name": "obs/ee_pos",
+                    "dtype": "float32",
+                    "shape": [2**31, 2**31, 0] if rng.random() < 0.5 else [1] * 12,
+                }
+            ],
+            "body": {"episode": 0, "chunk": 1, "step": 0},
+        }
         return [msgspec.msgpack.encode(header), b""]
     if kind == 8:  # a contract nested 20,000 deep (written by hand: no msgpack library encodes that)
         enc = msgspec.msgpack.encode
-        body = b"\x84" + enc("contract") + b"\x81\xa1a" * 20_000 + b"\x80" + enc("task") + enc("reach") \
-            + enc("config_hash") + enc("\x1b[2J") + enc("robot_kind") + enc("sim\nforged")
-        header = {"v": 1, "type": "hello", "robot": robot, "seq": 1, "t_capture": 0.0, "t_send": 0.0, "blobs": [],
-                  "body": msgspec.Raw(body)}
+        body = (
+            b"\x84"
+            + enc("contract")
+            + b"\x81\xa1a" * 20_000
+            + b"\x80"
+            + enc("task")
+            + enc("reach")
+            + enc("config_hash")
+            + enc("\x1b[2J")
+            + enc("robot_kind")
+            + enc("sim\nforged")
+        )
+        header = {
+            "v": 1,
+            "type": "hello",
+            "robot": robot,
+            "seq": 1,
+            "t_capture": 0.0,
+            "t_send": 0.0,
+            "blobs": [],
+            "body": msgspec.Raw(body),
+        }
         return [enc(header)]
     # an oversized multipart: 3 blobs of 24 MiB, each under the frame limit, together over the message limit
     if rng.random() < 0.1:
-        header = {"v": 1, "type": "heartbeat", "robot": robot, "seq": 1, "t_capture": 0.0, "t_send": 0.0,
-                  "blobs": [{"name": f"b{i}", "dtype": "uint8", "shape": [len(big)]} for i in range(3)], "body": {}}
+        header = {
+            "v": 1,
+            "type": "heartbeat",
+            "robot": robot,
+            "seq": 1,
+            "t_capture": 0.0,
+            "t_send": 0.0,
+            "blobs": [{"name": f"b{i}", "dtype": "uint8", "shape": [len(big)]} for i in range(3)],
+            "body": {},
+        }
         return [msgspec.msgpack.encode(header), big, big, big]
-    return p.encode(p.EpisodeEnd(episode=0, steps=1, success=False, terminated=False, truncated=True,
-                                 interventions=0), robot=robot, seq=1, arrays={"obs/ee_pos": np.full((1, 3), np.nan,
-                                                                                                     np.float32)})
+    return p.encode(
+        p.EpisodeEnd(episode=0, steps=1, success=False, terminated=False, truncated=True, interventions=0),
+        robot=robot,
+        seq=1,
+        arrays={"obs/ee_pos": np.full((1, 3), np.nan, np.float32)},
+    )
 
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(("mode", "n"), [("off", 2000), ("sync", 600)])
-def test_mixed_fuzz_from_several_clients_leaves_a_valid_robot_served(trained: tuple[Path, Path], tmp_path: Path,
-                                                                     mode: str, n: int) -> None:
+def test_mixed_fuzz_from_several_clients_leaves_a_valid_robot_served(
+    trained: tuple[Path, Path], tmp_path: Path, mode: str, n: int
+) -> None:
     checkpoint, demos = trained
     cfg = cfg_for()
     learner = ServerLearner(cfg, checkpoint, Dataset(demos) if mode == "sync" else None, tmp_path / "srv", mode=mode)
@@ -189,8 +254,13 @@ def test_mixed_fuzz_from_several_clients_leaves_a_valid_robot_served(trained: tu
                 assert actions.shape == (policy.cfg.act_steps, 7) and np.isfinite(actions).all()
                 if mode == "off":  # deterministic: bit-identical to the policy run here
                     with torch.no_grad():
-                        expected = raw_actions(policy, policy.predict_normalized(
-                            {k[4:]: torch.from_numpy(v)[None] for k, v in obs.items()}, deterministic=True), 1)[0]
+                        expected = raw_actions(
+                            policy,
+                            policy.predict_normalized(
+                                {k[4:]: torch.from_numpy(v)[None] for k, v in obs.items()}, deterministic=True
+                            ),
+                            1,
+                        )[0]
                     np.testing.assert_allclose(actions, expected, rtol=1e-5, atol=1e-6)
                 checked += 1
         fuzz_actions = []
@@ -204,8 +274,10 @@ def test_mixed_fuzz_from_several_clients_leaves_a_valid_robot_served(trained: tu
         for c in (valid, *fuzzers):
             c.close()
     rejected = {k: v for k, v in stats.items() if k.startswith("rejected_")}
-    print(f"fuzz ({mode}): {n} hostile messages from 3 clients, {checked} valid round trips; RSS {before:.0f} -> "
-          f"{after:.0f} MiB; rejected {stats['rejected']} {rejected}")
+    print(
+        f"fuzz ({mode}): {n} hostile messages from 3 clients, {checked} valid round trips; RSS {before:.0f} -> "
+        f"{after:.0f} MiB; rejected {stats['rejected']} {rejected}"
+    )
     assert checked == n // 20
     assert stats["rejected_bad_observation"] > 0 and stats["rejected_bad_transition"] > 0
     assert stats["rejected_malformed"] > 0 and stats["rejected_oversized"] > 0
@@ -229,8 +301,9 @@ def test_one_bad_row_in_a_batch_costs_only_that_robot_its_action(trained: tuple[
         next(iter(bad.values()))[0, 0] = np.nan
         session = Session(b"x", [b"x"], "arm", "s", None, 0.0)  # type: ignore[arg-type]
         body = p.Observation(episode=0, chunk=0, step=0)
-        results = server._infer([Request(session, 1, body, good), Request(session, 2, body, bad),
-                                 Request(session, 3, body, good)])
+        results = server._infer(
+            [Request(session, 1, body, good), Request(session, 2, body, bad), Request(session, 3, body, good)]
+        )
         assert isinstance(results[0], tuple) and isinstance(results[2], tuple) and isinstance(results[1], str)
         assert np.isfinite(results[0][1]).all()
     finally:
@@ -251,11 +324,26 @@ def test_poisoned_transitions_never_reach_a_checkpoint(trained: tuple[Path, Path
     with served(ServerLearner(cfg, checkpoint, Dataset(demos), tmp_path / "edge", mode="sync")) as server:
         client = Client(server.endpoint, "arm", hello_for(cfg))
         client.connect()
-        for rewards, executed in (([3.4e38], np.zeros((1, 7))), ([np.nan], np.zeros((1, 7))),
-                                  ([0.5], np.full((1, 7), np.inf)), ([2.0], np.zeros((1, 7)))):
-            seq = client.send(p.Transition(episode=0, chunk=0, policy_version=0, success=False, terminated=False,
-                                           truncated=False, intervention=False, control="policy", safety_events=0),
-                              {"executed": executed, "rewards": np.array(rewards, np.float32)})
+        for rewards, executed in (
+            ([3.4e38], np.zeros((1, 7))),
+            ([np.nan], np.zeros((1, 7))),
+            ([0.5], np.full((1, 7), np.inf)),
+            ([2.0], np.zeros((1, 7))),
+        ):
+            seq = client.send(
+                p.Transition(
+                    episode=0,
+                    chunk=0,
+                    policy_version=0,
+                    success=False,
+                    terminated=False,
+                    truncated=False,
+                    intervention=False,
+                    control="policy",
+                    safety_events=0,
+                ),
+                {"executed": executed, "rewards": np.array(rewards, np.float32)},
+            )
             reply = wait_for(client, lambda m, s=seq: m.type == "error" and m.body.ref_seq == s)
             assert reply is not None and reply.body.code == "bad_transition", rewards
         assert "declared range [0, 1]" in reply.body.reason
@@ -342,9 +430,11 @@ def test_a_flood_of_refused_hellos_does_not_starve_another_robot(trained: tuple[
         valid.close()
         flooder.close(0)
     p99_quiet, p99_loud = np.percentile(quiet, 99), np.percentile(loud, 99)
-    print(f"flood: {sent[0]} hellos sent while 200 valid round trips ran; valid robot's round trip p50/p99 "
-          f"{np.median(quiet):.2f}/{p99_quiet:.2f} ms quiet, {np.median(loud):.2f}/{p99_loud:.2f} ms under the flood; "
-          f"refused {stats['refused']}, rate-limited {stats.get('rejected_rate_limited', 0)}")
+    print(
+        f"flood: {sent[0]} hellos sent while 200 valid round trips ran; valid robot's round trip p50/p99 "
+        f"{np.median(quiet):.2f}/{p99_quiet:.2f} ms quiet, {np.median(loud):.2f}/{p99_loud:.2f} ms under the flood; "
+        f"refused {stats['refused']}, rate-limited {stats.get('rejected_rate_limited', 0)}"
+    )
     assert p99_loud < 100.0, f"p99 {p99_loud:.1f} ms under the flood"
     assert stats["refused"] + stats.get("rejected_rate_limited", 0) >= 0.9 * sent[0]
     refusal_lines = [line for line in log if "refused hello" in line]
@@ -353,8 +443,9 @@ def test_a_flood_of_refused_hellos_does_not_starve_another_robot(trained: tuple[
 
 # -------------------------------------------------------------------------------------------- stalled episode
 @pytest.mark.timeout(120)
-def test_sync_learner_waits_for_a_stalled_episode_only_until_its_deadline(trained: tuple[Path, Path],
-                                                                          tmp_path: Path) -> None:
+def test_sync_learner_waits_for_a_stalled_episode_only_until_its_deadline(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
     checkpoint, demos = trained
     cfg = cfg_for()
     learner = ServerLearner(cfg, checkpoint, Dataset(demos), tmp_path / "srv", mode="sync")
@@ -370,11 +461,23 @@ def test_sync_learner_waits_for_a_stalled_episode_only_until_its_deadline(traine
         for episode in range(2):  # the worker finishes the episodes an update needs
             seq = worker.send(p.Observation(episode=episode, chunk=0, step=0), observation(shapes, rng))
             assert wait_for(worker, lambda m, s=seq: m.type == "action" and m.body.obs_seq == s)
-            worker.send(p.Transition(episode=episode, chunk=0, policy_version=0, success=False, terminated=False,
-                                     truncated=True, intervention=False, control="policy", safety_events=0),
-                        {"executed": np.zeros((1, 7)), "rewards": np.zeros(1, np.float32)})
-            worker.send(p.EpisodeEnd(episode=episode, steps=1, success=False, terminated=False, truncated=True,
-                                     interventions=0))
+            worker.send(
+                p.Transition(
+                    episode=episode,
+                    chunk=0,
+                    policy_version=0,
+                    success=False,
+                    terminated=False,
+                    truncated=True,
+                    intervention=False,
+                    control="policy",
+                    safety_events=0,
+                ),
+                {"executed": np.zeros((1, 7)), "rewards": np.zeros(1, np.float32)},
+            )
+            worker.send(
+                p.EpisodeEnd(episode=episode, steps=1, success=False, terminated=False, truncated=True, interventions=0)
+            )
         tick = time.monotonic()
         for _ in range(50):  # parked: repeated requests replace each other, the parked list stays bounded
             seq = worker.send(p.Observation(episode=2, chunk=0, step=0), observation(shapes, rng))
@@ -416,8 +519,9 @@ def test_a_second_connection_cannot_take_over_a_live_robot_id(trained: tuple[Pat
             hijacker.send_multipart(p.encode(hello_for(cfg), robot="arm1", seq=attempt))
             reply = wait_for(hijacker, lambda m: m.type in ("error", "welcome", "refused"))
             assert reply is not None and reply.type == "error" and reply.body.code == "id_in_use"
-        hijacker.send_multipart(p.encode(p.Observation(episode=0, chunk=0, step=0), robot="arm1", seq=99,
-                                         arrays=observation(shapes, rng)))
+        hijacker.send_multipart(
+            p.encode(p.Observation(episode=0, chunk=0, step=0), robot="arm1", seq=99, arrays=observation(shapes, rng))
+        )
         reply = wait_for(hijacker, lambda m: m.type in ("error", "action"))
         assert reply is not None and reply.type == "error" and reply.body.code == "not_welcomed"
         seq = owner.send(p.Observation(episode=0, chunk=0, step=0), observation(shapes, rng))
@@ -432,8 +536,7 @@ def test_a_second_connection_cannot_take_over_a_live_robot_id(trained: tuple[Pat
 
 
 @pytest.mark.timeout(90)
-def test_curve_keys_bind_robot_ids_and_revocation_needs_no_restart(trained: tuple[Path, Path],
-                                                                   tmp_path: Path) -> None:
+def test_curve_keys_bind_robot_ids_and_revocation_needs_no_restart(trained: tuple[Path, Path], tmp_path: Path) -> None:
     checkpoint, _ = trained
     cfg = cfg_for()
     keys = tmp_path / "keys"
@@ -441,8 +544,9 @@ def test_curve_keys_bind_robot_ids_and_revocation_needs_no_restart(trained: tupl
     log: list[str] = []
 
     def keyed(robot: str, key: str) -> BridgeClient:
-        return Client(server.endpoint, robot, hello_for(cfg), client_keys(keys / f"{key}.key_secret",
-                                                                          keys / "server.key"))
+        return Client(
+            server.endpoint, robot, hello_for(cfg), client_keys(keys / f"{key}.key_secret", keys / "server.key")
+        )
 
     learner = ServerLearner(cfg, checkpoint, None, tmp_path / "srv", mode="off")
     with served(learner, log, keys=server_keys(keys)) as server:
@@ -503,8 +607,12 @@ def test_log_lines_escape_what_a_client_sent(trained: tuple[Path, Path], tmp_pat
     cfg, learner = inference_only(trained, tmp_path)
     log: list[str] = []
     with served(learner, log) as server:
-        hello = p.Hello(contract=run_contract(cfg).to_json_dict(), task="reach", config_hash="\x1b[2J\nforged",
-                        robot_kind="sim\nserve robot 'root' connected")
+        hello = p.Hello(
+            contract=run_contract(cfg).to_json_dict(),
+            task="reach",
+            config_hash="\x1b[2J\nforged",
+            robot_kind="sim\nserve robot 'root' connected",
+        )
         c = Client(server.endpoint, "arm", hello)
         c.connect()
         c.close()

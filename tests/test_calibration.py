@@ -39,8 +39,7 @@ def test_board_spec_rejects_bad_values() -> None:
 def test_printables_have_the_exact_size(tmp_path: Path) -> None:
     data = write_pdf(SPEC, tmp_path / "board.pdf").read_bytes()
     assert b"/MediaBox [ 0 0 841.8897637795 595.2755905512 ]" in data  # A4 landscape: 200 mm does not fit across
-    streams = [zlib.decompress(m) for m in re.findall(rb"stream\r?\n(.*?)endstream", data, re.S)
-               if m.startswith(b"x")]
+    streams = [zlib.decompress(m) for m in re.findall(rb"stream\r?\n(.*?)endstream", data, re.S) if m.startswith(b"x")]
     w_pt, h_pt = 200 / 25.4 * 72, 160 / 25.4 * 72  # the image is drawn exactly 200 x 160 mm
     assert any(f"{w_pt:.10f} 0 0\n-{h_pt:.10f}".encode() in s for s in streams)
     png = write_png(SPEC, tmp_path / "board.png", dpi=254)  # 254 dpi = 10 px/mm: 40 mm squares are 400 px
@@ -81,8 +80,12 @@ def synthetic_views(mode: str, n: int, noise_px: float = 0.0, seed: int = 0):
         t_cb = invert(x) @ invert(tcp) @ board if mode == "eye_in_hand" else invert(x) @ tcp @ board
         proj, _ = cv2.projectPoints(obj, cv2.Rodrigues(t_cb[:3, :3])[0], t_cb[:3, 3], K, np.zeros(5))
         poses.append(tcp)
-        dets.append(Detection(proj.reshape(-1, 2) + rng.normal(0, noise_px, (len(obj), 2)) if noise_px else
-                              proj.reshape(-1, 2), np.arange(len(obj))))
+        dets.append(
+            Detection(
+                proj.reshape(-1, 2) + rng.normal(0, noise_px, (len(obj), 2)) if noise_px else proj.reshape(-1, 2),
+                np.arange(len(obj)),
+            )
+        )
     return poses, dets, x
 
 
@@ -135,13 +138,16 @@ def test_file_round_trip_and_reference(tmp_path: Path) -> None:
     assert ref.startswith(f"{path}#sha256:") and len(ref.split(":")[-1]) == 16
 
 
-@pytest.mark.parametrize(("edit", "message"), [
-    (lambda t: t.replace("fx: 600.0", "fx: -1.0"), "intrinsics.fx"),
-    (lambda t: t.replace("schema_version: 1", "schema_version: 9"), "schema_version 9"),
-    (lambda t: t.replace("parent_frame: base", "parent_frame: tcp"), "extrinsics.parent_frame"),
-    (lambda t: t + "bogus: 1\n", "bogus"),
-    (lambda t: "[1, 2", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t.replace("fx: 600.0", "fx: -1.0"), "intrinsics.fx"),
+        (lambda t: t.replace("schema_version: 1", "schema_version: 9"), "schema_version 9"),
+        (lambda t: t.replace("parent_frame: base", "parent_frame: tcp"), "extrinsics.parent_frame"),
+        (lambda t: t + "bogus: 1\n", "bogus"),
+        (lambda t: "[1, 2", "not valid YAML"),
+    ],
+)
 def test_malformed_files_name_the_field(tmp_path: Path, edit, message: str) -> None:
     path = save_calibration(calib_file(), tmp_path / "front.yaml")
     path.write_text(edit(path.read_text()))

@@ -28,20 +28,37 @@ def test_ground_truth_bounds(sim_cfg, camera: str, mode: str, poses: int) -> Non
     with RobotEnv(cfg) as env:
         _, info = env.reset(seed=0)
         home = info["state"]
-        plan = plan_poses(home.ee_pos, quat_to_matrix(home.ee_quat), poses, cfg.safety,
-                          pivot_distance=WRIST_PIVOT if mode == "eye_in_hand" else 0.0, tilt=TILT[mode])
+        plan = plan_poses(
+            home.ee_pos,
+            quat_to_matrix(home.ee_quat),
+            poses,
+            cfg.safety,
+            pivot_distance=WRIST_PIVOT if mode == "eye_in_hand" else 0.0,
+            tilt=TILT[mode],
+        )
         cap = capture_views(env, camera, SPEC, plan)
         truth = camera_truth(env.robot.sim, camera)
         k_true = intrinsics_truth(env.robot.sim, camera, cam.width, cam.height)
     assert len(cap.detections) >= poses - 1, cap.skipped
     intr = calibrate_intrinsics(cap.detections, SPEC, (cam.width, cam.height))
     k = intr.camera_matrix
-    for est, true in ((k[0, 0], k_true[0, 0]), (k[1, 1], k_true[1, 1]), (k[0, 2], k_true[0, 2]),
-                      (k[1, 2], k_true[1, 2])):
+    for est, true in (
+        (k[0, 0], k_true[0, 0]),
+        (k[1, 1], k_true[1, 1]),
+        (k[0, 2], k_true[0, 2]),
+        (k[1, 2], k_true[1, 2]),
+    ):
         assert abs(est / true - 1) < INTR_BOUND, (k, k_true)
     for k_used in (k_true, k):  # with the camera's own intrinsics, and with the ones just calibrated
-        r = solve_hand_eye(mode, cap.t_base_tcp, cap.detections, SPEC, k_used,
-                           np.zeros(5) if k_used is k_true else intr.distortion, uncertainty=False)
+        r = solve_hand_eye(
+            mode,
+            cap.t_base_tcp,
+            cap.detections,
+            SPEC,
+            k_used,
+            np.zeros(5) if k_used is k_true else intr.distortion,
+            uncertainty=False,
+        )
         t_err, r_err = pose_error(r.transform, truth)
         print(f"{mode}: {t_err * 1000:.3f} mm, {np.degrees(r_err):.4f} deg ({r.method})")
         assert t_err < POS_BOUND and np.degrees(r_err) < ROT_BOUND_DEG
@@ -50,8 +67,10 @@ def test_ground_truth_bounds(sim_cfg, camera: str, mode: str, poses: int) -> Non
 
 def test_cli_hand_eye_writes_a_file_the_sim_camera_then_uses(tmp_path: Path, sim_cfg) -> None:
     out = tmp_path / "front.yaml"
-    result = CliRunner().invoke(app, ["calibrate", "hand-eye", "--robot", "sim", "--camera", "front", "--poses", "6",
-                                      "--out", str(out), "--json"])
+    result = CliRunner().invoke(
+        app,
+        ["calibrate", "hand-eye", "--robot", "sim", "--camera", "front", "--poses", "6", "--out", str(out), "--json"],
+    )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout.strip().splitlines()[-1])
     assert payload["truth_error"]["position_mm"] < 5 and payload["truth_error"]["rotation_deg"] < 1
@@ -60,8 +79,11 @@ def test_cli_hand_eye_writes_a_file_the_sim_camera_then_uses(tmp_path: Path, sim
     assert len(calib.residuals.per_pose) == 6 and calib.uncertainty.position_m > 0
 
     # a sim camera placed by the file: its pose is the file's, its field of view the file's
-    cfg = sim_cfg("reach", cameras="sim_front", overrides=[f"cameras.front.calibration={out}",
-                                                           "cameras.front.pos=[0.0, 0.0, 2.0]"])
+    cfg = sim_cfg(
+        "reach",
+        cameras="sim_front",
+        overrides=[f"cameras.front.calibration={out}", "cameras.front.pos=[0.0, 0.0, 2.0]"],
+    )
     with RobotEnv(cfg) as env:
         obs, _ = env.reset(seed=0)
         t_err, r_err = pose_error(camera_truth(env.robot.sim, "front"), calib.extrinsics.matrix())
@@ -74,4 +96,5 @@ def test_cli_hand_eye_writes_a_file_the_sim_camera_then_uses(tmp_path: Path, sim
 def test_board_scene_is_off_by_default(sim_cfg) -> None:
     with RobotEnv(sim_cfg("lift")) as env:
         assert env.robot.sim.model.ntex == 0 or "calibration_board" not in [
-            env.robot.sim.model.texture(i).name for i in range(env.robot.sim.model.ntex)]
+            env.robot.sim.model.texture(i).name for i in range(env.robot.sim.model.ntex)
+        ]

@@ -10,8 +10,21 @@ from typer.testing import CliRunner
 
 from inril_robot.cli import app
 
-CONFIG_AND_SET = ["collect", "pretrain", "finetune", "serve", "eval", "sim run", "safety-check", "config show",
-                  "bench sim", "bench policy", "calibrate intrinsics", "calibrate hand-eye", "robot recover"]
+CONFIG_AND_SET = [
+    "collect",
+    "pretrain",
+    "finetune",
+    "serve",
+    "eval",
+    "sim run",
+    "safety-check",
+    "config show",
+    "bench sim",
+    "bench policy",
+    "calibrate intrinsics",
+    "calibrate hand-eye",
+    "robot recover",
+]
 SET_ONLY = ["quickstart", "sim-pretrain", "bench learner", "bench sample-efficiency", "bench sim2sim"]
 
 
@@ -50,8 +63,10 @@ def test_config_and_set_as_the_readme_says() -> None:
     assert not [n for n in others if "--set" in options(commands[n])], "a command takes --set: list it in README"
 
 
-@pytest.mark.parametrize(("command", "unit"), [(["calibrate", "board"], "side [mm]"), (["serve"], "this long [s]"),
-                                               (["bench", "sim"], "per task [s]")])
+@pytest.mark.parametrize(
+    ("command", "unit"),
+    [(["calibrate", "board"], "side [mm]"), (["serve"], "this long [s]"), (["bench", "sim"], "per task [s]")],
+)
 def test_help_keeps_units(command: list[str], unit: str) -> None:
     result = CliRunner().invoke(app, [*command, "--help"], terminal_width=200)
     assert result.exit_code == 0

@@ -70,9 +70,24 @@ def test_resume_appends_only_what_is_missing(demos: Path, tmp_path: Path) -> Non
 
 
 def test_contract_mismatch_is_refused_naming_the_field(demos: Path) -> None:
-    result = runner.invoke(app, ["collect", "--task", "lift", "--episodes", "5", "--out", str(demos),
-                                 "--cameras", "sim_front", "--set", "cameras.front.width=64",
-                                 "--set", "cameras.front.height=48"])
+    result = runner.invoke(
+        app,
+        [
+            "collect",
+            "--task",
+            "lift",
+            "--episodes",
+            "5",
+            "--out",
+            str(demos),
+            "--cameras",
+            "sim_front",
+            "--set",
+            "cameras.front.width=64",
+            "--set",
+            "cameras.front.height=48",
+        ],
+    )
     assert result.exit_code == 2
     assert "observations.front_rgb.shape" in result.output
 
@@ -111,8 +126,12 @@ def test_collect_records_the_calibration_files_it_was_taken_with(tmp_path: Path)
     from tests.test_sim2real import front_calibration
 
     calib = front_calibration(tmp_path / "front.yaml")
-    cfg = load_config(robot="sim", task="reach", cameras="sim_front", overrides=[
-        f"cameras.front.calibration={calib}", "cameras.front.width=32", "cameras.front.height=32"])
+    cfg = load_config(
+        robot="sim",
+        task="reach",
+        cameras="sim_front",
+        overrides=[f"cameras.front.calibration={calib}", "cameras.front.width=32", "cameras.front.height=32"],
+    )
     with RobotEnv(cfg) as env:
         collect(cfg, tmp_path / "demos", 1, env, make_teleop(cfg, env))
     recorded = Dataset(tmp_path / "demos").info["calibration"]

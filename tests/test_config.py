@@ -33,9 +33,7 @@ def test_list_presets_finds_the_shipped_presets() -> None:
     assert list_presets("robots") == sorted(list_presets("robots"))
 
 
-@pytest.mark.parametrize(
-    ("kind", "name"), [(kind, name) for kind in PRESET_ARG for name in list_presets(kind)]
-)
+@pytest.mark.parametrize(("kind", "name"), [(kind, name) for kind in PRESET_ARG for name in list_presets(kind)])
 def test_every_preset_validates(kind: str, name: str) -> None:
     cfg = load_config(**{PRESET_ARG[kind]: name})
     assert isinstance(cfg, RunConfig)
@@ -167,8 +165,8 @@ def test_config_file_merges_over_presets(tmp_path: Path) -> None:
     path = tmp_path / "run.yaml"
     path.write_text("task:\n  max_steps: 7\nsafety:\n  max_step: 0.01\nseed: 4\n")
     cfg = load_config(robot="sim", task="peg", config_file=path)
-    assert cfg.task.max_steps == 7          # from the file
-    assert cfg.task.name == "peg"           # the task preset's other keys survive the merge
+    assert cfg.task.max_steps == 7  # from the file
+    assert cfg.task.name == "peg"  # the task preset's other keys survive the merge
     assert cfg.task.object_range == pytest.approx(0.05)
     assert cfg.safety.max_step == pytest.approx(0.01)
     assert cfg.safety.max_rot_step == pytest.approx(0.1)
@@ -255,9 +253,9 @@ def test_duplicate_camera_names_in_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "override",
     [
-        "safety.workspace_min=[0.8, -0.35, 0.02]",   # x: min above max
-        "safety.workspace_min=[0.25, 0.35, 0.02]",   # y: min equal to max
-        "safety.workspace_max=[0.75, 0.35, 0.0]",    # z: max below min
+        "safety.workspace_min=[0.8, -0.35, 0.02]",  # x: min above max
+        "safety.workspace_min=[0.25, 0.35, 0.02]",  # y: min equal to max
+        "safety.workspace_max=[0.75, 0.35, 0.0]",  # z: max below min
     ],
 )
 def test_workspace_min_must_be_below_max(override: str) -> None:

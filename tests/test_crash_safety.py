@@ -19,9 +19,27 @@ TARGET = 20
 
 def collect_cmd(out: Path) -> list[str]:
     return [
-        sys.executable, "-m", "inril_robot.cli", "collect", "--robot", "sim", "--task", "lift", "--teleop", "scripted",
-        "--episodes", str(TARGET), "--out", str(out), "--cameras", "sim_front",
-        "--set", "cameras.front.width=32", "--set", "cameras.front.height=32", "--json",
+        sys.executable,
+        "-m",
+        "inril_robot.cli",
+        "collect",
+        "--robot",
+        "sim",
+        "--task",
+        "lift",
+        "--teleop",
+        "scripted",
+        "--episodes",
+        str(TARGET),
+        "--out",
+        str(out),
+        "--cameras",
+        "sim_front",
+        "--set",
+        "cameras.front.width=32",
+        "--set",
+        "cameras.front.height=32",
+        "--json",
     ]
 
 

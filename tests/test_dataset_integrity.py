@@ -43,15 +43,22 @@ CORRUPTIONS = {
     "emptied chunk": lambda ep: _chunk(ep, "action/executed").write_bytes(b""),
     "deleted chunk (reads back as zeros)": lambda ep: _chunk(ep, "obs/target_pos").unlink(),
     "chunk swapped in from another episode": lambda ep: shutil.copy(
-        _chunk(ep.parent / "ep_000000", "obs/ee_pos"), _chunk(ep, "obs/ee_pos")),
+        _chunk(ep.parent / "ep_000000", "obs/ee_pos"), _chunk(ep, "obs/ee_pos")
+    ),
     "deleted array": lambda ep: shutil.rmtree(ep / "action" / "executed"),
     "garbled array metadata": lambda ep: (ep / "reward" / "zarr.json").write_text("{garbage"),
     "array metadata: another dtype": lambda ep: _edit_json(ep / "reward" / "zarr.json", data_type="int32"),
     "array metadata: another fill value, chunk deleted": lambda ep: (
-        _edit_json(ep / "obs" / "ee_pos" / "zarr.json", fill_value=1.0), _chunk(ep, "obs/ee_pos").unlink()),
-    "episode length edited": lambda ep: _edit_json(ep / "zarr.json", attributes={
-        **json.loads((ep / "zarr.json").read_text())["attributes"],
-        "length": json.loads((ep / "zarr.json").read_text())["attributes"]["length"] + 3}),
+        _edit_json(ep / "obs" / "ee_pos" / "zarr.json", fill_value=1.0),
+        _chunk(ep, "obs/ee_pos").unlink(),
+    ),
+    "episode length edited": lambda ep: _edit_json(
+        ep / "zarr.json",
+        attributes={
+            **json.loads((ep / "zarr.json").read_text())["attributes"],
+            "length": json.loads((ep / "zarr.json").read_text())["attributes"]["length"] + 3,
+        },
+    ),
 }
 
 
@@ -71,8 +78,9 @@ def test_an_intact_dataset_verifies(intact: tuple[Path, Path]) -> None:
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("corruption", list(CORRUPTIONS))
-def test_every_corruption_is_refused_naming_the_episode(intact: tuple[Path, Path], tmp_path: Path,
-                                                        corruption: str) -> None:
+def test_every_corruption_is_refused_naming_the_episode(
+    intact: tuple[Path, Path], tmp_path: Path, corruption: str
+) -> None:
     demos, checkpoint = intact
     bad = tmp_path / "demos"
     shutil.copytree(demos, bad)
@@ -85,10 +93,41 @@ def test_every_corruption_is_refused_naming_the_episode(intact: tuple[Path, Path
     assert verify.exit_code == 1 and list(json.loads(verify.stdout)["problems"]) == [str(EPISODE)]
     info = runner.invoke(app, ["dataset", "info", str(bad)])
     assert info.exit_code == 2 and f"{EPISODE}: its array" in info.output and "Traceback" not in info.output
-    pre = runner.invoke(app, ["pretrain", "--dataset", str(bad), "--policy", "gaussian", "--out", str(tmp_path / "p"),
-                              "--set", "train.steps=2", "--set", "train.eval_every=0"])
+    pre = runner.invoke(
+        app,
+        [
+            "pretrain",
+            "--dataset",
+            str(bad),
+            "--policy",
+            "gaussian",
+            "--out",
+            str(tmp_path / "p"),
+            "--set",
+            "train.steps=2",
+            "--set",
+            "train.eval_every=0",
+        ],
+    )
     assert pre.exit_code == 2 and name in pre.output and "corrupt" in pre.output, pre.output
-    fine = runner.invoke(app, ["finetune", "--robot", "sim", "--checkpoint", str(checkpoint), "--demos", str(bad),
-                               "--out", str(tmp_path / "f"), "--env-steps", "10", "--set", "finetune.num_envs=1",
-                               "--set", "finetune.subprocess_envs=false"])
+    fine = runner.invoke(
+        app,
+        [
+            "finetune",
+            "--robot",
+            "sim",
+            "--checkpoint",
+            str(checkpoint),
+            "--demos",
+            str(bad),
+            "--out",
+            str(tmp_path / "f"),
+            "--env-steps",
+            "10",
+            "--set",
+            "finetune.num_envs=1",
+            "--set",
+            "finetune.subprocess_envs=false",
+        ],
+    )
     assert fine.exit_code == 2 and name in fine.output and "corrupt" in fine.output, fine.output

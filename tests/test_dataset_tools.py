@@ -40,7 +40,7 @@ def image(t: int, channel: int) -> np.ndarray:
     img = np.zeros((SIZE, SIZE, 3), np.uint8)
     img[..., channel] = np.linspace(0, 255, SIZE, dtype=np.uint8)[None, :]
     x = (2 * t) % (SIZE - 6)
-    img[10:16, x:x + 6] = 255
+    img[10:16, x : x + 6] = 255
     return img
 
 
@@ -52,11 +52,22 @@ def write_dataset(root: Path, contract: Contract, steps: int = STEPS) -> Dataset
             if contract.cameras:
                 obs["wrist_rgb"], obs["front_rgb"] = image(t, 0), image(t, 2)
             phase = 2 * np.pi * t / steps
-            proposed = np.array([0.01 * np.sin(phase), 0.01 * np.cos(phase), 0.002, 0.05, -0.05, 0.1 * np.sin(phase),
-                                 float(t > steps // 2)], np.float32)
+            proposed = np.array(
+                [
+                    0.01 * np.sin(phase),
+                    0.01 * np.cos(phase),
+                    0.002,
+                    0.05,
+                    -0.05,
+                    0.1 * np.sin(phase),
+                    float(t > steps // 2),
+                ],
+                np.float32,
+            )
             executed = proposed * np.array([0.5, 0.5, 0.5, 1, 1, 1, 1], np.float32)
-            ep.add_step(obs, proposed, executed, float(t == steps - 1), t == steps - 1, "policy",
-                        intervention=5 <= t < 8)
+            ep.add_step(
+                obs, proposed, executed, float(t == steps - 1), t == steps - 1, "policy", intervention=5 <= t < 8
+            )
         ep.commit(success=True)
     return Dataset(root)
 
@@ -95,7 +106,7 @@ def test_mp4_has_every_step_cameras_and_action_strip(camera_dataset: Dataset, tm
     cap.release()
     assert len(frames) == STEPS
     assert frames[0].shape == (SIZE * scale + STRIP_HEIGHT, 2 * SIZE * scale, 3)
-    strip_first, strip_last = (f[SIZE * scale:].astype(int) for f in (frames[0], frames[-1]))
+    strip_first, strip_last = (f[SIZE * scale :].astype(int) for f in (frames[0], frames[-1]))
     assert np.abs(strip_first - strip_last).max() > 100, "the cursor in the action strip should move"
 
 
@@ -126,26 +137,35 @@ GRIPPER = [-1.0, 1.0, 0.0, 1.5]  # -> 0, 1, 0.5, 1 (clipped)
 def fb_episode(seed: int, rewards_end: float = 0.0, **keys: Any) -> dict[str, Any]:
     """An episode in FurnitureBench's pickle layout: one more observation than actions."""
     rng = np.random.default_rng(seed)
-    observations = [{
-        "robot_state": {
-            "ee_pos": rng.normal(size=3).astype(np.float32),
-            "ee_quat": np.array([0, 0, 0, 1], np.float32),
-            "ee_pos_vel": rng.normal(size=3).astype(np.float32),
-            "ee_ori_vel": rng.normal(size=3).astype(np.float32),
-            "gripper_width": np.array([0.065], np.float32),
-            "joint_positions": rng.normal(size=7).astype(np.float32),
-            "joint_velocities": np.zeros(7, np.float32),
-            "joint_torques": np.zeros(7, np.float32),
-        },
-        "color_image1": rng.integers(0, 256, (FB_SIZE, FB_SIZE, 3), dtype=np.uint8),
-        "color_image2": rng.integers(0, 256, (FB_SIZE, FB_SIZE, 3), dtype=np.uint8),
-        "parts_poses": rng.normal(size=35).astype(np.float32),
-    } for _ in range(FB_STEPS + 1)]
+    observations = [
+        {
+            "robot_state": {
+                "ee_pos": rng.normal(size=3).astype(np.float32),
+                "ee_quat": np.array([0, 0, 0, 1], np.float32),
+                "ee_pos_vel": rng.normal(size=3).astype(np.float32),
+                "ee_ori_vel": rng.normal(size=3).astype(np.float32),
+                "gripper_width": np.array([0.065], np.float32),
+                "joint_positions": rng.normal(size=7).astype(np.float32),
+                "joint_velocities": np.zeros(7, np.float32),
+                "joint_torques": np.zeros(7, np.float32),
+            },
+            "color_image1": rng.integers(0, 256, (FB_SIZE, FB_SIZE, 3), dtype=np.uint8),
+            "color_image2": rng.integers(0, 256, (FB_SIZE, FB_SIZE, 3), dtype=np.uint8),
+            "parts_poses": rng.normal(size=35).astype(np.float32),
+        }
+        for _ in range(FB_STEPS + 1)
+    ]
     actions = [np.array([0.01, -0.02, 0.003, *Z90, GRIPPER[t % 4]], np.float32) for t in range(FB_STEPS)]
     rewards = [0.0] * (FB_STEPS - 1) + [rewards_end]
     skills = [int(t == 5) for t in range(FB_STEPS)]
-    return {"observations": observations, "actions": actions, "rewards": rewards, "skills": skills,
-            "furniture": "one_leg", **keys}
+    return {
+        "observations": observations,
+        "actions": actions,
+        "rewards": rewards,
+        "skills": skills,
+        "furniture": "one_leg",
+        **keys,
+    }
 
 
 def dump(path: Path, data: Any) -> Path:

@@ -221,8 +221,9 @@ def test_policy_server_round_trip() -> None:
     thread.join(timeout=2)
     rep.close(0)
     assert ok.status == "ok" and "median" in ok.detail
-    down = _by_item(doctor._check_server(f"tcp://127.0.0.1:{port}", rounds=1, timeout_ms=200),
-                    "network", "policy server RTT")
+    down = _by_item(
+        doctor._check_server(f"tcp://127.0.0.1:{port}", rounds=1, timeout_ms=200), "network", "policy server RTT"
+    )
     assert down.status == "error" and "inril-robot serve" in down.fix
 
 

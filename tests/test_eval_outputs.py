@@ -30,8 +30,12 @@ def reach_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     contract = run_contract(cfg)
     shapes = {k: tuple(contract.observations[k].shape) for k in policy_obs_keys(contract, "state")}
     stats = {k: {"mean": [0.0] * s[0], "std": [1.0] * s[0]} for k, s in shapes.items()}
-    policy = make_policy(cfg.policy, Normalizer(stats, {"min": [-0.02] * 6 + [0.0], "max": [0.02] * 6 + [1.0]}),
-                         shapes, contract.action_dim)
+    policy = make_policy(
+        cfg.policy,
+        Normalizer(stats, {"min": [-0.02] * 6 + [0.0], "max": [0.02] * 6 + [1.0]}),
+        shapes,
+        contract.action_dim,
+    )
     run = tmp_path_factory.mktemp("run")
     return ckpt.save_checkpoint(run / "last.pt", policy, contract=contract, run_cfg=cfg, step=7)
 
@@ -44,8 +48,24 @@ def decode(path: Path) -> tuple[str, list[np.ndarray]]:
 
 @pytest.mark.timeout(120)
 def test_eval_writes_eval_json_and_episode_videos(reach_checkpoint: Path) -> None:
-    result = runner.invoke(app, ["eval", "--checkpoint", str(reach_checkpoint), "--episodes", "2", "--videos",
-                                 "--video-episodes", "2", "--video-size", "96", "--set", "task.max_steps=6", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "--checkpoint",
+            str(reach_checkpoint),
+            "--episodes",
+            "2",
+            "--videos",
+            "--video-episodes",
+            "2",
+            "--video-size",
+            "96",
+            "--set",
+            "task.max_steps=6",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     folder = reach_checkpoint.parent / "eval" / "last"
     saved = json.loads((folder / "eval.json").read_text())

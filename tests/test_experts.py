@@ -81,7 +81,7 @@ def test_noisy_expert_runs_and_differs(make_env: MakeEnv) -> None:
     for _ in range(noisy.cfg.task.max_steps):
         action = noisy.expert_action()
         differing += not np.allclose(action[:3], clean.expert_action()[:3], atol=1e-6)
-        clean.step(action)      # keep both envs in the same state
+        clean.step(action)  # keep both envs in the same state
         _, _, terminated, truncated, _ = noisy.step(action)
         if terminated or truncated:
             break

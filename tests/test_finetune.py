@@ -21,18 +21,27 @@ from inril_robot.rl.vec_env import HistoryEnv, VecEnv
 from tests.test_pretrain import reach_cfg, record_demos
 
 runner = CliRunner()
-FAST = ["finetune.episodes_per_iteration=4", "finetune.eval_episodes=3", "finetune.eval_every=1",
-        "finetune.num_envs=2", "finetune.subprocess_envs=false", "finetune.ppo.minibatch_size=32",
-        "finetune.ppo.epochs=2", "finetune.ppo.critic_warmup_iterations=1", "finetune.inril.il_every=2",
-        "finetune.inril.il_batch_size=32", "task.max_steps=20", "finetune.ppo.target_kl=null"]
+FAST = [
+    "finetune.episodes_per_iteration=4",
+    "finetune.eval_episodes=3",
+    "finetune.eval_every=1",
+    "finetune.num_envs=2",
+    "finetune.subprocess_envs=false",
+    "finetune.ppo.minibatch_size=32",
+    "finetune.ppo.epochs=2",
+    "finetune.ppo.critic_warmup_iterations=1",
+    "finetune.inril.il_every=2",
+    "finetune.inril.il_batch_size=32",
+    "task.max_steps=20",
+    "finetune.ppo.target_kl=null",
+]
 
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Dataset]:
     root = tmp_path_factory.mktemp("finetune")
     demos = record_demos(root / "demos", "reach", 3)
-    result = pretrain(reach_cfg(overrides=["train.steps=40", "train.eval_every=0"]), demos, root / "pre",
-                      resume=False)
+    result = pretrain(reach_cfg(overrides=["train.steps=40", "train.eval_every=0"]), demos, root / "pre", resume=False)
     return Path(result.last_checkpoint), demos
 
 
@@ -43,8 +52,7 @@ def ft_cfg(*overrides: str) -> RunConfig:
 def test_finetune_writes_a_complete_run_folder(pretrained: tuple[Path, Dataset], tmp_path: Path) -> None:
     checkpoint, demos = pretrained
     events: list[dict] = []
-    result = finetune(ft_cfg("finetune.env_steps=100"), checkpoint, demos, tmp_path / "run",
-                      on_progress=events.append)
+    result = finetune(ft_cfg("finetune.env_steps=100"), checkpoint, demos, tmp_path / "run", on_progress=events.append)
     assert result.env_steps >= 100 and result.iterations >= 2
     assert result.pretrained is not None and result.pretrained["iteration"] == 0
     for name in ("last.pt", "last.train.pt", "best.pt", "metrics.csv", "curves.png", "run.yaml"):
@@ -61,8 +69,7 @@ def test_finetune_writes_a_complete_run_folder(pretrained: tuple[Path, Dataset],
 
 def test_resume_continues_exactly_as_an_uninterrupted_run(pretrained: tuple[Path, Dataset], tmp_path: Path) -> None:
     checkpoint, demos = pretrained
-    cfg = ft_cfg("finetune.env_steps=230", "finetune.inril.il_every=auto",
-                 "finetune.inril.adaptive.every_k=2")
+    cfg = ft_cfg("finetune.env_steps=230", "finetune.inril.il_every=auto", "finetune.inril.adaptive.every_k=2")
     straight = finetune(cfg, checkpoint, demos, tmp_path / "straight")
     first = finetune(cfg, checkpoint, demos, tmp_path / "split", max_iterations=2)
     assert first.iterations == 2 and first.env_steps < straight.env_steps
@@ -85,8 +92,13 @@ def test_resume_refuses_a_changed_configuration(pretrained: tuple[Path, Dataset]
     checkpoint, demos = pretrained
     finetune(ft_cfg("finetune.env_steps=30"), checkpoint, demos, tmp_path / "run", max_iterations=1)
     with pytest.raises(FinetuneError, match=r"finetune\.inril\.il_every"):
-        finetune(ft_cfg("finetune.env_steps=30", "finetune.inril.il_every=7"), checkpoint, demos, tmp_path / "run",
-                 resume=True)
+        finetune(
+            ft_cfg("finetune.env_steps=30", "finetune.inril.il_every=7"),
+            checkpoint,
+            demos,
+            tmp_path / "run",
+            resume=True,
+        )
 
 
 def test_finetune_refuses_what_cannot_run(pretrained: tuple[Path, Dataset], tmp_path: Path) -> None:
@@ -99,8 +111,12 @@ def test_finetune_refuses_what_cannot_run(pretrained: tuple[Path, Dataset], tmp_
 
 def test_residual_ppo_and_rl_only_run(pretrained: tuple[Path, Dataset], tmp_path: Path) -> None:
     checkpoint, demos = pretrained
-    res = finetune(ft_cfg("finetune.env_steps=40", "finetune.algo=residual-ppo", "finetune.inril.separation=residual"),
-                   checkpoint, demos, tmp_path / "res")
+    res = finetune(
+        ft_cfg("finetune.env_steps=40", "finetune.algo=residual-ppo", "finetune.inril.separation=residual"),
+        checkpoint,
+        demos,
+        tmp_path / "res",
+    )
     loaded = ckpt.load_checkpoint(res.last_checkpoint)
     assert loaded.policy.cfg.residual is not None  # exported as base + residual head, loadable by eval
     rl = finetune(ft_cfg("finetune.env_steps=40", "finetune.inril.il_every=0"), checkpoint, None, tmp_path / "rl")
@@ -111,15 +127,47 @@ def test_residual_ppo_and_rl_only_run(pretrained: tuple[Path, Dataset], tmp_path
 def test_cli_finetune_json(pretrained: tuple[Path, Dataset], tmp_path: Path) -> None:
     checkpoint, demos = pretrained
     out = tmp_path / "cli"
-    result = runner.invoke(app, ["finetune", "--robot", "sim", "--checkpoint", str(checkpoint), "--demos",
-                                 str(demos.root), "--out", str(out), "--algo", "ppo", "--il-every", "2",
-                                 "--separation", "orthogonal", "--env-steps", "40", "--json",
-                                 *[a for s in FAST for a in ("--set", s)]])
+    result = runner.invoke(
+        app,
+        [
+            "finetune",
+            "--robot",
+            "sim",
+            "--checkpoint",
+            str(checkpoint),
+            "--demos",
+            str(demos.root),
+            "--out",
+            str(out),
+            "--algo",
+            "ppo",
+            "--il-every",
+            "2",
+            "--separation",
+            "orthogonal",
+            "--env-steps",
+            "40",
+            "--json",
+            *[a for s in FAST for a in ("--set", s)],
+        ],
+    )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert payload["separation"] == "orthogonal" and payload["env_steps"] >= 40
-    bad = runner.invoke(app, ["finetune", "--robot", "sim", "--checkpoint", str(checkpoint), "--out",
-                              str(tmp_path / "x"), "--il-every", "sometimes"])
+    bad = runner.invoke(
+        app,
+        [
+            "finetune",
+            "--robot",
+            "sim",
+            "--checkpoint",
+            str(checkpoint),
+            "--out",
+            str(tmp_path / "x"),
+            "--il-every",
+            "sometimes",
+        ],
+    )
     assert bad.exit_code == 2 and "il-every" in bad.output
 
 
@@ -144,10 +192,18 @@ def test_vec_env_processes_match_in_process_envs() -> None:
 
 def test_dppo_finetunes_a_diffusion_checkpoint(pretrained: tuple[Path, Dataset], tmp_path: Path) -> None:
     _, demos = pretrained
-    pre = pretrain(reach_cfg("diffusion", ["train.steps=20", "train.eval_every=0", "policy.horizon=4",
-                                           "policy.act_steps=2"]), demos, tmp_path / "pre", resume=False)
-    result = finetune(ft_cfg("finetune.env_steps=120", "finetune.algo=dppo", "finetune.dppo.ft_steps=2"),
-                      Path(pre.last_checkpoint), demos, tmp_path / "dppo")
+    pre = pretrain(
+        reach_cfg("diffusion", ["train.steps=20", "train.eval_every=0", "policy.horizon=4", "policy.act_steps=2"]),
+        demos,
+        tmp_path / "pre",
+        resume=False,
+    )
+    result = finetune(
+        ft_cfg("finetune.env_steps=120", "finetune.algo=dppo", "finetune.dppo.ft_steps=2"),
+        Path(pre.last_checkpoint),
+        demos,
+        tmp_path / "dppo",
+    )
     loaded = ckpt.load_checkpoint(result.last_checkpoint)
     assert loaded.policy.cfg.diffusion.finetuned_steps == 2  # the frozen early steps travel with the checkpoint
     with open(Path(result.out) / "metrics.csv") as f:

@@ -34,8 +34,8 @@ from drivers.franka.robot import FrankaFault, FrankaRobot  # noqa: E402
 pytestmark = [pytest.mark.timeout(120, method="thread")]  # thread: fires even inside a C++ call
 
 SERVER_START_TIMEOUT_S = 90.0
-HOME_DYNAMICS = 0.4          # franky-sim has no people around it: home fast to keep the tests short
-PR_SET_PDEATHSIG = 1        # prctl option (linux/prctl.h)
+HOME_DYNAMICS = 0.4  # franky-sim has no people around it: home fast to keep the tests short
+PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
 
 
 def _loopback_address() -> str:
@@ -58,9 +58,14 @@ def franky_sim() -> Iterator[str]:
         pytest.skip("franky-sim not installed: pip install 'inril-robot[dev]' (franky-sim==1.0.4)")
     host = _loopback_address()
     log = tempfile.NamedTemporaryFile(prefix="franky-sim-", suffix=".log", delete=False)  # noqa: SIM115
-    proc = subprocess.Popen([exe, "-s", "mujoco", "--hostname", host], stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
-                            preexec_fn=_die_with_parent)
+    proc = subprocess.Popen(
+        [exe, "-s", "mujoco", "--hostname", host],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
+    )
     try:
         # the FCI port opens before the simulation runs: the banner printed after start-up is the readiness signal
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
@@ -68,8 +73,10 @@ def franky_sim() -> Iterator[str]:
             if proc.poll() is not None:
                 pytest.skip(f"franky-sim exited with {proc.returncode}: {Path(log.name).read_text()[-2000:]}")
             if time.monotonic() > deadline:
-                pytest.skip(f"franky-sim did not start on {host} within {SERVER_START_TIMEOUT_S:.0f} s: "
-                            f"{Path(log.name).read_text()[-2000:]}")
+                pytest.skip(
+                    f"franky-sim did not start on {host} within {SERVER_START_TIMEOUT_S:.0f} s: "
+                    f"{Path(log.name).read_text()[-2000:]}"
+                )
             time.sleep(0.2)
         yield host
     finally:
@@ -85,9 +92,15 @@ def franky_sim() -> Iterator[str]:
 
 
 def franka_cfg(host: str, overrides: tuple[str, ...] = ()) -> RunConfig:
-    return load_config(robot="franka", overrides=[f"robot.franka.host={host}", "robot.franka.realtime=ignore",
-                                                  f"robot.franka.home_dynamics_factor={HOME_DYNAMICS}",
-                                                  *overrides])
+    return load_config(
+        robot="franka",
+        overrides=[
+            f"robot.franka.host={host}",
+            "robot.franka.realtime=ignore",
+            f"robot.franka.home_dynamics_factor={HOME_DYNAMICS}",
+            *overrides,
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -141,8 +154,14 @@ def test_state_matches_the_simulator_contract(homed: FrankaRobot, sim_cfg: Any) 
     from drivers.sim.robot import SimRobot
 
     real = homed.state()
-    for name, shape in (("ee_pos", (3,)), ("ee_quat", (4,)), ("ee_vel", (6,)), ("joint_pos", (7,)),
-                        ("joint_vel", (7,)), ("ee_wrench", (6,))):
+    for name, shape in (
+        ("ee_pos", (3,)),
+        ("ee_quat", (4,)),
+        ("ee_vel", (6,)),
+        ("joint_pos", (7,)),
+        ("joint_vel", (7,)),
+        ("ee_wrench", (6,)),
+    ):
         value = getattr(real, name)
         assert value.shape == shape and value.dtype == np.float64 and np.all(np.isfinite(value)), name
     assert abs(np.linalg.norm(real.ee_quat) - 1.0) < 1e-6 and real.ee_quat[3] >= 0.0  # xyzw, w >= 0
@@ -166,10 +185,10 @@ def test_delta_pose_episode_at_10hz(homed: FrankaRobot) -> None:
     start = homed.state()
     steps = 20
     actions = np.zeros((steps, 7))
-    actions[:, 0] = 0.008                         # +x in the base frame
+    actions[:, 0] = 0.008  # +x in the base frame
     actions[:, 1] = np.where(np.arange(steps) < 10, 0.004, -0.004)
     actions[:, 2] = -0.003
-    actions[:, 5] = 0.02                          # yaw about base +z
+    actions[:, 5] = 0.02  # yaw about base +z
     states, apply_s = run_at_rate(homed, actions, hz=10.0)
     print(f"apply() median {np.median(apply_s) * 1e3:.2f} ms, max {max(apply_s) * 1e3:.2f} ms")
     assert np.median(apply_s) < 0.01, "apply() must not wait for the motion"
@@ -299,8 +318,9 @@ USER_STOP = "libfranka: Move command aborted: User Stop pressed!"
 
 
 @pytest.mark.parametrize("fault", [REFLEX, pytest.param(USER_STOP, marks=pytest.mark.slow)])
-def test_collect_survives_a_fault_and_drops_the_faulted_episode(franky_sim: str, robot: FrankaRobot, tmp_path: Path,
-                                                                fault: str) -> None:
+def test_collect_survives_a_fault_and_drops_the_faulted_episode(
+    franky_sim: str, robot: FrankaRobot, tmp_path: Path, fault: str
+) -> None:
     """collect --execute over franky-sim: a reflex (or a user stop) in episode 0 -> pause with the reason, the
     scripted operator confirms, recover(), home, and the next episode is recorded; the faulted one is not stored."""
     from inril_robot.collect import collect
@@ -322,16 +342,16 @@ def test_collect_survives_a_fault_and_drops_the_faulted_episode(franky_sim: str,
     said: list[str] = []
     confirmations: list[str] = []
     try:
-        cfg = franka_cfg(franky_sim, ("task.name=reach", "task.observation=image", "task.max_steps=30",
-                                      "teleop.kind=keyboard"))
+        cfg = franka_cfg(
+            franky_sim, ("task.name=reach", "task.observation=image", "task.max_steps=30", "teleop.kind=keyboard")
+        )
         env = RobotEnv(cfg, execute=True)
         arm = env.robot
         assert isinstance(arm, FrankaRobot)
         real = arm.robot
         arm.robot = _FaultOnce(real, fault, after=6)  # home() checks twice, then the 4th step of episode 0
         try:
-            result = collect(cfg, tmp_path / "demos", 1, env, Operator(), say=said.append,
-                             confirm=confirmations.append)
+            result = collect(cfg, tmp_path / "demos", 1, env, Operator(), say=said.append, confirm=confirmations.append)
             assert arm.fault is None and len(arm.errors) == 1 and fault.split(": ")[-1] in arm.errors[0].message
         finally:
             arm.robot = real
@@ -365,8 +385,9 @@ def yaw_tilt(arm_or_rot: Any, cfg: RunConfig) -> tuple[float, float]:
     return yaw, tilt
 
 
-def hold_and_time_to_rest(arm: FrankaRobot, speed: float = 0.005, rot_speed: float = 0.02, window: float = 1.0
-                          ) -> tuple[float, float, float]:
+def hold_and_time_to_rest(
+    arm: FrankaRobot, speed: float = 0.005, rot_speed: float = 0.02, window: float = 1.0
+) -> tuple[float, float, float]:
     """hold() every control period (as the watchdog does), then (robot seconds from the first hold until the TCP
     stays below `speed` / `rot_speed`, the farthest the TCP got from where it was at the hold [m], the largest
     rotation from there [rad])."""
@@ -391,8 +412,9 @@ def hold_and_time_to_rest(arm: FrankaRobot, speed: float = 0.005, rot_speed: flo
 
 
 @pytest.mark.parametrize("max_yaw", [None, 0.5])
-def test_wind_up_probe_ends_inside_and_hold_stops_within_two_periods(franky_sim: str, robot: FrankaRobot,
-                                                                     max_yaw: float | None) -> None:
+def test_wind_up_probe_ends_inside_and_hold_stops_within_two_periods(
+    franky_sim: str, robot: FrankaRobot, max_yaw: float | None
+) -> None:
     """The issue's probe: 30 steps of the largest yaw step (proposed 0.06 rad, above the cap) through RobotEnv,
     paced on the robot clock, then hold(): with the preset (the arm turning at full speed when hold() comes) and with
     max_yaw tightened to 0.5 rad (the limit is reached)."""
@@ -402,8 +424,15 @@ def test_wind_up_probe_ends_inside_and_hold_stops_within_two_periods(franky_sim:
 
     robot.close()
     try:
-        cfg = franka_cfg(franky_sim, ("task.name=reach", "task.observation=image", "task.max_steps=40",
-                                      *([f"safety.max_yaw={max_yaw}"] if max_yaw else [])))
+        cfg = franka_cfg(
+            franky_sim,
+            (
+                "task.name=reach",
+                "task.observation=image",
+                "task.max_steps=40",
+                *([f"safety.max_yaw={max_yaw}"] if max_yaw else []),
+            ),
+        )
         env = RobotEnv(cfg, execute=True)
         try:
             arm = env.robot
@@ -424,8 +453,10 @@ def test_wind_up_probe_ends_inside_and_hold_stops_within_two_periods(franky_sim:
                 limit_hits += any(e.limit in ("orientation", "reference_orientation") for e in info["safety_events"])
             assert limit_hits > 0 or max_yaw is None, "the probe must reach the yaw limit"
             rest_s, travel, turn = hold_and_time_to_rest(arm)
-            print(f"wind-up probe: at rest {rest_s * 1e3:.0f} ms (robot time) after hold, moved {travel * 1e3:.1f} mm "
-                  f"/ {turn:.3f} rad after it")
+            print(
+                f"wind-up probe: at rest {rest_s * 1e3:.0f} ms (robot time) after hold, moved {travel * 1e3:.1f} mm "
+                f"/ {turn:.3f} rad after it"
+            )
             assert rest_s <= 2 * 0.1, rest_s
             yaw = yaw_tilt(quat_to_matrix(arm.state().ee_quat), cfg)[0]
             assert abs(yaw) <= cfg.safety.max_yaw + 0.01, yaw
@@ -448,8 +479,9 @@ def test_hold_stops_a_fast_translation(homed: FrankaRobot) -> None:
 
 
 @pytest.mark.parametrize("sequences", [1, pytest.param(40, marks=[pytest.mark.slow, pytest.mark.timeout(900)])])
-def test_random_action_sequences_keep_reference_and_pose_inside(franky_sim: str, robot: FrankaRobot,
-                                                                sequences: int) -> None:
+def test_random_action_sequences_keep_reference_and_pose_inside(
+    franky_sim: str, robot: FrankaRobot, sequences: int
+) -> None:
     """Random action sequences (wind-up pushes, noise, huge values) through RobotEnv on franky-sim: the commanded
     reference and the measured pose are checked at every tick. 1 sequence here, 40 with -m slow."""
     from inril_robot.env import RobotEnv
@@ -459,8 +491,16 @@ def test_random_action_sequences_keep_reference_and_pose_inside(franky_sim: str,
     robot.close()
     rng = np.random.default_rng(0)
     try:
-        cfg = franka_cfg(franky_sim, ("task.name=reach", "task.observation=image", "task.max_steps=1000",
-                                      "safety.max_yaw=0.5", "safety.max_tilt=0.3"))
+        cfg = franka_cfg(
+            franky_sim,
+            (
+                "task.name=reach",
+                "task.observation=image",
+                "task.max_steps=1000",
+                "safety.max_yaw=0.5",
+                "safety.max_tilt=0.3",
+            ),
+        )
         lo, hi = np.array(cfg.safety.workspace_min), np.array(cfg.safety.workspace_max)
         caps = np.array([cfg.safety.max_step] * 3 + [cfg.safety.max_rot_step] * 3)
         env = RobotEnv(cfg, execute=True)
@@ -507,8 +547,9 @@ def test_doctor_shows_the_fault_state_and_robot_recover_clears_it(franky_sim: st
         checks = {c.item: c for c in _check_robot(franky_sim)}
         assert checks["fault state"].status == "ok" and "no fault" in checks["fault state"].detail
         runner = CliRunner()
-        out = runner.invoke(app, ["robot", "recover", "--host", franky_sim, "--set", "robot.franka.realtime=ignore",
-                                  "--json"])
+        out = runner.invoke(
+            app, ["robot", "recover", "--host", franky_sim, "--set", "robot.franka.realtime=ignore", "--json"]
+        )
         assert out.exit_code == 0, out.output
         payload = json.loads(out.stdout)
         assert payload["after"]["in_reflex"] is False and payload["after"]["driver_fault"] is None
@@ -572,8 +613,9 @@ def test_collect_records_an_episode_over_franky_sim(franky_sim: str, robot: Fran
 
     robot.close()  # one client at a time on the simulated arm
     try:
-        cfg = franka_cfg(franky_sim, ("task.name=reach", "task.observation=image", "task.max_steps=30",
-                                      "teleop.kind=keyboard"))
+        cfg = franka_cfg(
+            franky_sim, ("task.name=reach", "task.observation=image", "task.max_steps=30", "teleop.kind=keyboard")
+        )
         env = RobotEnv(cfg, execute=True)
         try:
             result = collect(cfg, tmp_path / "demos", 1, env, ReplayOperator(steps=15))
@@ -590,8 +632,9 @@ def test_collect_records_an_episode_over_franky_sim(franky_sim: str, robot: Fran
 @pytest.mark.slow
 @pytest.mark.timeout(600, method="thread")
 @pytest.mark.parametrize("fault", [REFLEX, USER_STOP])
-def test_finetune_agent_over_franky_sim_survives_a_fault(franky_sim: str, robot: FrankaRobot, tmp_path: Path,
-                                                         fault: str) -> None:
+def test_finetune_agent_over_franky_sim_survives_a_fault(
+    franky_sim: str, robot: FrankaRobot, tmp_path: Path, fault: str
+) -> None:
     """The fine-tuning agent (`finetune --robot franka --execute` with a policy server) over franky-sim: a reflex or
     a user stop in episode 1 -> pause, the scripted operator confirms, recover, home, next episode; the faulted
     episode is neither in the agent's store nor among the learner's episodes."""
@@ -606,10 +649,12 @@ def test_finetune_agent_over_franky_sim_survives_a_fault(franky_sim: str, robot:
 
     proprio = ["task.observation=image"]  # no cameras: proprioception only, what franky-sim can observe
     demos = record_demos(tmp_path / "demos", "reach", 3, proprio)
-    checkpoint = pretrain(reach_cfg(overrides=[*proprio, "train.steps=20", "train.eval_every=0"]), demos,
-                          tmp_path / "pre", resume=False).last_checkpoint
-    cfg = franka_cfg(franky_sim, ("task.name=reach", *proprio, "task.max_steps=6", *FT,
-                                  "finetune.episodes_per_iteration=100"))
+    checkpoint = pretrain(
+        reach_cfg(overrides=[*proprio, "train.steps=20", "train.eval_every=0"]), demos, tmp_path / "pre", resume=False
+    ).last_checkpoint
+    cfg = franka_cfg(
+        franky_sim, ("task.name=reach", *proprio, "task.max_steps=6", *FT, "finetune.episodes_per_iteration=100")
+    )
     learner = ServerLearner(cfg, Path(checkpoint), demos, tmp_path / "srv", mode="sync")
     confirmations: list[str] = []
     said: list[str] = []

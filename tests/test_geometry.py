@@ -92,7 +92,7 @@ def test_rotation_error_of_equal_orientations_is_zero(r: np.ndarray) -> None:
 @given(rotvecs(), rotvecs(max_angle=np.pi))
 def test_rotation_error_recovers_applied_rotation(v: np.ndarray, r: np.ndarray) -> None:
     current = rotvec_to_matrix(r)
-    target = rotvec_to_matrix(v) @ current        # base-frame rotation, as the action convention applies it
+    target = rotvec_to_matrix(v) @ current  # base-frame rotation, as the action convention applies it
     np.testing.assert_allclose(rotation_error(target, current), v, atol=1e-7)
 
 
@@ -135,7 +135,7 @@ def test_wrap_angle(angle: float) -> None:
 def test_top_down_rotation(yaw: float) -> None:
     rot = top_down_rotation(yaw)
     assert_rotation(rot)
-    np.testing.assert_allclose(rot[:, 2], [0.0, 0.0, -1.0], atol=1e-12)             # tool z points down
+    np.testing.assert_allclose(rot[:, 2], [0.0, 0.0, -1.0], atol=1e-12)  # tool z points down
     assert wrap_angle(np.arctan2(rot[1, 1], rot[0, 1]) - yaw) == pytest.approx(0.0, abs=1e-9)  # closing axis
 
 

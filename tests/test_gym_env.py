@@ -169,9 +169,11 @@ def test_time_limit_from_the_registry() -> None:
 
 
 def test_unclosed_rendering_env_exits_cleanly() -> None:
-    code = ("import drivers.sim, gymnasium, inril_robot\n"
-            "env = gymnasium.make('inril_robot/Reach-v0', render_mode='rgb_array', image_size=32)\n"
-            "env.reset(seed=0)\nassert env.render().shape == (32, 32, 3)\n")  # no close()
+    code = (
+        "import drivers.sim, gymnasium, inril_robot\n"
+        "env = gymnasium.make('inril_robot/Reach-v0', render_mode='rgb_array', image_size=32)\n"
+        "env.reset(seed=0)\nassert env.render().shape == (32, 32, 3)\n"
+    )  # no close()
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "Exception ignored" not in proc.stderr and "EGL" not in proc.stderr, proc.stderr
@@ -187,8 +189,16 @@ def test_stable_baselines3_sac_without_action_space_warning() -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # SB3's "use a symmetric and normalized Box action space" would raise
             sb3_check_env(env.unwrapped)
-            model = sb3.SAC("MultiInputPolicy", env, learning_starts=30, batch_size=16, train_freq=1,
-                            policy_kwargs={"net_arch": [32, 32]}, seed=0, device="cpu")
+            model = sb3.SAC(
+                "MultiInputPolicy",
+                env,
+                learning_starts=30,
+                batch_size=16,
+                train_freq=1,
+                policy_kwargs={"net_arch": [32, 32]},
+                seed=0,
+                device="cpu",
+            )
             model.learn(total_timesteps=60)
         action, _ = model.predict(env.reset(seed=1)[0], deterministic=True)
         assert action in env.action_space

@@ -27,7 +27,8 @@ from tests.test_policies import make_actions, make_obs, make_policy_named
 # float64 so that the 1e-6 relative tolerance measures the math, not float32 rounding
 finite = st.floats(min_value=-1e3, max_value=1e3, allow_nan=False, allow_infinity=False)
 vec_pairs = st.integers(min_value=1, max_value=24).flatmap(
-    lambda n: st.tuples(st.lists(finite, min_size=n, max_size=n), st.lists(finite, min_size=n, max_size=n)))
+    lambda n: st.tuples(st.lists(finite, min_size=n, max_size=n), st.lists(finite, min_size=n, max_size=n))
+)
 
 
 def as_grads(values: list[float]) -> list[Tensor | None]:
@@ -222,8 +223,9 @@ def test_adaptive_schedule_asks_for_observations_every_k() -> None:
 @pytest.mark.parametrize("adaptive", [False, True])
 def test_state_dict_round_trip_continues_identically(adaptive: bool) -> None:
     def make() -> InterleaveSchedule:
-        return InterleaveSchedule(AdaptiveM(m_min=1, m_max=12, every_k=3, m_ref=4.0) if adaptive else FixedM(3),
-                                  il_steps=2)
+        return InterleaveSchedule(
+            AdaptiveM(m_min=1, m_max=12, every_k=3, m_ref=4.0) if adaptive else FixedM(3), il_steps=2
+        )
 
     def drive(s: InterleaveSchedule, n: int, offset: int) -> list[str]:
         out = []

@@ -47,9 +47,14 @@ def test_user_facing_errors_share_one_base_and_keep_their_old_one() -> None:
     from inril_robot.policies.checkpoint import CheckpointError
     from inril_robot.registry import DriverUnavailable
 
-    for cls, old in ((ConfigError, ValueError), (ContractMismatch, ValueError), (DatasetError, RuntimeError),
-                     (CheckpointError, RuntimeError), (DriverUnavailable, RuntimeError),
-                     (CalibrationFileError, ValueError)):
+    for cls, old in (
+        (ConfigError, ValueError),
+        (ContractMismatch, ValueError),
+        (DatasetError, RuntimeError),
+        (CheckpointError, RuntimeError),
+        (DriverUnavailable, RuntimeError),
+        (CalibrationFileError, ValueError),
+    ):
         assert issubclass(cls, InrilError) and issubclass(cls, old), cls
 
 

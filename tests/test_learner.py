@@ -45,18 +45,33 @@ def demos(horizon: int = 2):
     def sample(batch: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray]:
         torch.manual_seed(int(rng.integers(1 << 31)))
         return ({k: v.numpy() for k, v in make_obs(batch).items()}, make_actions(batch, horizon).numpy())
+
     return sample
 
 
 def learner_for(actor: Actor, **cfg: Any) -> InrilLearner:
-    spec = {"ppo": {"critic_warmup_iterations": 0, "epochs": 2, "minibatch_size": 32, "target_kl": None,
-                    "actor_lr": 1e-3, **cfg.pop("ppo", {})},
-            "inril": {"il_every": 3, "il_lr": 1e-3, "il_batch_size": 32, **cfg.pop("inril", {})},
-            "guard": {"enabled": False, **cfg.pop("guard", {})}, **cfg}
+    spec = {
+        "ppo": {
+            "critic_warmup_iterations": 0,
+            "epochs": 2,
+            "minibatch_size": 32,
+            "target_kl": None,
+            "actor_lr": 1e-3,
+            **cfg.pop("ppo", {}),
+        },
+        "inril": {"il_every": 3, "il_lr": 1e-3, "il_batch_size": 32, **cfg.pop("inril", {})},
+        "guard": {"enabled": False, **cfg.pop("guard", {})},
+        **cfg,
+    }
     if isinstance(actor, ResidualActor):
         spec["algo"] = "residual-ppo"
-    return InrilLearner(actor, Critic.for_policy(actor.policy, (32,)), FinetuneConfig.model_validate(spec),
-                        demos(actor.policy.cfg.horizon), seed=0)
+    return InrilLearner(
+        actor,
+        Critic.for_policy(actor.policy, (32,)),
+        FinetuneConfig.model_validate(spec),
+        demos(actor.policy.cfg.horizon),
+        seed=0,
+    )
 
 
 def episodes(actor: Actor, critic: Critic, count: int = 64, length: int = 2, seed: int = 0) -> RolloutBuffer:
@@ -70,8 +85,9 @@ def episodes(actor: Actor, critic: Critic, count: int = 64, length: int = 2, see
         with torch.no_grad():
             values = critic(obs)
         rewards = torch.rand(length, generator=gen)
-        buf.add_episode(obs, sample.record, sample.log_prob, rewards, values, terminated=i % 2 == 0,
-                        bootstrap_value=0.3)
+        buf.add_episode(
+            obs, sample.record, sample.log_prob, rewards, values, terminated=i % 2 == 0, bootstrap_value=0.3
+        )
     return buf
 
 
@@ -106,8 +122,9 @@ def test_update_interleaves_exactly_m_rl_steps_per_il_step() -> None:
 def test_applied_updates_respect_the_separation(mode: str) -> None:
     """What reaches the optimiser is (PCGrad) never opposed to, or (orthogonal) orthogonal to, the other objective's
     reference gradient."""
-    learner = learner_for(GaussianActor(policy_of("gaussian")),
-                          inril={"il_every": 2, "separation": mode, "reference": "ema"})
+    learner = learner_for(
+        GaussianActor(policy_of("gaussian")), inril={"il_every": 2, "separation": mode, "reference": "ema"}
+    )
     dots: list[float] = []
     raw_conflicts = 0
 
@@ -175,8 +192,10 @@ def test_residual_actor_refuses_gradient_projection() -> None:
 
 
 def test_adaptive_m_is_measured_during_updates_and_stays_in_bounds() -> None:
-    learner = learner_for(GaussianActor(policy_of("gaussian")),
-                          inril={"il_every": "auto", "adaptive": {"m_min": 2, "m_max": 6, "every_k": 2}})
+    learner = learner_for(
+        GaussianActor(policy_of("gaussian")),
+        inril={"il_every": "auto", "adaptive": {"m_min": 2, "m_max": 6, "every_k": 2}},
+    )
     for seed in range(2):
         stats = learner.update(episodes(learner.actor, learner.critic, count=64, seed=seed))
     rule = learner.schedule.rule
@@ -196,8 +215,10 @@ def test_in_ril_without_demonstrations_is_refused() -> None:
 def test_state_dict_round_trip_continues_identically(il_every: int | str) -> None:
     def fresh() -> InrilLearner:
         torch.manual_seed(0)
-        return learner_for(GaussianActor(policy_of("gaussian")),
-                           inril={"il_every": il_every, "separation": "pcgrad", "adaptive": {"every_k": 2}})
+        return learner_for(
+            GaussianActor(policy_of("gaussian")),
+            inril={"il_every": il_every, "separation": "pcgrad", "adaptive": {"every_k": 2}},
+        )
 
     a = fresh()
     a.update(episodes(a.actor, a.critic, count=48, seed=1))
@@ -219,8 +240,12 @@ def test_state_dict_round_trip_continues_identically(il_every: int | str) -> Non
 @pytest.mark.parametrize("mode", ["scale", "reject"])
 def test_destructive_update_is_caught_and_live_actions_stay_within_the_bound(mode: str) -> None:
     policy = policy_of("gaussian")
-    learner = learner_for(GaussianActor(policy), ppo={"actor_lr": 1.0, "max_grad_norm": 1e6},
-                          inril={"il_every": 0}, guard={"enabled": True, "mode": mode, "max_translation": 0.005})
+    learner = learner_for(
+        GaussianActor(policy),
+        ppo={"actor_lr": 1.0, "max_grad_norm": 1e6},
+        inril={"il_every": 0},
+        guard={"enabled": True, "mode": mode, "max_translation": 0.005},
+    )
     buffer = episodes(learner.actor, learner.critic, count=64)
     live = copy.deepcopy(policy)
     stats = learner.update(buffer)
@@ -285,8 +310,14 @@ def test_dppo_update_raises_log_prob_of_positive_advantage_chains() -> None:
     with torch.no_grad():
         values = learner.critic(obs)
     for i in range(128):
-        buf.add_episode({k: v[i:i + 1] for k, v in obs.items()}, {"chain": sample.record["chain"][i:i + 1]},
-                        sample.log_prob[i:i + 1], rewards[i:i + 1], values[i:i + 1], terminated=True)
+        buf.add_episode(
+            {k: v[i : i + 1] for k, v in obs.items()},
+            {"chain": sample.record["chain"][i : i + 1]},
+            sample.log_prob[i : i + 1],
+            rewards[i : i + 1],
+            values[i : i + 1],
+            terminated=True,
+        )
     learner.update(buf)
     with torch.no_grad():
         delta = (actor.evaluate(buf.obs, buf.record)[0] - buf.log_probs).sum(-1)  # (P,)
@@ -311,8 +342,11 @@ def test_dppo_policy_with_frozen_copy_round_trips_through_a_checkpoint(tmp_path:
 
 
 def test_kl_adaptive_actor_lr_shrinks_after_a_jump_and_grows_after_a_crawl() -> None:
-    learner = learner_for(GaussianActor(policy_of("gaussian")), inril={"il_every": 0},
-                          ppo={"target_kl": 0.05, "lr_schedule": "kl", "actor_lr": 1e-4, "actor_lr_min": 5e-5})
+    learner = learner_for(
+        GaussianActor(policy_of("gaussian")),
+        inril={"il_every": 0},
+        ppo={"target_kl": 0.05, "lr_schedule": "kl", "actor_lr": 1e-4, "actor_lr_min": 5e-5},
+    )
     assert learner._adapt_actor_lr(1.0) == pytest.approx(1e-4 / 1.5)
     assert learner._adapt_actor_lr(1.0) == pytest.approx(5e-5)  # floored at actor_lr_min
     assert learner._adapt_actor_lr(0.05) == pytest.approx(5e-5)  # inside [target / 1.5, 1.5 target]: unchanged
@@ -334,8 +368,14 @@ def bandit_batch(actor: Actor, critic: Critic, count: int, target: torch.Tensor)
     with torch.no_grad():
         values = critic(obs)
     for i in range(count):
-        buf.add_episode({k: v[i:i + 1] for k, v in obs.items()}, {"action": sample.record["action"][i:i + 1]},
-                        sample.log_prob[i:i + 1], rewards[i:i + 1], values[i:i + 1], terminated=True)
+        buf.add_episode(
+            {k: v[i : i + 1] for k, v in obs.items()},
+            {"action": sample.record["action"][i : i + 1]},
+            sample.log_prob[i : i + 1],
+            rewards[i : i + 1],
+            values[i : i + 1],
+            terminated=True,
+        )
     return buf
 
 
@@ -355,9 +395,20 @@ def test_step_size_rule_holds_the_target_kl(start_lr: float, one_thread: Any) ->
     [target / 1.5, 1.5 target] and keeps it there (most of the last updates), early stops included."""
     target_kl = 0.02
     policy = policy_of("gaussian", horizon=1)
-    learner = learner_for(GaussianActor(policy), inril={"il_every": 0}, log_std_lr=0.0,
-                          ppo={"target_kl": target_kl, "lr_schedule": "kl", "actor_lr": start_lr, "epochs": 4,
-                               "minibatch_size": 64, "actor_lr_min": 1e-8, "actor_lr_max": 1.0})
+    learner = learner_for(
+        GaussianActor(policy),
+        inril={"il_every": 0},
+        log_std_lr=0.0,
+        ppo={
+            "target_kl": target_kl,
+            "lr_schedule": "kl",
+            "actor_lr": start_lr,
+            "epochs": 4,
+            "minibatch_size": 64,
+            "actor_lr_min": 1e-8,
+            "actor_lr_max": 1.0,
+        },
+    )
     target = torch.full((A,), 0.8)
     kls = []
     for _ in range(30):
@@ -374,9 +425,12 @@ def test_il_steps_do_not_trigger_the_early_stop_and_their_kl_is_reported_apart()
     """Large IL steps (fixed IL lr 0.05) move the policy far, RL steps barely (lr 1e-7): the update runs all its
     epochs, the RL KL stays tiny, and the IL KL is reported separately (it exceeds the stop bound by far)."""
     policy = policy_of("gaussian")
-    learner = learner_for(GaussianActor(policy), log_std_lr=0.0,
-                          inril={"il_every": 1, "il_lr_ratio": None, "il_lr": 5e-2, "separation": "none"},
-                          ppo={"target_kl": 0.01, "lr_schedule": "kl", "actor_lr": 1e-7, "epochs": 3})
+    learner = learner_for(
+        GaussianActor(policy),
+        log_std_lr=0.0,
+        inril={"il_every": 1, "il_lr_ratio": None, "il_lr": 5e-2, "separation": "none"},
+        ppo={"target_kl": 0.01, "lr_schedule": "kl", "actor_lr": 1e-7, "epochs": 3},
+    )
     stats = learner.update(episodes(learner.actor, learner.critic, count=64))
     assert not stats["early_stopped"] and stats["epochs_run"] == 3 and stats["il_steps"] > 0
     assert stats["il_kl"] > 2 * 0.01 and stats["update_kl"] > 2 * 0.01  # the policy did move, through IL
@@ -385,8 +439,11 @@ def test_il_steps_do_not_trigger_the_early_stop_and_their_kl_is_reported_apart()
 
 @pytest.mark.timeout(60)
 def test_il_lr_follows_the_rl_lr_by_the_configured_ratio() -> None:
-    learner = learner_for(GaussianActor(policy_of("gaussian")), inril={"il_lr_ratio": 0.5},
-                          ppo={"target_kl": 0.05, "lr_schedule": "kl", "actor_lr": 1e-4})
+    learner = learner_for(
+        GaussianActor(policy_of("gaussian")),
+        inril={"il_lr_ratio": 0.5},
+        ppo={"target_kl": 0.05, "lr_schedule": "kl", "actor_lr": 1e-4},
+    )
     assert learner.optimizers["il"].param_groups[0]["lr"] == pytest.approx(5e-5)
     learner._adapt_actor_lr(1.0)  # a jump: RL lr / 1.5, IL follows
     assert learner.optimizers["il"].param_groups[0]["lr"] == pytest.approx(0.5 * 1e-4 / 1.5)

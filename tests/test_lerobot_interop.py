@@ -31,8 +31,17 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def demos(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
-    cfg = load_config(robot="sim", task="reach", cameras="sim_front_wrist", overrides=[
-        "cameras.front.width=48", "cameras.front.height=48", "cameras.wrist.width=48", "cameras.wrist.height=48"])
+    cfg = load_config(
+        robot="sim",
+        task="reach",
+        cameras="sim_front_wrist",
+        overrides=[
+            "cameras.front.width=48",
+            "cameras.front.height=48",
+            "cameras.wrist.width=48",
+            "cameras.wrist.height=48",
+        ],
+    )
     out = tmp_path_factory.mktemp("demos") / "reach"
     with RobotEnv(cfg) as env:
         collect(cfg, out, 2, env, make_teleop(cfg, env))
@@ -74,8 +83,9 @@ def test_png_round_trip_is_bit_exact(demos: Dataset, tmp_path: Path) -> None:
 @pytest.mark.timeout(180)
 def test_video_round_trip_through_the_cli(demos: Dataset, tmp_path: Path) -> None:
     out, back = tmp_path / "lr", tmp_path / "back"
-    result = runner.invoke(app, ["dataset", "export", str(demos.root), "--format", "lerobot", "--out", str(out),
-                                 "--json"])
+    result = runner.invoke(
+        app, ["dataset", "export", str(demos.root), "--format", "lerobot", "--out", str(out), "--json"]
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout.strip().splitlines()[-1])["images"] == "video"
     assert (out / "videos/observation.images.front/chunk-000/file-000.mp4").stat().st_size > 0
@@ -115,12 +125,18 @@ print(json.dumps({"len": len(ds), "episodes": ds.num_episodes, "task": items[0][
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.skipif(not os.environ.get("INRIL_LEROBOT_PYTHON"), reason="set INRIL_LEROBOT_PYTHON to a Python "
-                    "with lerobot (it cannot be installed next to this torch)")
+@pytest.mark.skipif(
+    not os.environ.get("INRIL_LEROBOT_PYTHON"),
+    reason="set INRIL_LEROBOT_PYTHON to a Python with lerobot (it cannot be installed next to this torch)",
+)
 def test_lerobot_loads_the_export(demos: Dataset, tmp_path: Path) -> None:
     export_lerobot(demos, tmp_path / "lr", images="png")
-    proc = subprocess.run([os.environ["INRIL_LEROBOT_PYTHON"], "-c", LOAD_WITH_LEROBOT, str(tmp_path / "lr")],
-                          capture_output=True, text=True, timeout=280)
+    proc = subprocess.run(
+        [os.environ["INRIL_LEROBOT_PYTHON"], "-c", LOAD_WITH_LEROBOT, str(tmp_path / "lr")],
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     loaded = json.loads(proc.stdout.strip().splitlines()[-1])
     assert loaded["len"] == demos.num_steps and loaded["episodes"] == len(demos) and loaded["task"] == "reach"

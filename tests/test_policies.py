@@ -64,7 +64,6 @@ def make_actions(batch: int, horizon: int) -> Tensor:
     return ACTION_MIN + (u + 1) / 2 * (ACTION_MAX - ACTION_MIN)
 
 
-
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
@@ -111,7 +110,7 @@ def test_random_shift_is_a_translation_and_only_applies_in_train_mode() -> None:
     assert shifted.shape == images.shape
     padded = torch.nn.functional.pad(images, (2, 2, 2, 2), mode="replicate")
     for i in range(6):  # every output is one of the 25 crops of the replicate-padded input
-        crops = [padded[i, :, dy:dy + 20, dx:dx + 20] for dy in range(5) for dx in range(5)]
+        crops = [padded[i, :, dy : dy + 20, dx : dx + 20] for dy in range(5) for dx in range(5)]
         assert any(torch.equal(shifted[i], c) for c in crops)
 
     enc = ImageEncoder(ImageEncoderConfig(channels=(8, 16), feature_dim=16, random_shift=4))
@@ -333,7 +332,8 @@ def test_print_batch1_cpu_latency() -> None:
         "gaussian H=1": PolicyConfig(kind="gaussian"),
         "diffusion mlp H=8 DDIM 5": PolicyConfig(kind="diffusion", horizon=8, act_steps=4),
         "diffusion unet H=8 DDIM 5": PolicyConfig.model_validate(
-            {"kind": "diffusion", "horizon": 8, "act_steps": 4, "diffusion": {"denoiser": "unet"}}),
+            {"kind": "diffusion", "horizon": 8, "act_steps": 4, "diffusion": {"denoiser": "unet"}}
+        ),
     }
     default_threads = torch.get_num_threads()
     print("\nbatch-1 CPU latency of predict (deterministic, eval mode, inference_mode)")
@@ -345,9 +345,11 @@ def test_print_batch1_cpu_latency() -> None:
                     policy = make_policy(cfg, make_normalizer(), shapes, A)
                     n_params = sum(p.numel() for p in policy.parameters())
                     stats = measure_latency(policy, shapes)
-                    print(f"  {threads} thr  {label:26s} {obs_label:12s} {n_params / 1e6:5.2f} M params  "
-                          f"median {stats['median_ms']:6.2f} ms  p99 {stats['p99_ms']:6.2f} ms  "
-                          f"mean {stats['mean_ms']:6.2f} ms")
+                    print(
+                        f"  {threads} thr  {label:26s} {obs_label:12s} {n_params / 1e6:5.2f} M params  "
+                        f"median {stats['median_ms']:6.2f} ms  p99 {stats['p99_ms']:6.2f} ms  "
+                        f"mean {stats['mean_ms']:6.2f} ms"
+                    )
                     assert stats["median_ms"] > 0
     finally:
         torch.set_num_threads(default_threads)
@@ -360,9 +362,25 @@ def test_bench_policy_cli_reports_every_default_policy() -> None:
 
     from inril_robot.cli import app
 
-    result = CliRunner().invoke(app, ["bench", "policy", "--repeats", "10", "--set", "cameras.front.width=32",
-                                      "--set", "cameras.front.height=32", "--set", "cameras.wrist.width=32",
-                                      "--set", "cameras.wrist.height=32", "--json", "--report-only"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "policy",
+            "--repeats",
+            "10",
+            "--set",
+            "cameras.front.width=32",
+            "--set",
+            "cameras.front.height=32",
+            "--set",
+            "cameras.wrist.width=32",
+            "--set",
+            "cameras.wrist.height=32",
+            "--json",
+            "--report-only",
+        ],
+    )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout.strip().splitlines()[-1])
     rows = payload["policies"]

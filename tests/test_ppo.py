@@ -37,8 +37,9 @@ def make_obs(batch: int) -> Obs:
     return {"ee_pos": torch.tensor([0.5, 0.0, 0.2]) + 0.1 * torch.randn(batch, 1, 3)}  # (B, To=1, 3)
 
 
-def bandit_buffer(actor: GaussianActor, critic: Critic, episodes: int,
-                  rewards_fn: Callable[[Tensor], Tensor] | None = None) -> RolloutBuffer:
+def bandit_buffer(
+    actor: GaussianActor, critic: Critic, episodes: int, rewards_fn: Callable[[Tensor], Tensor] | None = None
+) -> RolloutBuffer:
     """One-step episodes (each terminates): the return is the reward. Rewards +-1 at random by default."""
     buf = RolloutBuffer()
     obs = make_obs(episodes)
@@ -48,14 +49,21 @@ def bandit_buffer(actor: GaussianActor, critic: Critic, episodes: int,
     with torch.no_grad():
         values = critic(obs)
     for i in range(episodes):
-        buf.add_episode({"ee_pos": obs["ee_pos"][i:i + 1]}, {"action": actions[i:i + 1]}, sample.log_prob[i:i + 1],
-                        rewards[i:i + 1], values[i:i + 1], terminated=True)
+        buf.add_episode(
+            {"ee_pos": obs["ee_pos"][i : i + 1]},
+            {"action": actions[i : i + 1]},
+            sample.log_prob[i : i + 1],
+            rewards[i : i + 1],
+            values[i : i + 1],
+            terminated=True,
+        )
     return buf
 
 
 def ppo_learner(policy: GaussianPolicy, critic_hidden: tuple[int, ...] = (32,), **ppo: object) -> InrilLearner:
-    cfg = FinetuneConfig.model_validate({"ppo": {"critic_warmup_iterations": 0, **ppo},
-                                         "inril": {"il_every": 0}, "guard": {"enabled": False}})
+    cfg = FinetuneConfig.model_validate(
+        {"ppo": {"critic_warmup_iterations": 0, **ppo}, "inril": {"il_every": 0}, "guard": {"enabled": False}}
+    )
     actor = GaussianActor(policy)
     return InrilLearner(actor, Critic.for_policy(policy, critic_hidden), cfg, demos=None)
 
@@ -78,8 +86,16 @@ def test_gae_hand_computed_termination_and_truncation() -> None:
 
     no_boot, _ = compute_gae(rewards, values, dones, trunc, last_value, gamma, lam, None)  # truncation as an end
     assert no_boot[0, 1].item() == pytest.approx(-1.0)
-    both, _ = compute_gae(rewards, values, dones, trunc + torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 0.0]]),
-                          last_value, gamma, lam, boot + torch.tensor([[0.0, 0.0], [9.0, 0.0], [0.0, 0.0]]))
+    both, _ = compute_gae(
+        rewards,
+        values,
+        dones,
+        trunc + torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 0.0]]),
+        last_value,
+        gamma,
+        lam,
+        boot + torch.tensor([[0.0, 0.0], [9.0, 0.0], [0.0, 0.0]]),
+    )
     torch.testing.assert_close(both, expected)  # terminated and truncated at once: termination wins
 
 
@@ -97,10 +113,23 @@ def test_buffer_concatenates_episodes_and_cuts_gae_at_their_ends() -> None:
     buf = RolloutBuffer()
     obs = make_obs(5)
     lp = torch.zeros(5)
-    buf.add_episode({"ee_pos": obs["ee_pos"][:2]}, {"action": torch.zeros(2, 4)}, lp[:2], torch.tensor([0.0, 1.0]),
-                    torch.tensor([0.5, 0.5]), terminated=True)
-    buf.add_episode({"ee_pos": obs["ee_pos"][2:]}, {"action": torch.ones(3, 4)}, lp[2:], torch.zeros(3),
-                    torch.tensor([0.2, 0.3, 0.4]), terminated=False, bootstrap_value=2.0)
+    buf.add_episode(
+        {"ee_pos": obs["ee_pos"][:2]},
+        {"action": torch.zeros(2, 4)},
+        lp[:2],
+        torch.tensor([0.0, 1.0]),
+        torch.tensor([0.5, 0.5]),
+        terminated=True,
+    )
+    buf.add_episode(
+        {"ee_pos": obs["ee_pos"][2:]},
+        {"action": torch.ones(3, 4)},
+        lp[2:],
+        torch.zeros(3),
+        torch.tensor([0.2, 0.3, 0.4]),
+        terminated=False,
+        bootstrap_value=2.0,
+    )
     buf.compute_returns(gamma=0.5, lam=1.0, bootstrap_truncations=True)
     assert buf.size == 5 and buf.log_probs.shape == (5, 1)
     # episode 1: R1 = 1, R0 = 0 + .5 * 1; episode 2 (truncated, bootstrapped from 2.0): R4 = .5*2, R3 = .5, R2 = .25
@@ -166,8 +195,9 @@ def test_critic_warmup_leaves_actor_bit_identical_and_fits_returns() -> None:
 
 def test_value_clipping_keeps_the_loss_finite() -> None:
     learner = ppo_learner(make_policy(), epochs=1, minibatch_size=64, clip_value=0.1, critic_warmup_iterations=1)
-    stats = learner.update(bandit_buffer(learner.actor, learner.critic, 64,
-                                         rewards_fn=lambda a: torch.full((a.shape[0],), 50.0)))
+    stats = learner.update(
+        bandit_buffer(learner.actor, learner.critic, 64, rewards_fn=lambda a: torch.full((a.shape[0],), 50.0))
+    )
     assert stats["value_loss"] > 0 and torch.isfinite(torch.tensor(stats["value_loss"]))
 
 
@@ -223,9 +253,15 @@ def test_a_safety_stop_is_terminal_and_never_bootstrapped() -> None:
     kept = {"action": torch.zeros(2 * A), "log_prob": torch.zeros(1)}
 
     def trace(stopped: bool) -> EpisodeTrace:
-        return EpisodeTrace(seed=0, obs=[{"ee_pos": obs["ee_pos"].numpy()}] * 3, kept=[kept] * 3,
-                            rewards=[0.0, 0.0, 0.0], steps=3, stopped=stopped,
-                            final_obs={"ee_pos": obs["ee_pos"].numpy()})
+        return EpisodeTrace(
+            seed=0,
+            obs=[{"ee_pos": obs["ee_pos"].numpy()}] * 3,
+            kept=[kept] * 3,
+            rewards=[0.0, 0.0, 0.0],
+            steps=3,
+            stopped=stopped,
+            final_obs={"ee_pos": obs["ee_pos"].numpy()},
+        )
 
     buf = to_buffer([trace(stopped=True), trace(stopped=False)], critic, torch.device("cpu"), stop_penalty=0.5)
     buf.compute_returns(gamma=0.9, lam=1.0, bootstrap_truncations=True, value_range=(-0.5, 1.0))
@@ -240,10 +276,20 @@ def test_critic_values_stay_within_the_reward_bounds_on_a_sparse_task() -> None:
     or time limit, with the time limit bootstrapped by a trusted critic, V on fresh states stays within [0, 1] and
     the logged range says so."""
     policy = make_policy()
-    cfg = FinetuneConfig.model_validate({"ppo": {"critic_warmup_iterations": 0, "epochs": 4, "minibatch_size": 64,
-                                                 "critic_lr": 1e-2, "time_limit_bootstrap": "trusted",
-                                                 "trusted_critic_ev": -1.0},
-                                         "inril": {"il_every": 0}, "guard": {"enabled": False}})
+    cfg = FinetuneConfig.model_validate(
+        {
+            "ppo": {
+                "critic_warmup_iterations": 0,
+                "epochs": 4,
+                "minibatch_size": 64,
+                "critic_lr": 1e-2,
+                "time_limit_bootstrap": "trusted",
+                "trusted_critic_ev": -1.0,
+            },
+            "inril": {"il_every": 0},
+            "guard": {"enabled": False},
+        }
+    )
     critic = Critic.for_policy(policy, (32, 32), value_range=(0.0, 1.0))
     learner = InrilLearner(GaussianActor(policy), critic, cfg, demos=None, value_range=(0.0, 1.0))
     gen = torch.Generator().manual_seed(0)
@@ -257,8 +303,15 @@ def test_critic_values_stay_within_the_reward_bounds_on_a_sparse_task() -> None:
                 final = float(critic(make_obs(1))[0])
             kind = i % 3  # success, safety stop, time limit
             rewards = torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0 if kind == 0 else 0.0])
-            buf.add_episode(obs, sample.record, sample.log_prob, rewards, values, terminated=kind < 2,
-                            bootstrap_value=final if kind == 2 else 0.0)
+            buf.add_episode(
+                obs,
+                sample.record,
+                sample.log_prob,
+                rewards,
+                values,
+                terminated=kind < 2,
+                bootstrap_value=final if kind == 2 else 0.0,
+            )
         stats = learner.update(buf)
     assert learner.critic_trusted and stats["bootstrapped_time_limit"]
     with torch.no_grad():

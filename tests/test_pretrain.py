@@ -35,8 +35,13 @@ from inril_robot.registry import make_teleop
 from inril_robot.tb import TBWriter
 
 runner = CliRunner()
-TINY = ["policy.hidden=[32, 32]", "train.batch_size=32", "train.warmup_steps=5", "train.eval_episodes=2",
-        "train.num_threads=2"]
+TINY = [
+    "policy.hidden=[32, 32]",
+    "train.batch_size=32",
+    "train.warmup_steps=5",
+    "train.eval_episodes=2",
+    "train.num_threads=2",
+]
 
 
 def record_demos(out: Path, task: str, episodes: int, overrides: list[str] | None = None) -> Dataset:
@@ -54,8 +59,12 @@ def reach_cfg(policy: str = "gaussian", overrides: list[str] | None = None) -> R
 
 def make_gaussian(contract: Contract, **policy_overrides: object) -> tuple[Policy, RunConfig]:
     """A real Gaussian policy over `contract`'s low-dim observations, with made-up normaliser statistics."""
-    cfg = load_config(robot="sim", task="reach", algo="bc_gaussian",
-                      overrides=["policy.hidden=[16]", *[f"policy.{k}={v}" for k, v in policy_overrides.items()]])
+    cfg = load_config(
+        robot="sim",
+        task="reach",
+        algo="bc_gaussian",
+        overrides=["policy.hidden=[16]", *[f"policy.{k}={v}" for k, v in policy_overrides.items()]],
+    )
     keys = policy_obs_keys(contract, "state")
     shapes = {k: tuple(contract.observations[k].shape) for k in keys}
     stats = {k: {"mean": [0.1] * int(np.prod(s)), "std": [0.5] * int(np.prod(s))} for k, s in shapes.items()}
@@ -98,13 +107,21 @@ def test_tb_writer_round_trip(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- checkpoints
-def test_checkpoint_is_weights_only_atomic_and_refuses_another_contract(tmp_path: Path,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_checkpoint_is_weights_only_atomic_and_refuses_another_contract(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = reach_cfg()
     contract = run_contract(cfg)
     policy, _ = make_gaussian(contract, horizon=2, act_steps=2)
-    path = ckpt.save_checkpoint(tmp_path / "a.pt", policy, contract=contract, run_cfg=cfg, step=7,
-                                extra={"note": "x"}, ema_state_dict=policy.state_dict())
+    path = ckpt.save_checkpoint(
+        tmp_path / "a.pt",
+        policy,
+        contract=contract,
+        run_cfg=cfg,
+        step=7,
+        extra={"note": "x"},
+        ema_state_dict=policy.state_dict(),
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt"]  # no temporary file left behind
     raw = torch.load(path, weights_only=True)  # plain containers and tensors only
     assert raw["step"] == 7 and raw["format_version"] == ckpt.FORMAT_VERSION and raw["action_dim"] == 7
@@ -170,8 +187,9 @@ def test_runner_executes_act_steps_of_each_chunk_and_restarts_per_episode() -> N
     seen: list[dict[str, torch.Tensor]] = []
     predict = policy.predict
 
-    def spy(obs: dict[str, torch.Tensor], deterministic: bool = True,
-            generator: torch.Generator | None = None) -> torch.Tensor:
+    def spy(
+        obs: dict[str, torch.Tensor], deterministic: bool = True, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         seen.append(obs)
         return predict(obs, deterministic, generator)
 
@@ -265,8 +283,9 @@ def test_pretrain_writes_its_outputs_and_resumes_exactly(reach_demos: Dataset, t
 
 
 def test_pretrain_refuses_a_dataset_that_lacks_what_the_run_observes(reach_demos: Dataset, tmp_path: Path) -> None:
-    image = load_config(robot="sim", task="reach", cameras="sim_front", algo="bc_gaussian",
-                        overrides=[*TINY, "task.observation=image"])
+    image = load_config(
+        robot="sim", task="reach", cameras="sim_front", algo="bc_gaussian", overrides=[*TINY, "task.observation=image"]
+    )
     with pytest.raises(ContractMismatch, match=r"observations\.front_rgb"):
         pretrain(image, reach_demos, tmp_path / "image", resume=False)
     with pytest.raises(ContractMismatch, match="control_hz"):
@@ -281,9 +300,22 @@ def test_image_policy_trains_on_camera_demos_and_evaluates(tmp_path: Path) -> No
     with RobotEnv(cfg) as env:  # recorded in state mode: object state is stored beside the images
         collect(cfg, tmp_path / "demos", 2, env, make_teleop(cfg, env))
     demos = Dataset(tmp_path / "demos")
-    run_cfg = load_config(robot="sim", task="reach", cameras="sim_front", algo="bc_gaussian", overrides=[
-        *small, *TINY, "task.observation=image", "task.max_steps=5", "train.steps=4", "train.eval_every=4",
-        "policy.image.channels=[8]", "policy.image.feature_dim=16"])
+    run_cfg = load_config(
+        robot="sim",
+        task="reach",
+        cameras="sim_front",
+        algo="bc_gaussian",
+        overrides=[
+            *small,
+            *TINY,
+            "task.observation=image",
+            "task.max_steps=5",
+            "train.steps=4",
+            "train.eval_every=4",
+            "policy.image.channels=[8]",
+            "policy.image.feature_dim=16",
+        ],
+    )
     result = pretrain(run_cfg, demos, tmp_path / "run", resume=False)
     loaded = ckpt.load_checkpoint(result.last_checkpoint, expect_contract=run_contract(run_cfg))
     assert set(loaded.policy.obs_shapes) == {"ee_pos", "ee_quat", "gripper_width", "front_rgb"}  # no target_pos
@@ -301,26 +333,62 @@ def invoke(*args: str) -> tuple[int, dict, str]:
 def test_cli_pretrain_then_eval_is_deterministic_for_a_seed(reach_demos: Dataset, tmp_path: Path) -> None:
     out = tmp_path / "run"
     sets = [x for s in [*TINY, "train.eval_every=0", "policy.diffusion.train_steps=10"] for x in ("--set", s)]
-    code, payload, output = invoke("pretrain", "--dataset", str(reach_demos.root), "--policy", "diffusion",
-                                   "--task", "reach", "--out", str(out), "--steps", "20", *sets)
+    code, payload, output = invoke(
+        "pretrain",
+        "--dataset",
+        str(reach_demos.root),
+        "--policy",
+        "diffusion",
+        "--task",
+        "reach",
+        "--out",
+        str(out),
+        "--steps",
+        "20",
+        *sets,
+    )
     assert code == 0, output
     assert payload["step"] == 20 and payload["weights"] == "ema"
 
     ckpt_path = str(out / "last.pt")
-    args = ("eval", "--checkpoint", ckpt_path, "--robot", "sim", "--task", "reach", "--episodes", "3", "--seed", "5",
-            "--set", "task.max_steps=15")
+    args = (
+        "eval",
+        "--checkpoint",
+        ckpt_path,
+        "--robot",
+        "sim",
+        "--task",
+        "reach",
+        "--episodes",
+        "3",
+        "--seed",
+        "5",
+        "--set",
+        "task.max_steps=15",
+    )
     first, second = invoke(*args), invoke(*args)
     assert first[0] == 0 and second[0] == 0, first[2]
     keep = ("success", "per_episode", "mean_return", "mean_length", "weights_sha256", "step", "weights")
     assert {k: first[1][k] for k in keep} == {k: second[1][k] for k in keep}
     assert first[1]["step"] == 20 and len(first[1]["weights_sha256"]) == 64
-    raw = invoke("eval", "--checkpoint", ckpt_path, "--task", "reach", "--episodes", "1", "--raw-weights",
-                 "--set", "task.max_steps=5")
+    raw = invoke(
+        "eval",
+        "--checkpoint",
+        ckpt_path,
+        "--task",
+        "reach",
+        "--episodes",
+        "1",
+        "--raw-weights",
+        "--set",
+        "task.max_steps=5",
+    )
     assert raw[0] == 0 and raw[1]["weights"] == "raw" and raw[1]["weights_sha256"] != first[1]["weights_sha256"]
 
     video = tmp_path / "eval.mp4"  # a state policy: the video camera is added for the video only
-    code, payload, output = invoke("eval", "--checkpoint", ckpt_path, "--episodes", "1", "--video", str(video),
-                                   "--set", "task.max_steps=10")
+    code, payload, output = invoke(
+        "eval", "--checkpoint", ckpt_path, "--episodes", "1", "--video", str(video), "--set", "task.max_steps=10"
+    )
     assert code == 0 and video.stat().st_size > 0 and payload["video"] == str(video), output
 
     code, _, output = invoke("eval", "--checkpoint", ckpt_path, "--episodes", "1", "--set", "robot.control_hz=20")
@@ -329,11 +397,22 @@ def test_cli_pretrain_then_eval_is_deterministic_for_a_seed(reach_demos: Dataset
     assert code == 2 and "task" in output
     code, _, output = invoke("eval", "--checkpoint", str(tmp_path / "nope.pt"), "--episodes", "1")
     assert code == 2 and "nope.pt" in output
-    code, _, output = invoke("pretrain", "--dataset", str(reach_demos.root), "--task", "lift", "--out",
-                             str(tmp_path / "x"))
+    code, _, output = invoke(
+        "pretrain", "--dataset", str(reach_demos.root), "--task", "lift", "--out", str(tmp_path / "x")
+    )
     assert code == 2 and "reach" in output and "lift" in output
-    code, _, output = invoke("pretrain", "--dataset", str(reach_demos.root), "--policy", "diffusion", "--out",
-                             str(out), "--steps", "20", *sets)
+    code, _, output = invoke(
+        "pretrain",
+        "--dataset",
+        str(reach_demos.root),
+        "--policy",
+        "diffusion",
+        "--out",
+        str(out),
+        "--steps",
+        "20",
+        *sets,
+    )
     assert code == 2 and "--resume" in output
 
 
@@ -344,19 +423,31 @@ def test_gaussian_bc_on_50_reach_demos_succeeds(tmp_path: Path) -> None:
     started = time.perf_counter()
     demos = record_demos(tmp_path / "reach50", "reach", 50)
     collected = time.perf_counter() - started
-    cfg = load_config(robot="sim", task="reach", algo="bc_gaussian", overrides=[
-        "train.steps=600", "train.batch_size=256", "train.lr=0.001", "train.warmup_steps=50",
-        "train.eval_every=300", "train.eval_episodes=20", "train.checkpoint_every=300", "train.num_threads=2",
-    ])
+    cfg = load_config(
+        robot="sim",
+        task="reach",
+        algo="bc_gaussian",
+        overrides=[
+            "train.steps=600",
+            "train.batch_size=256",
+            "train.lr=0.001",
+            "train.warmup_steps=50",
+            "train.eval_every=300",
+            "train.eval_episodes=20",
+            "train.checkpoint_every=300",
+            "train.num_threads=2",
+        ],
+    )
     result = pretrain(cfg, demos, tmp_path / "run", resume=False)
     final = result.evals[-1]["success"]
     elapsed = time.perf_counter() - started
-    print(f"\nreach BC: {len(demos)} demos ({demos.num_steps} steps) in {collected:.1f}s; "
-          f"{result.step} steps at {result.samples_per_s:,.0f} samples/s; success {final['successes']}/20 "
-          f"[{final['ci95_low']:.2f}, {final['ci95_high']:.2f}]; total {elapsed:.1f}s")
+    print(
+        f"\nreach BC: {len(demos)} demos ({demos.num_steps} steps) in {collected:.1f}s; "
+        f"{result.step} steps at {result.samples_per_s:,.0f} samples/s; success {final['successes']}/20 "
+        f"[{final['ci95_low']:.2f}, {final['ci95_high']:.2f}]; total {elapsed:.1f}s"
+    )
     assert final["trials"] == 20 and final["rate"] >= 0.9
     # ~10-50 s here; the time is printed, not asserted (shared machines are noisy), and the timeout guards it
-
 
 
 # ------------------------------------------------------------------------------------- report: noisy lift (slow)
@@ -370,8 +461,10 @@ def test_report_bc_on_noisy_lift_demos(policy: str, tmp_path_factory: pytest.Tem
     result = pretrain(cfg, demos, tmp_path_factory.mktemp(f"lift_{policy}"), resume=False)
     for e in result.evals:
         s = e["success"]
-        print(f"\nlift {policy} step {e['step']}: {s['successes']}/{s['trials']} [{s['ci95_low']:.2f}, "
-              f"{s['ci95_high']:.2f}] mean length {e['mean_length']:.1f}")
+        print(
+            f"\nlift {policy} step {e['step']}: {s['successes']}/{s['trials']} [{s['ci95_low']:.2f}, "
+            f"{s['ci95_high']:.2f}] mean length {e['mean_length']:.1f}"
+        )
     assert result.step == cfg.train.steps
 
 
@@ -384,15 +477,31 @@ def test_image_conditioned_diffusion_trains_on_rendered_demos(tmp_path: Path) ->
     with RobotEnv(cfg) as env:
         collect(cfg, tmp_path / "demos", 30, env, make_teleop(cfg, env))
     demos = Dataset(tmp_path / "demos")
-    run_cfg = load_config(robot="sim", task="reach", cameras="sim_front_wrist", algo="bc_diffusion", overrides=[
-        *cams, "task.observation=image", "train.steps=1500", "train.batch_size=64", "train.eval_every=1500",
-        "train.eval_episodes=10", "train.checkpoint_every=1500", "policy.horizon=4", "policy.act_steps=2"])
+    run_cfg = load_config(
+        robot="sim",
+        task="reach",
+        cameras="sim_front_wrist",
+        algo="bc_diffusion",
+        overrides=[
+            *cams,
+            "task.observation=image",
+            "train.steps=1500",
+            "train.batch_size=64",
+            "train.eval_every=1500",
+            "train.eval_episodes=10",
+            "train.checkpoint_every=1500",
+            "policy.horizon=4",
+            "policy.act_steps=2",
+        ],
+    )
     result = pretrain(run_cfg, demos, tmp_path / "run", resume=False)
     final = result.evals[-1]["success"]
     with open(Path(result.out) / "metrics.csv") as f:
         losses = [float(row["loss"]) for row in csv.DictReader(f) if row.get("loss")]
-    print(f"\nimage diffusion reach: loss {losses[0]:.3f} -> {losses[-1]:.3f}; "
-          f"success {final['successes']}/{final['trials']} [{final['ci95_low']:.2f}, {final['ci95_high']:.2f}]")
+    print(
+        f"\nimage diffusion reach: loss {losses[0]:.3f} -> {losses[-1]:.3f}; "
+        f"success {final['successes']}/{final['trials']} [{final['ci95_low']:.2f}, {final['ci95_high']:.2f}]"
+    )
     assert losses[-1] < 0.5 * losses[0]
     loaded = ckpt.load_checkpoint(result.last_checkpoint, expect_contract=run_contract(run_cfg))
     assert {"front_rgb", "wrist_rgb"} <= set(loaded.policy.obs_shapes)

@@ -48,8 +48,10 @@ def frames_for(step: dict[str, Any], contract: dict[str, Any]) -> list[bytes]:
         header["body"] = {**body, "contract": contract}
     blobs = header.pop("blobs")
     header["blobs"] = [{k: b[k] for k in ("name", "dtype", "shape")} for b in blobs]
-    data = [np.asarray(_number(b["values"]), dtype=np.dtype(b["dtype"]).newbyteorder("<")).reshape(b["shape"])
-            for b in blobs]
+    data = [
+        np.asarray(_number(b["values"]), dtype=np.dtype(b["dtype"]).newbyteorder("<")).reshape(b["shape"])
+        for b in blobs
+    ]
     return [msgspec.msgpack.encode(header), *[a.tobytes() for a in data]]
 
 
@@ -86,8 +88,9 @@ def check(step: dict[str, Any], got: Any) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_every_documented_exchange_gets_the_documented_reply(small_reach_policy: tuple[Path, Path],
-                                                             tmp_path: Path) -> None:
+def test_every_documented_exchange_gets_the_documented_reply(
+    small_reach_policy: tuple[Path, Path], tmp_path: Path
+) -> None:
     checkpoint, _ = small_reach_policy
     (contract,) = blocks("contract")
     exchanges = blocks("conformance")

@@ -13,10 +13,34 @@ from inril_robot.cli import app
 
 
 def test_quickstart_records_pretrains_finetunes_both_ways_and_compares(tmp_path: Path) -> None:
-    args = ["quickstart", "--out", str(tmp_path / "qs"), "--task", "reach", "--demos", "3", "--steps", "20",
-            "--env-steps", "40", "--episodes", "2", "--heldout-episodes", "3", "--json", "--set", "task.max_steps=20",
-            "--set", "finetune.episodes_per_iteration=2", "--set", "finetune.subprocess_envs=false",
-            "--set", "finetune.ppo.minibatch_size=16", "--set", "finetune.inril.il_batch_size=16"]
+    args = [
+        "quickstart",
+        "--out",
+        str(tmp_path / "qs"),
+        "--task",
+        "reach",
+        "--demos",
+        "3",
+        "--steps",
+        "20",
+        "--env-steps",
+        "40",
+        "--episodes",
+        "2",
+        "--heldout-episodes",
+        "3",
+        "--json",
+        "--set",
+        "task.max_steps=20",
+        "--set",
+        "finetune.episodes_per_iteration=2",
+        "--set",
+        "finetune.subprocess_envs=false",
+        "--set",
+        "finetune.ppo.minibatch_size=16",
+        "--set",
+        "finetune.inril.il_batch_size=16",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout.strip().splitlines()[-1])
@@ -34,7 +58,8 @@ def test_quickstart_records_pretrains_finetunes_both_ways_and_compares(tmp_path:
     assert again.exit_code == 0, again.output
     repeated = json.loads(again.stdout.strip().splitlines()[-1])
     assert repeated["demos"] == 3 and repeated["results"] == payload["results"] | {
-        arm: {**row, "wall_s": repeated["results"][arm]["wall_s"]} for arm, row in payload["results"].items()}
+        arm: {**row, "wall_s": repeated["results"][arm]["wall_s"]} for arm, row in payload["results"].items()
+    }
 
 
 def test_an_arm_that_ended_below_its_start_is_flagged() -> None:
@@ -44,8 +69,22 @@ def test_an_arm_that_ended_below_its_start_is_flagged() -> None:
     def rate(k: int) -> dict[str, float]:
         return {"rate": k / 100, "successes": k, "trials": 100, "ci95_low": 0.0, "ci95_high": 1.0}
 
-    run = FinetuneResult("x", "ppo", 0, "none", 0, 8, 12000, 1.0, [{"success_rate": 0.5}, {"success_rate": 0.4}],
-                         None, None, None, "x/last.pt", None)
+    run = FinetuneResult(
+        "x",
+        "ppo",
+        0,
+        "none",
+        0,
+        8,
+        12000,
+        1.0,
+        [{"success_rate": 0.5}, {"success_rate": 0.4}],
+        None,
+        None,
+        None,
+        "x/last.pt",
+        None,
+    )
     worse = _result_row(run, {"success": rate(48), "stops": 28}, {"success": rate(40), "stops": 35})
     better = _result_row(run, {"success": rate(48), "stops": 28}, {"success": rate(90), "stops": 2})
     assert worse["below_start"] and worse["moved"] == pytest.approx(-0.08)

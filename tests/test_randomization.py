@@ -47,8 +47,9 @@ def assert_nominal(world: SimWorld) -> None:
 def test_zero_config_is_the_nominal_model(world: SimWorld) -> None:
     assert apply_randomization(world, OFF, rng()) == {}
     assert_nominal(world)
-    everything = RandomizationConfig(friction_scale=0.5, mass_scale=0.5, camera_pos=0.05, camera_rot=0.2,
-                                     lighting=0.5, colors=0.5, gain_scale=0.5)
+    everything = RandomizationConfig(
+        friction_scale=0.5, mass_scale=0.5, camera_pos=0.05, camera_rot=0.2, lighting=0.5, colors=0.5, gain_scale=0.5
+    )
     apply_randomization(world, everything, rng(1))
     assert any(not np.array_equal(getattr(world.model, k), v) for k, v in world.nominal.items())
     apply_randomization(world, OFF, rng(2))
@@ -181,8 +182,12 @@ def reach_images() -> Iterator[tuple[InrilGymEnv, InrilGymEnv]]:
     # object_range 0: the reach target never moves, so only randomisation can change the picture
     fixed = ["task.object_range=0"]
     plain = InrilGymEnv(task="reach", observation="image", image_size=48, overrides=fixed)
-    randomized = InrilGymEnv(task="reach", observation="image", image_size=48,
-                             overrides=[*fixed, "randomization.lighting=0.5", "randomization.colors=0.3"])
+    randomized = InrilGymEnv(
+        task="reach",
+        observation="image",
+        image_size=48,
+        overrides=[*fixed, "randomization.lighting=0.5", "randomization.colors=0.3"],
+    )
     yield plain, randomized
     plain.close()
     randomized.close()

@@ -50,18 +50,22 @@ class Plan:
 PLANS: dict[str, Plan] = {
     "bash scripts/setup.sh && inril-robot quickstart": Plan(skip="installs Debian packages and torch (sudo)"),
     "bash scripts/setup.sh --dev && python3 -m pytest -q": Plan(skip="installs packages and runs this test suite"),
-    "inril-robot collect --task lift --teleop scripted --episodes 20 --out demos/lift --cameras sim_front_wrist":
-        Plan(short=(("--episodes 20", "--episodes 2"),)),
+    "inril-robot collect --task lift --teleop scripted --episodes 20 --out demos/lift --cameras sim_front_wrist": Plan(
+        short=(("--episodes 20", "--episodes 2"),)
+    ),
     "inril-robot dataset info demos/lift": Plan(),
     "inril-robot dataset view demos/lift --episode 0 --out ep0.mp4": Plan(),
     # exit 1 is the answer "some executed actions would break the real robot's limits"
     "inril-robot safety-check demos/lift --robot franka": Plan(exit_codes=(0, 1)),
-    "inril-robot collect --task reach --episodes 50 --out demos/reach":
-        Plan(short=(("--episodes 50", "--episodes 4"),)),
-    "inril-robot pretrain --dataset demos/reach --policy gaussian --out runs/reach_bc --set train.steps=600":
-        Plan(short=(("train.steps=600", "train.steps=20 --set train.eval_episodes=2"),)),
-    "inril-robot eval --checkpoint runs/reach_bc/last.pt --task reach --episodes 20 --video runs/reach_bc/eval.mp4":
-        Plan(short=(("--episodes 20", "--episodes 2"),)),
+    "inril-robot collect --task reach --episodes 50 --out demos/reach": Plan(
+        short=(("--episodes 50", "--episodes 4"),)
+    ),
+    "inril-robot pretrain --dataset demos/reach --policy gaussian --out runs/reach_bc --set train.steps=600": Plan(
+        short=(("train.steps=600", "train.steps=20 --set train.eval_episodes=2"),)
+    ),
+    "inril-robot eval --checkpoint runs/reach_bc/last.pt --task reach --episodes 20 --video runs/reach_bc/eval.mp4": Plan(  # noqa: E501 (the README command, verbatim)
+        short=(("--episodes 20", "--episodes 2"),)
+    ),
     "inril-robot finetune --robot sim --checkpoint runs/quickstart/pretrain/last.pt --demos runs/quickstart/demos "
     "--out runs/lift_inril --algo ppo --il-every 5 --separation pcgrad --env-steps 20000": Plan(slow_only=True),
     "inril-robot eval --checkpoint runs/lift_inril/last.pt --episodes 50": Plan(slow_only=True),
@@ -101,7 +105,7 @@ DOC_NOT_RUN = {
     "/etc/security/limits.d/99-realtime.conf": HARDWARE,
     "sudo curl -fsSL https://raw.githubusercontent.com/IntelRealSense/librealsense/master/config/"
     "99-realsense-libusb.rules -o /etc/udev/rules.d/99-realsense-libusb.rules": HARDWARE,
-    "echo 'KERNEL==\"hidraw*\", ATTRS{idVendor}==\"256f\", MODE=\"0666\"' | sudo tee "
+    'echo \'KERNEL=="hidraw*", ATTRS{idVendor}=="256f", MODE="0666"\' | sudo tee '
     "/etc/udev/rules.d/99-spacemouse.rules": HARDWARE,
     "sudo udevadm control --reload-rules && sudo udevadm trigger": HARDWARE,
     "inril-robot doctor --robot franka --host 172.16.0.2 [--server tcp://10.0.0.20:5555] [--json]": HARDWARE,
@@ -112,8 +116,7 @@ DOC_NOT_RUN = {
     "python3 -m pytest -q -m slow tests/test_franka.py": "runs part of this test suite",
     "franky-sim -s mujoco &": "tests/test_franka.py starts franky-sim on its own address",
     "inril-robot doctor --robot franka --host 127.0.0.1": "needs franky-sim on 127.0.0.1 (tests/test_franka.py)",
-    "inril-robot serve --checkpoint runs/pre/last.pt --demos demos/reach --out runs/serve":
-        "a server that runs until stopped; tests/test_bridge.py runs it",
+    "inril-robot serve --checkpoint runs/pre/last.pt --demos demos/reach --out runs/serve": "a server that runs until stopped; tests/test_bridge.py runs it",  # noqa: E501 (the README command, verbatim)
     "inril-robot finetune --robot franka --execute --server tcp://127.0.0.1:5555 --checkpoint runs/pre/last.pt "
     "--out runs/arm1": HARDWARE,
     "inril-robot finetune --robot sim --bridge --checkpoint runs/pre/last.pt --demos demos/reach --out runs/dry "
@@ -202,8 +205,13 @@ def test_readme_python_block_runs(tmp_path: Path) -> None:
 def test_keys_and_board_as_written_from_the_shell(tmp_path: Path) -> None:
     """The two examples that used to fail as written, through the installed entry point."""
     for command in ("inril-robot keys generate", "inril-robot calibrate board"):
-        subprocess.run([sys.executable, "-m", "inril_robot.cli", *shlex.split(command)[1:]], check=True, timeout=30,
-                       cwd=tmp_path, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "inril_robot.cli", *shlex.split(command)[1:]],
+            check=True,
+            timeout=30,
+            cwd=tmp_path,
+            capture_output=True,
+        )
     assert (tmp_path / "keys/server.key").is_file()
     assert (tmp_path / "board.pdf").read_bytes().startswith(b"%PDF")
 
@@ -213,13 +221,13 @@ def test_keys_and_board_as_written_from_the_shell(tmp_path: Path) -> None:
 def test_readme_blocks_as_written(tmp_path: Path) -> None:
     """Every README command exactly as written, through the shell entry point, in README order."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    prerequisite = subprocess.run(shlex.split(SLOW_PREREQUISITE), cwd=tmp_path, env=env, capture_output=True,
-                                  text=True, timeout=1800)
+    prerequisite = subprocess.run(
+        shlex.split(SLOW_PREREQUISITE), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800
+    )
     assert prerequisite.returncode == 0, prerequisite.stderr[-3000:]
     for command in readme_commands():
         plan = PLANS[command]
         if plan.skip:
             continue
-        proc = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True,
-                              timeout=1800)
+        proc = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
         assert proc.returncode in plan.exit_codes, f"{command} -> exit {proc.returncode}\n{proc.stderr[-3000:]}"

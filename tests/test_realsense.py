@@ -48,8 +48,10 @@ class SyntheticRealSense:
         self.device.register_info(rs.camera_info.name, "Intel RealSense D435 (software)")
         self.device.register_info(rs.camera_info.firmware_version, "5.16.0.1")
         self.streams: list[tuple[Any, Any, int]] = []
-        for name, kind, fmt, bpp in (("Color", rs.stream.color, rs.format.rgb8, 3),
-                                     ("Depth", rs.stream.depth, rs.format.z16, 2))[: 2 if depth else 1]:
+        for name, kind, fmt, bpp in (
+            ("Color", rs.stream.color, rs.format.rgb8, 3),
+            ("Depth", rs.stream.depth, rs.format.z16, 2),
+        )[: 2 if depth else 1]:
             sensor = self.device.add_sensor(name)
             vs = rs.video_stream()
             vs.type, vs.index, vs.uid, vs.width, vs.height, vs.fps = kind, 0, len(self.streams), W, H, FPS
@@ -61,7 +63,7 @@ class SyntheticRealSense:
                 identity.rotation, identity.translation = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0], [0.0] * 3
                 profile.register_extrinsics_to(self.streams[0][1], identity)
             self.streams.append((sensor, profile, bpp))
-        self.pushed: list[tuple[int, float]] = []   # (frame number, timestamp ms)
+        self.pushed: list[tuple[int, float]] = []  # (frame number, timestamp ms)
         self.paused = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._feed, daemon=True)
@@ -81,8 +83,7 @@ class SyntheticRealSense:
             if not self.paused.is_set():
                 stamp = time.time() * 1e3
                 for sensor, profile, bpp in self.streams:
-                    pixels = (np.full((H, W, 3), n % 256, np.uint8) if bpp == 3
-                              else np.full((H, W), 500 + n, np.uint16))
+                    pixels = np.full((H, W, 3), n % 256, np.uint8) if bpp == 3 else np.full((H, W), 500 + n, np.uint16)
                     frame = rs.software_video_frame()
                     frame.pixels, frame.stride, frame.bpp = pixels, W * bpp, bpp
                     frame.timestamp, frame.domain, frame.frame_number = stamp, rs.timestamp_domain.global_time, n
@@ -96,8 +97,9 @@ class SyntheticRealSense:
 
 
 def camera_cfg(**kw: Any) -> CameraConfig:
-    return CameraConfig(**{"name": "front", "kind": "realsense", "width": W, "height": H, "fps": FPS, "serial": SERIAL,
-                           **kw})
+    return CameraConfig(
+        **{"name": "front", "kind": "realsense", "width": W, "height": H, "fps": FPS, "serial": SERIAL, **kw}
+    )
 
 
 @pytest.fixture

@@ -37,9 +37,16 @@ def pose(pos: np.ndarray, rot: np.ndarray) -> np.ndarray:
 
 
 def state_of(measured: np.ndarray) -> RobotState:
-    return RobotState(time=0.0, ee_pos=measured[:3, 3].copy(), ee_quat=matrix_to_quat(measured[:3, :3]),
-                      ee_vel=np.zeros(6), joint_pos=HOME_Q, joint_vel=np.zeros(7), gripper_width=0.08,
-                      ee_wrench=np.zeros(6))
+    return RobotState(
+        time=0.0,
+        ee_pos=measured[:3, 3].copy(),
+        ee_quat=matrix_to_quat(measured[:3, :3]),
+        ee_vel=np.zeros(6),
+        joint_pos=HOME_Q,
+        joint_vel=np.zeros(7),
+        gripper_width=0.08,
+        ee_wrench=np.zeros(6),
+    )
 
 
 def action_sequence(rng: np.random.Generator, limits: SafetyLimits) -> np.ndarray:
@@ -78,8 +85,11 @@ def run_sequences(n: int, limits: SafetyLimits, seed: int) -> dict[str, int]:
     counts = {name: 0 for name in (*REFERENCE_LIMITS, "measured_beyond_tilt_yaw")}
     for i in range(n):
         # start anywhere in the box, at any allowed yaw / tilt (often near the limits)
-        start_rot = (rotvec_to_matrix(np.array([0, 0, rng.uniform(-0.98, 0.98) * limits.max_yaw]))
-                     @ rotvec_to_matrix(rng.normal(size=3) * limits.max_tilt * 0.3) @ nominal)
+        start_rot = (
+            rotvec_to_matrix(np.array([0, 0, rng.uniform(-0.98, 0.98) * limits.max_yaw]))
+            @ rotvec_to_matrix(rng.normal(size=3) * limits.max_tilt * 0.3)
+            @ nominal
+        )
         if tilt_yaw(start_rot, nominal)[0] > limits.max_tilt or abs(tilt_yaw(start_rot, nominal)[1]) > limits.max_yaw:
             start_rot = home_rot
         measured = pose(rng.uniform(lo, hi) if i % 4 else home_pos, start_rot)
@@ -125,15 +135,13 @@ def test_rotation_wind_up_is_bounded_by_the_gap_and_the_yaw_limit() -> None:
     measured = pose(fk(HOME_Q)[0], fk(HOME_Q)[1])
     reference = measured.copy()
     for _ in range(30):
-        reference = bound_reference(reference, measured, np.array([0, 0, 0, 0, 0, limits.max_rot_step]),
-                                    limits).pose
+        reference = bound_reference(reference, measured, np.array([0, 0, 0, 0, 0, limits.max_rot_step]), limits).pose
     angle = np.linalg.norm(matrix_to_rotvec(reference[:3, :3] @ measured[:3, :3].T))
     assert angle == pytest.approx(limits.max_ref_rot_gap, abs=1e-9)
     # the arm following it up to the yaw limit: the reference stops at max_yaw
     nominal = quat_to_matrix(limits.nominal_quat)
     for _ in range(200):
-        reference = bound_reference(reference, measured, np.array([0, 0, 0, 0, 0, limits.max_rot_step]),
-                                    limits).pose
+        reference = bound_reference(reference, measured, np.array([0, 0, 0, 0, 0, limits.max_rot_step]), limits).pose
         measured = reference.copy()
     assert abs(tilt_yaw(reference[:3, :3], nominal)[1]) <= limits.max_yaw + 1e-9
     assert abs(tilt_yaw(reference[:3, :3], nominal)[1]) > limits.max_yaw - 0.01

@@ -43,9 +43,26 @@ def test_finish_targets_exit_code_and_report_only() -> None:
 @pytest.mark.timeout(180)
 def test_bench_latency_forced_miss_exits_nonzero() -> None:
     """A target the bridge cannot meet (p50 at most 1% of a raw echo of the same bytes) must fail the command."""
-    proc = subprocess.run([sys.executable, "-m", "inril_robot.cli", "bench", "latency", "--repeats", "50",
-                           "--learner-seconds", "1", "--target-p50-ratio", "0.01", "--json"],
-                          capture_output=True, text=True, timeout=170, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "inril_robot.cli",
+            "bench",
+            "latency",
+            "--repeats",
+            "50",
+            "--learner-seconds",
+            "1",
+            "--target-p50-ratio",
+            "0.01",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=170,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     assert proc.returncode == 1, proc.stderr
     payload = json.loads(proc.stdout)
     bridge = next(t for t in payload["targets"] if t["name"].startswith("bridge p50"))
@@ -95,9 +112,14 @@ def test_line_progress_in_a_file() -> None:
 def test_sim_run_progress_lines_when_stderr_is_a_file(tmp_path: Path) -> None:
     log = tmp_path / "log.txt"
     with log.open("w") as f:
-        subprocess.run([sys.executable, "-m", "inril_robot.cli", "sim", "run", "--task", "reach", "--episodes", "3"],
-                       stdout=f, stderr=f, check=True, timeout=110,
-                       env=dict(os.environ, PYTHONPATH=str(ROOT), INRIL_PROGRESS_PERIOD="0"))
+        subprocess.run(
+            [sys.executable, "-m", "inril_robot.cli", "sim", "run", "--task", "reach", "--episodes", "3"],
+            stdout=f,
+            stderr=f,
+            check=True,
+            timeout=110,
+            env=dict(os.environ, PYTHONPATH=str(ROOT), INRIL_PROGRESS_PERIOD="0"),
+        )
     lines = [ln for ln in log.read_text().splitlines() if "reach · scripted" in ln and "/3" in ln]
     assert len(lines) >= 3, log.read_text()
     assert "3/3 (100%)" in lines[-1] and "success 3/3" in lines[-1]

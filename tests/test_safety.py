@@ -45,12 +45,20 @@ TOL = 1e-12
 
 
 def make_state(
-    ee_pos: Any = HOME_POS, ee_quat: Any = NOMINAL, joint_pos: Any = HOME_Q, gripper_width: float = 0.04,
+    ee_pos: Any = HOME_POS,
+    ee_quat: Any = NOMINAL,
+    joint_pos: Any = HOME_Q,
+    gripper_width: float = 0.04,
     ee_wrench: Any = None,
 ) -> RobotState:
     return RobotState(
-        time=0.0, ee_pos=np.asarray(ee_pos, dtype=float), ee_quat=np.asarray(ee_quat, dtype=float), ee_vel=np.zeros(6),
-        joint_pos=np.asarray(joint_pos, dtype=float), joint_vel=np.zeros(7), gripper_width=gripper_width,
+        time=0.0,
+        ee_pos=np.asarray(ee_pos, dtype=float),
+        ee_quat=np.asarray(ee_quat, dtype=float),
+        ee_vel=np.zeros(6),
+        joint_pos=np.asarray(joint_pos, dtype=float),
+        joint_vel=np.zeros(7),
+        gripper_width=gripper_width,
         ee_wrench=np.zeros(6) if ee_wrench is None else np.asarray(ee_wrench, dtype=float),
     )
 
@@ -93,8 +101,12 @@ def build_finite_action(raw: tuple[tuple[int, ...], int]) -> np.ndarray:
     rng = np.random.default_rng(seed)
     sign = rng.choice([-1.0, 1.0], size=7)
     values = {
-        0: lambda: 0.0, 1: lambda: rng.uniform(-0.03, 0.03), 2: lambda: rng.uniform(-0.3, 0.3),
-        3: lambda: 10 ** rng.uniform(0, 300), 4: lambda: 10 ** rng.uniform(-320, -5), 5: lambda: 1.0,
+        0: lambda: 0.0,
+        1: lambda: rng.uniform(-0.03, 0.03),
+        2: lambda: rng.uniform(-0.3, 0.3),
+        3: lambda: 10 ** rng.uniform(0, 300),
+        4: lambda: 10 ** rng.uniform(-320, -5),
+        5: lambda: 1.0,
     }
     return np.array([sign[i] * values[k]() for i, k in enumerate(kinds)])
 
@@ -118,11 +130,17 @@ def build_limits(kind: int, u: np.ndarray) -> SafetyLimits:
     lo = np.array([lerp(0.1, 0.5, u[0]), lerp(-0.5, 0.0, u[1]), lerp(-0.1, 0.3, u[2])])
     size = np.array([lerp(0.01, 0.6, x) for x in u[3:6]])
     return SafetyLimits(
-        workspace_min=tuple(lo), workspace_max=tuple(lo + size),
-        max_step=lerp(1e-3, 0.05, u[6]), max_rot_step=lerp(1e-3, 0.5, u[7]), max_ee_speed=lerp(0.01, 1.0, u[8]),
-        nominal_quat=tuple(unit_quat(2 * u[9:13] - 1)), max_tilt=lerp(0.05, math.pi, u[13]),
-        max_yaw=lerp(0.05, math.pi, u[14]), joint_margin=lerp(0.0, 0.5, u[15]),
-        max_contact_force=lerp(1.0, 150.0, u[16]), gripper_rate=lerp(0.1, 10.0, u[17]),
+        workspace_min=tuple(lo),
+        workspace_max=tuple(lo + size),
+        max_step=lerp(1e-3, 0.05, u[6]),
+        max_rot_step=lerp(1e-3, 0.5, u[7]),
+        max_ee_speed=lerp(0.01, 1.0, u[8]),
+        nominal_quat=tuple(unit_quat(2 * u[9:13] - 1)),
+        max_tilt=lerp(0.05, math.pi, u[13]),
+        max_yaw=lerp(0.05, math.pi, u[14]),
+        joint_margin=lerp(0.0, 0.5, u[15]),
+        max_contact_force=lerp(1.0, 150.0, u[16]),
+        gripper_rate=lerp(0.1, 10.0, u[17]),
     )
 
 
@@ -131,10 +149,15 @@ def build_position(limits: SafetyLimits, cap: float, kinds: tuple[int, ...], u: 
     out = []
     for kind, x, lo, hi in zip(kinds, u, limits.workspace_min, limits.workspace_max, strict=True):
         special = [lo, hi, lo - 1e-9, hi + 1e-9, lo - cap, hi + cap, lo - 0.999 * cap, hi + 1.001 * cap]
-        out.append([
-            lerp(lo, hi, x), special[min(int(x * len(special)), len(special) - 1)], lerp(lo - 3 * cap, lo, x),
-            lerp(hi, hi + 3 * cap, x), lerp(lo - 1.0, hi + 1.0, x),
-        ][kind])
+        out.append(
+            [
+                lerp(lo, hi, x),
+                special[min(int(x * len(special)), len(special) - 1)],
+                lerp(lo - 3 * cap, lo, x),
+                lerp(hi, hi + 3 * cap, x),
+                lerp(lo - 1.0, hi + 1.0, x),
+            ][kind]
+        )
     return np.array(out)
 
 
@@ -162,8 +185,10 @@ def build_scenario(raw: tuple[Any, ...]) -> tuple[SafetyLimits, float, RobotStat
     ][quat_kind]()
     force = 2 * limits.max_contact_force * rng.uniform() if in_contact else 0.0
     state = make_state(
-        ee_pos=build_position(limits, cap, position_kinds, rng.uniform(size=3)), ee_quat=quat,
-        joint_pos=build_joints(joint_kind, rng), gripper_width=rng.uniform(0.0, 0.08),
+        ee_pos=build_position(limits, cap, position_kinds, rng.uniform(size=3)),
+        ee_quat=quat,
+        joint_pos=build_joints(joint_kind, rng),
+        gripper_width=rng.uniform(0.0, 0.08),
         ee_wrench=[force, 0, 0, 0, 0, 0],
     )
     return limits, hz, state, prev
@@ -189,7 +214,8 @@ def two_sizes(fast: int, slow: int, **strategies: Any) -> Callable[[Callable[...
     def wrap(fn: Callable[..., None]) -> tuple[Any, Any]:
         def sized(n: int) -> Any:
             return settings(max_examples=n, deadline=None, suppress_health_check=[HealthCheck.too_slow])(
-                given(**strategies)(fn))
+                given(**strategies)(fn)
+            )
 
         return sized(fast), pytest.mark.slow(sized(slow))
 
@@ -230,10 +256,12 @@ def _check_envelope(action: np.ndarray, scenario: tuple[SafetyLimits, float, Rob
     assert within_limits(out, state, limits, hz, prev) == []
 
 
-test_envelope_invariants, test_envelope_invariants_slow = two_sizes(
-    2000, 40_000, action=actions, scenario=scenarios)(_check_envelope)
+test_envelope_invariants, test_envelope_invariants_slow = two_sizes(2000, 40_000, action=actions, scenario=scenarios)(
+    _check_envelope
+)
 test_envelope_invariants_finite, test_envelope_invariants_finite_slow = two_sizes(
-    1500, 30_000, action=finite_actions, scenario=scenarios)(_check_envelope)
+    1500, 30_000, action=finite_actions, scenario=scenarios
+)(_check_envelope)
 
 
 def _check_idempotent(action: np.ndarray, scenario: tuple[SafetyLimits, float, RobotState, float | None]) -> None:
@@ -248,7 +276,9 @@ def _check_idempotent(action: np.ndarray, scenario: tuple[SafetyLimits, float, R
 
 
 test_envelope_idempotent, test_envelope_idempotent_slow = two_sizes(
-    750, 15_000, action=finite_actions, scenario=scenarios)(_check_idempotent)
+    750, 15_000, action=finite_actions, scenario=scenarios
+)(_check_idempotent)
+
 
 def corrupt(kind: int, n: int, valid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """`valid`, or n values with NaN / inf entries, huge, arbitrary or all zero (a zero quaternion)."""
@@ -269,12 +299,23 @@ def build_corrupt_state(raw: tuple[Any, ...]) -> RobotState:
     arrays = [corrupt(k, len(v), v, rng) for k, v in zip(kinds, valid, strict=True)]
     ee_pos, ee_quat, ee_vel, joint_pos, joint_vel, ee_wrench = arrays
     width = float(corrupt(width_kind, 1, np.array([0.04]), rng)[0])
-    return RobotState(time=math.nan if time_bad else 0.0, ee_pos=ee_pos, ee_quat=ee_quat, ee_vel=ee_vel,
-                      joint_pos=joint_pos, joint_vel=joint_vel, gripper_width=width, ee_wrench=ee_wrench)
+    return RobotState(
+        time=math.nan if time_bad else 0.0,
+        ee_pos=ee_pos,
+        ee_quat=ee_quat,
+        ee_vel=ee_vel,
+        joint_pos=joint_pos,
+        joint_vel=joint_vel,
+        gripper_width=width,
+        ee_wrench=ee_wrench,
+    )
 
 
 corrupt_states = st.tuples(
-    st.booleans(), st.integers(0, 4), st.tuples(*[st.integers(0, 4)] * 6), st.integers(0, 2**32 - 1),
+    st.booleans(),
+    st.integers(0, 4),
+    st.tuples(*[st.integers(0, 4)] * 6),
+    st.integers(0, 2**32 - 1),
 ).map(build_corrupt_state)
 any_previous = st.none() | st.floats(allow_nan=True, allow_infinity=True)
 
@@ -283,8 +324,16 @@ def _check_any_state(action: np.ndarray, state: RobotState, prev: float | None) 
     result = apply_envelope(action, state, FRANKA, control_hz=10.0, previous_gripper=prev)
     assert result.action.shape == (7,) and np.all(np.isfinite(result.action))
     assert 0.0 <= result.action[6] <= 1.0
-    fields = [state.time, state.ee_pos, state.ee_quat, state.ee_vel, state.joint_pos, state.joint_vel,
-              state.gripper_width, state.ee_wrench]
+    fields = [
+        state.time,
+        state.ee_pos,
+        state.ee_quat,
+        state.ee_vel,
+        state.joint_pos,
+        state.joint_vel,
+        state.gripper_width,
+        state.ee_wrench,
+    ]
     if not all(np.all(np.isfinite(f)) for f in fields):
         assert result.held and limits_of(result) == ["non_finite_state"]
         assert not np.any(result.action[:6])
@@ -294,14 +343,29 @@ def _check_any_state(action: np.ndarray, state: RobotState, prev: float | None) 
 
 
 test_any_state_never_raises, test_any_state_never_raises_slow = two_sizes(
-    750, 15_000, action=actions, state=corrupt_states, prev=any_previous)(_check_any_state)
+    750, 15_000, action=actions, state=corrupt_states, prev=any_previous
+)(_check_any_state)
 
 
 # ------------------------------------------------------------------------------------------ shapes and arguments
-@pytest.mark.parametrize("bad", [
-    np.zeros(6), np.zeros(8), np.zeros((7, 1)), np.zeros((1, 7)), 0.0, [], ["a"] * 7, [None] * 7,
-    [1, 2, 3, 4, 5, 6, [7]], np.zeros(7, dtype=bool), np.zeros(7, dtype=complex), "0123456", {"dx": 0.0},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros(6),
+        np.zeros(8),
+        np.zeros((7, 1)),
+        np.zeros((1, 7)),
+        0.0,
+        [],
+        ["a"] * 7,
+        [None] * 7,
+        [1, 2, 3, 4, 5, 6, [7]],
+        np.zeros(7, dtype=bool),
+        np.zeros(7, dtype=complex),
+        "0123456",
+        {"dx": 0.0},
+    ],
+)
 def test_wrong_shape_or_type_raises_naming_the_expected_shape(bad: Any) -> None:
     with pytest.raises(SafetyShapeError, match=r"\(7,\)") as info:
         apply_envelope(bad, make_state(), DEFAULT, control_hz=10.0)
@@ -335,14 +399,17 @@ def test_non_finite_action_holds() -> None:
     assert "[0]" in result.events[0].detail
 
 
-@pytest.mark.parametrize(("width", "prev", "gripper"), [
-    (0.08, None, 0.0),     # wide open: stays open
-    (0.0, None, 1.0),      # closed on nothing
-    (0.04, None, 1.0),     # closed on an object: must not drop it
-    (0.04, 0.0, 0.0),      # the previous command wins
-    (0.0, 1.7, 1.0),       # ... clipped to [0, 1]
-    (0.08, math.nan, 0.0),  # a non-finite previous command is ignored
-])
+@pytest.mark.parametrize(
+    ("width", "prev", "gripper"),
+    [
+        (0.08, None, 0.0),  # wide open: stays open
+        (0.0, None, 1.0),  # closed on nothing
+        (0.04, None, 1.0),  # closed on an object: must not drop it
+        (0.04, 0.0, 0.0),  # the previous command wins
+        (0.0, 1.7, 1.0),  # ... clipped to [0, 1]
+        (0.08, math.nan, 0.0),  # a non-finite previous command is ignored
+    ],
+)
 def test_hold_keeps_the_gripper(width: float, prev: float | None, gripper: float) -> None:
     state = make_state(gripper_width=width)
     assert hold_action(state, prev)[6] == gripper
@@ -350,8 +417,9 @@ def test_hold_keeps_the_gripper(width: float, prev: float | None, gripper: float
     assert result.held and result.action[6] == gripper
 
 
-@pytest.mark.parametrize("field", ["time", "ee_pos", "ee_quat", "ee_vel", "joint_pos", "joint_vel", "gripper_width",
-                                   "ee_wrench"])
+@pytest.mark.parametrize(
+    "field", ["time", "ee_pos", "ee_quat", "ee_vel", "joint_pos", "joint_vel", "gripper_width", "ee_wrench"]
+)
 def test_non_finite_state_holds(field: str) -> None:
     state = make_state()
     value = getattr(state, field)
@@ -363,10 +431,16 @@ def test_non_finite_state_holds(field: str) -> None:
     np.testing.assert_array_equal(result.action, [0, 0, 0, 0, 0, 0, 1.0])
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("ee_pos", np.zeros(2)), ("joint_pos", np.zeros(6)), ("ee_quat", np.zeros(4)), ("ee_wrench", "heavy"),
-    ("joint_vel", None),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("ee_pos", np.zeros(2)),
+        ("joint_pos", np.zeros(6)),
+        ("ee_quat", np.zeros(4)),
+        ("ee_wrench", "heavy"),
+        ("joint_vel", None),
+    ],
+)
 def test_malformed_state_holds(field: str, value: Any) -> None:
     state = RobotState(**{**make_state().__dict__, field: value})
     result = apply_envelope(act([0.01, 0, 0]), state, DEFAULT, control_hz=10.0)
@@ -490,8 +564,6 @@ def test_orientation_beyond_the_limit_may_only_improve() -> None:
     assert better.events == () and better.action[3] == -0.05
 
 
-
-
 def test_joint_margin_scales_the_step() -> None:
     limits = SafetyLimits(max_step=0.05, max_rot_step=0.5, max_ee_speed=1.0)
     q = HOME_Q.copy()
@@ -584,22 +656,32 @@ def test_within_limits_accepts_exactly_at_cap() -> None:
     assert within_limits(act([0, 0, -0.02]), at_face, DEFAULT, 10.0) == []
 
 
-@pytest.mark.parametrize(("action", "state_kw", "prev", "limit"), [
-    (act([0.021, 0, 0]), {}, None, "max_step"),
-    (act(rv=[0.0, 0.11, 0.0]), {}, None, "max_rot_step"),
-    (act([0, 0, -0.02]), {"ee_pos": [0.5, 0.0, 0.03]}, None, "workspace"),
-    (act([0, 0, 0.01]), {"ee_pos": [0.5, 0.0, 0.7]}, None, "outside_workspace"),
-    (act(g=1.01), {}, None, "gripper_range"),
-    (act(g=0.6), {}, 0.0, "gripper_rate"),
-    (act([0.01, 0, 0]), {"ee_wrench": [0, 0, 31.0, 0, 0, 0]}, None, "contact_force"),
-    (act([0.01, 0, 0]), {"joint_pos": [np.nan] * 7}, None, "non_finite_state"),
-    (act([np.inf, 0, 0]), {}, None, "non_finite"),
-    (act(rv=[0.1, 0, 0]), {"ee_quat": matrix_to_quat(rotvec_to_matrix([0.75, 0, 0]) @ quat_to_matrix(NOMINAL))},
-     None, "orientation"),
-    (TOWARDS_J1_LIMIT, {"joint_pos": AT_J1_MARGIN}, None, "joint_margin"),
-])
+@pytest.mark.parametrize(
+    ("action", "state_kw", "prev", "limit"),
+    [
+        (act([0.021, 0, 0]), {}, None, "max_step"),
+        (act(rv=[0.0, 0.11, 0.0]), {}, None, "max_rot_step"),
+        (act([0, 0, -0.02]), {"ee_pos": [0.5, 0.0, 0.03]}, None, "workspace"),
+        (act([0, 0, 0.01]), {"ee_pos": [0.5, 0.0, 0.7]}, None, "outside_workspace"),
+        (act(g=1.01), {}, None, "gripper_range"),
+        (act(g=0.6), {}, 0.0, "gripper_rate"),
+        (act([0.01, 0, 0]), {"ee_wrench": [0, 0, 31.0, 0, 0, 0]}, None, "contact_force"),
+        (act([0.01, 0, 0]), {"joint_pos": [np.nan] * 7}, None, "non_finite_state"),
+        (act([np.inf, 0, 0]), {}, None, "non_finite"),
+        (
+            act(rv=[0.1, 0, 0]),
+            {"ee_quat": matrix_to_quat(rotvec_to_matrix([0.75, 0, 0]) @ quat_to_matrix(NOMINAL))},
+            None,
+            "orientation",
+        ),
+        (TOWARDS_J1_LIMIT, {"joint_pos": AT_J1_MARGIN}, None, "joint_margin"),
+    ],
+)
 def test_within_limits_names_the_broken_limit(
-    action: np.ndarray, state_kw: dict[str, Any], prev: float | None, limit: str,
+    action: np.ndarray,
+    state_kw: dict[str, Any],
+    prev: float | None,
+    limit: str,
 ) -> None:
     events = within_limits(action, make_state(**state_kw), DEFAULT, 10.0, prev)
     assert limit in [e.limit for e in events], events
@@ -625,8 +707,15 @@ def test_home_orientation_is_nominal() -> None:
 
 
 def test_franka_preset_is_not_looser_than_defaults() -> None:
-    for name in ("max_step", "max_rot_step", "max_ee_speed", "max_tilt", "max_yaw", "max_contact_force",
-                 "gripper_rate"):
+    for name in (
+        "max_step",
+        "max_rot_step",
+        "max_ee_speed",
+        "max_tilt",
+        "max_yaw",
+        "max_contact_force",
+        "gripper_rate",
+    ):
         assert getattr(FRANKA, name) <= getattr(DEFAULT, name), name
     assert FRANKA.joint_margin >= DEFAULT.joint_margin
     assert all(f >= d for f, d in zip(FRANKA.workspace_min, DEFAULT.workspace_min, strict=True))
@@ -642,9 +731,16 @@ def test_an_absurd_joint_reading_holds_the_arm() -> None:
 
     q = JOINT_LIMITS.mean(axis=1)
     q[3] = JOINT_LIMITS[3, 1] + 1e14
-    state = RobotState(time=0.0, ee_pos=np.array([0.5, 0.0, 0.4]), ee_quat=np.array([1.0, 0.0, 0.0, 0.0]),
-                       ee_vel=np.zeros(6), joint_pos=q, joint_vel=np.zeros(7), gripper_width=0.04,
-                       ee_wrench=np.zeros(6))
+    state = RobotState(
+        time=0.0,
+        ee_pos=np.array([0.5, 0.0, 0.4]),
+        ee_quat=np.array([1.0, 0.0, 0.0, 0.0]),
+        ee_vel=np.zeros(6),
+        joint_pos=q,
+        joint_vel=np.zeros(7),
+        gripper_width=0.04,
+        ee_wrench=np.zeros(6),
+    )
     result = apply_envelope(np.array([0.01, 0, 0, 0, 0, 0, 0.0]), state, SafetyLimits(), control_hz=10.0)
     assert result.held and result.events[0].limit == "invalid_state" and "joint 4" in result.events[0].detail
     assert np.allclose(result.action[:6], 0.0)

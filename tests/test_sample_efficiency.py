@@ -23,13 +23,21 @@ from inril_robot.stats import mean_ci
 def test_mean_ci_matches_the_student_t_interval() -> None:
     ci = mean_ci([1.0, 2.0, 3.0, 4.0, 5.0])
     assert ci.mean == 3.0 and ci.n == 5
-    assert ci.high - ci.mean == pytest.approx(2.776 * (2.5 ** 0.5) / 5 ** 0.5, rel=1e-3)
+    assert ci.high - ci.mean == pytest.approx(2.776 * (2.5**0.5) / 5**0.5, rel=1e-3)
     assert mean_ci([0.7]).low == float("-inf") and mean_ci([]).n == 0
 
 
 def test_auc_carries_the_last_evaluation_and_collapse_is_measured_on_the_held_out_seeds() -> None:
-    o = outcome_from_curve("lift", "rl-only", 0, [(0, 0.5), (1000, 0.3), (2000, 0.7)], 4000, 1.0,
-                           heldout_pretrained=0.5, heldout_final=0.34)
+    o = outcome_from_curve(
+        "lift",
+        "rl-only",
+        0,
+        [(0, 0.5), (1000, 0.3), (2000, 0.7)],
+        4000,
+        1.0,
+        heldout_pretrained=0.5,
+        heldout_final=0.34,
+    )
     # trapezoids: 1000 * 0.4 + 1000 * 0.5, then 0.7 carried over 2000 steps -> (400 + 500 + 1400) / 4000
     assert o.auc == pytest.approx(2300 / 4000) and o.final == 0.7 and o.pretrained == 0.5
     assert o.collapsed  # 16 points below the pre-trained held-out success
@@ -41,8 +49,16 @@ def test_auc_carries_the_last_evaluation_and_collapse_is_measured_on_the_held_ou
 
 def test_summary_pairs_seeds_against_the_baseline_and_applies_the_decision_rules(tmp_path: Path) -> None:
     def run(arm: str, seed: int, final: float, curve_mid: float) -> RunOutcome:
-        return outcome_from_curve("lift", arm, seed, [(0, 0.5), (2000, curve_mid), (4000, final)], 4000, 1.0,
-                                  heldout_pretrained=0.5, heldout_final=final)
+        return outcome_from_curve(
+            "lift",
+            arm,
+            seed,
+            [(0, 0.5), (2000, curve_mid), (4000, final)],
+            4000,
+            1.0,
+            heldout_pretrained=0.5,
+            heldout_final=final,
+        )
 
     outcomes = [run("rl-only", s, f, 0.5) for s, f in enumerate([0.6, 0.7, 0.8])]
     outcomes += [run("in-ril m=5 pcgrad", s, f, 0.9) for s, f in enumerate([0.8, 0.85, 0.95])]
@@ -68,9 +84,19 @@ def test_summary_pairs_seeds_against_the_baseline_and_applies_the_decision_rules
 
 
 def test_bench_learner_times_every_variant_against_rl_only() -> None:
-    result = bench_learner("reach", transitions=128, repeats=1, overrides=[
-        "policy.hidden=[32, 32]", "finetune.ppo.minibatch_size=64", "finetune.ppo.epochs=1",
-        "finetune.inril.il_batch_size=32", "finetune.ppo.critic_hidden=[32]"], variants=["rl-only", "m=5 pcgrad"])
+    result = bench_learner(
+        "reach",
+        transitions=128,
+        repeats=1,
+        overrides=[
+            "policy.hidden=[32, 32]",
+            "finetune.ppo.minibatch_size=64",
+            "finetune.ppo.epochs=1",
+            "finetune.inril.il_batch_size=32",
+            "finetune.ppo.critic_hidden=[32]",
+        ],
+        variants=["rl-only", "m=5 pcgrad"],
+    )
     rows = {r["variant"]: r for r in result["variants"]}
     assert rows["rl-only"]["ratio_vs_rl_only"] == 1.0 and rows["m=5 pcgrad"]["ratio_vs_rl_only"] > 0
     assert rows["rl-only"]["actor_steps"] == rows["m=5 pcgrad"]["actor_steps"] == 2

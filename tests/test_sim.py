@@ -33,8 +33,14 @@ def test_robot_state_shapes_at_home(lift_env: RobotEnv) -> None:
     assert isinstance(state, RobotState)
     assert isinstance(state.time, float)
     assert isinstance(state.gripper_width, float)
-    for name, shape in {"ee_pos": (3,), "ee_quat": (4,), "ee_vel": (6,), "joint_pos": (7,), "joint_vel": (7,),
-                        "ee_wrench": (6,)}.items():
+    for name, shape in {
+        "ee_pos": (3,),
+        "ee_quat": (4,),
+        "ee_vel": (6,),
+        "joint_pos": (7,),
+        "joint_vel": (7,),
+        "ee_wrench": (6,),
+    }.items():
         value = getattr(state, name)
         assert isinstance(value, np.ndarray), name
         assert value.shape == shape, name
@@ -92,7 +98,7 @@ def test_hold_keeps_pose(lift_env: RobotEnv) -> None:
 
 def test_gripper_closes_and_opens(lift_env: RobotEnv) -> None:
     lift_env.reset(seed=0)
-    assert run(lift_env, move(gripper=1.0), 5).gripper_width < 0.005   # nothing between the fingers
+    assert run(lift_env, move(gripper=1.0), 5).gripper_width < 0.005  # nothing between the fingers
     assert run(lift_env, move(gripper=0.0), 5).gripper_width == pytest.approx(0.08, abs=3e-3)
 
 
@@ -108,7 +114,7 @@ def test_external_wrench_free_space_and_contact(make_env: MakeEnv) -> None:
     env = make_env("reach", overrides=["safety.workspace_min=[0.25, -0.35, -0.05]"])
     _, info = env.reset(seed=0)
     np.testing.assert_allclose(info["state"].ee_wrench, 0.0, atol=1e-6)
-    free = run(env, move(dz=-0.02), 5)   # still well above the table
+    free = run(env, move(dz=-0.02), 5)  # still well above the table
     assert free.ee_pos[2] > 0.15
     assert np.linalg.norm(free.ee_wrench[:3]) < 0.1
     for _ in range(15):  # through the driver: the env would stop the arm above safety.max_contact_force
@@ -116,7 +122,7 @@ def test_external_wrench_free_space_and_contact(make_env: MakeEnv) -> None:
     pressed = env.robot.state()
     force = pressed.ee_wrench[:3]
     assert np.linalg.norm(force) > 1.0
-    assert force[2] > 1.0            # the table pushes the hand up
+    assert force[2] > 1.0  # the table pushes the hand up
     assert pressed.ee_pos[2] < 0.05
 
 

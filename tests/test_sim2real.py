@@ -18,10 +18,15 @@ from sim2real.pretrain import sim_config, sim_pretrain
 
 def front_calibration(path: Path, sigma_m: float = 0.004, sigma_rad: float = 0.01) -> Path:
     look_down = make_transform(np.diag([1.0, -1.0, -1.0]), [0.5, 0.0, 1.0])
-    return save_calibration(CalibrationFile(
-        camera="front", intrinsics=Intrinsics(width=128, height=128, fx=110.0, fy=110.0, cx=63.5, cy=63.5),
-        extrinsics=Extrinsics.from_matrix(look_down, "base"),
-        uncertainty=Uncertainty(position_m=sigma_m, rotation_rad=sigma_rad)), path)
+    return save_calibration(
+        CalibrationFile(
+            camera="front",
+            intrinsics=Intrinsics(width=128, height=128, fx=110.0, fy=110.0, cx=63.5, cy=63.5),
+            extrinsics=Extrinsics.from_matrix(look_down, "base"),
+            uncertainty=Uncertainty(position_m=sigma_m, rotation_rad=sigma_rad),
+        ),
+        path,
+    )
 
 
 def test_control_rate_jitter_varies_the_physics_time_per_action(sim_cfg) -> None:
@@ -45,23 +50,38 @@ def test_calibrated_camera_jitter_scales_with_the_file_uncertainty(tmp_path: Pat
     path = front_calibration(tmp_path / "front.yaml")
     offsets = {}
     for k in (1.0, 3.0):
-        cfg = sim_cfg("reach", cameras="sim_front", overrides=[
-            f"cameras.front.calibration={path}", f"randomization.camera_calibration_sigmas={k}"])
+        cfg = sim_cfg(
+            "reach",
+            cameras="sim_front",
+            overrides=[f"cameras.front.calibration={path}", f"randomization.camera_calibration_sigmas={k}"],
+        )
         with RobotEnv(cfg) as env:
             world = env.robot.sim
             cam = world.model.camera("front").id
             nominal = world.nominal["cam_pos"][cam].copy()
-            offsets[k] = [np.linalg.norm(world.model.cam_pos[cam] - nominal)
-                          for seed in range(30) if env.reset(seed=seed)]
+            offsets[k] = [
+                np.linalg.norm(world.model.cam_pos[cam] - nominal) for seed in range(30) if env.reset(seed=seed)
+            ]
     rms1, rms3 = (float(np.sqrt(np.mean(np.square(offsets[k])))) for k in (1.0, 3.0))
     assert rms1 == pytest.approx(0.004, rel=0.35) and rms3 == pytest.approx(0.012, rel=0.35)
 
 
 def test_sim_pretrain_exports_a_checkpoint_for_the_real_robot(tmp_path: Path) -> None:
     calib = front_calibration(tmp_path / "front.yaml")
-    cfg = sim_config("reach", "sim_front", "light", [
-        "train.steps=20", "train.eval_every=0", "train.checkpoint_every=20", "train.batch_size=32",
-        f"cameras.front.calibration={calib}", "cameras.front.width=32", "cameras.front.height=32"])
+    cfg = sim_config(
+        "reach",
+        "sim_front",
+        "light",
+        [
+            "train.steps=20",
+            "train.eval_every=0",
+            "train.checkpoint_every=20",
+            "train.batch_size=32",
+            f"cameras.front.calibration={calib}",
+            "cameras.front.width=32",
+            "cameras.front.height=32",
+        ],
+    )
     assert cfg.safety.max_step == 0.01  # the real robot's envelope, not the sim preset's
     hooked = []
     result = sim_pretrain(cfg, tmp_path / "run", demos=2, eval_episodes=1, finetune=hooked.append)
@@ -74,12 +94,33 @@ def test_sim_pretrain_exports_a_checkpoint_for_the_real_robot(tmp_path: Path) ->
 
 
 def test_bench_sim2sim_writes_the_table(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["bench", "sim2sim", "--task", "reach", "--demos", "1", "--steps", "5",
-                                      "--episodes", "1", "--out", str(tmp_path), "--json",
-                                      "--set", "train.batch_size=16"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "sim2sim",
+            "--task",
+            "reach",
+            "--demos",
+            "1",
+            "--steps",
+            "5",
+            "--episodes",
+            "1",
+            "--out",
+            str(tmp_path),
+            "--json",
+            "--set",
+            "train.batch_size=16",
+        ],
+    )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout.strip().splitlines()[-1])
     assert [(c["trained_on"], c["evaluated_on"]) for c in payload["cells"]] == [
-        ("nominal", "nominal"), ("nominal", "randomised"), ("randomised", "nominal"), ("randomised", "randomised")]
+        ("nominal", "nominal"),
+        ("nominal", "randomised"),
+        ("randomised", "nominal"),
+        ("randomised", "randomised"),
+    ]
     assert "| trained on |" in (tmp_path / "sim2sim.md").read_text()
     assert (tmp_path / "sim2sim.csv").read_text().startswith("trained_on,evaluated_on,successes,trials,rate")

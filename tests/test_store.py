@@ -27,8 +27,17 @@ def write_episode(writer: DatasetWriter, length: int, success: bool = True, seed
     ep = writer.begin_episode(seed=seed, notes="n")
     for t in range(length):
         action = np.full(7, t / 100, np.float32)
-        ep.add_step(step_obs(t), action, action * 0.5, float(t == length - 1), t == length - 1, "scripted",
-                    capture_times={"front": t * 0.1}, wall_time=1000.0 + t, state_time=t * 0.1)
+        ep.add_step(
+            step_obs(t),
+            action,
+            action * 0.5,
+            float(t == length - 1),
+            t == length - 1,
+            "scripted",
+            capture_times={"front": t * 0.1},
+            wall_time=1000.0 + t,
+            state_time=t * 0.1,
+        )
     return ep.commit(success=success)
 
 
@@ -87,8 +96,9 @@ def test_contract_mismatch_refuses_naming_the_field(tmp_path: Path) -> None:
     other = CONTRACT.model_copy(update={"control_hz": 20.0})
     with pytest.raises(ContractMismatch, match="control_hz"):
         DatasetWriter(tmp_path, other, task="lift")
-    bigger = CONTRACT.model_copy(update={"observations": {**CONTRACT.observations,
-                                                          "front_rgb": ObsSpec(shape=(16, 16, 3), dtype="uint8")}})
+    bigger = CONTRACT.model_copy(
+        update={"observations": {**CONTRACT.observations, "front_rgb": ObsSpec(shape=(16, 16, 3), dtype="uint8")}}
+    )
     with pytest.raises(ContractMismatch, match=r"observations\.front_rgb\.shape"):
         DatasetWriter(tmp_path, bigger, task="lift")
     with pytest.raises(DatasetError, match="task"):

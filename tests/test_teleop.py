@@ -76,10 +76,10 @@ def test_keys_in_motion_out(term: Terminal) -> None:
 
 
 def test_arrow_keys_rotate(term: Terminal) -> None:
-    np.testing.assert_allclose(motion(term.press(b"\x1b[A")), [0, 0, 0, 0, -R, 0])   # up: point towards +x
+    np.testing.assert_allclose(motion(term.press(b"\x1b[A")), [0, 0, 0, 0, -R, 0])  # up: point towards +x
     np.testing.assert_allclose(motion(term.press(b"\x1b[B")), [0, 0, 0, 0, R, 0])
-    np.testing.assert_allclose(motion(term.press(b"\x1b[D")), [0, 0, 0, R, 0, 0])    # left: point towards +y
-    np.testing.assert_allclose(motion(term.press(b"\x1bOC")), [0, 0, 0, -R, 0, 0])   # SS3 form (application mode)
+    np.testing.assert_allclose(motion(term.press(b"\x1b[D")), [0, 0, 0, R, 0, 0])  # left: point towards +y
+    np.testing.assert_allclose(motion(term.press(b"\x1bOC")), [0, 0, 0, -R, 0, 0])  # SS3 form (application mode)
     cmd = term.press(b"\x1b[A\x1b[Aw")
     np.testing.assert_allclose(motion(cmd), [T, 0, 0, 0, -2 * R, 0])
     assert not cmd.estop
@@ -128,11 +128,29 @@ def test_parse_keys_splits_and_completes_escape_sequences() -> None:
     assert parse_keys(b"w\x1b[") == (["w"], b"\x1b[")
     assert parse_keys(b"\x1b") == ([], b"\x1b")
     assert parse_keys(b"\x1b[", final=True) == (["esc", "["], b"")  # never completed: ESC, then "[" (unbound)
-    assert parse_keys(b"\x1b[1;5A") == (["up"], b"")           # Ctrl+Up: modifiers ignored
+    assert parse_keys(b"\x1b[1;5A") == (["up"], b"")  # Ctrl+Up: modifiers ignored
     assert parse_keys(b"\x1b\x1b[B") == (["esc", "down"], b"")
     assert parse_keys(b"\x08 ") == (["backspace", "space"], b"")
-    assert set(KEYMAP) >= {"w", "s", "a", "d", "r", "f", "q", "e", "up", "down", "left", "right", "space", "i", "k",
-                           "x", "backspace", "esc"}
+    assert set(KEYMAP) >= {
+        "w",
+        "s",
+        "a",
+        "d",
+        "r",
+        "f",
+        "q",
+        "e",
+        "up",
+        "down",
+        "left",
+        "right",
+        "space",
+        "i",
+        "k",
+        "x",
+        "backspace",
+        "esc",
+    }
     assert "backspace" in help_text() and "toggle the gripper" in help_text()
 
 
@@ -244,20 +262,21 @@ def read_until(teleop: SpaceMouseTeleop, done: Callable[[TeleopCommand], bool], 
 
 
 def test_deadzone_rescales_from_its_edge() -> None:
-    np.testing.assert_allclose(apply_deadzone(np.array([0.05, -0.1, 0.55, -1.0, 1.3, 0.0]), 0.1),
-                               [0.0, 0.0, 0.5, -1.0, 1.0, 0.0])
+    np.testing.assert_allclose(
+        apply_deadzone(np.array([0.05, -0.1, 0.55, -1.0, 1.3, 0.0]), 0.1), [0.0, 0.0, 0.5, -1.0, 1.0, 0.0]
+    )
 
 
 def test_axes_map_into_the_base_frame_for_an_operator_facing_the_robot() -> None:
     # device: x = operator's right, y = away from the operator (towards the robot), z = up
     pos, rot = axes_to_motion(np.array([1.0, 0, 0, 0, 0, 0]), CFG)
-    np.testing.assert_allclose(pos, [0, T, 0])     # right -> base +y
+    np.testing.assert_allclose(pos, [0, T, 0])  # right -> base +y
     pos, _ = axes_to_motion(np.array([0, 1.0, 0, 0, 0, 0]), CFG)
-    np.testing.assert_allclose(pos, [-T, 0, 0])    # towards the robot -> base -x
+    np.testing.assert_allclose(pos, [-T, 0, 0])  # towards the robot -> base -x
     pos, _ = axes_to_motion(np.array([0, 0, 0.55, 0, 0, 0]), CFG)
     np.testing.assert_allclose(pos, [0, 0, 0.5 * T])
     _, rot = axes_to_motion(np.array([0, 0, 0, 0, 0, 1.0]), CFG)
-    np.testing.assert_allclose(rot, [0, 0, R])     # twist counter-clockwise -> counter-clockwise about base z
+    np.testing.assert_allclose(rot, [0, 0, R])  # twist counter-clockwise -> counter-clockwise about base z
     _, rot = axes_to_motion(np.array([0, 0, 0, 0.05, 0, 0]), CFG)
     np.testing.assert_array_equal(rot, np.zeros(3))
 

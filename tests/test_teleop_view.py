@@ -87,8 +87,24 @@ def test_view_server_serves_page_and_frame() -> None:
 @pytest.mark.timeout(120)
 def test_collect_view_png(tmp_path: Path) -> None:
     png = tmp_path / "view.png"
-    result = CliRunner().invoke(app, ["collect", "--task", "reach", "--episodes", "1", "--out", str(tmp_path / "d"),
-                                      "--view", "--view-port", "0", "--view-png", str(png), "--json"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "collect",
+            "--task",
+            "reach",
+            "--episodes",
+            "1",
+            "--out",
+            str(tmp_path / "d"),
+            "--view",
+            "--view-port",
+            "0",
+            "--view-png",
+            str(png),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "view: http://127.0.0.1:" in result.output
     image = cv2.imread(str(png))

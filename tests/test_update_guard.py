@@ -21,8 +21,12 @@ from tests.test_policies import STATE_SHAPES as SHAPES
 
 KINDS: dict[str, dict[str, Any]] = {
     "gaussian": {"kind": "gaussian", "horizon": 2, "hidden": [64, 64]},
-    "diffusion": {"kind": "diffusion", "horizon": 4, "hidden": [64, 64],
-                  "diffusion": {"denoiser": "mlp", "ddim_steps": 5}},
+    "diffusion": {
+        "kind": "diffusion",
+        "horizon": 4,
+        "hidden": [64, 64],
+        "diffusion": {"denoiser": "mlp", "ddim_steps": 5},
+    },
 }
 TOL = 1e-6
 
@@ -151,8 +155,11 @@ def test_reject_mode_resets_candidate_bit_identically(name: str) -> None:
 
     decision = guard.check(live, candidate, obs)
     assert not decision.accepted and decision.alpha == 0.0
-    assert decision.translation > guard.cfg.max_translation or decision.rotation > guard.cfg.max_rotation \
+    assert (
+        decision.translation > guard.cfg.max_translation
+        or decision.rotation > guard.cfg.max_rotation
         or decision.gripper > guard.cfg.max_gripper
+    )
     assert same_weights(live, candidate)
     assert torch.equal(actions(guard, live, obs), actions(guard, candidate, obs))
 

@@ -35,14 +35,16 @@ class GripperWorker:
         self.max_width = float(gripper.max_width)
         self._cond = threading.Condition()
         self._pending: str | None = None
-        self._busy: tuple[str, float] | None = None      # (command, monotonic start) while the worker runs one
-        self._reading_since: float | None = None         # monotonic start of the width read in progress
-        self._width = (self.max_width, 0.0)              # (value [m], monotonic time read); 0.0: never read
+        self._busy: tuple[str, float] | None = None  # (command, monotonic start) while the worker runs one
+        self._reading_since: float | None = None  # monotonic start of the width read in progress
+        self._width = (self.max_width, 0.0)  # (value [m], monotonic time read); 0.0: never read
         self._fault: str | None = None
         self._closed = False
         self.commands_done = 0
-        self._threads = [threading.Thread(target=self._work, name="franka-gripper-cmd", daemon=True),
-                         threading.Thread(target=self._read, name="franka-gripper-width", daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._work, name="franka-gripper-cmd", daemon=True),
+            threading.Thread(target=self._read, name="franka-gripper-width", daemon=True),
+        ]
         for t in self._threads:
             t.start()
 
@@ -63,11 +65,14 @@ class GripperWorker:
         now = time.monotonic()
         busy, reading = self._busy, self._reading_since
         if self._fault is None and busy is not None and now - busy[1] > self.deadline_s:
-            self._set_fault(f"the Franka Hand did not finish '{busy[0]}' within {self.deadline_s:.1f} s "
-                            "(the gripper server is not answering)")
+            self._set_fault(
+                f"the Franka Hand did not finish '{busy[0]}' within {self.deadline_s:.1f} s "
+                "(the gripper server is not answering)"
+            )
         if self._fault is None and reading is not None and now - reading > self.deadline_s:
-            self._set_fault(f"reading the Franka Hand width took over {self.deadline_s:.1f} s "
-                            "(the gripper server is not answering)")
+            self._set_fault(
+                f"reading the Franka Hand width took over {self.deadline_s:.1f} s (the gripper server is not answering)"
+            )
         return self._fault
 
     @property

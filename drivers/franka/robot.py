@@ -50,18 +50,20 @@ from .streaming import ReferenceStreamer
 
 log = logging.getLogger(__name__)
 
-FCI_PORT = 1337                # libfranka's TCP command port on the robot
+FCI_PORT = 1337  # libfranka's TCP command port on the robot
 GRIP_CLOSE, GRIP_OPEN = 0.6, 0.4  # gripper command hysteresis band
 STOP_TIMEOUT_S = 2.0
 HOME_TIMEOUT_S = 120.0
 HOME_GRIPPER_TIMEOUT_S = 10.0
-HOLD_RAMP_S = 0.02            # [s] hold(): the tracker's torque blends into joint damping this fast
+HOLD_RAMP_S = 0.02  # [s] hold(): the tracker's torque blends into joint damping this fast
 HOLD_DAMPING = (50.0, 50.0, 50.0, 20.0, 20.0, 20.0, 10.0)  # [Nms/rad] the joint impedance example of libfranka
-HOLD_REST_SPEED = 0.01        # [m/s] hold(): slower than this the arm counts as at rest (held, not braked)
+HOLD_REST_SPEED = 0.01  # [m/s] hold(): slower than this the arm counts as at rest (held, not braked)
 PREEMPTED = "Move command preempted"  # libfranka's message when stop() or a new motion type ends a motion
-FIX_NETWORK = ("check the Ethernet cable to the robot's control box (not the arm base), the robot IP in Desk "
-               "(Settings -> Network), that FCI is activated in Desk and the brakes are open, then "
-               "`inril-robot doctor --robot franka --host HOST`")
+FIX_NETWORK = (
+    "check the Ethernet cable to the robot's control box (not the arm base), the robot IP in Desk "
+    "(Settings -> Network), that FCI is activated in Desk and the brakes are open, then "
+    "`inril-robot doctor --robot franka --host HOST`"
+)
 
 
 class FrankaFault(RobotFault):
@@ -70,7 +72,7 @@ class FrankaFault(RobotFault):
 
 @dataclass(frozen=True)
 class FaultRecord:
-    time: float         # host monotonic clock [s]
+    time: float  # host monotonic clock [s]
     message: str
 
 
@@ -78,8 +80,9 @@ def import_franky() -> Any:
     try:
         import franky
     except ImportError as e:
-        raise ImportError(f"the Franka driver needs franky-control ({e}): pip install 'inril-robot[franka]'",
-                          name="franky") from e
+        raise ImportError(
+            f"the Franka driver needs franky-control ({e}): pip install 'inril-robot[franka]'", name="franky"
+        ) from e
     return franky
 
 
@@ -92,18 +95,18 @@ class FrankaRobot(Robot):
         self.safety = safety
         self.robot: Any = None
         self.gripper: GripperWorker | None = None
-        self.errors: list[FaultRecord] = []     # every reflex/control error seen, in order
-        self.contact_stops = 0                  # force reactions that stopped the arm
+        self.errors: list[FaultRecord] = []  # every reflex/control error seen, in order
+        self.contact_stops = 0  # force reactions that stopped the arm
         self.last_reference_events: tuple[SafetyEvent, ...] = ()  # what bounded the reference at the last apply
-        self.gripper_width_age = 0.0            # [s] age of the width in the last state()
-        self._fault: str | None = None          # set on an error, cleared only by recover()
-        self._stopped: str | None = None        # set by stop() and the force reaction, cleared by home()
+        self.gripper_width_age = 0.0  # [s] age of the width in the last state()
+        self._fault: str | None = None  # set on an error, cleared only by recover()
+        self._stopped: str | None = None  # set by stop() and the force reaction, cleared by home()
         self._reaction_fired = threading.Event()  # set from franky's control thread
-        self._ref: np.ndarray | None = None     # commanded reference pose, 4x4, base frame
-        self._tracking: Any = None              # the running CartesianImpedanceTrackingMotion (impedance control)
+        self._ref: np.ndarray | None = None  # commanded reference pose, 4x4, base frame
+        self._tracking: Any = None  # the running CartesianImpedanceTrackingMotion (impedance control)
         self._streamer: ReferenceStreamer | None = None  # moves the tracker's target between steps (impedance)
-        self._braked = False                    # hold() braked a tracking arm: the next hold holds it stiffly
-        self._grip_target: str = "unknown"      # "open" | "closed" | "unknown"
+        self._braked = False  # hold() braked a tracking arm: the next hold holds it stiffly
+        self._grip_target: str = "unknown"  # "open" | "closed" | "unknown"
 
     # --------------------------------------------------------------------------------------------- lifecycle
     def connect(self) -> None:
@@ -120,13 +123,17 @@ class FrankaRobot(Robot):
             # The global factor stays 1: every motion names its own factor (config), which franky multiplies in.
             self.robot = franky.Robot(host, realtime_config=realtime)
         except franky.RealtimeException as e:
-            raise ConnectionError(f"franky could not get real-time priority ({e}): run on a PREEMPT_RT kernel with "
-                                  "rtprio/memlock limits (docs/hardware.md), or, for tests and simulators only, "
-                                  "--set robot.franka.realtime=ignore") from e
+            raise ConnectionError(
+                f"franky could not get real-time priority ({e}): run on a PREEMPT_RT kernel with "
+                "rtprio/memlock limits (docs/hardware.md), or, for tests and simulators only, "
+                "--set robot.franka.realtime=ignore"
+            ) from e
         except franky.IncompatibleVersionException as e:
-            raise ConnectionError(f"libfranka in franky-control does not match the robot's server version ({e}): "
-                                  "install the franky-control release built for your robot firmware "
-                                  "(`inril-robot doctor --robot franka` prints both)") from e
+            raise ConnectionError(
+                f"libfranka in franky-control does not match the robot's server version ({e}): "
+                "install the franky-control release built for your robot firmware "
+                "(`inril-robot doctor --robot franka` prints both)"
+            ) from e
         except franky.Exception as e:
             raise ConnectionError(f"cannot connect to the Franka at {host} ({e}): {FIX_NETWORK}") from e
         if self.franka.gripper:
@@ -134,8 +141,10 @@ class FrankaRobot(Robot):
                 self._connect_gripper()
             except Exception as e:
                 self.robot = None
-                raise ConnectionError(f"cannot connect to the Franka Hand at {host} ({e}): check it is mounted and "
-                                      "initialised in Desk, or set robot.franka.gripper=false") from e
+                raise ConnectionError(
+                    f"cannot connect to the Franka Hand at {host} ({e}): check it is mounted and "
+                    "initialised in Desk, or set robot.franka.gripper=false"
+                ) from e
         self._ref = self._measured_pose()
         if self.franka.control == "impedance":
             self._streamer = ReferenceStreamer(self._robot_clock, self._send_tracking, self.franka.stream_hz)
@@ -194,8 +203,10 @@ class FrankaRobot(Robot):
                 tracking = self._tracking is not None and self.robot.is_in_control
                 if tracking and self._tcp_speed() > HOLD_REST_SPEED:
                     self._tracking, self._braked = None, True
-                    self.robot.move(franky.TorqueStopMotion(damping=np.array(HOLD_DAMPING), ramp_duration=HOLD_RAMP_S),
-                                    asynchronous=True)
+                    self.robot.move(
+                        franky.TorqueStopMotion(damping=np.array(HOLD_DAMPING), ramp_duration=HOLD_RAMP_S),
+                        asynchronous=True,
+                    )
                 elif tracking:
                     self._tracking.set_reference(franky.CartesianReference(target=franky.Affine(self._ref)))
                 elif self._braked and not self.robot.is_in_control:
@@ -215,8 +226,10 @@ class FrankaRobot(Robot):
         self._check_ready(allow_stopped=True)
         self._halt()
         self._check_ready(allow_stopped=True)  # stopping may have surfaced an error
-        motion = franky.JointMotion(np.asarray(self.cfg.home_joints, dtype=np.float64),
-                                    relative_dynamics_factor=self.franka.home_dynamics_factor)
+        motion = franky.JointMotion(
+            np.asarray(self.cfg.home_joints, dtype=np.float64),
+            relative_dynamics_factor=self.franka.home_dynamics_factor,
+        )
         try:
             self.robot.move(motion, asynchronous=True)
             finished = self.robot.join_motion(HOME_TIMEOUT_S)
@@ -225,8 +238,10 @@ class FrankaRobot(Robot):
             raise FrankaFault(f"home() failed: {e}; {self._recover_hint()}") from e
         if not finished:
             self._halt()
-            raise TimeoutError(f"home() did not finish within {HOME_TIMEOUT_S:.0f} s: the arm was stopped; check "
-                               "robot.franka.home_dynamics_factor and the connection")
+            raise TimeoutError(
+                f"home() did not finish within {HOME_TIMEOUT_S:.0f} s: the arm was stopped; check "
+                "robot.franka.home_dynamics_factor and the connection"
+            )
         if self.gripper is not None:
             self._grip_target = "unknown"
             self._command_gripper(0.0)
@@ -248,8 +263,10 @@ class FrankaRobot(Robot):
         decision; never called implicitly). The arm stays where it is: `home()` next."""
         self._require_connected()
         if not self.robot.recover_from_errors():
-            raise FrankaFault(f"automatic error recovery failed (last error: {self._fault}); check Desk for the "
-                              "reason, release the external activation device, and try again")
+            raise FrankaFault(
+                f"automatic error recovery failed (last error: {self._fault}); check Desk for the "
+                "reason, release the external activation device, and try again"
+            )
         if self.gripper is not None and self.gripper.fault is not None:
             self.gripper.close(timeout=0.5)  # a thread stuck inside the old connection is left behind
             self.gripper = None
@@ -289,9 +306,15 @@ class FrankaRobot(Robot):
         s = self.robot.state
         gripper = self.gripper.check() if self.gripper is not None else None
         reflex = s.robot_mode == self._franky.RobotMode.Reflex
-        return {"robot_mode": str(s.robot_mode).split(".")[-1], "in_reflex": reflex,
-                "last_motion_errors": str(s.last_motion_errors), "driver_fault": self._fault,
-                "gripper_fault": gripper, "stopped": self._stopped, "errors": len(self.errors)}
+        return {
+            "robot_mode": str(s.robot_mode).split(".")[-1],
+            "in_reflex": reflex,
+            "last_motion_errors": str(s.last_motion_errors),
+            "driver_fault": self._fault,
+            "gripper_fault": gripper,
+            "stopped": self._stopped,
+            "errors": len(self.errors),
+        }
 
     @property
     def commanded_pose(self) -> np.ndarray | None:
@@ -312,9 +335,13 @@ class FrankaRobot(Robot):
         return import_franky()
 
     def _connect_gripper(self) -> None:
-        self.gripper = GripperWorker(self._franky.Gripper(self.franka.host), speed=self.franka.gripper_speed,
-                                     force=self.franka.gripper_force, deadline_s=self.franka.gripper_timeout_s,
-                                     read_hz=self.franka.gripper_read_hz)
+        self.gripper = GripperWorker(
+            self._franky.Gripper(self.franka.host),
+            speed=self.franka.gripper_speed,
+            force=self.franka.gripper_force,
+            deadline_s=self.franka.gripper_timeout_s,
+            read_hz=self.franka.gripper_read_hz,
+        )
         self._grip_target = "unknown"
 
     def _require_connected(self) -> None:
@@ -322,8 +349,10 @@ class FrankaRobot(Robot):
             raise RuntimeError("FrankaRobot is not connected: call connect() (or use it as a context manager)")
 
     def _recover_hint(self) -> str:
-        return ("check the arm and its surroundings, then recover (`inril-robot robot recover`, or confirm at the "
-                "run's prompt); errors are never cleared automatically")
+        return (
+            "check the arm and its surroundings, then recover (`inril-robot robot recover`, or confirm at the "
+            "run's prompt); errors are never cleared automatically"
+        )
 
     def _record_fault(self, error: BaseException | str) -> None:
         message = str(error)
@@ -343,8 +372,10 @@ class FrankaRobot(Robot):
         if self._fault is None and self.gripper is not None and self.gripper.check() is not None:
             self._record_fault(self.gripper.fault or "gripper fault")
         if self._reaction_fired.is_set() and self._stopped is None:
-            self._stopped = (f"contact force above max_contact_force {self.safety.max_contact_force} N: the force "
-                             "reaction stopped the arm")
+            self._stopped = (
+                f"contact force above max_contact_force {self.safety.max_contact_force} N: the force "
+                "reaction stopped the arm"
+            )
         if self._fault is not None:
             raise FrankaFault(f"the Franka reported an error: {self._fault}; {self._recover_hint()}")
         if self._stopped is not None and not allow_stopped:
@@ -358,8 +389,9 @@ class FrankaRobot(Robot):
         """The streamer's target for the running tracker (none running: nothing to send)."""
         franky, motion = self._franky, self._tracking
         if motion is not None:
-            motion.set_reference(franky.CartesianReference(target=franky.Affine(pose),
-                                                           target_twist=franky.Twist(twist[:3], twist[3:])))
+            motion.set_reference(
+                franky.CartesianReference(target=franky.Affine(pose), target_twist=franky.Twist(twist[:3], twist[3:]))
+            )
 
     def _tcp_speed(self) -> float:
         s = self.robot.state
@@ -398,9 +430,12 @@ class FrankaRobot(Robot):
                 assert self._streamer is not None
                 self._streamer.ramp(start, target, 1.0 / self.cfg.control_hz)
                 return
-            motion = franky.CartesianMotion(franky.Affine(target), franky.ReferenceType.Absolute,
-                                            relative_dynamics_factor=self.franka.relative_dynamics_factor,
-                                            return_when_finished=False)
+            motion = franky.CartesianMotion(
+                franky.Affine(target),
+                franky.ReferenceType.Absolute,
+                relative_dynamics_factor=self.franka.relative_dynamics_factor,
+                return_when_finished=False,
+            )
             motion.add_reaction(self._force_reaction(franky.CartesianStopMotion()))
             if self.robot.current_control_signal_type not in (None, franky.ControlSignalType.CartesianPose):
                 self._halt()  # a joint motion (home) is still running: motion types cannot change in flight
@@ -416,9 +451,11 @@ class FrankaRobot(Robot):
             self._halt()  # a joint or stop motion still running: motion types cannot change in flight
         f = self.franka
         motion = franky.CartesianImpedanceTrackingMotion(
-            translational_stiffness=f.translational_stiffness, rotational_stiffness=f.rotational_stiffness,
+            translational_stiffness=f.translational_stiffness,
+            rotational_stiffness=f.rotational_stiffness,
             translational_error_clip=np.full(3, f.translational_error_clip),
-            rotational_error_clip=np.full(3, f.rotational_error_clip))
+            rotational_error_clip=np.full(3, f.rotational_error_clip),
+        )
         motion.set_reference(franky.CartesianReference(target=franky.Affine(self._measured_pose())))
         motion.add_reaction(self._force_reaction(franky.TorqueStopMotion()))
         self.robot.move(motion, asynchronous=True)
@@ -459,4 +496,3 @@ class FrankaRobot(Robot):
         if want != self._grip_target:
             self.gripper.command(want)  # queued for the worker thread: never waits on the gripper server
             self._grip_target = want
-

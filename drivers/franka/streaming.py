@@ -26,15 +26,16 @@ Send = Callable[[np.ndarray, np.ndarray], None]  # (4x4 target pose, 6-D twist [
 
 @dataclass(frozen=True)
 class _Segment:
-    start: np.ndarray      # 4x4
-    end: np.ndarray        # 4x4
-    t0: float              # robot clock [s]
-    duration: float        # [s]
+    start: np.ndarray  # 4x4
+    end: np.ndarray  # 4x4
+    t0: float  # robot clock [s]
+    duration: float  # [s]
 
     @property
     def displacement(self) -> np.ndarray:
-        return np.concatenate([self.end[:3, 3] - self.start[:3, 3],
-                               matrix_to_rotvec(self.end[:3, :3] @ self.start[:3, :3].T)])
+        return np.concatenate(
+            [self.end[:3, 3] - self.start[:3, 3], matrix_to_rotvec(self.end[:3, :3] @ self.start[:3, :3].T)]
+        )
 
     def at(self, t: float) -> tuple[np.ndarray, np.ndarray]:
         """The pose at robot time `t` and the segment's twist (zero once it has arrived)."""

@@ -126,8 +126,8 @@ def apply_randomization(world: SimWorld, cfg: RandomizationConfig, rng: np.rando
     if cfg.gain_scale > 0:
         for act in world.arm_act:
             f = _factor(rng, cfg.gain_scale)
-            m.actuator_gainprm[act, 0] *= f   # kp
-            m.actuator_biasprm[act, 1] *= f   # -kp: the servo stays offset-free
+            m.actuator_gainprm[act, 0] *= f  # kp
+            m.actuator_biasprm[act, 1] *= f  # -kp: the servo stays offset-free
             m.actuator_biasprm[act, 2] *= np.sqrt(f)  # -kv: keeps the build's near-critical damping (kv ∝ √kp)
             sampled[f"gain.{m.actuator(act).name}"] = f
 

@@ -22,10 +22,10 @@ from inril_robot.tasks.base import TABLE_TOP_Z, ObjectPose, Objects, SceneObject
 
 ARM_JOINTS = tuple(f"fr3_joint{i}" for i in range(1, 8))
 HAND_BODIES = ("hand", "left_finger", "right_finger")
-TCP_OFFSET = 0.1034          # flange -> fingertip centre along the hand's z axis (Franka Hand)
-GRIPPER_CTRL_OPEN = 255.0    # the model's hand actuator: 255 = open (0.08 m), 0 = closed
+TCP_OFFSET = 0.1034  # flange -> fingertip centre along the hand's z axis (Franka Hand)
+GRIPPER_CTRL_OPEN = 255.0  # the model's hand actuator: 255 = open (0.08 m), 0 = closed
 MAX_GRIPPER_WIDTH = 0.08
-GRIPPER_STIFFNESS = 1000.0   # [N/m] on the finger tendon: ~25 N on a 5 cm object, inside the Franka Hand's 70 N
+GRIPPER_STIFFNESS = 1000.0  # [N/m] on the finger tendon: ~25 N on a 5 cm object, inside the Franka Hand's 70 N
 GRIPPER_DAMPING = 20.0
 TABLE_HALF = (0.65, 0.6, 0.025)
 TABLE_CENTER_X = 0.35
@@ -97,8 +97,9 @@ def add_calibration_board(spec: mujoco.MjSpec, board: CalibrationBoardConfig) ->
 
     bspec = BoardSpec(board.squares_x, board.squares_y, board.square_length, board.marker_length, board.dictionary)
     img = board_image(bspec, BOARD_PX_PER_SQUARE)
-    tex = spec.add_texture(name=BOARD_SITE, type=mujoco.mjtTexture.mjTEXTURE_2D, width=img.shape[1],
-                           height=img.shape[0], nchannel=3)
+    tex = spec.add_texture(
+        name=BOARD_SITE, type=mujoco.mjtTexture.mjTEXTURE_2D, width=img.shape[1], height=img.shape[0], nchannel=3
+    )
     tex.data = np.repeat(img[:, :, None], 3, axis=2).tobytes()
     mat = spec.add_material(name=BOARD_SITE, texuniform=False, texrepeat=[1, 1], specular=0.0, shininess=0.0)
     mat.textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = BOARD_SITE
@@ -117,12 +118,27 @@ def add_calibration_board(spec: mujoco.MjSpec, board: CalibrationBoardConfig) ->
     # (x right, y down the printed rows, z into the board). The face sits in the board frame's z = 0 plane.
     flip = np.diag([1.0, -1.0, -1.0])
     geom_pos = pos + rot @ np.array([half[0], half[1], BOARD_THICKNESS / 2])
-    geom = parent.add_geom(name=BOARD_SITE, type=mujoco.mjtGeom.mjGEOM_BOX, size=[*half, BOARD_THICKNESS / 2],
-                           pos=list(geom_pos), quat=list(quat_xyzw_to_wxyz(matrix_to_quat(rot @ flip))),
-                           material=BOARD_SITE, rgba=[1, 1, 1, 1], contype=0, conaffinity=0, group=1, mass=0.0)
+    geom = parent.add_geom(
+        name=BOARD_SITE,
+        type=mujoco.mjtGeom.mjGEOM_BOX,
+        size=[*half, BOARD_THICKNESS / 2],
+        pos=list(geom_pos),
+        quat=list(quat_xyzw_to_wxyz(matrix_to_quat(rot @ flip))),
+        material=BOARD_SITE,
+        rgba=[1, 1, 1, 1],
+        contype=0,
+        conaffinity=0,
+        group=1,
+        mass=0.0,
+    )
     geom.density = 0.0
-    parent.add_site(name=BOARD_SITE, pos=list(pos), quat=list(quat_xyzw_to_wxyz(matrix_to_quat(rot))),
-                    size=[0.005] * 3, rgba=[0, 0, 0, 0])
+    parent.add_site(
+        name=BOARD_SITE,
+        pos=list(pos),
+        quat=list(quat_xyzw_to_wxyz(matrix_to_quat(rot))),
+        size=[0.005] * 3,
+        rgba=[0, 0, 0, 0],
+    )
 
 
 class SimWorld:
@@ -215,18 +231,35 @@ class SimWorld:
         world = spec.worldbody
         table = world.add_body(name="table", pos=[TABLE_CENTER_X, 0, TABLE_TOP_Z - TABLE_HALF[2]])
         table.add_geom(
-            name="table_top", type=mujoco.mjtGeom.mjGEOM_BOX, size=list(TABLE_HALF), rgba=[0.55, 0.45, 0.35, 1.0],
+            name="table_top",
+            type=mujoco.mjtGeom.mjGEOM_BOX,
+            size=list(TABLE_HALF),
+            rgba=[0.55, 0.45, 0.35, 1.0],
             friction=[1.0, 0.005, 0.0001],
         )
-        world.add_geom(name="floor", type=mujoco.mjtGeom.mjGEOM_PLANE, size=[3, 3, 0.1], pos=[0, 0, -0.75],
-                       rgba=[0.3, 0.3, 0.32, 1])
-        world.add_light(name="key", pos=[0.6, -0.6, 1.8], dir=[-0.1, 0.35, -1.0], diffuse=[0.7, 0.7, 0.7],
-                        castshadow=cfg.sim.shadows)
-        world.add_light(name="fill", pos=[0.4, 0.8, 1.5], dir=[0.0, -0.5, -1.0], diffuse=[0.3, 0.3, 0.3],
-                        castshadow=False)
+        world.add_geom(
+            name="floor",
+            type=mujoco.mjtGeom.mjGEOM_PLANE,
+            size=[3, 3, 0.1],
+            pos=[0, 0, -0.75],
+            rgba=[0.3, 0.3, 0.32, 1],
+        )
+        world.add_light(
+            name="key",
+            pos=[0.6, -0.6, 1.8],
+            dir=[-0.1, 0.35, -1.0],
+            diffuse=[0.7, 0.7, 0.7],
+            castshadow=cfg.sim.shadows,
+        )
+        world.add_light(
+            name="fill", pos=[0.4, 0.8, 1.5], dir=[0.0, -0.5, -1.0], diffuse=[0.3, 0.3, 0.3], castshadow=False
+        )
 
-        shape = {"box": mujoco.mjtGeom.mjGEOM_BOX, "cylinder": mujoco.mjtGeom.mjGEOM_CYLINDER,
-                 "sphere": mujoco.mjtGeom.mjGEOM_SPHERE}
+        shape = {
+            "box": mujoco.mjtGeom.mjGEOM_BOX,
+            "cylinder": mujoco.mjtGeom.mjGEOM_CYLINDER,
+            "sphere": mujoco.mjtGeom.mjGEOM_SPHERE,
+        }
         for obj in objects:
             body = world.add_body(name=obj.name, mocap=not obj.movable, pos=[0.5, 0, 0.1])
             if obj.movable:
@@ -235,7 +268,11 @@ class SimWorld:
             for i, g in enumerate(obj.geoms):
                 size = list(g.size) + [0.0] * (3 - len(g.size))
                 geom = body.add_geom(
-                    name=f"{obj.name}_{i}", type=shape[g.shape], size=size, pos=list(g.pos), rgba=list(g.rgba),
+                    name=f"{obj.name}_{i}",
+                    type=shape[g.shape],
+                    size=size,
+                    pos=list(g.pos),
+                    rgba=list(g.rgba),
                     friction=[obj.friction, 0.005, 0.0001],
                 )
                 if g.collides:
@@ -285,10 +322,10 @@ class SimWorld:
         for name, pose in poses.items():
             if name in self._obj_qpos:
                 adr = self._obj_qpos[name]
-                d.qpos[adr:adr + 3] = pose.pos
-                d.qpos[adr + 3:adr + 7] = quat_xyzw_to_wxyz(pose.quat)
+                d.qpos[adr : adr + 3] = pose.pos
+                d.qpos[adr + 3 : adr + 7] = quat_xyzw_to_wxyz(pose.quat)
                 dof = self.model.jnt_dofadr[self.model.body(name).jntadr[0]]
-                d.qvel[dof:dof + 6] = 0.0
+                d.qvel[dof : dof + 6] = 0.0
             elif name in self._obj_mocap:
                 d.mocap_pos[self._obj_mocap[name]] = pose.pos
                 d.mocap_quat[self._obj_mocap[name]] = quat_xyzw_to_wxyz(pose.quat)
@@ -301,7 +338,7 @@ class SimWorld:
         d = self.data
         out: Objects = {}
         for name, adr in self._obj_qpos.items():
-            out[name] = ObjectPose(d.qpos[adr:adr + 3].copy(), quat_wxyz_to_xyzw(d.qpos[adr + 3:adr + 7]))
+            out[name] = ObjectPose(d.qpos[adr : adr + 3].copy(), quat_wxyz_to_xyzw(d.qpos[adr + 3 : adr + 7]))
         for name, mid in self._obj_mocap.items():
             out[name] = ObjectPose(d.mocap_pos[mid].copy(), quat_wxyz_to_xyzw(d.mocap_quat[mid]))
         return out
@@ -373,6 +410,9 @@ class SimWorld:
                 force = -force
             r = d.contact.pos[i] - tcp
             wrench[:3] += force
-            wrench[3:] += (r[1] * force[2] - r[2] * force[1], r[2] * force[0] - r[0] * force[2],
-                           r[0] * force[1] - r[1] * force[0])
+            wrench[3:] += (
+                r[1] * force[2] - r[2] * force[1],
+                r[2] * force[0] - r[0] * force[2],
+                r[0] * force[1] - r[1] * force[0],
+            )
         return wrench

@@ -55,9 +55,26 @@ from .security import ClientKeys
 from .timing import Scheduler, StageTimes
 
 StatusFn = Callable[[dict[str, Any]], None]
-LOG_FIELDS = ("episode", "seed", "steps", "success", "return", "interventions", "policy_version", "hz",
-              "overruns", "watchdog_holds", "reconnects", "stale_frames", "round_trip_p50_ms", "round_trip_p99_ms",
-              "step_p50_ms", "step_p99_ms", "record_p50_ms", "wall_s")
+LOG_FIELDS = (
+    "episode",
+    "seed",
+    "steps",
+    "success",
+    "return",
+    "interventions",
+    "policy_version",
+    "hz",
+    "overruns",
+    "watchdog_holds",
+    "reconnects",
+    "stale_frames",
+    "round_trip_p50_ms",
+    "round_trip_p99_ms",
+    "step_p50_ms",
+    "step_p99_ms",
+    "record_p50_ms",
+    "wall_s",
+)
 
 
 @dataclass
@@ -108,9 +125,16 @@ def config_hash(cfg: RunConfig) -> str:
 
 
 class RobotAgent:
-    def __init__(self, cfg: RunConfig, env: RobotEnv, options: AgentOptions, teleop: Teleop | None = None,
-                 prompt: Callable[[str], None] | None = None, on_status: StatusFn | None = None,
-                 say: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        env: RobotEnv,
+        options: AgentOptions,
+        teleop: Teleop | None = None,
+        prompt: Callable[[str], None] | None = None,
+        on_status: StatusFn | None = None,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
         self.cfg, self.env, self.opt, self.teleop = cfg, env, options, teleop
         self.prompt = prompt
         self.on_status = on_status
@@ -122,8 +146,13 @@ class RobotAgent:
         self.period = 1.0 / cfg.robot.control_hz
         self.tick_period = self.period / options.speed if options.speed > 0 else 0.0
         self.watchdog_s = options.watchdog_periods * (self.tick_period or self.period)
-        hello = p.Hello(contract=env.contract.to_json_dict(), task=cfg.task.name, config_hash=config_hash(cfg),
-                        robot_kind=cfg.robot.kind, agent_version=_version())
+        hello = p.Hello(
+            contract=env.contract.to_json_dict(),
+            task=cfg.task.name,
+            config_hash=config_hash(cfg),
+            robot_kind=cfg.robot.kind,
+            agent_version=_version(),
+        )
         self.client = BridgeClient(options.server, options.robot_id, hello, options.keys)
         self.scheduler = Scheduler(self.tick_period)
         self.times = StageTimes()
@@ -140,11 +169,16 @@ class RobotAgent:
         try:
             self._connect()
             if self.opt.record is not None:
-                self.writer = DatasetWriter(self.opt.record, self.env.contract, task=self.cfg.task.name,
-                                            robot=self.cfg.robot.model_dump(mode="json"))
+                self.writer = DatasetWriter(
+                    self.opt.record,
+                    self.env.contract,
+                    task=self.cfg.task.name,
+                    robot=self.cfg.robot.model_dump(mode="json"),
+                )
             index = self.writer.next_index() if self.writer is not None else 0
-            while (self.opt.episodes is None or self.result.episodes < self.opt.episodes) \
-                    and self.result.env_steps < budget:
+            while (
+                self.opt.episodes is None or self.result.episodes < self.opt.episodes
+            ) and self.result.env_steps < budget:
                 try:
                     row = self.run_episode(index)
                 except RobotFault as e:
@@ -172,8 +206,13 @@ class RobotAgent:
         assert welcome is not None
         history = ObsHistory(welcome.obs_keys, welcome.n_obs_steps)
         history.push(obs)
-        episode = self.writer.begin_episode(seed=seed, notes=f"robot {self.opt.robot_id}, fine-tuning through "
-                                            f"{self.opt.server}") if self.writer is not None else None
+        episode = (
+            self.writer.begin_episode(
+                seed=seed, notes=f"robot {self.opt.robot_id}, fine-tuning through {self.opt.server}"
+            )
+            if self.writer is not None
+            else None
+        )
         state, captures = info["state"], dict(self.env.last_capture_times)
         gripper = GRIPPER_AT_HOME
         chunk = steps = interventions = events = 0
@@ -227,10 +266,19 @@ class RobotAgent:
                         step_info["success"] = verdict
                     tick = time.perf_counter()
                     if episode is not None:
-                        episode.add_step(obs, proposed, executed, reward, terminated or truncated,
-                                         "none" if self.shadow else control, intervention=control == "human",
-                                         wall_time=time.time(), state_time=state.time, capture_times=captures,
-                                         robot_state=state)
+                        episode.add_step(
+                            obs,
+                            proposed,
+                            executed,
+                            reward,
+                            terminated or truncated,
+                            "none" if self.shadow else control,
+                            intervention=control == "human",
+                            wall_time=time.time(),
+                            state_time=state.time,
+                            capture_times=captures,
+                            robot_state=state,
+                        )
                     self.times.add("record", time.perf_counter() - tick)
                     obs, state, gripper = next_obs, step_info["state"], float(executed[6])
                     captures = dict(self.env.last_capture_times)
@@ -248,12 +296,23 @@ class RobotAgent:
                         break
                 if executed_chunk:
                     sent_control = "none" if self.shadow else "human" if intervened else "policy"
-                    self._send(p.Transition(episode=index, chunk=chunk, policy_version=self.policy_version,
-                                            success=success, terminated=terminated, truncated=truncated,
-                                            intervention=intervened, control=sent_control,
-                                            safety_events=chunk_events),
-                               {"executed": np.asarray(executed_chunk, np.float64),
-                                "rewards": np.asarray(rewards, np.float32)})
+                    self._send(
+                        p.Transition(
+                            episode=index,
+                            chunk=chunk,
+                            policy_version=self.policy_version,
+                            success=success,
+                            terminated=terminated,
+                            truncated=truncated,
+                            intervention=intervened,
+                            control=sent_control,
+                            safety_events=chunk_events,
+                        ),
+                        {
+                            "executed": np.asarray(executed_chunk, np.float64),
+                            "rewards": np.asarray(rewards, np.float32),
+                        },
+                    )
                     chunk += 1
                 interventions += int(intervened)
                 events += chunk_events
@@ -265,15 +324,30 @@ class RobotAgent:
             if episode is not None:
                 episode.discard()  # the faulted episode is never stored
             raise
-        end = p.EpisodeEnd(episode=index, steps=steps, success=success, terminated=terminated, truncated=truncated,
-                           interventions=interventions, reason=reason)
+        end = p.EpisodeEnd(
+            episode=index,
+            steps=steps,
+            success=success,
+            terminated=terminated,
+            truncated=truncated,
+            interventions=interventions,
+            reason=reason,
+        )
         self._send(end, history.stacked("obs/"))
         if episode is not None:
             if episode.length:
-                episode.commit(success=success, extra={"policy_versions": sorted(versions), "server": self.opt.server,
-                                                       "interventions": interventions, "safety_event_count": events,
-                                                       "robot": self.opt.robot_id, "reason": reason,
-                                                       "shadow": self.shadow})
+                episode.commit(
+                    success=success,
+                    extra={
+                        "policy_versions": sorted(versions),
+                        "server": self.opt.server,
+                        "interventions": interventions,
+                        "safety_event_count": events,
+                        "robot": self.opt.robot_id,
+                        "reason": reason,
+                        "shadow": self.shadow,
+                    },
+                )
             else:
                 episode.discard()
         r = self.result
@@ -284,26 +358,50 @@ class RobotAgent:
         r.policy_versions.append(self.policy_version)
         r.hz = self.scheduler.hz(self.ticks)
         stages = self.times.summary()
-        self._send(p.Stats(values={"hz": r.hz, "overruns": self.scheduler.overruns, "holds": r.watchdog_holds,
-                                   "reconnects": r.reconnects, "episodes": r.episodes, "successes": r.successes}))
-        return {"episode": index, "seed": seed, "steps": steps, "success": int(success), "return": round(ret, 4),
-                "interventions": interventions, "policy_version": self.policy_version, "hz": round(r.hz, 2),
-                "overruns": self.scheduler.overruns, "watchdog_holds": r.watchdog_holds - holds0,
-                "reconnects": r.reconnects - reconnects0, "stale_frames": r.stale_frames - stale0,
-                "round_trip_p50_ms": stages.get("round_trip", {}).get("p50_ms"),
-                "round_trip_p99_ms": stages.get("round_trip", {}).get("p99_ms"),
-                "step_p50_ms": stages.get("step", {}).get("p50_ms"),
-                "step_p99_ms": stages.get("step", {}).get("p99_ms"),
-                "record_p50_ms": stages.get("record", {}).get("p50_ms"),
-                "wall_s": round(time.perf_counter() - tick0, 3)}
+        self._send(
+            p.Stats(
+                values={
+                    "hz": r.hz,
+                    "overruns": self.scheduler.overruns,
+                    "holds": r.watchdog_holds,
+                    "reconnects": r.reconnects,
+                    "episodes": r.episodes,
+                    "successes": r.successes,
+                }
+            )
+        )
+        return {
+            "episode": index,
+            "seed": seed,
+            "steps": steps,
+            "success": int(success),
+            "return": round(ret, 4),
+            "interventions": interventions,
+            "policy_version": self.policy_version,
+            "hz": round(r.hz, 2),
+            "overruns": self.scheduler.overruns,
+            "watchdog_holds": r.watchdog_holds - holds0,
+            "reconnects": r.reconnects - reconnects0,
+            "stale_frames": r.stale_frames - stale0,
+            "round_trip_p50_ms": stages.get("round_trip", {}).get("p50_ms"),
+            "round_trip_p99_ms": stages.get("round_trip", {}).get("p99_ms"),
+            "step_p50_ms": stages.get("step", {}).get("p50_ms"),
+            "step_p99_ms": stages.get("step", {}).get("p99_ms"),
+            "record_p50_ms": stages.get("record", {}).get("p50_ms"),
+            "wall_s": round(time.perf_counter() - tick0, 3),
+        }
 
     # --------------------------------------------------------------------------------------- the watchdog
-    def _request(self, history: ObsHistory, obs: dict[str, np.ndarray], episode: int, chunk: int, steps: int
-                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def _request(
+        self, history: ObsHistory, obs: dict[str, np.ndarray], episode: int, chunk: int, steps: int
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Ask for a chunk and wait for it, holding the robot whenever it is late; reconnects a silent server."""
         sent_at = time.monotonic()
-        seq = self._send(p.Observation(episode=episode, chunk=chunk, step=steps), history.stacked("obs/"),
-                         t_capture=max(self.env.last_capture_times.values(), default=0.0))
+        seq = self._send(
+            p.Observation(episode=episode, chunk=chunk, step=steps),
+            history.stacked("obs/"),
+            t_capture=max(self.env.last_capture_times.values(), default=0.0),
+        )
         holding, next_hold, last_beat = False, sent_at + self.watchdog_s, 0.0
         while True:
             now = time.monotonic()
@@ -331,8 +429,10 @@ class RobotAgent:
                 if not holding and chunk > 0:
                     self.result.watchdog_holds += 1
                     self.result.hold_events.append({"after_request_s": now - sent_at, "time": time.time()})
-                    self.say(f"watchdog: no action {1e3 * (now - sent_at):.0f} ms after asking (limit "
-                             f"{1e3 * self.watchdog_s:.0f} ms): holding the robot")
+                    self.say(
+                        f"watchdog: no action {1e3 * (now - sent_at):.0f} ms after asking (limit "
+                        f"{1e3 * self.watchdog_s:.0f} ms): holding the robot"
+                    )
                 holding = True
                 self.env.robot.hold()
                 next_hold = now + (self.tick_period or self.period)
@@ -351,8 +451,9 @@ class RobotAgent:
         self.result.faults.append(f"episode {index}: {fault}")
         self.result.faulted_episodes += 1
         if self.prompt is None:
-            raise EmergencyStop(f"the arm faulted in episode {index} ({fault}) and there is no operator to confirm "
-                                "its recovery")
+            raise EmergencyStop(
+                f"the arm faulted in episode {index} ({fault}) and there is no operator to confirm its recovery"
+            )
         self._send(p.Heartbeat(state="reset"))
         pause_and_recover(self.env.robot, fault, self.prompt, self.say)
 
@@ -373,10 +474,13 @@ class RobotAgent:
         welcome = self.client.connect(self.opt.connect_timeout_s)
         self.policy_version = welcome.policy_version
         if welcome.control_hz != self.cfg.robot.control_hz:
-            raise Refusal("contract", f"server control_hz {welcome.control_hz} != robot {self.cfg.robot.control_hz}",
-                          "control_hz")
-        self.say(f"connected to {self.opt.server} as {self.opt.robot_id!r}: policy version {welcome.policy_version}, "
-                 f"chunks of {welcome.act_steps}, learner {welcome.learner}")
+            raise Refusal(
+                "contract", f"server control_hz {welcome.control_hz} != robot {self.cfg.robot.control_hz}", "control_hz"
+            )
+        self.say(
+            f"connected to {self.opt.server} as {self.opt.robot_id!r}: policy version {welcome.policy_version}, "
+            f"chunks of {welcome.act_steps}, learner {welcome.learner}"
+        )
 
     def _reconnect(self, why: str) -> None:
         """Back-off reconnects, holding the robot each control period meanwhile."""
@@ -422,12 +526,24 @@ class RobotAgent:
             return
         self._last_status = now
         r = self.result
-        self.on_status({"robot": self.opt.robot_id, "episode": episode, "step": steps, "episodes": r.episodes,
-                        "successes": r.successes, "env_steps": r.env_steps + steps,
-                        "hz": self.scheduler.hz(self.ticks), "target_hz": (1.0 / self.tick_period)
-                        if self.tick_period else None, "overruns": self.scheduler.overruns,
-                        "holds": r.watchdog_holds, "reconnects": r.reconnects, "holding": holding,
-                        "policy_version": self.policy_version, "stages": self.times.summary()})
+        self.on_status(
+            {
+                "robot": self.opt.robot_id,
+                "episode": episode,
+                "step": steps,
+                "episodes": r.episodes,
+                "successes": r.successes,
+                "env_steps": r.env_steps + steps,
+                "hz": self.scheduler.hz(self.ticks),
+                "target_hz": (1.0 / self.tick_period) if self.tick_period else None,
+                "overruns": self.scheduler.overruns,
+                "holds": r.watchdog_holds,
+                "reconnects": r.reconnects,
+                "holding": holding,
+                "policy_version": self.policy_version,
+                "stages": self.times.summary(),
+            }
+        )
 
     def _log_row(self, row: dict[str, Any]) -> None:
         if self.opt.log is None:

@@ -37,9 +37,13 @@ IMAGE = (224, 224, 3)
 
 
 def bench_contract() -> Contract:
-    obs = {"ee_pos": ObsSpec(shape=(3,), dtype="float32"), "ee_quat": ObsSpec(shape=(4,), dtype="float32"),
-           "gripper_width": ObsSpec(shape=(1,), dtype="float32"),
-           "front_rgb": ObsSpec(shape=IMAGE, dtype="uint8"), "wrist_rgb": ObsSpec(shape=IMAGE, dtype="uint8")}
+    obs = {
+        "ee_pos": ObsSpec(shape=(3,), dtype="float32"),
+        "ee_quat": ObsSpec(shape=(4,), dtype="float32"),
+        "gripper_width": ObsSpec(shape=(1,), dtype="float32"),
+        "front_rgb": ObsSpec(shape=IMAGE, dtype="uint8"),
+        "wrist_rgb": ObsSpec(shape=IMAGE, dtype="uint8"),
+    }
     return Contract(observations=obs, cameras={"front": IMAGE[:2], "wrist": IMAGE[:2]})
 
 
@@ -51,12 +55,16 @@ class TrivialHost:
     learning = False
     failure = None
     env_steps = episodes = rollbacks = 0
+
     def __init__(self, contract: Contract) -> None:
         self.contract = contract
         self.pending: list[Any] = []
         shapes = {k: v.shape for k, v in contract.observations.items()}
-        self.policy = SimpleNamespace(obs_shapes=shapes, action_dim=contract.action_dim,
-                                      cfg=SimpleNamespace(n_obs_steps=1, act_steps=1, horizon=1))
+        self.policy = SimpleNamespace(
+            obs_shapes=shapes,
+            action_dim=contract.action_dim,
+            cfg=SimpleNamespace(n_obs_steps=1, act_steps=1, horizon=1),
+        )
         self.cfg = SimpleNamespace(task=SimpleNamespace(name="bench"))
         self.interventions = SimpleNamespace(total=0)
 
@@ -88,8 +96,12 @@ class _ServerThread:
         # the bench sends 301 KB observations back to back, far above a robot's rate: the per-connection budgets
         # (which would drop its messages after the burst) are lifted, since this measures latency, not the budget
         unlimited = math.inf
-        self.server = PolicyServer(host, ServeOptions(bind="tcp://127.0.0.1:*", msgs_per_s=unlimited,
-                                                      bytes_per_s=unlimited, msg_burst=2**31, byte_burst=2**62))
+        self.server = PolicyServer(
+            host,
+            ServeOptions(
+                bind="tcp://127.0.0.1:*", msgs_per_s=unlimited, bytes_per_s=unlimited, msg_burst=2**31, byte_burst=2**62
+            ),
+        )
         self.endpoint = self.server.start()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.server.serve, args=(self.stop.is_set,), daemon=True)
@@ -102,8 +114,9 @@ class _ServerThread:
 
 
 def _client(endpoint: str, contract: Contract, task: str) -> BridgeClient:
-    client = BridgeClient(endpoint, "bench", p.Hello(contract=contract.to_json_dict(), task=task, config_hash="bench",
-                                                      robot_kind="sim"))
+    client = BridgeClient(
+        endpoint, "bench", p.Hello(contract=contract.to_json_dict(), task=task, config_hash="bench", robot_kind="sim")
+    )
     client.connect()
     return client
 
@@ -164,16 +177,31 @@ def _learner_inference(seconds: float) -> dict[str, Any]:
 
     from .learning import PackedTrace, ServerLearner
 
-    cfg = load_config(robot="sim", task="reach", algo="bc_gaussian", overrides=[
-        "finetune.inril.il_every=0", "finetune.episodes_per_iteration=8", "finetune.env_steps=100000000",
-        "finetune.ppo.epochs=4", "finetune.ppo.minibatch_size=64", "finetune.ppo.target_kl=null",
-        "finetune.checkpoint_every=1000000", "finetune.ppo.critic_warmup_iterations=0"])
+    cfg = load_config(
+        robot="sim",
+        task="reach",
+        algo="bc_gaussian",
+        overrides=[
+            "finetune.inril.il_every=0",
+            "finetune.episodes_per_iteration=8",
+            "finetune.env_steps=100000000",
+            "finetune.ppo.epochs=4",
+            "finetune.ppo.minibatch_size=64",
+            "finetune.ppo.target_kl=null",
+            "finetune.checkpoint_every=1000000",
+            "finetune.ppo.critic_warmup_iterations=0",
+        ],
+    )
     contract = run_contract(cfg)
     keys = policy_obs_keys(contract, "state")
     shapes = {k: tuple(contract.observations[k].shape) for k in keys}
     stats = {k: {"mean": [0.0] * int(np.prod(s)), "std": [1.0] * int(np.prod(s))} for k, s in shapes.items()}
-    policy = make_policy(cfg.policy, Normalizer(stats, {"min": [-0.02] * 6 + [0.0], "max": [0.02] * 6 + [1.0]}),
-                         shapes, contract.action_dim)
+    policy = make_policy(
+        cfg.policy,
+        Normalizer(stats, {"min": [-0.02] * 6 + [0.0], "max": [0.02] * 6 + [1.0]}),
+        shapes,
+        contract.action_dim,
+    )
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         path = ckpt.save_checkpoint(Path(tmp) / "bench.pt", policy, contract=contract, run_cfg=cfg, step=0)
@@ -200,6 +228,7 @@ def _learner_inference(seconds: float) -> dict[str, Any]:
 
         batch = [PackedTrace.pack(t) for t in episodes()]
         try:
+
             def timed() -> list[float]:
                 samples: list[float] = []
                 end = time.perf_counter() + seconds
@@ -230,9 +259,16 @@ def _learner_inference(seconds: float) -> dict[str, Any]:
             server.close()
             learner.close()
     idle_p, busy_p = percentiles(idle), percentiles(busy)
-    return {"idle": idle_p, "training": busy_p, "updates_during_window": updates,
-            "p99_ratio": busy_p["p99_ms"] / idle_p["p99_ms"], "target_p99_ratio": 1.2,
-            "torch_threads": threads, "learner": "process", "failure": learner.failure}
+    return {
+        "idle": idle_p,
+        "training": busy_p,
+        "updates_during_window": updates,
+        "p99_ratio": busy_p["p99_ms"] / idle_p["p99_ms"],
+        "target_p99_ratio": 1.2,
+        "torch_threads": threads,
+        "learner": "process",
+        "failure": learner.failure,
+    }
 
 
 def bench_latency(repeats: int = 2000, learner_seconds: float = 8.0) -> dict[str, Any]:
@@ -255,18 +291,30 @@ def bench_latency(repeats: int = 2000, learner_seconds: float = 8.0) -> dict[str
         server.close()
     raw_p, bridge_p = percentiles(raw), percentiles(bridge)
     return {
-        "payload_bytes": payload_bytes, "images": "2 x 224x224x3 uint8", "repeats": repeats,
-        "raw_echo": raw_p, "bridge": bridge_p, "p50_ratio": bridge_p["p50_ms"] / raw_p["p50_ms"],
-        "p99_ratio": bridge_p["p99_ms"] / raw_p["p99_ms"], "target_p50_ratio": 1.5,
+        "payload_bytes": payload_bytes,
+        "images": "2 x 224x224x3 uint8",
+        "repeats": repeats,
+        "raw_echo": raw_p,
+        "bridge": bridge_p,
+        "p50_ratio": bridge_p["p50_ms"] / raw_p["p50_ms"],
+        "p99_ratio": bridge_p["p99_ms"] / raw_p["p99_ms"],
+        "target_p50_ratio": 1.5,
         "learner": _learner_inference(learner_seconds),
     }
 
 
 def latency_targets(r: dict[str, Any]) -> list[Target]:
     """The bridge's p50 overhead over the raw echo, and inference p99 with the learner training vs idle."""
-    return [Target("bridge p50 / raw echo p50", r["p50_ratio"], r["target_p50_ratio"], "<=", "x"),
-            Target("inference p99 learner training / idle", r["learner"]["p99_ratio"],
-                   r["learner"]["target_p99_ratio"], "<=", "x")]
+    return [
+        Target("bridge p50 / raw echo p50", r["p50_ratio"], r["target_p50_ratio"], "<=", "x"),
+        Target(
+            "inference p99 learner training / idle",
+            r["learner"]["p99_ratio"],
+            r["learner"]["target_p99_ratio"],
+            "<=",
+            "x",
+        ),
+    ]
 
 
 def _mark(met: bool) -> str:
@@ -275,15 +323,34 @@ def _mark(met: bool) -> str:
 
 def render_latency(r: dict[str, Any]) -> Table:
     bridge_target, learner_target = latency_targets(r)
-    t = Table("measurement", "p50 ms", "p99 ms", "ratio", "target", "",
-              title=f"bench latency · {r['images']} + proprioception ({r['payload_bytes']:,} bytes) · TCP loopback")
-    t.add_row("raw ZMQ echo (same bytes)", f"{r['raw_echo']['p50_ms']:.3f}", f"{r['raw_echo']['p99_ms']:.3f}", "1.00x",
-              "")
-    t.add_row("bridge obs -> action", f"{r['bridge']['p50_ms']:.3f}", f"{r['bridge']['p99_ms']:.3f}",
-              f"p50 {r['p50_ratio']:.2f}x", f"p50 <= {r['target_p50_ratio']}x", _mark(bridge_target.met))
+    t = Table(
+        "measurement",
+        "p50 ms",
+        "p99 ms",
+        "ratio",
+        "target",
+        "",
+        title=f"bench latency · {r['images']} + proprioception ({r['payload_bytes']:,} bytes) · TCP loopback",
+    )
+    t.add_row(
+        "raw ZMQ echo (same bytes)", f"{r['raw_echo']['p50_ms']:.3f}", f"{r['raw_echo']['p99_ms']:.3f}", "1.00x", ""
+    )
+    t.add_row(
+        "bridge obs -> action",
+        f"{r['bridge']['p50_ms']:.3f}",
+        f"{r['bridge']['p99_ms']:.3f}",
+        f"p50 {r['p50_ratio']:.2f}x",
+        f"p50 <= {r['target_p50_ratio']}x",
+        _mark(bridge_target.met),
+    )
     lr = r["learner"]
     t.add_row("inference, learner idle", f"{lr['idle']['p50_ms']:.3f}", f"{lr['idle']['p99_ms']:.3f}", "1.00x", "")
-    t.add_row(f"inference, learner training ({lr['updates_during_window']} updates)",
-              f"{lr['training']['p50_ms']:.3f}", f"{lr['training']['p99_ms']:.3f}", f"p99 {lr['p99_ratio']:.2f}x",
-              f"p99 <= {lr['target_p99_ratio']}x", _mark(learner_target.met))
+    t.add_row(
+        f"inference, learner training ({lr['updates_during_window']} updates)",
+        f"{lr['training']['p50_ms']:.3f}",
+        f"{lr['training']['p99_ms']:.3f}",
+        f"p99 {lr['p99_ratio']:.2f}x",
+        f"p99 <= {lr['target_p99_ratio']}x",
+        _mark(learner_target.met),
+    )
     return t

@@ -54,8 +54,9 @@ class BridgeClient:
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
         if self.keys is not None:
             secure_client(sock, self.keys)
-        self.monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-                                               | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+        self.monitor = sock.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+        )
         sock.connect(self.endpoint)
         self.socket = sock
         hello_seq = self.send(self.hello)
@@ -78,10 +79,14 @@ class BridgeClient:
         while self.monitor is not None and self.monitor.poll(0):
             event = recv_monitor_message(self.monitor)
             if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-                raise Refusal("key", f"the server rejected this robot's CURVE key (ZAP status {event['value']}): its "
-                                     "public key is not in the server's allow list (keys DIR/authorized/)")
-            raise Refusal("key", "the CURVE handshake failed: wrong server public key, or the server does not use "
-                                 "CurveZMQ")
+                raise Refusal(
+                    "key",
+                    f"the server rejected this robot's CURVE key (ZAP status {event['value']}): its "
+                    "public key is not in the server's allow list (keys DIR/authorized/)",
+                )
+            raise Refusal(
+                "key", "the CURVE handshake failed: wrong server public key, or the server does not use CurveZMQ"
+            )
 
     def _close_socket(self) -> None:
         if self.socket is not None:

@@ -21,16 +21,34 @@ from .server import PolicyServer, ServeOptions
 
 
 # ------------------------------------------------------------------------------------------------------ serve
-def serve_command(cfg: RunConfig, checkpoint: Path, demos: Path | None, out: Path, *, bind: str, keys: Path | None,
-                  mode: str, resume: bool, robot_timeout_s: float, endpoint_file: Path | None, console: Console,
-                  live: bool, episode_deadline_s: float = 60.0) -> dict[str, Any]:
+def serve_command(
+    cfg: RunConfig,
+    checkpoint: Path,
+    demos: Path | None,
+    out: Path,
+    *,
+    bind: str,
+    keys: Path | None,
+    mode: str,
+    resume: bool,
+    robot_timeout_s: float,
+    endpoint_file: Path | None,
+    console: Console,
+    live: bool,
+    episode_deadline_s: float = 60.0,
+) -> dict[str, Any]:
     from .launch import serve_until_stopped
 
     keyset = server_keys(keys) if keys is not None else None
     check_bind(bind, keyset)  # before loading anything: the refusal is the first thing the user sees
     dataset = Dataset(demos) if demos is not None else None
-    options = ServeOptions(bind=bind, keys=keyset, robot_timeout_s=robot_timeout_s, endpoint_file=endpoint_file,
-                           episode_deadline_s=episode_deadline_s)
+    options = ServeOptions(
+        bind=bind,
+        keys=keyset,
+        robot_timeout_s=robot_timeout_s,
+        endpoint_file=endpoint_file,
+        episode_deadline_s=episode_deadline_s,
+    )
     status = console.status("starting") if live else contextlib.nullcontext()
     last = [0.0]
 
@@ -43,12 +61,21 @@ def serve_command(cfg: RunConfig, checkpoint: Path, demos: Path | None, out: Pat
         status.update(  # type: ignore[union-attr]
             f"policy v{s['policy_version']} · robots [{escape(s['robots']) or '-'}] · episodes {s['episodes']} · "
             f"env steps {s['env_steps']} · inference p50 {s['infer_p50_ms']:.2f} / p99 {s['infer_p99_ms']:.2f} ms · "
-            f"batch {s['mean_batch']:.1f} · rejected {s['rejected']}" + (" · updating" if s["parked"] else ""))
+            f"batch {s['mean_batch']:.1f} · rejected {s['rejected']}" + (" · updating" if s["parked"] else "")
+        )
 
     with status:
-        server = serve_until_stopped(cfg, checkpoint, dataset, out, options, mode=mode, resume=resume,
-                                     log=lambda text: console.print(f"[bold cyan]serve[/] {escape(text)}"),
-                                     on_tick=on_tick)
+        server = serve_until_stopped(
+            cfg,
+            checkpoint,
+            dataset,
+            out,
+            options,
+            mode=mode,
+            resume=resume,
+            log=lambda text: console.print(f"[bold cyan]serve[/] {escape(text)}"),
+            on_tick=on_tick,
+        )
     return {**server.stats(), "out": str(out), "endpoint": server.endpoint}
 
 
@@ -79,8 +106,9 @@ def finetune_through_bridge(cfg: RunConfig, run: BridgeRun, console: Console, js
     from .launch import LocalServer
 
     if (run.client_key is None) != (run.server_key is None):
-        raise SecurityError("CurveZMQ needs both --client-key (this robot's .key_secret) and --server-key "
-                            "(the server's .key)")
+        raise SecurityError(
+            "CurveZMQ needs both --client-key (this robot's .key_secret) and --server-key (the server's .key)"
+        )
     keys = client_keys(run.client_key, run.server_key) if run.client_key and run.server_key else None
     if not run.resume and run.out.exists() and any(run.out.iterdir()):  # the server's folder and the store in it
         raise ValueError(f"{run.out} is not empty (an earlier run?): use --resume or a new --out")
@@ -119,11 +147,24 @@ def finetune_through_bridge(cfg: RunConfig, run: BridgeRun, console: Console, js
 
         display = AgentDisplay(run.robot_id)
         live = Live(display.table({}), console=console, refresh_per_second=4, transient=json_out)
-        options = AgentOptions(server=endpoint, robot_id=run.robot_id, episodes=run.episodes, speed=run.speed,
-                               record=run.out / "episodes", log=run.out / "agent_log.csv", keys=keys)
-        agent = RobotAgent(cfg, env, options, teleop, prompt,
-                           on_status=lambda s: live.update(display.table(s)),
-                           say=lambda text: console.print(f"[bold cyan]agent[/] {escape(text)}"))
+        options = AgentOptions(
+            server=endpoint,
+            robot_id=run.robot_id,
+            episodes=run.episodes,
+            speed=run.speed,
+            record=run.out / "episodes",
+            log=run.out / "agent_log.csv",
+            keys=keys,
+        )
+        agent = RobotAgent(
+            cfg,
+            env,
+            options,
+            teleop,
+            prompt,
+            on_status=lambda s: live.update(display.table(s)),
+            say=lambda text: console.print(f"[bold cyan]agent[/] {escape(text)}"),
+        )
         with live:
             result = agent.run()
     finally:
@@ -133,8 +174,13 @@ def finetune_through_bridge(cfg: RunConfig, run: BridgeRun, console: Console, js
             env.close()
         if local is not None:
             local.stop()
-    payload = {**result.to_dict(), "server": endpoint, "out": str(run.out),
-               "episodes_store": str(run.out / "episodes"), "agent_log": str(run.out / "agent_log.csv")}
+    payload = {
+        **result.to_dict(),
+        "server": endpoint,
+        "out": str(run.out),
+        "episodes_store": str(run.out / "episodes"),
+        "agent_log": str(run.out / "agent_log.csv"),
+    }
     if local is not None:
         payload["checkpoint"] = str(run.out / "server" / "last.pt")
     if not json_out:
@@ -158,8 +204,10 @@ class AgentDisplay:
         t.add_row("rate", f"{s['hz']:.1f} Hz{target} · overruns {s['overruns']}")
         for stage, v in s.get("stages", {}).items():
             t.add_row(stage, f"p50 {v['p50_ms']:.2f} ms · p99 {v['p99_ms']:.2f} ms · max {v['max_ms']:.1f} ms")
-        t.add_row("watchdog", f"{'[bold red]HOLDING[/] · ' if s['holding'] else ''}holds {s['holds']} · "
-                              f"reconnects {s['reconnects']}")
+        t.add_row(
+            "watchdog",
+            f"{'[bold red]HOLDING[/] · ' if s['holding'] else ''}holds {s['holds']} · reconnects {s['reconnects']}",
+        )
         t.add_row("policy version", str(s["policy_version"]))
         return t
 

@@ -44,8 +44,15 @@ class EpisodeAssembler:
             self.served.pop(next(iter(self.served)))
         self.served[(episode, chunk)] = ServedChunk(history, kept)
 
-    def transition(self, episode: int, chunk: int, executed: np.ndarray, rewards: np.ndarray,
-                   intervention: bool, safety_events: int) -> EpisodeTrace | None:
+    def transition(
+        self,
+        episode: int,
+        chunk: int,
+        executed: np.ndarray,
+        rewards: np.ndarray,
+        intervention: bool,
+        safety_events: int,
+    ) -> EpisodeTrace | None:
         """Account one executed chunk; returns a finished segment when an intervention cut it."""
         served = self.served.pop((episode, chunk), None)
         self.last_served = served is not None
@@ -75,8 +82,9 @@ class EpisodeAssembler:
         """Forget the open segment and the chunks awaiting transitions (the learner stopped waiting for them)."""
         self.segment, self.served = None, {}
 
-    def episode_end(self, episode: int, success: bool, terminated: bool, final_obs: History | None
-                    ) -> EpisodeTrace | None:
+    def episode_end(
+        self, episode: int, success: bool, terminated: bool, final_obs: History | None
+    ) -> EpisodeTrace | None:
         segment, self.segment = self.segment, None
         self.served = {k: v for k, v in self.served.items() if k[0] != episode}
         if segment is None or episode != self.episode or not segment.obs:

@@ -20,10 +20,19 @@ from .learning import ServerLearner
 from .server import PolicyServer, ServeOptions
 
 
-def serve_until_stopped(cfg: RunConfig, checkpoint: Path, demos: Dataset | None, out: Path, options: ServeOptions,
-                        *, mode: str = "sync", resume: bool = False, log: Callable[[str], None] | None = None,
-                        on_tick: Callable[[PolicyServer], None] | None = None,
-                        stop: threading.Event | None = None) -> PolicyServer:
+def serve_until_stopped(
+    cfg: RunConfig,
+    checkpoint: Path,
+    demos: Dataset | None,
+    out: Path,
+    options: ServeOptions,
+    *,
+    mode: str = "sync",
+    resume: bool = False,
+    log: Callable[[str], None] | None = None,
+    on_tick: Callable[[PolicyServer], None] | None = None,
+    stop: threading.Event | None = None,
+) -> PolicyServer:
     """Serve until SIGINT/SIGTERM (or `stop`), then stop the learner and write the final checkpoint."""
     stop = stop or threading.Event()
     learner = ServerLearner(cfg, checkpoint, demos, out, mode=mode, resume=resume)
@@ -41,16 +50,19 @@ def serve_until_stopped(cfg: RunConfig, checkpoint: Path, demos: Dataset | None,
         server.close()
         learner.close()
         if log:
-            log(f"stopped; policy version {learner.version}, {learner.env_steps} env steps learned from"
-                + (f", checkpoint {out / 'last.pt'}" if mode != "off" else ""))
+            log(
+                f"stopped; policy version {learner.version}, {learner.env_steps} env steps learned from"
+                + (f", checkpoint {out / 'last.pt'}" if mode != "off" else "")
+            )
     return server
 
 
 class LocalServer:
     """`inril-robot serve --out OUT` in a subprocess on a free loopback port; its output goes to `logs/server.log`."""
 
-    def __init__(self, args: list[str], out: Path, logs: Path, timeout_s: float = 120.0,
-                 bind: str = "tcp://127.0.0.1:*") -> None:
+    def __init__(
+        self, args: list[str], out: Path, logs: Path, timeout_s: float = 120.0, bind: str = "tcp://127.0.0.1:*"
+    ) -> None:
         self.out = Path(out)
         Path(logs).mkdir(parents=True, exist_ok=True)
         endpoint_file = Path(logs) / "server.endpoint"
@@ -59,8 +71,23 @@ class LocalServer:
         self._log: IO[bytes] = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "inril_robot.cli", "serve", "--bind", bind, "--endpoint-file",
-             str(endpoint_file), "--out", str(self.out), *args], stdout=self._log, stderr=subprocess.STDOUT, env=env)
+            [
+                sys.executable,
+                "-m",
+                "inril_robot.cli",
+                "serve",
+                "--bind",
+                bind,
+                "--endpoint-file",
+                str(endpoint_file),
+                "--out",
+                str(self.out),
+                *args,
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
         deadline = time.monotonic() + timeout_s
         while not endpoint_file.is_file():
             if self.proc.poll() is not None:
@@ -69,8 +96,9 @@ class LocalServer:
                 raise RuntimeError(f"the local policy server exited ({self.proc.returncode}):\n{tail}")
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"the local policy server did not start within {timeout_s:.0f} s "
-                                   f"(log: {self.log_path})")
+                raise RuntimeError(
+                    f"the local policy server did not start within {timeout_s:.0f} s (log: {self.log_path})"
+                )
             time.sleep(0.05)
         self.endpoint = endpoint_file.read_text().strip()
 

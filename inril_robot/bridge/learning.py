@@ -45,9 +45,29 @@ from .episodes import InterventionDemos
 from .learner_process import LearnerProcess, LearnerSpec, Message, torch_threads_for_two_processes
 
 STATE_VERSION = 1
-METRIC_FIELDS = ("step", "env_steps", "episodes", "wall_s", "update_s", "train_success", "train_return",
-                 "train_episode_length", "safety_events", "interventions", "m", "rl_steps", "il_steps", "policy_loss",
-                 "value_loss", "il_loss", "approx_kl", "clip_fraction", "entropy", "guard_alpha", "guard_accepted")
+METRIC_FIELDS = (
+    "step",
+    "env_steps",
+    "episodes",
+    "wall_s",
+    "update_s",
+    "train_success",
+    "train_return",
+    "train_episode_length",
+    "safety_events",
+    "interventions",
+    "m",
+    "rl_steps",
+    "il_steps",
+    "policy_loss",
+    "value_loss",
+    "il_loss",
+    "approx_kl",
+    "clip_fraction",
+    "entropy",
+    "guard_alpha",
+    "guard_accepted",
+)
 
 
 @dataclass
@@ -60,10 +80,17 @@ class PackedTrace(EpisodeTrace):
 
     @classmethod
     def pack(cls, t: EpisodeTrace) -> PackedTrace:
-        return cls(seed=t.seed, rewards=list(t.rewards), steps=t.steps, success=t.success, terminated=t.terminated,
-                   safety_events=t.safety_events, final_obs=t.final_obs,
-                   packed_obs={k: v.numpy() for k, v in t.stacked_obs().items()},
-                   packed_kept={k: v.numpy() for k, v in t.stacked_kept().items()})
+        return cls(
+            seed=t.seed,
+            rewards=list(t.rewards),
+            steps=t.steps,
+            success=t.success,
+            terminated=t.terminated,
+            safety_events=t.safety_events,
+            final_obs=t.final_obs,
+            packed_obs={k: v.numpy() for k, v in t.stacked_obs().items()},
+            packed_kept={k: v.numpy() for k, v in t.stacked_kept().items()},
+        )
 
     def stacked_obs(self) -> dict[str, Tensor]:
         return {k: torch.from_numpy(v) for k, v in self.packed_obs.items()}
@@ -83,12 +110,12 @@ class ForwardedInterventions(InterventionDemos):
     def add(self, history: History, actions: np.ndarray) -> None:
         with self.lock:
             self.total += 1
-        self.forward(("intervention", {k: np.array(v) for k, v in history.items()},
-                      np.asarray(actions, np.float32)))
+        self.forward(("intervention", {k: np.array(v) for k, v in history.items()}, np.asarray(actions, np.float32)))
 
 
-def guarded_update(learner: Any, modules: list[torch.nn.Module], buffer: Callable[[], Any]
-                   ) -> tuple[dict[str, Any], str | None]:
+def guarded_update(
+    learner: Any, modules: list[torch.nn.Module], buffer: Callable[[], Any]
+) -> tuple[dict[str, Any], str | None]:
     """`learner.update(buffer())` that cannot leave poisoned weights behind: the learner's state (weights,
     optimisers, schedule, counters) and `modules`' weights are copied first and restored when the update raises,
     reports a non-finite loss, or leaves a non-finite gradient or weight. Returns (stats, None) or ({}, reason)."""
@@ -101,8 +128,13 @@ def guarded_update(learner: Any, modules: list[torch.nn.Module], buffer: Callabl
         stats, problem = {}, f"the update raised {type(e).__name__}: {str(e)[:300]}"
     if problem is None:
         bad = [k for k, v in stats.items() if isinstance(v, float) and not np.isfinite(v)]
-        bad += [f"{n} ({kind})" for m in modules for n, p in m.named_parameters()
-                for kind, t in (("weight", p), ("gradient", p.grad)) if t is not None and not torch.isfinite(t).all()]
+        bad += [
+            f"{n} ({kind})"
+            for m in modules
+            for n, p in m.named_parameters()
+            for kind, t in (("weight", p), ("gradient", p.grad))
+            if t is not None and not torch.isfinite(t).all()
+        ]
         if bad:
             problem = f"non-finite {', '.join(bad[:4])}" + (", ..." if len(bad) > 4 else "")
     if problem is None:
@@ -117,8 +149,18 @@ class Trainer:
     """The IN-RIL learner behind the server and its run folder: updates, metrics, checkpoints, resume. Lives in the
     serving process (sync) or in the learner process (async)."""
 
-    def __init__(self, cfg: RunConfig, policy: Policy, contract: Contract, checkpoint: Path, demos: Dataset | None,
-                 out: Path, device: torch.device, *, resume: bool) -> None:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        policy: Policy,
+        contract: Contract,
+        checkpoint: Path,
+        demos: Dataset | None,
+        out: Path,
+        device: torch.device,
+        *,
+        resume: bool,
+    ) -> None:
         self.cfg, self.contract, self.checkpoint, self.out, self.device = cfg, contract, checkpoint, out, device
         torch.manual_seed(cfg.seed)
         self.interventions = InterventionDemos()
@@ -129,8 +171,9 @@ class Trainer:
         self.started = time.perf_counter()
         self.sampler = torch.Generator(device=device).manual_seed(cfg.seed + 1)
         check_run_folder(out, cfg, resume, sections=("policy", "finetune", "task"), error=FinetuneError)
-        self.actor, self.critic, self.learner = make_learner(cfg, policy, demos, contract, device,
-                                                             wrap_demos=self.interventions.wrap)
+        self.actor, self.critic, self.learner = make_learner(
+            cfg, policy, demos, contract, device, wrap_demos=self.interventions.wrap
+        )
         self.run_cfg = cfg.model_copy(update={"policy": self.actor.policy.cfg})
         if resume and (out / "last.train.pt").is_file():
             state = ckpt.safe_torch_load(out / "last.train.pt", map_location=device)
@@ -138,20 +181,32 @@ class Trainer:
                 raise FinetuneError(f"cannot resume {out}: last.train.pt is not a policy-server state")
             self.learner.load_state_dict(state["learner"])
             self.sampler.set_state(state["sampler"])
-            self.version, self.env_steps, self.episodes = int(state["version"]), int(state["env_steps"]), \
-                int(state["episodes"])
+            self.version, self.env_steps, self.episodes = (
+                int(state["version"]),
+                int(state["env_steps"]),
+                int(state["episodes"]),
+            )
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "run.yaml", to_yaml(self.run_cfg))
         self.metrics_path = out / "metrics.csv"
         write_metrics(self.metrics_path, read_metrics(self.metrics_path, up_to_step=self.version), METRIC_FIELDS)
 
     @classmethod
-    def from_checkpoint(cls, cfg: RunConfig, checkpoint: Path, demos: Path | None, out: Path, *,
-                        resume: bool) -> Trainer:
+    def from_checkpoint(
+        cls, cfg: RunConfig, checkpoint: Path, demos: Path | None, out: Path, *, resume: bool
+    ) -> Trainer:
         device = pick_device(cfg.finetune.device)
         loaded = ckpt.load_checkpoint(checkpoint, use_ema=True, map_location=device)
-        return cls(cfg, loaded.policy, loaded.contract, Path(checkpoint), Dataset(demos) if demos else None,
-                   Path(out), device, resume=resume)
+        return cls(
+            cfg,
+            loaded.policy,
+            loaded.contract,
+            Path(checkpoint),
+            Dataset(demos) if demos else None,
+            Path(out),
+            device,
+            resume=resume,
+        )
 
     @property
     def done(self) -> bool:
@@ -162,24 +217,36 @@ class Trainer:
         fails or leaves a non-finite loss, gradient or weight is rolled back (see `guarded_update`): the returned
         row then has `rolled_back` (the reason), the version stays and nothing is written."""
         tick = time.perf_counter()
-        stats, problem = guarded_update(self.learner, [self.actor, self.critic],
-                                        lambda: to_buffer(traces, self.critic, self.device))
+        stats, problem = guarded_update(
+            self.learner, [self.actor, self.critic], lambda: to_buffer(traces, self.critic, self.device)
+        )
         if problem is not None:
             self.rollbacks += 1
             self.episodes = episodes
-            self.last_stats = {"step": self.version, "env_steps": self.env_steps, "rolled_back": problem,
-                               "rollbacks": self.rollbacks}
+            self.last_stats = {
+                "step": self.version,
+                "env_steps": self.env_steps,
+                "rolled_back": problem,
+                "rollbacks": self.rollbacks,
+            }
             return self.last_stats
         train = summarize(traces)
         self.env_steps += sum(t.steps for t in traces)
         self.episodes = episodes
         self.version += 1
-        row = {"step": self.version, "env_steps": self.env_steps, "episodes": self.episodes,
-               "wall_s": round(time.perf_counter() - self.started, 3),
-               "update_s": round(time.perf_counter() - tick, 4), "train_success": train["success"]["rate"],
-               "train_return": train["mean_return"], "train_episode_length": train["mean_length"],
-               "safety_events": train["safety_events"], "interventions": self.interventions.total,
-               **{k: v for k, v in stats.items() if isinstance(v, int | float) and k in METRIC_FIELDS}}
+        row = {
+            "step": self.version,
+            "env_steps": self.env_steps,
+            "episodes": self.episodes,
+            "wall_s": round(time.perf_counter() - self.started, 3),
+            "update_s": round(time.perf_counter() - tick, 4),
+            "train_success": train["success"]["rate"],
+            "train_return": train["mean_return"],
+            "train_episode_length": train["mean_length"],
+            "safety_events": train["safety_events"],
+            "interventions": self.interventions.total,
+            **{k: v for k, v in stats.items() if isinstance(v, int | float) and k in METRIC_FIELDS},
+        }
         if "guard" in stats:
             row.update(guard_alpha=stats["guard"]["alpha"], guard_accepted=int(stats["guard"]["accepted"]))
         append_metrics(self.metrics_path, row, METRIC_FIELDS)
@@ -190,29 +257,61 @@ class Trainer:
         return row
 
     def save(self) -> None:
-        ckpt.save_checkpoint(self.out / "last.pt", self.actor.policy, contract=self.contract, run_cfg=self.run_cfg,
-                             step=self.env_steps, extra={
-                                 "finetuned_from": str(self.checkpoint), "algo": self.cfg.finetune.algo,
-                                 "il_every": str(self.cfg.finetune.inril.il_every),
-                                 "separation": self.cfg.finetune.inril.separation, "policy_version": self.version,
-                                 "trained_by": "inril-robot serve"})
-        ckpt.atomic_torch_save({"format_version": STATE_VERSION, "kind": "serve", "version": self.version,
-                                "env_steps": self.env_steps, "episodes": self.episodes,
-                                "learner": self.learner.state_dict(), "sampler": self.sampler.get_state()},
-                               self.out / "last.train.pt")
+        ckpt.save_checkpoint(
+            self.out / "last.pt",
+            self.actor.policy,
+            contract=self.contract,
+            run_cfg=self.run_cfg,
+            step=self.env_steps,
+            extra={
+                "finetuned_from": str(self.checkpoint),
+                "algo": self.cfg.finetune.algo,
+                "il_every": str(self.cfg.finetune.inril.il_every),
+                "separation": self.cfg.finetune.inril.separation,
+                "policy_version": self.version,
+                "trained_by": "inril-robot serve",
+            },
+        )
+        ckpt.atomic_torch_save(
+            {
+                "format_version": STATE_VERSION,
+                "kind": "serve",
+                "version": self.version,
+                "env_steps": self.env_steps,
+                "episodes": self.episodes,
+                "learner": self.learner.state_dict(),
+                "sampler": self.sampler.get_state(),
+            },
+            self.out / "last.train.pt",
+        )
         self.updates_since_save = 0
 
     def progress(self) -> dict[str, Any]:
         """What the learner process reports after starting and after each update (numpy only: see PackedTrace)."""
-        return {"version": self.version, "env_steps": self.env_steps, "episodes": self.episodes,
-                "rollbacks": self.rollbacks,
-                "sampler": self.sampler.get_state().numpy(), "row": self.last_stats,
-                "weights": {k: v.detach().cpu().numpy() for k, v in self.actor.state_dict().items()}}
+        return {
+            "version": self.version,
+            "env_steps": self.env_steps,
+            "episodes": self.episodes,
+            "rollbacks": self.rollbacks,
+            "sampler": self.sampler.get_state().numpy(),
+            "row": self.last_stats,
+            "weights": {k: v.detach().cpu().numpy() for k, v in self.actor.state_dict().items()},
+        }
 
 
 class ServerLearner:
-    def __init__(self, cfg: RunConfig, checkpoint: Path, demos: Dataset | None, out: Path, *, mode: str = "sync",
-                 resume: bool = False, start_timeout_s: float = 300.0, stop_timeout_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        checkpoint: Path,
+        demos: Dataset | None,
+        out: Path,
+        *,
+        mode: str = "sync",
+        resume: bool = False,
+        start_timeout_s: float = 300.0,
+        stop_timeout_s: float = 300.0,
+    ) -> None:
         """`mode`: "sync", "async" (learner process) or "off" (inference only, deterministic actions, nothing
         learned or written)."""
         self.cfg, self.mode, self.out = cfg, mode, Path(out)
@@ -245,8 +344,9 @@ class ServerLearner:
             self._serving: tuple[int, Any] = (0, self.policy)
             return
         if mode == "sync":
-            trainer = self.trainer = Trainer(cfg, loaded.policy, self.contract, self.checkpoint, demos, self.out,
-                                             self.device, resume=resume)
+            trainer = self.trainer = Trainer(
+                cfg, loaded.policy, self.contract, self.checkpoint, demos, self.out, self.device, resume=resume
+            )
             self.interventions, self.sampler, self.actor = trainer.interventions, trainer.sampler, trainer.actor
             self.version, self.env_steps, self.episodes = trainer.version, trainer.env_steps, trainer.episodes
             self.policy = self.actor.policy
@@ -258,8 +358,9 @@ class ServerLearner:
         # allocation or deepcopy in the serving thread (a deepcopy per swap cost ~16 ms of inference p99)
         self._spare: Actor = copy.deepcopy(self.actor).eval()
         self.sampler = torch.Generator(device=self.device)
-        self.process = LearnerProcess(LearnerSpec(cfg, self.checkpoint, demos.root if demos else None, self.out,
-                                                  resume))
+        self.process = LearnerProcess(
+            LearnerSpec(cfg, self.checkpoint, demos.root if demos else None, self.out, resume)
+        )
         kind, payload = self.process.wait_ready(start_timeout_s)
         if kind != "ready":
             self.process.close()
@@ -351,8 +452,9 @@ class ServerLearner:
     def update_ready(self) -> bool:
         """Sync mode: enough episodes for an update are waiting."""
         with self.lock:
-            return self.mode == "sync" and self.learning and \
-                len(self.pending) >= self.cfg.finetune.episodes_per_iteration
+            return (
+                self.mode == "sync" and self.learning and len(self.pending) >= self.cfg.finetune.episodes_per_iteration
+            )
 
     def update(self) -> dict[str, Any]:
         """Sync mode: one IN-RIL update on the waiting episodes (called by the serving loop between episodes)."""

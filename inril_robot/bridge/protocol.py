@@ -29,8 +29,18 @@ WIRE_VERSION = 1
 DTYPES = ("uint8", "int32", "int64", "float32", "float64", "bool")
 RobotId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 Text = Annotated[str, msgspec.Meta(max_length=4096)]
-ErrorCode = Literal["malformed", "oversized", "schema", "unknown_type", "not_welcomed", "bad_observation",
-                    "bad_transition", "rate_limited", "id_in_use", "internal"]
+ErrorCode = Literal[
+    "malformed",
+    "oversized",
+    "schema",
+    "unknown_type",
+    "not_welcomed",
+    "bad_observation",
+    "bad_transition",
+    "rate_limited",
+    "id_in_use",
+    "internal",
+]
 RefusalCode = Literal["schema", "contract", "task", "identity"]
 
 
@@ -177,8 +187,9 @@ class Heartbeat(msgspec.Struct, forbid_unknown_fields=True):
 class Stats(msgspec.Struct, forbid_unknown_fields=True):
     """agent -> server: its own figures (logged); server -> agent: the server's figures."""
 
-    values: Annotated[dict[Annotated[str, msgspec.Meta(max_length=64)], float | int | str | None],
-                      msgspec.Meta(max_length=256)]
+    values: Annotated[
+        dict[Annotated[str, msgspec.Meta(max_length=64)], float | int | str | None], msgspec.Meta(max_length=256)
+    ]
     ref_seq: int = -1  # server -> agent: the seq of the stats request answered
 
 
@@ -191,8 +202,16 @@ class Error(msgspec.Struct, forbid_unknown_fields=True):
 
 
 BODIES: dict[str, type[msgspec.Struct]] = {
-    "hello": Hello, "welcome": Welcome, "refused": Refused, "observation": Observation, "action": Action,
-    "transition": Transition, "episode_end": EpisodeEnd, "heartbeat": Heartbeat, "stats": Stats, "error": Error,
+    "hello": Hello,
+    "welcome": Welcome,
+    "refused": Refused,
+    "observation": Observation,
+    "action": Action,
+    "transition": Transition,
+    "episode_end": EpisodeEnd,
+    "heartbeat": Heartbeat,
+    "stats": Stats,
+    "error": Error,
 }
 TYPE_OF = {cls: name for name, cls in BODIES.items()}
 
@@ -213,8 +232,9 @@ class Message:
 
 
 # ----------------------------------------------------------------------------------------------------- encode
-def encode(body: msgspec.Struct, *, robot: str, seq: int, t_capture: float = 0.0,
-           arrays: dict[str, np.ndarray] | None = None) -> list[Any]:
+def encode(
+    body: msgspec.Struct, *, robot: str, seq: int, t_capture: float = 0.0, arrays: dict[str, np.ndarray] | None = None
+) -> list[Any]:
     """Frames of one message: the header bytes, then each array as a buffer (send with ``copy=False``)."""
     blobs: list[Blob] = []
     frames: list[Any] = []
@@ -228,8 +248,16 @@ def encode(body: msgspec.Struct, *, robot: str, seq: int, t_capture: float = 0.0
             a = np.ascontiguousarray(a)
         blobs.append(Blob(name, a.dtype.name, list(a.shape)))
         frames.append(memoryview(a).cast("B") if a.ndim else a.tobytes())
-    header = Header(v=WIRE_VERSION, type=TYPE_OF[type(body)], robot=robot, seq=seq, t_capture=float(t_capture),
-                    t_send=time.time(), blobs=blobs, body=msgspec.Raw(_ENCODER.encode(body)))
+    header = Header(
+        v=WIRE_VERSION,
+        type=TYPE_OF[type(body)],
+        robot=robot,
+        seq=seq,
+        t_capture=float(t_capture),
+        t_send=time.time(),
+        blobs=blobs,
+        body=msgspec.Raw(_ENCODER.encode(body)),
+    )
     return [_ENCODER.encode(header), *frames]
 
 
@@ -256,8 +284,9 @@ def decode(frames: list[Any], limits: Limits = DEFAULT_LIMITS) -> Message:
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         probe = _probe_version(views[0])  # another version's header may not fit ours: say so, not "malformed"
         if probe is not None and probe.v != WIRE_VERSION:
-            raise ProtocolError("schema", f"wire version {probe.v}, this server speaks {WIRE_VERSION}",
-                                probe.type) from None
+            raise ProtocolError(
+                "schema", f"wire version {probe.v}, this server speaks {WIRE_VERSION}", probe.type
+            ) from None
         raise ProtocolError("malformed", f"header: {e}") from None
     if header.v != WIRE_VERSION:
         raise ProtocolError("schema", f"wire version {header.v}, this server speaks {WIRE_VERSION}", header.type)
@@ -273,8 +302,9 @@ def decode(frames: list[Any], limits: Limits = DEFAULT_LIMITS) -> Message:
     if len(header.blobs) > limits.max_blobs:
         raise ProtocolError("oversized", f"{len(header.blobs)} blobs exceed {limits.max_blobs}")
     if len(header.blobs) != len(views) - 1:
-        raise ProtocolError("malformed", f"header describes {len(header.blobs)} blobs, the message carries "
-                                         f"{len(views) - 1}")
+        raise ProtocolError(
+            "malformed", f"header describes {len(header.blobs)} blobs, the message carries {len(views) - 1}"
+        )
     arrays: dict[str, np.ndarray] = {}
     for spec, view in zip(header.blobs, views[1:], strict=True):
         arrays[spec.name] = _blob_array(spec, view, limits)
@@ -309,8 +339,9 @@ def _blob_array(spec: Blob, view: memoryview, limits: Limits) -> np.ndarray:
     if expected > limits.max_blob_bytes or max(spec.shape, default=0) * dtype.itemsize > limits.max_blob_bytes:
         raise ProtocolError("oversized", f"blob {spec.name!r} of {expected} bytes exceeds {limits.max_blob_bytes}")
     if view.nbytes != expected:
-        raise ProtocolError("malformed", f"blob {spec.name!r}: {view.nbytes} bytes, {spec.dtype}{spec.shape} "
-                                         f"needs {expected}")
+        raise ProtocolError(
+            "malformed", f"blob {spec.name!r}: {view.nbytes} bytes, {spec.dtype}{spec.shape} needs {expected}"
+        )
     return np.frombuffer(view, dtype=dtype).reshape(spec.shape)
 
 

@@ -116,8 +116,10 @@ def _check_secret_file(path: Path) -> None:
 
 def _check_folder(folder: Path) -> None:
     if folder.is_dir() and folder.stat().st_mode & 0o022:
-        raise SecurityError(f"key folder {folder} is writable by group/others (mode "
-                            f"{stat.filemode(folder.stat().st_mode)}): anyone could add a key; chmod go-w {folder}")
+        raise SecurityError(
+            f"key folder {folder} is writable by group/others (mode "
+            f"{stat.filemode(folder.stat().st_mode)}): anyone could add a key; chmod go-w {folder}"
+        )
 
 
 def server_keys(folder: Path) -> ServerKeys:
@@ -164,8 +166,10 @@ class AllowList:
         """Read every entry. `strict`: an unreadable or empty entry raises (naming it); otherwise it is skipped and
         its error returned (a bad file must not disable every other robot)."""
         if not self.folder.is_dir():
-            raise SecurityError(f"{self.folder} does not exist: no robot could connect "
-                                "(`inril-robot keys generate DIR --robot NAME` allow-lists one)")
+            raise SecurityError(
+                f"{self.folder} does not exist: no robot could connect "
+                "(`inril-robot keys generate DIR --robot NAME` allow-lists one)"
+            )
         signature = self._scan_signature()
         keys: dict[bytes, str] = {}
         errors: list[str] = []
@@ -184,8 +188,10 @@ class AllowList:
         if strict and errors:
             raise SecurityError(errors[0])
         if strict and not keys:
-            raise SecurityError(f"{self.folder} holds no client public keys: no robot could connect "
-                                "(`inril-robot keys generate DIR --robot NAME` allow-lists one)")
+            raise SecurityError(
+                f"{self.folder} holds no client public keys: no robot could connect "
+                "(`inril-robot keys generate DIR --robot NAME` allow-lists one)"
+            )
         self.keys, self._signature = keys, signature
         return errors
 
@@ -226,9 +232,11 @@ class AllowList:
 def check_bind(endpoint: str, keys: ServerKeys | None) -> None:
     """Refuse to expose the server beyond this machine without CurveZMQ."""
     if keys is None and not is_local(endpoint):
-        raise SecurityError(f"refusing to bind {endpoint} without authentication: a non-loopback address needs "
-                            "CurveZMQ keys (`inril-robot keys generate DIR --robot NAME`, then `serve --keys DIR`), "
-                            "or bind tcp://127.0.0.1:PORT")
+        raise SecurityError(
+            f"refusing to bind {endpoint} without authentication: a non-loopback address needs "
+            "CurveZMQ keys (`inril-robot keys generate DIR --robot NAME`, then `serve --keys DIR`), "
+            "or bind tcp://127.0.0.1:PORT"
+        )
 
 
 def secure_server(ctx: zmq.Context, socket: zmq.Socket, keys: ServerKeys, allow: AllowList) -> ThreadAuthenticator:

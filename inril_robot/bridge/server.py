@@ -125,12 +125,18 @@ class PolicyServer:
         self.obs_keys = list(policy.obs_shapes)
         self.n_obs_steps, self.act_steps = policy.cfg.n_obs_steps, policy.cfg.act_steps
         self.contract = _served_contract(learner)
-        self.expected = {f"obs/{k}": ((self.n_obs_steps, *policy.obs_shapes[k]),
-                                      self.contract.observations[k].dtype) for k in self.obs_keys}
+        self.expected = {
+            f"obs/{k}": ((self.n_obs_steps, *policy.obs_shapes[k]), self.contract.observations[k].dtype)
+            for k in self.obs_keys
+        }
         self.wire_observations = {
-            name: p.ObsBlob(dtype=dtype, shape=list(shape),
-                            range=list(r) if (r := self.contract.observations[name[4:]].range) and dtype != "uint8"
-                            else None) for name, (shape, dtype) in self.expected.items()}
+            name: p.ObsBlob(
+                dtype=dtype,
+                shape=list(shape),
+                range=list(r) if (r := self.contract.observations[name[4:]].range) and dtype != "uint8" else None,
+            )
+            for name, (shape, dtype) in self.expected.items()
+        }
         self.sessions: dict[bytes, Session] = {}
         self.peers: OrderedDict[bytes, Peer] = OrderedDict()
         self.parked: dict[bytes, Request] = {}  # at most one per session
@@ -182,8 +188,10 @@ class PolicyServer:
             tmp.write_text(self.endpoint)
             tmp.replace(self.options.endpoint_file)
         security = "CurveZMQ, allow-listed keys" if self.options.keys else "loopback only, no authentication"
-        self.log(f"serving on {self.endpoint} ({security}); learner {self.learner.mode}, policy version "
-                 f"{self.learner.version}")
+        self.log(
+            f"serving on {self.endpoint} ({security}); learner {self.learner.mode}, policy version "
+            f"{self.learner.version}"
+        )
         return self.endpoint
 
     def close(self) -> None:
@@ -240,17 +248,25 @@ class PolicyServer:
             self._unsummarised["rate_limited"] += 1
             if now - peer.last_notice > 1.0:  # one notice a second, the rest dropped unanswered
                 peer.last_notice = now
-                self._send(envelope, p.Error(code="rate_limited", reason=(
-                    f"over this connection's budget ({self.options.msgs_per_s:g} messages/s, "
-                    f"{self.options.bytes_per_s / 2**20:g} MiB/s): messages dropped")))
+                self._send(
+                    envelope,
+                    p.Error(
+                        code="rate_limited",
+                        reason=(
+                            f"over this connection's budget ({self.options.msgs_per_s:g} messages/s, "
+                            f"{self.options.bytes_per_s / 2**20:g} MiB/s): messages dropped"
+                        ),
+                    ),
+                )
             return
         try:
             self._dispatch(frames[0], envelope, payload, requests, now)
         except Exception as e:  # a bug must not take the server down: count it, answer, carry on
             self._reject(envelope, "internal", f"{type(e).__name__}: {e}")
 
-    def _dispatch(self, first: Any, envelope: list[bytes], payload: list[Any], requests: list[Request],
-                  now: float) -> None:
+    def _dispatch(
+        self, first: Any, envelope: list[bytes], payload: list[Any], requests: list[Request], now: float
+    ) -> None:
         identity = envelope[0]
         try:
             msg = p.decode(payload, self.options.limits)
@@ -298,8 +314,11 @@ class PolicyServer:
         if self.allow is not None:
             allowed = self.allow.robot_for(key)
             if allowed != robot:
-                refusal = p.Refused(code="identity", reason=f"this CURVE key may only connect as robot {allowed!r}, "
-                                                            f"not {robot!r}", field="robot")
+                refusal = p.Refused(
+                    code="identity",
+                    reason=f"this CURVE key may only connect as robot {allowed!r}, not {robot!r}",
+                    field="robot",
+                )
         if refusal is None:
             refusal = self._contract_refusal(hello)
         if refusal is not None:
@@ -311,49 +330,87 @@ class PolicyServer:
         if holder is not None:
             if self.allow is None:  # without CURVE an id belongs to its first connection until it times out
                 self.counts["id_in_use"] += 1
-                self._summarise("id_in_use", f"refused hello as {robot!r} from another connection: that robot id "
-                                             "is live")
-                self._reject(envelope, "id_in_use", f"robot id {robot!r} is live on another connection; it is free "
-                             f"again {self.options.robot_timeout_s:g} s after that connection goes silent",
-                             msg.header.seq, summarised=True)
+                self._summarise(
+                    "id_in_use", f"refused hello as {robot!r} from another connection: that robot id is live"
+                )
+                self._reject(
+                    envelope,
+                    "id_in_use",
+                    f"robot id {robot!r} is live on another connection; it is free "
+                    f"again {self.options.robot_timeout_s:g} s after that connection goes silent",
+                    msg.header.seq,
+                    summarised=True,
+                )
                 return
             self._end_session(holder.identity)  # the same key reconnected: its old connection is gone
         if identity not in self.sessions and len(self.sessions) >= self.options.max_sessions:
-            self._reject(envelope, "rate_limited", f"the server serves at most {self.options.max_sessions} robots",
-                         msg.header.seq)
+            self._reject(
+                envelope,
+                "rate_limited",
+                f"the server serves at most {self.options.max_sessions} robots",
+                msg.header.seq,
+            )
             return
         self._end_session(identity)
-        session = Session(identity, envelope, robot, uuid.uuid4().hex[:12],
-                          EpisodeAssembler(self.learner.policy.cfg.horizon, self.learner.interventions),
-                          time.monotonic(), key=key)
+        session = Session(
+            identity,
+            envelope,
+            robot,
+            uuid.uuid4().hex[:12],
+            EpisodeAssembler(self.learner.policy.cfg.horizon, self.learner.interventions),
+            time.monotonic(),
+            key=key,
+        )
         self.sessions[identity] = session
         self.counts["welcomed"] += 1
         self.log(f"robot {session.robot!r} connected ({hello.robot_kind!r}, config {hello.config_hash[:12]!r})")
         policy = self.learner.policy
-        self._send(envelope, p.Welcome(
-            session=session.session, policy_version=self.learner.version, obs_keys=self.obs_keys,
-            n_obs_steps=self.n_obs_steps, horizon=policy.cfg.horizon, act_steps=self.act_steps,
-            action_dim=policy.action_dim, control_hz=self.contract.control_hz, learner=self.learner.mode,
-            server_version=_version(), observations=self.wire_observations,
-            reward_range=list(self.contract.reward_range) if self.contract.reward_range else None), msg.header.seq)
+        self._send(
+            envelope,
+            p.Welcome(
+                session=session.session,
+                policy_version=self.learner.version,
+                obs_keys=self.obs_keys,
+                n_obs_steps=self.n_obs_steps,
+                horizon=policy.cfg.horizon,
+                act_steps=self.act_steps,
+                action_dim=policy.action_dim,
+                control_hz=self.contract.control_hz,
+                learner=self.learner.mode,
+                server_version=_version(),
+                observations=self.wire_observations,
+                reward_range=list(self.contract.reward_range) if self.contract.reward_range else None,
+            ),
+            msg.header.seq,
+        )
 
     def _contract_refusal(self, hello: p.Hello) -> p.Refused | None:
         missing = [f for f in Contract.model_fields if f not in hello.contract]
         if missing:
-            return p.Refused(code="contract", reason=f"the hello's contract lacks {', '.join(missing)} (every field "
-                                                     "is required)", field=missing[0])
+            return p.Refused(
+                code="contract",
+                reason=f"the hello's contract lacks {', '.join(missing)} (every field is required)",
+                field=missing[0],
+            )
         try:
             theirs = Contract.from_json_dict(hello.contract)
-            self.contract.require_match(theirs, context="robot vs the served checkpoint",
-                                        ignore=("horizon", "act_steps"), compare=("reward_range",))
+            self.contract.require_match(
+                theirs,
+                context="robot vs the served checkpoint",
+                ignore=("horizon", "act_steps"),
+                compare=("reward_range",),
+            )
         except ContractMismatch as e:
             return p.Refused(code="contract", reason=str(e)[:2000], field=e.field)
         except (ValueError, RecursionError) as e:
             return p.Refused(code="contract", reason=f"the hello's contract is invalid: {str(e)[:1000]}")
         task = self.learner.cfg.task.name
         if hello.task != task:
-            return p.Refused(code="task", reason=f"this server fine-tunes a {task!r} policy, the robot runs "
-                                                 f"{hello.task!r}", field="task.name")
+            return p.Refused(
+                code="task",
+                reason=f"this server fine-tunes a {task!r} policy, the robot runs {hello.task!r}",
+                field="task.name",
+            )
         return None
 
     def _end_session(self, identity: bytes) -> None:
@@ -367,8 +424,11 @@ class PolicyServer:
             if a is None:
                 raise p.ProtocolError("bad_observation", f"{what}: blob {name!r} is missing")
             if a.shape != shape or a.dtype != np.dtype(dtype):
-                raise p.ProtocolError("bad_observation", f"{what}: blob {name!r} is {a.dtype}{list(a.shape)}, the "
-                                                         f"policy reads {dtype}{list(shape)} (n_obs_steps, *shape)")
+                raise p.ProtocolError(
+                    "bad_observation",
+                    f"{what}: blob {name!r} is {a.dtype}{list(a.shape)}, the "
+                    f"policy reads {dtype}{list(shape)} (n_obs_steps, *shape)",
+                )
             problem = self.contract.value_problem(name[4:], a)
             if problem is not None:
                 raise p.ProtocolError("bad_observation", f"{what}: {problem}")
@@ -397,11 +457,24 @@ class PolicyServer:
         body: p.Transition = msg.body
         executed, rewards = msg.arrays.get("executed"), msg.arrays.get("rewards")
         a = self.learner.policy.action_dim
-        if executed is None or rewards is None or executed.dtype != np.float64 or rewards.dtype != np.float32 \
-                or executed.ndim != 2 or executed.shape[1] != a or not 1 <= len(executed) <= self.act_steps \
-                or rewards.shape != (len(executed),) or set(msg.arrays) != {"executed", "rewards"}:
-            self._reject(session.envelope, "bad_transition", f"transition needs exactly the blobs executed float64 "
-                         f"(k, {a}) with 1 <= k <= {self.act_steps} and rewards float32 (k,)", msg.header.seq)
+        if (
+            executed is None
+            or rewards is None
+            or executed.dtype != np.float64
+            or rewards.dtype != np.float32
+            or executed.ndim != 2
+            or executed.shape[1] != a
+            or not 1 <= len(executed) <= self.act_steps
+            or rewards.shape != (len(executed),)
+            or set(msg.arrays) != {"executed", "rewards"}
+        ):
+            self._reject(
+                session.envelope,
+                "bad_transition",
+                f"transition needs exactly the blobs executed float64 "
+                f"(k, {a}) with 1 <= k <= {self.act_steps} and rewards float32 (k,)",
+                msg.header.seq,
+            )
             return
         problem = self.contract.reward_problem(rewards)
         if problem is None and not (np.isfinite(executed).all() and np.abs(executed).max() <= MAX_ABS_EXECUTED):
@@ -415,8 +488,9 @@ class PolicyServer:
             # shadow mode: the arm executed nothing (no --execute); never learned from, by RL or IL
             self.counts["shadow_transitions_refused"] += 1
             return
-        cut = session.assembler.transition(body.episode, body.chunk, executed, rewards, body.intervention,
-                                           body.safety_events)
+        cut = session.assembler.transition(
+            body.episode, body.chunk, executed, rewards, body.intervention, body.safety_events
+        )
         self.counts["transitions"] += 1
         self.counts["interventions"] += int(body.intervention)
         if not session.assembler.last_served:
@@ -443,7 +517,7 @@ class PolicyServer:
     # ------------------------------------------------------------------------------------------- answers
     def answer(self, requests: list[Request]) -> None:
         for start in range(0, len(requests), self.options.max_batch):
-            batch = requests[start:start + self.options.max_batch]
+            batch = requests[start : start + self.options.max_batch]
             tick = time.perf_counter()
             results = self._infer(batch)
             infer_ms = (time.perf_counter() - tick) * 1e3
@@ -455,11 +529,21 @@ class PolicyServer:
                     continue
                 version, chunk, row = result
                 if self.learner.mode != "off" and r.learn:
-                    r.session.assembler.served_chunk(r.body.episode, r.body.chunk,
-                                                     {k: np.array(v) for k, v in r.history.items()}, row)
-                self._send(r.session.envelope, p.Action(obs_seq=r.seq, episode=r.body.episode, chunk=r.body.chunk,
-                                                        policy_version=version, infer_ms=infer_ms),
-                           r.seq, {"actions": chunk})
+                    r.session.assembler.served_chunk(
+                        r.body.episode, r.body.chunk, {k: np.array(v) for k, v in r.history.items()}, row
+                    )
+                self._send(
+                    r.session.envelope,
+                    p.Action(
+                        obs_seq=r.seq,
+                        episode=r.body.episode,
+                        chunk=r.body.chunk,
+                        policy_version=version,
+                        infer_ms=infer_ms,
+                    ),
+                    r.seq,
+                    {"actions": chunk},
+                )
                 self.counts["actions"] += 1
 
     def _infer(self, batch: list[Request]) -> list[tuple[int, np.ndarray, dict] | str]:
@@ -480,8 +564,9 @@ class PolicyServer:
         try:
             version, actions, kept = self.learner.infer([r.history])
         except Exception as e:  # this observation breaks the policy: the robot is told, no one else
-            self._summarise("inference", f"inference failed on an observation of {r.session.robot!r}: "
-                                         f"{type(e).__name__}: {e}")
+            self._summarise(
+                "inference", f"inference failed on an observation of {r.session.robot!r}: {type(e).__name__}: {e}"
+            )
             return f"the policy cannot act on this observation ({type(e).__name__})"
         if not np.isfinite(actions).all():
             return "the policy produced non-finite actions for this observation"
@@ -493,12 +578,16 @@ class PolicyServer:
         for identity, s in list(self.sessions.items()):
             if now - s.last_seen > self.options.robot_timeout_s and identity not in self.parked:
                 self._end_session(identity)
-                self.log(f"robot {s.robot!r} silent for {self.options.robot_timeout_s:.0f} s: dropped"
-                         + (" (its unfinished episode with it)" if s.mid_episode else ""))
+                self.log(
+                    f"robot {s.robot!r} silent for {self.options.robot_timeout_s:.0f} s: dropped"
+                    + (" (its unfinished episode with it)" if s.mid_episode else "")
+                )
         if self.learner.rollbacks > self._logged_rollbacks:
             self._logged_rollbacks = self.learner.rollbacks
-            self.log(f"learner update rolled back ({self.learner.rollbacks} so far): "
-                     f"{self.learner.last_stats.get('rolled_back', 'non-finite values')}")
+            self.log(
+                f"learner update rolled back ({self.learner.rollbacks} so far): "
+                f"{self.learner.last_stats.get('rolled_back', 'non-finite values')}"
+            )
         if self.learner.failure and not self._reported_failure:
             self._reported_failure = True
             self.log(f"{self.learner.failure}; serving the last good weights (version {self.learner.version})")
@@ -528,8 +617,10 @@ class PolicyServer:
                 s.mid_episode, s.left_out_episode = False, s.episode
                 s.assembler.abandon()
                 self.counts["episodes_left_out"] += 1
-                self.log(f"robot {s.robot!r} still mid-episode {self.options.episode_deadline_s:g} s after an update "
-                         "fell due: that episode is left out of learning")
+                self.log(
+                    f"robot {s.robot!r} still mid-episode {self.options.episode_deadline_s:g} s after an update "
+                    "fell due: that episode is left out of learning"
+                )
             laggards = []
         if laggards:
             return
@@ -540,8 +631,10 @@ class PolicyServer:
             return
         self._update_due_since = None
         if not row.get("rolled_back"):  # (a rollback is logged by housekeeping)
-            self.log(f"update {row['step']}: {row['env_steps']} env steps, train success "
-                     f"{row['train_success']:.0%}, {row['update_s']:.1f} s")
+            self.log(
+                f"update {row['step']}: {row['env_steps']} env steps, train success "
+                f"{row['train_success']:.0%}, {row['update_s']:.1f} s"
+            )
         for s in self.sessions.values():
             s.last_seen = time.monotonic()
 
@@ -567,9 +660,13 @@ class PolicyServer:
     def _flush_summary(self, now: float) -> None:
         counts = {k: v for k, v in self._unsummarised.items() if v}
         if counts:
-            self.log(f"in the last {now - self._last_summary:.0f} s: " + ", ".join(
-                f"{v} {'handshakes refused (unknown keys)' if k == 'handshake' else k + ' refusals'}"
-                for k, v in sorted(counts.items())))
+            self.log(
+                f"in the last {now - self._last_summary:.0f} s: "
+                + ", ".join(
+                    f"{v} {'handshakes refused (unknown keys)' if k == 'handshake' else k + ' refusals'}"
+                    for k, v in sorted(counts.items())
+                )
+            )
         self._unsummarised.clear()
         self._last_summary = now
 
@@ -584,8 +681,9 @@ class PolicyServer:
         return peer
 
     # --------------------------------------------------------------------------------------------- helpers
-    def _send(self, envelope: list[bytes], body: Any, ref_seq: int | None = None,
-              arrays: dict[str, np.ndarray] | None = None) -> None:
+    def _send(
+        self, envelope: list[bytes], body: Any, ref_seq: int | None = None, arrays: dict[str, np.ndarray] | None = None
+    ) -> None:
         """Send `body`; a reply body with a `ref_seq` field quotes `ref_seq`, the request's seq."""
         assert self.socket is not None
         if ref_seq is not None and "ref_seq" in body.__struct_fields__:
@@ -595,8 +693,7 @@ class PolicyServer:
         with contextlib.suppress(zmq.Again, zmq.ZMQError):  # a vanished peer: ROUTER drops, we never block
             self.socket.send_multipart([*envelope, *frames], zmq.NOBLOCK, copy=False)
 
-    def _reject(self, envelope: list[Any], code: str, reason: str, ref_seq: int = -1,
-                summarised: bool = False) -> None:
+    def _reject(self, envelope: list[Any], code: str, reason: str, ref_seq: int = -1, summarised: bool = False) -> None:
         """Answer `error` and count it; the first of each code is logged, the rest summarised (cheap refusals)."""
         self.rejected[code] += 1
         if not summarised:
@@ -620,17 +717,26 @@ class PolicyServer:
 
     def stats(self) -> dict[str, Any]:
         infer = np.array(self.infer_ms) if self.infer_ms else np.zeros(1)
-        return {"policy_version": self.learner.version, "env_steps": self.learner.env_steps,
-                "episodes": self.learner.episodes, "learning": self.learner.learning, "learner": self.learner.mode,
-                "robots": ",".join(sorted(s.robot for s in self.sessions.values())),
-                "sessions": len(self.sessions), "parked": len(self.parked),
-                "pending_episodes": len(self.learner.pending),
-                "interventions": self.learner.interventions.total,
-                "infer_p50_ms": float(np.percentile(infer, 50)), "infer_p99_ms": float(np.percentile(infer, 99)),
-                "mean_batch": float(np.mean(self.batch_sizes)) if self.batch_sizes else 0.0,
-                "rejected": int(sum(self.rejected.values())), "failure": self.learner.failure,
-                "rollbacks": self.learner.rollbacks,
-                **{f"rejected_{k}": v for k, v in self.rejected.items()}, **dict(self.counts)}
+        return {
+            "policy_version": self.learner.version,
+            "env_steps": self.learner.env_steps,
+            "episodes": self.learner.episodes,
+            "learning": self.learner.learning,
+            "learner": self.learner.mode,
+            "robots": ",".join(sorted(s.robot for s in self.sessions.values())),
+            "sessions": len(self.sessions),
+            "parked": len(self.parked),
+            "pending_episodes": len(self.learner.pending),
+            "interventions": self.learner.interventions.total,
+            "infer_p50_ms": float(np.percentile(infer, 50)),
+            "infer_p99_ms": float(np.percentile(infer, 99)),
+            "mean_batch": float(np.mean(self.batch_sizes)) if self.batch_sizes else 0.0,
+            "rejected": int(sum(self.rejected.values())),
+            "failure": self.learner.failure,
+            "rollbacks": self.learner.rollbacks,
+            **{f"rejected_{k}": v for k, v in self.rejected.items()},
+            **dict(self.counts),
+        }
 
 
 def _served_contract(learner: ServerLearner) -> Contract:
@@ -643,11 +749,15 @@ def _served_contract(learner: ServerLearner) -> Contract:
         declared = run_contract(learner.cfg)
     except Exception:  # a configuration that cannot build its env: keep the checkpoint's own
         return contract
-    observations = {k: spec if spec.range is not None or k not in declared.observations
-                    else spec.model_copy(update={"range": declared.observations[k].range})
-                    for k, spec in contract.observations.items()}
-    return contract.model_copy(update={"observations": observations,
-                                       "reward_range": contract.reward_range or declared.reward_range})
+    observations = {
+        k: spec
+        if spec.range is not None or k not in declared.observations
+        else spec.model_copy(update={"range": declared.observations[k].range})
+        for k, spec in contract.observations.items()
+    }
+    return contract.model_copy(
+        update={"observations": observations, "reward_range": contract.reward_range or declared.reward_range}
+    )
 
 
 def _user_id(frame: Any) -> str | None:

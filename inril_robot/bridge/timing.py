@@ -62,12 +62,20 @@ class StageTimes:
         for stage, values in self.samples.items():
             if values:
                 a = np.fromiter(values, float)
-                out[stage] = {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
-                              "max_ms": float(a.max()), "n": len(a)}
+                out[stage] = {
+                    "p50_ms": float(np.percentile(a, 50)),
+                    "p99_ms": float(np.percentile(a, 99)),
+                    "max_ms": float(a.max()),
+                    "n": len(a),
+                }
         return out
 
 
 def percentiles(samples_ms: list[float] | np.ndarray) -> dict[str, float]:
     a = np.asarray(samples_ms, dtype=float)
-    return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)), "mean_ms": float(a.mean()),
-            "n": int(a.size)}
+    return {
+        "p50_ms": float(np.percentile(a, 50)),
+        "p99_ms": float(np.percentile(a, 99)),
+        "mean_ms": float(a.mean()),
+        "n": int(a.size),
+    }

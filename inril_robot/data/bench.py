@@ -34,14 +34,21 @@ def synthetic_frames(steps: int, size: int, rng: np.random.Generator) -> np.ndar
 
 
 def bench_data(
-    episodes: int = 4, steps: int = 100, size: int = 224, horizon: int = 16, windows: int = 2000,
-    control_hz: float = 10.0, root: Path | None = None,
+    episodes: int = 4,
+    steps: int = 100,
+    size: int = 224,
+    horizon: int = 16,
+    windows: int = 2000,
+    control_hz: float = 10.0,
+    root: Path | None = None,
 ) -> dict[str, Any]:
     cameras = ("front", "wrist")
     contract = Contract(
         control_hz=control_hz,
-        observations={"ee_pos": ObsSpec(shape=(3,), dtype="float32"),
-                      **{f"{c}_rgb": ObsSpec(shape=(size, size, 3), dtype="uint8") for c in cameras}},
+        observations={
+            "ee_pos": ObsSpec(shape=(3,), dtype="float32"),
+            **{f"{c}_rgb": ObsSpec(shape=(size, size, 3), dtype="uint8") for c in cameras},
+        },
         cameras={c: (size, size) for c in cameras},
     )
     rng = np.random.default_rng(0)
@@ -55,8 +62,15 @@ def bench_data(
                 ep = writer.begin_episode(seed=e)
                 for t in range(steps):
                     obs = {"ee_pos": np.full(3, t, np.float32), "front_rgb": frames[t], "wrist_rgb": frames[-1 - t]}
-                    ep.add_step(obs, np.zeros(7), np.zeros(7), 0.0, t == steps - 1, "scripted",
-                                capture_times={c: t / control_hz for c in cameras})
+                    ep.add_step(
+                        obs,
+                        np.zeros(7),
+                        np.zeros(7),
+                        0.0,
+                        t == steps - 1,
+                        "scripted",
+                        capture_times={c: t / control_hz for c in cameras},
+                    )
                 ep.commit(success=True)
                 write_s += time.perf_counter() - t0
         frames_written = episodes * steps * len(cameras)
@@ -101,14 +115,29 @@ def bench_data(
     realtime_fps = len(cameras) * control_hz
     write_fps = frames_written / write_s
     return {
-        "write": {"frames_per_s": write_fps, "realtime_frames_per_s": realtime_fps,
-                  "times_realtime": write_fps / realtime_fps, "episodes": episodes, "steps_per_episode": steps,
-                  "image_size": size, "bytes_on_disk": size_bytes,
-                  "compression_ratio": frames_written * size * size * 3 / size_bytes},
-        "read": {"horizon": horizon, "windows": windows, "cold_windows_per_s": cold_n / cold_s,
-                 "warm_windows_per_s": windows / warm_s, "numpy_baseline_windows_per_s": windows / numpy_s,
-                 "warm_fraction_of_numpy": numpy_s / warm_s},
-        "verify": {"read_all_s": unverified_s, "read_and_verify_all_s": verified_s,
-                   "sha256_overhead": verified_s / unverified_s - 1.0, "corrupt_episodes": len(corrupt),
-                   "megabytes_per_s": frames_written * size * size * 3 / 2**20 / verified_s},
+        "write": {
+            "frames_per_s": write_fps,
+            "realtime_frames_per_s": realtime_fps,
+            "times_realtime": write_fps / realtime_fps,
+            "episodes": episodes,
+            "steps_per_episode": steps,
+            "image_size": size,
+            "bytes_on_disk": size_bytes,
+            "compression_ratio": frames_written * size * size * 3 / size_bytes,
+        },
+        "read": {
+            "horizon": horizon,
+            "windows": windows,
+            "cold_windows_per_s": cold_n / cold_s,
+            "warm_windows_per_s": windows / warm_s,
+            "numpy_baseline_windows_per_s": windows / numpy_s,
+            "warm_fraction_of_numpy": numpy_s / warm_s,
+        },
+        "verify": {
+            "read_all_s": unverified_s,
+            "read_and_verify_all_s": verified_s,
+            "sha256_overhead": verified_s / unverified_s - 1.0,
+            "corrupt_episodes": len(corrupt),
+            "megabytes_per_s": frames_written * size * size * 3 / 2**20 / verified_s,
+        },
     }

@@ -56,10 +56,12 @@ CAMERAS = {"wrist": "color_image1", "front": "color_image2"}  # our camera name 
 STATE_PARTS = (("ee_pos", 3), ("ee_quat", 4), ("ee_pos_vel", 3), ("ee_ori_vel", 3), ("gripper_width", 1))
 STATE_DIM = sum(n for _, n in STATE_PARTS)  # 14: the "filtered" robot state FurnitureBench policies use
 REQUIRED_KEYS = ("observations", "actions", "rewards")
-CONVERSION_NOTE = ("8-D actions (dx, dy, dz, delta quaternion xyzw in the end-effector frame, gripper -1 open"
-                   " .. +1 close) -> 7-D (dx, dy, dz, base-frame rotation vector R_ee @ log(q),"
-                   " gripper (g + 1) / 2 in [0, 1]);"
-                   " the final observation of each episode (after the last action) is dropped")
+CONVERSION_NOTE = (
+    "8-D actions (dx, dy, dz, delta quaternion xyzw in the end-effector frame, gripper -1 open"
+    " .. +1 close) -> 7-D (dx, dy, dz, base-frame rotation vector R_ee @ log(q),"
+    " gripper (g + 1) / 2 in [0, 1]);"
+    " the final observation of each episode (after the last action) is dropped"
+)
 # Errors that make one file unusable: it is skipped and reported, the import goes on.
 FILE_ERRORS = (ValueError, TypeError, pickle.UnpicklingError, EOFError, OSError)
 
@@ -128,8 +130,16 @@ def import_furniture_bench(
                 report.skipped.append((path, str(e)))
                 continue
             if writer is None:  # the first readable episode defines the contract (image sizes)
-                writer = DatasetWriter(dest, episode.contract(), task=task, extra_info={
-                    "imported_from": "furniture_bench", "source": str(src.resolve()), "conversion": CONVERSION_NOTE})
+                writer = DatasetWriter(
+                    dest,
+                    episode.contract(),
+                    task=task,
+                    extra_info={
+                        "imported_from": "furniture_bench",
+                        "source": str(src.resolve()),
+                        "conversion": CONVERSION_NOTE,
+                    },
+                )
             reason = _contract_difference(writer.contract, episode)
             if reason:
                 report.skipped.append((path, reason))
@@ -167,8 +177,9 @@ def write_episode(writer: DatasetWriter, episode: FurnitureEpisode) -> int:
     recording = writer.begin_episode(seed=None, notes=episode.source.name)
     try:
         last = episode.length - 1
-        for t, (obs, action, reward) in enumerate(zip(episode.observations, episode.actions, episode.rewards,
-                                                      strict=True)):
+        for t, (obs, action, reward) in enumerate(
+            zip(episode.observations, episode.actions, episode.rewards, strict=True)
+        ):
             recording.add_step(obs, action, action, float(reward), t == last, "human")
         return recording.commit(success=episode.success, extra=episode.extra)
     except BaseException:
@@ -185,22 +196,28 @@ def read_episode(path: Path, *, image_size: int | None = None) -> FurnitureEpiso
         raise ValueError(f"{path}: expected a dict with keys {', '.join(REQUIRED_KEYS)}, got {type(raw).__name__}")
     missing = [key for key in REQUIRED_KEYS if key not in raw]
     if missing:
-        raise ValueError(f"{path}: missing key {missing[0]!r} (a FurnitureBench episode has "
-                         f"{', '.join(REQUIRED_KEYS)}; this file has {', '.join(map(repr, raw)) or 'no keys'})")
+        raise ValueError(
+            f"{path}: missing key {missing[0]!r} (a FurnitureBench episode has "
+            f"{', '.join(REQUIRED_KEYS)}; this file has {', '.join(map(repr, raw)) or 'no keys'})"
+        )
     raw_actions, raw_obs, raw_rewards = (_as_list(raw, key, path) for key in ("actions", "observations", "rewards"))
     n = len(raw_actions)
     if n == 0:
         raise ValueError(f"{path}: 'actions' is empty")
     if len(raw_obs) not in (n, n + 1):
-        raise ValueError(f"{path}: 'observations' has {len(raw_obs)} entries for {n} actions "
-                         f"(expected {n + 1}: one more, the final observation, or {n})")
+        raise ValueError(
+            f"{path}: 'observations' has {len(raw_obs)} entries for {n} actions "
+            f"(expected {n + 1}: one more, the final observation, or {n})"
+        )
     if len(raw_rewards) != n:
         raise ValueError(f"{path}: 'rewards' has {len(raw_rewards)} entries for {n} actions")
     observations = _convert_observations(raw_obs[:n], path, image_size)
-    actions = np.stack([
-        convert_action(_vector(a, 8, f"{path}: actions[{t}]"), obs["ee_quat"], f"{path}: actions[{t}]")
-        for t, (a, obs) in enumerate(zip(raw_actions, observations, strict=True))
-    ]).astype(np.float32)
+    actions = np.stack(
+        [
+            convert_action(_vector(a, 8, f"{path}: actions[{t}]"), obs["ee_quat"], f"{path}: actions[{t}]")
+            for t, (a, obs) in enumerate(zip(raw_actions, observations, strict=True))
+        ]
+    ).astype(np.float32)
     rewards = np.array([_scalar(r, f"{path}: rewards[{t}]") for t, r in enumerate(raw_rewards)], np.float32)
     success = bool(_scalar(raw["success"], f"{path}: success")) if "success" in raw else bool(rewards.sum() > 0)
     return FurnitureEpisode(path, observations, actions, rewards, success, _episode_extra(raw, path))
@@ -226,8 +243,10 @@ def _convert_observations(raw_obs: list[Any], path: Path, image_size: int | None
             for camera in CAMERAS:
                 key = image_key(camera)
                 if obs[key].shape != out[0][key].shape:
-                    raise ValueError(f"{path}: observations[{t}][{CAMERAS[camera]!r}] has shape {obs[key].shape}, "
-                                     f"but observations[0] has {out[0][key].shape}")
+                    raise ValueError(
+                        f"{path}: observations[{t}][{CAMERAS[camera]!r}] has shape {obs[key].shape}, "
+                        f"but observations[0] has {out[0][key].shape}"
+                    )
         out.append(obs)
     return out
 
@@ -252,10 +271,14 @@ def _robot_state(state: Any, where: str) -> dict[str, np.ndarray]:
     if not isinstance(state, dict):
         flat = _vector(state, STATE_DIM, where)
         bounds = np.cumsum([0] + [n for _, n in STATE_PARTS])
-        return {name: flat[a:b].astype(np.float32)
-                for (name, _), a, b in zip(STATE_PARTS, bounds[:-1], bounds[1:], strict=True)}
-    return {name: _vector(_require(state, name, where), n, f"{where}[{name!r}]").astype(np.float32)
-            for name, n in STATE_PARTS}
+        return {
+            name: flat[a:b].astype(np.float32)
+            for (name, _), a, b in zip(STATE_PARTS, bounds[:-1], bounds[1:], strict=True)
+        }
+    return {
+        name: _vector(_require(state, name, where), n, f"{where}[{name!r}]").astype(np.float32)
+        for name, n in STATE_PARTS
+    }
 
 
 def _image(value: Any, where: str, image_size: int | None) -> np.ndarray:
@@ -299,8 +322,11 @@ def _scalar(value: Any, where: str) -> float:
 
 def _episode_extra(raw: dict[str, Any], path: Path) -> dict[str, Any]:
     """Episode attributes kept from the source: skills, furniture, source file, recorded error (JSON-safe)."""
-    extra: dict[str, Any] = {"skills": [_plain(s) for s in raw.get("skills", [])], "furniture": raw.get("furniture"),
-                             "source_file": str(path)}
+    extra: dict[str, Any] = {
+        "skills": [_plain(s) for s in raw.get("skills", [])],
+        "furniture": raw.get("furniture"),
+        "source_file": str(path),
+    }
     if raw.get("error"):
         extra["source_error"] = str(raw.get("error_description", ""))
     if extra["furniture"] is not None:
@@ -340,7 +366,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
             raise UnsafePickleError(
                 f"{self.path}: refused: the pickle asks for the forbidden global {module}.{name}. FurnitureBench "
                 f"episodes only need numpy arrays and builtin containers, and loading anything else could run code; "
-                f"only import files you trust")
+                f"only import files you trust"
+            )
         return allowed
 
 

@@ -48,8 +48,7 @@ class WindowSampler:
         self.lengths = np.array([e.length for e in self.episodes])  # (E,)
         currents = [np.arange(n) if pad else np.arange(history - 1, n - horizon + 1) for n in self.lengths]
         self.index = np.concatenate(
-            [np.stack([np.full(len(c), i), c], axis=1) for i, c in enumerate(currents) if len(c)]
-            or [np.zeros((0, 2))]
+            [np.stack([np.full(len(c), i), c], axis=1) for i, c in enumerate(currents) if len(c)] or [np.zeros((0, 2))]
         ).astype(np.int64)  # (N, 2): (episode position, current step)
         self.cache_bytes = cache_bytes
         self._cache: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()

@@ -36,8 +36,13 @@ def compute_stats(dataset: Dataset, keys: list[str] | None = None) -> dict[str, 
     for key, a in acc.items():
         mean = a["sum"] / a["n"]
         std = np.sqrt(np.maximum(a["sumsq"] / a["n"] - mean**2, 0.0))
-        out[key] = {"mean": mean.tolist(), "std": std.tolist(), "min": a["min"].tolist(), "max": a["max"].tolist(),
-                    "count": int(a["n"])}
+        out[key] = {
+            "mean": mean.tolist(),
+            "std": std.tolist(),
+            "min": a["min"].tolist(),
+            "max": a["max"].tolist(),
+            "count": int(a["n"]),
+        }
     return out
 
 

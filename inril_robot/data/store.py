@@ -56,8 +56,8 @@ SCHEMA_VERSION = 1
 CONTROL_CODES: dict[str, int] = {"policy": 0, "human": 1, "scripted": 2, "reset": 3, "none": 4}
 EPISODE_DIR = re.compile(r"^ep_(\d{6})$")
 STATE_FIELDS = ("ee_pos", "ee_quat", "ee_vel", "joint_pos", "joint_vel", "gripper_width", "ee_wrench")
-FLUSH_EVERY = 32          # steps buffered in memory before they are appended to the staging episode
-IMAGE_CHUNK_STEPS = 16    # time-chunk of image arrays: whole-episode reads stay fast, appends stay small
+FLUSH_EVERY = 32  # steps buffered in memory before they are appended to the staging episode
+IMAGE_CHUNK_STEPS = 16  # time-chunk of image arrays: whole-episode reads stay fast, appends stay small
 
 
 class DatasetError(RuntimeError, InrilError):
@@ -145,8 +145,9 @@ class Episode:
         except DatasetError:
             raise
         except Exception as e:  # a truncated or garbled chunk that no longer decompresses
-            raise DatasetError(f"{self.name} is corrupt: its array {key!r} cannot be read ({type(e).__name__}: "
-                               f"{e})") from e
+            raise DatasetError(
+                f"{self.name} is corrupt: its array {key!r} cannot be read ({type(e).__name__}: {e})"
+            ) from e
         if verify and key not in self._verified:
             problem = self._problem(key, value)
             if problem:
@@ -267,8 +268,10 @@ class Dataset:
         corrupt = self.verify(progress)
         if corrupt:
             first = "; ".join(f"episode {i}: {p[0]}" for i, p in list(corrupt.items())[:3])
-            raise DatasetError(f"{self.root}: {len(corrupt)} corrupt episode{'s' if len(corrupt) > 1 else ''} "
-                               f"({', '.join(map(str, corrupt))}): {first}")
+            raise DatasetError(
+                f"{self.root}: {len(corrupt)} corrupt episode{'s' if len(corrupt) > 1 else ''} "
+                f"({', '.join(map(str, corrupt))}): {first}"
+            )
 
     @property
     def num_steps(self) -> int:
@@ -466,11 +469,18 @@ class EpisodeWriter:
                 chunk_steps = IMAGE_CHUNK_STEPS if image else 1024
                 # images: zstd level 5 without shuffle (a no-op on bytes) compresses rendered frames 14x/12x
                 # (front/wrist, 128 px) against 9.5x/10.5x at level 3, for ~1.3 ms per frame (docs/data.md)
-                codec = BloscCodec(cname="zstd", clevel=5, shuffle="noshuffle") if image else \
-                    BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+                codec = (
+                    BloscCodec(cname="zstd", clevel=5, shuffle="noshuffle")
+                    if image
+                    else BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+                )
                 self._group.create_array(
-                    key, shape=(0, *block.shape[1:]), dtype=block.dtype, chunks=(chunk_steps, *block.shape[1:]),
-                    compressors=[codec], fill_value=0,
+                    key,
+                    shape=(0, *block.shape[1:]),
+                    dtype=block.dtype,
+                    chunks=(chunk_steps, *block.shape[1:]),
+                    compressors=[codec],
+                    fill_value=0,
                 )
             self._group[key].append(block, axis=0)
         self._buffer = {}
@@ -493,18 +503,20 @@ class EpisodeWriter:
                     checksums[key] = array_checksum(np.asarray(member[...]))
 
         visit(self._group, "")
-        self._group.attrs.update({
-            "index": self.index,
-            "success": bool(success),
-            "task": self.dataset.info["task"],
-            "length": self.length,
-            "seed": self.seed,
-            "notes": self.notes if notes is None else notes,
-            "started": self.started,
-            "ended": _now(),
-            "checksums": checksums,
-            **(extra or {}),
-        })
+        self._group.attrs.update(
+            {
+                "index": self.index,
+                "success": bool(success),
+                "task": self.dataset.info["task"],
+                "length": self.length,
+                "seed": self.seed,
+                "notes": self.notes if notes is None else notes,
+                "started": self.started,
+                "ended": _now(),
+                "checksums": checksums,
+                **(extra or {}),
+            }
+        )
         fsync_tree(self.path)
         final = self.dataset.root / "episodes" / f"ep_{self.index:06d}"
         os.rename(self.path, final)

@@ -23,9 +23,9 @@ from inril_robot.data.store import Dataset, Episode
 from inril_robot.video import VideoWriter, tile
 
 SUFFIXES = (".mp4", ".png")
-MIN_VIDEO_HEIGHT = 200    # camera tiles are upscaled (integer factor, nearest) to at least this height
-STRIP_HEIGHT = 270        # height in pixels of the MP4's action strip (even: MP4 encoders want even sizes)
-READ_CHUNK = 64           # steps of images read at once while writing the MP4 (bounded memory on long episodes)
+MIN_VIDEO_HEIGHT = 200  # camera tiles are upscaled (integer factor, nearest) to at least this height
+STRIP_HEIGHT = 270  # height in pixels of the MP4's action strip (even: MP4 encoders want even sizes)
+READ_CHUNK = 64  # steps of images read at once while writing the MP4 (bounded memory on long episodes)
 DPI = 100
 CURSOR_RGB = (220, 30, 30)
 ACTION_GROUPS: tuple[tuple[str, slice, tuple[str, ...]], ...] = (
@@ -41,8 +41,10 @@ def render_episode(dataset: Dataset, index: int, out: Path, *, max_frames: int =
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix not in SUFFIXES:
-        raise ValueError(f"cannot render an episode to {out.name!r}: the file name must end in one of "
-                         f"{', '.join(SUFFIXES)} (.mp4: video of every step, .png: contact sheet with plots)")
+        raise ValueError(
+            f"cannot render an episode to {out.name!r}: the file name must end in one of "
+            f"{', '.join(SUFFIXES)} (.mp4: video of every step, .png: contact sheet with plots)"
+        )
     if max_frames < 1:
         raise ValueError(f"max_frames must be at least 1, got {max_frames}")
     episode = dataset.episode(index)
@@ -81,15 +83,17 @@ def _figure_rgb(fig: Figure) -> np.ndarray:
 def _render_video(dataset: Dataset, episode: Episode, out: Path) -> None:
     cameras = _camera_keys(dataset)
     if not cameras:
-        raise ValueError(f"{dataset.root} is a state-only dataset (no cameras): an MP4 would have no frames; "
-                         f"render a contact sheet of its plots instead, e.g. {out.with_suffix('.png')}")
+        raise ValueError(
+            f"{dataset.root} is a state-only dataset (no cameras): an MP4 would have no frames; "
+            f"render a contact sheet of its plots instead, e.g. {out.with_suffix('.png')}"
+        )
     arrays = [episode.array(key) for _, key in cameras]
     scale = _upscale_factor(min(int(a.shape[1]) for a in arrays))
     first = _camera_tile([np.asarray(a[0]) for a in arrays], scale)
     strip, cursor_x = _action_strip(episode.load("action/executed"), first.shape[1], _title(dataset, episode))
     with VideoWriter(out, fps=dataset.contract.control_hz) as video:
         for start in range(0, episode.length, READ_CHUNK):
-            chunk = [np.asarray(a[start:start + READ_CHUNK]) for a in arrays]
+            chunk = [np.asarray(a[start : start + READ_CHUNK]) for a in arrays]
             for i in range(len(chunk[0])):
                 step = start + i
                 top = _camera_tile([c[i] for c in chunk], scale)

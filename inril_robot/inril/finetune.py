@@ -54,13 +54,50 @@ from inril_robot.stats import wilson_interval
 from inril_robot.tb import TBWriter
 
 TRAIN_STATE_VERSION = 1
-METRIC_FIELDS = ("step", "env_steps", "wall_s", "env_steps_per_s", "train_success", "train_return",
-                 "train_episode_length", "eval_success", "eval_ci_low", "eval_ci_high", "eval_mean_length", "m",
-                 "rl_steps", "il_steps", "policy_loss", "value_loss", "il_loss", "approx_kl", "clip_fraction",
-                 "entropy", "rl_cos_ref", "il_cos_ref", "cos_hat", "ratio_hat", "guard_alpha", "guard_accepted",
-                 "safety_events", "actor_lr", "il_lr", "train_stops", "update_kl", "update_rl_kl", "il_kl",
-                 "epochs_run", "log_std_mean", "value_min", "value_max", "value_mean", "return_max", "critic_ev",
-                 "bc_loss", "eval_stops")
+METRIC_FIELDS = (
+    "step",
+    "env_steps",
+    "wall_s",
+    "env_steps_per_s",
+    "train_success",
+    "train_return",
+    "train_episode_length",
+    "eval_success",
+    "eval_ci_low",
+    "eval_ci_high",
+    "eval_mean_length",
+    "m",
+    "rl_steps",
+    "il_steps",
+    "policy_loss",
+    "value_loss",
+    "il_loss",
+    "approx_kl",
+    "clip_fraction",
+    "entropy",
+    "rl_cos_ref",
+    "il_cos_ref",
+    "cos_hat",
+    "ratio_hat",
+    "guard_alpha",
+    "guard_accepted",
+    "safety_events",
+    "actor_lr",
+    "il_lr",
+    "train_stops",
+    "update_kl",
+    "update_rl_kl",
+    "il_kl",
+    "epochs_run",
+    "log_std_mean",
+    "value_min",
+    "value_max",
+    "value_mean",
+    "return_max",
+    "critic_ev",
+    "bc_loss",
+    "eval_stops",
+)
 ProgressFn = Callable[[dict[str, Any]], None]
 
 
@@ -96,11 +133,15 @@ def build_actor(policy: Policy, cfg: FinetuneConfig) -> Actor:
     policy = copy.deepcopy(policy)
     if cfg.algo == "ppo":
         if not isinstance(policy, GaussianPolicy):
-            raise FinetuneError(f"--algo ppo fine-tunes a Gaussian policy; the checkpoint holds a {policy.cfg.kind} "
-                                "policy (diffusion: --algo dppo; any policy: --algo residual-ppo)")
+            raise FinetuneError(
+                f"--algo ppo fine-tunes a Gaussian policy; the checkpoint holds a {policy.cfg.kind} "
+                "policy (diffusion: --algo dppo; any policy: --algo residual-ppo)"
+            )
         if policy.log_std_head is not None:
-            raise FinetuneError("--algo ppo trains a per-dimension log-std within finetune.min_log_std/max_log_std; "
-                                "the checkpoint's log-std is state-dependent (policy.gaussian.log_std)")
+            raise FinetuneError(
+                "--algo ppo trains a per-dimension log-std within finetune.min_log_std/max_log_std; "
+                "the checkpoint's log-std is state-dependent (policy.gaussian.log_std)"
+            )
         with torch.no_grad():
             if cfg.exploration_log_std is not None:
                 policy.log_std.fill_(cfg.exploration_log_std)
@@ -110,8 +151,10 @@ def build_actor(policy: Policy, cfg: FinetuneConfig) -> Actor:
         return actor
     if cfg.algo == "dppo":
         if not isinstance(policy, DiffusionPolicy):
-            raise FinetuneError(f"--algo dppo fine-tunes a diffusion policy; the checkpoint holds a "
-                                f"{policy.cfg.kind} policy (Gaussian: --algo ppo)")
+            raise FinetuneError(
+                f"--algo dppo fine-tunes a diffusion policy; the checkpoint holds a "
+                f"{policy.cfg.kind} policy (Gaussian: --algo ppo)"
+            )
         return DPPOActor(with_frozen_copy(policy, cfg.dppo.ft_steps), cfg.dppo)
     if isinstance(policy, ResidualPolicy):
         raise FinetuneError("the checkpoint already holds a residual policy; fine-tune its base checkpoint instead")
@@ -121,8 +164,14 @@ def build_actor(policy: Policy, cfg: FinetuneConfig) -> Actor:
     return ResidualActor(ResidualPolicy(policy, r.hidden, r.scale, r.init_log_std, freeze_base=freeze))
 
 
-def make_learner(cfg: RunConfig, policy: Policy, demos: Dataset | None, contract: Contract, device: torch.device,
-                 wrap_demos: Callable[[DemoSource], DemoSource] | None = None) -> tuple[Actor, Critic, InrilLearner]:
+def make_learner(
+    cfg: RunConfig,
+    policy: Policy,
+    demos: Dataset | None,
+    contract: Contract,
+    device: torch.device,
+    wrap_demos: Callable[[DemoSource], DemoSource] | None = None,
+) -> tuple[Actor, Critic, InrilLearner]:
     """The actor around `policy`, its critic and the IN-RIL learner with its demonstration source (checked against
     `contract`); `wrap_demos` may add to that source (the policy server mixes in robot interventions)."""
     f = cfg.finetune
@@ -137,8 +186,10 @@ def make_learner(cfg: RunConfig, policy: Policy, demos: Dataset | None, contract
         if wrap_demos is not None:
             demo_source = wrap_demos(demo_source)
     elif needs_demos:
-        raise FinetuneError("IN-RIL interleaves IL updates on demonstrations (BC-regularised RL adds their loss): "
-                            "pass --demos DIR (or --il-every 0 for RL only)")
+        raise FinetuneError(
+            "IN-RIL interleaves IL updates on demonstrations (BC-regularised RL adds their loss): "
+            "pass --demos DIR (or --il-every 0 for RL only)"
+        )
     actor = build_actor(policy, f).to(device)
     bounds = value_range(cfg)
     critic = Critic.for_policy(actor.policy, f.ppo.critic_hidden, bounds).to(device)
@@ -157,21 +208,25 @@ def value_range(cfg: RunConfig) -> tuple[float, float]:
     if cfg.task.reward == "sparse":
         return low, 1.0
     steps = cfg.task.max_steps  # per control step; a chunk step sums up to act_steps of them
-    return low, 1.0 + float(sum(ppo.gamma ** t for t in range(steps)))
+    return low, 1.0 + float(sum(ppo.gamma**t for t in range(steps)))
 
 
 def summarize(traces: list[EpisodeTrace]) -> dict[str, Any]:
     rate = wilson_interval(sum(t.success for t in traces), len(traces))
-    return {"success": rate.to_dict(), "episodes": len(traces),
-            "mean_length": float(np.mean([t.steps for t in traces])),
-            "mean_return": float(np.mean([t.ret for t in traces])),
-            "env_steps": int(sum(t.steps for t in traces)),
-            "safety_events": int(sum(t.safety_events for t in traces)),
-            "stops": int(sum(t.stopped for t in traces))}
+    return {
+        "success": rate.to_dict(),
+        "episodes": len(traces),
+        "mean_length": float(np.mean([t.steps for t in traces])),
+        "mean_return": float(np.mean([t.ret for t in traces])),
+        "env_steps": int(sum(t.steps for t in traces)),
+        "safety_events": int(sum(t.safety_events for t in traces)),
+        "stops": int(sum(t.stopped for t in traces)),
+    }
 
 
-def evaluate(vec: VecEnv, policy: Policy, episodes: int, device: torch.device,
-             seed: int = EVAL_SEED_BASE) -> dict[str, Any]:
+def evaluate(
+    vec: VecEnv, policy: Policy, episodes: int, device: torch.device, seed: int = EVAL_SEED_BASE
+) -> dict[str, Any]:
     """Deterministic actions on seeds seed .. seed + episodes - 1; the same initial diffusion noise every time."""
     generator = torch.Generator(device=device).manual_seed(seed)
     policy.eval()
@@ -182,8 +237,9 @@ def evaluate(vec: VecEnv, policy: Policy, episodes: int, device: torch.device,
     return summarize(run_episodes(vec, [seed + i for i in range(episodes)], policy, choose, device))
 
 
-def evaluate_checkpoint(cfg: RunConfig, checkpoint: Path, episodes: int, seed: int = HELDOUT_SEED_BASE,
-                        cache: Path | None = None) -> dict[str, Any]:
+def evaluate_checkpoint(
+    cfg: RunConfig, checkpoint: Path, episodes: int, seed: int = HELDOUT_SEED_BASE, cache: Path | None = None
+) -> dict[str, Any]:
     """Deterministic success of a saved checkpoint on `episodes` held-out seeds (`summarize`'s dict); read back
     from `cache` (JSON) when it already holds this evaluation."""
     import hashlib
@@ -199,16 +255,16 @@ def evaluate_checkpoint(cfg: RunConfig, checkpoint: Path, episodes: int, seed: i
         torch.set_num_threads(f.num_threads)
     device = pick_device(f.device)
     policy = ckpt.load_checkpoint(checkpoint, use_ema=True).policy.to(device)
-    with VecEnv(cfg, f.num_envs, list(policy.obs_shapes), policy.cfg.n_obs_steps,
-                subprocess=f.subprocess_envs) as vec:
+    with VecEnv(cfg, f.num_envs, list(policy.obs_shapes), policy.cfg.n_obs_steps, subprocess=f.subprocess_envs) as vec:
         result = evaluate(vec, policy, episodes, device, seed=seed)
     if cache is not None:
         atomic_write_text(cache, json.dumps({"key": key, "result": result}))
     return result
 
 
-def to_buffer(traces: list[EpisodeTrace], critic: Critic, device: torch.device,
-              stop_penalty: float = 0.0) -> RolloutBuffer:
+def to_buffer(
+    traces: list[EpisodeTrace], critic: Critic, device: torch.device, stop_penalty: float = 0.0
+) -> RolloutBuffer:
     """Episodes with their critic values (T,). A success and a safety stop are terminal (the stop's last reward
     minus `stop_penalty`); an episode the time limit ended carries V(final observation) for the learner's
     bootstrap rule."""
@@ -232,8 +288,16 @@ def to_buffer(traces: list[EpisodeTrace], critic: Critic, device: torch.device,
 
 
 # ------------------------------------------------------------------------------------------------ the run
-def finetune(cfg: RunConfig, checkpoint: Path, demos: Dataset | None, out: Path, *, resume: bool = False,
-             on_progress: ProgressFn | None = None, max_iterations: int | None = None) -> FinetuneResult:
+def finetune(
+    cfg: RunConfig,
+    checkpoint: Path,
+    demos: Dataset | None,
+    out: Path,
+    *,
+    resume: bool = False,
+    on_progress: ProgressFn | None = None,
+    max_iterations: int | None = None,
+) -> FinetuneResult:
     """Fine-tune `checkpoint` in simulation until `cfg.finetune.env_steps` control steps (or `max_iterations` more
     iterations, e.g. to test resuming) have run."""
     out = Path(out)
@@ -261,8 +325,10 @@ def finetune(cfg: RunConfig, checkpoint: Path, demos: Dataset | None, out: Path,
         state = ckpt.safe_torch_load(train_path) if train_path.is_file() else None
         stored_step = ckpt.read_checkpoint(last_path)["step"]
         if state is None or state.get("env_steps") != stored_step:
-            raise FinetuneError(f"cannot resume {out}: last.train.pt is missing or not from the same point as "
-                                f"last.pt ({stored_step} env steps); start a new --out")
+            raise FinetuneError(
+                f"cannot resume {out}: last.train.pt is missing or not from the same point as "
+                f"last.pt ({stored_step} env steps); start a new --out"
+            )
         learner.load_state_dict(state["learner"])
         sampler.set_state(state["sampler"])
         iteration, env_steps, episodes_done = int(state["iteration"]), int(state["env_steps"]), int(state["episodes"])
@@ -276,26 +342,56 @@ def finetune(cfg: RunConfig, checkpoint: Path, demos: Dataset | None, out: Path,
     rows = read_metrics(metrics_path, up_to_step=iteration)
     write_metrics(metrics_path, rows, METRIC_FIELDS)
     tb = TBWriter(out)
-    evals: list[dict[str, Any]] = [r for r in ({"iteration": int(r["step"]), "env_steps": int(r["env_steps"] or 0),
-                                                "success_rate": r["eval_success"]} for r in rows)
-                                   if r["success_rate"] is not None]
+    evals: list[dict[str, Any]] = [
+        r
+        for r in (
+            {"iteration": int(r["step"]), "env_steps": int(r["env_steps"] or 0), "success_rate": r["eval_success"]}
+            for r in rows
+        )
+        if r["success_rate"] is not None
+    ]
 
     def save(path: Path, evaluation: dict[str, Any] | None) -> None:
-        ckpt.save_checkpoint(path, actor.policy, contract=contract, run_cfg=run_cfg, step=env_steps, extra={
-            "finetuned_from": str(checkpoint), "calibration": loaded.extra.get("calibration", ""), "algo": f.algo,
-            "il_every": str(f.inril.il_every), "separation": f.inril.separation, "iteration": iteration,
-            "eval_success": evaluation["success"]["rate"] if evaluation else -1.0})
+        ckpt.save_checkpoint(
+            path,
+            actor.policy,
+            contract=contract,
+            run_cfg=run_cfg,
+            step=env_steps,
+            extra={
+                "finetuned_from": str(checkpoint),
+                "calibration": loaded.extra.get("calibration", ""),
+                "algo": f.algo,
+                "il_every": str(f.inril.il_every),
+                "separation": f.inril.separation,
+                "iteration": iteration,
+                "eval_success": evaluation["success"]["rate"] if evaluation else -1.0,
+            },
+        )
 
     def save_train_state() -> None:
-        ckpt.atomic_torch_save({"format_version": TRAIN_STATE_VERSION, "iteration": iteration,
-                                "env_steps": env_steps, "episodes": episodes_done, "learner": learner.state_dict(),
-                                "sampler": sampler.get_state(), "best": best or {},
-                                "pretrained": pretrained or {}, "last_eval": last_eval or {}}, train_path)
+        ckpt.atomic_torch_save(
+            {
+                "format_version": TRAIN_STATE_VERSION,
+                "iteration": iteration,
+                "env_steps": env_steps,
+                "episodes": episodes_done,
+                "learner": learner.state_dict(),
+                "sampler": sampler.get_state(),
+                "best": best or {},
+                "pretrained": pretrained or {},
+                "last_eval": last_eval or {},
+            },
+            train_path,
+        )
 
     def run_eval() -> dict[str, Any]:
         nonlocal best, pretrained
-        result = {**evaluate(vec, actor.policy, f.eval_episodes, device), "iteration": iteration,
-                  "env_steps": env_steps}
+        result = {
+            **evaluate(vec, actor.policy, f.eval_episodes, device),
+            "iteration": iteration,
+            "env_steps": env_steps,
+        }
         evals.append({"iteration": iteration, "env_steps": env_steps, "success_rate": result["success"]["rate"]})
         if pretrained is None:
             pretrained = result
@@ -314,16 +410,26 @@ def finetune(cfg: RunConfig, checkpoint: Path, demos: Dataset | None, out: Path,
             return sample.action, {**sample.record, "log_prob": sample.log_prob}
 
         actor.policy.eval()
-        return run_episodes(vec, seeds, actor.policy, choose, device,
-                            on_chunk=lambda n: on_progress and on_progress({"event": "steps", "steps": n}))
+        return run_episodes(
+            vec,
+            seeds,
+            actor.policy,
+            choose,
+            device,
+            on_chunk=lambda n: on_progress and on_progress({"event": "steps", "steps": n}),
+        )
 
     obs_keys, n_obs = list(actor.policy.obs_shapes), actor.policy.cfg.n_obs_steps
     try:
         with VecEnv(cfg, f.num_envs, obs_keys, n_obs, subprocess=f.subprocess_envs) as vec:
             if iteration == 0 and pretrained is None:
                 last_eval = run_eval()
-                row = {"step": 0, "env_steps": 0, "wall_s": round(time.perf_counter() - started, 3),
-                       **_eval_columns(last_eval)}
+                row = {
+                    "step": 0,
+                    "env_steps": 0,
+                    "wall_s": round(time.perf_counter() - started, 3),
+                    **_eval_columns(last_eval),
+                }
                 rows.append(row)
                 append_metrics(metrics_path, row, METRIC_FIELDS)
                 if on_progress:
@@ -338,12 +444,18 @@ def finetune(cfg: RunConfig, checkpoint: Path, demos: Dataset | None, out: Path,
                 iteration += 1
                 ran += 1
                 train = summarize(traces)
-                row = {"step": iteration, "env_steps": env_steps, "wall_s": round(time.perf_counter() - started, 3),
-                       "env_steps_per_s": collected / max(time.perf_counter() - tick, 1e-9),
-                       "train_success": train["success"]["rate"], "train_return": train["mean_return"],
-                       "train_episode_length": train["mean_length"], "safety_events": train["safety_events"],
-                       "train_stops": train["stops"],
-                       **{k: v for k, v in stats.items() if isinstance(v, int | float) and k in METRIC_FIELDS}}
+                row = {
+                    "step": iteration,
+                    "env_steps": env_steps,
+                    "wall_s": round(time.perf_counter() - started, 3),
+                    "env_steps_per_s": collected / max(time.perf_counter() - tick, 1e-9),
+                    "train_success": train["success"]["rate"],
+                    "train_return": train["mean_return"],
+                    "train_episode_length": train["mean_length"],
+                    "safety_events": train["safety_events"],
+                    "train_stops": train["stops"],
+                    **{k: v for k, v in stats.items() if isinstance(v, int | float) and k in METRIC_FIELDS},
+                }
                 if "guard" in stats:
                     row.update(guard_alpha=stats["guard"]["alpha"], guard_accepted=int(stats["guard"]["accepted"]))
                 done = env_steps >= f.env_steps
@@ -352,10 +464,19 @@ def finetune(cfg: RunConfig, checkpoint: Path, demos: Dataset | None, out: Path,
                     row.update(_eval_columns(last_eval))
                 rows.append(row)
                 append_metrics(metrics_path, row, METRIC_FIELDS)
-                tb.add_scalars({f"finetune/{k}": float(v) for k, v in row.items()
-                                if k not in ("step", "env_steps") and isinstance(v, int | float)}, env_steps)
-                if iteration % f.checkpoint_every == 0 or done or (max_iterations is not None
-                                                                   and ran >= max_iterations):
+                tb.add_scalars(
+                    {
+                        f"finetune/{k}": float(v)
+                        for k, v in row.items()
+                        if k not in ("step", "env_steps") and isinstance(v, int | float)
+                    },
+                    env_steps,
+                )
+                if (
+                    iteration % f.checkpoint_every == 0
+                    or done
+                    or (max_iterations is not None and ran >= max_iterations)
+                ):
                     save(last_path, last_eval if row.get("eval_success") is not None else None)
                     save_train_state()
                     tb.flush()
@@ -366,17 +487,33 @@ def finetune(cfg: RunConfig, checkpoint: Path, demos: Dataset | None, out: Path,
         tb.close()
     plot_finetune_curves(rows, out / "curves.png", _title(cfg))
     return FinetuneResult(
-        out=str(out), algo=f.algo, il_every=f.inril.il_every, separation=f.inril.separation,
-        start_iteration=start_iteration, iterations=iteration, env_steps=env_steps,
-        wall_s=time.perf_counter() - started, evals=evals, pretrained=pretrained, final=last_eval, best=best,
-        last_checkpoint=str(last_path), best_checkpoint=str(best_path) if best_path.is_file() else None,
-        files={"metrics": str(metrics_path), "curves": str(out / "curves.png"), "train_state": str(train_path)})
+        out=str(out),
+        algo=f.algo,
+        il_every=f.inril.il_every,
+        separation=f.inril.separation,
+        start_iteration=start_iteration,
+        iterations=iteration,
+        env_steps=env_steps,
+        wall_s=time.perf_counter() - started,
+        evals=evals,
+        pretrained=pretrained,
+        final=last_eval,
+        best=best,
+        last_checkpoint=str(last_path),
+        best_checkpoint=str(best_path) if best_path.is_file() else None,
+        files={"metrics": str(metrics_path), "curves": str(out / "curves.png"), "train_state": str(train_path)},
+    )
 
 
 def _eval_columns(result: dict[str, Any]) -> dict[str, Any]:
     rate = result["success"]
-    return {"eval_success": rate["rate"], "eval_ci_low": rate["ci95_low"], "eval_ci_high": rate["ci95_high"],
-            "eval_mean_length": result["mean_length"], "eval_stops": result["stops"]}
+    return {
+        "eval_success": rate["rate"],
+        "eval_ci_low": rate["ci95_low"],
+        "eval_ci_high": rate["ci95_high"],
+        "eval_mean_length": result["mean_length"],
+        "eval_stops": result["stops"],
+    }
 
 
 def _title(cfg: RunConfig) -> str:
@@ -398,13 +535,19 @@ def plot_finetune_curves(rows: list[dict[str, Any]], path: Path, title: str) -> 
     evals = [r for r in rows if r.get("eval_success") is not None]
     if evals:
         x = [r["env_steps"] for r in evals]
-        ax.fill_between(x, [r["eval_ci_low"] for r in evals], [r["eval_ci_high"] for r in evals], alpha=0.2,
-                        label="eval Wilson 95%")
+        ax.fill_between(
+            x, [r["eval_ci_low"] for r in evals], [r["eval_ci_high"] for r in evals], alpha=0.2, label="eval Wilson 95%"
+        )
         ax.plot(x, [r["eval_success"] for r in evals], marker="o", lw=1.5, label="eval success (deterministic)")
     train = [r for r in rows if r.get("train_success") is not None]
     if train:
-        ax.plot([r["env_steps"] for r in train], [r["train_success"] for r in train], lw=1, alpha=0.7,
-                label="training episodes (exploring)")
+        ax.plot(
+            [r["env_steps"] for r in train],
+            [r["train_success"] for r in train],
+            lw=1,
+            alpha=0.7,
+            label="training episodes (exploring)",
+        )
     ax.set(ylabel="success rate", ylim=(-0.02, 1.02), title=title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)

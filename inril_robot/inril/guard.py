@@ -93,8 +93,11 @@ class UpdateGuard:
         return ActionChange(self._reduce(translation), self._reduce(rotation), self._reduce(gripper))
 
     def within_bounds(self, change: ActionChange) -> bool:
-        return (change.translation <= self.cfg.max_translation and change.rotation <= self.cfg.max_rotation
-                and change.gripper <= self.cfg.max_gripper)
+        return (
+            change.translation <= self.cfg.max_translation
+            and change.rotation <= self.cfg.max_rotation
+            and change.gripper <= self.cfg.max_gripper
+        )
 
     # -------------------------------------------------------------------------------------------------- deciding
     def check(self, live: Policy, candidate: Policy, obs_batch: Obs) -> GuardDecision:
@@ -104,12 +107,19 @@ class UpdateGuard:
         candidate_sd = _detached(candidate.state_dict())
         full = self.measure(live_actions, self._actions(candidate, obs_batch))
         if self.within_bounds(full):
-            return self._log(GuardDecision(True, 1.0, full.translation, full.rotation, full.gripper,
-                                           "within bounds"))
+            return self._log(GuardDecision(True, 1.0, full.translation, full.rotation, full.gripper, "within bounds"))
         if self.cfg.mode == "reject":
             candidate.load_state_dict(live_sd)
-            return self._log(GuardDecision(False, 0.0, full.translation, full.rotation, full.gripper,
-                                           f"update out of bounds ({self._describe(full)}); mode=reject"))
+            return self._log(
+                GuardDecision(
+                    False,
+                    0.0,
+                    full.translation,
+                    full.rotation,
+                    full.gripper,
+                    f"update out of bounds ({self._describe(full)}); mode=reject",
+                )
+            )
 
         lo, hi, best = 0.0, 1.0, None  # invariant: alpha = lo is inside the bounds (0 is the live policy)
         for _ in range(self.cfg.bisection_steps):
@@ -122,23 +132,40 @@ class UpdateGuard:
                 hi = mid
         if best is None or lo < self.cfg.min_alpha:
             candidate.load_state_dict(live_sd)
-            return self._log(GuardDecision(False, 0.0, full.translation, full.rotation, full.gripper,
-                                           f"update out of bounds ({self._describe(full)}) and alpha={lo:.4g} < "
-                                           f"min_alpha={self.cfg.min_alpha}"))
+            return self._log(
+                GuardDecision(
+                    False,
+                    0.0,
+                    full.translation,
+                    full.rotation,
+                    full.gripper,
+                    f"update out of bounds ({self._describe(full)}) and alpha={lo:.4g} < "
+                    f"min_alpha={self.cfg.min_alpha}",
+                )
+            )
         candidate.load_state_dict(interpolate(live_sd, candidate_sd, lo))
-        return self._log(GuardDecision(True, lo, best.translation, best.rotation, best.gripper,
-                                       f"update out of bounds ({self._describe(full)}); scaled by alpha={lo:.4g}"))
+        return self._log(
+            GuardDecision(
+                True,
+                lo,
+                best.translation,
+                best.rotation,
+                best.gripper,
+                f"update out of bounds ({self._describe(full)}); scaled by alpha={lo:.4g}",
+            )
+        )
 
     def _describe(self, change: ActionChange) -> str:
         c = self.cfg
-        return (f"translation {change.translation:.4g}/{c.max_translation} m, rotation {change.rotation:.4g}/"
-                f"{c.max_rotation} rad, gripper {change.gripper:.4g}/{c.max_gripper}")
+        return (
+            f"translation {change.translation:.4g}/{c.max_translation} m, rotation {change.rotation:.4g}/"
+            f"{c.max_rotation} rad, gripper {change.gripper:.4g}/{c.max_gripper}"
+        )
 
     @staticmethod
     def _log(decision: GuardDecision) -> GuardDecision:
         level = logging.INFO if decision.accepted and decision.alpha == 1.0 else logging.WARNING
-        log.log(level, "update guard: %s (accepted=%s, alpha=%.4g)", decision.reason, decision.accepted,
-                decision.alpha)
+        log.log(level, "update guard: %s (accepted=%s, alpha=%.4g)", decision.reason, decision.accepted, decision.alpha)
         return decision
 
 
@@ -151,5 +178,7 @@ def interpolate(live: StateDict, candidate: StateDict, alpha: float) -> StateDic
     entries (integer counters, masks) are taken from the candidate."""
     if live.keys() != candidate.keys():
         raise ValueError(f"state dicts differ in keys: {sorted(live.keys() ^ candidate.keys())}")
-    return {k: torch.lerp(live[k], candidate[k], alpha) if candidate[k].is_floating_point() else candidate[k].clone()
-            for k in candidate}
+    return {
+        k: torch.lerp(live[k], candidate[k], alpha) if candidate[k].is_floating_point() else candidate[k].clone()
+        for k in candidate
+    }

@@ -61,9 +61,16 @@ def make_schedule(cfg: FinetuneConfig) -> InterleaveSchedule:
 
 
 class InrilLearner:
-    def __init__(self, actor: Actor, critic: Critic, cfg: FinetuneConfig, demos: DemoSource | None,
-                 device: torch.device | str = "cpu", seed: int = 0,
-                 value_range: tuple[float, float] | None = None) -> None:
+    def __init__(
+        self,
+        actor: Actor,
+        critic: Critic,
+        cfg: FinetuneConfig,
+        demos: DemoSource | None,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+        value_range: tuple[float, float] | None = None,
+    ) -> None:
         """`value_range`: the feasible discounted returns (from the task's rewards); bootstrap values are clamped
         into it and the critic's values are reported against it."""
         self.actor, self.critic, self.cfg, self.demos = actor, critic, cfg, demos
@@ -81,15 +88,19 @@ class InrilLearner:
             raise ValueError("the actor has no trainable RL parameters")
         if not self.rl_only and not self.params["il"]:
             raise ValueError("the actor has no trainable IL parameters (a frozen residual base?)")
-        if (not self.rl_only and self.separation in ("pcgrad", "orthogonal")
-                and not _same(self.params["rl"], self.params["il"])):
-            raise ValueError(f"separation {self.separation!r} projects gradients of the same parameters; this actor "
-                             "splits them (use separation 'residual')")
+        if (
+            not self.rl_only
+            and self.separation in ("pcgrad", "orthogonal")
+            and not _same(self.params["rl"], self.params["il"])
+        ):
+            raise ValueError(
+                f"separation {self.separation!r} projects gradients of the same parameters; this actor "
+                "splits them (use separation 'residual')"
+            )
         rl_lr = cfg.residual.actor_lr if cfg.algo == "residual-ppo" else cfg.ppo.actor_lr
         std_ids = {id(p) for p in actor.std_parameters()} & {id(p) for p in self.params["rl"]}
         self.std_params = [p for p in self.params["rl"] if id(p) in std_ids]
-        groups: list[dict[str, Any]] = [{"params": [p for p in self.params["rl"] if id(p) not in std_ids],
-                                         "lr": rl_lr}]
+        groups: list[dict[str, Any]] = [{"params": [p for p in self.params["rl"] if id(p) not in std_ids], "lr": rl_lr}]
         if self.std_params and cfg.log_std_lr > 0:
             groups.append({"params": self.std_params, "lr": cfg.log_std_lr})
         self.optimizers: dict[Objective, torch.optim.Optimizer] = {
@@ -99,7 +110,9 @@ class InrilLearner:
         self._sync_il_lr()
         self.critic_opt = torch.optim.Adam(critic.parameters(), lr=cfg.ppo.critic_lr)
         self.references: dict[Objective, GradientEMA] = {
-            "rl": GradientEMA(cfg.inril.reference_ema_decay), "il": GradientEMA(cfg.inril.reference_ema_decay)}
+            "rl": GradientEMA(cfg.inril.reference_ema_decay),
+            "il": GradientEMA(cfg.inril.reference_ema_decay),
+        }
         self.guard = UpdateGuard(cfg.guard) if cfg.guard.enabled else None
         self.critic_trusted = False  # the time-limit bootstrap's trust rule (PPOConfig), from the previous batch
         self._last_rl_batch: RolloutBatch | None = None  # the fresh RL reference an IL step projects against
@@ -157,9 +170,17 @@ class InrilLearner:
 
         out: dict[str, Any] = {k: sums[k] / counts[k] for k in sums}
         out.update(critic_stats)
-        out.update(iteration=self.iterations, critic_warmup=warmup, epochs_run=epochs_run, early_stopped=stopped,
-                   m=self.schedule.m, rl_steps=self.schedule.n_rl, il_steps=self.schedule.n_il,
-                   transitions=buffer.size, bootstrapped_time_limit=bootstrap)
+        out.update(
+            iteration=self.iterations,
+            critic_warmup=warmup,
+            epochs_run=epochs_run,
+            early_stopped=stopped,
+            m=self.schedule.m,
+            rl_steps=self.schedule.n_rl,
+            il_steps=self.schedule.n_il,
+            transitions=buffer.size,
+            bootstrapped_time_limit=bootstrap,
+        )
         if not warmup:
             log_ratio = self._batch_log_probs(buffer) - buffer.log_probs  # (P, K)
             out.update(update_kl=_k3(log_ratio), update_rl_kl=_k3(log_ratio - il_shift), il_kl=_k3(il_shift))
@@ -172,8 +193,9 @@ class InrilLearner:
         if isinstance(self.schedule.rule, AdaptiveM):
             out.update(cos_hat=self.schedule.rule.cos_hat, ratio_hat=self.schedule.rule.ratio_hat)
         if live is not None and self.guard is not None:
-            decision = self.guard.check(live, self.actor.policy,
-                                        buffer.recent_observations(self.cfg.guard.observations))
+            decision = self.guard.check(
+                live, self.actor.policy, buffer.recent_observations(self.cfg.guard.observations)
+            )
             out["guard"] = decision.to_dict()
         self.iterations += 1
         return out
@@ -214,8 +236,13 @@ class InrilLearner:
         v, r = buffer.values, buffer.returns
         var = float(r.var()) if r.numel() > 1 else 0.0
         ev = 1.0 - float((r - v).var()) / var if var > 1e-12 else 0.0
-        return {"value_min": float(v.min()), "value_max": float(v.max()), "value_mean": float(v.mean()),
-                "return_max": float(r.max()), "critic_ev": ev}
+        return {
+            "value_min": float(v.min()),
+            "value_max": float(v.max()),
+            "value_mean": float(v.mean()),
+            "return_max": float(r.max()),
+            "critic_ev": ev,
+        }
 
     def _rl_step(self, batch: RolloutBatch, il_shift: Tensor) -> dict[str, float] | None:
         """One PPO step; None (and no step) when the RL part of the policy change already exceeds the stop bound."""
@@ -224,8 +251,7 @@ class InrilLearner:
         rl_kl = _k3((log_prob.detach() - batch.log_probs) - il_shift)
         if ppo.target_kl is not None and rl_kl > ppo.kl_stop_factor * ppo.target_kl:
             return None
-        loss, stats = clipped_surrogate(log_prob, batch, ppo, entropy,
-                                        getattr(self.actor, "decision_weights", None))
+        loss, stats = clipped_surrogate(log_prob, batch, ppo, entropy, getattr(self.actor, "decision_weights", None))
         stats["approx_kl"] = rl_kl  # the RL part only (the total is `update_kl`)
         if self.cfg.inril.bc_coef > 0:
             bc = self._il_loss()
@@ -289,8 +315,9 @@ class InrilLearner:
         elif self._last_rl_batch is not None:
             b = self._last_rl_batch
             log_prob, entropy = self.actor.evaluate(b.obs, b.record)
-            loss, _ = clipped_surrogate(log_prob, b, self.cfg.ppo, entropy,
-                                        getattr(self.actor, "decision_weights", None))
+            loss, _ = clipped_surrogate(
+                log_prob, b, self.cfg.ppo, entropy, getattr(self.actor, "decision_weights", None)
+            )
         else:
             return None
         return list(torch.autograd.grad(loss, self.params[other], allow_unused=True))
@@ -301,15 +328,17 @@ class InrilLearner:
         lengths, not the two losses' arbitrary scales (the IL NLL carries 1/sigma^2)."""
         params = _union(self.params["rl"], self.params["il"])
         log_prob, entropy = self.actor.evaluate(batch.obs, batch.record)
-        rl_loss, _ = clipped_surrogate(log_prob, batch, self.cfg.ppo, entropy,
-                                       getattr(self.actor, "decision_weights", None))
+        rl_loss, _ = clipped_surrogate(
+            log_prob, batch, self.cfg.ppo, entropy, getattr(self.actor, "decision_weights", None)
+        )
         g_rl = self._preconditioned("rl", params, torch.autograd.grad(rl_loss, params, allow_unused=True))
         g_il = self._preconditioned("il", params, torch.autograd.grad(self._il_loss(), params, allow_unused=True))
         g_rl_vec, g_il_vec, _ = aligned(g_rl, g_il)
         self.schedule.observe(g_rl_vec, g_il_vec)
 
-    def _preconditioned(self, objective: Objective, params: list[nn.Parameter],
-                        grads: tuple[Tensor | None, ...]) -> list[Tensor | None]:
+    def _preconditioned(
+        self, objective: Objective, params: list[nn.Parameter], grads: tuple[Tensor | None, ...]
+    ) -> list[Tensor | None]:
         """lr * g / (sqrt(v_hat) + eps) with the optimiser's second moments; lr * sign(g) before its first step."""
         opt = self.optimizers[objective]
         group_of = {id(p): g for g in opt.param_groups for p in g["params"]}

@@ -55,8 +55,9 @@ def _setup(cfg: RunConfig, transitions: int, episode_length: int) -> tuple[Any, 
         sample = actor.sample(obs, gen)
         with torch.no_grad():
             values = critic(obs)
-        buffer.add_episode(obs, sample.record, sample.log_prob, torch.rand(episode_length, generator=gen), values,
-                           terminated=True)
+        buffer.add_episode(
+            obs, sample.record, sample.log_prob, torch.rand(episode_length, generator=gen), values, terminated=True
+        )
 
     def demos(batch: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray]:
         obs = {k: v.numpy() for k, v in random_obs(shapes, cfg.policy.n_obs_steps, batch).items()}
@@ -66,11 +67,20 @@ def _setup(cfg: RunConfig, transitions: int, episode_length: int) -> tuple[Any, 
     return (actor, critic), buffer, demos
 
 
-def bench_learner(task: str = "lift", transitions: int = 4096, repeats: int = 5, overrides: list[str] | None = None,
-                  variants: list[str] | None = None) -> dict[str, Any]:
+def bench_learner(
+    task: str = "lift",
+    transitions: int = 4096,
+    repeats: int = 5,
+    overrides: list[str] | None = None,
+    variants: list[str] | None = None,
+) -> dict[str, Any]:
     torch.set_num_threads(1)
-    cfg = load_config(robot="sim", task=task, algo="bc_gaussian", overrides=[
-        "finetune.ppo.target_kl=null", "finetune.ppo.critic_warmup_iterations=0", *(overrides or [])])
+    cfg = load_config(
+        robot="sim",
+        task=task,
+        algo="bc_gaussian",
+        overrides=["finetune.ppo.target_kl=null", "finetune.ppo.critic_warmup_iterations=0", *(overrides or [])],
+    )
     (actor, critic), buffer, demos = _setup(cfg, transitions, 32)
     names = list(variants or VARIANTS)
     learners: dict[str, InrilLearner] = {}
@@ -105,10 +115,25 @@ def bench_learner(task: str = "lift", transitions: int = 4096, repeats: int = 5,
     rows = []
     for name in names:
         median = statistics.median(times[name])
-        rows.append({"variant": name, "update_ms": 1e3 * median, "min_ms": 1e3 * min(times[name]),
-                     "ratio_vs_rl_only": median / base if base else None, "actor_steps": steps[name],
-                     "ms_per_actor_step": 1e3 * median / max(steps[name], 1)})
-    return {"task": task, "transitions": buffer.size, "epochs": cfg.finetune.ppo.epochs,
-            "minibatch_size": cfg.finetune.ppo.minibatch_size, "il_batch_size": cfg.finetune.inril.il_batch_size,
-            "policy_hidden": list(cfg.policy.hidden), "repeats": repeats, "threads": 1, "variants": rows,
-            "guard_ms": 1e3 * statistics.median(guard_times)}
+        rows.append(
+            {
+                "variant": name,
+                "update_ms": 1e3 * median,
+                "min_ms": 1e3 * min(times[name]),
+                "ratio_vs_rl_only": median / base if base else None,
+                "actor_steps": steps[name],
+                "ms_per_actor_step": 1e3 * median / max(steps[name], 1),
+            }
+        )
+    return {
+        "task": task,
+        "transitions": buffer.size,
+        "epochs": cfg.finetune.ppo.epochs,
+        "minibatch_size": cfg.finetune.ppo.minibatch_size,
+        "il_batch_size": cfg.finetune.inril.il_batch_size,
+        "policy_hidden": list(cfg.policy.hidden),
+        "repeats": repeats,
+        "threads": 1,
+        "variants": rows,
+        "guard_ms": 1e3 * statistics.median(guard_times),
+    }

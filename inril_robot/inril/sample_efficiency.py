@@ -51,8 +51,13 @@ ARMS: dict[str, list[str]] = {
     "rl-only": ["finetune.inril.il_every=0"],
     "rl-only aggressive": ["finetune.inril.il_every=0", *AGGRESSIVE],
     "bc-regularised rl": ["finetune.inril.il_every=0", f"finetune.inril.bc_coef={BC_COEF}"],
-    "il-only control": ["finetune.inril.il_every=5", "finetune.inril.separation=none", "finetune.inril.apply_rl=false",
-                        "finetune.inril.il_lr_ratio=null", f"finetune.inril.il_lr={IL_ONLY_LR}"],
+    "il-only control": [
+        "finetune.inril.il_every=5",
+        "finetune.inril.separation=none",
+        "finetune.inril.apply_rl=false",
+        "finetune.inril.il_lr_ratio=null",
+        f"finetune.inril.il_lr={IL_ONLY_LR}",
+    ],
     "in-ril m=2 pcgrad": ["finetune.inril.il_every=2", "finetune.inril.separation=pcgrad"],
     "in-ril m=5 pcgrad": ["finetune.inril.il_every=5", "finetune.inril.separation=pcgrad"],
     "in-ril m=5 pcgrad aggressive": ["finetune.inril.il_every=5", "finetune.inril.separation=pcgrad", *AGGRESSIVE],
@@ -61,8 +66,11 @@ ARMS: dict[str, list[str]] = {
     "in-ril m=5 none": ["finetune.inril.il_every=5", "finetune.inril.separation=none"],
     "in-ril m=5 orthogonal": ["finetune.inril.il_every=5", "finetune.inril.separation=orthogonal"],
     "residual rl-only": ["finetune.algo=residual-ppo", "finetune.inril.il_every=0"],
-    "residual in-ril m=5": ["finetune.algo=residual-ppo", "finetune.inril.il_every=5",
-                            "finetune.inril.separation=residual"],
+    "residual in-ril m=5": [
+        "finetune.algo=residual-ppo",
+        "finetune.inril.il_every=5",
+        "finetune.inril.separation=residual",
+    ],
 }
 # the baseline each arm's paired differences are taken against
 BASELINE = {"in-ril m=5 pcgrad aggressive": "rl-only aggressive", "residual in-ril m=5": "residual rl-only"}
@@ -81,24 +89,53 @@ class Regime:
 
 
 REGIMES: dict[str, Regime] = {
-    "A": Regime("today's checkpoint: 50 demos at noise 0.5, 2,000 BC steps (converged on its demos)", ("lift",),
-                50, 0.5, 2000, ("rl-only", "in-ril m=5 pcgrad", "in-ril m=5 none", "bc-regularised rl",
-                                "rl-only aggressive", "in-ril m=5 pcgrad aggressive")),
-    "B": Regime("headroom: 100 demos at noise 0.2 (better than the policy), 300 BC steps (under-trained)",
-                ("lift", "peg"), 100, 0.2, 300, ("rl-only", "in-ril m=5 pcgrad", "in-ril m=2 pcgrad",
-                                                 "il-only control")),
+    "A": Regime(
+        "today's checkpoint: 50 demos at noise 0.5, 2,000 BC steps (converged on its demos)",
+        ("lift",),
+        50,
+        0.5,
+        2000,
+        (
+            "rl-only",
+            "in-ril m=5 pcgrad",
+            "in-ril m=5 none",
+            "bc-regularised rl",
+            "rl-only aggressive",
+            "in-ril m=5 pcgrad aggressive",
+        ),
+    ),
+    "B": Regime(
+        "headroom: 100 demos at noise 0.2 (better than the policy), 300 BC steps (under-trained)",
+        ("lift", "peg"),
+        100,
+        0.2,
+        300,
+        ("rl-only", "in-ril m=5 pcgrad", "in-ril m=2 pcgrad", "il-only control"),
+    ),
 }
 COLLAPSE_DROP = 0.15
 HELDOUT_EPISODES = 100
 DECISION_RULES = (
-    ("collapse", "IN-RIL prevents the aggressive RL-only collapse: 'in-ril m=5 pcgrad aggressive' has fewer collapses "
-                 "than 'rl-only aggressive' and a final held-out success >= it in every paired seed"),
-    ("final", "IN-RIL m=5 PCGrad beats RL only: the paired final held-out difference's 95% interval lies above 0 "
-              "(below 0: it hurts; containing 0: no detectable difference)"),
-    ("auc", "IN-RIL is more sample-efficient: some IN-RIL arm's paired AUC difference against RL only has a 95% "
-            "interval above 0, and it also beats the IL-only control's AUC when that arm ran"),
-    ("separation", "separation matters: 'in-ril m=5 pcgrad' minus 'in-ril m=5 none' (paired final held-out) has a 95% "
-                   "interval excluding 0"),
+    (
+        "collapse",
+        "IN-RIL prevents the aggressive RL-only collapse: 'in-ril m=5 pcgrad aggressive' has fewer collapses "
+        "than 'rl-only aggressive' and a final held-out success >= it in every paired seed",
+    ),
+    (
+        "final",
+        "IN-RIL m=5 PCGrad beats RL only: the paired final held-out difference's 95% interval lies above 0 "
+        "(below 0: it hurts; containing 0: no detectable difference)",
+    ),
+    (
+        "auc",
+        "IN-RIL is more sample-efficient: some IN-RIL arm's paired AUC difference against RL only has a 95% "
+        "interval above 0, and it also beats the IL-only control's AUC when that arm ran",
+    ),
+    (
+        "separation",
+        "separation matters: 'in-ril m=5 pcgrad' minus 'in-ril m=5 none' (paired final held-out) has a 95% "
+        "interval excluding 0",
+    ),
 )
 Say = Callable[[str], None]
 
@@ -122,10 +159,20 @@ class RunOutcome:
         return self.heldout_final < self.heldout_pretrained - COLLAPSE_DROP
 
     def row(self) -> dict[str, Any]:
-        return {"task": self.task, "arm": self.arm, "seed": self.seed, "pretrained": self.pretrained,
-                "final": self.final, "auc": round(self.auc, 4), "heldout_pretrained": self.heldout_pretrained,
-                "heldout_final": self.heldout_final, "collapsed": int(self.collapsed), "env_steps": self.env_steps,
-                "wall_s": round(self.wall_s, 1), "curve": json.dumps(self.curve)}
+        return {
+            "task": self.task,
+            "arm": self.arm,
+            "seed": self.seed,
+            "pretrained": self.pretrained,
+            "final": self.final,
+            "auc": round(self.auc, 4),
+            "heldout_pretrained": self.heldout_pretrained,
+            "heldout_final": self.heldout_final,
+            "collapsed": int(self.collapsed),
+            "env_steps": self.env_steps,
+            "wall_s": round(self.wall_s, 1),
+            "curve": json.dumps(self.curve),
+        }
 
 
 def curve_auc(curve: list[tuple[int, float]], budget: int) -> float:
@@ -138,28 +185,62 @@ def curve_auc(curve: list[tuple[int, float]], budget: int) -> float:
     return float(np.trapezoid(ys, xs) / end) if len(xs) > 1 else float(ys[0])
 
 
-def outcome_from_curve(task: str, arm: str, seed: int, curve: list[tuple[int, float]], budget: int, wall_s: float,
-                       heldout_pretrained: float = float("nan"), heldout_final: float = float("nan")) -> RunOutcome:
+def outcome_from_curve(
+    task: str,
+    arm: str,
+    seed: int,
+    curve: list[tuple[int, float]],
+    budget: int,
+    wall_s: float,
+    heldout_pretrained: float = float("nan"),
+    heldout_final: float = float("nan"),
+) -> RunOutcome:
     if not curve or curve[0][0] != 0:
         raise ValueError(f"{task}/{arm}/seed {seed}: the evaluation curve must start with the pre-trained policy")
-    return RunOutcome(task, arm, seed, curve[0][1], curve[-1][1], curve_auc(curve, budget), heldout_pretrained,
-                      heldout_final, curve[-1][0], curve, wall_s)
+    return RunOutcome(
+        task,
+        arm,
+        seed,
+        curve[0][1],
+        curve[-1][1],
+        curve_auc(curve, budget),
+        heldout_pretrained,
+        heldout_final,
+        curve[-1][0],
+        curve,
+        wall_s,
+    )
 
 
 def arm_config(task: str, arm: str, seed: int, budget: int, overrides: list[str]) -> RunConfig:
-    return load_config(robot="sim", task=task, overrides=[
-        f"seed={seed}", f"finetune.env_steps={budget}", *ARMS[arm], *overrides])
+    return load_config(
+        robot="sim", task=task, overrides=[f"seed={seed}", f"finetune.env_steps={budget}", *ARMS[arm], *overrides]
+    )
 
 
 def finished(out: Path, budget: int) -> bool:
     rows = read_metrics(out / "metrics.csv")
-    return bool(rows and rows[-1].get("env_steps") is not None and rows[-1]["env_steps"] >= budget
-                and rows[-1].get("eval_success") is not None)
+    return bool(
+        rows
+        and rows[-1].get("env_steps") is not None
+        and rows[-1]["env_steps"] >= budget
+        and rows[-1].get("eval_success") is not None
+    )
 
 
-def run_arm(task: str, arm: str, seed: int, checkpoint: Path, demos: Dataset, out: Path, budget: int,
-            overrides: list[str], heldout_pretrained: float, heldout_episodes: int = HELDOUT_EPISODES,
-            on_progress: Callable[[dict[str, Any]], None] | None = None) -> RunOutcome:
+def run_arm(
+    task: str,
+    arm: str,
+    seed: int,
+    checkpoint: Path,
+    demos: Dataset,
+    out: Path,
+    budget: int,
+    overrides: list[str],
+    heldout_pretrained: float,
+    heldout_episodes: int = HELDOUT_EPISODES,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+) -> RunOutcome:
     cfg = arm_config(task, arm, seed, budget, overrides)
     metrics = out / "metrics.csv"
     started = time.perf_counter()
@@ -168,8 +249,9 @@ def run_arm(task: str, arm: str, seed: int, checkpoint: Path, demos: Dataset, ou
     rows = read_metrics(metrics)
     curve = [(int(r["env_steps"]), float(r["eval_success"])) for r in rows if r.get("eval_success") is not None]
     heldout = evaluate_checkpoint(cfg, out / "last.pt", heldout_episodes, cache=out / "heldout.json")
-    return outcome_from_curve(task, arm, seed, curve, budget, time.perf_counter() - started, heldout_pretrained,
-                              heldout["success"]["rate"])
+    return outcome_from_curve(
+        task, arm, seed, curve, budget, time.perf_counter() - started, heldout_pretrained, heldout["success"]["rate"]
+    )
 
 
 # ------------------------------------------------------------------------------------------------ summary
@@ -180,8 +262,13 @@ def paired(outcomes: list[RunOutcome], task: str, arm: str, base: str, metric: s
     if not seeds or arm == base:
         return None
     diffs = [by_seed[(arm, s)] - by_seed[(base, s)] for s in seeds]
-    return {"base": base, **mean_ci(diffs).to_dict(), "wins": sum(d > 0 for d in diffs),
-            "ties": sum(d == 0 for d in diffs), "diffs": diffs}
+    return {
+        "base": base,
+        **mean_ci(diffs).to_dict(),
+        "wins": sum(d > 0 for d in diffs),
+        "ties": sum(d == 0 for d in diffs),
+        "diffs": diffs,
+    }
 
 
 def summarize(outcomes: list[RunOutcome]) -> list[dict[str, Any]]:
@@ -205,8 +292,11 @@ def summarize(outcomes: list[RunOutcome]) -> list[dict[str, Any]]:
 
 
 def _interval(p: dict[str, Any] | None) -> str:
-    return "untested" if p is None or p["n"] < 2 else ("above 0" if p["ci95_low"] > 0 else
-                                                        "below 0" if p["ci95_high"] < 0 else "contains 0")
+    return (
+        "untested"
+        if p is None or p["n"] < 2
+        else ("above 0" if p["ci95_low"] > 0 else "below 0" if p["ci95_high"] < 0 else "contains 0")
+    )
 
 
 def decide(outcomes: list[RunOutcome], rows: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -221,27 +311,32 @@ def decide(outcomes: list[RunOutcome], rows: list[dict[str, Any]]) -> list[dict[
                 p = a["paired_final"]
                 ok = a["collapses"] < b["collapses"] and p is not None and p["wins"] + p["ties"] == p["n"]
                 verdict = "supported" if ok else "not supported"
-                evidence = (f"collapses {a['collapses']}/{a['seeds']} vs {b['collapses']}/{b['seeds']}; "
-                            f"final >= in {0 if p is None else p['wins'] + p['ties']}/{0 if p is None else p['n']} "
-                            "paired seeds")
+                evidence = (
+                    f"collapses {a['collapses']}/{a['seeds']} vs {b['collapses']}/{b['seeds']}; "
+                    f"final >= in {0 if p is None else p['wins'] + p['ties']}/{0 if p is None else p['n']} "
+                    "paired seeds"
+                )
             elif name == "final" and {"rl-only", "in-ril m=5 pcgrad"} <= arms.keys():
                 p = arms["in-ril m=5 pcgrad"]["paired_final"]
                 where = _interval(p)
-                verdict = {"above 0": "supported", "below 0": "not supported (IN-RIL hurts)",
-                           "contains 0": "not supported (no detectable difference)"}.get(where, "not run")
+                verdict = {
+                    "above 0": "supported",
+                    "below 0": "not supported (IN-RIL hurts)",
+                    "contains 0": "not supported (no detectable difference)",
+                }.get(where, "not run")
                 evidence = "" if p is None else f"{p['mean']:+.1%} [{p['ci95_low']:+.1%}, {p['ci95_high']:+.1%}]"
             elif name == "auc" and "rl-only" in arms:
                 inril = [a for a in arms if a.startswith("in-ril") and "aggressive" not in a]
                 passed, notes = [], []
                 for a in inril:
                     p = arms[a]["paired_auc"]
-                    control = paired(outcomes, task, a, "il-only control", "auc") if "il-only control" in arms \
-                        else None
+                    control = paired(outcomes, task, a, "il-only control", "auc") if "il-only control" in arms else None
                     ok = _interval(p) == "above 0" and (control is None or _interval(control) == "above 0")
                     passed += [a] if ok else []
-                    notes.append(f"{a}: {'-' if p is None else format(p['mean'], '+.3f')} vs RL only ({_interval(p)})"
-                                 + ("" if control is None else f", {control['mean']:+.3f} vs IL-only "
-                                                                f"({_interval(control)})"))
+                    notes.append(
+                        f"{a}: {'-' if p is None else format(p['mean'], '+.3f')} vs RL only ({_interval(p)})"
+                        + ("" if control is None else f", {control['mean']:+.3f} vs IL-only ({_interval(control)})")
+                    )
                 if inril:
                     verdict = "supported" if passed else "not supported"
                     evidence = "; ".join(notes)
@@ -270,20 +365,26 @@ def _diff(p: dict[str, Any] | None, percent: bool = True) -> str:
     return f"{fmt(p['mean'])}{ci} ({p['wins']}/{p['n']})"
 
 
-def markdown_table(rows: list[dict[str, Any]], verdicts: list[dict[str, str]], budget: int, eval_episodes: int,
-                   heldout_episodes: int) -> str:
-    lines = [f"Budget {budget:,} env steps per run; in-run evaluation on {eval_episodes} episodes; final held-out "
-             f"evaluation of last.pt on {heldout_episodes} never-used seeds. Means over paired seeds with Student-t "
-             "95% intervals. Paired differences (points of success, AUC) against the arm in 'vs', with the seeds "
-             f"won. Collapse: final held-out more than {COLLAPSE_DROP:.0%} below the pre-trained held-out.", "",
-             "| task | arm | seeds | pre-trained (held-out) | final (held-out) | AUC (in-run) | collapses | "
-             "below start | vs | paired final | paired AUC |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+def markdown_table(
+    rows: list[dict[str, Any]], verdicts: list[dict[str, str]], budget: int, eval_episodes: int, heldout_episodes: int
+) -> str:
+    lines = [
+        f"Budget {budget:,} env steps per run; in-run evaluation on {eval_episodes} episodes; final held-out "
+        f"evaluation of last.pt on {heldout_episodes} never-used seeds. Means over paired seeds with Student-t "
+        "95% intervals. Paired differences (points of success, AUC) against the arm in 'vs', with the seeds "
+        f"won. Collapse: final held-out more than {COLLAPSE_DROP:.0%} below the pre-trained held-out.",
+        "",
+        "| task | arm | seeds | pre-trained (held-out) | final (held-out) | AUC (in-run) | collapses | "
+        "below start | vs | paired final | paired AUC |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['task']} | {r['arm']} | {r['seeds']} | {_pct(r['heldout_pretrained'])} | "
-                     f"{_pct(r['heldout_final'])} | {_pct(r['auc'])} | {r['collapses']}/{r['seeds']} | "
-                     f"{r['below_start']}/{r['seeds']} | {r['vs'] if r['vs'] != r['arm'] else '-'} | "
-                     f"{_diff(r['paired_final'])} | {_diff(r['paired_auc'], percent=False)} |")
+        lines.append(
+            f"| {r['task']} | {r['arm']} | {r['seeds']} | {_pct(r['heldout_pretrained'])} | "
+            f"{_pct(r['heldout_final'])} | {_pct(r['auc'])} | {r['collapses']}/{r['seeds']} | "
+            f"{r['below_start']}/{r['seeds']} | {r['vs'] if r['vs'] != r['arm'] else '-'} | "
+            f"{_diff(r['paired_final'])} | {_diff(r['paired_auc'], percent=False)} |"
+        )
     lines += ["", "Decision rules (fixed before the runs):", ""]
     for v in verdicts:
         lines.append(f"- **{v['task']} · {v['rule']}**: {v['verdict']}. {v['text']}. Evidence: {v['evidence']}")
@@ -306,10 +407,15 @@ def plot_curves(outcomes: list[RunOutcome], task: str, budget: int, path: Path) 
         mean = np.array([s.mean for s in stats])
         ax.plot(grid, mean, lw=1.6, label=f"{arm} ({len(runs)} seeds)")
         if len(runs) > 1:
-            ax.fill_between(grid, np.clip([s.low for s in stats], 0, 1), np.clip([s.high for s in stats], 0, 1),
-                            alpha=0.12)
-    ax.set(xlabel="env steps (executed control steps)", ylabel="in-run evaluation success", ylim=(-0.02, 1.02),
-           title=f"sample efficiency · {task} · mean over paired seeds, 95% band")
+            ax.fill_between(
+                grid, np.clip([s.low for s in stats], 0, 1), np.clip([s.high for s in stats], 0, 1), alpha=0.12
+            )
+    ax.set(
+        xlabel="env steps (executed control steps)",
+        ylabel="in-run evaluation success",
+        ylim=(-0.02, 1.02),
+        title=f"sample efficiency · {task} · mean over paired seeds, 95% band",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -318,10 +424,20 @@ def plot_curves(outcomes: list[RunOutcome], task: str, budget: int, path: Path) 
     plt.close(fig)
 
 
-def write_reports(outcomes: list[RunOutcome], rows: list[dict[str, Any]], verdicts: list[dict[str, str]], out: Path,
-                  budget: int, eval_episodes: int, heldout_episodes: int) -> dict[str, str]:
-    files = {"runs": str(out / "runs.csv"), "summary_csv": str(out / "summary.csv"),
-             "summary_md": str(out / "summary.md")}
+def write_reports(
+    outcomes: list[RunOutcome],
+    rows: list[dict[str, Any]],
+    verdicts: list[dict[str, str]],
+    out: Path,
+    budget: int,
+    eval_episodes: int,
+    heldout_episodes: int,
+) -> dict[str, str]:
+    files = {
+        "runs": str(out / "runs.csv"),
+        "summary_csv": str(out / "summary.csv"),
+        "summary_md": str(out / "summary.md"),
+    }
     with atomic_open(out / "runs.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(outcomes[0].row()))
         writer.writeheader()
@@ -340,10 +456,19 @@ def write_reports(outcomes: list[RunOutcome], rows: list[dict[str, Any]], verdic
     return files
 
 
-def bench_sample_efficiency(out: Path, tasks: list[str], arms: list[str], seeds: int, budget: int,
-                            overrides: list[str], prepare: Callable[[str, Path], tuple[Dataset, Path]],
-                            say: Say | None = None, on_progress: Callable[[dict[str, Any]], None] | None = None,
-                            heldout_episodes: int = HELDOUT_EPISODES, report_only: bool = False) -> dict[str, Any]:
+def bench_sample_efficiency(
+    out: Path,
+    tasks: list[str],
+    arms: list[str],
+    seeds: int,
+    budget: int,
+    overrides: list[str],
+    prepare: Callable[[str, Path], tuple[Dataset, Path]],
+    say: Say | None = None,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    heldout_episodes: int = HELDOUT_EPISODES,
+    report_only: bool = False,
+) -> dict[str, Any]:
     """Every (task, arm, seed); `prepare(task, folder)` gives the demos and the pre-trained checkpoint of a task.
     `report_only`: summarise the finished runs, start none (missing ones are listed in `missing`)."""
     unknown = [a for a in arms if a not in ARMS]
@@ -359,8 +484,12 @@ def bench_sample_efficiency(out: Path, tasks: list[str], arms: list[str], seeds:
         say(f"{task}: demonstrations and pre-trained checkpoint -> {out / task / 'pretrained'}")
         demos, checkpoint = prepare(task, out / task / "pretrained")
         say(f"{task}: held-out evaluation of the pre-trained checkpoint on {heldout_episodes} episodes")
-        pre = evaluate_checkpoint(arm_config(task, arms[0], 0, budget, overrides), checkpoint, heldout_episodes,
-                                  cache=out / task / "pretrained" / "heldout.json")["success"]["rate"]
+        pre = evaluate_checkpoint(
+            arm_config(task, arms[0], 0, budget, overrides),
+            checkpoint,
+            heldout_episodes,
+            cache=out / task / "pretrained" / "heldout.json",
+        )["success"]["rate"]
         for seed in range(seeds):  # seed-major: an interrupted bench still has every arm for its first seeds
             for arm in arms:
                 folder = out / task / arm.replace(" ", "_").replace("=", "") / f"seed{seed}"
@@ -368,14 +497,38 @@ def bench_sample_efficiency(out: Path, tasks: list[str], arms: list[str], seeds:
                     missing.append(f"{task} · {arm} · seed {seed}")
                     continue
                 say(f"[{len(outcomes) + len(missing) + 1}/{total}] {task} · {arm} · seed {seed}")
-                outcomes.append(run_arm(task, arm, seed, checkpoint, demos, folder, budget, overrides, pre,
-                                        heldout_episodes, on_progress))
+                outcomes.append(
+                    run_arm(
+                        task,
+                        arm,
+                        seed,
+                        checkpoint,
+                        demos,
+                        folder,
+                        budget,
+                        overrides,
+                        pre,
+                        heldout_episodes,
+                        on_progress,
+                    )
+                )
     if not outcomes:
         raise ValueError(f"no finished runs under {out} to report on")
     rows = summarize(outcomes)
     verdicts = decide(outcomes, rows)
     cfg = load_config(robot="sim", task=tasks[0], overrides=overrides)
     files = write_reports(outcomes, rows, verdicts, out, budget, cfg.finetune.eval_episodes, heldout_episodes)
-    return {"tasks": tasks, "arms": arms, "seeds": seeds, "budget": budget, "overrides": overrides,
-            "heldout_episodes": heldout_episodes, "summary": rows, "decisions": verdicts, "missing": missing,
-            "runs": [o.row() for o in outcomes], "files": files, "wall_s": time.perf_counter() - started}
+    return {
+        "tasks": tasks,
+        "arms": arms,
+        "seeds": seeds,
+        "budget": budget,
+        "overrides": overrides,
+        "heldout_episodes": heldout_episodes,
+        "summary": rows,
+        "decisions": verdicts,
+        "missing": missing,
+        "runs": [o.row() for o in outcomes],
+        "files": files,
+        "wall_s": time.perf_counter() - started,
+    }

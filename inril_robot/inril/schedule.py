@@ -48,8 +48,9 @@ class AdaptiveM:
     Until the first observation m = clip(m_ref). Call `observe` with flattened gradients (N,) every `every_k` steps.
     """
 
-    def __init__(self, m_min: int = 2, m_max: int = 30, ema_decay: float = 0.9, every_k: int = 10,
-                 m_ref: float = 10.0) -> None:
+    def __init__(
+        self, m_min: int = 2, m_max: int = 30, ema_decay: float = 0.9, every_k: int = 10, m_ref: float = 10.0
+    ) -> None:
         if not 1 <= m_min <= m_max:
             raise ValueError(f"need 1 <= m_min <= m_max, got {m_min}, {m_max}")
         if not 0.0 <= ema_decay < 1.0:
@@ -150,8 +151,15 @@ class InterleaveSchedule:
         self.rule.observe(g_rl, g_il)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rule": self.rule.state_dict(), "il_steps": self.il_steps, "step": self.step, "n_rl": self.n_rl,
-                "n_il": self.n_il, "rl_in_cycle": self._rl_in_cycle, "il_in_cycle": self._il_in_cycle}
+        return {
+            "rule": self.rule.state_dict(),
+            "il_steps": self.il_steps,
+            "step": self.step,
+            "n_rl": self.n_rl,
+            "n_il": self.n_il,
+            "rl_in_cycle": self._rl_in_cycle,
+            "il_in_cycle": self._il_in_cycle,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rule.load_state_dict(state["rule"])

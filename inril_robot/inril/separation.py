@@ -55,7 +55,7 @@ def unflatten(vec: Tensor, like: Grads) -> list[Tensor | None]:
             out.append(None)
             continue
         n = ref.numel()
-        out.append(vec[offset:offset + n].view_as(ref))
+        out.append(vec[offset : offset + n].view_as(ref))
         offset += n
     return out
 
@@ -175,12 +175,15 @@ class GradientEMA:
         """The bias-corrected average, None before the first update."""
         if self.n_updates == 0:
             return None
-        correction = 1.0 - self.decay ** self.n_updates
+        correction = 1.0 - self.decay**self.n_updates
         return [None if a is None else a / correction for a in self.avg]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"decay": self.decay, "n_updates": self.n_updates,
-                "avg": [None if a is None else a.clone() for a in self.avg]}
+        return {
+            "decay": self.decay,
+            "n_updates": self.n_updates,
+            "avg": [None if a is None else a.clone() for a in self.avg],
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.decay = float(state["decay"])
@@ -193,12 +196,16 @@ def param_groups_for(policy: nn.Module, objective: Literal["il", "rl"]) -> list[
     """The parameters `objective` may update under "residual" separation: the base for IL, the residual head
     (its encoder, head and log-std) for RL."""
     if not isinstance(policy, ResidualPolicy):
-        raise TypeError(f"separation 'residual' needs a ResidualPolicy (policy.kind with a residual head), "
-                        f"got {type(policy).__name__}; use 'none', 'pcgrad' or 'orthogonal' for other policies")
+        raise TypeError(
+            f"separation 'residual' needs a ResidualPolicy (policy.kind with a residual head), "
+            f"got {type(policy).__name__}; use 'none', 'pcgrad' or 'orthogonal' for other policies"
+        )
     if objective == "il":
         if policy.freeze_base:
-            raise ValueError("the residual policy's base is frozen (freeze_base=True), IL could not update it; "
-                             "build it with freeze_base=False for IN-RIL's network separation")
+            raise ValueError(
+                "the residual policy's base is frozen (freeze_base=True), IL could not update it; "
+                "build it with freeze_base=False for IN-RIL's network separation"
+            )
         return policy.base_parameters()
     if objective == "rl":
         return policy.residual_parameters()

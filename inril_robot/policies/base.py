@@ -24,8 +24,9 @@ Obs = dict[str, Tensor]
 
 
 class Policy(nn.Module, ABC):
-    def __init__(self, cfg: PolicyConfig, normalizer: Normalizer, obs_shapes: dict[str, tuple[int, ...]],
-                 action_dim: int) -> None:
+    def __init__(
+        self, cfg: PolicyConfig, normalizer: Normalizer, obs_shapes: dict[str, tuple[int, ...]], action_dim: int
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.normalizer = normalizer
@@ -45,8 +46,9 @@ class Policy(nn.Module, ABC):
         """Imitation loss (scalar) of expert `actions` (B, H, A) given `obs` (B, To, ...). Raw units in."""
 
     @abstractmethod
-    def predict_normalized(self, obs: Obs, deterministic: bool = True,
-                           generator: torch.Generator | None = None) -> Tensor:
+    def predict_normalized(
+        self, obs: Obs, deterministic: bool = True, generator: torch.Generator | None = None
+    ) -> Tensor:
         """An action chunk (B, H, A) in normalised units, clipped to [-1, 1] (what RL wrappers such as the residual
         policy build on)."""
 

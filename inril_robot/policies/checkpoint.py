@@ -56,8 +56,9 @@ class LoadedCheckpoint:
     extra: dict[str, Any]
 
 
-def build_policy(cfg: PolicyConfig, normalizer: Normalizer, obs_shapes: dict[str, tuple[int, ...]],
-                 action_dim: int) -> Policy:
+def build_policy(
+    cfg: PolicyConfig, normalizer: Normalizer, obs_shapes: dict[str, tuple[int, ...]], action_dim: int
+) -> Policy:
     """The policy class named by `cfg.kind` (imported lazily: the factory pulls in every policy module)."""
     from inril_robot.policies.factory import make_policy
 
@@ -84,8 +85,11 @@ def normalizer_spec(normalizer: Normalizer) -> dict[str, Any]:
             obs_stats[key] = {"mean": offset.tolist(), "std": scale.tolist()}
         else:
             obs_stats[key] = {"min": (offset - scale).tolist(), "max": (offset + scale).tolist()}
-    return {"obs_mode": normalizer.obs_mode, "obs_stats": obs_stats,
-            "action_stats": {"min": normalizer.action_min.tolist(), "max": normalizer.action_max.tolist()}}
+    return {
+        "obs_mode": normalizer.obs_mode,
+        "obs_stats": obs_stats,
+        "action_stats": {"min": normalizer.action_min.tolist(), "max": normalizer.action_max.tolist()},
+    }
 
 
 def _cpu(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -104,8 +108,11 @@ def non_finite_tensors(payload: Any, prefix: str = "") -> list[str]:
 
 
 def _non_finite_text(names: list[str]) -> str:
-    return f"{len(names)} tensor{'s' if len(names) > 1 else ''} with NaN/inf values ({', '.join(names[:3])}" \
-           + (", ..." if len(names) > 3 else "") + ")"
+    return (
+        f"{len(names)} tensor{'s' if len(names) > 1 else ''} with NaN/inf values ({', '.join(names[:3])}"
+        + (", ..." if len(names) > 3 else "")
+        + ")"
+    )
 
 
 def atomic_torch_save(payload: dict[str, Any], path: Path) -> None:
@@ -137,8 +144,10 @@ def safe_torch_load(path: Path, map_location: str | torch.device = "cpu") -> dic
             warnings.simplefilter("ignore")
             payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # garbage input can raise anything (KeyError from the unpickler, ...): one line
-        raise CheckpointError(f"{path} is not an inril-robot checkpoint (corrupt, truncated or another kind of file: "
-                              f"{_load_failure(e)}); pass a .pt written by pretrain, finetune or serve") from e
+        raise CheckpointError(
+            f"{path} is not an inril-robot checkpoint (corrupt, truncated or another kind of file: "
+            f"{_load_failure(e)}); pass a .pt written by pretrain, finetune or serve"
+        ) from e
     if not isinstance(payload, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(payload).__name__}, not a checkpoint dict")
     bad = non_finite_tensors(payload)
@@ -167,7 +176,8 @@ def save_checkpoint(
         "step": int(step),
         "state_dict": state_dict,
         "contract": contract.model_copy(
-            update={"horizon": policy.cfg.horizon, "act_steps": policy.cfg.act_steps}).to_json_dict(),
+            update={"horizon": policy.cfg.horizon, "act_steps": policy.cfg.act_steps}
+        ).to_json_dict(),
         "policy_config": policy.cfg.model_dump(mode="json"),
         "run_config": run_cfg.model_dump(mode="json"),
         "normalizer": normalizer_spec(policy.normalizer),
@@ -189,8 +199,20 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     version = payload.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {path}: format_version {version!r}, this version reads {FORMAT_VERSION}")
-    missing = [k for k in ("state_dict", "contract", "policy_config", "run_config", "normalizer", "obs_shapes",
-                           "action_dim", "step") if k not in payload]
+    missing = [
+        k
+        for k in (
+            "state_dict",
+            "contract",
+            "policy_config",
+            "run_config",
+            "normalizer",
+            "obs_shapes",
+            "action_dim",
+            "step",
+        )
+        if k not in payload
+    ]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}")
     return payload
@@ -232,8 +254,17 @@ def load_checkpoint(
     try:
         policy.load_state_dict(state_dict, strict=True)
     except RuntimeError as e:
-        raise CheckpointError(f"checkpoint {path}: weights do not fit the {policy_cfg.kind} policy it describes: "
-                              f"{e}") from e
+        raise CheckpointError(
+            f"checkpoint {path}: weights do not fit the {policy_cfg.kind} policy it describes: {e}"
+        ) from e
     policy.to(map_location).eval()
-    return LoadedCheckpoint(policy=policy, contract=stored, run_cfg=run_cfg, step=int(payload["step"]),
-                            weights=weights, path=path, weights_sha256=digest, extra=dict(payload.get("extra", {})))
+    return LoadedCheckpoint(
+        policy=policy,
+        contract=stored,
+        run_cfg=run_cfg,
+        step=int(payload["step"]),
+        weights=weights,
+        path=path,
+        weights_sha256=digest,
+        extra=dict(payload.get("extra", {})),
+    )

@@ -46,8 +46,9 @@ def cosine_alphas_cumprod(num_steps: int, s: float = 0.008, max_beta: float = 0.
     return torch.cumprod(1 - betas, dim=0).float()  # (K,)
 
 
-def ddim_step(x_t: Tensor, eps: Tensor, abar_t: Tensor, abar_prev: Tensor, eta: float,
-              min_std: float = 0.0) -> tuple[Tensor, Tensor]:
+def ddim_step(
+    x_t: Tensor, eps: Tensor, abar_t: Tensor, abar_prev: Tensor, eta: float, min_std: float = 0.0
+) -> tuple[Tensor, Tensor]:
     """One DDIM step t -> t_prev (Song et al. 2021, eq. 12), as a Gaussian: returns (mean, std) of x_{t_prev}.
 
     x_t, eps: (B, H, A); abar_t, abar_prev: (B, 1, 1) with abar_prev = 1 when t_prev is "before 0" (the clean end).
@@ -95,8 +96,9 @@ class ResidualMLPBlock(nn.Module):
 class MLPDenoiser(nn.Module):
     """ε_θ as an MLP: width `hidden[0]`, one residual block (two linear layers) per entry of `hidden`."""
 
-    def __init__(self, action_dim: int, horizon: int, obs_dim: int, hidden: tuple[int, ...],
-                 cfg: DiffusionConfig) -> None:
+    def __init__(
+        self, action_dim: int, horizon: int, obs_dim: int, hidden: tuple[int, ...], cfg: DiffusionConfig
+    ) -> None:
         super().__init__()
         width = hidden[0] if hidden else 256
         self.time = TimeEmbedding(cfg.time_embed_dim)
@@ -115,8 +117,9 @@ class Conv1dBlock(nn.Sequential):
     """(B, C_in, L) -> (B, C_out, L): Conv1d (same padding) -> GroupNorm -> Mish."""
 
     def __init__(self, in_ch: int, out_ch: int, kernel: int) -> None:
-        super().__init__(nn.Conv1d(in_ch, out_ch, kernel, padding=kernel // 2),
-                         nn.GroupNorm(num_groups(out_ch), out_ch), nn.Mish())
+        super().__init__(
+            nn.Conv1d(in_ch, out_ch, kernel, padding=kernel // 2), nn.GroupNorm(num_groups(out_ch), out_ch), nn.Mish()
+        )
 
 
 class FiLMResBlock(nn.Module):
@@ -153,18 +156,23 @@ class UNet1DDenoiser(nn.Module):
         self.down = nn.ModuleList()
         in_ch = action_dim
         for c in chans:
-            self.down.append(nn.ModuleList([FiLMResBlock(in_ch, c, cond_dim, kernel),
-                                            FiLMResBlock(c, c, cond_dim, kernel)]))
+            self.down.append(
+                nn.ModuleList([FiLMResBlock(in_ch, c, cond_dim, kernel), FiLMResBlock(c, c, cond_dim, kernel)])
+            )
             in_ch = c
         self.downsample = nn.ModuleList([nn.Conv1d(c, c, 3, stride=2, padding=1) for c in chans[:-1]])
         self.mid = nn.ModuleList([FiLMResBlock(chans[-1], chans[-1], cond_dim, kernel) for _ in range(2)])
         self.up = nn.ModuleList()
         for i in reversed(range(len(chans) - 1)):
-            self.up.append(nn.ModuleList([
-                nn.ConvTranspose1d(chans[i + 1], chans[i + 1], 4, stride=2, padding=1),  # length L -> 2L
-                FiLMResBlock(chans[i + 1] + chans[i], chans[i], cond_dim, kernel),
-                FiLMResBlock(chans[i], chans[i], cond_dim, kernel),
-            ]))
+            self.up.append(
+                nn.ModuleList(
+                    [
+                        nn.ConvTranspose1d(chans[i + 1], chans[i + 1], 4, stride=2, padding=1),  # length L -> 2L
+                        FiLMResBlock(chans[i + 1] + chans[i], chans[i], cond_dim, kernel),
+                        FiLMResBlock(chans[i], chans[i], cond_dim, kernel),
+                    ]
+                )
+            )
         self.final = nn.Sequential(Conv1dBlock(chans[0], chans[0], kernel), nn.Conv1d(chans[0], action_dim, 1))
 
     def forward(self, x: Tensor, t: Tensor, features: Tensor) -> Tensor:
@@ -188,8 +196,9 @@ class UNet1DDenoiser(nn.Module):
 
 # -------------------------------------------------------------------------------------------------------- policy
 class DiffusionPolicy(Policy):
-    def __init__(self, cfg: PolicyConfig, normalizer: Normalizer, obs_shapes: dict[str, tuple[int, ...]],
-                 action_dim: int) -> None:
+    def __init__(
+        self, cfg: PolicyConfig, normalizer: Normalizer, obs_shapes: dict[str, tuple[int, ...]], action_dim: int
+    ) -> None:
         super().__init__(cfg, normalizer, obs_shapes, action_dim)
         d = cfg.diffusion
         if d.ddim_steps > d.train_steps:
@@ -202,8 +211,9 @@ class DiffusionPolicy(Policy):
         # (`freeze_copy`), so RL changes only the last, fine denoising steps. Saved with the weights.
         self.frozen: nn.ModuleDict | None = None
         if d.finetuned_steps is not None and d.finetuned_steps < d.ddim_steps:
-            self.frozen = nn.ModuleDict({"encoder": ObsEncoder(normalizer, obs_shapes, cfg),
-                                         "denoiser": self._make_denoiser()})
+            self.frozen = nn.ModuleDict(
+                {"encoder": ObsEncoder(normalizer, obs_shapes, cfg), "denoiser": self._make_denoiser()}
+            )
             self.frozen.requires_grad_(False)
         # A pure function of the config (which the checkpoint carries): not saved in the state dict.
         self.register_buffer("alphas_cumprod", cosine_alphas_cumprod(d.train_steps), persistent=False)  # (K,)
@@ -217,8 +227,9 @@ class DiffusionPolicy(Policy):
     def freeze_copy(self) -> None:
         """Make the frozen early-step networks a copy of the current ones (call once, on the pre-trained weights)."""
         if self.frozen is None:
-            raise ValueError("this diffusion policy has no frozen copy (diffusion.finetuned_steps is None or covers "
-                             "every DDIM step)")
+            raise ValueError(
+                "this diffusion policy has no frozen copy (diffusion.finetuned_steps is None or covers every DDIM step)"
+            )
         self.frozen["encoder"].load_state_dict(self.encoder.state_dict())
         self.frozen["denoiser"].load_state_dict(self.denoiser.state_dict())
 
@@ -244,8 +255,16 @@ class DiffusionPolicy(Policy):
             raise ValueError(f"DDIM steps must be in [1, {self.num_train_steps}], got {steps}")
         return [round(self.num_train_steps - i * self.num_train_steps / steps) - 1 for i in range(steps)]
 
-    def denoise_step(self, x_t: Tensor, t: int | Tensor, t_prev: int | Tensor, features: Tensor, eta: float = 0.0,
-                     min_sampling_std: float = 0.0, frozen: bool = False) -> tuple[Tensor, Tensor]:
+    def denoise_step(
+        self,
+        x_t: Tensor,
+        t: int | Tensor,
+        t_prev: int | Tensor,
+        features: Tensor,
+        eta: float = 0.0,
+        min_sampling_std: float = 0.0,
+        frozen: bool = False,
+    ) -> tuple[Tensor, Tensor]:
         """Gaussian (mean, std), each (B, H, A), of x_{t_prev} given x_t (B, H, A) and encoded obs `features` (B, D).
 
         `t`, `t_prev`: ints or (B,) integer tensors (a PPO minibatch mixes steps); t_prev = -1 is the clean end.
@@ -261,8 +280,14 @@ class DiffusionPolicy(Policy):
         eps = denoiser(x_t, t, features)  # (B, H, A)
         return ddim_step(x_t, eps, abar_t, abar_prev, eta, min_sampling_std)
 
-    def ddim_chain(self, obs: Obs, steps: int | None = None, eta: float = 0.0,
-                   generator: torch.Generator | None = None, min_sampling_std: float = 0.0) -> list[Tensor]:
+    def ddim_chain(
+        self,
+        obs: Obs,
+        steps: int | None = None,
+        eta: float = 0.0,
+        generator: torch.Generator | None = None,
+        min_sampling_std: float = 0.0,
+    ) -> list[Tensor]:
         """DDIM from x_{K-1} ~ N(0, I): [x_{t_0}, x_{t_1}, ..., x_0], steps + 1 tensors (B, H, A), where
         t_0 > t_1 > ... are `ddim_timesteps(steps)`. The last one is the normalised action chunk, not clipped.
 
@@ -295,8 +320,9 @@ class DiffusionPolicy(Policy):
         k = self.cfg.diffusion.finetuned_steps
         return 0 if self.frozen is None or k is None else max(steps - k, 0)
 
-    def predict_normalized(self, obs: Obs, deterministic: bool = True,
-                           generator: torch.Generator | None = None) -> Tensor:
+    def predict_normalized(
+        self, obs: Obs, deterministic: bool = True, generator: torch.Generator | None = None
+    ) -> Tensor:
         """DDIM with `diffusion.ddim_steps` steps; eta 0 if deterministic else 1 (see the module docstring)."""
         chain = self.ddim_chain(obs, self.cfg.diffusion.ddim_steps, 0.0 if deterministic else 1.0, generator)
         return chain[-1].clamp(-1.0, 1.0)  # (B, H, A)

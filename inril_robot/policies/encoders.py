@@ -48,8 +48,11 @@ class SpatialSoftmax(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         n, c, h, w = x.shape
         attention = torch.softmax(x.flatten(2), dim=-1)  # (N, C, h*w)
-        ys, xs = torch.meshgrid(torch.linspace(-1.0, 1.0, h, device=x.device, dtype=x.dtype),
-                                torch.linspace(-1.0, 1.0, w, device=x.device, dtype=x.dtype), indexing="ij")
+        ys, xs = torch.meshgrid(
+            torch.linspace(-1.0, 1.0, h, device=x.device, dtype=x.dtype),
+            torch.linspace(-1.0, 1.0, w, device=x.device, dtype=x.dtype),
+            indexing="ij",
+        )
         grid = torch.stack([xs.flatten(), ys.flatten()], dim=-1)  # (h*w, 2)
         return (attention @ grid).reshape(n, 2 * c)  # (N, C, 2) -> (N, 2C)
 
@@ -77,8 +80,11 @@ class ImageEncoder(nn.Module):
         layers: list[nn.Module] = []
         in_ch = 3
         for out_ch in cfg.channels:  # each layer halves the resolution: 96 px -> 48 -> 24 -> 12 with 3 layers
-            layers += [nn.Conv2d(in_ch, out_ch, 3, stride=2, padding=1), nn.GroupNorm(num_groups(out_ch), out_ch),
-                       nn.ReLU()]
+            layers += [
+                nn.Conv2d(in_ch, out_ch, 3, stride=2, padding=1),
+                nn.GroupNorm(num_groups(out_ch), out_ch),
+                nn.ReLU(),
+            ]
             in_ch = out_ch
         self.conv = nn.Sequential(*layers)
         if pool == "spatial_softmax":
@@ -105,8 +111,13 @@ class ObsEncoder(nn.Module):
     Every low-dim key must have statistics in `normalizer`.
     """
 
-    def __init__(self, normalizer: Normalizer, obs_shapes: dict[str, tuple[int, ...]], cfg: PolicyConfig,
-                 pool: Pool = "spatial_softmax") -> None:
+    def __init__(
+        self,
+        normalizer: Normalizer,
+        obs_shapes: dict[str, tuple[int, ...]],
+        cfg: PolicyConfig,
+        pool: Pool = "spatial_softmax",
+    ) -> None:
         super().__init__()
         self.normalizer = normalizer
         if not obs_shapes:
@@ -117,15 +128,17 @@ class ObsEncoder(nn.Module):
         self.lowdim_keys = [k for k in self.obs_shapes if not k.endswith("_rgb")]
         missing = [k for k in self.lowdim_keys if k not in normalizer.obs_keys]
         if missing:
-            raise KeyError(f"the normaliser has no statistics for observation keys {missing} "
-                           f"(it has {normalizer.obs_keys})")
+            raise KeyError(
+                f"the normaliser has no statistics for observation keys {missing} (it has {normalizer.obs_keys})"
+            )
         for key in self.image_keys:
             shape = self.obs_shapes[key]
             if len(shape) != 3 or shape[2] != 3:
                 raise ValueError(f"image key {key!r} must have shape (h, w, 3), got {shape}")
         self.image_encoders = nn.ModuleDict({k: ImageEncoder(cfg.image, pool) for k in self.image_keys})
         step_dim = sum(math.prod(self.obs_shapes[k]) for k in self.lowdim_keys) + cfg.image.feature_dim * len(
-            self.image_keys)
+            self.image_keys
+        )
         self.out_dim = self.n_obs_steps * step_dim
 
     def forward(self, obs: dict[str, Tensor]) -> Tensor:
@@ -135,8 +148,10 @@ class ObsEncoder(nn.Module):
             value = obs[key]
             expected = (self.n_obs_steps, *shape)
             if tuple(value.shape[1:]) != expected:
-                raise ValueError(f"observation {key!r}: expected shape (B, {', '.join(map(str, expected))}), "
-                                 f"got {tuple(value.shape)}")
+                raise ValueError(
+                    f"observation {key!r}: expected shape (B, {', '.join(map(str, expected))}), "
+                    f"got {tuple(value.shape)}"
+                )
             batch = value.shape[0]
             if key in self.image_encoders:
                 feats = self.image_encoders[key](value.flatten(0, 1))  # (B*To, h, w, 3) -> (B*To, feature_dim)

@@ -12,8 +12,9 @@ from inril_robot.policies.residual import ResidualPolicy
 POLICY_CLASSES: dict[str, type[Policy]] = {"gaussian": GaussianPolicy, "diffusion": DiffusionPolicy}
 
 
-def make_policy(cfg: PolicyConfig, normalizer: Normalizer, obs_shapes: dict[str, tuple[int, ...]],
-                action_dim: int) -> Policy:
+def make_policy(
+    cfg: PolicyConfig, normalizer: Normalizer, obs_shapes: dict[str, tuple[int, ...]], action_dim: int
+) -> Policy:
     """A freshly initialised policy of kind `cfg.kind`; with `cfg.residual` set, a `ResidualPolicy` (frozen base)
     over it, as residual RL fine-tuning exports it."""
     if cfg.kind not in POLICY_CLASSES:

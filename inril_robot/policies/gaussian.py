@@ -22,8 +22,14 @@ from inril_robot.policies.normalizer import Normalizer
 
 
 class GaussianPolicy(Policy):
-    def __init__(self, cfg: PolicyConfig, normalizer: Normalizer, obs_shapes: dict[str, tuple[int, ...]],
-                 action_dim: int, activation: type[nn.Module] = nn.Mish) -> None:
+    def __init__(
+        self,
+        cfg: PolicyConfig,
+        normalizer: Normalizer,
+        obs_shapes: dict[str, tuple[int, ...]],
+        action_dim: int,
+        activation: type[nn.Module] = nn.Mish,
+    ) -> None:
         super().__init__(cfg, normalizer, obs_shapes, action_dim)
         self.chunk_dim = cfg.horizon * action_dim  # H*A
         self.encoder = ObsEncoder(normalizer, obs_shapes, cfg)
@@ -60,8 +66,9 @@ class GaussianPolicy(Policy):
         """Negative log-likelihood of the expert chunk (raw (B, H, A) in), mean over the batch."""
         return -self.log_prob(obs, self.normalizer.normalize_action(actions)).mean()
 
-    def predict_normalized(self, obs: Obs, deterministic: bool = True,
-                           generator: torch.Generator | None = None) -> Tensor:
+    def predict_normalized(
+        self, obs: Obs, deterministic: bool = True, generator: torch.Generator | None = None
+    ) -> Tensor:
         dist = self.distribution(obs)
         a = dist.mean if deterministic else sample_normal(dist, generator)  # (B, H*A)
         return a.clamp(-1.0, 1.0).reshape(-1, self.cfg.horizon, self.action_dim)  # (B, H, A)

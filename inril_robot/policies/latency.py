@@ -12,8 +12,9 @@ from inril_robot.config import RunConfig
 from inril_robot.policies.base import Obs, Policy
 
 
-def random_obs(obs_shapes: dict[str, tuple[int, ...]], n_obs_steps: int, batch: int = 1,
-               device: torch.device | str = "cpu") -> Obs:
+def random_obs(
+    obs_shapes: dict[str, tuple[int, ...]], n_obs_steps: int, batch: int = 1, device: torch.device | str = "cpu"
+) -> Obs:
     """Random observations (B, To, *shape): uint8 images for `<camera>_rgb` keys, float32 normals otherwise."""
     obs: Obs = {}
     for key, shape in obs_shapes.items():
@@ -25,8 +26,9 @@ def random_obs(obs_shapes: dict[str, tuple[int, ...]], n_obs_steps: int, batch: 
     return obs
 
 
-def measure_latency(policy: Policy, obs_shapes: dict[str, tuple[int, ...]], repeats: int = 200,
-                    warmup: int = 20) -> dict[str, float]:
+def measure_latency(
+    policy: Policy, obs_shapes: dict[str, tuple[int, ...]], repeats: int = 200, warmup: int = 20
+) -> dict[str, float]:
     """Median, 99th-percentile and mean milliseconds of one `predict` (deterministic) at batch 1, in eval mode."""
     device = next(policy.parameters()).device
     obs = random_obs(obs_shapes, policy.cfg.n_obs_steps, device=device)
@@ -48,8 +50,13 @@ def measure_latency(policy: Policy, obs_shapes: dict[str, tuple[int, ...]], repe
     return {"median_ms": float(np.median(t)), "p99_ms": float(np.percentile(t, 99)), "mean_ms": float(t.mean())}
 
 
-def bench_default_policies(cfg: RunConfig, repeats: int = 200, device: str = "cpu", threads: int = 0,
-                           algos: tuple[str, ...] = ("bc_gaussian", "bc_diffusion")) -> list[dict[str, Any]]:
+def bench_default_policies(
+    cfg: RunConfig,
+    repeats: int = 200,
+    device: str = "cpu",
+    threads: int = 0,
+    algos: tuple[str, ...] = ("bc_gaussian", "bc_diffusion"),
+) -> list[dict[str, Any]]:
     """Latency of each default policy preset, state-only (proprioception + task state) and with `cfg.cameras`.
 
     Weights are random (latency does not depend on them); the normaliser gets unit statistics.
@@ -64,23 +71,36 @@ def bench_default_policies(cfg: RunConfig, repeats: int = 200, device: str = "cp
         torch.set_num_threads(threads)
     lowdim = {**PROPRIO_KEYS, **TASKS[cfg.task.name].state_keys}
     images = {f"{c.name}_rgb": (c.height, c.width, 3) for c in cfg.cameras}
-    stats = {k: {"mean": [0.0] * s[0], "std": [1.0] * s[0], "min": [-1.0] * s[0], "max": [1.0] * s[0]}
-             for k, s in lowdim.items()}
-    actions = {"min": [-cfg.safety.max_step] * 3 + [-cfg.safety.max_rot_step] * 3 + [0.0],
-               "max": [cfg.safety.max_step] * 3 + [cfg.safety.max_rot_step] * 3 + [1.0]}
+    stats = {
+        k: {"mean": [0.0] * s[0], "std": [1.0] * s[0], "min": [-1.0] * s[0], "max": [1.0] * s[0]}
+        for k, s in lowdim.items()
+    }
+    actions = {
+        "min": [-cfg.safety.max_step] * 3 + [-cfg.safety.max_rot_step] * 3 + [0.0],
+        "max": [cfg.safety.max_step] * 3 + [cfg.safety.max_rot_step] * 3 + [1.0],
+    }
     rows = []
     for algo in algos:
         policy_cfg = load_config(algo=algo).policy
         variants = [("state", lowdim)]
         if images:
-            variants.append((" + ".join(sorted(images)) + f" ({next(iter(images.values()))[1]} px)",
-                             {**PROPRIO_KEYS, **images}))
+            variants.append(
+                (" + ".join(sorted(images)) + f" ({next(iter(images.values()))[1]} px)", {**PROPRIO_KEYS, **images})
+            )
         for name, shapes in variants:
             torch.manual_seed(0)
             policy = make_policy(policy_cfg, Normalizer(stats, actions), shapes, 7).to(device)
             timing = measure_latency(policy, shapes, repeats=repeats, warmup=max(5, repeats // 10))
-            label = algo.removeprefix("bc_") + (f"/{policy_cfg.diffusion.denoiser}" if policy_cfg.kind == "diffusion"
-                                                else "")
-            rows.append({"policy": label, "observations": name, "horizon": policy_cfg.horizon,
-                         "parameters": sum(p.numel() for p in policy.parameters()), **timing})
+            label = algo.removeprefix("bc_") + (
+                f"/{policy_cfg.diffusion.denoiser}" if policy_cfg.kind == "diffusion" else ""
+            )
+            rows.append(
+                {
+                    "policy": label,
+                    "observations": name,
+                    "horizon": policy_cfg.horizon,
+                    "parameters": sum(p.numel() for p in policy.parameters()),
+                    **timing,
+                }
+            )
     return rows

@@ -16,8 +16,12 @@ EPS = 1e-6
 
 
 class Normalizer(nn.Module):
-    def __init__(self, obs_stats: dict[str, dict[str, Any]], action_stats: dict[str, Any],
-                 obs_mode: Literal["mean_std", "min_max"] = "mean_std") -> None:
+    def __init__(
+        self,
+        obs_stats: dict[str, dict[str, Any]],
+        action_stats: dict[str, Any],
+        obs_mode: Literal["mean_std", "min_max"] = "mean_std",
+    ) -> None:
         super().__init__()
         self.obs_mode = obs_mode
         self.obs_keys = sorted(obs_stats)
@@ -35,9 +39,13 @@ class Normalizer(nn.Module):
         self.register_buffer("action_max", hi)
 
     @classmethod
-    def from_dataset_stats(cls, stats: dict[str, dict[str, Any]], obs_keys: list[str],
-                           obs_mode: Literal["mean_std", "min_max"] = "mean_std",
-                           action_key: str = "action/executed") -> Normalizer:
+    def from_dataset_stats(
+        cls,
+        stats: dict[str, dict[str, Any]],
+        obs_keys: list[str],
+        obs_mode: Literal["mean_std", "min_max"] = "mean_std",
+        action_key: str = "action/executed",
+    ) -> Normalizer:
         """From `inril_robot.data.stats.compute_stats` output (keys `obs/<key>` and `action/executed`)."""
         missing = [k for k in obs_keys if f"obs/{k}" not in stats]
         if missing or action_key not in stats:

@@ -28,11 +28,18 @@ from inril_robot.policies.encoders import ObsEncoder, mlp
 
 
 class ResidualPolicy(Policy):
-    def __init__(self, base: Policy, hidden: Sequence[int] = (256, 256), scale: float = 0.1,
-                 init_log_std: float = -1.5, freeze_base: bool = True) -> None:
+    def __init__(
+        self,
+        base: Policy,
+        hidden: Sequence[int] = (256, 256),
+        scale: float = 0.1,
+        init_log_std: float = -1.5,
+        freeze_base: bool = True,
+    ) -> None:
         head_cfg = ResidualRLConfig(hidden=tuple(hidden), scale=scale, init_log_std=init_log_std)
-        super().__init__(base.cfg.model_copy(update={"residual": head_cfg}), base.normalizer, base.obs_shapes,
-                         base.action_dim)
+        super().__init__(
+            base.cfg.model_copy(update={"residual": head_cfg}), base.normalizer, base.obs_shapes, base.action_dim
+        )
         self.base = base
         self.scale = scale
         self.freeze_base = freeze_base
@@ -87,8 +94,9 @@ class ResidualPolicy(Policy):
         """The IL loss: the base's imitation loss. Only base parameters receive its gradients."""
         return self.base.loss(obs, actions)
 
-    def predict_normalized(self, obs: Obs, deterministic: bool = True,
-                           generator: torch.Generator | None = None) -> Tensor:
+    def predict_normalized(
+        self, obs: Obs, deterministic: bool = True, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Base chunk (sampled with the same `deterministic` flag) plus the scaled residual (mean or sample)."""
         base_action = self.base_action(obs, deterministic, generator)  # (B, H, A)
         dist = self.distribution(obs, base_action)

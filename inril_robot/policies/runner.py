@@ -24,8 +24,15 @@ from inril_robot.policies.base import Policy
 
 
 class PolicyRunner:
-    def __init__(self, policy: Policy, contract: Contract, device: str | torch.device = "cpu", *,
-                 deterministic: bool = True, seed: int = 0) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        contract: Contract,
+        device: str | torch.device = "cpu",
+        *,
+        deterministic: bool = True,
+        seed: int = 0,
+    ) -> None:
         self.policy = policy
         self.contract = contract
         self.device = torch.device(device)
@@ -37,8 +44,9 @@ class PolicyRunner:
             if spec is None:
                 raise ContractMismatch(f"observations.{key}", "present", "missing", "policy input")
             if tuple(spec.shape) != tuple(policy.obs_shapes[key]):
-                raise ContractMismatch(f"observations.{key}.shape", tuple(policy.obs_shapes[key]), spec.shape,
-                                       "policy input")
+                raise ContractMismatch(
+                    f"observations.{key}.shape", tuple(policy.obs_shapes[key]), spec.shape, "policy input"
+                )
         self.n_obs_steps = policy.cfg.n_obs_steps
         self.act_steps = policy.cfg.act_steps
         self.generator = torch.Generator(device=self.device)
@@ -69,8 +77,12 @@ class PolicyRunner:
             value = np.asarray(obs[key])
             spec = self.contract.observations[key]
             if value.shape != spec.shape or value.dtype != np.dtype(spec.dtype):
-                raise ContractMismatch(f"observations.{key}", f"{spec.dtype}{list(spec.shape)}",
-                                       f"{value.dtype}{list(value.shape)}", "observation")
+                raise ContractMismatch(
+                    f"observations.{key}",
+                    f"{spec.dtype}{list(spec.shape)}",
+                    f"{value.dtype}{list(value.shape)}",
+                    "observation",
+                )
             frame[key] = value
         self.history.push(frame)
         if not self.queue:
@@ -79,15 +91,24 @@ class PolicyRunner:
         return self.queue.popleft()
 
     def _predict_chunk(self) -> list[np.ndarray]:
-        obs = {key: torch.from_numpy(v)[None].to(self.device)
-               for key, v in self.history.stacked().items()}  # key -> (1, To, *shape)
+        obs = {
+            key: torch.from_numpy(v)[None].to(self.device) for key, v in self.history.stacked().items()
+        }  # key -> (1, To, *shape)
         with torch.inference_mode():
             chunk = self.policy.predict(obs, deterministic=self.deterministic, generator=self.generator)
         self.predictions += 1
-        if chunk.ndim != 3 or chunk.shape[0] != 1 or chunk.shape[1] < self.act_steps \
-                or chunk.shape[2] != self.contract.action_dim:
-            raise ContractMismatch("action_dim", f"(1, >={self.act_steps}, {self.contract.action_dim})",
-                                   tuple(chunk.shape), "predicted chunk")
+        if (
+            chunk.ndim != 3
+            or chunk.shape[0] != 1
+            or chunk.shape[1] < self.act_steps
+            or chunk.shape[2] != self.contract.action_dim
+        ):
+            raise ContractMismatch(
+                "action_dim",
+                f"(1, >={self.act_steps}, {self.contract.action_dim})",
+                tuple(chunk.shape),
+                "predicted chunk",
+            )
         actions = chunk[0, : self.act_steps].detach().cpu().double().numpy().copy()
         actions[:, -1] = np.clip(actions[:, -1], 0.0, 1.0)  # the gripper command is the last dimension
         return list(actions)

@@ -60,8 +60,7 @@ class Actor(nn.Module, ABC):
 
     def std_parameters(self) -> list[nn.Parameter]:
         """The exploration log-std parameters RL trains (their own optimiser group, floor and ceiling)."""
-        return [p for name, p in self.policy.named_parameters()
-                if name.split(".")[-1] == "log_std" and p.requires_grad]
+        return [p for name, p in self.policy.named_parameters() if name.split(".")[-1] == "log_std" and p.requires_grad]
 
     def il_loss(self, obs: Obs, actions: Tensor) -> Tensor:
         """The imitation loss of demonstrated raw chunks (B, H, A)."""

@@ -24,8 +24,16 @@ from torch import Tensor
 Obs = dict[str, Tensor]
 
 
-def compute_gae(rewards: Tensor, values: Tensor, dones: Tensor, truncated: Tensor, last_value: Tensor, gamma: float,
-                lam: float, bootstrap_values_on_truncation: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def compute_gae(
+    rewards: Tensor,
+    values: Tensor,
+    dones: Tensor,
+    truncated: Tensor,
+    last_value: Tensor,
+    gamma: float,
+    lam: float,
+    bootstrap_values_on_truncation: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
     """Advantages and returns, both (T, N).
 
     rewards, values, dones, truncated: (T, N); last_value: (N,), the value of the observation after the last step;
@@ -91,8 +99,16 @@ class RolloutBuffer:
         self.record: dict[str, Tensor] = {}  # name -> (P, ...)
         self.log_probs = self.values = self.rewards = self.advantages = self.returns = torch.zeros(0)
 
-    def add_episode(self, obs: Obs, record: dict[str, Tensor], log_probs: Tensor, rewards: Tensor, values: Tensor,
-                    terminated: bool, bootstrap_value: float = 0.0) -> None:
+    def add_episode(
+        self,
+        obs: Obs,
+        record: dict[str, Tensor],
+        log_probs: Tensor,
+        rewards: Tensor,
+        values: Tensor,
+        terminated: bool,
+        bootstrap_value: float = 0.0,
+    ) -> None:
         """obs key -> (T, To, ...), record name -> (T, ...), log_probs (T, K) or (T,), rewards and values (T,)."""
         steps = rewards.shape[0]
         if steps == 0:
@@ -100,15 +116,23 @@ class RolloutBuffer:
         for name, tensor in [*obs.items(), *record.items(), ("log_probs", log_probs), ("values", values)]:
             if tensor.shape[0] != steps:
                 raise ValueError(f"episode field {name!r} has {tensor.shape[0]} rows, rewards have {steps}")
-        self.episodes.append(Episode(obs, record, log_probs.reshape(steps, -1), rewards, values, bool(terminated),
-                                     float(bootstrap_value)))
+        self.episodes.append(
+            Episode(
+                obs, record, log_probs.reshape(steps, -1), rewards, values, bool(terminated), float(bootstrap_value)
+            )
+        )
 
     @property
     def size(self) -> int:
         return int(self.rewards.shape[0])
 
-    def compute_returns(self, gamma: float, lam: float, bootstrap_truncations: bool = False,
-                        value_range: tuple[float, float] | None = None) -> None:
+    def compute_returns(
+        self,
+        gamma: float,
+        lam: float,
+        bootstrap_truncations: bool = False,
+        value_range: tuple[float, float] | None = None,
+    ) -> None:
         """Concatenate the episodes and fill `advantages` and `returns` (P,). `bootstrap_truncations`: truncated
         episodes continue with V(final observation), clamped into `value_range` (the feasible returns) when given;
         otherwise they end at 0 like terminations."""
@@ -129,12 +153,22 @@ class RolloutBuffer:
             if e.terminated:
                 dones[end] = 1.0
             else:
-                value = e.bootstrap_value if value_range is None else min(max(e.bootstrap_value, value_range[0]),
-                                                                          value_range[1])
+                value = (
+                    e.bootstrap_value
+                    if value_range is None
+                    else min(max(e.bootstrap_value, value_range[0]), value_range[1])
+                )
                 truncations[end], boot[end] = 1.0, value
         advantages, returns = compute_gae(
-            self.rewards[:, None], self.values[:, None], dones[:, None], truncations[:, None],
-            torch.zeros(1, device=dev), gamma, lam, boot[:, None] if bootstrap_truncations else None)
+            self.rewards[:, None],
+            self.values[:, None],
+            dones[:, None],
+            truncations[:, None],
+            torch.zeros(1, device=dev),
+            gamma,
+            lam,
+            boot[:, None] if bootstrap_truncations else None,
+        )
         self.advantages, self.returns = advantages[:, 0], returns[:, 0]  # (P,)
 
     def minibatches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Tensor]:

@@ -33,8 +33,9 @@ def with_frozen_copy(policy: DiffusionPolicy, ft_steps: int | None) -> Diffusion
     steps = policy.cfg.diffusion.ddim_steps
     if ft_steps is None or ft_steps >= steps:
         return policy
-    cfg = policy.cfg.model_copy(update={"diffusion": policy.cfg.diffusion.model_copy(
-        update={"finetuned_steps": ft_steps})})
+    cfg = policy.cfg.model_copy(
+        update={"diffusion": policy.cfg.diffusion.model_copy(update={"finetuned_steps": ft_steps})}
+    )
     rebuilt = DiffusionPolicy(cfg, policy.normalizer, policy.obs_shapes, policy.action_dim)
     rebuilt.load_state_dict(policy.state_dict(), strict=False)  # the frozen copy is filled next
     rebuilt.freeze_copy()
@@ -53,17 +54,18 @@ class DPPOActor(Actor):
         self.n_frozen = policy.frozen_steps(self.steps)  # S - K'
         self.ft_steps = self.steps - self.n_frozen  # K'
         ts = policy.ddim_timesteps(self.steps)
-        pairs = list(zip(ts, [*ts[1:], -1], strict=True))[self.n_frozen:]
+        pairs = list(zip(ts, [*ts[1:], -1], strict=True))[self.n_frozen :]
         self.register_buffer("t", torch.tensor([p[0] for p in pairs]), persistent=False)  # (K',)
         self.register_buffer("t_prev", torch.tensor([p[1] for p in pairs]), persistent=False)  # (K',)
         k = torch.arange(self.ft_steps, dtype=torch.float32)
-        self.register_buffer("decision_weights", cfg.denoising_gamma ** (self.ft_steps - 1 - k),
-                             persistent=False)  # (K',)
+        self.register_buffer(
+            "decision_weights", cfg.denoising_gamma ** (self.ft_steps - 1 - k), persistent=False
+        )  # (K',)
 
     @torch.no_grad()
     def sample(self, obs: Obs, generator: torch.Generator | None = None) -> ActorSample:
         chain = self.policy.ddim_chain(obs, self.steps, self.cfg.eta, generator, self.cfg.min_sampling_std)
-        fine = torch.stack(chain[self.n_frozen:], dim=1)  # (B, K'+1, H, A)
+        fine = torch.stack(chain[self.n_frozen :], dim=1)  # (B, K'+1, H, A)
         log_prob = self._log_prob(obs, fine)  # (B, K')
         return ActorSample(fine[:, -1].clamp(-1.0, 1.0), {"chain": fine}, log_prob)
 
@@ -76,8 +78,13 @@ class DPPOActor(Actor):
         features = self.policy.encoder(obs)  # (B, D)
         x_t = chain[:, :-1].reshape(b * k, *chain.shape[2:])  # (B*K', H, A)
         mean, std = self.policy.denoise_step(
-            x_t, self.t.repeat(b), self.t_prev.repeat(b), features.repeat_interleave(k, dim=0), self.cfg.eta,
-            max(self.cfg.min_logprob_std, self.cfg.min_sampling_std))  # (B*K', H, A) each
+            x_t,
+            self.t.repeat(b),
+            self.t_prev.repeat(b),
+            features.repeat_interleave(k, dim=0),
+            self.cfg.eta,
+            max(self.cfg.min_logprob_std, self.cfg.min_sampling_std),
+        )  # (B*K', H, A) each
         x_prev = chain[:, 1:].reshape(b * k, *chain.shape[2:])  # (B*K', H, A)
-        per_element = Normal(mean, std).log_prob(x_prev)[:, :self.policy.cfg.act_steps]  # (B*K', act_steps, A)
+        per_element = Normal(mean, std).log_prob(x_prev)[:, : self.policy.cfg.act_steps]  # (B*K', act_steps, A)
         return per_element.sum(dim=(-2, -1)).reshape(b, k)  # (B, K')

@@ -39,8 +39,9 @@ class Critic(nn.Module):
     cannot promise more than the rewards allow (an unbounded one extrapolated to V = 2.7 on lift states where no
     return exceeds 1, measured)."""
 
-    def __init__(self, encoder: ObsEncoder, hidden: Sequence[int] = (256, 256),
-                 value_range: tuple[float, float] | None = None) -> None:
+    def __init__(
+        self, encoder: ObsEncoder, hidden: Sequence[int] = (256, 256), value_range: tuple[float, float] | None = None
+    ) -> None:
         super().__init__()
         if value_range is not None and not value_range[0] < value_range[1]:
             raise ValueError(f"value_range must be (low, high) with low < high, got {value_range}")
@@ -49,8 +50,9 @@ class Critic(nn.Module):
         self.value_range = value_range
 
     @classmethod
-    def for_policy(cls, policy: Policy, hidden: Sequence[int] = (256, 256),
-                   value_range: tuple[float, float] | None = None) -> Critic:
+    def for_policy(
+        cls, policy: Policy, hidden: Sequence[int] = (256, 256), value_range: tuple[float, float] | None = None
+    ) -> Critic:
         """A critic reading the same observations as `policy`, through a fresh encoder (same normaliser)."""
         return cls(ObsEncoder(policy.normalizer, policy.obs_shapes, policy.cfg), hidden, value_range)
 
@@ -62,8 +64,13 @@ class Critic(nn.Module):
         return low + (high - low) * torch.sigmoid(raw)
 
 
-def clipped_surrogate(new_log_probs: Tensor, batch: RolloutBatch, cfg: PPOConfig, entropy: Tensor | None = None,
-                      decision_weights: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+def clipped_surrogate(
+    new_log_probs: Tensor,
+    batch: RolloutBatch,
+    cfg: PPOConfig,
+    entropy: Tensor | None = None,
+    decision_weights: Tensor | None = None,
+) -> tuple[Tensor, dict[str, float]]:
     """The clipped-surrogate actor loss (scalar, with graph) and its detached statistics.
 
     new_log_probs: (B, K); decision_weights: (K,) multiplies the advantage per decision (DPPO's denoising discount).

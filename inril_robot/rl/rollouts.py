@@ -60,8 +60,14 @@ def raw_actions(policy: Policy, chunk: Tensor, act_steps: int) -> np.ndarray:
     return raw
 
 
-def run_episodes(vec: VecEnv, seeds: list[int], policy: Policy, choose: Choose, device: torch.device | str = "cpu",
-                 on_chunk: Callable[[int], None] | None = None) -> list[EpisodeTrace]:
+def run_episodes(
+    vec: VecEnv,
+    seeds: list[int],
+    policy: Policy,
+    choose: Choose,
+    device: torch.device | str = "cpu",
+    on_chunk: Callable[[int], None] | None = None,
+) -> list[EpisodeTrace]:
     """One episode per seed; `on_chunk(control_steps)` after every executed batch of chunks (progress)."""
     device = torch.device(device)
     act_steps = policy.cfg.act_steps

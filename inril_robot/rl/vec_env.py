@@ -104,8 +104,9 @@ class EnvWorkerError(RuntimeError):
 
 
 class VecEnv:
-    def __init__(self, cfg: RunConfig, num_envs: int, obs_keys: list[str], n_obs_steps: int,
-                 subprocess: bool = True) -> None:
+    def __init__(
+        self, cfg: RunConfig, num_envs: int, obs_keys: list[str], n_obs_steps: int, subprocess: bool = True
+    ) -> None:
         self.num_envs = num_envs
         self._local: list[HistoryEnv] = []
         self._conns: list[Connection] = []
@@ -117,8 +118,9 @@ class VecEnv:
         cfg_json = cfg.model_dump(mode="json")
         for i in range(num_envs):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(child, cfg_json, obs_keys, n_obs_steps), daemon=True,
-                               name=f"inril-env-{i}")
+            proc = ctx.Process(
+                target=_worker, args=(child, cfg_json, obs_keys, n_obs_steps), daemon=True, name=f"inril-env-{i}"
+            )
             proc.start()
             child.close()
             self._conns.append(parent)

@@ -23,7 +23,7 @@ TABLE_TOP_Z = 0.0  # the table surface is the z = 0 plane of the base frame
 @dataclass(frozen=True)
 class Geom:
     shape: Literal["box", "cylinder", "sphere"]
-    size: tuple[float, ...]                      # MuJoCo half-sizes
+    size: tuple[float, ...]  # MuJoCo half-sizes
     pos: tuple[float, float, float] = (0.0, 0.0, 0.0)
     rgba: tuple[float, float, float, float] = (0.8, 0.2, 0.2, 1.0)
     collides: bool = True
@@ -42,8 +42,8 @@ class SceneObject:
 
 @dataclass(frozen=True)
 class ObjectPose:
-    pos: np.ndarray    # (3,)
-    quat: np.ndarray   # (4,) xyzw
+    pos: np.ndarray  # (3,)
+    quat: np.ndarray  # (4,) xyzw
 
     @staticmethod
     def at(x: float, y: float, z: float, yaw: float = 0.0) -> ObjectPose:
@@ -70,7 +70,12 @@ class Expert:
     memory: dict[str, Any] = field(default_factory=dict)
 
     def toward(
-        self, state: RobotState, target: np.ndarray, gripper: float, yaw: float | None = None, gain: float = 1.0,
+        self,
+        state: RobotState,
+        target: np.ndarray,
+        gripper: float,
+        yaw: float | None = None,
+        gain: float = 1.0,
         max_step: float | None = None,
     ) -> np.ndarray:
         """Action moving the TCP towards `target` (capped), turning a top-down gripper to closing-axis `yaw`."""
@@ -98,7 +103,12 @@ APPROACH, DESCEND, CLOSE = range(3)  # the grasp phases every picking expert sta
 
 
 def grasp_phase_action(
-    expert: Expert, state: RobotState, grasp: np.ndarray, yaw: float, tolerance: float, close_steps: int = 5,
+    expert: Expert,
+    state: RobotState,
+    grasp: np.ndarray,
+    yaw: float,
+    tolerance: float,
+    close_steps: int = 5,
     clearance: float = 0.08,
 ) -> np.ndarray | None:
     """Approach `clearance` above `grasp`, descend, close for `close_steps` steps. None once the grasp is done."""

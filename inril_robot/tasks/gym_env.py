@@ -42,8 +42,8 @@ ENV_IDS: dict[str, str] = {
     "push": "inril_robot/Push-v0",
     "peg": "inril_robot/Peg-v0",
 }
-IMAGE_CAMERAS = "sim_front_wrist"   # camera preset of observation="image"
-RENDER_CAMERAS = "sim_front"        # camera preset whose first camera render() uses in state mode
+IMAGE_CAMERAS = "sim_front_wrist"  # camera preset of observation="image"
+RENDER_CAMERAS = "sim_front"  # camera preset whose first camera render() uses in state mode
 
 
 def camera_names(preset: str) -> list[str]:
@@ -145,8 +145,11 @@ class InrilGymEnv(gymnasium.Env[dict[str, np.ndarray], np.ndarray]):
         self.observation_space = observation_space(self.env.contract)
         self.physical_action_space = action_space(self.cfg)
         self.action_scale = action_scale
-        self.action_space = (self.physical_action_space if action_scale == "physical" else
-                             spaces.Box(-1.0, 1.0, shape=self.physical_action_space.shape, dtype=np.float32))
+        self.action_space = (
+            self.physical_action_space
+            if action_scale == "physical"
+            else spaces.Box(-1.0, 1.0, shape=self.physical_action_space.shape, dtype=np.float32)
+        )
         # closes the renderer's GL context before interpreter teardown (else EGL errors print at exit)
         self._finalizer = weakref.finalize(self, _close_all, self.env, self._render_cameras)
 

@@ -32,8 +32,8 @@ PEG_HALF_WIDTH = 0.012
 PEG_HALF_HEIGHT = 0.04
 HOLE_HALF_WIDTH = PEG_HALF_WIDTH + 0.004
 FIXTURE_HEIGHT = 0.04
-WALL = 0.03                        # wall thickness of the fixture
-INSERTED_DEPTH = 0.02              # success: the peg's bottom is this far below the fixture's top
+WALL = 0.03  # wall thickness of the fixture
+INSERTED_DEPTH = 0.02  # success: the peg's bottom is this far below the fixture's top
 ALIGN_TOLERANCE = 0.003
 LIFT, CARRY, INSERT, RELEASE = range(CLOSE + 1, CLOSE + 5)
 
@@ -104,7 +104,7 @@ class Peg(Task):
         # square peg into square hole: turn so the peg's faces line up with the hole's (yaw 0 mod 90 deg)
         yaw_fix = -((yaw_of(peg.quat) + np.pi / 4) % (np.pi / 2) - np.pi / 4)
         yaw = closing_axis_yaw(quat_to_matrix(state.ee_quat)) + yaw_fix
-        offset = state.ee_pos - peg.pos            # where the peg sits in the hand, re-measured every step
+        offset = state.ee_pos - peg.pos  # where the peg sits in the hand, re-measured every step
         carry_z = hole[2] + FIXTURE_HEIGHT + 0.03 + PEG_HALF_HEIGHT
         if expert.phase == LIFT:
             if peg.pos[2] > carry_z - 0.01:

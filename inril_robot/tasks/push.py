@@ -11,8 +11,8 @@ from inril_robot.tasks.base import TABLE_TOP_Z, Expert, Geom, ObjectPose, Object
 
 CUBE_HALF = 0.025
 SUCCESS_DISTANCE = 0.03
-PUSH_HEIGHT = TABLE_TOP_Z + 0.02          # TCP height while pushing
-STANDOFF = CUBE_HALF + 0.03               # TCP distance behind the cube centre before a push
+PUSH_HEIGHT = TABLE_TOP_Z + 0.02  # TCP height while pushing
+STANDOFF = CUBE_HALF + 0.03  # TCP distance behind the cube centre before a push
 REPOSITION, LOWER, PUSH = range(3)
 
 
