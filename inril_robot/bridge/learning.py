@@ -33,6 +33,7 @@ from inril_robot.config import RunConfig, to_yaml
 from inril_robot.contract import Contract
 from inril_robot.data.store import Dataset
 from inril_robot.inril.finetune import FinetuneError, build_actor, make_learner, summarize, to_buffer
+from inril_robot.inril.learner import UPDATE_METRICS
 from inril_robot.policies import checkpoint as ckpt
 from inril_robot.policies.base import Policy
 from inril_robot.pretrain import pick_device
@@ -56,17 +57,7 @@ METRIC_FIELDS = (
     "train_episode_length",
     "safety_events",
     "interventions",
-    "m",
-    "rl_steps",
-    "il_steps",
-    "policy_loss",
-    "value_loss",
-    "il_loss",
-    "approx_kl",
-    "clip_fraction",
-    "entropy",
-    "guard_alpha",
-    "guard_accepted",
+    *UPDATE_METRICS,
 )
 
 

@@ -29,7 +29,7 @@ from inril_robot.config import FinetuneConfig, RunConfig, to_yaml
 from inril_robot.contract import Contract
 from inril_robot.data.store import Dataset
 from inril_robot.errors import InrilError
-from inril_robot.inril.learner import DemoSource, InrilLearner
+from inril_robot.inril.learner import UPDATE_METRICS, DemoSource, InrilLearner
 from inril_robot.policies import checkpoint as ckpt
 from inril_robot.policies.base import Policy
 from inril_robot.policies.diffusion import DiffusionPolicy
@@ -62,41 +62,14 @@ METRIC_FIELDS = (
     "train_success",
     "train_return",
     "train_episode_length",
+    "train_stops",
+    "safety_events",
     "eval_success",
     "eval_ci_low",
     "eval_ci_high",
     "eval_mean_length",
-    "m",
-    "rl_steps",
-    "il_steps",
-    "policy_loss",
-    "value_loss",
-    "il_loss",
-    "approx_kl",
-    "clip_fraction",
-    "entropy",
-    "rl_cos_ref",
-    "il_cos_ref",
-    "cos_hat",
-    "ratio_hat",
-    "guard_alpha",
-    "guard_accepted",
-    "safety_events",
-    "actor_lr",
-    "il_lr",
-    "train_stops",
-    "update_kl",
-    "update_rl_kl",
-    "il_kl",
-    "epochs_run",
-    "log_std_mean",
-    "value_min",
-    "value_max",
-    "value_mean",
-    "return_max",
-    "critic_ev",
-    "bc_loss",
     "eval_stops",
+    *UPDATE_METRICS,
 )
 ProgressFn = Callable[[dict[str, Any]], None]
 

@@ -60,6 +60,40 @@ def make_schedule(cfg: FinetuneConfig) -> InterleaveSchedule:
     return InterleaveSchedule(FixedM(int(m)), cfg.inril.il_steps)
 
 
+# The scalars `InrilLearner.update` reports, as metrics.csv columns: every trainer that runs the learner (fine-tuning
+# in sim, the policy server) logs these.
+UPDATE_METRICS = (
+    "m",
+    "rl_steps",
+    "il_steps",
+    "policy_loss",
+    "value_loss",
+    "il_loss",
+    "bc_loss",
+    "approx_kl",
+    "update_kl",
+    "update_rl_kl",
+    "il_kl",
+    "clip_fraction",
+    "entropy",
+    "epochs_run",
+    "actor_lr",
+    "il_lr",
+    "log_std_mean",
+    "rl_cos_ref",
+    "il_cos_ref",
+    "cos_hat",
+    "ratio_hat",
+    "guard_alpha",
+    "guard_accepted",
+    "value_min",
+    "value_max",
+    "value_mean",
+    "return_max",
+    "critic_ev",
+)
+
+
 class InrilLearner:
     def __init__(
         self,
