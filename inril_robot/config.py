@@ -450,8 +450,18 @@ class GuardConfig(StrictModel):
     seed: int = 0  # of the generator both policies sample with
 
 
+class AsyncLearnerConfig(StrictModel):
+    """The server's asynchronous off-policy learner (actor-learner split; docs/protocol.md)."""
+
+    publish_every: Annotated[int, Field(ge=1, description="updates between published weight versions")] = 20
+    checkpoint_every: Annotated[int, Field(ge=1, description="published versions between checkpoints")] = 10
+    # SERL's learner trains as fast as it can; a cap keeps it from over-fitting a small buffer while robots reset
+    max_utd: Annotated[float, Field(ge=0, description="most updates per env step received; 0: no cap")] = 0.0
+    flush_every: Annotated[int, Field(ge=1, le=100_000, description="transitions per replay record, at most")] = 256
+
+
 class FinetuneConfig(StrictModel):
-    algo: Literal["ppo", "dppo", "residual-ppo"] = "ppo"
+    algo: Literal["ppo", "dppo", "residual-ppo", "sac", "idql"] = "ppo"
     env_steps: Annotated[int, Field(ge=1, le=100_000_000, description="budget of executed control steps")] = 60_000
     # lift: 24 episodes ~ 1,500 transitions ~ 10 successes -> 12 minibatches of 128 x 5 epochs = 60 actor steps
     episodes_per_iteration: Annotated[int, Field(ge=1, le=10_000, description="episodes per RL batch")] = 24
@@ -477,6 +487,7 @@ class FinetuneConfig(StrictModel):
     residual: ResidualRLConfig = ResidualRLConfig()
     inril: InrilConfig = InrilConfig()
     guard: GuardConfig = GuardConfig()
+    async_learner: AsyncLearnerConfig = AsyncLearnerConfig()
 
     @model_validator(mode="after")
     def _std_bounds_ordered(self) -> FinetuneConfig:

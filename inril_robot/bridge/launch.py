@@ -16,7 +16,7 @@ from typing import IO
 from inril_robot.config import RunConfig
 from inril_robot.data.store import Dataset
 
-from .learning import ServerLearner
+from .offpolicy import make_server_learner
 from .server import PolicyServer, ServeOptions
 
 
@@ -35,7 +35,7 @@ def serve_until_stopped(
 ) -> PolicyServer:
     """Serve until SIGINT/SIGTERM (or `stop`), then stop the learner and write the final checkpoint."""
     stop = stop or threading.Event()
-    learner = ServerLearner(cfg, checkpoint, demos, out, mode=mode, resume=resume)
+    learner = make_server_learner(cfg, checkpoint, demos, out, mode=mode, resume=resume)
     server = PolicyServer(learner, options, log)
     previous = {}
     if threading.current_thread() is threading.main_thread():

@@ -42,7 +42,7 @@ from inril_robot.rl.rollouts import EpisodeTrace, batch_obs, raw_actions
 from inril_robot.rl.vec_env import History
 from inril_robot.run_folder import append_metrics, atomic_write_text, check_run_folder, read_metrics, write_metrics
 
-from .episodes import InterventionDemos
+from .episodes import EpisodeAssembler, InterventionDemos
 from .learner_process import LearnerProcess, LearnerSpec, Message, torch_threads_for_two_processes
 
 STATE_VERSION = 1
@@ -362,6 +362,10 @@ class ServerLearner:
         self.episodes = payload["episodes"]
         self._serving = (0, self.actor)
         self._take(payload)
+
+    def new_assembler(self, robot: str) -> EpisodeAssembler:
+        """What turns one robot's messages into what this learner learns from."""
+        return EpisodeAssembler(self.policy.cfg.horizon, self.interventions)
 
     # -------------------------------------------------------------------------------------------- inference
     @property
