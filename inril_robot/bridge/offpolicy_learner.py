@@ -119,6 +119,8 @@ class OffPolicyTrainer:
             raise FinetuneError(f"{out / 'replay'} already holds transitions: use --resume or a new --out")
         self.restored = self._refill()
         atomic_write_text(out / "run.yaml", to_yaml(cfg))
+        if not state_path.is_file():
+            self.save()  # a kill before the first checkpoint still leaves a state to resume from (version 0)
         self.metrics_path = out / "metrics.csv"
         write_metrics(self.metrics_path, read_metrics(self.metrics_path, up_to_step=self.version), METRIC_FIELDS)
         self.started = time.perf_counter()
