@@ -13,11 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from inril_robot.bridge.offpolicy import make_server_learner
+from inril_robot.bridge.server import PolicyServer, ServeOptions
 from inril_robot.config import RunConfig
 from inril_robot.data.store import Dataset
-
-from .offpolicy import make_server_learner
-from .server import PolicyServer, ServeOptions
 
 
 def serve_until_stopped(
