@@ -28,11 +28,11 @@ from inril_robot.bridge.offpolicy import OffPolicyServerLearner
 from inril_robot.config import RunConfig
 from inril_robot.data import Dataset
 from inril_robot.data.replay import ReplayLog
-from inril_robot.policies.base import Policy
-from inril_robot.pretrain import pretrain
-from inril_robot.rl.actor import Actor
-from inril_robot.rl.ppo import GaussianActor
-from inril_robot.run_folder import read_metrics
+from inril_robot.learning.policies.base import Policy
+from inril_robot.learning.pretrain import pretrain
+from inril_robot.learning.rl.actor import Actor
+from inril_robot.learning.rl.ppo import GaussianActor
+from inril_robot.learning.runs import read_metrics
 from tests.test_bridge import cfg_for, run_agent, served
 from tests.test_pretrain import reach_cfg, record_demos
 

@@ -147,9 +147,9 @@ def rendered_frames(steps: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Two 128 px cameras (front, wrist) rendered by the simulated lift scene while a scripted expert lifts the cube
     and the episodes restart: what a robot's replay really holds (rendered frames compress far better than noise)."""
     from inril_robot.config import load_config
-    from inril_robot.env import RobotEnv
-    from inril_robot.registry import make_teleop
-    from inril_robot.teleop import command_to_action
+    from inril_robot.hardware.teleop import command_to_action
+    from inril_robot.runtime.env import RobotEnv
+    from inril_robot.runtime.registry import make_teleop
 
     cfg = load_config(robot="sim", task="lift", cameras="sim_front_wrist", overrides=["teleop.kind=scripted"])
     out: dict[str, list[np.ndarray]] = {"front_rgb": [], "wrist_rgb": []}

@@ -23,18 +23,17 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from inril_robot.bridge.episodes import InterventionDemos
+from inril_robot.bridge.learner_process import LearnerProcess, LearnerSpec, Message, torch_threads_for_two_processes
+from inril_robot.bridge.learning import ForwardedInterventions, ServerLearner
 from inril_robot.config import RunConfig
-from inril_robot.contract import Contract
+from inril_robot.core.contract import Contract
 from inril_robot.data.store import Dataset
-from inril_robot.inril.finetune import FinetuneError
-from inril_robot.policies import checkpoint as ckpt
-from inril_robot.pretrain import pick_device
-from inril_robot.rl.actor import Actor
-from inril_robot.rl.vec_env import History
-
-from .episodes import InterventionDemos
-from .learner_process import LearnerProcess, LearnerSpec, Message, torch_threads_for_two_processes
-from .learning import ForwardedInterventions, ServerLearner
+from inril_robot.learning.inril.finetune import FinetuneError
+from inril_robot.learning.policies import checkpoint as ckpt
+from inril_robot.learning.pretrain import pick_device
+from inril_robot.learning.rl.actor import Actor
+from inril_robot.learning.rl.vec_env import History
 
 
 class OffPolicyAlgo(Protocol):

@@ -15,15 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from inril_robot.bridge.episodes import InterventionDemos
 from inril_robot.config import RunConfig
-from inril_robot.contract import Contract
+from inril_robot.core.contract import Contract
 from inril_robot.data.store import Dataset
-from inril_robot.inril.finetune import FinetuneError, value_range
-from inril_robot.policies.base import Obs, Policy
-from inril_robot.pretrain import DemoWindows, check_dataset_fits
-from inril_robot.rl.actor import Actor, ActorSample
-
-from .episodes import InterventionDemos
+from inril_robot.learning.inril.finetune import FinetuneError, value_range
+from inril_robot.learning.policies.base import Obs, Policy
+from inril_robot.learning.pretrain import DemoWindows, check_dataset_fits
+from inril_robot.learning.rl.actor import Actor, ActorSample
 
 
 class ServingActor(Actor):
@@ -44,7 +43,7 @@ class ServingActor(Actor):
         if self.algo_name == "sac":
             chunk, log_prob = self.tanh.sample(obs, generator)
         else:
-            from inril_robot.rl import idql
+            from inril_robot.learning.rl import idql
 
             o = self.offpolicy
             chunk = idql.select(
@@ -58,7 +57,7 @@ class ServingActor(Actor):
 
 
 def _algo(cfg: RunConfig, policy: Policy, device: torch.device) -> Any:
-    from inril_robot.inril.offpolicy_learner import make_algo
+    from inril_robot.learning.inril.offpolicy_learner import make_algo
 
     try:
         return make_algo(policy.to(device), cfg.finetune, value_range(cfg)).to(device)
@@ -74,9 +73,9 @@ class ServerAlgo:
     def __init__(
         self, cfg: RunConfig, policy: Policy, demos: Dataset | None, contract: Contract, device: torch.device
     ) -> None:
-        from inril_robot.inril.offpolicy import demo_replay
-        from inril_robot.inril.offpolicy_learner import OffPolicyLearner
-        from inril_robot.rl.replay import ReplayBuffer
+        from inril_robot.learning.inril.offpolicy import demo_replay
+        from inril_robot.learning.inril.offpolicy_learner import OffPolicyLearner
+        from inril_robot.learning.rl.replay import ReplayBuffer
 
         f, o = cfg.finetune, cfg.finetune.offpolicy
         self.algo = _algo(cfg, policy, device)

@@ -24,18 +24,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from inril_robot.bridge.learner_process import LearnerSpec, torch_threads_for_two_processes
+from inril_robot.bridge.learning import guarded_update
+from inril_robot.bridge.offpolicy import OFFPOLICY_ALGOS, OffPolicyAlgo, algo_module
 from inril_robot.config import to_yaml
 from inril_robot.data.replay import EpisodeChain, ReplaySpec, ReplayWriter, Step, load_arrays
 from inril_robot.data.store import Dataset
-from inril_robot.inril.finetune import FinetuneError
-from inril_robot.inril.learner import UPDATE_METRICS
-from inril_robot.policies import checkpoint as ckpt
-from inril_robot.pretrain import pick_device
-from inril_robot.run_folder import append_metrics, atomic_write_text, check_run_folder, read_metrics, write_metrics
-
-from .learner_process import LearnerSpec, torch_threads_for_two_processes
-from .learning import guarded_update
-from .offpolicy import OFFPOLICY_ALGOS, OffPolicyAlgo, algo_module
+from inril_robot.learning.inril.finetune import FinetuneError
+from inril_robot.learning.inril.learner import UPDATE_METRICS
+from inril_robot.learning.policies import checkpoint as ckpt
+from inril_robot.learning.pretrain import pick_device
+from inril_robot.learning.runs import append_metrics, atomic_write_text, check_run_folder, read_metrics, write_metrics
 
 STATE_VERSION = 1
 ALGO_METRICS = ("critic_loss", "actor_loss", "alpha", "entropy_target", "q_mean", "q_std", "target_mean")

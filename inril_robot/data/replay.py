@@ -52,8 +52,8 @@ from typing import Any
 import numcodecs
 import numpy as np
 
-from inril_robot.atomic import atomic_open, fsync_dir
-from inril_robot.errors import InrilError
+from inril_robot.core.atomic import atomic_open, fsync_dir
+from inril_robot.core.errors import InrilError
 
 FORMAT_VERSION = 1
 MAGIC = b"IRRL"
