@@ -59,6 +59,28 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def per_episode(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """The agent log's rows with overruns and watchdog holds per episode (the log's counts are running totals)."""
+    out, overruns = [], 0
+    for r in rows:
+        total = int(r["overruns"])
+        out.append(
+            {
+                "episode": int(r["episode"]),
+                "steps": int(r["steps"]),
+                "hz": float(r["hz"]),
+                "overruns": total - overruns,
+                "watchdog_holds": int(r["watchdog_holds"]),
+                "reconnects": int(r["reconnects"]),
+                "policy_version": int(r["policy_version"]),
+                "step_p99_ms": float(r["step_p99_ms"] or "nan"),
+                "round_trip_p99_ms": float(r["round_trip_p99_ms"] or "nan"),
+            }
+        )
+        overruns = total
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", type=Path, required=True)
@@ -68,6 +90,7 @@ def main() -> int:
     ap.add_argument("--episodes", type=int, default=12)
     ap.add_argument("--kill-after", type=int, default=4, help="episodes in the replay log before the kill -9")
     ap.add_argument("--speed", type=float, default=1.0, help="agent control-rate multiplier (1: the task's 10 Hz)")
+    ap.add_argument("--baseline-episodes", type=int, default=0, help="first, episodes against serve --no-learn")
     ap.add_argument("--set", dest="sets", action="append", default=[])
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
@@ -76,10 +99,12 @@ def main() -> int:
     sets = [x for s in a.sets for x in ("--set", s)]
     cli = [sys.executable, "-m", "inril_robot.cli"]
 
-    def serve(resume: bool) -> subprocess.Popen:
-        log = open(a.out / f"server{'_resumed' if resume else ''}.log", "wb")  # noqa: SIM115 - child's stdout
-        args = ["serve", "--checkpoint", str(a.checkpoint), "--out", str(server_out), "--bind", endpoint]
-        args += ["--algo", a.algo, "--robot-timeout", "60", *(["--demos", str(a.demos)] if a.demos else [])]
+    def serve(resume: bool, no_learn: bool = False) -> subprocess.Popen:
+        name = "server_baseline" if no_learn else f"server{'_resumed' if resume else ''}"
+        log = open(a.out / f"{name}.log", "wb")  # noqa: SIM115 - child's stdout
+        args = ["serve", "--checkpoint", str(a.checkpoint), "--bind", endpoint, *(["--no-learn"] if no_learn else [])]
+        args += ["--out", str(a.out / "baseline_server" if no_learn else server_out)]
+        args += ["--algo", a.algo, *(["--demos", str(a.demos)] if a.demos else [])]
         args += ["--endpoint-file", str(a.out / "endpoint"), *(["--resume"] if resume else []), "--json", *sets]
         (a.out / "endpoint").unlink(missing_ok=True)
         proc = subprocess.Popen([*cli, *args], stdout=log, stderr=subprocess.STDOUT)
@@ -90,6 +115,15 @@ def main() -> int:
             time.sleep(0.1)
         return proc
 
+    baseline: list[dict[str, str]] = []
+    if a.baseline_episodes:  # the same agent settings against a server that does not learn: what this machine gives
+        server = serve(resume=False, no_learn=True)
+        args = ["finetune", "--robot", "sim", "--server", endpoint, "--checkpoint", str(a.checkpoint), "--algo", a.algo]
+        args += ["--out", str(a.out / "baseline"), "--episodes", str(a.baseline_episodes), "--speed", str(a.speed)]
+        subprocess.run([*cli, *args, "--json", *sets], capture_output=True, check=True)
+        server.send_signal(signal.SIGINT)
+        server.wait(60)
+        baseline = read_csv(a.out / "baseline" / "agent_log.csv")
     timeline: dict[str, Any] = {}
     started = time.monotonic()
     server = serve(resume=False)
@@ -118,13 +152,15 @@ def main() -> int:
     prefix = ReplayLog(replay).checksum(records=before.records)
     agent_result = json.loads(stdout) if stdout.strip() else {}
     rows = read_csv(server_out / "metrics.csv")
+    episodes = read_csv(agent_out / "agent_log.csv")
     resumed_log = (a.out / "server_resumed.log").read_text(errors="replace")
     report = {
         "agent": {
             k: agent_result.get(k)
             for k in ("episodes", "env_steps", "hz", "overruns", "watchdog_holds", "reconnects", "stopped")
         },
-        "agent_log_episodes": read_csv(agent_out / "agent_log.csv"),
+        "per_episode": per_episode(episodes),
+        "baseline_no_learn": {"episodes": per_episode(baseline)} if baseline else None,
         "before_kill": before.to_dict(),
         "after_resume": after.to_dict(),
         "prefix_checksum_after": prefix,

@@ -304,27 +304,8 @@ class ServerLearner:
     ) -> None:
         """`mode`: "sync", "async" (learner process) or "off" (inference only, deterministic actions, nothing
         learned or written)."""
-        self.cfg, self.mode, self.out = cfg, mode, Path(out)
-        f = cfg.finetune
-        self.torch_threads = torch.get_num_threads()  # restored by close()
-        threads = torch_threads_for_two_processes(f.num_threads) if mode == "async" else f.num_threads
-        if threads > 0:
-            torch.set_num_threads(threads)
-        self.device = pick_device(f.device)
-        loaded = ckpt.load_checkpoint(checkpoint, use_ema=True, map_location=self.device)
-        self.contract: Contract = loaded.contract
-        self.checkpoint = Path(checkpoint)
-        cfg = self.cfg = cfg.model_copy(update={"policy": loaded.policy.cfg})
-        self.version = self.env_steps = self.episodes = 0
-        self.lock = threading.Lock()  # guards counters and the pending episodes
-        self.pending: list[EpisodeTrace] = []
-        self.last_stats: dict[str, Any] = {}
-        self.failure: str | None = None
-        self.rollbacks = 0
-        self.in_flight = 0  # async: batches sent to the learner process, not yet answered
-        self.stop_timeout_s = stop_timeout_s
-        self.trainer: Trainer | None = None
-        self.process: LearnerProcess | None = None
+        loaded = self._prepare(cfg, checkpoint, out, mode, stop_timeout_s)
+        cfg, f = self.cfg, self.cfg.finetune
         if mode == "off":
             torch.manual_seed(cfg.seed)
             self.interventions = InterventionDemos()
@@ -348,19 +329,52 @@ class ServerLearner:
         # allocation or deepcopy in the serving thread (a deepcopy per swap cost ~16 ms of inference p99)
         self._spare: Actor = copy.deepcopy(self.actor).eval()
         self.sampler = torch.Generator(device=self.device)
-        self.process = LearnerProcess(
-            LearnerSpec(cfg, self.checkpoint, demos.root if demos else None, self.out, resume)
+        payload = self._start(
+            LearnerSpec(cfg, self.checkpoint, demos.root if demos else None, self.out, resume), start_timeout_s
         )
-        kind, payload = self.process.wait_ready(start_timeout_s)
+        self.sampler.set_state(torch.from_numpy(payload["sampler"]))
+        self.episodes = payload["episodes"]
+        self._serving = (0, self.actor)
+        self._take(payload)
+
+    def _prepare(self, cfg: RunConfig, checkpoint: Path, out: Path, mode: str, stop_timeout_s: float) -> Any:
+        """What every mode (and the off-policy learner) sets up: threads, device, the served checkpoint (returned),
+        counters."""
+        self.cfg, self.mode, self.out = cfg, mode, Path(out)
+        f = cfg.finetune
+        self.torch_threads = torch.get_num_threads()  # restored by close()
+        threads = torch_threads_for_two_processes(f.num_threads) if mode == "async" else f.num_threads
+        if threads > 0:
+            torch.set_num_threads(threads)
+        self.device = pick_device(f.device)
+        loaded = ckpt.load_checkpoint(checkpoint, use_ema=True, map_location=self.device)
+        self.contract: Contract = loaded.contract
+        self.checkpoint = Path(checkpoint)
+        self.cfg = cfg.model_copy(update={"policy": loaded.policy.cfg})
+        self.version = self.env_steps = self.episodes = 0
+        self.lock = threading.Lock()  # guards counters and the pending episodes
+        self.pending: list[EpisodeTrace] = []
+        self.last_stats: dict[str, Any] = {}
+        self.failure: str | None = None
+        self.rollbacks = 0
+        self.in_flight = 0  # async: batches sent to the learner process, not yet answered
+        self.stop_timeout_s = stop_timeout_s
+        self.trainer: Trainer | None = None
+        self.process: LearnerProcess | None = None
+        return loaded
+
+    def _start(
+        self, spec: LearnerSpec, timeout_s: float, target: str = "inril_robot.bridge.learner_process:run"
+    ) -> dict[str, Any]:
+        """Start the learner process; returns its "ready" progress (raises `FinetuneError` with its reason)."""
+        self.process = LearnerProcess(spec, target)
+        kind, payload = self.process.wait_ready(timeout_s)
         if kind != "ready":
             self.process.close()
             torch.set_num_threads(self.torch_threads)
             raise FinetuneError(payload)
         self.interventions = ForwardedInterventions(self.process.send)
-        self.sampler.set_state(torch.from_numpy(payload["sampler"]))
-        self.episodes = payload["episodes"]
-        self._serving = (0, self.actor)
-        self._take(payload)
+        return payload
 
     def new_assembler(self, robot: str) -> EpisodeAssembler:
         """What turns one robot's messages into what this learner learns from."""

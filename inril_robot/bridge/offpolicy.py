@@ -14,7 +14,6 @@ The algorithm behind `--algo` is anything that follows `OffPolicyAlgo`; `OFFPOLI
 from __future__ import annotations
 
 import copy
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,14 +23,11 @@ import numpy as np
 import torch
 
 from inril_robot.bridge.episodes import InterventionDemos
-from inril_robot.bridge.learner_process import LearnerProcess, LearnerSpec, Message, torch_threads_for_two_processes
-from inril_robot.bridge.learning import ForwardedInterventions, ServerLearner
+from inril_robot.bridge.learner_process import LearnerSpec, Message
+from inril_robot.bridge.learning import ServerLearner
 from inril_robot.config import RunConfig
-from inril_robot.core.contract import Contract
 from inril_robot.data.store import Dataset
 from inril_robot.learning.inril.finetune import FinetuneError
-from inril_robot.learning.policies import checkpoint as ckpt
-from inril_robot.learning.pretrain import pick_device
 from inril_robot.learning.rl.actor import Actor
 from inril_robot.learning.rl.vec_env import History
 
@@ -194,40 +190,18 @@ class OffPolicyServerLearner(ServerLearner):
         stop_timeout_s: float = 300.0,
     ) -> None:
         """`algo`: the module providing the algorithm (default: `OFFPOLICY_ALGOS[cfg.finetune.algo]`)."""
-        self.cfg, self.mode, self.out = cfg, "async", Path(out)
-        self.torch_threads = torch.get_num_threads()
-        threads = torch_threads_for_two_processes(cfg.finetune.num_threads)
-        if threads > 0:
-            torch.set_num_threads(threads)
-        self.device = pick_device(cfg.finetune.device)
-        loaded = ckpt.load_checkpoint(checkpoint, use_ema=True, map_location=self.device)
-        self.contract: Contract = loaded.contract
-        self.checkpoint = Path(checkpoint)
-        self.cfg = cfg = cfg.model_copy(update={"policy": loaded.policy.cfg})
-        self.version = self.env_steps = self.episodes = 0
-        self.lock = threading.Lock()
-        self.pending = []
-        self.last_stats: dict[str, Any] = {}
-        self.failure: str | None = None
-        self.rollbacks = 0
-        self.in_flight = 0
-        self.stop_timeout_s = stop_timeout_s
-        self.trainer = None
+        loaded = self._prepare(cfg, checkpoint, out, "async", stop_timeout_s)
+        cfg = self.cfg
         module = algo or OFFPOLICY_ALGOS[cfg.finetune.algo]
         self.actor: Actor | None = algo_module(module).make_serving_actor(cfg, loaded.policy).to(self.device).eval()
         self.policy = self.actor.policy
         self._spare: Actor = copy.deepcopy(self.actor).eval()
         self.sampler = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
-        self.process = LearnerProcess(
+        payload = self._start(
             LearnerSpec(cfg, self.checkpoint, demos.root if demos else None, self.out, resume, module),
+            start_timeout_s,
             target="inril_robot.bridge.offpolicy_learner:run",
         )
-        kind, payload = self.process.wait_ready(start_timeout_s)
-        if kind != "ready":
-            self.process.close()
-            torch.set_num_threads(self.torch_threads)
-            raise FinetuneError(payload)
-        self.interventions = ForwardedInterventions(self.process.send)
         self.episodes = int(payload["episodes"])
         self._serving = (0, self.actor)
         self._take(payload)

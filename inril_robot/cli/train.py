@@ -129,7 +129,9 @@ def finetune(
     demos: Annotated[Path | None, typer.Option("--demos", help="Demonstrations for the IL steps.")] = None,
     robot: Annotated[str, typer.Option(help="sim (in-process); franka goes through the policy server.")] = "sim",
     task: Annotated[str | None, typer.Option(help="Task (default and only allowed: the checkpoint's).")] = None,
-    algo: Annotated[str, typer.Option(help="ppo (Gaussian), dppo (diffusion) or residual-ppo (any).")] = "ppo",
+    algo: Annotated[
+        str, typer.Option(help="ppo or sac (Gaussian), dppo or idql (diffusion), residual-ppo (any).")
+    ] = "ppo",
     il_every: Annotated[
         str, typer.Option("--il-every", callback=il_every, help="m: RL steps per IL step; 0 = RL only; auto.")
     ] = "5",
@@ -228,6 +230,8 @@ def finetune(
                 *(["--config", str(config)] if config else []),
                 *(["--seed", str(seed)] if seed is not None else []),
                 *[a for o in [*(set_ or []), *options] for a in ("--set", o)],
+                # serve's own options come after its --set values: without these, its defaults (ppo) would win
+                *("--algo", algo, "--il-every", str(il_every), "--separation", separation),
             ],
         )
         try:
