@@ -24,7 +24,8 @@ import pytest
 import torch
 
 from inril_robot.bridge.agent import AgentResult
-from inril_robot.bridge.offpolicy import OffPolicyServerLearner
+from inril_robot.bridge.episodes import InterventionDemos
+from inril_robot.bridge.offpolicy import OffPolicyServerLearner, TransitionAssembler
 from inril_robot.config import RunConfig
 from inril_robot.data import Dataset
 from inril_robot.data.replay import ReplayLog
@@ -176,7 +177,8 @@ SERVER = textwrap.dedent(
     """
     import sys, threading
     from pathlib import Path
-    from inril_robot.bridge.offpolicy import OffPolicyServerLearner
+    from inril_robot.bridge.episodes import InterventionDemos
+from inril_robot.bridge.offpolicy import OffPolicyServerLearner, TransitionAssembler
     from inril_robot.bridge.server import PolicyServer, ServeOptions
     from inril_robot.config import load_config
     from inril_robot.data import Dataset
@@ -199,6 +201,7 @@ SERVER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # about 75 s: two server processes with their learner processes, a robot through the outage
 @pytest.mark.timeout(300)
 def test_kill_9_of_the_server_then_resume_keeps_the_replay_log_intact(
     pretrained: tuple[Path, Dataset],
@@ -249,3 +252,32 @@ def test_kill_9_of_the_server_then_resume_keeps_the_replay_log_intact(
     after = ReplayLog(out / "replay").summary()
     assert after.transitions > before.transitions
     assert ReplayLog(out / "replay").checksum(records=before.records) == before.checksum  # the old log, bit-exact
+
+
+@pytest.mark.timeout(30)
+def test_transitions_pair_each_chunk_with_the_next_observation_and_keep_the_flags() -> None:
+    """The serving loop's calls for one episode of three chunks (the second a human intervention, the last the time
+    limit), then one whose next chunk was never served: what goes to the learner process."""
+    sent: list[tuple] = []
+    demos = InterventionDemos()
+    a = TransitionAssembler("arm1", horizon=1, act_steps=2, forward=sent.append, interventions=demos)
+    obs = [{"x": np.full((1, 3), i, np.float32)} for i in range(5)]
+    for c in range(3):
+        a.served_chunk(0, c, obs[c], {})
+        executed = np.full((2 if c < 2 else 1, 7), c, np.float64)  # the last chunk ran one step, then time ran out
+        a.transition(0, c, executed, np.ones(len(executed), np.float32), c == 1, 0, truncated=c == 2, policy_version=c)
+    a.episode_end(0, False, False, obs[3])
+    a.served_chunk(1, 0, obs[4], {})
+    a.transition(1, 0, np.zeros((2, 7)), np.zeros(2, np.float32), False, 0)
+    a.served_chunk(1, 2, obs[0], {})  # chunk 1 never served: transition 0 has no next observation
+    a.episode_end(1, False, False, None)
+    transitions = [m for m in sent if m[0] == "transition"]
+    assert [m[0] for m in sent] == ["transition", "transition", "transition", "episode_end", "episode_end"]
+    for c, (_, robot, episode, history, t) in enumerate(transitions):
+        assert (robot, episode) == ("arm1", 0) and history is obs[c] and t["next_obs"] is obs[c + 1]
+        assert t["intervention"] == (c == 1) and t["truncated"] == (c == 2) and not t["terminated"]
+        assert t["policy_version"] == c and t["step"] == 2 * c
+    last = transitions[2][4]
+    assert last["steps"] == 1 and last["reward"] == 1.0 and last["executed"].shape == (2, 7)
+    np.testing.assert_array_equal(last["executed"][1], last["executed"][0])  # padded with the executed step
+    assert demos.total == 1 and demos.pairs[0][1].shape == (1, 7)  # the intervention also went to the IL side
