@@ -129,9 +129,7 @@ def finetune(
     demos: Annotated[Path | None, typer.Option("--demos", help="Demonstrations for the IL steps.")] = None,
     robot: Annotated[str, typer.Option(help="sim (in-process); franka goes through the policy server.")] = "sim",
     task: Annotated[str | None, typer.Option(help="Task (default and only allowed: the checkpoint's).")] = None,
-    algo: Annotated[
-        str, typer.Option(help="ppo or sac (Gaussian), dppo or idql (diffusion), residual-ppo (any).")
-    ] = "ppo",
+    algo: Annotated[str, typer.Option(help="ppo (Gaussian), dppo (diffusion) or residual-ppo (any).")] = "ppo",
     il_every: Annotated[
         str, typer.Option("--il-every", callback=il_every, help="m: RL steps per IL step; 0 = RL only; auto.")
     ] = "5",
@@ -230,8 +228,9 @@ def finetune(
                 *(["--config", str(config)] if config else []),
                 *(["--seed", str(seed)] if seed is not None else []),
                 *[a for o in [*(set_ or []), *options] for a in ("--set", o)],
-                # serve's own options come after its --set values: without these, its defaults (ppo) would win
-                *("--algo", algo, "--il-every", str(il_every), "--separation", separation),
+                # serve's own options are applied after its --set values: pass the resolved ones, or its defaults win
+                *("--algo", cfg.finetune.algo, "--il-every", str(cfg.finetune.inril.il_every)),
+                *("--separation", cfg.finetune.inril.separation),
             ],
         )
         try:
