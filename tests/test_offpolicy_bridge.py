@@ -27,15 +27,15 @@ from inril_robot.bridge.agent import AgentResult
 from inril_robot.bridge.episodes import InterventionDemos
 from inril_robot.bridge.offpolicy import OffPolicyServerLearner, TransitionAssembler
 from inril_robot.config import RunConfig
-from inril_robot.data import Dataset
 from inril_robot.data.replay import ReplayLog
+from inril_robot.learning.policies import checkpoint as ckpt
 from inril_robot.learning.policies.base import Policy
-from inril_robot.learning.pretrain import pretrain
+from inril_robot.learning.pretrain import run_contract
 from inril_robot.learning.rl.actor import Actor
 from inril_robot.learning.rl.ppo import GaussianActor
 from inril_robot.learning.runs import read_metrics
 from tests.test_bridge import cfg_for, run_agent, served
-from tests.test_pretrain import reach_cfg, record_demos
+from tests.test_pretrain import make_gaussian, reach_cfg
 
 THIS = "tests.test_offpolicy_bridge"
 OFF = [
@@ -104,12 +104,12 @@ def make_serving_actor(cfg: RunConfig, policy: Policy) -> Actor:
 
 # ------------------------------------------------------------------------------------------------ helpers
 @pytest.fixture(scope="module")
-def pretrained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Dataset]:
-    """A barely trained reach BC policy (the test learner does not need a good one) and its demonstrations."""
-    root = tmp_path_factory.mktemp("offpolicy")
-    demos = record_demos(root / "demos", "reach", 2)
-    result = pretrain(reach_cfg(overrides=["train.steps=20", "train.eval_every=0"]), demos, root / "pre", resume=False)
-    return Path(result.last_checkpoint), demos
+def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained reach Gaussian policy (made-up normaliser statistics): the test learner needs no good one."""
+    contract = run_contract(reach_cfg())
+    policy, cfg = make_gaussian(contract)
+    path = tmp_path_factory.mktemp("offpolicy") / "policy.pt"
+    return ckpt.save_checkpoint(path, policy, contract=contract, run_cfg=cfg, step=0)
 
 
 def wait_unlocked(path: Path, timeout_s: float = 30.0) -> None:
@@ -129,13 +129,13 @@ def wait_unlocked(path: Path, timeout_s: float = 30.0) -> None:
 # --------------------------------------------------------------------------------------------------- tests
 @pytest.mark.timeout(240)
 def test_learner_publishes_versions_while_the_robot_acts_and_resumes_exactly(
-    pretrained: tuple[Path, Dataset],
+    pretrained: Path,
     tmp_path: Path,
 ) -> None:
-    checkpoint, demos = pretrained
+    checkpoint = pretrained
     cfg = cfg_for(*OFF)
     out = tmp_path / "srv"
-    learner = OffPolicyServerLearner(cfg, checkpoint, demos, out, algo=THIS)
+    learner = OffPolicyServerLearner(cfg, checkpoint, None, out, algo=THIS)
     assert learner.mode == "async" and learner.version == 0
     first: list[AgentResult] = []
     paced: list[AgentResult] = []
@@ -162,7 +162,7 @@ def test_learner_publishes_versions_while_the_robot_acts_and_resumes_exactly(
     state = torch.load(out / "last.train.pt", weights_only=False)
     assert state["version"] == final and state["replay_transitions"] == log.transitions
 
-    resumed = OffPolicyServerLearner(cfg, checkpoint, demos, out, resume=True, algo=THIS)
+    resumed = OffPolicyServerLearner(cfg, checkpoint, None, out, resume=True, algo=THIS)
     try:
         restored = resumed.last_stats["restored"]
         assert restored == {"records": log.records, "transitions": log.transitions, "checksum": log.checksum}
@@ -175,17 +175,15 @@ def test_learner_publishes_versions_while_the_robot_acts_and_resumes_exactly(
 
 SERVER = textwrap.dedent(
     """
-    import sys, threading
+    import sys
     from pathlib import Path
-    from inril_robot.bridge.episodes import InterventionDemos
-from inril_robot.bridge.offpolicy import OffPolicyServerLearner, TransitionAssembler
+    from inril_robot.bridge.offpolicy import OffPolicyServerLearner
     from inril_robot.bridge.server import PolicyServer, ServeOptions
     from inril_robot.config import load_config
-    from inril_robot.data import Dataset
     from tests.test_bridge import FT
-    checkpoint, demos, out, endpoint, resume = sys.argv[1:6]
+    checkpoint, out, endpoint, resume = sys.argv[1:5]
     cfg = load_config(robot="sim", task="reach", overrides=[*FT, *{off!r}])
-    learner = OffPolicyServerLearner(cfg, Path(checkpoint), Dataset(demos), Path(out), resume=resume == "1",
+    learner = OffPolicyServerLearner(cfg, Path(checkpoint), None, Path(out), resume=resume == "1",
                                      algo={this!r})
     server = PolicyServer(learner, ServeOptions(bind=endpoint, robot_timeout_s=30.0))
     server.start()
@@ -204,10 +202,10 @@ from inril_robot.bridge.offpolicy import OffPolicyServerLearner, TransitionAssem
 @pytest.mark.slow  # about 75 s: two server processes with their learner processes, a robot through the outage
 @pytest.mark.timeout(300)
 def test_kill_9_of_the_server_then_resume_keeps_the_replay_log_intact(
-    pretrained: tuple[Path, Dataset],
+    pretrained: Path,
     tmp_path: Path,
 ) -> None:
-    checkpoint, demos = pretrained
+    checkpoint = pretrained
     out = tmp_path / "srv"
     with __import__("socket").socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -215,7 +213,7 @@ def test_kill_9_of_the_server_then_resume_keeps_the_replay_log_intact(
     script = SERVER.format(off=OFF, this=THIS)
 
     def start(resume: bool) -> subprocess.Popen:
-        args = [str(checkpoint), str(demos.root), str(out), endpoint, "1" if resume else "0"]
+        args = [str(checkpoint), str(out), endpoint, "1" if resume else "0"]
         proc = subprocess.Popen(
             [sys.executable, "-c", script, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
