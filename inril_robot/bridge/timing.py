@@ -9,12 +9,17 @@ import numpy as np
 
 
 class Scheduler:
-    """Ticks every `period` seconds on the monotonic clock. Deadlines advance by exactly one period, so the loop
-    keeps its rate whatever each step's work takes; a step that ends past the *next* deadline is an overrun, and the
-    schedule re-anchors instead of bursting to catch up. `period` 0 never sleeps (simulation as fast as it runs)."""
+    """Ticks every `period` seconds on the monotonic clock: the control loop's one pacing rule.
 
-    def __init__(self, period: float) -> None:
+    A tick that starts on time (up to `tolerance`, a tenth of a period, of sleep jitter) keeps the phase: the next
+    deadline is one period after this one. A tick that starts later than that is an overrun: it is counted and the
+    schedule re-anchors on *now*, so the next tick comes a full period later. The loop never catches up with
+    back-to-back steps after a slow one (the safety envelope's per-step caps assume a period between steps).
+    `period` 0 never sleeps (simulation as fast as it runs)."""
+
+    def __init__(self, period: float, tolerance: float | None = None) -> None:
         self.period = period
+        self.tolerance = 0.1 * period if tolerance is None else tolerance
         self.deadline: float | None = None
         self.overruns = 0
         self.ticks = 0
@@ -28,7 +33,7 @@ class Scheduler:
             self.deadline = now + self.period
             return 0.0
         late = now - self.deadline
-        if late > self.period:
+        if late > self.tolerance:
             self.overruns += 1
             self.deadline = now + self.period
             return late

@@ -1,0 +1,150 @@
+"""The reset phase between episodes, the same for collect, the robot agent and eval on the arm, in sim and on a cell.
+
+In order (each stage is logged in `ResetPhase.log`, and the episode store records the log with the episode):
+
+1. ``open``: the gripper opens where the arm stands (it may hold the object), at the envelope's gripper rate;
+2. ``retreat``: the arm rises straight up to the home height plus `task.reset.retreat_height` (clear of the scene),
+   then homes (`robot.home()`);
+3. ``operator``: the operator resets the scene; the teleop moves the arm meanwhile (through the envelope, one paced
+   tick per control period, nothing recorded); the keep key ends the stage. In simulation the stage is scripted
+   (`scripted_operator`, default: nothing to do, the simulator places the objects at `env.reset`);
+4. ``scripted``: the task's scripted reset, when one is given (a callable on the loop);
+5. ``home``: `env.reset(seed)` homes the arm (and, in simulation, places the seeded scene);
+6. ``start``: a randomised start pose, home + uniform offsets in `task.reset.start_xyz` / `start_yaw` drawn from the
+   episode's seeded generator (skipped when the ranges are zero);
+7. ``confirm``: the operator's keep starts the episode (automatic in simulation).
+
+The first episode skips 1-2 (the arm is homed first). `heartbeat` is called all along (the loop's `beat`), so a
+policy server never drops a robot whose operator is resetting. An e-stop in any stage stops the arm and raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from inril_robot.geometry import quat_to_matrix, rotvec_to_matrix
+from inril_robot.loop import ControlLoop
+from inril_robot.teleop import command_to_action
+
+GRIPPER_OPEN = 0.0  # the contract's gripper command for open (home() opens it too)
+SETTLE_TICKS = 2  # hold ticks after the gripper command reached open, for the fingers to follow
+
+
+@dataclass
+class ResetPhase:
+    loop: ControlLoop
+    say: Callable[[str], None] = lambda _: None
+    operator: bool = True  # a person resets the scene (False: simulation, `scripted_operator` does)
+    scripted_operator: Callable[[ControlLoop], None] | None = None
+    scripted_reset: Callable[[ControlLoop], None] | None = None
+    log: list[dict[str, Any]] = field(default_factory=list)
+    _home: np.ndarray | None = None
+    _started: bool = False
+
+    def run(self, seed: int | None, index: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Stages 1-7 for episode `index`; returns the episode's first observation and info (as `env.reset`)."""
+        self.log = []
+        env, loop = self.loop.env, self.loop
+        if self._started:
+            self._open()
+            self._retreat()
+        else:
+            self._begin(*env.reset(seed=seed), "homed")
+        self._started = True
+        self._operator(index)
+        if self.scripted_reset is not None:
+            self._mark("scripted")
+            self.scripted_reset(loop)
+        obs, info = env.reset(seed=seed)
+        self._begin(obs, info, "homed")
+        self._mark("home")
+        self._home = info["state"].ee_pos.copy()
+        obs, info = self._start(obs, info)
+        if self.operator:
+            self._mark("confirm")
+            self.loop.confirm(self.say, f"episode {index}: the arm is at its start pose; confirm to start")
+        else:
+            self._mark("confirm", "automatic (simulation)")
+        loop.beat(force=True)
+        return obs, info
+
+    # ------------------------------------------------------------------------------------------------ stages
+    def _open(self) -> None:
+        self._mark("open")
+        loop = self.loop
+        max_ticks = int(np.ceil(loop.env.cfg.robot.control_hz / loop.env.cfg.safety.gripper_rate)) + 2
+        for _ in range(max_ticks):
+            if loop.gripper <= GRIPPER_OPEN + 1e-9:
+                break
+            loop.step(np.array([0, 0, 0, 0, 0, 0, GRIPPER_OPEN], dtype=np.float64), motion=True)
+            loop.beat()
+        for _ in range(SETTLE_TICKS):
+            loop.hold_step()
+            loop.beat()
+
+    def _retreat(self) -> None:
+        self._mark("retreat")
+        loop = self.loop
+        loop.replace_obs(loop.env.observe())
+        state = loop.state
+        home_z = self._home[2] if self._home is not None else state.ee_pos[2]
+        ceiling = loop.env.cfg.safety.workspace_max[2] - 0.01
+        target = state.ee_pos.copy()
+        target[2] = max(state.ee_pos[2], min(home_z + loop.env.cfg.task.reset.retreat_height, ceiling))
+        loop.move_to(target, quat_to_matrix(state.ee_quat), gripper=GRIPPER_OPEN)
+        loop.beat(force=True)
+        loop.env.robot.home()
+        loop.beat(force=True)
+
+    def _operator(self, index: int) -> None:
+        loop = self.loop
+        if not self.operator:
+            self._mark("operator", "scripted (simulation)")
+            if self.scripted_operator is not None:
+                self.scripted_operator(loop)
+            return
+        self._mark("operator")
+        self.say(f"episode {index}: reset the scene (the teleop moves the arm), then press the keep key")
+        loop.replace_obs(loop.env.observe())
+        moved = 0
+        while True:
+            loop.beat()
+            command = loop.read_operator("during the scene reset")
+            if command is None:  # no teleop: the prompt is Enter
+                loop.confirm(self.say, "scene reset?")
+                break
+            if command.keep:
+                break
+            # paced: one control period per tick, through the envelope; the command was read above
+            step = loop.step(command_to_action(command, loop.gripper), motion=True, command=command)
+            moved += int(np.abs(step.executed[:6]).max() > 0)
+        self.log[-1]["moved_steps"] = moved
+
+    def _start(self, obs: dict[str, np.ndarray], info: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        env, loop = self.loop.env, self.loop
+        cfg = env.cfg.task.reset
+        lo = np.asarray(cfg.start_xyz)
+        if not lo.any() and cfg.start_yaw == 0:
+            return obs, info
+        offset = env.rng.uniform(-lo, lo)
+        yaw = float(env.rng.uniform(-cfg.start_yaw, cfg.start_yaw))
+        state = info["state"]
+        target = state.ee_pos + offset
+        rot = rotvec_to_matrix(np.array([0.0, 0.0, yaw])) @ quat_to_matrix(state.ee_quat)  # yaw about base z
+        reached = loop.move_to(target, rot, gripper=GRIPPER_OPEN)
+        self._mark("start", f"offset {np.round(offset, 4).tolist()} m, yaw {yaw:.3f} rad, reached {reached}")
+        env.steps = 0  # the episode's time limit counts from the start pose
+        obs, info = loop.obs, {**info, "state": loop.state}
+        self._begin(obs, info, "start pose")
+        return obs, info
+
+    def _begin(self, obs: dict[str, np.ndarray], info: dict[str, Any], reason: str) -> None:
+        self.loop.begin(obs, info, reason)
+
+    def _mark(self, stage: str, detail: str = "") -> None:
+        self.log.append({"stage": stage, "detail": detail})
+        self.loop.beat()
