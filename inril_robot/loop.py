@@ -135,12 +135,14 @@ class ControlLoop:
         verdict_step: bool = False,
         verdicts: bool | None = None,
         heartbeat: Callable[[], None] | None = None,
+        prompt: Callable[[str], None] | None = None,
     ) -> None:
         self.env, self.teleop, self.mode, self.label = env, teleop, mode, label
         self.scripted = scripted
         self.verdict_step = verdict_step
         self.verdicts = (env.cfg.robot.kind != "sim" or mode == "human") if verdicts is None else verdicts
         self.heartbeat = heartbeat
+        self.prompt = prompt  # the operator's confirmation without a teleop (default: Enter on stdin)
         self.period = 1.0 / env.cfg.robot.control_hz if period is None else period
         self.scheduler = Scheduler(self.period)
         self.times = StageTimes()
@@ -281,12 +283,12 @@ class ControlLoop:
         self.decide(say, text, keys=("keep",))
 
     def decide(self, say: Callable[[str], None], text: str, keys: tuple[str, ...] = ("keep", "discard")) -> bool:
-        """Block until one of `keys` (keep -> True, discard -> False); without a teleop, Enter is keep."""
-        say(f"{text} ({' / '.join(f'{k} key' for k in keys)})")
+        """Block until one of `keys` (keep -> True, discard -> False); without a teleop, `prompt` (or Enter) is keep."""
+        self.beat(force=True)
         if self.teleop is None:
-            self.beat(force=True)
-            input()
+            (self.prompt or _enter)(text)
             return True
+        say(f"{text} ({' / '.join(f'{k} key' for k in keys)})")
         while True:
             self.beat()
             command = self.read_operator("while waiting for the operator")
@@ -333,6 +335,10 @@ class ControlLoop:
             if step.info.get("stopped"):
                 raise RuntimeError(f"the arm was stopped while moving to a pose: {step.info['stopped']}")
         return False
+
+
+def _enter(text: str) -> None:
+    input(f"{text} (Enter) ")
 
 
 def _clip_norm(v: np.ndarray, cap: float) -> np.ndarray:

@@ -28,6 +28,7 @@ import numpy as np
 
 from inril_robot.geometry import quat_to_matrix, rotvec_to_matrix
 from inril_robot.loop import ControlLoop
+from inril_robot.shadow import ShadowRobot
 from inril_robot.teleop import command_to_action
 
 GRIPPER_OPEN = 0.0  # the contract's gripper command for open (home() opens it too)
@@ -49,7 +50,8 @@ class ResetPhase:
         """Stages 1-7 for episode `index`; returns the episode's first observation and info (as `env.reset`)."""
         self.log = []
         env, loop = self.loop.env, self.loop
-        if self._started:
+        moves = not isinstance(env.robot, ShadowRobot)  # in shadow mode the arm holds: nothing to move or wait for
+        if self._started and moves:
             self._open()
             self._retreat()
         else:
@@ -63,7 +65,8 @@ class ResetPhase:
         self._begin(obs, info, "homed")
         self._mark("home")
         self._home = info["state"].ee_pos.copy()
-        obs, info = self._start(obs, info)
+        if moves:
+            obs, info = self._start(obs, info)
         if self.operator:
             self._mark("confirm")
             self.loop.confirm(self.say, f"episode {index}: the arm is at its start pose; confirm to start")
@@ -76,6 +79,7 @@ class ResetPhase:
     def _open(self) -> None:
         self._mark("open")
         loop = self.loop
+        loop.replace_obs(loop.env.observe())  # the arm may have been homed since the last step (a fault recovery)
         max_ticks = int(np.ceil(loop.env.cfg.robot.control_hz / loop.env.cfg.safety.gripper_rate)) + 2
         for _ in range(max_ticks):
             if loop.gripper <= GRIPPER_OPEN + 1e-9:
@@ -89,7 +93,6 @@ class ResetPhase:
     def _retreat(self) -> None:
         self._mark("retreat")
         loop = self.loop
-        loop.replace_obs(loop.env.observe())
         state = loop.state
         home_z = self._home[2] if self._home is not None else state.ee_pos[2]
         ceiling = loop.env.cfg.safety.workspace_max[2] - 0.01
@@ -114,8 +117,8 @@ class ResetPhase:
         while True:
             loop.beat()
             command = loop.read_operator("during the scene reset")
-            if command is None:  # no teleop: the prompt is Enter
-                loop.confirm(self.say, "scene reset?")
+            if command is None:  # no teleop: the loop's prompt (Enter)
+                loop.confirm(self.say, f"episode {index}: reset the scene, then confirm")
                 break
             if command.keep:
                 break
