@@ -63,7 +63,7 @@ class ResetPhase:
             self.scripted_reset(loop)
         obs, info = env.reset(seed=seed)
         self._begin(obs, info, "homed")
-        self._mark("home")
+        self._mark("home", pos=info["state"].ee_pos.tolist())
         self._home = info["state"].ee_pos.copy()
         if moves:
             obs, info = self._start(obs, info)
@@ -71,14 +71,14 @@ class ResetPhase:
             self._mark("confirm")
             self.loop.confirm(self.say, f"episode {index}: the arm is at its start pose; confirm to start")
         else:
-            self._mark("confirm", "automatic (simulation)")
+            self._mark("confirm", by="scripted (simulation)")
         loop.beat(force=True)
         return obs, info
 
     # ------------------------------------------------------------------------------------------------ stages
     def _open(self) -> None:
-        self._mark("open")
         loop = self.loop
+        self._mark("open", gripper_from=loop.gripper)
         loop.replace_obs(loop.env.observe())  # the arm may have been homed since the last step (a fault recovery)
         max_ticks = int(np.ceil(loop.env.cfg.robot.control_hz / loop.env.cfg.safety.gripper_rate)) + 2
         for _ in range(max_ticks):
@@ -89,16 +89,18 @@ class ResetPhase:
         for _ in range(SETTLE_TICKS):
             loop.hold_step()
             loop.beat()
+        self.log[-1]["gripper_to"] = loop.gripper
 
     def _retreat(self) -> None:
-        self._mark("retreat")
         loop = self.loop
         state = loop.state
+        self._mark("retreat", z_from=float(state.ee_pos[2]))
         home_z = self._home[2] if self._home is not None else state.ee_pos[2]
         ceiling = loop.env.cfg.safety.workspace_max[2] - 0.01
         target = state.ee_pos.copy()
         target[2] = max(state.ee_pos[2], min(home_z + loop.env.cfg.task.reset.retreat_height, ceiling))
         loop.move_to(target, quat_to_matrix(state.ee_quat), gripper=GRIPPER_OPEN)
+        self.log[-1]["z_to"] = float(loop.state.ee_pos[2])
         loop.beat(force=True)
         loop.env.robot.home()
         loop.beat(force=True)
@@ -106,7 +108,7 @@ class ResetPhase:
     def _operator(self, index: int) -> None:
         loop = self.loop
         if not self.operator:
-            self._mark("operator", "scripted (simulation)")
+            self._mark("operator", by="scripted (simulation)")
             if self.scripted_operator is not None:
                 self.scripted_operator(loop)
             return
@@ -139,7 +141,7 @@ class ResetPhase:
         target = state.ee_pos + offset
         rot = rotvec_to_matrix(np.array([0.0, 0.0, yaw])) @ quat_to_matrix(state.ee_quat)  # yaw about base z
         reached = loop.move_to(target, rot, gripper=GRIPPER_OPEN)
-        self._mark("start", f"offset {np.round(offset, 4).tolist()} m, yaw {yaw:.3f} rad, reached {reached}")
+        self._mark("start", offset=offset.tolist(), yaw=yaw, reached=reached)
         env.steps = 0  # the episode's time limit counts from the start pose
         obs, info = loop.obs, {**info, "state": loop.state}
         self._begin(obs, info, "start pose")
@@ -148,6 +150,6 @@ class ResetPhase:
     def _begin(self, obs: dict[str, np.ndarray], info: dict[str, Any], reason: str) -> None:
         self.loop.begin(obs, info, reason)
 
-    def _mark(self, stage: str, detail: str = "") -> None:
-        self.log.append({"stage": stage, "detail": detail})
+    def _mark(self, stage: str, **detail: Any) -> None:
+        self.log.append({"stage": stage, **detail})
         self.loop.beat()

@@ -15,6 +15,8 @@ import pytest
 ROBOT_PC_MODULES = [
     "inril_robot.bridge.agent",
     "inril_robot.collect",
+    "inril_robot.loop",
+    "inril_robot.resets",
     "inril_robot.safety",
     "inril_robot.hardware",
     "inril_robot.seeds",
