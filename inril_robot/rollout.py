@@ -28,7 +28,9 @@ from inril_robot.stats import Rate, wilson_interval
 from inril_robot.video import VideoWriter, fit_height, overlay, tile
 
 Policy = Callable[[RobotEnv, dict[str, np.ndarray]], np.ndarray]
-SuccessDetector = Callable[[dict[str, np.ndarray]], bool]  # observation -> success (a model on the server or here)
+#: observation -> True (success: the episode ends), False (no success yet; at the time limit a failure), None (no
+#: opinion, e.g. below its confidence threshold: at the time limit the operator is asked)
+SuccessDetector = Callable[[dict[str, np.ndarray]], bool | None]
 
 
 @dataclass
@@ -123,11 +125,13 @@ def run_episodes(
         prompt=cell.prompt if cell else None,
     )
     resets = ResetPhase(loop, cell.say, operator=True, scripted_reset=cell.scripted_reset) if cell else None
+    reset_logs: list[list[dict[str, Any]]] = []
     start = time.perf_counter()
     try:
         for i in range(episodes):
             if resets is not None:
                 obs, info = resets.run(seed + i, i)
+                reset_logs.append(resets.log)
             else:
                 obs, info = env.reset(seed=seed + i)
                 loop.begin(obs, info)
@@ -178,6 +182,7 @@ def run_episodes(
     if video_dir is not None:
         extra["episode_videos"] = episode_files
     if real:
+        extra["resets"] = reset_logs
         extra["decided_by"] = {k: sum(e.decided_by == k for e in results) for k in {e.decided_by for e in results}}
     return RolloutSummary(
         task=env.cfg.task.name,
@@ -194,15 +199,16 @@ def _cell_outcome(
     cell: RobotCell, loop: ControlLoop, obs: dict[str, np.ndarray], done: bool, length: int
 ) -> tuple[bool, str, bool]:
     """(success, decided by, done) on a real arm after a step without the operator's key: the detector's success
-    ends the episode; at the time limit (or a stop) the operator decides, or the detector's no stands."""
-    if cell.detector is not None and cell.detector(obs):
+    ends the episode; at the time limit (or a stop) the detector's "no" is a failure, and without a detector (or
+    when it has no opinion) the operator is asked."""
+    opinion = cell.detector(obs) if cell.detector is not None else None
+    if opinion:
         return True, "detector", True
     if not done and length < loop.env.cfg.task.max_steps:
         return False, "", False
-    if cell.detector is not None:
+    if opinion is False:
         return False, "detector", True
-    verdict = loop.decide(cell.say, f"episode over after {length} steps: success?")
-    return verdict, "operator", True
+    return loop.decide(cell.say, f"episode over after {length} steps: success?"), "operator", True
 
 
 @dataclass

@@ -591,6 +591,102 @@ def test_shadow_mode_never_commands_the_arm(franky_sim: str, robot: FrankaRobot)
     assert robot.gripper.commands_done == commands and not shadow.inner.last_reference_events
 
 
+class _CellOperator:
+    """A scripted operator at the cell for `eval --robot franka`: follows the prompts it is shown (`say`), moves the
+    arm during the scene reset, confirms the start, presses keep in episode 0, answers "failed" when asked after a
+    time limit, and switches the success detector on for episode 2."""
+
+    def __init__(self) -> None:
+        self.phase, self.episode, self.reads = "idle", -1, 0
+        self.detector_on = False
+        self.said: list[str] = []
+
+    def say(self, text: str) -> None:
+        self.said.append(text)
+        for key, phase in (("reset the scene", "operator"), ("confirm to start", "confirm"), ("success?", "decide")):
+            if key in text:
+                self.phase, self.reads = phase, 0
+
+    def read(self) -> Any:
+        from inril_robot.hardware import TeleopCommand
+
+        self.reads += 1
+        if self.phase == "operator":
+            if self.reads == 1:
+                return TeleopCommand(delta_pos=np.array([0.0, 0.005, 0.0]))  # the teleop moves the arm meanwhile
+            self.phase = "between"
+            return TeleopCommand(keep=True)
+        if self.phase == "confirm":
+            self.phase, self.reads, self.episode = "episode", 0, self.episode + 1
+            self.detector_on = self.episode == 2
+            return TeleopCommand(keep=True)
+        if self.phase == "episode" and self.episode == 0 and self.reads == 4:
+            return TeleopCommand(keep=True)
+        if self.phase == "decide":
+            self.phase = "between"
+            return TeleopCommand(discard=True)
+        return TeleopCommand()
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.timeout(300, method="thread")
+def test_eval_on_the_arm_decides_success_by_keys_or_detector_with_videos_and_resets(
+    franky_sim: str, robot: FrankaRobot, tmp_path: Path
+) -> None:
+    """`eval --robot franka` over franky-sim: the reset phase before each episode (open, retreat, the operator's
+    reset with the teleop, randomised start, confirm), success from the operator's keys or an injected detector,
+    a Wilson interval, and a video per episode (state overlay: franky-sim has no cameras)."""
+    import av
+
+    from inril_robot.env import RobotEnv
+    from inril_robot.rollout import RobotCell, run_episodes
+
+    robot.close()  # one client at a time on the simulated arm
+    operator = _CellOperator()
+    try:
+        cfg = franka_cfg(
+            franky_sim,
+            (
+                "task.name=reach",
+                "task.observation=image",
+                "task.max_steps=10",
+                "teleop.kind=keyboard",
+                "task.reset.start_xyz=[0.02,0.02,0.0]",
+                "task.reset.retreat_height=0.03",
+            ),
+        )
+        env = RobotEnv(cfg, execute=True)
+        try:
+            detector = lambda obs: True if operator.detector_on else None  # noqa: E731 - no opinion until episode 2
+            cell = RobotCell(operator, detector=detector, say=operator.say)  # type: ignore[arg-type]
+            push = np.array([0.004, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+            summary = run_episodes(
+                env, lambda e, o: push, 3, seed=5, video_dir=tmp_path / "videos", video_episodes=3, cell=cell
+            )
+        finally:
+            env.close()
+    finally:
+        robot.connect()
+    got = [(e.success, e.decided_by, e.length) for e in summary.episodes]
+    assert got == [(True, "operator", 3), (False, "operator", 10), (True, "detector", 1)], got
+    rate = summary.to_dict()["success"]
+    assert rate["successes"] == 2 and rate["trials"] == 3 and 0 < rate["ci95_low"] < 2 / 3 < rate["ci95_high"] < 1
+    stages = [[s["stage"] for s in log] for log in summary.extra["resets"]]
+    assert stages[0] == ["operator", "home", "start", "confirm"]
+    assert stages[1] == stages[2] == ["open", "retreat", "operator", "home", "start", "confirm"], stages
+    retreat = summary.extra["resets"][1][1]
+    assert retreat["z_to"] > retreat["z_from"] + 0.02  # rose before homing
+    assert all(log[2]["moved_steps"] == 1 for log in summary.extra["resets"][1:])
+    assert all(log[-2]["reached"] for log in summary.extra["resets"])  # the randomised start pose was reached
+    videos = summary.extra["episode_videos"]
+    assert len(videos) == 3
+    for path in videos:
+        with av.open(path) as container:
+            assert sum(1 for _ in container.decode(video=0)) > 1
+
+
 @pytest.mark.slow
 def test_collect_records_an_episode_over_franky_sim(franky_sim: str, robot: FrankaRobot, tmp_path: Path) -> None:
     """`collect` over `RobotEnv` over the Franka driver (--execute) with a scripted operator, into the store."""
