@@ -641,8 +641,8 @@ def test_eval_on_the_arm_decides_success_by_keys_or_detector_with_videos_and_res
     a Wilson interval, and a video per episode (state overlay: franky-sim has no cameras)."""
     import av
 
-    from inril_robot.env import RobotEnv
-    from inril_robot.rollout import RobotCell, run_episodes
+    from inril_robot.runtime.env import RobotEnv
+    from inril_robot.runtime.rollout import RobotCell, run_episodes
 
     robot.close()  # one client at a time on the simulated arm
     operator = _CellOperator()

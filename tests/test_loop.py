@@ -1,4 +1,4 @@
-"""The one control loop (`inril_robot.loop`) and the reset phase (`inril_robot.resets`), against the MuJoCo robot and
+"""The one control loop (`runtime.loop`) and the reset phase (`runtime.resets`), against the MuJoCo robot and
 the real keyboard teleop on a pseudo-terminal (keys go through the terminal, the parser and the latched toggles)."""
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from drivers.keyboard import KeyboardTeleop
-from inril_robot.bridge.timing import Scheduler
-from inril_robot.collect import collect
 from inril_robot.config import TeleopConfig, load_config
 from inril_robot.data.store import Dataset
-from inril_robot.env import RobotEnv
+from inril_robot.drivers.keyboard import KeyboardTeleop
 from inril_robot.hardware import Teleop, TeleopCommand
-from inril_robot.loop import ControlLoop
+from inril_robot.runtime.collect import collect
+from inril_robot.runtime.env import RobotEnv
+from inril_robot.runtime.loop import ControlLoop
+from inril_robot.runtime.timing import Scheduler
 
 KEYS = TeleopConfig(kind="keyboard", translation_step=0.01)
 

@@ -1,7 +1,7 @@
 """The robot agent: the control loop on the robot PC, talking to the policy server.
 
 Per chunk: send the observation history, wait for the chunk, then at each tick of the control loop
-(`inril_robot.loop.ControlLoop`: pacing, the operator's keys, authority, e-stop, the recording hook) pass the next
+(`runtime.loop.ControlLoop`: pacing, the operator's keys, authority, e-stop, the recording hook) pass the next
 action through `RobotEnv.step` (the safety envelope is applied there, always), record the step in the episode store,
 and after the chunk send the executed actions, rewards and flags back. Safety when things fail:
 
@@ -13,13 +13,13 @@ and after the chunk send the executed actions, rewards and flags back. Safety wh
 - a refusal (schema, contract, task, CURVE key) stops the agent with the reason; an operator e-stop stops the arm;
 - an arm fault (`RobotFault`: reflex, user stop, control error) drops the open episode (not stored; no
   `episode_end`, so the server drops its segment), pauses with the reason, and after the operator's confirmation
-  recovers and homes the arm (`inril_robot.runtime.faults`); the run goes on with the next episode.
+  recovers and homes the arm (`runtime.faults`); the run goes on with the next episode.
 
 Every episode ends with `robot.hold()` on a real arm (it stops now, before the operator's reset prompt). In shadow
 mode (a real robot without --execute) nothing is executed: steps are stored with control "none", episodes marked
 ``shadow``, and transitions are sent with control "none", which the server refuses to learn from.
 
-Episodes: between them the reset phase runs (`inril_robot.resets`: open, retreat, the operator resets the scene with
+Episodes: between them the reset phase runs (`runtime.resets`: open, retreat, the operator resets the scene with
 the teleop moving the arm, home, randomised start pose, confirm; scripted in simulation), with heartbeats all along.
 Reward is the task's success detector in simulation; on the real robot the operator's keep
 key marks success and discard a failure. Teleop `intervene` hands control to the human for that step: the chunk is
@@ -48,18 +48,13 @@ from inril_robot.bridge.security import ClientKeys
 from inril_robot.config import RunConfig
 from inril_robot.core.seeds import train_seed
 from inril_robot.data.store import DatasetWriter
-from inril_robot.env import RobotEnv
-from inril_robot.faults import pause_and_recover
 from inril_robot.hardware import EmergencyStop, RobotFault, StaleFrameError, Teleop
-from inril_robot.loop import ControlLoop, store_recorder
-from inril_robot.obs_history import ObsHistory
-from inril_robot.resets import ResetPhase
-from inril_robot.seeds import train_seed
-from inril_robot.shadow import ShadowRobot
-
-from . import protocol as p
-from .client import BridgeClient, BridgeError, Refusal
-from .security import ClientKeys
+from inril_robot.runtime.env import RobotEnv
+from inril_robot.runtime.faults import pause_and_recover
+from inril_robot.runtime.loop import ControlLoop, store_recorder
+from inril_robot.runtime.obs_history import ObsHistory
+from inril_robot.runtime.resets import ResetPhase
+from inril_robot.runtime.shadow import ShadowRobot
 
 StatusFn = Callable[[dict[str, Any]], None]
 LOG_FIELDS = (
@@ -493,7 +488,7 @@ class RobotAgent:
 
     # -------------------------------------------------------------------------------------------- episodes
     def _reset(self, seed: int, index: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """The reset phase (`inril_robot.resets`): open, retreat, the operator resets the scene (scripted in
+        """The reset phase (`inril_robot.runtime.resets`): open, retreat, the operator resets the scene (scripted in
         simulation), home, start pose, confirm; heartbeats all along."""
         if not self.sim and self.prompt is None and self.teleop is None:
             raise EmergencyStop("a real robot needs an operator to reset the scene between episodes")

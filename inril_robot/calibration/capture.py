@@ -1,6 +1,6 @@
 """Moving the robot through calibration poses and capturing a board view at each, through `RobotEnv.step`.
 
-Every motion is a sequence of contract actions stepped by the control loop (`inril_robot.loop`, paced at the control
+Every motion is a sequence of contract actions stepped by the control loop (`runtime.loop`, paced at the control
 rate on a real arm) through `RobotEnv.step`, which applies the safety envelope
 (workspace box, per-step and speed caps, tilt/yaw limits, joint margins, contact force): the planner only proposes.
 Poses are planned inside the envelope's box and tilt limits, so the envelope should never have to clip them; a
@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from calibration.board import BoardError, BoardSpec, Detection, detect
-from calibration.solve import make_transform
-from inril_robot.config import SafetyLimits
-from inril_robot.env import RobotEnv
-from inril_robot.geometry import quat_to_matrix, rotvec_to_matrix
+from inril_robot.calibration.solve import make_transform
+from inril_robot.core.geometry import quat_to_matrix, rotvec_to_matrix
+from inril_robot.core.safety import SafetyLimits
 from inril_robot.hardware import RobotFault
-from inril_robot.loop import ControlLoop
+from inril_robot.runtime.env import RobotEnv
+from inril_robot.runtime.loop import ControlLoop
+from inril_robot.vision.board import BoardError, BoardSpec, Detection, detect
 
 GOLDEN_ANGLE = np.pi * (3.0 - np.sqrt(5.0))
 SETTLE_STEPS = 3  # zero-motion steps before capturing: no motion blur, a state that matches the image

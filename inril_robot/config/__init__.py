@@ -149,7 +149,7 @@ class CameraConfig(StrictModel):
 
 # ------------------------------------------------------------------------------------------------------------- task
 class ResetConfig(StrictModel):
-    """The reset phase between episodes (`inril_robot.resets`): open, retreat, operator, scripted reset, start pose."""
+    """The reset phase between episodes (`runtime.resets`): open, retreat, operator, scripted reset, start pose."""
 
     retreat_height: Annotated[
         float, Field(ge=0.0, le=0.3, description="the arm rises to the home height plus this before homing [m]")

@@ -27,18 +27,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from inril_robot.atomic import atomic_open
 from inril_robot.config import RunConfig
-from inril_robot.contract import Contract
+from inril_robot.core.atomic import atomic_open
+from inril_robot.core.contract import Contract
+from inril_robot.core.errors import InrilError
+from inril_robot.core.seeds import EVAL_SEED_BASE
+from inril_robot.data.normalization import compute_stats
 from inril_robot.data.sampler import WindowSampler
 from inril_robot.data.store import Dataset, DatasetError
-from inril_robot.errors import InrilError
-from inril_robot.policies import checkpoint as ckpt
-from inril_robot.policies.base import Policy
-from inril_robot.policies.normalizer import Normalizer
-from inril_robot.policies.runner import PolicyRunner
-from inril_robot.run_folder import RunFolder
-from inril_robot.seeds import EVAL_SEED_BASE
+from inril_robot.learning.policies import checkpoint as ckpt
+from inril_robot.learning.policies.base import Policy
+from inril_robot.learning.policies.normalizer import Normalizer
+from inril_robot.learning.policies.runner import PolicyRunner
+from inril_robot.learning.runs import RunFolder
 
 ACTION_KEY = "action/executed"  # learning uses the executed action (after the safety envelope), never the proposed
 METRIC_FIELDS = (

@@ -4,7 +4,7 @@
 
     run.yaml        the resolved configuration, compared on `--resume` (`check_run_folder`)
     metrics.csv     one row per log step; on resume the rows after the resumed checkpoint are dropped
-    events.out.*    the same scalars for TensorBoard (`inril_robot.tb`, tensorboardX)
+    events.out.*    the same scalars for TensorBoard (`inril_robot.reporting.tb`, tensorboardX)
     curves.png      the trainer's plot of `rows` (each trainer draws its own)
     last.pt / best.pt / last.train.pt   checkpoint paths, the best-so-far record and the resume check (the training
                     state must be from the same step as last.pt)
@@ -20,9 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from inril_robot.atomic import atomic_open, remove_stale_temporaries
 from inril_robot.config import RunConfig, read_yaml, to_yaml
-from inril_robot.errors import InrilError
+from inril_robot.core.atomic import atomic_open, remove_stale_temporaries
+from inril_robot.core.errors import InrilError
 
 
 class RunFolderError(RuntimeError, InrilError):
@@ -157,7 +157,7 @@ class RunFolder:
         self.rows = read_metrics(self.metrics, up_to_step=up_to_step)
         write_metrics(self.metrics, self.rows, self.fields)
         if self.tensorboard:
-            from inril_robot.tb import TBWriter
+            from inril_robot.reporting.tb import TBWriter
 
             self.tb = TBWriter(self.out)
         return self.rows

@@ -1,8 +1,8 @@
 """Demonstration recording: a teleop source drives the robot through the safety envelope; episodes are stored.
 
-The loop is `inril_robot.loop.ControlLoop` in ``human`` mode: per control step read the teleop command ->
+The loop is `runtime.loop.ControlLoop` in ``human`` mode: per control step read the teleop command ->
 proposed action -> `RobotEnv.step` (safety envelope -> executed action -> robot); between episodes the reset phase
-(`inril_robot.resets`: open, retreat, the operator resets the scene with the teleop, start pose, confirm).
+(`runtime.resets`: open, retreat, the operator resets the scene with the teleop, start pose, confirm).
 The store records the observation the operator acted on, both actions, reward, who
 was in control and the capture times; learning later uses the executed action. Episode seeds are
 `seed + 1000 * index + attempt`, so a resumed collection never replays an episode it already recorded.
@@ -29,10 +29,11 @@ from inril_robot.config import RunConfig
 from inril_robot.data.provenance import calibration_field
 from inril_robot.data.store import DatasetWriter
 from inril_robot.hardware import EmergencyStop, RobotFault, Teleop
-from inril_robot.loop import ControlLoop, store_recorder
-from inril_robot.provenance import calibration_field
-from inril_robot.resets import ResetPhase
-from inril_robot.shadow import ShadowRobot
+from inril_robot.runtime.env import GRIPPER_AT_HOME, RobotEnv
+from inril_robot.runtime.faults import pause_and_recover
+from inril_robot.runtime.loop import ControlLoop, store_recorder
+from inril_robot.runtime.resets import ResetPhase
+from inril_robot.runtime.shadow import ShadowRobot
 
 MAX_RECORDED_EVENTS = 1000  # per episode, kept in its attributes
 
@@ -85,9 +86,9 @@ def collect(
     operator_resets: bool | None = None,
 ) -> CollectResult:
     """Record until the dataset holds `episodes` kept episodes. Ctrl-C drops the open episode and returns.
-    dataset.json records the calibration files of the cameras (`inril_robot.provenance`) and `extra_info`.
+    dataset.json records the calibration files of the cameras (`inril_robot.data.provenance`) and `extra_info`.
     `confirm(text)` blocks until the operator confirms a recovery after a fault (default: the teleop's keep key).
-    Between episodes the reset phase runs (`inril_robot.resets`); `operator_resets`: a person resets the scene
+    Between episodes the reset phase runs (`inril_robot.runtime.resets`); `operator_resets`: a person resets the scene
     (default: on a real robot; in simulation the stage is scripted)."""
     scripted = cfg.teleop.kind == "scripted"
     pace = (not scripted or cfg.robot.kind != "sim") if pace is None else pace

@@ -1,11 +1,11 @@
 """Run episodes of a policy in a `RobotEnv` and summarise them (success with a Wilson interval): `eval` and `sim run`.
 
-The steps go through the one control loop (`inril_robot.loop.ControlLoop`, ``policy`` mode: the teleop can only stop
+The steps go through the one control loop (`runtime.loop.ControlLoop`, ``policy`` mode: the teleop can only stop
 the arm or give the operator's verdict), so every action passes the safety envelope inside `RobotEnv.step`, as in
 `collect` and the robot agent. In simulation the loop is unpaced and success is the simulator's.
 
 On a real arm (`RobotCell`): the loop runs at the control rate, the reset phase runs between episodes
-(`inril_robot.resets`: open, retreat, the operator resets the scene, randomised start pose, confirm), and success comes
+(`runtime.resets`: open, retreat, the operator resets the scene, randomised start pose, confirm), and success comes
 from the operator's keys (keep = success, discard = failure, at any step; asked at the time limit) and, when given,
 from a success detector (an injected callable on the observation: the model runs wherever it was built, this module
 never imports it); the operator's key overrides the detector. Every episode gets a video."""
@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from inril_robot.env import RobotEnv
 from inril_robot.hardware import Teleop
-from inril_robot.loop import ControlLoop
-from inril_robot.resets import ResetPhase
-from inril_robot.stats import Rate, wilson_interval
-from inril_robot.video import VideoWriter, fit_height, overlay, tile
+from inril_robot.reporting.rates import Rate, wilson_interval
+from inril_robot.reporting.video import VideoWriter, fit_height, overlay, tile
+from inril_robot.runtime.env import RobotEnv
+from inril_robot.runtime.loop import ControlLoop
+from inril_robot.runtime.resets import ResetPhase
 
 Policy = Callable[[RobotEnv, dict[str, np.ndarray]], np.ndarray]
 #: observation -> True (success: the episode ends), False (no success yet; at the time limit a failure), None (no

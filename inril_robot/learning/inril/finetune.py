@@ -27,7 +27,9 @@ import numpy as np
 import torch
 
 from inril_robot.config import FinetuneConfig, RunConfig
-from inril_robot.contract import Contract
+from inril_robot.core.contract import Contract
+from inril_robot.core.errors import InrilError
+from inril_robot.core.seeds import EVAL_SEED_BASE, HELDOUT_SEED_BASE, train_seed
 from inril_robot.data.store import Dataset
 from inril_robot.learning.inril.learner import UPDATE_METRICS, DemoSource, InrilLearner
 from inril_robot.learning.policies import checkpoint as ckpt
@@ -41,16 +43,15 @@ from inril_robot.learning.pretrain import (
     pick_device,
     run_contract,
 )
-from inril_robot.rl.actor import Actor
-from inril_robot.rl.buffer import RolloutBuffer
-from inril_robot.rl.dppo import DPPOActor, with_frozen_copy
-from inril_robot.rl.ppo import Critic, GaussianActor
-from inril_robot.rl.residual_ppo import ResidualActor
-from inril_robot.rl.rollouts import EpisodeTrace, run_episodes
-from inril_robot.rl.vec_env import VecEnv
-from inril_robot.run_folder import RunFolder, atomic_write_text
-from inril_robot.seeds import EVAL_SEED_BASE, HELDOUT_SEED_BASE, train_seed
-from inril_robot.stats import wilson_interval
+from inril_robot.learning.rl.actor import Actor
+from inril_robot.learning.rl.buffer import RolloutBuffer
+from inril_robot.learning.rl.dppo import DPPOActor, with_frozen_copy
+from inril_robot.learning.rl.ppo import Critic, GaussianActor
+from inril_robot.learning.rl.residual_ppo import ResidualActor
+from inril_robot.learning.rl.rollouts import EpisodeTrace, run_episodes
+from inril_robot.learning.rl.vec_env import VecEnv
+from inril_robot.learning.runs import RunFolder, atomic_write_text
+from inril_robot.reporting.rates import wilson_interval
 
 TRAIN_STATE_VERSION = 1
 METRIC_FIELDS = (

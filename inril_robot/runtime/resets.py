@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from inril_robot.geometry import quat_to_matrix, rotvec_to_matrix
-from inril_robot.loop import ControlLoop
-from inril_robot.shadow import ShadowRobot
-from inril_robot.teleop import command_to_action
+from inril_robot.core.geometry import quat_to_matrix, rotvec_to_matrix
+from inril_robot.hardware.teleop import command_to_action
+from inril_robot.runtime.loop import ControlLoop
+from inril_robot.runtime.shadow import ShadowRobot
 
 GRIPPER_OPEN = 0.0  # the contract's gripper command for open (home() opens it too)
 SETTLE_TICKS = 2  # hold ticks after the gripper command reached open, for the fingers to follow

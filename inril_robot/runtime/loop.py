@@ -31,12 +31,13 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from inril_robot.authority import Authority, Control
-from inril_robot.bridge.timing import Scheduler, StageTimes
-from inril_robot.env import GRIPPER_AT_HOME, RobotEnv
-from inril_robot.geometry import quat_to_matrix, rotation_error, rotvec_to_matrix
-from inril_robot.hardware import EmergencyStop, RobotState, Teleop, TeleopCommand
-from inril_robot.teleop import command_to_action
+from inril_robot.core.geometry import quat_to_matrix, rotation_error, rotvec_to_matrix
+from inril_robot.core.state import RobotState
+from inril_robot.hardware import EmergencyStop, Teleop, TeleopCommand
+from inril_robot.hardware.teleop import command_to_action
+from inril_robot.runtime.authority import Authority, Control
+from inril_robot.runtime.env import GRIPPER_AT_HOME, RobotEnv
+from inril_robot.runtime.timing import Scheduler, StageTimes
 
 Mode = Literal["human", "takeover", "policy"]
 HEARTBEAT_S = 0.25  # at most this long between heartbeats while the loop waits for the operator
