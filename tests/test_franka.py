@@ -642,7 +642,7 @@ def test_eval_on_the_arm_decides_success_by_keys_or_detector_with_videos_and_res
     import av
 
     from inril_robot.runtime.env import RobotEnv
-    from inril_robot.runtime.rollout import RobotCell, run_episodes
+    from inril_robot.runtime.rollout import RobotCell, run_policy
 
     robot.close()  # one client at a time on the simulated arm
     operator = _CellOperator()
@@ -663,7 +663,7 @@ def test_eval_on_the_arm_decides_success_by_keys_or_detector_with_videos_and_res
             detector = lambda obs: True if operator.detector_on else None  # noqa: E731 - no opinion until episode 2
             cell = RobotCell(operator, detector=detector, say=operator.say)  # type: ignore[arg-type]
             push = np.array([0.004, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
-            summary = run_episodes(
+            summary = run_policy(
                 env, lambda e, o: push, 3, seed=5, video_dir=tmp_path / "videos", video_episodes=3, cell=cell
             )
         finally:

@@ -38,8 +38,8 @@ sim_app = typer.Typer(help="Run policies in the simulated Franka world.", no_arg
 
 
 def rollout_with_progress(env: Any, policy: Any, episodes: int, *, label: str, transient: bool, **kwargs: Any) -> Any:
-    """`rollout.run_episodes` under a rich progress bar (episodes, success so far, env steps/s, ETA) on stderr."""
-    from inril_robot.runtime.rollout import run_episodes
+    """`runtime.rollout.run_policy` under a rich progress bar (episodes, success so far, env steps/s, ETA) on stderr."""
+    from inril_robot.runtime.rollout import run_policy
 
     columns = progress_columns()
     successes = steps = 0
@@ -56,7 +56,7 @@ def rollout_with_progress(env: Any, policy: Any, episodes: int, *, label: str, t
             rate = steps / max(time.perf_counter() - started, 1e-9)
             progress.update(bar, advance=1, status=f"success {successes}/{episode + 1} · {rate:.0f} steps/s")
 
-        return run_episodes(env, policy, episodes, on_step=on_step, **kwargs)
+        return run_policy(env, policy, episodes, on_step=on_step, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------------- quickstart

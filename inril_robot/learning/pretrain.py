@@ -204,13 +204,13 @@ def evaluate(
     policy: Policy, contract: Contract, env: Any, episodes: int, device: torch.device, seed: int = EVAL_SEED_BASE
 ) -> dict[str, Any]:
     """Run `episodes` episodes (seeds seed + i) with deterministic actions; the rollout summary as a dict."""
-    from inril_robot.runtime.rollout import run_episodes
+    from inril_robot.runtime.rollout import run_policy
 
     was_training = policy.training
     policy.eval()
     try:
         runner = PolicyRunner(policy, contract, device)
-        summary = run_episodes(env, runner, episodes, seed=seed, on_reset=runner.reset, policy_name=policy.cfg.kind)
+        summary = run_policy(env, runner, episodes, seed=seed, on_reset=runner.reset, policy_name=policy.cfg.kind)
     finally:
         policy.train(was_training)
     result = summary.to_dict()

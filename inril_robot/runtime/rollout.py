@@ -89,7 +89,7 @@ class RolloutSummary:
         }
 
 
-def run_episodes(
+def run_policy(
     env: RobotEnv,
     policy: Policy,
     episodes: int,
