@@ -3,8 +3,8 @@
 
 One tick (`ControlLoop.step`):
 
-1. pacing: wait for the scheduler's tick (`bridge.timing.Scheduler`: one rule everywhere; a late tick is counted as an
-   overrun and the schedule re-anchors, never back-to-back catch-up steps);
+1. pacing: wait for the scheduler's tick (`runtime.timing.Scheduler`: one rule everywhere; two actions are never
+   closer than a period, a late tick is counted as an overrun and the schedule re-anchors: no catch-up steps);
 2. the operator: read the teleop; an e-stop stops the arm and raises `EmergencyStop` from any tick or prompt; keep /
    discard is the operator's verdict, which ends the episode;
 3. who acts (the `Authority` state machine): in ``human`` mode (collect) the teleop's command is the action; in
@@ -232,6 +232,7 @@ class ControlLoop:
                 self._authority_follows(control)
         tick = time.perf_counter()
         next_obs, reward, terminated, truncated, info = self.env.step(action)
+        self.scheduler.acted()
         self.times.add("step", time.perf_counter() - tick)
         if info.get("gripper_age_s") is not None:  # the gripper is read off the control path: its age shows here
             self.times.add("gripper_age", info["gripper_age_s"])
