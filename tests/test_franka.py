@@ -688,6 +688,64 @@ def test_eval_on_the_arm_decides_success_by_keys_or_detector_with_videos_and_res
             assert sum(1 for _ in container.decode(video=0)) > 1
 
 
+def _proprio_checkpoint(folder: Path) -> Path:
+    """A Gaussian policy with random weights on proprioception only (what a cell without cameras can feed)."""
+    from inril_robot.learning.policies import checkpoint as ckpt
+    from inril_robot.learning.policies.factory import make_policy
+    from inril_robot.learning.policies.normalizer import Normalizer
+    from inril_robot.learning.pretrain import policy_obs_keys, run_contract
+
+    cfg = load_config(robot="sim", task="reach", algo="bc_gaussian", overrides=["task.observation=image"])
+    contract = run_contract(cfg)
+    shapes = {k: tuple(contract.observations[k].shape) for k in policy_obs_keys(contract, "image")}
+    stats = {k: {"mean": [0.0] * s[0], "std": [1.0] * s[0]} for k, s in shapes.items()}
+    actions = Normalizer(stats, {"min": [-0.004] * 6 + [0.0], "max": [0.004] * 6 + [1.0]})
+    policy = make_policy(cfg.policy, actions, shapes, contract.action_dim)
+    return ckpt.save_checkpoint(folder / "last.pt", policy, contract=contract, run_cfg=cfg, step=1)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400, method="thread")
+def test_eval_command_on_the_arm_through_a_terminal(franky_sim: str, robot: FrankaRobot, tmp_path: Path) -> None:
+    """`inril-robot eval --robot franka --execute` over franky-sim, typed at its terminal: reset the scene (keep),
+    confirm the start (keep), then keep = success in episode 0 and "failed" at episode 1's time limit."""
+    import json
+    import sys
+
+    pexpect = pytest.importorskip("pexpect")
+    checkpoint = _proprio_checkpoint(tmp_path)
+    robot.close()
+    sets = [f"robot.franka.host={franky_sim}", "robot.franka.realtime=ignore", "task.max_steps=8"]
+    sets += [f"robot.franka.home_dynamics_factor={HOME_DYNAMICS}", "task.reset.start_xyz=[0.02,0.0,0.0]"]
+    args = ["-m", "inril_robot.cli", "eval", "--checkpoint", str(checkpoint), "--robot", "franka", "--execute"]
+    args += ["--episodes", "2", "--out", str(tmp_path / "eval"), "--json"]
+    for text in sets:
+        args += ["--set", text]
+    child = pexpect.spawn(sys.executable, args, encoding="utf-8", timeout=120, dimensions=(50, 200))
+    try:
+        for answers in (("k", "k", "k"), ("k", "k", "x")):  # scene reset, start, verdict
+            child.expect("reset the scene")
+            child.send(answers[0])
+            child.expect("confirm to start")
+            child.send(answers[1])
+            if answers[2] == "k":
+                time.sleep(0.5)  # a few steps, then the operator's keep: success
+                child.send("k")
+            else:
+                child.expect(r"success\?")
+                child.send("x")
+        child.expect(pexpect.EOF, timeout=120)
+    finally:
+        child.close(force=True)
+        robot.connect()
+    assert child.exitstatus == 0, child.before
+    result = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert [e["success"] for e in result["per_episode"]] == [True, False]
+    assert [e["decided_by"] for e in result["per_episode"]] == ["operator", "operator"]
+    assert result["per_episode"][1]["length"] == 8 and len(result["episode_videos"]) == 2
+    assert [s["stage"] for s in result["resets"][1]] == ["open", "retreat", "operator", "home", "start", "confirm"]
+
+
 @pytest.mark.slow
 def test_collect_records_an_episode_over_franky_sim(franky_sim: str, robot: FrankaRobot, tmp_path: Path) -> None:
     """`collect` over `RobotEnv` over the Franka driver (--execute) with a scripted operator, into the store."""
