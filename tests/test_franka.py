@@ -755,16 +755,25 @@ def test_collect_records_an_episode_over_franky_sim(franky_sim: str, robot: Fran
     from inril_robot.runtime.env import RobotEnv
 
     class ReplayOperator(Teleop):
-        """An operator who pushes +x for `steps` reads, closes the gripper half-way through, then keeps."""
+        """An operator who keeps through the reset phase's prompts (scene reset, start), then pushes +x for `steps`
+        reads, closes the gripper half-way through, then keeps."""
 
         def __init__(self, steps: int) -> None:
-            self.steps, self.reads = steps, 0
+            self.steps, self.reads, self.started = steps, 0, False
+
+        def say(self, text: str) -> None:
+            self.started = self.started or "confirm to start" in text
 
         def read(self) -> TeleopCommand:
-            self.reads += 1
-            if self.reads > self.steps:
+            if not self.started:
                 return TeleopCommand(keep=True)
-            return TeleopCommand(delta_pos=np.array([0.005, 0.0, -0.002]), gripper=float(self.reads > self.steps // 2))
+            self.reads += 1
+            if self.reads > self.steps + 1:  # the first read after the start prompt confirms it
+                return TeleopCommand(keep=True)
+            if self.reads == 1:
+                return TeleopCommand(keep=True)
+            push = self.reads - 1
+            return TeleopCommand(delta_pos=np.array([0.005, 0.0, -0.002]), gripper=float(push > self.steps // 2))
 
     robot.close()  # one client at a time on the simulated arm
     try:
@@ -773,7 +782,8 @@ def test_collect_records_an_episode_over_franky_sim(franky_sim: str, robot: Fran
         )
         env = RobotEnv(cfg, execute=True)
         try:
-            result = collect(cfg, tmp_path / "demos", 1, env, ReplayOperator(steps=15))
+            operator = ReplayOperator(steps=15)
+            result = collect(cfg, tmp_path / "demos", 1, env, operator, say=operator.say)
         finally:
             env.close()
         assert result.kept == 1 and result.steps == 15, result
@@ -823,7 +833,16 @@ def test_finetune_agent_over_franky_sim_survives_a_fault(
             try:
                 options = AgentOptions(server=server.endpoint, episodes=3, record=tmp_path / "store")
                 agent = RobotAgent(cfg, env, options, prompt=confirmations.append, say=said.append)
-                arm.robot = _FaultOnce(real, fault, after=2 + 6 + 1 + 2 + 3)  # reset, 6 steps, hold; reset, 3 steps
+                episode_step = agent.loop.step
+
+                def step(*args: Any, inner: Any = real, **kwargs: Any) -> Any:  # a fault after 3 steps of episode 1
+                    out = episode_step(*args, **kwargs)
+                    episode = agent.result.episodes + agent.result.faulted_episodes
+                    if episode == 1 and not kwargs.get("motion") and out.index == 2 and arm.robot is inner:
+                        arm.robot = _FaultOnce(inner, fault, after=1)
+                    return out
+
+                agent.loop.step = step  # type: ignore[method-assign]
                 result = agent.run()
                 pending = [t.seed for t in learner.pending]
             finally:
@@ -833,7 +852,8 @@ def test_finetune_agent_over_franky_sim_survives_a_fault(
     finally:
         robot.connect()
     assert result.stopped is None and result.faulted_episodes == 1 and result.episodes == 3, result
-    assert sum("recover" in c for c in confirmations) == 1 and len(confirmations) == 5  # 4 scene resets + 1
+    # 4 reset phases (scene reset + start confirmed each: no teleop, the prompt) + 1 recovery
+    assert sum("recover" in c for c in confirmations) == 1 and len(confirmations) == 9, confirmations
     assert any("PAUSED" in s and fault.split(": ")[-1] in s for s in said), said
     assert 1 not in pending and sorted(pending) == [0, 2, 3]
     store = Dataset(tmp_path / "store")

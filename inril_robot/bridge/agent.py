@@ -402,7 +402,9 @@ class RobotAgent:
                 # learner updates (or waiting for a dead robot to time out), held like any other wait, not a fault
                 if not holding and chunk > 0:
                     self.result.watchdog_holds += 1
-                    self.result.hold_events.append({"after_request_s": now - sent_at, "time": time.time()})
+                    self.result.hold_events.append(
+                        {"after_request_s": now - sent_at, "time": time.time(), "episode": episode, "chunk": chunk}
+                    )
                     self.say(
                         f"watchdog: no action {1e3 * (now - sent_at):.0f} ms after asking (limit "
                         f"{1e3 * self.watchdog_s:.0f} ms): holding the robot"

@@ -160,8 +160,16 @@ class Trainer:
         self.last_stats: dict[str, Any] = {}
         self.started = time.perf_counter()
         self.sampler = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+        # no TensorBoard here: writing it in the serving process delayed answers by up to 0.8 s (watchdog holds on
+        # reach at speed 0: 1-2 per run with it, 0 without); metrics.csv has every row
         self.run = RunFolder(
-            out, cfg, resume, METRIC_FIELDS, sections=("policy", "finetune", "task"), error=FinetuneError
+            out,
+            cfg,
+            resume,
+            METRIC_FIELDS,
+            sections=("policy", "finetune", "task"),
+            error=FinetuneError,
+            tensorboard=False,
         )
         self.actor, self.critic, self.learner = make_learner(
             cfg, policy, demos, contract, device, wrap_demos=self.interventions.wrap
@@ -239,7 +247,7 @@ class Trainer:
         }
         if "guard" in stats:
             row.update(guard_alpha=stats["guard"]["alpha"], guard_accepted=int(stats["guard"]["accepted"]))
-        self.run.log(row, {f"serve/{k}": float(v) for k, v in row.items() if isinstance(v, int | float)})
+        self.run.log(row)
         self.updates_since_save += 1
         if self.updates_since_save >= self.cfg.finetune.checkpoint_every or self.done:
             self.save()
@@ -275,8 +283,6 @@ class Trainer:
             self.run.train_state,
         )
         self.updates_since_save = 0
-        if self.run.tb is not None:
-            self.run.tb.flush()
 
     def progress(self) -> dict[str, Any]:
         """What the learner process reports after starting and after each update (numpy only: see PackedTrace)."""
