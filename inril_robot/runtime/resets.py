@@ -20,6 +20,7 @@ policy server never drops a robot whose operator is resetting. An e-stop in any 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +29,7 @@ import numpy as np
 
 from inril_robot.core.geometry import quat_to_matrix, rotvec_to_matrix
 from inril_robot.hardware.teleop import command_to_action
-from inril_robot.runtime.loop import ControlLoop
+from inril_robot.runtime.loop import POLL_S, ControlLoop
 from inril_robot.runtime.shadow import ShadowRobot
 
 GRIPPER_OPEN = 0.0  # the contract's gripper command for open (home() opens it too)
@@ -126,6 +127,8 @@ class ResetPhase:
                 break
             # paced: one control period per tick, through the envelope; the command was read above
             step = loop.step(command_to_action(command, loop.gripper), motion=True, command=command)
+            if loop.scheduler.period <= 0:  # unpaced (simulation as fast as it runs): a person is not that fast
+                time.sleep(POLL_S)
             moved += int(np.abs(step.executed[:6]).max() > 0)
         self.log[-1]["moved_steps"] = moved
 
