@@ -833,17 +833,20 @@ def test_finetune_agent_over_franky_sim_survives_a_fault(
             try:
                 options = AgentOptions(server=server.endpoint, episodes=3, record=tmp_path / "store")
                 agent = RobotAgent(cfg, env, options, prompt=confirmations.append, say=said.append)
-                episode_step = agent.loop.step
+                episode_step, box = agent.loop.step, [real]  # the box is emptied below: nothing keeps `real` open
 
-                def step(*args: Any, inner: Any = real, **kwargs: Any) -> Any:  # a fault after 3 steps of episode 1
+                def step(*args: Any, **kwargs: Any) -> Any:  # the fault comes after 3 steps of episode 1
                     out = episode_step(*args, **kwargs)
                     episode = agent.result.episodes + agent.result.faulted_episodes
-                    if episode == 1 and not kwargs.get("motion") and out.index == 2 and arm.robot is inner:
-                        arm.robot = _FaultOnce(inner, fault, after=1)
+                    if episode == 1 and not kwargs.get("motion") and out.index == 2 and arm.robot is box[0]:
+                        arm.robot = _FaultOnce(box[0], fault, after=1)
                     return out
 
                 agent.loop.step = step  # type: ignore[method-assign]
-                result = agent.run()
+                try:
+                    result = agent.run()
+                finally:
+                    box.clear()
                 pending = [t.seed for t in learner.pending]
             finally:
                 arm.robot = real
