@@ -168,6 +168,7 @@ def run(spec: LearnerSpec, inbox: Connection, outbox: Connection) -> None:
             kind = message[0]
             if kind == "stop":
                 trainer.save()
+                trainer.run.close()
                 outbox.send(("stopped", trainer.progress()))
                 return
             if kind == "intervention":

@@ -148,6 +148,25 @@ class CameraConfig(StrictModel):
 
 
 # ------------------------------------------------------------------------------------------------------------- task
+class ResetConfig(StrictModel):
+    """The reset phase between episodes (`runtime.resets`): open, retreat, operator, scripted reset, start pose."""
+
+    retreat_height: Annotated[
+        float, Field(ge=0.0, le=0.3, description="the arm rises to the home height plus this before homing [m]")
+    ] = 0.0
+    start_xyz: Annotated[
+        tuple[
+            Annotated[float, Field(ge=0.0, le=0.1)],
+            Annotated[float, Field(ge=0.0, le=0.1)],
+            Annotated[float, Field(ge=0.0, le=0.1)],
+        ],
+        Field(description="random start pose: TCP offset from home, uniform in +-these per axis [m]"),
+    ] = (0.0, 0.0, 0.0)
+    start_yaw: Annotated[
+        float, Field(ge=0.0, le=0.5, description="random start pose: yaw offset from home, uniform in +-this [rad]")
+    ] = 0.0
+
+
 class TaskConfig(StrictModel):
     name: Literal["reach", "lift", "push", "peg"] = "lift"
     max_steps: Annotated[int, Field(ge=1, le=10_000, description="episode length limit [control steps]")] = 100
@@ -159,6 +178,7 @@ class TaskConfig(StrictModel):
     object_range: Annotated[
         float, Field(ge=0.0, le=0.2, description="half-width of the object placement region [m]")
     ] = 0.08
+    reset: ResetConfig = ResetConfig()
 
 
 # -------------------------------------------------------------------------------------------- domain randomisation
