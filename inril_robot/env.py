@@ -38,9 +38,12 @@ def _spec(key: str, shape: tuple[int, ...]) -> ObsSpec:
     return ObsSpec(shape=shape, dtype="float32", range=QUATERNION_RANGE if key.endswith("_quat") else POSITION_RANGE)
 
 
-def build_contract(cfg: RunConfig, task: Task) -> Contract:
+def build_contract(cfg: RunConfig, task: Task, object_state: bool = True) -> Contract:
+    """The contract of `cfg`'s task. `object_state` False: this robot has no source of the task's object poses (a
+    real arm without markers), so its contract does not declare them, and a state policy is refused at the bridge's
+    handshake naming the keys instead of failing at the first observation."""
     observations = {k: _spec(k, s) for k, s in PROPRIO_KEYS.items()}
-    if cfg.task.observation == "state":
+    if cfg.task.observation == "state" and object_state:
         observations.update({k: _spec(k, s) for k, s in task.state_keys.items()})
     for cam in cfg.cameras:
         observations[image_key(cam.name)] = ObsSpec(shape=(cam.height, cam.width, 3), dtype="uint8")
@@ -68,7 +71,7 @@ class RobotEnv:
         self.cameras = cameras if cameras is not None else make_cameras(cfg, self.robot)
         for cam in self.cameras:
             cam.start()
-        self.contract = build_contract(cfg, self.task)
+        self.contract = build_contract(cfg, self.task, object_state=self.provides_object_state)
         self.rng = np.random.default_rng(cfg.seed)
         self.steps = 0
         self.last_capture_times: dict[str, float] = {}
@@ -158,6 +161,11 @@ class RobotEnv:
         for cam in self.cameras:
             cam.stop()
         self.robot.close()
+
+    @property
+    def provides_object_state(self) -> bool:
+        """Whether observations can carry the task's object poses (the simulator's truth)."""
+        return hasattr(self.robot, "object_poses")
 
     # ---------------------------------------------------------------------------------------------- helpers
     def _hold_action(self) -> np.ndarray:
