@@ -19,6 +19,7 @@ import numpy as np
 from inril_robot.config import RunConfig
 from inril_robot.contract import Contract, ObsSpec, image_key
 from inril_robot.hardware import Camera, Robot, RobotState
+from inril_robot.marker_state import MarkerStateSource, scene_objects
 from inril_robot.registry import make_cameras, make_robot
 from inril_robot.safety import apply_envelope
 from inril_robot.tasks import make_task
@@ -66,11 +67,14 @@ class RobotEnv:
         """`execute`: let a real robot move (otherwise it runs in shadow mode and holds). Simulation always moves."""
         self.cfg = cfg
         self.task = make_task(cfg.task)
-        self.robot = robot or make_robot(cfg, self.task.scene_objects(), execute=execute)
+        objects = scene_objects(cfg, self.task.scene_objects())
+        self.robot = robot or make_robot(cfg, objects, execute=execute)
         self.robot.connect()
         self.cameras = cameras if cameras is not None else make_cameras(cfg, self.robot)
         for cam in self.cameras:
             cam.start()
+        # issue 19: object state from fiducial markers (a real cell's source) instead of the simulator's truth
+        self.marker_source = MarkerStateSource(cfg, objects, self.robot) if cfg.markers.enabled else None
         self.contract = build_contract(cfg, self.task, object_state=self.provides_object_state)
         self.rng = np.random.default_rng(cfg.seed)
         self.steps = 0
@@ -97,6 +101,8 @@ class RobotEnv:
         self.expert = self.task.make_expert(self.rng, self.cfg.safety.max_step, self.cfg.safety.max_rot_step)
         self._latency = deque(self._hold_action() for _ in range(self.cfg.randomization.action_latency_steps))
         self._gripper = GRIPPER_AT_HOME
+        if self.marker_source is not None:
+            self.marker_source.reset()
         state, objects = self._latest = self._read()
         return self._observe(state, objects), {"success": False, "state": state}
 
@@ -160,12 +166,14 @@ class RobotEnv:
     def close(self) -> None:
         for cam in self.cameras:
             cam.stop()
+        if self.marker_source is not None:
+            self.marker_source.close()
         self.robot.close()
 
     @property
     def provides_object_state(self) -> bool:
-        """Whether observations can carry the task's object poses (the simulator's truth)."""
-        return hasattr(self.robot, "object_poses")
+        """Whether observations can carry the task's object poses (markers, or the simulator's truth)."""
+        return self.marker_source is not None or hasattr(self.robot, "object_poses")
 
     # ---------------------------------------------------------------------------------------------- helpers
     def _hold_action(self) -> np.ndarray:
@@ -178,7 +186,9 @@ class RobotEnv:
 
     def _observe(self, state: RobotState, objects: Objects | None) -> dict[str, np.ndarray]:
         obs = state.proprio()
-        if self.cfg.task.observation == "state" and objects is not None:
+        if self.cfg.task.observation == "state" and self.marker_source is not None:
+            obs.update(self.task.object_observation(self.marker_source.object_poses(state)))
+        elif self.cfg.task.observation == "state" and objects is not None:
             obs.update(self.task.object_observation(objects))
         noise = self.cfg.randomization.obs_noise
         if noise > 0:

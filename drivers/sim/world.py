@@ -17,8 +17,8 @@ import numpy as np
 
 from inril_robot.config import CalibrationBoardConfig, CameraConfig, RobotConfig
 from inril_robot.errors import InrilError
-from inril_robot.geometry import matrix_to_quat, rotation_error
-from inril_robot.tasks.base import TABLE_TOP_Z, ObjectPose, Objects, SceneObject
+from inril_robot.geometry import matrix_to_quat, quat_to_matrix, rotation_error
+from inril_robot.tasks.base import TABLE_TOP_Z, Fiducial, ObjectPose, Objects, SceneObject
 
 ARM_JOINTS = tuple(f"fr3_joint{i}" for i in range(1, 8))
 HAND_BODIES = ("hand", "left_finger", "right_finger")
@@ -104,8 +104,6 @@ def add_calibration_board(spec: mujoco.MjSpec, board: CalibrationBoardConfig) ->
     mat = spec.add_material(name=BOARD_SITE, texuniform=False, texrepeat=[1, 1], specular=0.0, shininess=0.0)
     mat.textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = BOARD_SITE
     if board.pos is not None and board.quat is not None:
-        from inril_robot.geometry import quat_to_matrix
-
         pos, rot = np.asarray(board.pos, float), quat_to_matrix(np.asarray(board.quat, float))
     else:
         pos, rot = default_board_pose(board)
@@ -139,6 +137,42 @@ def add_calibration_board(spec: mujoco.MjSpec, board: CalibrationBoardConfig) ->
         size=[0.005] * 3,
         rgba=[0, 0, 0, 0],
     )
+
+
+MARKER_THICKNESS = 0.0005  # printed label on the face: visual only, just proud of the surface
+
+
+def add_marker(spec: mujoco.MjSpec, body: mujoco.MjsBody, fiducial: Fiducial) -> None:
+    """A visual-only square with the fiducial's texture (quiet zone included) on `body`, in the fiducial's frame.
+
+    As for the calibration board, the box's +z face shows the texture with image row 0 at +y, which is the marker
+    frame's convention (x right, y up as printed, z out of the face)."""
+    from inril_robot.vision.markers import marker_image, printed_side
+
+    name = f"marker_{fiducial.marker_id}"
+    img = marker_image(fiducial.dictionary, fiducial.marker_id)
+    tex = spec.add_texture(
+        name=name, type=mujoco.mjtTexture.mjTEXTURE_2D, width=img.shape[1], height=img.shape[0], nchannel=3
+    )
+    tex.data = np.repeat(img[:, :, None], 3, axis=2).tobytes()
+    mat = spec.add_material(name=name, texuniform=False, texrepeat=[1, 1], specular=0.0, shininess=0.0)
+    mat.textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = name
+    rot = quat_to_matrix(np.asarray(fiducial.quat, float))
+    half = printed_side(fiducial) / 2
+    geom = body.add_geom(
+        name=name,
+        type=mujoco.mjtGeom.mjGEOM_BOX,
+        size=[half, half, MARKER_THICKNESS / 2],
+        pos=list(np.asarray(fiducial.pos) + rot @ [0.0, 0.0, MARKER_THICKNESS / 2]),
+        quat=list(quat_xyzw_to_wxyz(np.asarray(fiducial.quat, float))),
+        material=name,
+        rgba=[1, 1, 1, 1],
+        contype=0,
+        conaffinity=0,
+        group=1,
+        mass=0.0,
+    )
+    geom.density = 0.0
 
 
 class SimWorld:
@@ -282,6 +316,8 @@ class SimWorld:
                     geom.contype = geom.conaffinity = 0
                     geom.mass = 0.0
                     geom.group = 1
+            for fiducial in obj.markers:  # issue 19: printed markers, for pose estimation from the cameras
+                add_marker(spec, body, fiducial)
 
         for cam in cameras:
             parent = spec.body("hand") if cam.mount == "wrist" else world
