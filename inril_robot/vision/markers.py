@@ -80,7 +80,7 @@ def box_face_markers(half: Sequence[float], first_id: int, size: float, dictiona
         rot = np.column_stack([x, y, normal])
         pos = normal * (hx, hy, hz)[axis]
         face_side = 2 * min(v for j, v in enumerate((hx, hy, hz)) if j != axis)
-        marker = Fiducial(first_id + i, size, dictionary, tuple(pos), tuple(matrix_to_quat(rot)))  # type: ignore[arg-type]
+        marker = Fiducial(first_id + i, size, dictionary, _floats(pos), _floats(matrix_to_quat(rot)))  # type: ignore[arg-type]
         if printed_side(marker) > face_side + 1e-9:
             raise MarkerError(
                 f"a {size * 1000:g} mm marker ({printed_side(marker) * 1000:g} mm with its quiet zone) does not fit "
@@ -89,6 +89,10 @@ def box_face_markers(half: Sequence[float], first_id: int, size: float, dictiona
             )
         out.append(marker)
     return tuple(out)
+
+
+def _floats(v: np.ndarray) -> tuple[float, ...]:
+    return tuple(float(x) for x in v)
 
 
 def with_markers(objects: Iterable[SceneObject], first_id: int, size: float, dictionary: str) -> list[SceneObject]:
@@ -190,15 +194,22 @@ def object_in_camera(
     n, rvecs, tvecs, _ = cv2.solvePnPGeneric(
         corner_points(fid.size), det.corners, cam.matrix, cam.distortion, flags=cv2.SOLVEPNP_IPPE_SQUARE
     )
-    for rvec, tvec in zip(rvecs[:n], tvecs[:n], strict=True):
+    seeds = [(r, t) for r, t in zip(rvecs[:n], tvecs[:n], strict=True) if np.isfinite(r).all() and np.isfinite(t).all()]
+    if not seeds:  # IPPE is degenerate on an exactly fronto-parallel square (NaN): a general solver then
+        ok, r, t = cv2.solvePnP(
+            corner_points(fid.size), det.corners, cam.matrix, cam.distortion, flags=cv2.SOLVEPNP_SQPNP
+        )
+        seeds = [(r, t)] if ok else []
+    for rvec, tvec in seeds:
         t_cam_obj = _to_transform(rvec, tvec) @ np.linalg.inv(marker_frame(fid))
         r, tv = cv2.Rodrigues(t_cam_obj[:3, :3])[0], t_cam_obj[:3, 3].copy()
         if len(detections) > 1:
             r, tv = cv2.solvePnPRefineLM(obj, img, cam.matrix, cam.distortion, r, tv.reshape(3, 1))
         err = _reprojection(obj, img, r, tv, cam)
-        if best is None or err < best[0]:
+        if np.isfinite(err) and (best is None or err < best[0]):
             best = (err, r, tv)
-    assert best is not None
+    if best is None:
+        return None
     return _to_transform(best[1], best[2]), best[0]
 
 

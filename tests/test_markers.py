@@ -1,0 +1,150 @@
+"""Marker poses (issue 19): detection and PnP on synthetic and rendered frames, fusion, age and lost flags, and the
+env observing estimated poses under the keys a state policy reads."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from inril_robot.config import load_config
+from inril_robot.env import RobotEnv
+from inril_robot.geometry import rotvec_to_matrix
+from inril_robot.marker_state import MarkerLost
+from inril_robot.tasks.base import Geom, SceneObject
+from inril_robot.vision.markers import (
+    CameraModel,
+    MarkerError,
+    MarkerTracker,
+    box_face_markers,
+    marker_frame,
+    marker_image,
+    pose_error,
+    printed_side,
+    with_markers,
+)
+
+DICT = "DICT_APRILTAG_36h11"
+K = np.array([[600.0, 0.0, 319.5], [0.0, 600.0, 239.5], [0.0, 0.0, 1.0]])
+
+
+def render_marker(marker_id: int, size: float, cam_from_marker: np.ndarray) -> np.ndarray:
+    """A 640x480 grey image of one printed marker (quiet zone included) at `cam_from_marker`, by homography."""
+    img = marker_image(DICT, marker_id, px_per_cell=20)
+    side = size * 10 / 8  # 36h11: 8 cells, plus one white cell each side
+    s = side / 2
+    corners3 = np.array([[-s, s, 0], [s, s, 0], [s, -s, 0], [-s, -s, 0]])
+    cam = (cam_from_marker[:3, :3] @ corners3.T).T + cam_from_marker[:3, 3]
+    px = (K @ cam.T).T
+    px = px[:, :2] / px[:, 2:]
+    h, w = img.shape
+    src = np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float32) - 0.5
+    warp = cv2.getPerspectiveTransform(src, px.astype(np.float32))
+    return cv2.warpPerspective(img, warp, (640, 480), borderValue=128, flags=cv2.INTER_AREA)
+
+
+def pose(rotvec: list[float], t: list[float]) -> np.ndarray:
+    """camera <- object: turned by `rotvec` from facing the camera (object +z towards it)."""
+    out = np.eye(4)
+    out[:3, :3], out[:3, 3] = rotvec_to_matrix(np.array(rotvec)) @ np.diag([1.0, -1.0, -1.0]), t
+    return out
+
+
+CUBE = SceneObject("cube", (Geom("box", (0.025,) * 3),))
+
+
+@pytest.mark.timeout(30)
+def test_layout_fits_the_faces_and_refuses_what_does_not() -> None:
+    markers = box_face_markers((0.025,) * 3, 7, 0.04, DICT)
+    assert [m.marker_id for m in markers] == [7, 8, 9, 10, 11]
+    for m in markers:
+        frame = marker_frame(m)
+        assert np.isclose(np.abs(frame[:3, 3]).max(), 0.025)  # on a face
+        assert np.allclose(frame[:3, 2], frame[:3, 3] / 0.025)  # z out of the face
+    assert printed_side(markers[0]) == pytest.approx(0.05)
+    with pytest.raises(MarkerError, match="does not fit"):
+        box_face_markers((0.025,) * 3, 0, 0.045, DICT)
+    cube, other = with_markers([CUBE, SceneObject("table", (Geom("box", (1, 1, 1)),), movable=False)], 0, 0.04, DICT)
+    assert len(cube.markers) == 5 and other.markers == ()
+
+
+@pytest.mark.timeout(30)
+def test_single_marker_pose_from_a_synthetic_frame() -> None:
+    marker = box_face_markers((0.025,) * 3, 3, 0.04, DICT)[4]  # the top face
+    obj = SceneObject("cube", CUBE.geoms, markers=(marker,))
+    truth = pose([0.3, -0.2, 0.4], [0.02, -0.01, 0.45])  # camera <- object
+    image = render_marker(marker.marker_id, 0.04, truth @ marker_frame(marker))
+    cam = CameraModel("cam", K, np.zeros(0), np.eye(4))
+    tracker = MarkerTracker([obj], {"cam": cam}, DICT)
+    est = tracker.update({"cam": (image, 1.0)})["cube"]
+    pos_err, rot_err = pose_error(est.pose, _object_pose(truth))
+    assert pos_err < 0.003 and np.degrees(rot_err) < 3.0, (pos_err, np.degrees(rot_err))
+    assert est.cameras == ("cam",) and est.markers == 1 and not est.lost and est.age_s == 0.0
+
+
+def _object_pose(t: np.ndarray):
+    from inril_robot.geometry import matrix_to_quat
+    from inril_robot.tasks.base import ObjectPose
+
+    q = matrix_to_quat(t[:3, :3])
+    return ObjectPose(t[:3, 3], q if q[3] >= 0 else -q)
+
+
+@pytest.mark.timeout(30)
+def test_unseen_object_keeps_its_pose_ages_and_is_flagged_lost() -> None:
+    marker = box_face_markers((0.025,) * 3, 0, 0.04, DICT)[4]
+    obj = SceneObject("cube", CUBE.geoms, markers=(marker,))
+    truth = pose([0.1, 0.0, 0.0], [0.0, 0.0, 0.5])
+    seen = render_marker(marker.marker_id, 0.04, truth @ marker_frame(marker))
+    blank = np.full((480, 640), 128, np.uint8)
+    tracker = MarkerTracker([obj], {"cam": CameraModel("cam", K, np.zeros(0), np.eye(4))}, DICT, max_age_s=0.5)
+    assert tracker.update({"cam": (blank, 0.0)}) == {}  # never seen: no pose at all
+    first = tracker.update({"cam": (seen, 1.0)})["cube"]
+    later = tracker.update({"cam": (blank, 1.3)})["cube"]
+    assert not later.lost and later.age_s == pytest.approx(0.3) and np.allclose(later.pose.pos, first.pose.pos)
+    assert tracker.update({"cam": (blank, 1.6)})["cube"].lost
+    assert not tracker.update({"cam": (seen, 1.7)})["cube"].lost
+    # a marker of another object (unknown id) is ignored
+    assert set(tracker.update({"cam": (render_marker(40, 0.04, truth), 1.8)})) == {"cube"}
+
+
+@pytest.mark.timeout(60)
+def test_dictionary_and_duplicate_ids_are_refused() -> None:
+    with pytest.raises(MarkerError, match="unknown aruco dictionary"):
+        marker_image("DICT_NOPE", 0)
+    a = SceneObject("a", CUBE.geoms, markers=box_face_markers((0.025,) * 3, 0, 0.04, DICT))
+    b = SceneObject("b", CUBE.geoms, markers=box_face_markers((0.025,) * 3, 4, 0.04, DICT))
+    with pytest.raises(MarkerError, match="marker id 4 is on both a and b"):
+        MarkerTracker([a, b], {}, DICT)
+
+
+@pytest.mark.timeout(180)
+def test_env_observes_marker_poses_rendered_by_the_sim() -> None:
+    """lift with markers: the cube's pose comes from two rendered 640x480 cameras, within 2 mm / 3 degrees of the
+    truth, under the keys the state policy reads; the contract is the one without markers."""
+    cfg = load_config(robot="sim", task="lift", overrides=["markers.enabled=true"])
+    plain = load_config(robot="sim", task="lift")
+    with RobotEnv(cfg) as env:
+        for seed in (0, 1):
+            obs, _ = env.reset(seed=seed)
+            truth = env.robot.object_poses()["cube"]  # type: ignore[attr-defined]
+            est = env.marker_source.estimates["cube"]  # type: ignore[union-attr]
+            pos_err, rot_err = pose_error(est.pose, truth)
+            assert pos_err < 0.002 and np.degrees(rot_err) < 3.0, (seed, pos_err, np.degrees(rot_err))
+            assert set(est.cameras) == {"marker_front", "marker_side"} and not est.lost
+            assert np.allclose(obs["cube_pos"], est.pose.pos.astype(np.float32))
+        obs, *_ = env.step(np.zeros(7))
+        assert obs["cube_pos"].dtype == np.float32 and obs["cube_quat"].shape == (4,)
+        contract = env.contract
+    from inril_robot.env import build_contract
+    from inril_robot.tasks import make_task
+
+    assert contract == build_contract(plain, make_task(plain.task))
+
+
+@pytest.mark.timeout(120)
+def test_markers_never_seen_at_reset_is_a_clear_error() -> None:
+    cam = "{name: marker_up, width: 320, height: 240, pos: [0.5, 0.0, 1.0], lookat: [0.5, 0.0, 2.0]}"
+    cfg = load_config(robot="sim", task="lift", overrides=["markers.enabled=true", f"markers.cameras=[{cam}]"])
+    with RobotEnv(cfg) as env, pytest.raises(MarkerLost, match="no camera has seen the markers of cube"):
+        env.reset(seed=0)
