@@ -257,6 +257,15 @@ class MarkersConfig(StrictModel):
     )
 
 
+class RewardConfig(StrictModel):
+    """Issue 19: where rewards come from. `sim`: the task's reward on the simulator's state; `detector`: a trained
+    success detector on the policy's camera images (inril_robot.policies.success; the simulator's success is still
+    what evaluation reports); `operator`: only the operator's keys (a real robot)."""
+
+    source: Literal["sim", "detector", "operator"] = "sim"
+    detector: str | None = None  # the detector's file (`detector train`), for source: detector
+
+
 # -------------------------------------------------------------------------------------------- domain randomisation
 class RandomizationConfig(StrictModel):
     """Domain-randomisation ranges, applied by the simulator at each reset. All zero (off) by default."""
@@ -542,6 +551,7 @@ class RunConfig(StrictModel):
     cameras: list[CameraConfig] = Field(default_factory=list)
     task: TaskConfig = TaskConfig()
     markers: MarkersConfig = MarkersConfig()
+    reward: RewardConfig = RewardConfig()
     safety: SafetyLimits = SafetyLimits()
     randomization: RandomizationConfig = RandomizationConfig()
     teleop: TeleopConfig = TeleopConfig()

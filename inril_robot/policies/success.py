@@ -5,8 +5,8 @@ for precision, the operator able to override). Here:
 
 - **labels** from recorded episodes (`frame_labels`): the last `positives` frames of a successful episode are
   positives; the `ambiguous` frames before them are left out (one control step before success the scene looks the
-  same); every other frame, and every frame of a failed episode, is a negative. A per-step `label` array stored with
-  an episode (operator keys: 1 success, 0 not yet, -1 unlabelled) overrides the derived label of that step.
+  same); every other frame, and every frame of a failed episode, is a negative. The operator's labels
+  (`add_operator_labels`, kept in the dataset's `labels.json`) override the derived label of their frames.
 - **model** (`SuccessNet`): the policies' per-camera conv encoder (`ImageEncoder`, with its random-shift
   augmentation) on every camera, then an MLP to one logit.
 - **training** (`train_detector`): episodes split into train / validation / test; class-balanced BCE; the threshold
@@ -20,6 +20,7 @@ for precision, the operator able to override). Here:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,14 +32,14 @@ from torch import Tensor, nn
 
 from inril_robot.config import ImageEncoderConfig
 from inril_robot.contract import image_key
-from inril_robot.data.store import Dataset, Episode
+from inril_robot.data.store import Dataset, Episode, atomic_write_json
 from inril_robot.errors import InrilError
 from inril_robot.policies.checkpoint import atomic_torch_save, safe_torch_load
 from inril_robot.policies.encoders import ImageEncoder, mlp
 
 FORMAT = "inril-robot success detector"
 FORMAT_VERSION = 1
-LABEL_KEY = "label"  # optional per-step operator labels in an episode: 1 success, 0 not, -1 unlabelled
+LABELS_FILE = "labels.json"  # the operator's frame labels beside a dataset's episodes
 RewardSource = Literal["sim", "detector", "operator"]
 Operator = Literal["success", "failure"] | None
 
@@ -57,11 +58,39 @@ def frame_labels(length: int, success: bool, positives: int = 2, ambiguous: int 
     return labels
 
 
-def episode_labels(episode: Episode, positives: int, ambiguous: int) -> np.ndarray:
+def operator_labels(dataset: Dataset) -> dict[int, dict[int, int]]:
+    """{episode: {step: 0 or 1}} from the dataset's `labels.json` (episodes are immutable once committed, so the
+    operator's labels live beside them)."""
+    path = Path(dataset.root) / LABELS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        raw = json.loads(path.read_text())
+        return {int(e): {int(t): int(v) for t, v in steps.items()} for e, steps in raw.items()}
+    except (ValueError, AttributeError) as e:
+        raise DetectorError(f"{path}: not a labels file ({e}); expected {{episode: {{step: 0|1}}}}") from None
+
+
+def add_operator_labels(dataset: Dataset, episode: int, steps: Sequence[int], success: bool) -> None:
+    """Label frames of a recorded episode as success (1) or not (0) — what the operator's keys do while reviewing;
+    these labels override the derived ones."""
+    if episode not in {e.index for e in dataset.episodes}:
+        raise DetectorError(f"dataset {dataset.root} has no episode {episode}")
+    labels = operator_labels(dataset)
+    labels.setdefault(episode, {}).update({int(t): int(success) for t in steps})
+    atomic_write_json(
+        Path(dataset.root) / LABELS_FILE,
+        {str(e): {str(t): v for t, v in sorted(s.items())} for e, s in sorted(labels.items())},
+    )
+
+
+def episode_labels(
+    episode: Episode, positives: int, ambiguous: int, operator: dict[int, int] | None = None
+) -> np.ndarray:
     labels = frame_labels(episode.length, episode.success, positives, ambiguous)
-    if LABEL_KEY in episode.array_keys():
-        operator = episode.load(LABEL_KEY).astype(np.int8).reshape(-1)
-        labels = np.where(operator >= 0, operator, labels)
+    for step, value in (operator or {}).items():
+        if 0 <= step < episode.length:
+            labels[step] = value
     return labels
 
 
@@ -88,8 +117,9 @@ def load_frames(
         raise DetectorError(f"dataset {dataset.root} has no cameras: a success detector needs images")
     images: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     labels, owners, outcome = [], [], {}
+    operator = operator_labels(dataset)
     for ep in dataset.episodes:
-        lab = episode_labels(ep, positives, ambiguous)
+        lab = episode_labels(ep, positives, ambiguous, operator.get(ep.index))
         keep = lab >= 0
         for k in keys:
             if f"obs/{k}" not in ep.array_keys():
