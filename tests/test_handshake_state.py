@@ -17,9 +17,10 @@ from inril_robot.bridge.agent import AgentOptions, RobotAgent
 from inril_robot.bridge.learning import ServerLearner
 from inril_robot.bridge.server import PolicyServer
 from inril_robot.config import load_config
-from inril_robot.env import RobotEnv
-from inril_robot.hardware import Robot, RobotState
-from inril_robot.registry import make_robot
+from inril_robot.core.state import RobotState
+from inril_robot.hardware import Robot
+from inril_robot.runtime.env import RobotEnv
+from inril_robot.runtime.registry import make_robot
 from inril_robot.tasks import make_task
 from tests.test_bridge import served
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from inril_robot.config import load_config
-from inril_robot.env import RobotEnv
-from inril_robot.geometry import rotvec_to_matrix
-from inril_robot.marker_state import MarkerLost
-from inril_robot.tasks.base import Geom, SceneObject
+from inril_robot.core.geometry import rotvec_to_matrix
+from inril_robot.hardware.scene import Geom, SceneObject
+from inril_robot.runtime.env import RobotEnv
+from inril_robot.runtime.marker_state import MarkerLost
 from inril_robot.vision.markers import (
     CameraModel,
     MarkerError,
@@ -83,8 +83,8 @@ def test_single_marker_pose_from_a_synthetic_frame() -> None:
 
 
 def _object_pose(t: np.ndarray):
-    from inril_robot.geometry import matrix_to_quat
-    from inril_robot.tasks.base import ObjectPose
+    from inril_robot.core.geometry import matrix_to_quat
+    from inril_robot.hardware.scene import ObjectPose
 
     q = matrix_to_quat(t[:3, :3])
     return ObjectPose(t[:3, 3], q if q[3] >= 0 else -q)
@@ -136,7 +136,7 @@ def test_env_observes_marker_poses_rendered_by_the_sim() -> None:
         obs, *_ = env.step(np.zeros(7))
         assert obs["cube_pos"].dtype == np.float32 and obs["cube_quat"].shape == (4,)
         contract = env.contract
-    from inril_robot.env import build_contract
+    from inril_robot.runtime.env import build_contract
     from inril_robot.tasks import make_task
 
     assert contract == build_contract(plain, make_task(plain.task))

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inril_robot.contract import Contract, ObsSpec
+from inril_robot.core.contract import Contract, ObsSpec
 from inril_robot.data.store import Dataset, DatasetWriter
-from inril_robot.policies.success import (
+from inril_robot.learning.policies.success import (
     DetectorError,
     DetectorRewardEnv,
     DetectorTraining,

@@ -198,8 +198,8 @@ class MarkersConfig(StrictModel):
 
 class RewardConfig(StrictModel):
     """Issue 19: where rewards come from. `sim`: the task's reward on the simulator's state; `detector`: a trained
-    success detector on the policy's camera images (inril_robot.policies.success; the simulator's success is still
-    what evaluation reports); `operator`: only the operator's keys (a real robot)."""
+    success detector on the policy's camera images (inril_robot.learning.policies.success; the simulator's success
+    is still what evaluation reports); `operator`: only the operator's keys (a real robot)."""
 
     source: Literal["sim", "detector", "operator"] = "sim"
     detector: str | None = None  # the detector's file (`detector train`), for source: detector

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from inril_robot.errors import InrilError
-from inril_robot.geometry import matrix_to_quat, quat_to_matrix
-from inril_robot.tasks.base import Fiducial, ObjectPose, SceneObject
+from inril_robot.core.errors import InrilError
+from inril_robot.core.geometry import matrix_to_quat, quat_to_matrix
+from inril_robot.hardware.scene import Fiducial, ObjectPose, SceneObject
 
 QUIET_ZONE_CELLS = 1  # white cells printed around the black border
 FACES = ("+x", "-x", "+y", "-y", "+z")  # the bottom face lies on the table: never seen

@@ -31,11 +31,11 @@ import torch
 from torch import Tensor, nn
 
 from inril_robot.config import ImageEncoderConfig
-from inril_robot.contract import image_key
+from inril_robot.core.contract import image_key
+from inril_robot.core.errors import InrilError
 from inril_robot.data.store import Dataset, Episode, atomic_write_json
-from inril_robot.errors import InrilError
-from inril_robot.policies.checkpoint import atomic_torch_save, safe_torch_load
-from inril_robot.policies.encoders import ImageEncoder, mlp
+from inril_robot.learning.policies.checkpoint import atomic_torch_save, safe_torch_load
+from inril_robot.learning.policies.encoders import ImageEncoder, mlp
 
 FORMAT = "inril-robot success detector"
 FORMAT_VERSION = 1

@@ -14,11 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from inril_robot.config import CameraConfig, RunConfig
-from inril_robot.errors import InrilError
-from inril_robot.geometry import quat_to_matrix
-from inril_robot.hardware import Camera, Robot, RobotState
-from inril_robot.registry import make_cameras
-from inril_robot.tasks.base import Objects, SceneObject
+from inril_robot.core.errors import InrilError
+from inril_robot.core.geometry import quat_to_matrix
+from inril_robot.core.state import RobotState
+from inril_robot.hardware import Camera, Robot
+from inril_robot.hardware.calibration_file import load_calibration
+from inril_robot.hardware.scene import Objects, SceneObject
+from inril_robot.runtime.registry import make_cameras
 from inril_robot.vision.markers import CameraModel, MarkerError, MarkerTracker, ObjectEstimate, with_markers
 
 
@@ -35,8 +37,6 @@ def scene_objects(cfg: RunConfig, objects: list[SceneObject]) -> list[SceneObjec
 def camera_model(cam_cfg: CameraConfig, camera: Camera) -> CameraModel:
     """The calibration of a marker camera: its calibration file, or the simulator's truth for a simulated camera."""
     if cam_cfg.calibration is not None:
-        from calibration.fileformat import load_calibration
-
         calib = load_calibration(Path(cam_cfg.calibration))
         if calib.extrinsics is None:
             raise MarkerError(

@@ -17,7 +17,7 @@ import numpy as np
 
 from inril_robot.config import RunConfig
 from inril_robot.data.store import Dataset, DatasetWriter
-from inril_robot.env import RobotEnv
+from inril_robot.runtime.env import RobotEnv
 
 Progress = Callable[[str], None]
 
@@ -57,7 +57,7 @@ def detector_bench(
 ) -> dict[str, Any]:
     """Record (or reuse) `episodes` labelled episodes in out/episodes, train a detector to out/detector.pt, and
     return its measured precision/recall on held-out episodes."""
-    from inril_robot.policies.success import DetectorTraining, train_detector
+    from inril_robot.learning.policies.success import DetectorTraining, train_detector
 
     say = say or (lambda _: None)
     started = time.perf_counter()

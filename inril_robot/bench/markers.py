@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 
 from inril_robot.config import RunConfig
-from inril_robot.env import RobotEnv
-from inril_robot.rollout import run_episodes
-from inril_robot.seeds import HELDOUT_SEED_BASE
-from inril_robot.stats import wilson_interval
+from inril_robot.core.seeds import HELDOUT_SEED_BASE
+from inril_robot.reporting.rates import wilson_interval
+from inril_robot.runtime.env import RobotEnv
+from inril_robot.runtime.rollout import run_episodes
 from inril_robot.vision.markers import pose_error
 
 Progress = Callable[[str], None]
@@ -49,8 +49,8 @@ class PoseErrors:
 def _run(
     cfg: RunConfig, checkpoint: Path, episodes: int, seed: int, errors: dict[str, PoseErrors] | None, say: Progress
 ) -> tuple[list[bool], dict[str, Any]]:
-    from inril_robot.policies.checkpoint import load_checkpoint
-    from inril_robot.policies.runner import PolicyRunner
+    from inril_robot.learning.policies.checkpoint import load_checkpoint
+    from inril_robot.learning.policies.runner import PolicyRunner
 
     lost_steps = total_steps = 0
     with RobotEnv(cfg) as env:
