@@ -1,9 +1,10 @@
 """Data for a success detector in simulation, and its measured precision and recall (`bench detector`).
 
 `record_labelled_episodes` records scripted episodes with the policy's cameras. Half of them (`cut_fraction`) are
-cut at a random step before the expert finishes, so the failures include the scenes a detector confuses most with
-success (cube in the gripper, half lifted); the others run to success or the time limit. Episodes are stored as
-`collect` stores them (episode success = the simulator's), so `train_detector` reads them as it reads real ones.
+cut at a random step in the first 40% of the time limit, mostly before the expert finishes, so the failures include
+the scenes a detector confuses most with success (cube in the gripper, half lifted); the others run to success or
+the time limit. Episodes are stored as `collect` stores them (episode success = the simulator's), so
+`train_detector` reads them as it reads real ones.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ def record_labelled_episodes(
     if not cfg.cameras:
         raise ValueError("a success detector learns from images: give the run cameras (e.g. --cameras sim_front)")
     rng = np.random.default_rng(seed)
+    # cut before the expert usually finishes (lift: ~40 steps of 100), so a cut episode is a failure mid-task
     cuts = [
-        int(rng.integers(3, cfg.task.max_steps)) if rng.random() < cut_fraction else cfg.task.max_steps
+        int(rng.integers(3, max(4, cfg.task.max_steps * 2 // 5))) if rng.random() < cut_fraction else cfg.task.max_steps
         for _ in range(episodes)
     ]
     with RobotEnv(cfg) as env, DatasetWriter(out, env.contract, task=cfg.task.name) as writer:
