@@ -148,3 +148,43 @@ def test_markers_never_seen_at_reset_is_a_clear_error() -> None:
     cfg = load_config(robot="sim", task="lift", overrides=["markers.enabled=true", f"markers.cameras=[{cam}]"])
     with RobotEnv(cfg) as env, pytest.raises(MarkerLost, match="no camera has seen the markers of cube"):
         env.reset(seed=0)
+
+
+@pytest.mark.timeout(30)
+def test_real_camera_calibration_from_its_file(tmp_path) -> None:
+    """A real marker camera is placed by its calibration file; no extrinsics or another size is refused by name."""
+    from inril_robot.config import CameraConfig
+    from inril_robot.hardware.calibration_file import CalibrationFile, Extrinsics, Intrinsics, save_calibration
+    from inril_robot.runtime.marker_state import camera_model
+
+    intr = Intrinsics(width=640, height=480, fx=600.0, fy=600.0, cx=319.5, cy=239.5, distortion=[0.1, 0, 0, 0])
+    ext = Extrinsics(parent_frame="base", position=(1.0, 0.2, 0.5), quaternion_xyzw=(0.0, 0.0, 0.0, 1.0))
+    path = save_calibration(CalibrationFile(camera="front", intrinsics=intr, extrinsics=ext), tmp_path / "f.yaml")
+    cfg = CameraConfig(name="front", kind="realsense", width=640, height=480, calibration=str(path))
+    model = camera_model(cfg, camera=None)  # type: ignore[arg-type]
+    assert np.allclose(model.matrix, K) and model.parent == "base" and model.distortion[0] == 0.1
+    assert np.allclose(model.parent_from_camera[:3, 3], (1.0, 0.2, 0.5))
+    with pytest.raises(MarkerError, match="calibrated at 640x480, streams 1280x720"):
+        camera_model(cfg.model_copy(update={"width": 1280, "height": 720}), camera=None)  # type: ignore[arg-type]
+    bare = save_calibration(CalibrationFile(camera="front", intrinsics=intr), tmp_path / "bare.yaml")
+    with pytest.raises(MarkerError, match="has no extrinsics"):
+        camera_model(cfg.model_copy(update={"calibration": str(bare)}), camera=None)  # type: ignore[arg-type]
+    with pytest.raises(MarkerError, match="a real camera needs a calibration file"):
+        camera_model(cfg.model_copy(update={"calibration": None}), camera=object())  # type: ignore[arg-type]
+
+
+@pytest.mark.timeout(60)
+def test_markers_print_writes_the_sims_markers(tmp_path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from inril_robot.cli import app
+    from inril_robot.vision.markers import detect, make_detector
+
+    result = CliRunner().invoke(app, ["markers", "print", "--out", str(tmp_path), "--dpi", "150", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert [m["id"] for m in payload["markers"]] == [0, 1, 2, 3, 4]
+    img = cv2.imread(payload["markers"][2]["file"], cv2.IMREAD_GRAYSCALE)
+    assert [d.marker_id for d in detect(img, make_detector(DICT))] == [2]

@@ -140,3 +140,29 @@ def test_detector_learns_success_and_reports_held_out_precision_recall(tmp_path:
         if terminated or truncated:
             break
     assert terminated and reward == 1.0 and info["detected"] and not info["success"] and 6 <= env.steps <= 10
+
+
+@pytest.mark.timeout(300)
+def test_cli_label_and_train_report_json(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from inril_robot.cli import app
+
+    store = synthetic_store(tmp_path / "d", episodes=12)
+    run = CliRunner()
+    labelled = run.invoke(
+        app, ["detector", "label", "--dataset", str(store.root), "--episode", "1", "--steps", "2,5-6", "--json"]
+    )
+    assert labelled.exit_code == 0, labelled.output
+    assert json.loads(labelled.stdout)["steps"] == [2, 5, 6]
+    bad = run.invoke(app, ["detector", "label", "--dataset", str(store.root), "--episode", "1", "--steps", "x"])
+    assert bad.exit_code == 2 and "--steps" in bad.output
+    out = tmp_path / "det.pt"
+    trained = run.invoke(
+        app, ["detector", "train", "--dataset", str(store.root), "--out", str(out), "--steps", "20", "--json"]
+    )
+    assert trained.exit_code == 0, trained.output
+    payload = json.loads(trained.stdout)
+    assert out.is_file() and {"precision", "recall"} <= set(payload["test"]) and 0 <= payload["threshold"] <= 1
