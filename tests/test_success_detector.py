@@ -99,7 +99,14 @@ def test_detector_learns_success_and_reports_held_out_precision_recall(tmp_path:
     assert loaded.threshold == detector.threshold and loaded.metrics == m
     top, bottom = {"front_rgb": frame(1.0)}, {"front_rgb": frame(0.0)}
     assert loaded.probability(top) == pytest.approx(detector.probability(top), abs=1e-6)
-    assert loaded(top) and not loaded(bottom)
+    assert loaded.is_success(top) and not loaded.is_success(bottom) and loaded(top) >= loaded.threshold
+    from inril_robot.config import load_config
+    from inril_robot.learning.policies.success import detector_for_config
+
+    factory = detector_for_config(load_config(robot="sim", task="lift", overrides=[f"reward.detector={path}"]))
+    assert factory(top) == pytest.approx(loaded(top), abs=1e-6) and factory.threshold == loaded.threshold
+    with pytest.raises(DetectorError, match="set reward.detector"):
+        detector_for_config(load_config(robot="sim", task="lift"))
     with pytest.raises(DetectorError, match="front_rgb"):
         loaded.probability({"wrist_rgb": frame(1.0)})
     with pytest.raises(DetectorError, match="not a success detector"):

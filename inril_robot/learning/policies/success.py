@@ -180,7 +180,11 @@ class SuccessDetector:
             raise DetectorError(f"the success detector reads {', '.join(missing)}, which the observation lacks")
         return float(self.probabilities({k: np.asarray(obs[k])[None] for k in self.keys})[0])
 
-    def __call__(self, obs: dict[str, np.ndarray]) -> bool:
+    def __call__(self, obs: dict[str, np.ndarray]) -> float:
+        """P(success) of one observation (a `module:factory` detector callable); `is_success` applies the threshold."""
+        return self.probability(obs)
+
+    def is_success(self, obs: dict[str, np.ndarray]) -> bool:
         return self.probability(obs) >= self.threshold
 
     def save(self, path: Path, encoder: ImageEncoderConfig) -> Path:
@@ -396,3 +400,11 @@ def reward_env(env: Any, source: RewardSource = "sim", detector: Path | None = N
     if detector is None:
         raise DetectorError("reward source 'detector' needs the detector's file (train one with `detector train`)")
     return DetectorRewardEnv(env, RewardJudge.from_detector(SuccessDetector.load(detector)))
+
+
+def detector_for_config(cfg: Any) -> SuccessDetector:
+    """The detector at `cfg.reward.detector`, as a callable obs -> P(success) with its `threshold` attribute: the
+    factory for a `module:factory` detector setting (e.g. the real-like cell's `cell.detector`)."""
+    if not cfg.reward.detector:
+        raise DetectorError("set reward.detector to a trained detector's file (inril-robot detector train)")
+    return SuccessDetector.load(Path(cfg.reward.detector))
