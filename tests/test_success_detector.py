@@ -105,7 +105,7 @@ def test_detector_learns_success_and_reports_held_out_precision_recall(tmp_path:
 
     factory = detector_for_config(load_config(robot="sim", task="lift", overrides=[f"reward.detector={path}"]))
     assert factory(top) == pytest.approx(loaded(top), abs=1e-6) and factory.threshold == loaded.threshold
-    with pytest.raises(DetectorError, match="set reward.detector"):
+    with pytest.raises(DetectorError, match=r"set reward\.detector"):
         detector_for_config(load_config(robot="sim", task="lift"))
     with pytest.raises(DetectorError, match="front_rgb"):
         loaded.probability({"wrist_rgb": frame(1.0)})
