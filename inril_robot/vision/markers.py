@@ -4,7 +4,8 @@ FurnitureBench's answer for state policies on a real cell: square markers (April
 aruco dictionary) printed on the objects, seen by calibrated cameras. Per camera and object, every detected marker of
 the object goes into one PnP (IPPE on a single square, refined over all corners when several faces are seen, which
 removes the planar flip ambiguity); the object's pose in the base frame is that camera's extrinsics composed with it;
-views from several cameras are fused (weighted by apparent marker area, views far from the strongest one dropped).
+views are fused by one fit over every camera's corners, started from each view's candidates (a single square's
+IPPE flip is kept as a second candidate; other cameras, or the previous pose on a tie, decide between them).
 `MarkerTracker` keeps the last pose of each object with its capture time, so a caller gets the pose's age and a
 lost flag (nothing seen for `max_age_s`) instead of a silent stale value.
 
@@ -27,9 +28,8 @@ from inril_robot.hardware.scene import Fiducial, ObjectPose, SceneObject
 
 QUIET_ZONE_CELLS = 1  # white cells printed around the black border
 FACES = ("+x", "-x", "+y", "-y", "+z")  # the bottom face lies on the table: never seen
-# views of one object farther than this from the strongest view are dropped before fusion
-FUSION_MAX_POS = 0.02  # [m]
-FUSION_MAX_ROT = np.radians(15.0)
+TIE_PX = 0.5  # joint fits within this RMS of the best are ambiguous: the previous pose decides
+OUTLIER_PX = 4.0  # a view whose corners the fused pose misses by more is dropped
 
 
 class MarkerError(ValueError, InrilError):
@@ -183,13 +183,13 @@ def object_points(detections: Sequence[tuple[Detection, Fiducial]]) -> tuple[np.
 
 def object_in_camera(
     detections: Sequence[tuple[Detection, Fiducial]], cam: CameraModel
-) -> tuple[np.ndarray, float] | None:
-    """(T_camera_object, RMS reprojection error [px]) from the detected markers of one object, or None."""
+) -> list[tuple[np.ndarray, float]]:
+    """Candidate (T_camera_object, RMS reprojection error [px]) from the detected markers of one object, best
+    first. A single square is ambiguous (IPPE's two solutions: the tilt mirrored, often within a pixel of each
+    other); both are kept for fusion to decide with other cameras or the previous pose."""
     if not detections:
-        return None
+        return []
     obj, img = object_points(detections)
-    best: tuple[float, np.ndarray, np.ndarray] | None = None
-    # IPPE's two solutions of the largest marker seed the fit over all corners: the one that fits best wins
     det, fid = max(detections, key=lambda pair: pair[0].area_px)
     n, rvecs, tvecs, _ = cv2.solvePnPGeneric(
         corner_points(fid.size), det.corners, cam.matrix, cam.distortion, flags=cv2.SOLVEPNP_IPPE_SQUARE
@@ -200,17 +200,16 @@ def object_in_camera(
             corner_points(fid.size), det.corners, cam.matrix, cam.distortion, flags=cv2.SOLVEPNP_SQPNP
         )
         seeds = [(r, t)] if ok else []
+    out = []
     for rvec, tvec in seeds:
         t_cam_obj = _to_transform(rvec, tvec) @ np.linalg.inv(marker_frame(fid))
         r, tv = cv2.Rodrigues(t_cam_obj[:3, :3])[0], t_cam_obj[:3, 3].copy()
-        if len(detections) > 1:
+        if len(detections) > 1:  # every corner of every seen face: the flip no longer fits
             r, tv = cv2.solvePnPRefineLM(obj, img, cam.matrix, cam.distortion, r, tv.reshape(3, 1))
         err = _reprojection(obj, img, r, tv, cam)
-        if np.isfinite(err) and (best is None or err < best[0]):
-            best = (err, r, tv)
-    if best is None:
-        return None
-    return _to_transform(best[1], best[2]), best[0]
+        if np.isfinite(err):
+            out.append((_to_transform(r, tv), err))
+    return sorted(out, key=lambda c: c[1])
 
 
 # ------------------------------------------------------------------------------------------------------- fusion
@@ -220,10 +219,8 @@ class View:
 
     camera: CameraModel
     base_from_camera: np.ndarray  # (4, 4) at capture
-    base_from_object: np.ndarray  # (4, 4)
-    weight: float
+    candidates: tuple[np.ndarray, ...]  # (4, 4) base <- object, best fitting first
     markers: int
-    reprojection_px: float
     points: tuple[np.ndarray, np.ndarray]  # (N, 3) object-frame corners, (N, 2) pixels
 
 
@@ -273,31 +270,34 @@ def rotation_angle(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.arccos(np.clip((np.trace(a.T @ b) - 1.0) / 2.0, -1.0, 1.0)))
 
 
-def average_quaternion(quats: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Weighted mean rotation (Markley's eigenvector method), xyzw with w >= 0."""
-    m = np.einsum("i,ij,ik->jk", weights, quats, quats)
-    q = np.linalg.eigh(m)[1][:, -1]
-    return q if q[3] >= 0 else -q
+def _rms(view: View, base_from_object: np.ndarray) -> float:
+    return float(np.sqrt(2 * np.mean(_residuals([view], base_from_object) ** 2)))
 
 
-def fuse(views: Sequence[View]) -> tuple[np.ndarray, np.ndarray, list[View]]:
-    """(position, quaternion xyzw with w >= 0, views used) from one object's views."""
-    strongest = max(views, key=lambda v: v.weight)
-    used = [
-        v
-        for v in views
-        if np.linalg.norm(v.base_from_object[:3, 3] - strongest.base_from_object[:3, 3]) <= FUSION_MAX_POS
-        and rotation_angle(v.base_from_object[:3, :3], strongest.base_from_object[:3, :3]) <= FUSION_MAX_ROT
-    ]
-    w = np.array([v.weight for v in used])
-    pos = np.average([v.base_from_object[:3, 3] for v in used], axis=0, weights=w)
-    quats = np.array([matrix_to_quat(v.base_from_object[:3, :3]) for v in used])
-    start = np.eye(4)
-    start[:3, :3], start[:3, 3] = quat_to_matrix(average_quaternion(quats, w)), pos
-    if len(used) > 1:
-        start, _ = refine_jointly(used, start)
-    quat = matrix_to_quat(start[:3, :3])
-    return start[:3, 3].copy(), quat if quat[3] >= 0 else -quat, used
+def _distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Position distance [m] plus 5 cm per radian of rotation between two poses."""
+    return float(np.linalg.norm(a[:3, 3] - b[:3, 3]) + 0.05 * rotation_angle(a[:3, :3], b[:3, :3]))
+
+
+def fuse(views: Sequence[View], previous: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[View]]:
+    """(position, quaternion xyzw with w >= 0, views used) from one object's views.
+
+    Every candidate of every view starts a joint fit over all views' corners; the best fit wins (cameras that see
+    the object from different sides resolve each other's ambiguity). Fits within `TIE_PX` of the best are told
+    apart by `previous` (the last pose: objects do not flip between frames). A view that still fits badly (a
+    misdetection) is dropped and the fit redone."""
+    fits = [refine_jointly(views, c) for v in views for c in v.candidates]
+    best = min(r for _, r in fits)
+    close = [p for p, r in fits if r <= best + TIE_PX]
+    if previous is not None and len(close) > 1:
+        pose = min(close, key=lambda p: _distance(p, previous))
+    else:
+        pose = min(fits, key=lambda f: f[1])[0]
+    used = [v for v in views if _rms(v, pose) <= OUTLIER_PX]
+    if used and len(used) < len(views):
+        pose, _ = refine_jointly(used, pose)
+    quat = matrix_to_quat(pose[:3, :3])
+    return pose[:3, 3].copy(), quat if quat[3] >= 0 else -quat, used or list(views)
 
 
 # ------------------------------------------------------------------------------------------------------ tracker
@@ -355,14 +355,11 @@ class MarkerTracker:
                     per_object.setdefault(name, []).append((det, fid))
             for name, dets in per_object.items():
                 found = object_in_camera(dets, cam)
-                if found is None:
-                    continue
-                cam_from_obj, err = found
-                weight = sum(d.area_px for d, _ in dets) / (1.0 + err)
-                view = View(
-                    cam, base_from_cam, base_from_cam @ cam_from_obj, weight, len(dets), err, object_points(dets)
-                )
-                out.setdefault(name, []).append(view)
+                if found:
+                    candidates = tuple(base_from_cam @ t for t, _ in found)
+                    out.setdefault(name, []).append(
+                        View(cam, base_from_cam, candidates, len(dets), object_points(dets))
+                    )
         return out
 
     def update(
@@ -372,7 +369,12 @@ class MarkerTracker:
         now = max(t for _, t in frames.values())
         capture = {name: t for name, (_, t) in frames.items()}
         for name, views in self.views({k: img for k, (img, _) in frames.items()}, base_from_tcp).items():
-            pos, quat, used = fuse(views)
+            last = self.estimates.get(name)
+            previous = None
+            if last is not None:
+                previous = np.eye(4)
+                previous[:3, :3], previous[:3, 3] = quat_to_matrix(last.pose.quat), last.pose.pos
+            pos, quat, used = fuse(views, previous)
             seen = max(capture[v.camera.name] for v in used)
             cams = tuple(v.camera.name for v in used)
             self.estimates[name] = ObjectEstimate(
