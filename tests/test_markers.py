@@ -188,3 +188,27 @@ def test_markers_print_writes_the_sims_markers(tmp_path) -> None:
     assert [m["id"] for m in payload["markers"]] == [0, 1, 2, 3, 4]
     img = cv2.imread(payload["markers"][2]["file"], cv2.IMREAD_GRAYSCALE)
     assert [d.marker_id for d in detect(img, make_detector(DICT))] == [2]
+
+
+@pytest.mark.timeout(30)
+def test_two_cameras_resolve_a_single_squares_flip() -> None:
+    """One small tilted marker, seen by two cameras: each view alone keeps both IPPE candidates; the joint fit over
+    both views lands on the true pose."""
+    marker = box_face_markers((0.025,) * 3, 0, 0.04, DICT)[4]
+    obj = SceneObject("cube", CUBE.geoms, markers=(marker,))
+    base_from_obj = np.eye(4)
+    base_from_obj[:3, :3], base_from_obj[:3, 3] = rotvec_to_matrix(np.array([0.0, 0.0, 0.4])), (0.5, 0.0, 0.025)
+    cams, frames = {}, {}
+    for name, cam_pose in (
+        ("a", pose([0.25, 0.0, 0.0], [0.0, 0.0, 0.6])),
+        ("b", pose([-0.2, 0.3, 0.0], [0.05, -0.03, 0.55])),
+    ):
+        base_from_cam = base_from_obj @ np.linalg.inv(cam_pose)  # cam_pose: camera <- object
+        cams[name] = CameraModel(name, K, np.zeros(0), base_from_cam)
+        frames[name] = (render_marker(marker.marker_id, 0.04, cam_pose @ marker_frame(marker)), 1.0)
+    tracker = MarkerTracker([obj], cams, DICT)
+    views = tracker.views({k: img for k, (img, _) in frames.items()})["cube"]
+    assert len(views) == 2 and all(len(v.candidates) == 2 for v in views)
+    est = tracker.update(frames)["cube"]
+    pos_err, rot_err = pose_error(est.pose, _object_pose(base_from_obj))
+    assert pos_err < 0.002 and np.degrees(rot_err) < 2.0, (pos_err, np.degrees(rot_err))
