@@ -2,55 +2,35 @@
 naming the missing keys, never a crash (issue 19; before: the server welcomed it, then the agent died with
 `KeyError: 'target_pos'` at its first observation).
 
-Real ZMQ sockets over loopback, a real server and agent. The robot is the simulated arm behind a wrapper that hides
-the simulator's object poses: what a Franka without a pose source looks like to the env (no Franka here).
+Real ZMQ sockets over loopback, a real server and agent. The robot is the simulated arm in shadow mode behind a wrapper
+that hides the simulator's object poses: what a Franka without a pose source looks like to the env (no Franka here).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from inril_robot.bridge.agent import AgentOptions, RobotAgent
 from inril_robot.bridge.learning import ServerLearner
 from inril_robot.bridge.server import PolicyServer
 from inril_robot.config import load_config
-from inril_robot.core.state import RobotState
-from inril_robot.hardware import Robot
 from inril_robot.runtime.env import RobotEnv
 from inril_robot.runtime.registry import make_robot
+from inril_robot.runtime.shadow import ShadowRobot
 from inril_robot.tasks import make_task
 from tests.test_bridge import served
 
 
-class NoObjectPoses(Robot):
-    """The arm without the simulator's privileged scene access (only the `Robot` seam)."""
+class NoObjectPoses(ShadowRobot):
+    """The simulated arm in shadow mode (as a real Franka without --execute) without the simulator's scene access:
+    to the env it looks like a real arm with no source of object poses."""
 
-    def __init__(self, inner: Robot) -> None:
-        self.inner = inner
-
-    def connect(self) -> None:
-        self.inner.connect()
-
-    def state(self) -> RobotState:
-        return self.inner.state()
-
-    def apply(self, action: np.ndarray) -> None:
-        self.inner.apply(action)
-
-    def hold(self) -> None:
-        self.inner.hold()
-
-    def home(self) -> None:
-        self.inner.home()
-
-    def stop(self) -> None:
-        self.inner.stop()
-
-    def close(self) -> None:
-        self.inner.close()
+    def __getattr__(self, name: str) -> object:
+        if name in ("object_poses", "set_objects", "sim"):
+            raise AttributeError(name)
+        return getattr(self.inner, name)
 
 
 def blind_env() -> RobotEnv:
@@ -58,7 +38,7 @@ def blind_env() -> RobotEnv:
     return RobotEnv(cfg, robot=NoObjectPoses(make_robot(cfg, make_task(cfg.task).scene_objects())))
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 def test_state_policy_refused_at_handshake_naming_missing_keys(
     small_reach_policy: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -79,7 +59,7 @@ def test_state_policy_refused_at_handshake_naming_missing_keys(
     assert any("target_pos" in line for line in log)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 def test_agent_refuses_a_welcome_it_cannot_observe(
     small_reach_policy: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -95,7 +75,7 @@ def test_agent_refuses_a_welcome_it_cannot_observe(
     assert "cannot provide: target_pos" in result.stopped, result.stopped
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 def test_same_checkpoint_welcomed_where_poses_exist(small_reach_policy: tuple[Path, Path], tmp_path: Path) -> None:
     """Control: the same checkpoint and server accept the simulated arm, which observes `target_pos`."""
     checkpoint, demos = small_reach_policy
