@@ -86,7 +86,7 @@ def test_operator_labels_override_and_are_refused_for_unknown_episodes(tmp_path:
 @pytest.mark.timeout(300)
 def test_detector_learns_success_and_reports_held_out_precision_recall(tmp_path: Path) -> None:
     store = synthetic_store(tmp_path / "d")
-    opts = DetectorTraining(steps=150, batch_size=32, target_precision=0.9)
+    opts = DetectorTraining(steps=80, batch_size=32, target_precision=0.9)
     detector = train_detector(store, opts=opts)
     m = detector.metrics
     assert m["episodes"] == {"train": 14, "validation": 5, "test": 5}
