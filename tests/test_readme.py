@@ -88,6 +88,7 @@ DOC_RUN = [
     "inril-robot calibrate board --out board.pdf",
     "inril-robot calibrate board --out board.png --dpi 254",
     "inril-robot calibrate board --out big.pdf --squares 7x5 --square-mm 50 --marker-mm 37 --page a3",
+    "inril-robot markers print --task lift --out markers/ --dpi 300",
 ]
 DOC_NOT_RUN = {
     "inril-robot calibrate hand-eye --robot sim --camera front": "tests/test_calibration_sim.py runs it (slow)",
@@ -121,6 +122,8 @@ DOC_NOT_RUN = {
     "--out runs/arm1": HARDWARE,
     "inril-robot finetune --robot sim --bridge --checkpoint runs/pre/last.pt --demos demos/reach --out runs/dry "
     "--speed 0": "tests/test_bridge.py runs the bridge end to end",
+    "inril-robot detector train --dataset demos/lift_images --out detector.pt --json": "needs a recorded image "
+    "dataset; tests/test_success_detector.py trains through the CLI",
 }
 
 

@@ -450,6 +450,9 @@ class RobotAgent:
     def _connect(self) -> None:
         welcome = self.client.connect(self.opt.connect_timeout_s)
         self.policy_version = welcome.policy_version
+        unprovided = [k for k in welcome.obs_keys if k not in self.env.contract.observations]
+        if unprovided:  # a server that welcomed what this robot cannot observe: refuse here, before any motion
+            raise Refusal("contract", p.unprovided_reason(unprovided), f"observations.{unprovided[0]}")
         if welcome.control_hz != self.cfg.robot.control_hz:
             raise Refusal(
                 "contract", f"server control_hz {welcome.control_hz} != robot {self.cfg.robot.control_hz}", "control_hz"

@@ -345,5 +345,14 @@ def _blob_array(spec: Blob, view: memoryview, limits: Limits) -> np.ndarray:
     return np.frombuffer(view, dtype=dtype).reshape(spec.shape)
 
 
+def unprovided_reason(keys: list[str]) -> str:
+    """The refusal of a policy that reads observations the robot cannot provide (e.g. a state policy offered to a
+    real arm with no source of object poses)."""
+    return (
+        f"the policy reads observations this robot cannot provide: {', '.join(keys)} "
+        "(a state policy needs a source of object poses on the robot, e.g. fiducial markers; or serve an image policy)"
+    )
+
+
 def error_frames(code: ErrorCode, reason: str, ref_seq: int = -1, seq: int = 0) -> list[Any]:
     return encode(Error(code=code, reason=reason[:4000], ref_seq=ref_seq), robot="server", seq=seq)

@@ -394,6 +394,11 @@ class PolicyServer:
             )
         try:
             theirs = Contract.from_json_dict(hello.contract)
+            unprovided = [k for k in self.obs_keys if k not in theirs.observations]
+            if unprovided:
+                return p.Refused(
+                    code="contract", reason=p.unprovided_reason(unprovided), field=f"observations.{unprovided[0]}"
+                )
             self.contract.require_match(
                 theirs,
                 context="robot vs the served checkpoint",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import typer
 
-from inril_robot.cli import bench, bridge, calibrate, config, data, doctor, run, sim2real, train
+from inril_robot.cli import bench, bridge, calibrate, config, data, doctor, perception, run, sim2real, train
 from inril_robot.cli._common import InrilGroup
 
 # rich_markup_mode=None: help text is printed as written, so units such as "[mm]" and "[s]" are not eaten as markup
@@ -34,6 +34,8 @@ app.command()(bridge.serve)
 app.command("eval")(run.eval_cmd)
 app.command("sim-pretrain")(sim2real.sim_pretrain_cmd)
 bench.bench_app.command("sim2sim")(sim2real.bench_sim2sim_cmd)
+bench.bench_app.command("markers")(perception.bench_markers_cmd)
+bench.bench_app.command("detector")(perception.bench_detector_cmd)
 app.add_typer(run.sim_app, name="sim")
 app.add_typer(data.dataset_app, name="dataset")
 app.add_typer(bench.bench_app, name="bench")
@@ -41,6 +43,8 @@ app.add_typer(config.config_app, name="config")
 app.add_typer(bridge.keys_app, name="keys")
 app.add_typer(doctor.robot_app, name="robot")
 app.add_typer(calibrate.calibrate_app, name="calibrate")
+app.add_typer(perception.detector_app, name="detector")
+app.add_typer(perception.markers_app, name="markers")
 
 
 def main() -> None:

@@ -181,6 +181,50 @@ class TaskConfig(StrictModel):
     reset: ResetConfig = ResetConfig()
 
 
+class MarkersConfig(StrictModel):
+    """Issue 19: object poses from fiducial markers (inril_robot.vision.markers) instead of the simulator's truth.
+
+    Enabled: the sim renders the markers on the task's movable objects (faces +x, -x, +y, -y, +z of each box, ids
+    counting up from `first_id` in the task's object order: print the same with `inril-robot markers`), the cameras
+    below detect them, and a state policy observes the estimated poses (a real cell has nothing else). The cameras
+    are not policy inputs; a real camera needs a calibration file with extrinsics."""
+
+    enabled: bool = False
+    dictionary: str = "DICT_APRILTAG_36h11"
+    size: Annotated[float, Field(gt=0.0, le=0.3, description="side of a marker's black square [m]")] = 0.04
+    first_id: Annotated[int, Field(ge=0, le=500)] = 0
+    max_age_s: Annotated[float, Field(gt=0.0, le=10.0, description="a pose older than this is flagged lost [s]")] = 0.5
+    cameras: list[CameraConfig] = Field(
+        default_factory=lambda: [
+            CameraConfig(
+                name="marker_front",
+                width=640,
+                height=480,
+                fovy_deg=42.0,
+                pos=(1.0, 0.25, 0.55),
+                lookat=(0.5, 0.0, 0.03),
+            ),
+            CameraConfig(
+                name="marker_side",
+                width=640,
+                height=480,
+                fovy_deg=42.0,
+                pos=(0.55, -0.65, 0.5),
+                lookat=(0.5, 0.0, 0.03),
+            ),
+        ]
+    )
+
+
+class RewardConfig(StrictModel):
+    """Issue 19: where rewards come from. `sim`: the task's reward on the simulator's state; `detector`: a trained
+    success detector on the policy's camera images (inril_robot.learning.policies.success; the simulator's success
+    is still what evaluation reports); `operator`: only the operator's keys (a real robot)."""
+
+    source: Literal["sim", "detector", "operator"] = "sim"
+    detector: str | None = None  # the detector's file (`detector train`), for source: detector
+
+
 # -------------------------------------------------------------------------------------------- domain randomisation
 class RandomizationConfig(StrictModel):
     """Domain-randomisation ranges, applied by the simulator at each reset. All zero (off) by default."""
@@ -476,6 +520,8 @@ class RunConfig(StrictModel):
     robot: RobotConfig = RobotConfig()
     cameras: list[CameraConfig] = Field(default_factory=list)
     task: TaskConfig = TaskConfig()
+    markers: MarkersConfig = MarkersConfig()
+    reward: RewardConfig = RewardConfig()
     safety: SafetyLimits = SafetyLimits()
     randomization: RandomizationConfig = RandomizationConfig()
     teleop: TeleopConfig = TeleopConfig()

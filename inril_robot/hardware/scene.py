@@ -24,6 +24,18 @@ class Geom:
 
 
 @dataclass(frozen=True)
+class Fiducial:
+    """A printed square marker fixed to an object (issue 19). Its frame (OpenCV's marker convention): origin at the
+    centre, x right and y up as printed, z out of the face; `pos`/`quat` (xyzw) place it in the object's frame."""
+
+    marker_id: int
+    size: float  # side of the black square [m]
+    dictionary: str  # OpenCV aruco dictionary name, e.g. DICT_APRILTAG_36h11
+    pos: tuple[float, float, float]
+    quat: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
 class SceneObject:
     """A body the task places. `movable` bodies have a free joint; others are placed kinematically (mocap)."""
 
@@ -32,6 +44,7 @@ class SceneObject:
     movable: bool = True
     mass: float = 0.1
     friction: float = 1.0
+    markers: tuple[Fiducial, ...] = ()  # rendered on the body in simulation (RunConfig.markers)
 
 
 @dataclass(frozen=True)

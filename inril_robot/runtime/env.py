@@ -22,6 +22,7 @@ from inril_robot.core.safety import apply_envelope
 from inril_robot.core.state import RobotState
 from inril_robot.hardware import Camera, Robot
 from inril_robot.hardware.scene import Objects
+from inril_robot.runtime.marker_state import MarkerStateSource, scene_objects
 from inril_robot.runtime.registry import make_cameras, make_robot
 from inril_robot.tasks import make_task
 from inril_robot.tasks.base import Expert, Task, jitter_objects
@@ -40,9 +41,12 @@ def _spec(key: str, shape: tuple[int, ...]) -> ObsSpec:
     return ObsSpec(shape=shape, dtype="float32", range=QUATERNION_RANGE if key.endswith("_quat") else POSITION_RANGE)
 
 
-def build_contract(cfg: RunConfig, task: Task) -> Contract:
+def build_contract(cfg: RunConfig, task: Task, object_state: bool = True) -> Contract:
+    """The contract of `cfg`'s task. `object_state` False: this robot has no source of the task's object poses (a
+    real arm without markers), so its contract does not declare them, and a state policy is refused at the bridge's
+    handshake naming the keys instead of failing at the first observation."""
     observations = {k: _spec(k, s) for k, s in PROPRIO_KEYS.items()}
-    if cfg.task.observation == "state":
+    if cfg.task.observation == "state" and object_state:
         observations.update({k: _spec(k, s) for k, s in task.state_keys.items()})
     for cam in cfg.cameras:
         observations[image_key(cam.name)] = ObsSpec(shape=(cam.height, cam.width, 3), dtype="uint8")
@@ -65,12 +69,15 @@ class RobotEnv:
         """`execute`: let a real robot move (otherwise it runs in shadow mode and holds). Simulation always moves."""
         self.cfg = cfg
         self.task = make_task(cfg.task)
-        self.robot = robot or make_robot(cfg, self.task.scene_objects(), execute=execute)
+        objects = scene_objects(cfg, self.task.scene_objects())
+        self.robot = robot or make_robot(cfg, objects, execute=execute)
         self.robot.connect()
         self.cameras = cameras if cameras is not None else make_cameras(cfg, self.robot)
         for cam in self.cameras:
             cam.start()
-        self.contract = build_contract(cfg, self.task)
+        # issue 19: object state from fiducial markers (a real cell's source) instead of the simulator's truth
+        self.marker_source = MarkerStateSource(cfg, objects, self.robot) if cfg.markers.enabled else None
+        self.contract = build_contract(cfg, self.task, object_state=self.provides_object_state)
         self.rng = np.random.default_rng(cfg.seed)
         self.steps = 0
         self.last_capture_times: dict[str, float] = {}
@@ -96,6 +103,8 @@ class RobotEnv:
         self.expert = self.task.make_expert(self.rng, self.cfg.safety.max_step, self.cfg.safety.max_rot_step)
         self._latency = deque(self._hold_action() for _ in range(self.cfg.randomization.action_latency_steps))
         self._gripper = GRIPPER_AT_HOME
+        if self.marker_source is not None:
+            self.marker_source.reset()
         state, objects = self._latest = self._read()
         return self._observe(state, objects), {"success": False, "state": state}
 
@@ -159,7 +168,14 @@ class RobotEnv:
     def close(self) -> None:
         for cam in self.cameras:
             cam.stop()
+        if self.marker_source is not None:
+            self.marker_source.close()
         self.robot.close()
+
+    @property
+    def provides_object_state(self) -> bool:
+        """Whether observations can carry the task's object poses (markers, or the simulator's truth)."""
+        return self.marker_source is not None or hasattr(self.robot, "object_poses")
 
     # ---------------------------------------------------------------------------------------------- helpers
     def _hold_action(self) -> np.ndarray:
@@ -172,7 +188,9 @@ class RobotEnv:
 
     def _observe(self, state: RobotState, objects: Objects | None) -> dict[str, np.ndarray]:
         obs = state.proprio()
-        if self.cfg.task.observation == "state" and objects is not None:
+        if self.cfg.task.observation == "state" and self.marker_source is not None:
+            obs.update(self.task.object_observation(self.marker_source.object_poses(state)))
+        elif self.cfg.task.observation == "state" and objects is not None:
             obs.update(self.task.object_observation(objects))
         noise = self.cfg.randomization.obs_noise
         if noise > 0:

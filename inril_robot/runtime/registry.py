@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from inril_robot.config import RunConfig
+from inril_robot.config import CameraConfig, RunConfig
 from inril_robot.core.errors import InrilError
 from inril_robot.hardware import Camera, Robot, Teleop
 from inril_robot.hardware.scene import SceneObject
@@ -59,14 +59,16 @@ def make_robot(cfg: RunConfig, objects: list[SceneObject], execute: bool = False
     """The configured robot. A real robot is wrapped in `ShadowRobot` (it holds) unless `execute` is given."""
     cls = load(ROBOTS, cfg.robot.kind, "robot")
     if cfg.robot.kind == "sim":
-        return cls(cfg.robot, cfg.safety, objects=objects, cameras=cfg.cameras)
+        marker_cameras = cfg.markers.cameras if cfg.markers.enabled else []
+        return cls(cfg.robot, cfg.safety, objects=objects, cameras=[*cfg.cameras, *marker_cameras])
     robot = cls(cfg.robot, cfg.safety)
     return robot if execute else ShadowRobot(robot)
 
 
-def make_cameras(cfg: RunConfig, robot: Robot) -> list[Camera]:
+def make_cameras(cfg: RunConfig, robot: Robot, configs: list[CameraConfig] | None = None) -> list[Camera]:
+    """The cameras of `configs` (default: the policy's, `cfg.cameras`)."""
     cameras = []
-    for cam in cfg.cameras:
+    for cam in cfg.cameras if configs is None else configs:
         cls = load(CAMERAS, cam.kind, "camera")
         if cam.kind == "sim":
             world = getattr(robot, "sim", None)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 
 import mujoco
+import numpy as np
 
 from inril_robot.config import CameraConfig
+from inril_robot.core.geometry import OPENCV_TO_MUJOCO
 from inril_robot.drivers.sim.world import SimWorld
 from inril_robot.hardware import Camera, CameraIntrinsics, Frame, StaleFrameError
 
@@ -46,6 +48,25 @@ class SimCamera(Camera):
         m = self.world.model  # the rendered fovy: cfg.fovy_deg, or the calibration file's (issue 10)
         fy = 0.5 * self.cfg.height / math.tan(math.radians(float(m.cam_fovy[m.camera(self.name).id])) / 2)
         return CameraIntrinsics(self.cfg.width, self.cfg.height, fy, fy, self.cfg.width / 2, self.cfg.height / 2)
+
+    def calibration_truth(self) -> tuple[CameraIntrinsics, np.ndarray, str]:
+        """What a perfect calibration of this camera gives: OpenCV intrinsics (pixel centres at integers: the
+        principal point is ((w-1)/2, (h-1)/2)), the camera's OpenCV optical frame in its parent (4x4), and the
+        parent ("base" for a static camera, "tcp" for one on the hand)."""
+        w = self.world
+        m, d = w.model, w.data
+        k = self.intrinsics
+        cam = m.camera(self.name).id
+        world_from_cam = np.eye(4)
+        world_from_cam[:3, :3] = d.cam_xmat[cam].reshape(3, 3) @ OPENCV_TO_MUJOCO
+        world_from_cam[:3, 3] = d.cam_xpos[cam]
+        k = CameraIntrinsics(k.width, k.height, k.fx, k.fy, (k.width - 1) / 2, (k.height - 1) / 2)
+        if m.cam_bodyid[cam] == 0:
+            return k, world_from_cam, "base"
+        pos, rot = w.tcp_pose()
+        world_from_tcp = np.eye(4)
+        world_from_tcp[:3, :3], world_from_tcp[:3, 3] = rot, pos
+        return k, np.linalg.inv(world_from_tcp) @ world_from_cam, "tcp"
 
     def stop(self) -> None:
         if self._renderer is not None:

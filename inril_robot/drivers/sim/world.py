@@ -17,8 +17,8 @@ import numpy as np
 
 from inril_robot.config import CalibrationBoardConfig, CameraConfig, RobotConfig
 from inril_robot.core.errors import InrilError
-from inril_robot.core.geometry import matrix_to_quat, rotation_error
-from inril_robot.hardware.scene import TABLE_TOP_Z, ObjectPose, Objects, SceneObject
+from inril_robot.core.geometry import matrix_to_quat, quat_to_matrix, rotation_error
+from inril_robot.hardware.scene import TABLE_TOP_Z, Fiducial, ObjectPose, Objects, SceneObject
 
 ARM_JOINTS = tuple(f"fr3_joint{i}" for i in range(1, 8))
 HAND_BODIES = ("hand", "left_finger", "right_finger")
@@ -91,40 +91,31 @@ def default_board_pose(board: CalibrationBoardConfig) -> tuple[np.ndarray, np.nd
     return centre - rot @ np.array([w / 2, h / 2, 0.0]), rot
 
 
-def add_calibration_board(spec: mujoco.MjSpec, board: CalibrationBoardConfig) -> None:
-    """A visual-only (massless, non-colliding) ChArUco board and a site at its board frame (the ground truth)."""
-    from inril_robot.vision.board import BoardSpec, board_image
-
-    bspec = BoardSpec(board.squares_x, board.squares_y, board.square_length, board.marker_length, board.dictionary)
-    img = board_image(bspec, BOARD_PX_PER_SQUARE)
+def add_printed_plate(
+    spec: mujoco.MjSpec,
+    parent: mujoco.MjsBody,
+    name: str,
+    image: np.ndarray,
+    half: tuple[float, float],
+    thickness: float,
+    pos: np.ndarray,
+    rot: np.ndarray,
+) -> None:
+    """A visual-only (massless, non-colliding) thin box showing the greyscale `image` on its +z face, with image
+    row 0 at +y and column 0 at -x; the box's frame is (`pos`, `rot`) in `parent`'s frame."""
     tex = spec.add_texture(
-        name=BOARD_SITE, type=mujoco.mjtTexture.mjTEXTURE_2D, width=img.shape[1], height=img.shape[0], nchannel=3
+        name=name, type=mujoco.mjtTexture.mjTEXTURE_2D, width=image.shape[1], height=image.shape[0], nchannel=3
     )
-    tex.data = np.repeat(img[:, :, None], 3, axis=2).tobytes()
-    mat = spec.add_material(name=BOARD_SITE, texuniform=False, texrepeat=[1, 1], specular=0.0, shininess=0.0)
-    mat.textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = BOARD_SITE
-    if board.pos is not None and board.quat is not None:
-        from inril_robot.core.geometry import quat_to_matrix
-
-        pos, rot = np.asarray(board.pos, float), quat_to_matrix(np.asarray(board.quat, float))
-    else:
-        pos, rot = default_board_pose(board)
-    if board.mount == "hand":
-        parent, pos = spec.body("hand"), pos + np.array([0.0, 0.0, TCP_OFFSET])  # TCP frame -> hand body frame
-    else:
-        parent = spec.worldbody
-    half = [board.squares_x * board.square_length / 2, board.squares_y * board.square_length / 2]
-    # The box's +z face shows the texture with image row 0 at +y: flip y and z to get the board frame
-    # (x right, y down the printed rows, z into the board). The face sits in the board frame's z = 0 plane.
-    flip = np.diag([1.0, -1.0, -1.0])
-    geom_pos = pos + rot @ np.array([half[0], half[1], BOARD_THICKNESS / 2])
+    tex.data = np.repeat(image[:, :, None], 3, axis=2).tobytes()
+    mat = spec.add_material(name=name, texuniform=False, texrepeat=[1, 1], specular=0.0, shininess=0.0)
+    mat.textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = name
     geom = parent.add_geom(
-        name=BOARD_SITE,
+        name=name,
         type=mujoco.mjtGeom.mjGEOM_BOX,
-        size=[*half, BOARD_THICKNESS / 2],
-        pos=list(geom_pos),
-        quat=list(quat_xyzw_to_wxyz(matrix_to_quat(rot @ flip))),
-        material=BOARD_SITE,
+        size=[*half, thickness / 2],
+        pos=list(pos),
+        quat=list(quat_xyzw_to_wxyz(matrix_to_quat(rot))),
+        material=name,
         rgba=[1, 1, 1, 1],
         contype=0,
         conaffinity=0,
@@ -132,6 +123,28 @@ def add_calibration_board(spec: mujoco.MjSpec, board: CalibrationBoardConfig) ->
         mass=0.0,
     )
     geom.density = 0.0
+
+
+def add_calibration_board(spec: mujoco.MjSpec, board: CalibrationBoardConfig) -> None:
+    """A visual-only (massless, non-colliding) ChArUco board and a site at its board frame (the ground truth)."""
+    from inril_robot.vision.board import BoardSpec, board_image
+
+    bspec = BoardSpec(board.squares_x, board.squares_y, board.square_length, board.marker_length, board.dictionary)
+    if board.pos is not None and board.quat is not None:
+        pos, rot = np.asarray(board.pos, float), quat_to_matrix(np.asarray(board.quat, float))
+    else:
+        pos, rot = default_board_pose(board)
+    if board.mount == "hand":
+        parent, pos = spec.body("hand"), pos + np.array([0.0, 0.0, TCP_OFFSET])  # TCP frame -> hand body frame
+    else:
+        parent = spec.worldbody
+    half = (board.squares_x * board.square_length / 2, board.squares_y * board.square_length / 2)
+    # The box's +z face shows the texture with image row 0 at +y: flip y and z to get the board frame
+    # (x right, y down the printed rows, z into the board). The face sits in the board frame's z = 0 plane.
+    flip = np.diag([1.0, -1.0, -1.0])
+    geom_pos = pos + rot @ np.array([half[0], half[1], BOARD_THICKNESS / 2])
+    img = board_image(bspec, BOARD_PX_PER_SQUARE)
+    add_printed_plate(spec, parent, BOARD_SITE, img, half, BOARD_THICKNESS, geom_pos, rot @ flip)
     parent.add_site(
         name=BOARD_SITE,
         pos=list(pos),
@@ -139,6 +152,21 @@ def add_calibration_board(spec: mujoco.MjSpec, board: CalibrationBoardConfig) ->
         size=[0.005] * 3,
         rgba=[0, 0, 0, 0],
     )
+
+
+MARKER_THICKNESS = 0.0005  # printed label on the face: visual only, just proud of the surface
+
+
+def add_marker(spec: mujoco.MjSpec, body: mujoco.MjsBody, fiducial: Fiducial) -> None:
+    """The fiducial (quiet zone included) printed on `body` in its frame: the plate's +z face shows the texture
+    with row 0 at +y, the marker frame's convention (x right, y up as printed, z out of the face)."""
+    from inril_robot.vision.markers import marker_image, printed_side
+
+    rot = quat_to_matrix(np.asarray(fiducial.quat, float))
+    half = printed_side(fiducial) / 2
+    pos = np.asarray(fiducial.pos) + rot @ [0.0, 0.0, MARKER_THICKNESS / 2]
+    image = marker_image(fiducial.dictionary, fiducial.marker_id)
+    add_printed_plate(spec, body, f"marker_{fiducial.marker_id}", image, (half, half), MARKER_THICKNESS, pos, rot)
 
 
 class SimWorld:
@@ -282,6 +310,8 @@ class SimWorld:
                     geom.contype = geom.conaffinity = 0
                     geom.mass = 0.0
                     geom.group = 1
+            for fiducial in obj.markers:  # issue 19: printed markers, for pose estimation from the cameras
+                add_marker(spec, body, fiducial)
 
         for cam in cameras:
             parent = spec.body("hand") if cam.mount == "wrist" else world

@@ -18,6 +18,7 @@ import os
 import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,9 +45,11 @@ class HistoryEnv:
     """One `RobotEnv` with the policy's observation history."""
 
     def __init__(self, cfg: RunConfig, obs_keys: list[str], n_obs_steps: int) -> None:
+        from inril_robot.learning.policies.success import reward_env
         from inril_robot.runtime.env import RobotEnv
 
-        self.env = RobotEnv(cfg)
+        detector = Path(cfg.reward.detector) if cfg.reward.detector else None
+        self.env = reward_env(RobotEnv(cfg), cfg.reward.source, detector)
         self.history = ObsHistory(obs_keys, n_obs_steps)
 
     def _push(self, obs: dict[str, np.ndarray]) -> History:

@@ -1,0 +1,175 @@
+"""The success detector (issue 19): labels from episodes and the operator, training with a threshold chosen for
+precision, measured precision/recall on held-out episodes, save/load, and the rewards it gives (operator override,
+an env whose reward and termination come from it).
+
+Training data here is a tiny synthetic episode store (real `DatasetWriter` files): a bright square rises through a
+32x32 frame; successful episodes end with it at the top, failed ones stop halfway."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inril_robot.core.contract import Contract, ObsSpec
+from inril_robot.data.store import Dataset, DatasetWriter
+from inril_robot.learning.policies.success import (
+    DetectorError,
+    DetectorRewardEnv,
+    DetectorTraining,
+    RewardJudge,
+    SuccessDetector,
+    add_operator_labels,
+    choose_threshold,
+    frame_labels,
+    load_frames,
+    train_detector,
+)
+
+SIZE = 32
+
+
+def frame(height: float) -> np.ndarray:
+    """A square whose top is `height` (0 bottom .. 1 top) of the way up the image."""
+    img = np.full((SIZE, SIZE, 3), 30, np.uint8)
+    top = round((1 - height) * (SIZE - 8))
+    img[top : top + 8, 12:20] = (220, 40, 40)
+    return img
+
+
+def synthetic_store(root: Path, episodes: int = 24, seed: int = 0) -> Dataset:
+    contract = Contract(
+        observations={"front_rgb": ObsSpec(shape=(SIZE, SIZE, 3), dtype="uint8")}, cameras={"front": (SIZE, SIZE)}
+    )
+    rng = np.random.default_rng(seed)
+    with DatasetWriter(root, contract, task="lift") as writer:
+        for i in range(episodes):
+            success = i % 2 == 0
+            length = int(rng.integers(14, 20))
+            peak = 1.0 if success else rng.uniform(0.2, 0.5)
+            ep = writer.begin_episode(seed=i)
+            for t in range(length):
+                ep.add_step(
+                    {"front_rgb": frame(peak * t / (length - 1))}, np.zeros(7), np.zeros(7), 0.0, False, "scripted"
+                )
+            ep.commit(success=success)
+    return Dataset(root)
+
+
+def test_frame_labels_positive_end_ambiguous_band_negative_rest() -> None:
+    assert frame_labels(8, True, positives=2, ambiguous=3).tolist() == [0, 0, 0, -1, -1, -1, 1, 1]
+    assert frame_labels(4, False).tolist() == [0, 0, 0, 0]
+
+
+def test_threshold_is_the_lowest_reaching_the_target_precision() -> None:
+    probs = np.array([0.1, 0.4, 0.6, 0.7, 0.8, 0.9])
+    labels = np.array([0, 0, 1, 0, 1, 1])
+    assert choose_threshold(probs, labels, 0.7) == pytest.approx(0.6)  # from 0.6: 3 of 4 right; from 0.4: 3 of 5
+    assert choose_threshold(probs, labels, 0.95) == pytest.approx(0.8)  # only above the last negative
+    assert choose_threshold(np.array([0.9, 0.95]), np.array([0, 0]), 0.9) > 0.95  # never fires on a negative
+
+
+@pytest.mark.timeout(120)
+def test_operator_labels_override_and_are_refused_for_unknown_episodes(tmp_path: Path) -> None:
+    store = synthetic_store(tmp_path / "d", episodes=4)
+    add_operator_labels(store, 1, [3, 4], success=True)  # a failed episode with two success frames
+    add_operator_labels(store, 0, [0], success=True)
+    frames = load_frames(store, positives=2, ambiguous=4)
+    ep1 = frames.labels[frames.episode == 1]
+    assert ep1[3] == 1 and ep1[4] == 1 and ep1.sum() == 2
+    assert frames.labels[frames.episode == 0][0] == 1
+    with pytest.raises(DetectorError, match="no episode 9"):
+        add_operator_labels(store, 9, [0], success=True)
+
+
+@pytest.mark.timeout(300)
+def test_detector_learns_success_and_reports_held_out_precision_recall(tmp_path: Path) -> None:
+    store = synthetic_store(tmp_path / "d")
+    opts = DetectorTraining(steps=80, batch_size=32, target_precision=0.9)
+    detector = train_detector(store, opts=opts)
+    m = detector.metrics
+    assert m["episodes"] == {"train": 14, "validation": 5, "test": 5}
+    assert m["test"]["precision"] >= 0.9 and m["test"]["recall"] >= 0.5, m
+    outcomes = m["test_episodes"]
+    assert outcomes["failed_episodes_with_false_success"] == 0 and outcomes["success_episodes_detected"] >= 1, m
+    # save/load round trip gives the same verdicts
+    path = detector.save(tmp_path / "detector.pt", opts.encoder)
+    loaded = SuccessDetector.load(path)
+    assert loaded.threshold == detector.threshold and loaded.metrics == m
+    top, bottom = {"front_rgb": frame(1.0)}, {"front_rgb": frame(0.0)}
+    assert loaded.probability(top) == pytest.approx(detector.probability(top), abs=1e-6)
+    assert loaded.is_success(top) and not loaded.is_success(bottom) and loaded(top) >= loaded.threshold
+    from inril_robot.config import load_config
+    from inril_robot.learning.policies.success import detector_for_config
+
+    factory = detector_for_config(load_config(robot="sim", task="lift", overrides=[f"reward.detector={path}"]))
+    assert factory(top) == pytest.approx(loaded(top), abs=1e-6) and factory.threshold == loaded.threshold
+    with pytest.raises(DetectorError, match=r"set reward\.detector"):
+        detector_for_config(load_config(robot="sim", task="lift"))
+    with pytest.raises(DetectorError, match="front_rgb"):
+        loaded.probability({"wrist_rgb": frame(1.0)})
+    with pytest.raises(DetectorError, match="not a success detector"):
+        torch_file = tmp_path / "other.pt"
+        import torch
+
+        torch.save({"format": "something else"}, torch_file)
+        SuccessDetector.load(torch_file)
+
+    # rewards: the detector decides, the operator's keys override it
+    judge = RewardJudge.from_detector(loaded)
+    assert judge(top)[:2] == (1.0, True) and judge(bottom)[:2] == (0.0, False)
+    assert judge(top, operator="failure") == (0.0, False, "operator")
+    assert judge(bottom, operator="success") == (1.0, True, "operator")
+    assert RewardJudge("sim")(bottom, sim_success=True) == (1.0, True, "sim")
+
+    class Scene:  # a stand-in env: the square rises one step at a time; the simulator never says success
+        cfg = type("C", (), {"task": type("T", (), {"max_steps": 30})()})()
+
+        def __init__(self) -> None:
+            self.steps = 0
+
+        def reset(self, seed: int | None = None) -> tuple[dict, dict]:
+            self.steps = 0
+            return {"front_rgb": frame(0.0)}, {}
+
+        def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
+            self.steps += 1
+            return {"front_rgb": frame(min(1.0, self.steps / 10))}, 0.0, False, False, {"success": False}
+
+        def close(self) -> None:
+            pass
+
+    env = DetectorRewardEnv(Scene(), judge)
+    env.reset(seed=0)
+    for _ in range(30):
+        _, reward, terminated, truncated, info = env.step(np.zeros(7))
+        if terminated or truncated:
+            break
+    assert terminated and reward == 1.0 and info["detected"] and not info["success"] and 6 <= env.steps <= 10
+
+
+@pytest.mark.timeout(300)
+def test_cli_label_and_train_report_json(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from inril_robot.cli import app
+
+    store = synthetic_store(tmp_path / "d", episodes=12)
+    run = CliRunner()
+    labelled = run.invoke(
+        app, ["detector", "label", "--dataset", str(store.root), "--episode", "1", "--steps", "2,5-6", "--json"]
+    )
+    assert labelled.exit_code == 0, labelled.output
+    assert json.loads(labelled.stdout)["steps"] == [2, 5, 6]
+    bad = run.invoke(app, ["detector", "label", "--dataset", str(store.root), "--episode", "1", "--steps", "x"])
+    assert bad.exit_code == 2 and "--steps" in bad.output
+    out = tmp_path / "det.pt"
+    trained = run.invoke(
+        app, ["detector", "train", "--dataset", str(store.root), "--out", str(out), "--steps", "20", "--json"]
+    )
+    assert trained.exit_code == 0, trained.output
+    payload = json.loads(trained.stdout)
+    assert out.is_file() and {"precision", "recall"} <= set(payload["test"]) and 0 <= payload["threshold"] <= 1
