@@ -450,8 +450,60 @@ class GuardConfig(StrictModel):
     seed: int = 0  # of the generator both policies sample with
 
 
+class OffPolicyConfig(StrictModel):
+    """The off-policy base (`algo: sac | idql`, docs/inril.md "Off-policy"): replay, critic ensemble, update ratio.
+
+    A transition is one executed chunk (reward summed over its steps, discount `gamma` per chunk). Episode ends: a
+    success or a safety stop is terminal (no bootstrap); the time limit is a truncation and IS bootstrapped: Q(s, a)
+    does not depend on how many steps are left in this episode, the state after the limit still has its value."""
+
+    gamma: Annotated[float, Field(ge=0.0, le=1.0, description="discount per transition (executed chunk)")] = 0.99
+    batch_size: Annotated[int, Field(ge=2, le=65536, description="transitions per critic/actor update")] = 256
+    utd: Annotated[float, Field(gt=0.0, le=100.0, description="critic updates per env transition (UTD)")] = 1.0
+    actor_every: Annotated[int, Field(ge=1, le=100, description="critic updates per actor optimiser step")] = 2
+    # RLPD's symmetric sampling: this fraction of every RL batch comes from the demonstrations (their recorded
+    # rewards); 0 keeps demonstrations on the IL side only (IN-RIL: demos need no reward labels)
+    demo_fraction: Annotated[float, Field(ge=0.0, lt=1.0, description="demo share of each RL batch")] = 0.5
+    learning_starts: Annotated[int, Field(ge=0, description="online transitions before the first update")] = 500
+    critic_warmup_updates: Annotated[int, Field(ge=0, description="critic-only updates before the actor's")] = 1000
+    episodes_per_iteration: Annotated[int, Field(ge=1, le=1000, description="episodes between update rounds")] = 2
+    eval_every_env_steps: Annotated[int, Field(ge=0, description="env steps between evaluations; 0: end")] = 2000
+    capacity: Annotated[int, Field(ge=1000, le=10_000_000, description="online replay capacity")] = 200_000
+    critic_hidden: tuple[int, ...] = (128, 128)  # 256 wide: ~3x the CPU per update (measured), same on lift
+    critic_ensemble: Annotated[int, Field(ge=1, le=64, description="Q networks (RLPD: 10; 4 fits 2 CPU cores)")] = 4
+    critic_subsample: Annotated[int, Field(ge=1, le=64, description="random members for the target min (2)")] = 2
+    critic_lr: Annotated[float, Field(gt=0.0, le=1.0)] = 3e-4
+    # 1e-4 moved the BC lift policy from 50% to 0% in ~1,000 actor steps (Adam steps every weight by ~lr)
+    actor_lr: Annotated[float, Field(gt=0.0, le=1.0)] = 3e-5
+    tau: Annotated[float, Field(gt=0.0, le=1.0, description="Polyak rate of the target critic")] = 0.005
+    max_grad_norm: Annotated[float, Field(gt=0.0)] = 1.0
+    # SAC: the entropy temperature is tuned so the policy's entropy stays at target_entropy (per action dimension of
+    # the executed chunk; None: that of a Gaussian at finetune.exploration_log_std, ~ -2.1 per dimension at -3.5: a
+    # BC policy explores at that std, the SAC default -1 per dimension is noise lift's success cannot survive)
+    init_temperature: Annotated[float, Field(gt=0.0, le=10.0)] = 1e-2
+    temperature_lr: Annotated[float, Field(gt=0.0, le=1.0)] = 3e-4
+    target_entropy: Annotated[float | None, Field(ge=-20.0, le=5.0, description="per dimension")] = None
+    backup_entropy: bool = False  # SERL's default: the target carries no entropy term (sparse 0/1 rewards)
+    # IDQL: N candidates from the diffusion actor, chosen by the critics (explore: by the expectile weights; eval:
+    # the highest Q); the value net is fitted by expectile regression on the replay's actions
+    idql_candidates: Annotated[int, Field(ge=1, le=256)] = 16
+    idql_expectile: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.7
+
+    @model_validator(mode="after")
+    def _subset_fits(self) -> OffPolicyConfig:
+        if self.critic_subsample > self.critic_ensemble:
+            raise ValueError(
+                f"finetune.offpolicy.critic_subsample={self.critic_subsample} must be <= "
+                f"critic_ensemble={self.critic_ensemble}"
+            )
+        return self
+
+
+OFF_POLICY_ALGOS = ("sac", "idql")
+
+
 class FinetuneConfig(StrictModel):
-    algo: Literal["ppo", "dppo", "residual-ppo"] = "ppo"
+    algo: Literal["ppo", "dppo", "residual-ppo", "sac", "idql"] = "ppo"
     env_steps: Annotated[int, Field(ge=1, le=100_000_000, description="budget of executed control steps")] = 60_000
     # lift: 24 episodes ~ 1,500 transitions ~ 10 successes -> 12 minibatches of 128 x 5 epochs = 60 actor steps
     episodes_per_iteration: Annotated[int, Field(ge=1, le=10_000, description="episodes per RL batch")] = 24
@@ -477,6 +529,7 @@ class FinetuneConfig(StrictModel):
     residual: ResidualRLConfig = ResidualRLConfig()
     inril: InrilConfig = InrilConfig()
     guard: GuardConfig = GuardConfig()
+    offpolicy: OffPolicyConfig = OffPolicyConfig()
 
     @model_validator(mode="after")
     def _std_bounds_ordered(self) -> FinetuneConfig:

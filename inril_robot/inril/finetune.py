@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from inril_robot.config import FinetuneConfig, RunConfig, to_yaml
+from inril_robot.config import OFF_POLICY_ALGOS, FinetuneConfig, RunConfig, to_yaml
 from inril_robot.contract import Contract
 from inril_robot.data.store import Dataset
 from inril_robot.errors import InrilError
@@ -272,7 +272,13 @@ def finetune(
     max_iterations: int | None = None,
 ) -> FinetuneResult:
     """Fine-tune `checkpoint` in simulation until `cfg.finetune.env_steps` control steps (or `max_iterations` more
-    iterations, e.g. to test resuming) have run."""
+    iterations, e.g. to test resuming) have run. Off-policy algorithms (sac, idql) run `inril.offpolicy`."""
+    if cfg.finetune.algo in OFF_POLICY_ALGOS:
+        from inril_robot.inril.offpolicy import finetune_offpolicy
+
+        return finetune_offpolicy(
+            cfg, checkpoint, demos, out, resume=resume, on_progress=on_progress, max_iterations=max_iterations
+        )
     out = Path(out)
     started = time.perf_counter()
     f = cfg.finetune
