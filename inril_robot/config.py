@@ -469,7 +469,7 @@ class OffPolicyConfig(StrictModel):
     episodes_per_iteration: Annotated[int, Field(ge=1, le=1000, description="episodes between update rounds")] = 2
     eval_every_env_steps: Annotated[int, Field(ge=0, description="env steps between evaluations; 0: end")] = 2000
     capacity: Annotated[int, Field(ge=1000, le=10_000_000, description="online replay capacity")] = 200_000
-    critic_hidden: tuple[int, ...] = (128, 128)  # 256 wide: ~3x the CPU per update (measured), same on lift
+    critic_hidden: tuple[int, ...] = (128, 128)  # 256 wide: ~3x the CPU per update (measured)
     critic_ensemble: Annotated[int, Field(ge=1, le=64, description="Q networks (RLPD: 10; 4 fits 2 CPU cores)")] = 4
     critic_subsample: Annotated[int, Field(ge=1, le=64, description="random members for the target min (2)")] = 2
     critic_lr: Annotated[float, Field(gt=0.0, le=1.0)] = 3e-4

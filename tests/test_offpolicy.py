@@ -31,7 +31,7 @@ FAST = [
     "finetune.offpolicy.learning_starts=20",
     "finetune.offpolicy.critic_warmup_updates=10",
     "finetune.offpolicy.critic_hidden=[32,32]",
-    "finetune.offpolicy.eval_every_env_steps=150",
+    "finetune.offpolicy.eval_every_env_steps=100",
     "finetune.offpolicy.idql_candidates=4",
     "task.max_steps=20",
 ]
@@ -188,9 +188,9 @@ def test_offpolicy_finetune_runs_on_reach(
     algo: str, extra: tuple[str, ...], pretrained: tuple[Path, Path, Dataset], tmp_path: Path
 ) -> None:
     gaussian, diffusion, demos = pretrained
-    cfg = _cfg(algo, *extra, "finetune.env_steps=300")
+    cfg = _cfg(algo, *extra, "finetune.env_steps=160")
     result = finetune(cfg, gaussian if algo == "sac" else diffusion, demos, tmp_path / algo)
-    assert result.env_steps >= 300 and result.final is not None and result.pretrained is not None
+    assert result.env_steps >= 160 and result.final is not None and result.pretrained is not None
     for name in ("last.pt", "last.train.pt", "best.pt", "metrics.csv", "curves.png", "run.yaml"):
         assert (tmp_path / algo / name).is_file(), name
     with open(tmp_path / algo / "metrics.csv") as f:
@@ -203,7 +203,7 @@ def test_offpolicy_finetune_runs_on_reach(
 @pytest.mark.timeout(300)
 def test_sac_resume_continues_exactly(pretrained: tuple[Path, Path, Dataset], tmp_path: Path) -> None:
     gaussian, _, demos = pretrained
-    cfg = _cfg("sac", "finetune.inril.il_every=2", "finetune.env_steps=200")
+    cfg = _cfg("sac", "finetune.inril.il_every=2", "finetune.env_steps=120")
     whole = finetune(cfg, gaussian, demos, tmp_path / "whole")
     first = finetune(cfg, gaussian, demos, tmp_path / "split", max_iterations=2)
     assert first.iterations == 2

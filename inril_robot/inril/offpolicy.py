@@ -151,9 +151,21 @@ def deterministic_act(algo: Any) -> Callable[[Obs, torch.Generator], torch.Tenso
     return lambda obs, g: algo.act(obs, explore=False, generator=g)
 
 
-def evaluate_run(cfg: RunConfig, out: Path, episodes: int, seed: int = HELDOUT_SEED_BASE) -> dict[str, Any]:
-    """Held-out evaluation of a finished off-policy run as it was evaluated in the run: SAC's `last.pt`; IDQL's
-    diffusion policy with the critics of `last.train.pt` (cached in out/heldout.json by the caller)."""
+def evaluate_run(
+    cfg: RunConfig, out: Path, episodes: int, seed: int = HELDOUT_SEED_BASE, cache: Path | None = None
+) -> dict[str, Any]:
+    """Held-out evaluation of a finished off-policy run as it was evaluated in the run: SAC's `last.pt` (exactly what
+    `eval` runs); IDQL's diffusion policy choosing among candidates with the critics of `last.train.pt`. Read back
+    from `cache` (JSON) when it holds this evaluation of these files."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256((out / "last.pt").read_bytes() + (out / "last.train.pt").read_bytes()).hexdigest()
+    key = {"sha256": digest, "episodes": episodes, "seed": seed, "algo": cfg.finetune.algo}
+    if cache is not None and cache.is_file():
+        stored = json.loads(cache.read_text())
+        if stored.get("key") == key:
+            return stored["result"]
     f = cfg.finetune
     if f.num_threads > 0:
         torch.set_num_threads(f.num_threads)
@@ -162,7 +174,10 @@ def evaluate_run(cfg: RunConfig, out: Path, episodes: int, seed: int = HELDOUT_S
     algo = make_algo(policy, f, value_range(cfg)).to(device)
     algo.load_state_dict(ckpt.safe_torch_load(out / "last.train.pt")["learner"]["algo"])
     with VecEnv(cfg, f.num_envs, list(policy.obs_shapes), policy.cfg.n_obs_steps, subprocess=f.subprocess_envs) as vec:
-        return evaluate_with(vec, policy, deterministic_act(algo), episodes, device, seed)
+        result = evaluate_with(vec, policy, deterministic_act(algo), episodes, device, seed)
+    if cache is not None:
+        atomic_write_text(cache, json.dumps({"key": key, "result": result}))
+    return result
 
 
 # ------------------------------------------------------------------------------------------------ the run

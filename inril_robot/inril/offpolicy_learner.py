@@ -14,7 +14,8 @@ with IL steps by the same `InterleaveSchedule` and separated by the same gradien
 
 One "RL update" is one actor optimiser step, so m counts exactly what the paper's m counts (tested). The reference for
 PCGrad / orthogonal is the other objective's gradient fresh at the current weights (the IL loss on a fresh demo batch
-for an RL step, the RL loss on the last RL batch for an IL step).
+for an RL step, the RL loss on a fresh replay batch for an IL step: no state carried between updates, so a resumed run
+continues exactly).
 """
 
 from __future__ import annotations
@@ -276,7 +277,6 @@ class OffPolicyLearner:
         self.critic_updates = 0
         self.generator = torch.Generator().manual_seed(seed)  # batches, target subsets, actor noise
         self.demo_rng = np.random.default_rng(seed)  # IL demonstration batches
-        self._last_rl_batch: Batch | None = None
 
     @property
     def actor_steps(self) -> int:
@@ -296,14 +296,13 @@ class OffPolicyLearner:
 
         self.algo.policy.eval()
         for _ in range(n_updates):
-            batch = sample_mixed(self.online, self.demo_replay, o.batch_size, o.demo_fraction, self.generator)
+            batch = self._rl_batch()
             log(self.algo.critic_step(batch, self.generator))
             self.critic_updates += 1
             if self.critic_updates <= o.critic_warmup_updates or self.critic_updates % o.actor_every:
                 continue
             if self.schedule.next_update() == "rl":
                 loss, extra = self.algo.rl_loss(batch, self.generator)
-                self._last_rl_batch = batch
                 log(extra)
                 log(self._step("rl", loss))
                 log(self.algo.after_rl(extra))
@@ -346,13 +345,12 @@ class OffPolicyLearner:
         return stats
 
     def _reference(self, other: Objective) -> list[Tensor | None] | None:
-        if other == "il":
-            loss = self._il_loss()
-        elif self._last_rl_batch is not None:
-            loss = self.algo.rl_loss(self._last_rl_batch, self.generator)[0]
-        else:
-            return None
+        loss = self._il_loss() if other == "il" else self.algo.rl_loss(self._rl_batch(), self.generator)[0]
         return list(torch.autograd.grad(loss, self.params, allow_unused=True))
+
+    def _rl_batch(self) -> Batch:
+        o = self.cfg.offpolicy
+        return sample_mixed(self.online, self.demo_replay, o.batch_size, o.demo_fraction, self.generator)
 
     # ------------------------------------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
