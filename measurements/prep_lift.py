@@ -2,8 +2,8 @@
 import sys
 from pathlib import Path
 
-import drivers.sim  # noqa: F401
-from inril_robot.quickstart import prepare_pretrained, quickstart_config
+import inril_robot.drivers.sim  # noqa: F401
+from inril_robot.cli.quickstart import prepare_pretrained, quickstart_config
 
 out = Path(sys.argv[1])
 cfg = quickstart_config("lift", 0.5, 2000, [])

@@ -12,14 +12,14 @@ import torch
 
 from inril_robot.config import load_config
 from inril_robot.data import Dataset
-from inril_robot.inril.finetune import finetune
-from inril_robot.inril.offpolicy import demo_replay, trace_transitions
-from inril_robot.inril.offpolicy_learner import OffPolicyLearner, make_algo
-from inril_robot.policies import checkpoint as ckpt
-from inril_robot.pretrain import DemoWindows, pretrain
-from inril_robot.rl import sac
-from inril_robot.rl.replay import ReplayBuffer, episode_transitions, sample_mixed
-from inril_robot.rl.rollouts import EpisodeTrace
+from inril_robot.learning.inril.finetune import finetune
+from inril_robot.learning.inril.offpolicy import demo_replay, trace_transitions
+from inril_robot.learning.inril.offpolicy_learner import OffPolicyLearner, make_algo
+from inril_robot.learning.policies import checkpoint as ckpt
+from inril_robot.learning.pretrain import DemoWindows, pretrain
+from inril_robot.learning.rl import sac
+from inril_robot.learning.rl.replay import ReplayBuffer, episode_transitions, sample_mixed
+from inril_robot.learning.rl.rollouts import EpisodeTrace
 from tests.test_pretrain import reach_cfg, record_demos
 
 FAST = [

@@ -301,7 +301,7 @@ def kind_of(arm: str) -> str:
 def prepare_diffusion(task: str, demos: Dataset, folder: Path, overrides: list[str], steps: int = 2000) -> Path:
     """A diffusion BC checkpoint on the bench's demonstrations (preset bc_diffusion, `steps` gradient steps); an
     existing one is reused."""
-    from inril_robot.pretrain import pretrain
+    from inril_robot.learning.pretrain import pretrain
 
     if (folder / "last.pt").is_file():
         return folder / "last.pt"

@@ -274,7 +274,7 @@ def finetune(
     """Fine-tune `checkpoint` in simulation until `cfg.finetune.env_steps` control steps (or `max_iterations` more
     iterations, e.g. to test resuming) have run. Off-policy algorithms (sac, idql) run `inril.offpolicy`."""
     if cfg.finetune.algo in OFF_POLICY_ALGOS:
-        from inril_robot.inril.offpolicy import finetune_offpolicy
+        from inril_robot.learning.inril.offpolicy import finetune_offpolicy
 
         return finetune_offpolicy(
             cfg, checkpoint, demos, out, resume=resume, on_progress=on_progress, max_iterations=max_iterations

@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 from inril_robot.config import RunConfig, to_yaml
+from inril_robot.core.seeds import EVAL_SEED_BASE, HELDOUT_SEED_BASE, train_seed
 from inril_robot.data.store import Dataset
-from inril_robot.inril.finetune import (
+from inril_robot.learning.inril.finetune import (
     FinetuneError,
     FinetuneResult,
     ProgressFn,
@@ -36,16 +37,15 @@ from inril_robot.inril.finetune import (
     summarize,
     value_range,
 )
-from inril_robot.inril.offpolicy_learner import OffPolicyLearner, make_algo
-from inril_robot.policies import checkpoint as ckpt
-from inril_robot.policies.base import Obs, Policy
-from inril_robot.pretrain import DemoWindows, check_dataset_fits, pick_device, run_contract
-from inril_robot.rl.replay import ReplayBuffer, episode_transitions
-from inril_robot.rl.rollouts import EpisodeTrace, run_episodes
-from inril_robot.rl.vec_env import VecEnv
-from inril_robot.run_folder import append_metrics, atomic_write_text, check_run_folder, read_metrics, write_metrics
-from inril_robot.seeds import EVAL_SEED_BASE, HELDOUT_SEED_BASE, train_seed
-from inril_robot.tb import TBWriter
+from inril_robot.learning.inril.offpolicy_learner import OffPolicyLearner, make_algo
+from inril_robot.learning.policies import checkpoint as ckpt
+from inril_robot.learning.policies.base import Obs, Policy
+from inril_robot.learning.pretrain import DemoWindows, check_dataset_fits, pick_device, run_contract
+from inril_robot.learning.rl.replay import ReplayBuffer, episode_transitions
+from inril_robot.learning.rl.rollouts import EpisodeTrace, run_episodes
+from inril_robot.learning.rl.vec_env import VecEnv
+from inril_robot.learning.runs import append_metrics, atomic_write_text, check_run_folder, read_metrics, write_metrics
+from inril_robot.reporting.tb import TBWriter
 
 TRAIN_STATE_VERSION = 1
 CONTROL_HZ_MINUTES = 10 * 60  # env steps per supervised robot minute at 10 Hz

@@ -31,14 +31,14 @@ import torch
 from torch import Tensor, nn
 
 from inril_robot.config import FinetuneConfig
-from inril_robot.inril.learner import DemoSource, make_schedule
-from inril_robot.inril.separation import separate
-from inril_robot.policies.base import Obs, Policy
-from inril_robot.policies.diffusion import DiffusionPolicy
-from inril_robot.policies.encoders import ObsEncoder
-from inril_robot.policies.gaussian import GaussianPolicy
-from inril_robot.rl import idql, sac
-from inril_robot.rl.replay import Batch, ReplayBuffer, sample_mixed
+from inril_robot.learning.inril.learner import DemoSource, make_schedule
+from inril_robot.learning.inril.separation import separate
+from inril_robot.learning.policies.base import Obs, Policy
+from inril_robot.learning.policies.diffusion import DiffusionPolicy
+from inril_robot.learning.policies.encoders import ObsEncoder
+from inril_robot.learning.policies.gaussian import GaussianPolicy
+from inril_robot.learning.rl import idql, sac
+from inril_robot.learning.rl.replay import Batch, ReplayBuffer, sample_mixed
 
 Objective = Literal["rl", "il"]
 

@@ -21,11 +21,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from inril_robot.policies.base import Obs
-from inril_robot.policies.diffusion import DiffusionPolicy
-from inril_robot.policies.encoders import ObsEncoder, mlp
-from inril_robot.rl.replay import Batch
-from inril_robot.rl.sac import QEnsemble, executed, td_target
+from inril_robot.learning.policies.base import Obs
+from inril_robot.learning.policies.diffusion import DiffusionPolicy
+from inril_robot.learning.policies.encoders import ObsEncoder, mlp
+from inril_robot.learning.rl.replay import Batch
+from inril_robot.learning.rl.sac import QEnsemble, executed, td_target
 
 
 class ValueNet(nn.Module):

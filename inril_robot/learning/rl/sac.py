@@ -37,10 +37,10 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Normal
 
-from inril_robot.policies.base import Obs, Policy
-from inril_robot.policies.encoders import ObsEncoder
-from inril_robot.policies.gaussian import GaussianPolicy
-from inril_robot.rl.replay import Batch
+from inril_robot.learning.policies.base import Obs, Policy
+from inril_robot.learning.policies.encoders import ObsEncoder
+from inril_robot.learning.policies.gaussian import GaussianPolicy
+from inril_robot.learning.rl.replay import Batch
 
 SQUASH_LIMIT = 0.999  # |clamp(m)| bound: atanh(0.999) = 3.8, the deterministic action differs from BC's by <= 0.001
 
