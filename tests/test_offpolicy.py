@@ -123,7 +123,7 @@ def test_rlpd_batches_are_half_demonstrations() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ actor and schedule
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)  # builds the module's checkpoints first
 def test_sac_actor_starts_at_the_bc_action(pretrained: tuple[Path, Path, Dataset]) -> None:
     gaussian, _, demos = pretrained
     cfg = load_config(robot="sim", task="reach", overrides=[*FAST, "finetune.algo=sac"]).finetune
@@ -139,7 +139,7 @@ def test_sac_actor_starts_at_the_bc_action(pretrained: tuple[Path, Path, Dataset
     assert float(policy.log_std.max()) == cfg.exploration_log_std
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("algo", ["sac", "idql"])
 def test_il_schedule_counts_actor_steps_exactly(algo: str, pretrained: tuple[Path, Path, Dataset]) -> None:
     gaussian, diffusion, demos = pretrained

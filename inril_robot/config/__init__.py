@@ -412,10 +412,10 @@ class OffPolicyConfig(StrictModel):
     critic_ensemble: Annotated[int, Field(ge=1, le=64, description="Q networks (RLPD: 10; 4 fits 2 CPU cores)")] = 4
     critic_subsample: Annotated[int, Field(ge=1, le=64, description="random members for the target min (2)")] = 2
     critic_lr: Annotated[float, Field(gt=0.0, le=1.0)] = 3e-4
-    # Adam moves every weight by ~lr per step, and lift's success flips under sub-mm action changes: 1e-4 and 3e-5
-    # (actor every 2nd update) took the BC lift policy's training success from ~50% to 0% within a few hundred actor
-    # steps; 5e-6 over ~2,500 actor steps is about the total drift PPO's KL-adapted steps allow (docs/inril.md)
-    actor_lr: Annotated[float, Field(gt=0.0, le=1.0)] = 5e-6
+    # Adam moves every weight by ~lr per step, and lift's success flips under sub-mm action changes: 1e-4, 3e-5 and
+    # 5e-6 took the BC lift policy's training success from ~50% to 0% within a few hundred actor steps (at 5e-6, 100
+    # actor steps moved lift's mean action by 0.5 mm, max 3 mm; 400 steps: 1.9 mm, max 14 mm; measured, docs/inril.md)
+    actor_lr: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-6
     tau: Annotated[float, Field(gt=0.0, le=1.0, description="Polyak rate of the target critic")] = 0.005
     max_grad_norm: Annotated[float, Field(gt=0.0)] = 1.0
     # SAC: the entropy temperature is tuned so the policy's entropy stays at target_entropy (per action dimension of
