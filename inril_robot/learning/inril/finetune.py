@@ -260,6 +260,93 @@ def to_buffer(
     return buffer
 
 
+# ------------------------------------------------------------------------------------------------ the run folder
+def read_train_state(out: Path) -> dict[str, Any]:
+    """`last.train.pt`, checked to be from the same point as `last.pt` (what `--resume` continues from)."""
+    last_path, train_path = out / "last.pt", out / "last.train.pt"
+    state = ckpt.safe_torch_load(train_path) if train_path.is_file() else None
+    stored_step = ckpt.read_checkpoint(last_path)["step"]
+    if state is None or state.get("env_steps") != stored_step:
+        raise FinetuneError(
+            f"cannot resume {out}: last.train.pt is missing or not from the same point as "
+            f"last.pt ({stored_step} env steps); start a new --out"
+        )
+    return state
+
+
+@dataclass
+class RunLog:
+    """A run folder's `run.yaml`, `metrics.csv` (cut back to `iteration` on resume), TensorBoard events and the
+    evaluation history, shared by the on- and off-policy loops."""
+
+    out: Path
+    fields: tuple[str, ...]
+    rows: list[dict[str, Any]]
+    tb: TBWriter
+    evals: list[dict[str, Any]]
+
+    @classmethod
+    def open(cls, out: Path, run_cfg: RunConfig, iteration: int, fields: tuple[str, ...]) -> RunLog:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "run.yaml", to_yaml(run_cfg))
+        rows = read_metrics(out / "metrics.csv", up_to_step=iteration)
+        write_metrics(out / "metrics.csv", rows, fields)
+        evals = [
+            {"iteration": int(r["step"]), "env_steps": int(r["env_steps"] or 0), "success_rate": r["eval_success"]}
+            for r in rows
+            if r["eval_success"] is not None
+        ]
+        return cls(out, fields, rows, TBWriter(out), evals)
+
+    def append(self, row: dict[str, Any]) -> None:
+        """One metrics row (and its numbers to TensorBoard at its env steps)."""
+        self.rows.append(row)
+        append_metrics(self.out / "metrics.csv", row, self.fields)
+        self.tb.add_scalars(
+            {
+                f"finetune/{k}": float(v)
+                for k, v in row.items()
+                if k not in ("step", "env_steps") and isinstance(v, int | float)
+            },
+            row["env_steps"],
+        )
+
+    def flush(self, title: str) -> None:
+        self.tb.flush()
+        plot_finetune_curves(self.rows, self.out / "curves.png", title)
+
+
+def save_finetuned(
+    path: Path,
+    policy: Policy,
+    cfg: RunConfig,
+    contract: Contract,
+    loaded: ckpt.LoadedCheckpoint,
+    source: Path,
+    env_steps: int,
+    iteration: int,
+    evaluation: dict[str, Any] | None,
+) -> None:
+    """A deployable checkpoint of the fine-tuned policy, saying where it came from and how it was trained."""
+    f = cfg.finetune
+    ckpt.save_checkpoint(
+        path,
+        policy,
+        contract=contract,
+        run_cfg=cfg,
+        step=env_steps,
+        extra={
+            "finetuned_from": str(source),
+            "calibration": loaded.extra.get("calibration", ""),
+            "algo": f.algo,
+            "il_every": str(f.inril.il_every),
+            "separation": f.inril.separation,
+            "iteration": iteration,
+            "eval_success": evaluation["success"]["rate"] if evaluation else -1.0,
+        },
+    )
+
+
 # ------------------------------------------------------------------------------------------------ the run
 def finetune(
     cfg: RunConfig,
@@ -301,13 +388,7 @@ def finetune(
     pretrained: dict[str, Any] | None = None
     last_eval: dict[str, Any] | None = None
     if resume and last_path.is_file():
-        state = ckpt.safe_torch_load(train_path) if train_path.is_file() else None
-        stored_step = ckpt.read_checkpoint(last_path)["step"]
-        if state is None or state.get("env_steps") != stored_step:
-            raise FinetuneError(
-                f"cannot resume {out}: last.train.pt is missing or not from the same point as "
-                f"last.pt ({stored_step} env steps); start a new --out"
-            )
+        state = read_train_state(out)
         learner.load_state_dict(state["learner"])
         sampler.set_state(state["sampler"])
         iteration, env_steps, episodes_done = int(state["iteration"]), int(state["env_steps"]), int(state["episodes"])
@@ -315,38 +396,11 @@ def finetune(
         pretrained = state["pretrained"] or None
         last_eval = state.get("last_eval") or None
     start_iteration = iteration
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "run.yaml", to_yaml(run_cfg))
-    metrics_path = out / "metrics.csv"
-    rows = read_metrics(metrics_path, up_to_step=iteration)
-    write_metrics(metrics_path, rows, METRIC_FIELDS)
-    tb = TBWriter(out)
-    evals: list[dict[str, Any]] = [
-        r
-        for r in (
-            {"iteration": int(r["step"]), "env_steps": int(r["env_steps"] or 0), "success_rate": r["eval_success"]}
-            for r in rows
-        )
-        if r["success_rate"] is not None
-    ]
+    log = RunLog.open(out, run_cfg, iteration, METRIC_FIELDS)
+    rows, evals = log.rows, log.evals
 
     def save(path: Path, evaluation: dict[str, Any] | None) -> None:
-        ckpt.save_checkpoint(
-            path,
-            actor.policy,
-            contract=contract,
-            run_cfg=run_cfg,
-            step=env_steps,
-            extra={
-                "finetuned_from": str(checkpoint),
-                "calibration": loaded.extra.get("calibration", ""),
-                "algo": f.algo,
-                "il_every": str(f.inril.il_every),
-                "separation": f.inril.separation,
-                "iteration": iteration,
-                "eval_success": evaluation["success"]["rate"] if evaluation else -1.0,
-            },
-        )
+        save_finetuned(path, actor.policy, run_cfg, contract, loaded, checkpoint, env_steps, iteration, evaluation)
 
     def save_train_state() -> None:
         ckpt.atomic_torch_save(
@@ -409,8 +463,7 @@ def finetune(
                     "wall_s": round(time.perf_counter() - started, 3),
                     **_eval_columns(last_eval),
                 }
-                rows.append(row)
-                append_metrics(metrics_path, row, METRIC_FIELDS)
+                log.append(row)
                 if on_progress:
                     on_progress({"event": "eval", **row})
             ran = 0
@@ -441,16 +494,7 @@ def finetune(
                 if (f.eval_every > 0 and iteration % f.eval_every == 0) or done:
                     last_eval = run_eval()
                     row.update(_eval_columns(last_eval))
-                rows.append(row)
-                append_metrics(metrics_path, row, METRIC_FIELDS)
-                tb.add_scalars(
-                    {
-                        f"finetune/{k}": float(v)
-                        for k, v in row.items()
-                        if k not in ("step", "env_steps") and isinstance(v, int | float)
-                    },
-                    env_steps,
-                )
+                log.append(row)
                 if (
                     iteration % f.checkpoint_every == 0
                     or done
@@ -458,12 +502,11 @@ def finetune(
                 ):
                     save(last_path, last_eval if row.get("eval_success") is not None else None)
                     save_train_state()
-                    tb.flush()
-                    plot_finetune_curves(rows, out / "curves.png", _title(cfg))
+                    log.flush(_title(cfg))
                 if on_progress:
                     on_progress({"event": "iteration", **row, "guard": stats.get("guard")})
     finally:
-        tb.close()
+        log.tb.close()
     plot_finetune_curves(rows, out / "curves.png", _title(cfg))
     return FinetuneResult(
         out=str(out),
@@ -480,7 +523,7 @@ def finetune(
         best=best,
         last_checkpoint=str(last_path),
         best_checkpoint=str(best_path) if best_path.is_file() else None,
-        files={"metrics": str(metrics_path), "curves": str(out / "curves.png"), "train_state": str(train_path)},
+        files={"metrics": str(out / "metrics.csv"), "curves": str(out / "curves.png"), "train_state": str(train_path)},
     )
 
 

@@ -24,16 +24,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from inril_robot.config import RunConfig, to_yaml
+from inril_robot.config import RunConfig
 from inril_robot.core.seeds import EVAL_SEED_BASE, HELDOUT_SEED_BASE, train_seed
 from inril_robot.data.store import Dataset
 from inril_robot.learning.inril.finetune import (
     FinetuneError,
     FinetuneResult,
     ProgressFn,
+    RunLog,
     _eval_columns,
     _title,
     plot_finetune_curves,
+    read_train_state,
+    save_finetuned,
     summarize,
     value_range,
 )
@@ -44,8 +47,7 @@ from inril_robot.learning.pretrain import DemoWindows, check_dataset_fits, pick_
 from inril_robot.learning.rl.replay import ReplayBuffer, episode_transitions
 from inril_robot.learning.rl.rollouts import EpisodeTrace, run_episodes
 from inril_robot.learning.rl.vec_env import VecEnv
-from inril_robot.learning.runs import append_metrics, atomic_write_text, check_run_folder, read_metrics, write_metrics
-from inril_robot.reporting.tb import TBWriter
+from inril_robot.learning.runs import atomic_write_text, check_run_folder
 
 TRAIN_STATE_VERSION = 1
 CONTROL_HZ_MINUTES = 10 * 60  # env steps per supervised robot minute at 10 Hz
@@ -231,49 +233,19 @@ def finetune_offpolicy(
     pretrained: dict[str, Any] | None = None
     last_eval: dict[str, Any] | None = None
     if resume and last_path.is_file():
-        state = ckpt.safe_torch_load(train_path) if train_path.is_file() else None
-        stored_step = ckpt.read_checkpoint(last_path)["step"]
-        if state is None or state.get("env_steps") != stored_step:
-            raise FinetuneError(
-                f"cannot resume {out}: last.train.pt is missing or not from the same point as "
-                f"last.pt ({stored_step} env steps); start a new --out"
-            )
+        state = read_train_state(out)
         learner.load_state_dict(state["learner"])
         sampler.set_state(state["sampler"])
         iteration, env_steps, episodes_done = int(state["iteration"]), int(state["env_steps"]), int(state["episodes"])
         next_eval = int(state["next_eval"])
         best, pretrained, last_eval = state["best"] or None, state["pretrained"] or None, state["last_eval"] or None
     start_iteration = iteration
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "run.yaml", to_yaml(run_cfg))
-    metrics_path = out / "metrics.csv"
-    rows = read_metrics(metrics_path, up_to_step=iteration)
-    write_metrics(metrics_path, rows, METRIC_FIELDS)
-    tb = TBWriter(out)
-    evals = [
-        {"iteration": int(r["step"]), "env_steps": int(r["env_steps"] or 0), "success_rate": r["eval_success"]}
-        for r in rows
-        if r["eval_success"] is not None
-    ]
+    log = RunLog.open(out, run_cfg, iteration, METRIC_FIELDS)
+    evals = log.evals
     evaluate_policy = deterministic_act(algo)
 
     def save(path: Path, evaluation: dict[str, Any] | None) -> None:
-        ckpt.save_checkpoint(
-            path,
-            policy,
-            contract=contract,
-            run_cfg=run_cfg,
-            step=env_steps,
-            extra={
-                "finetuned_from": str(checkpoint),
-                "calibration": loaded.extra.get("calibration", ""),
-                "algo": f.algo,
-                "il_every": str(f.inril.il_every),
-                "separation": f.inril.separation,
-                "iteration": iteration,
-                "eval_success": evaluation["success"]["rate"] if evaluation else -1.0,
-            },
-        )
+        save_finetuned(path, policy, run_cfg, contract, loaded, checkpoint, env_steps, iteration, evaluation)
 
     def save_train_state() -> None:
         ckpt.atomic_torch_save(
@@ -309,7 +281,7 @@ def finetune_offpolicy(
 
     def collect() -> list[EpisodeTrace]:
         nonlocal episodes_done
-        seeds = [train_seed(cfg, episodes_done + i) for i in range(o.episodes_per_iteration)]
+        seeds = [train_seed(cfg.seed, episodes_done + i) for i in range(o.episodes_per_iteration)]
         episodes_done += len(seeds)
 
         def choose(obs: Obs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -338,8 +310,7 @@ def finetune_offpolicy(
                     "wall_s": round(time.perf_counter() - started, 3),
                     **_eval_columns(last_eval),
                 }
-                rows.append(row)
-                append_metrics(metrics_path, row, METRIC_FIELDS)
+                log.append(row)
                 if on_progress:
                     on_progress({"event": "eval", **row})
             ran = 0
@@ -384,16 +355,7 @@ def finetune_offpolicy(
                         next_eval += o.eval_every_env_steps
                     last_eval = run_eval()
                     row.update(_eval_columns(last_eval))
-                rows.append(row)
-                append_metrics(metrics_path, row, METRIC_FIELDS)
-                tb.add_scalars(
-                    {
-                        f"finetune/{k}": float(v)
-                        for k, v in row.items()
-                        if k not in ("step", "env_steps") and isinstance(v, int | float)
-                    },
-                    env_steps,
-                )
+                log.append(row)
                 if (
                     row.get("eval_success") is not None
                     or done
@@ -401,13 +363,12 @@ def finetune_offpolicy(
                 ):
                     save(last_path, last_eval if row.get("eval_success") is not None else None)
                     save_train_state()
-                    tb.flush()
-                    plot_finetune_curves(rows, out / "curves.png", _title(cfg))
+                    log.flush(_title(cfg))
                 if on_progress:
                     on_progress({"event": "iteration", **row})
     finally:
-        tb.close()
-    plot_finetune_curves(rows, out / "curves.png", _title(cfg))
+        log.tb.close()
+    plot_finetune_curves(log.rows, out / "curves.png", _title(cfg))
     return FinetuneResult(
         out=str(out),
         algo=f.algo,
@@ -423,5 +384,5 @@ def finetune_offpolicy(
         best=best,
         last_checkpoint=str(last_path),
         best_checkpoint=str(best_path) if best_path.is_file() else None,
-        files={"metrics": str(metrics_path), "curves": str(out / "curves.png"), "train_state": str(train_path)},
+        files={"metrics": str(out / "metrics.csv"), "curves": str(out / "curves.png"), "train_state": str(train_path)},
     )

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from inril_robot.config import FinetuneConfig
+from inril_robot.config import FinetuneConfig, OffPolicyConfig
 from inril_robot.learning.inril.learner import DemoSource, make_schedule
 from inril_robot.learning.inril.separation import separate
 from inril_robot.learning.policies.base import Obs, Policy
@@ -44,6 +44,18 @@ Objective = Literal["rl", "il"]
 
 
 # ------------------------------------------------------------------------------------------------ the algorithms
+def q_ensemble(policy: Policy, o: OffPolicyConfig) -> tuple[sac.QEnsemble, sac.QEnsemble]:
+    """The Q ensemble over the policy's observations and executed actions, and its frozen target copy."""
+    c = policy.cfg
+    critic = sac.QEnsemble(
+        ObsEncoder(policy.normalizer, policy.obs_shapes, c),
+        c.act_steps * policy.action_dim,
+        o.critic_hidden,
+        o.critic_ensemble,
+    )
+    return critic, copy.deepcopy(critic).requires_grad_(False)
+
+
 class SACAlgo:
     """RLPD's SAC: tanh-Gaussian actor around the BC Gaussian, LayerNorm Q ensemble, auto-tuned temperature."""
 
@@ -53,13 +65,7 @@ class SACAlgo:
         self.actor = sac.TanhGaussianActor(policy, (cfg.min_log_std, cfg.max_log_std))
         self.policy: Policy = policy
         c = policy.cfg
-        self.critic = sac.QEnsemble(
-            ObsEncoder(policy.normalizer, policy.obs_shapes, c),
-            c.act_steps * policy.action_dim,
-            o.critic_hidden,
-            o.critic_ensemble,
-        )
-        self.target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.critic, self.target = q_ensemble(policy, o)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=o.critic_lr)
         self.log_alpha = torch.tensor(math.log(o.init_temperature), requires_grad=True)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=o.temperature_lr)
@@ -143,13 +149,7 @@ class IDQLAlgo:
         self.policy: Policy = policy
         self.diffusion = policy
         c = policy.cfg
-        self.critic = sac.QEnsemble(
-            ObsEncoder(policy.normalizer, policy.obs_shapes, c),
-            c.act_steps * policy.action_dim,
-            o.critic_hidden,
-            o.critic_ensemble,
-        )
-        self.target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.critic, self.target = q_ensemble(policy, o)
         self.value = idql.ValueNet(ObsEncoder(policy.normalizer, policy.obs_shapes, c), o.critic_hidden)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=o.critic_lr)
         self.value_opt = torch.optim.Adam(self.value.parameters(), lr=o.critic_lr)
