@@ -212,3 +212,15 @@ def test_sac_resume_continues_exactly(pretrained: tuple[Path, Path, Dataset], tm
     a = ckpt.load_checkpoint(whole.last_checkpoint).policy.state_dict()
     b = ckpt.load_checkpoint(resumed.last_checkpoint).policy.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.timeout(30)
+def test_bench_off_policy_arms_configure() -> None:
+    from inril_robot.bench.sample_efficiency import DIFFUSION_ARMS, OFF_POLICY_ARMS, arm_config, kind_of
+
+    for arm in OFF_POLICY_ARMS:
+        f = arm_config("lift", arm, 3, 10_000, []).finetune
+        assert f.algo in ("sac", "idql") and f.env_steps == 10_000
+        assert kind_of(arm) == ("diffusion" if arm in DIFFUSION_ARMS else "gaussian")
+    assert arm_config("lift", "rlpd", 0, 10, []).finetune.offpolicy.demo_fraction == 0.5
+    assert arm_config("lift", "sac in-ril m=5", 0, 10, []).finetune.offpolicy.demo_fraction == 0.0
