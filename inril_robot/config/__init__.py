@@ -425,6 +425,11 @@ class OffPolicyConfig(StrictModel):
     temperature_lr: Annotated[float, Field(gt=0.0, le=1.0)] = 3e-4
     target_entropy: Annotated[float | None, Field(ge=-20.0, le=5.0, description="per dimension")] = None
     backup_entropy: bool = False  # SERL's default: the target carries no entropy term (sparse 0/1 rewards)
+    # A time-limit end is bootstrapped (Q does not see the steps left). False treats it as terminal, as the PPO path
+    # does by default: time is not observed and evaluation uses the same limit, and without it a failed episode that
+    # times out is never grounded at 0 (review D1); on lift the bootstrapped critic's mean Q rose from 0.06 to 0.4
+    # while training success fell to 0 (docs/inril.md)
+    time_limit_bootstrap: bool = True
     # IDQL: N candidates from the diffusion actor, chosen by the critics (explore: by the expectile weights; eval:
     # the highest Q); the value net is fitted by expectile regression on the replay's actions
     idql_candidates: Annotated[int, Field(ge=1, le=256)] = 16

@@ -94,6 +94,7 @@ class SACAlgo:
             o.backup_entropy,
             self.value_range,
             generator,
+            o.time_limit_bootstrap,
         )
         _descend(self.critic_opt, loss, self.critic.parameters(), o.max_grad_norm)
         sac.polyak(self.target, self.critic, o.tau)
@@ -163,7 +164,9 @@ class IDQLAlgo:
         o = self.cfg
         v_loss = idql.value_loss(self.value, self.target, self.diffusion, batch, o.idql_expectile)
         _descend(self.value_opt, v_loss, self.value.parameters(), o.max_grad_norm)
-        loss = idql.q_loss(self.critic, self.value, self.diffusion, batch, o.gamma, self.value_range)
+        loss = idql.q_loss(
+            self.critic, self.value, self.diffusion, batch, o.gamma, self.value_range, o.time_limit_bootstrap
+        )
         _descend(self.critic_opt, loss, self.critic.parameters(), o.max_grad_norm)
         sac.polyak(self.target, self.critic, o.tau)
         return {"critic_loss": loss.item(), "value_loss": v_loss.item()}

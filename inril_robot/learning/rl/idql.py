@@ -59,9 +59,10 @@ def q_loss(
     batch: Batch,
     gamma: float,
     value_range: tuple[float, float] | None,
+    bootstrap_time_limit: bool = True,
 ) -> Tensor:
     with torch.no_grad():
-        y = td_target(batch.reward, batch.terminal, value(batch.next_obs), gamma, value_range)  # (B,)
+        y = td_target(batch.reward, batch.ends(bootstrap_time_limit), value(batch.next_obs), gamma, value_range)
     q = critic(batch.obs, executed(policy, batch.action))  # (E, B)
     return 0.5 * ((q - y) ** 2).mean()
 

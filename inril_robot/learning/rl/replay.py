@@ -41,6 +41,10 @@ class Batch:
     next_obs: Obs  # key -> (B, To, ...)
     is_demo: Tensor  # (B,) float 0/1
 
+    def ends(self, bootstrap_time_limit: bool = True) -> Tensor:
+        """(B,) 1 where the TD target must not bootstrap: terminal ends, and time-limit ends unless bootstrapped."""
+        return self.terminal if bootstrap_time_limit else torch.maximum(self.terminal, self.truncated)
+
 
 class ReplayBuffer:
     """A ring of `capacity` transitions; shapes are fixed by the first `add` (or by `obs_shapes` / `action_shape`)."""

@@ -156,6 +156,7 @@ def critic_loss(
     backup_entropy: bool,
     value_range: tuple[float, float] | None,
     generator: torch.Generator | None = None,
+    bootstrap_time_limit: bool = True,
 ) -> tuple[Tensor, dict[str, float]]:
     """Mean over members of 0.5 (Q_e(s, a) - y)^2 (scalar, with graph) and its statistics."""
     with torch.no_grad():
@@ -163,7 +164,7 @@ def critic_loss(
         next_q = subset_min(target(batch.next_obs, executed(actor.policy, next_a)), subsample, generator)  # (B,)
         if backup_entropy:
             next_q = next_q - alpha * next_logp  # (B,)
-        y = td_target(batch.reward, batch.terminal, next_q, gamma, value_range)  # (B,)
+        y = td_target(batch.reward, batch.ends(bootstrap_time_limit), next_q, gamma, value_range)  # (B,)
     q = critic(batch.obs, executed(actor.policy, batch.action))  # (E, B)
     loss = 0.5 * ((q - y) ** 2).mean()
     return loss, {"critic_loss": loss.item(), "q_mean": q.mean().item(), "target_mean": y.mean().item()}
