@@ -430,7 +430,7 @@ def markdown_table(
 ) -> str:
     lines = [
         f"Budget {budget:,} env steps per run (= {budget / STEPS_PER_ROBOT_MINUTE:.1f} supervised robot minutes at "
-        "10 Hz); in-run evaluation on {eval_episodes} episodes; final held-out "
+        f"10 Hz); in-run evaluation on {eval_episodes} episodes; final held-out "
         f"evaluation of last.pt on {heldout_episodes} never-used seeds. Means over paired seeds with Student-t "
         "95% intervals. Paired differences (points of success, AUC) against the arm in 'vs', with the seeds "
         f"won. Collapse: final held-out more than {COLLAPSE_DROP:.0%} below the pre-trained held-out.",
