@@ -229,3 +229,11 @@ def test_bench_off_policy_arms_configure() -> None:
         assert kind_of(arm) == ("diffusion" if arm in DIFFUSION_ARMS else "gaussian")
     assert arm_config("lift", "rlpd", 0, 10, []).finetune.offpolicy.demo_fraction == 0.5
     assert arm_config("lift", "sac in-ril m=5", 0, 10, []).finetune.offpolicy.demo_fraction == 0.0
+
+
+@pytest.mark.timeout(30)
+def test_bench_table_states_robot_minutes() -> None:
+    from inril_robot.bench.sample_efficiency import markdown_table
+
+    text = markdown_table([], [], 10_000, 50, 100)
+    assert "16.7 supervised robot minutes at 10 Hz" in text and "on 50 episodes" in text and "{" not in text
