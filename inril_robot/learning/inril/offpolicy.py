@@ -27,7 +27,7 @@ import torch
 from inril_robot.config import RunConfig
 from inril_robot.core.seeds import EVAL_SEED_BASE, HELDOUT_SEED_BASE, train_seed
 from inril_robot.data.store import Dataset
-from inril_robot.learning.inril.finetune import (
+from inril_robot.learning.inril.common import (
     FinetuneError,
     FinetuneResult,
     ProgressFn,
