@@ -1,4 +1,5 @@
 """Prepare the quickstart's lift demos + BC checkpoint (the same defaults as `inril-robot quickstart`)."""
+
 import sys
 from pathlib import Path
 
