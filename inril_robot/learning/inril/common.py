@@ -96,6 +96,8 @@ class RunLog:
     rows: list[dict[str, Any]]
     tb: TBWriter
     evals: list[dict[str, Any]]
+    best: dict[str, Any] | None = None  # the best evaluation so far (ties: the later one)
+    pretrained: dict[str, Any] | None = None  # the first evaluation: the pre-trained policy
 
     @classmethod
     def open(cls, out: Path, run_cfg: RunConfig, iteration: int, fields: tuple[str, ...]) -> RunLog:
@@ -122,6 +124,25 @@ class RunLog:
             },
             row["env_steps"],
         )
+
+    def record_eval(self, result: dict[str, Any]) -> bool:
+        """An evaluation (`summarize`'s dict with iteration and env_steps) into the history; True when it is the best
+        so far, i.e. `best.pt` should be written."""
+        rate = result["success"]["rate"]
+        self.evals.append({"iteration": result["iteration"], "env_steps": result["env_steps"], "success_rate": rate})
+        if self.pretrained is None:
+            self.pretrained = result
+        if self.best is None or rate >= self.best["success"]["rate"]:
+            self.best = result
+            return True
+        return False
+
+    def resume_from(self, state: dict[str, Any]) -> None:
+        self.best, self.pretrained = state["best"] or None, state["pretrained"] or None
+
+    def train_state(self, **fields: Any) -> dict[str, Any]:
+        """`last.train.pt`'s content: the caller's counters and learner state, plus the evaluation history."""
+        return {**fields, "best": self.best or {}, "pretrained": self.pretrained or {}}
 
     def flush(self, title: str) -> None:
         self.tb.flush()

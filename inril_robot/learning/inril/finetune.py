@@ -253,19 +253,17 @@ def finetune(
 
     last_path, train_path, best_path = out / "last.pt", out / "last.train.pt", out / "best.pt"
     iteration, env_steps, episodes_done = 0, 0, 0
-    best: dict[str, Any] | None = None
-    pretrained: dict[str, Any] | None = None
     last_eval: dict[str, Any] | None = None
     if resume and last_path.is_file():
         state = read_train_state(out)
         learner.load_state_dict(state["learner"])
         sampler.set_state(state["sampler"])
         iteration, env_steps, episodes_done = int(state["iteration"]), int(state["env_steps"]), int(state["episodes"])
-        best = state["best"] or None
-        pretrained = state["pretrained"] or None
         last_eval = state.get("last_eval") or None
     start_iteration = iteration
     log = RunLog.open(out, run_cfg, iteration, METRIC_FIELDS)
+    if resume and last_path.is_file():
+        log.resume_from(state)
     rows, evals = log.rows, log.evals
 
     def save(path: Path, evaluation: dict[str, Any] | None) -> None:
@@ -273,32 +271,25 @@ def finetune(
 
     def save_train_state() -> None:
         ckpt.atomic_torch_save(
-            {
-                "format_version": TRAIN_STATE_VERSION,
-                "iteration": iteration,
-                "env_steps": env_steps,
-                "episodes": episodes_done,
-                "learner": learner.state_dict(),
-                "sampler": sampler.get_state(),
-                "best": best or {},
-                "pretrained": pretrained or {},
-                "last_eval": last_eval or {},
-            },
+            log.train_state(
+                format_version=TRAIN_STATE_VERSION,
+                iteration=iteration,
+                env_steps=env_steps,
+                episodes=episodes_done,
+                learner=learner.state_dict(),
+                sampler=sampler.get_state(),
+                last_eval=last_eval or {},
+            ),
             train_path,
         )
 
     def run_eval() -> dict[str, Any]:
-        nonlocal best, pretrained
         result = {
             **evaluate(vec, actor.policy, f.eval_episodes, device),
             "iteration": iteration,
             "env_steps": env_steps,
         }
-        evals.append({"iteration": iteration, "env_steps": env_steps, "success_rate": result["success"]["rate"]})
-        if pretrained is None:
-            pretrained = result
-        if best is None or result["success"]["rate"] >= best["success"]["rate"]:
-            best = result
+        if log.record_eval(result):
             save(best_path, result)
         return result
 
@@ -324,7 +315,7 @@ def finetune(
     obs_keys, n_obs = list(actor.policy.obs_shapes), actor.policy.cfg.n_obs_steps
     try:
         with VecEnv(cfg, f.num_envs, obs_keys, n_obs, subprocess=f.subprocess_envs) as vec:
-            if iteration == 0 and pretrained is None:
+            if iteration == 0 and log.pretrained is None:
                 last_eval = run_eval()
                 row = {
                     "step": 0,
@@ -387,9 +378,9 @@ def finetune(
         env_steps=env_steps,
         wall_s=time.perf_counter() - started,
         evals=evals,
-        pretrained=pretrained,
+        pretrained=log.pretrained,
         final=last_eval,
-        best=best,
+        best=log.best,
         last_checkpoint=str(last_path),
         best_checkpoint=str(best_path) if best_path.is_file() else None,
         files={"metrics": str(out / "metrics.csv"), "curves": str(out / "curves.png"), "train_state": str(train_path)},
