@@ -36,6 +36,7 @@ from inril_robot.config import RunConfig, load_config
 from inril_robot.core.atomic import atomic_open
 from inril_robot.data.store import Dataset
 from inril_robot.learning.inril.finetune import evaluate_checkpoint, finetune
+from inril_robot.learning.inril.offpolicy import evaluate_run
 from inril_robot.learning.runs import read_metrics
 from inril_robot.reporting.rates import mean_ci
 
@@ -72,8 +73,43 @@ ARMS: dict[str, list[str]] = {
         "finetune.inril.separation=residual",
     ],
 }
+# off-policy arms (docs/inril.md "Off-policy"): RLPD = SAC with demos in every batch (50/50, recorded rewards); SAC +
+# IN-RIL keeps demos on the IL side only (no reward labels); IDQL trains on its own replay (the paper's base)
+ARMS.update(
+    {
+        "rlpd": ["finetune.algo=sac", "finetune.inril.il_every=0", "finetune.offpolicy.demo_fraction=0.5"],
+        "sac in-ril m=5": [
+            "finetune.algo=sac",
+            "finetune.inril.il_every=5",
+            "finetune.inril.separation=pcgrad",
+            "finetune.offpolicy.demo_fraction=0.0",
+        ],
+        "rlpd in-ril m=5": [
+            "finetune.algo=sac",
+            "finetune.inril.il_every=5",
+            "finetune.inril.separation=pcgrad",
+            "finetune.offpolicy.demo_fraction=0.5",
+        ],
+        "idql": ["finetune.algo=idql", "finetune.inril.il_every=0", "finetune.offpolicy.demo_fraction=0.0"],
+        "idql in-ril m=5": [
+            "finetune.algo=idql",
+            "finetune.inril.il_every=5",
+            "finetune.inril.separation=pcgrad",
+            "finetune.offpolicy.demo_fraction=0.0",
+        ],
+    }
+)
+OFF_POLICY_ARMS = ("rlpd", "sac in-ril m=5", "rlpd in-ril m=5", "idql", "idql in-ril m=5")
+DIFFUSION_ARMS = ("idql", "idql in-ril m=5")
 # the baseline each arm's paired differences are taken against
-BASELINE = {"in-ril m=5 pcgrad aggressive": "rl-only aggressive", "residual in-ril m=5": "residual rl-only"}
+BASELINE = {
+    "in-ril m=5 pcgrad aggressive": "rl-only aggressive",
+    "residual in-ril m=5": "residual rl-only",
+    "sac in-ril m=5": "rlpd",
+    "rlpd in-ril m=5": "rlpd",
+    "idql in-ril m=5": "idql",
+}
+STEPS_PER_ROBOT_MINUTE = 600  # 10 Hz control: env steps a person supervises per minute
 
 
 @dataclass(frozen=True)
@@ -248,10 +284,34 @@ def run_arm(
         finetune(cfg, checkpoint, demos, out, resume=(out / "run.yaml").exists(), on_progress=on_progress)
     rows = read_metrics(metrics)
     curve = [(int(r["env_steps"]), float(r["eval_success"])) for r in rows if r.get("eval_success") is not None]
-    heldout = evaluate_checkpoint(cfg, out / "last.pt", heldout_episodes, cache=out / "heldout.json")
+    if arm in OFF_POLICY_ARMS:
+        heldout = evaluate_run(cfg, out, heldout_episodes, cache=out / "heldout.json")
+    else:
+        heldout = evaluate_checkpoint(cfg, out / "last.pt", heldout_episodes, cache=out / "heldout.json")
     return outcome_from_curve(
         task, arm, seed, curve, budget, time.perf_counter() - started, heldout_pretrained, heldout["success"]["rate"]
     )
+
+
+def kind_of(arm: str) -> str:
+    """The pre-trained policy an arm starts from: IDQL fine-tunes a diffusion policy, every other arm the Gaussian."""
+    return "diffusion" if arm in DIFFUSION_ARMS else "gaussian"
+
+
+def prepare_diffusion(task: str, demos: Dataset, folder: Path, overrides: list[str], steps: int = 2000) -> Path:
+    """A diffusion BC checkpoint on the bench's demonstrations (preset bc_diffusion, `steps` gradient steps); an
+    existing one is reused."""
+    from inril_robot.learning.pretrain import pretrain
+
+    if (folder / "last.pt").is_file():
+        return folder / "last.pt"
+    cfg = load_config(
+        robot="sim",
+        task=task,
+        algo="bc_diffusion",
+        overrides=[f"train.steps={steps}", "train.eval_every=0", f"train.checkpoint_every={steps}", *overrides],
+    )
+    return Path(pretrain(cfg, demos, folder, resume=(folder / "run.yaml").exists()).last_checkpoint)
 
 
 # ------------------------------------------------------------------------------------------------ summary
@@ -369,7 +429,8 @@ def markdown_table(
     rows: list[dict[str, Any]], verdicts: list[dict[str, str]], budget: int, eval_episodes: int, heldout_episodes: int
 ) -> str:
     lines = [
-        f"Budget {budget:,} env steps per run; in-run evaluation on {eval_episodes} episodes; final held-out "
+        f"Budget {budget:,} env steps per run (= {budget / STEPS_PER_ROBOT_MINUTE:.1f} supervised robot minutes at "
+        f"10 Hz); in-run evaluation on {eval_episodes} episodes; final held-out "
         f"evaluation of last.pt on {heldout_episodes} never-used seeds. Means over paired seeds with Student-t "
         "95% intervals. Paired differences (points of success, AUC) against the arm in 'vs', with the seeds "
         f"won. Collapse: final held-out more than {COLLAPSE_DROP:.0%} below the pre-trained held-out.",
@@ -482,14 +543,21 @@ def bench_sample_efficiency(
     total = len(tasks) * len(arms) * seeds
     for task in tasks:
         say(f"{task}: demonstrations and pre-trained checkpoint -> {out / task / 'pretrained'}")
-        demos, checkpoint = prepare(task, out / task / "pretrained")
-        say(f"{task}: held-out evaluation of the pre-trained checkpoint on {heldout_episodes} episodes")
-        pre = evaluate_checkpoint(
-            arm_config(task, arms[0], 0, budget, overrides),
-            checkpoint,
-            heldout_episodes,
-            cache=out / task / "pretrained" / "heldout.json",
-        )["success"]["rate"]
+        demos, gaussian = prepare(task, out / task / "pretrained")
+        starts = {"gaussian": gaussian}
+        if any(a in DIFFUSION_ARMS for a in arms):
+            say(f"{task}: diffusion checkpoint for IDQL on the same demos -> {out / task / 'pretrained_diffusion'}")
+            starts["diffusion"] = prepare_diffusion(task, demos, out / task / "pretrained_diffusion", overrides)
+        say(f"{task}: held-out evaluation of the pre-trained checkpoint(s) on {heldout_episodes} episodes")
+        pre = {
+            kind: evaluate_checkpoint(
+                arm_config(task, arms[0], 0, budget, overrides),
+                path,
+                heldout_episodes,
+                cache=path.parent / "heldout.json",
+            )["success"]["rate"]
+            for kind, path in starts.items()
+        }
         for seed in range(seeds):  # seed-major: an interrupted bench still has every arm for its first seeds
             for arm in arms:
                 folder = out / task / arm.replace(" ", "_").replace("=", "") / f"seed{seed}"
@@ -502,12 +570,12 @@ def bench_sample_efficiency(
                         task,
                         arm,
                         seed,
-                        checkpoint,
+                        starts[kind_of(arm)],
                         demos,
                         folder,
                         budget,
                         overrides,
-                        pre,
+                        pre[kind_of(arm)],
                         heldout_episodes,
                         on_progress,
                     )
@@ -523,6 +591,7 @@ def bench_sample_efficiency(
         "arms": arms,
         "seeds": seeds,
         "budget": budget,
+        "robot_minutes": budget / STEPS_PER_ROBOT_MINUTE,
         "overrides": overrides,
         "heldout_episodes": heldout_episodes,
         "summary": rows,

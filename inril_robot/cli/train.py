@@ -129,7 +129,13 @@ def finetune(
     demos: Annotated[Path | None, typer.Option("--demos", help="Demonstrations for the IL steps.")] = None,
     robot: Annotated[str, typer.Option(help="sim (in-process); franka goes through the policy server.")] = "sim",
     task: Annotated[str | None, typer.Option(help="Task (default and only allowed: the checkpoint's).")] = None,
-    algo: Annotated[str, typer.Option(help="ppo (Gaussian), dppo (diffusion) or residual-ppo (any).")] = "ppo",
+    algo: Annotated[
+        str | None,
+        typer.Option(
+            help="On-policy: ppo (Gaussian), dppo (diffusion), residual-ppo (any); off-policy: sac (Gaussian, RLPD "
+            "recipe), idql (diffusion). Default: finetune.algo (ppo)."
+        ),
+    ] = None,
     il_every: Annotated[
         str, typer.Option("--il-every", callback=il_every, help="m: RL steps per IL step; 0 = RL only; auto.")
     ] = "5",
@@ -195,7 +201,7 @@ def finetune(
             f"got {task!r}"
         )
     options = [
-        f"finetune.algo={algo}",
+        *([f"finetune.algo={algo}"] if algo else []),
         f"finetune.inril.il_every={il_every}",
         f"finetune.inril.separation={separation}",
         *([f"finetune.env_steps={env_steps}"] if env_steps else []),

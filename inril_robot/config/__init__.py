@@ -463,6 +463,65 @@ class AsyncLearnerConfig(StrictModel):
     flush_every: Annotated[int, Field(ge=1, le=100_000, description="transitions per replay record, at most")] = 256
 
 
+class OffPolicyConfig(StrictModel):
+    """The off-policy base (`algo: sac | idql`, docs/inril.md "Off-policy"): replay, critic ensemble, update ratio.
+
+    A transition is one executed chunk (reward summed over its steps, discount `gamma` per chunk). Episode ends: a
+    success or a safety stop is terminal (no bootstrap); the time limit is a truncation and IS bootstrapped: Q(s, a)
+    does not depend on how many steps are left in this episode, the state after the limit still has its value."""
+
+    gamma: Annotated[float, Field(ge=0.0, le=1.0, description="discount per transition (executed chunk)")] = 0.99
+    batch_size: Annotated[int, Field(ge=2, le=65536, description="transitions per critic/actor update")] = 256
+    utd: Annotated[float, Field(gt=0.0, le=100.0, description="critic updates per env transition (UTD)")] = 1.0
+    actor_every: Annotated[int, Field(ge=1, le=100, description="critic updates per actor optimiser step")] = 4
+    # RLPD's symmetric sampling: this fraction of every RL batch comes from the demonstrations (their recorded
+    # rewards); 0 keeps demonstrations on the IL side only (IN-RIL: demos need no reward labels)
+    demo_fraction: Annotated[float, Field(ge=0.0, lt=1.0, description="demo share of each RL batch")] = 0.5
+    learning_starts: Annotated[int, Field(ge=0, description="online transitions before the first update")] = 500
+    critic_warmup_updates: Annotated[int, Field(ge=0, description="critic-only updates before the actor's")] = 1000
+    episodes_per_iteration: Annotated[int, Field(ge=1, le=1000, description="episodes between update rounds")] = 2
+    eval_every_env_steps: Annotated[int, Field(ge=0, description="env steps between evaluations; 0: end")] = 2000
+    capacity: Annotated[int, Field(ge=1000, le=10_000_000, description="online replay capacity")] = 200_000
+    critic_hidden: tuple[int, ...] = (128, 128)  # 256 wide: ~3x the CPU per update (measured)
+    critic_ensemble: Annotated[int, Field(ge=1, le=64, description="Q networks (RLPD: 10; 4 fits 2 CPU cores)")] = 4
+    critic_subsample: Annotated[int, Field(ge=1, le=64, description="random members for the target min (2)")] = 2
+    critic_lr: Annotated[float, Field(gt=0.0, le=1.0)] = 3e-4
+    # Adam moves every weight by ~lr per step, and lift's success flips under sub-mm action changes: 1e-4, 3e-5 and
+    # 5e-6 took the BC lift policy's training success from ~50% to 0% within a few hundred actor steps (at 5e-6, 100
+    # actor steps moved lift's mean action by 0.5 mm, max 3 mm; 400 steps: 1.9 mm, max 14 mm; measured, docs/inril.md)
+    actor_lr: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-6
+    tau: Annotated[float, Field(gt=0.0, le=1.0, description="Polyak rate of the target critic")] = 0.005
+    max_grad_norm: Annotated[float, Field(gt=0.0)] = 1.0
+    # SAC: the entropy temperature is tuned so the policy's entropy stays at target_entropy (per action dimension of
+    # the executed chunk; None: that of a Gaussian at finetune.exploration_log_std, ~ -2.1 per dimension at -3.5: a
+    # BC policy explores at that std, the SAC default -1 per dimension is noise lift's success cannot survive)
+    init_temperature: Annotated[float, Field(gt=0.0, le=10.0)] = 1e-2
+    temperature_lr: Annotated[float, Field(gt=0.0, le=1.0)] = 3e-4
+    target_entropy: Annotated[float | None, Field(ge=-20.0, le=5.0, description="per dimension")] = None
+    backup_entropy: bool = False  # SERL's default: the target carries no entropy term (sparse 0/1 rewards)
+    # A time-limit end is bootstrapped (Q does not see the steps left). False treats it as terminal, as the PPO path
+    # does by default: time is not observed and evaluation uses the same limit, and without it a failed episode that
+    # times out is never grounded at 0 (review D1); on lift the bootstrapped critic's mean Q rose from 0.06 to 0.4
+    # while training success fell to 0 (docs/inril.md)
+    time_limit_bootstrap: bool = True
+    # IDQL: N candidates from the diffusion actor, chosen by the critics (explore: by the expectile weights; eval:
+    # the highest Q); the value net is fitted by expectile regression on the replay's actions
+    idql_candidates: Annotated[int, Field(ge=1, le=256)] = 16
+    idql_expectile: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.7
+
+    @model_validator(mode="after")
+    def _subset_fits(self) -> OffPolicyConfig:
+        if self.critic_subsample > self.critic_ensemble:
+            raise ValueError(
+                f"finetune.offpolicy.critic_subsample={self.critic_subsample} must be <= "
+                f"critic_ensemble={self.critic_ensemble}"
+            )
+        return self
+
+
+OFF_POLICY_ALGOS = ("sac", "idql")
+
+
 class FinetuneConfig(StrictModel):
     algo: Literal["ppo", "dppo", "residual-ppo", "sac", "idql"] = "ppo"
     env_steps: Annotated[int, Field(ge=1, le=100_000_000, description="budget of executed control steps")] = 60_000
@@ -491,6 +550,7 @@ class FinetuneConfig(StrictModel):
     inril: InrilConfig = InrilConfig()
     guard: GuardConfig = GuardConfig()
     async_learner: AsyncLearnerConfig = AsyncLearnerConfig()
+    offpolicy: OffPolicyConfig = OffPolicyConfig()
 
     @model_validator(mode="after")
     def _std_bounds_ordered(self) -> FinetuneConfig:

@@ -18,20 +18,30 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from inril_robot.config import FinetuneConfig, RunConfig
+from inril_robot.config import OFF_POLICY_ALGOS, FinetuneConfig, RunConfig
 from inril_robot.core.contract import Contract
-from inril_robot.core.errors import InrilError
 from inril_robot.core.seeds import EVAL_SEED_BASE, HELDOUT_SEED_BASE, train_seed
 from inril_robot.data.store import Dataset
+from inril_robot.learning.inril.common import (
+    FinetuneError,
+    FinetuneResult,
+    ProgressFn,
+    RunLog,
+    _eval_columns,
+    _title,
+    open_run,
+    read_train_state,
+    save_finetuned,
+    summarize,
+    value_range,
+)
 from inril_robot.learning.inril.learner import UPDATE_METRICS, DemoSource, InrilLearner
+from inril_robot.learning.inril.offpolicy import finetune_offpolicy
 from inril_robot.learning.policies import checkpoint as ckpt
 from inril_robot.learning.policies.base import Policy
 from inril_robot.learning.policies.diffusion import DiffusionPolicy
@@ -50,8 +60,7 @@ from inril_robot.learning.rl.ppo import Critic, GaussianActor
 from inril_robot.learning.rl.residual_ppo import ResidualActor
 from inril_robot.learning.rl.rollouts import EpisodeTrace, run_episodes
 from inril_robot.learning.rl.vec_env import VecEnv
-from inril_robot.learning.runs import RunFolder, atomic_write_text
-from inril_robot.reporting.rates import wilson_interval
+from inril_robot.learning.runs import atomic_write_text
 
 TRAIN_STATE_VERSION = 1
 METRIC_FIELDS = (
@@ -71,33 +80,6 @@ METRIC_FIELDS = (
     "eval_stops",
     *UPDATE_METRICS,
 )
-ProgressFn = Callable[[dict[str, Any]], None]
-
-
-class FinetuneError(RuntimeError, InrilError):
-    """The fine-tuning run cannot start or continue; the message says why and what to do."""
-
-
-@dataclass
-class FinetuneResult:
-    out: str
-    algo: str
-    il_every: int | str
-    separation: str
-    start_iteration: int
-    iterations: int
-    env_steps: int
-    wall_s: float
-    evals: list[dict[str, Any]]
-    pretrained: dict[str, Any] | None
-    final: dict[str, Any] | None
-    best: dict[str, Any] | None
-    last_checkpoint: str
-    best_checkpoint: str | None
-    files: dict[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 # ------------------------------------------------------------------------------------------------ building
@@ -171,30 +153,6 @@ def make_learner(
     except ValueError as e:
         raise FinetuneError(str(e)) from e
     return actor, critic, learner
-
-
-def value_range(cfg: RunConfig) -> tuple[float, float]:
-    """The discounted returns an episode can have: a sparse task pays 1 at success (terminal), a dense one adds a
-    shaped reward in [0, 1) per step; a safety stop costs `stop_penalty`."""
-    ppo = cfg.finetune.ppo
-    low = -ppo.stop_penalty
-    if cfg.task.reward == "sparse":
-        return low, 1.0
-    steps = cfg.task.max_steps  # per control step; a chunk step sums up to act_steps of them
-    return low, 1.0 + float(sum(ppo.gamma**t for t in range(steps)))
-
-
-def summarize(traces: list[EpisodeTrace]) -> dict[str, Any]:
-    rate = wilson_interval(sum(t.success for t in traces), len(traces))
-    return {
-        "success": rate.to_dict(),
-        "episodes": len(traces),
-        "mean_length": float(np.mean([t.steps for t in traces])),
-        "mean_return": float(np.mean([t.ret for t in traces])),
-        "env_steps": int(sum(t.steps for t in traces)),
-        "safety_events": int(sum(t.safety_events for t in traces)),
-        "stops": int(sum(t.stopped for t in traces)),
-    }
 
 
 def evaluate(
@@ -272,14 +230,18 @@ def finetune(
     max_iterations: int | None = None,
 ) -> FinetuneResult:
     """Fine-tune `checkpoint` in simulation until `cfg.finetune.env_steps` control steps (or `max_iterations` more
-    iterations, e.g. to test resuming) have run."""
+    iterations, e.g. to test resuming) have run. Off-policy algorithms (sac, idql) run `inril.offpolicy`."""
+    if cfg.finetune.algo in OFF_POLICY_ALGOS:
+        return finetune_offpolicy(
+            cfg, checkpoint, demos, out, resume=resume, on_progress=on_progress, max_iterations=max_iterations
+        )
     out = Path(out)
     started = time.perf_counter()
     f = cfg.finetune
     contract = run_contract(cfg)
     loaded = ckpt.load_checkpoint(checkpoint, expect_contract=contract, use_ema=True)
     cfg = cfg.model_copy(update={"policy": loaded.policy.cfg})
-    run = RunFolder(out, cfg, resume, METRIC_FIELDS, sections=("policy", "finetune", "task"), error=FinetuneError)
+    run = open_run(out, cfg, resume, METRIC_FIELDS)
     if f.num_threads > 0:
         torch.set_num_threads(f.num_threads)
     device = pick_device(f.device)
@@ -291,73 +253,41 @@ def finetune(
 
     last_path, train_path, best_path = run.last, run.train_state, run.best_path
     iteration, env_steps, episodes_done = 0, 0, 0
-    pretrained: dict[str, Any] | None = None
     last_eval: dict[str, Any] | None = None
-    state = run.resume_state(ckpt.safe_torch_load, lambda path: ckpt.read_checkpoint(path)["step"], "env_steps")
+    state = read_train_state(run)
     if state is not None:
         learner.load_state_dict(state["learner"])
         sampler.set_state(state["sampler"])
         iteration, env_steps, episodes_done = int(state["iteration"]), int(state["env_steps"]), int(state["episodes"])
-        run.best = state["best"] or None
-        pretrained = state["pretrained"] or None
         last_eval = state.get("last_eval") or None
     start_iteration = iteration
-    rows = run.start(run_cfg, up_to_step=iteration)
-    metrics_path = run.metrics
-    evals: list[dict[str, Any]] = [
-        r
-        for r in (
-            {"iteration": int(r["step"]), "env_steps": int(r["env_steps"] or 0), "success_rate": r["eval_success"]}
-            for r in rows
-        )
-        if r["success_rate"] is not None
-    ]
+    log = RunLog.open(run, run_cfg, iteration, state)
+    evals = log.evals
 
     def save(path: Path, evaluation: dict[str, Any] | None) -> None:
-        ckpt.save_checkpoint(
-            path,
-            actor.policy,
-            contract=contract,
-            run_cfg=run_cfg,
-            step=env_steps,
-            extra={
-                "finetuned_from": str(checkpoint),
-                "calibration": loaded.extra.get("calibration", ""),
-                "algo": f.algo,
-                "il_every": str(f.inril.il_every),
-                "separation": f.inril.separation,
-                "iteration": iteration,
-                "eval_success": evaluation["success"]["rate"] if evaluation else -1.0,
-            },
-        )
+        save_finetuned(path, actor.policy, run_cfg, contract, loaded, checkpoint, env_steps, iteration, evaluation)
 
     def save_train_state() -> None:
         ckpt.atomic_torch_save(
-            {
-                "format_version": TRAIN_STATE_VERSION,
-                "iteration": iteration,
-                "env_steps": env_steps,
-                "episodes": episodes_done,
-                "learner": learner.state_dict(),
-                "sampler": sampler.get_state(),
-                "best": run.best or {},
-                "pretrained": pretrained or {},
-                "last_eval": last_eval or {},
-            },
+            log.train_state(
+                format_version=TRAIN_STATE_VERSION,
+                iteration=iteration,
+                env_steps=env_steps,
+                episodes=episodes_done,
+                learner=learner.state_dict(),
+                sampler=sampler.get_state(),
+                last_eval=last_eval or {},
+            ),
             train_path,
         )
 
     def run_eval() -> dict[str, Any]:
-        nonlocal pretrained
         result = {
             **evaluate(vec, actor.policy, f.eval_episodes, device),
             "iteration": iteration,
             "env_steps": env_steps,
         }
-        evals.append({"iteration": iteration, "env_steps": env_steps, "success_rate": result["success"]["rate"]})
-        if pretrained is None:
-            pretrained = result
-        if run.offer_best(result):
+        if log.record_eval(result):
             save(best_path, result)
         return result
 
@@ -380,11 +310,10 @@ def finetune(
             on_chunk=lambda n: on_progress and on_progress({"event": "steps", "steps": n}),
         )
 
-    draw = partial(plot_finetune_curves, title=_title(cfg))
     obs_keys, n_obs = list(actor.policy.obs_shapes), actor.policy.cfg.n_obs_steps
     try:
         with VecEnv(cfg, f.num_envs, obs_keys, n_obs, subprocess=f.subprocess_envs) as vec:
-            if iteration == 0 and pretrained is None:
+            if iteration == 0 and log.pretrained is None:
                 last_eval = run_eval()
                 row = {
                     "step": 0,
@@ -392,7 +321,7 @@ def finetune(
                     "wall_s": round(time.perf_counter() - started, 3),
                     **_eval_columns(last_eval),
                 }
-                run.log(row)
+                log.append(row)
                 if on_progress:
                     on_progress({"event": "eval", **row})
             ran = 0
@@ -423,12 +352,7 @@ def finetune(
                 if (f.eval_every > 0 and iteration % f.eval_every == 0) or done:
                     last_eval = run_eval()
                     row.update(_eval_columns(last_eval))
-                scalars = {
-                    f"finetune/{k}": float(v)
-                    for k, v in row.items()
-                    if k not in ("step", "env_steps") and isinstance(v, int | float)
-                }
-                run.log(row, scalars, step=env_steps)
+                log.append(row)
                 if (
                     iteration % f.checkpoint_every == 0
                     or done
@@ -436,12 +360,12 @@ def finetune(
                 ):
                     save(last_path, last_eval if row.get("eval_success") is not None else None)
                     save_train_state()
-                    run.plot(draw)
+                    log.flush(_title(cfg))
                 if on_progress:
                     on_progress({"event": "iteration", **row, "guard": stats.get("guard")})
     finally:
         run.close()
-    run.plot(draw)
+    log.flush(_title(cfg))
     return FinetuneResult(
         out=str(out),
         algo=f.algo,
@@ -452,68 +376,10 @@ def finetune(
         env_steps=env_steps,
         wall_s=time.perf_counter() - started,
         evals=evals,
-        pretrained=pretrained,
+        pretrained=log.pretrained,
         final=last_eval,
-        best=run.best,
+        best=log.best,
         last_checkpoint=str(last_path),
         best_checkpoint=str(best_path) if best_path.is_file() else None,
-        files={"metrics": str(metrics_path), "curves": str(out / "curves.png"), "train_state": str(train_path)},
+        files={"metrics": str(out / "metrics.csv"), "curves": str(out / "curves.png"), "train_state": str(train_path)},
     )
-
-
-def _eval_columns(result: dict[str, Any]) -> dict[str, Any]:
-    rate = result["success"]
-    return {
-        "eval_success": rate["rate"],
-        "eval_ci_low": rate["ci95_low"],
-        "eval_ci_high": rate["ci95_high"],
-        "eval_mean_length": result["mean_length"],
-        "eval_stops": result["stops"],
-    }
-
-
-def _title(cfg: RunConfig) -> str:
-    f = cfg.finetune
-    mode = "RL only" if f.inril.il_every == 0 else f"IN-RIL m={f.inril.il_every}, {f.inril.separation}"
-    return f"finetune {f.algo} · {cfg.task.name} · {mode}"
-
-
-def plot_finetune_curves(rows: list[dict[str, Any]], path: Path, title: str) -> None:
-    """Evaluation success (with Wilson 95% band) and training success against env steps; m and losses below."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from inril_robot.core.atomic import atomic_open
-
-    fig, (ax, ax_m) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True, height_ratios=(2, 1))
-    evals = [r for r in rows if r.get("eval_success") is not None]
-    if evals:
-        x = [r["env_steps"] for r in evals]
-        ax.fill_between(
-            x, [r["eval_ci_low"] for r in evals], [r["eval_ci_high"] for r in evals], alpha=0.2, label="eval Wilson 95%"
-        )
-        ax.plot(x, [r["eval_success"] for r in evals], marker="o", lw=1.5, label="eval success (deterministic)")
-    train = [r for r in rows if r.get("train_success") is not None]
-    if train:
-        ax.plot(
-            [r["env_steps"] for r in train],
-            [r["train_success"] for r in train],
-            lw=1,
-            alpha=0.7,
-            label="training episodes (exploring)",
-        )
-    ax.set(ylabel="success rate", ylim=(-0.02, 1.02), title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    m_rows = [r for r in rows if r.get("m") is not None]
-    if m_rows:
-        ax_m.step([r["env_steps"] for r in m_rows], [r["m"] for r in m_rows], where="post", label="m (RL steps / IL)")
-        ax_m.legend(loc="upper right", fontsize=8)
-    ax_m.set(xlabel="env steps (executed control steps)", ylabel="m")
-    ax_m.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_open(path, "wb") as fh:
-        fig.savefig(fh, format="png")
-    plt.close(fig)

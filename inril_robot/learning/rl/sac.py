@@ -1,0 +1,197 @@
+"""SAC in the RLPD recipe (Ball et al. 2023), for a BC-pre-trained Gaussian chunk policy: the pieces, read top down.
+
+Actor: the pre-trained `GaussianPolicy` itself, made a tanh-Gaussian in normalised action space by reading its mean m(s)
+as the squashed mean:
+
+    m      = policy mean(s)                                   (B, H*A)   the BC network, unchanged
+    u_mean = atanh(clamp(m, -L, L))                           (B, H*A)   clamp straight-through (gradient of identity)
+    u      = u_mean + sigma * eps,  sigma = exp(policy.log_std)
+    a      = tanh(u)                                          (B, H*A)   in (-1, 1)
+    log pi = sum over the executed steps of log N(u; u_mean, sigma)          the pre-squash Gaussian's density
+
+so the deterministic action tanh(u_mean) = clamp(m, -L, L) is the BC policy's own (`predict` clamps m to [-1, 1]):
+fine-tuning starts exactly where BC ended, and the checkpoint stays a plain `GaussianPolicy` that `eval`, the bridge
+and the robot run unchanged.
+
+Entropy is that of the pre-squash Gaussian (the density of u, without the tanh log-determinant -log(1 - a^2)). BC
+drives many actions to the bounds (the gripper, full-speed moves): there the log-determinant's gradient on the mean is
+2a / (1 - m^2) ~ 1000 at the clamp, and with any temperature it pulled every saturated action towards 0; our first
+lift runs went from ~50% to 0% training success within a few hundred actor steps. Without it the mean is moved by Q
+only and the temperature acts on the noise scale alone (the Gaussian's entropy depends on sigma only).
+
+Critic: an ensemble of E Q-networks with LayerNorm after every hidden layer (RLPD), vectorised (one batched matmul per
+layer); the target is the min over a random subset of `critic_subsample` target members:
+
+    y = r + gamma * (1 - terminal) * min_{j in subset} Q_targ_j(s', a'),  a' ~ pi(.|s')   (- alpha log pi if backup)
+
+A time-limit truncation is NOT terminal (bootstrapped); a success or a safety stop is. y is clamped into the feasible
+return range. Temperature: log alpha is trained so that E[-log pi] stays at the target entropy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Normal
+
+from inril_robot.learning.policies.base import Obs, Policy
+from inril_robot.learning.policies.encoders import ObsEncoder
+from inril_robot.learning.policies.gaussian import GaussianPolicy
+from inril_robot.learning.rl.replay import Batch
+
+SQUASH_LIMIT = 0.999  # |clamp(m)| bound: atanh(0.999) = 3.8, the deterministic action differs from BC's by <= 0.001
+
+
+# ------------------------------------------------------------------------------------------------ critic ensemble
+class EnsembleLinear(nn.Module):
+    """E independent Linear layers applied at once: (E, B, in) -> (E, B, out)."""
+
+    def __init__(self, ensemble: int, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        bound = 1.0 / math.sqrt(in_dim)  # nn.Linear's default init, per member
+        self.weight = nn.Parameter(torch.empty(ensemble, in_dim, out_dim).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(ensemble, 1, out_dim).uniform_(-bound, bound))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)  # (E, B, in) @ (E, in, out) + (E, 1, out) -> (E, B, out)
+
+
+class QEnsemble(nn.Module):
+    """Q_e(s, a) for e = 1..E: a shared observation encoder (images: one CNN for the ensemble, as DrQ/SERL), then E
+    MLPs [Linear -> LayerNorm -> ReLU] x hidden -> Linear on [features, executed actions]. Returns (E, B)."""
+
+    def __init__(self, encoder: ObsEncoder, action_dim: int, hidden: Sequence[int], ensemble: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.ensemble = ensemble
+        layers: list[nn.Module] = []
+        width = encoder.out_dim + action_dim
+        for h in hidden:
+            layers += [EnsembleLinear(ensemble, width, h), nn.LayerNorm(h), nn.ReLU()]
+            width = h
+        layers.append(EnsembleLinear(ensemble, width, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, obs: Obs, actions: Tensor) -> Tensor:
+        x = torch.cat([self.encoder(obs), actions], dim=-1)  # (B, D + Ae)
+        x = x.unsqueeze(0).expand(self.ensemble, *x.shape)  # (E, B, D + Ae)
+        return self.net(x).squeeze(-1)  # (E, B, 1) -> (E, B)
+
+
+def executed(policy: Policy, chunk: Tensor) -> Tensor:
+    """The executed part of normalised chunks (B, H, A) or (B, H*A), flattened: (B, act_steps * A)."""
+    c = policy.cfg
+    return chunk.reshape(chunk.shape[0], c.horizon, -1)[:, : c.act_steps].flatten(1)  # (B, act_steps * A)
+
+
+def subset_min(q: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
+    """min over k random members of the ensemble (RLPD / REDQ): (E, B) -> (B,)."""
+    members = torch.randperm(q.shape[0], generator=generator)[:k].to(q.device)  # (k,)
+    return q[members].min(dim=0).values  # (B,)
+
+
+def td_target(
+    reward: Tensor,
+    terminal: Tensor,
+    next_value: Tensor,
+    gamma: float,
+    value_range: tuple[float, float] | None = None,
+) -> Tensor:
+    """y = r + gamma * (1 - terminal) * V(s'), (B,) each. A truncated (time-limit) transition is not terminal, so it
+    bootstraps; y is clamped into the feasible returns when `value_range` is given."""
+    y = reward + gamma * (1.0 - terminal) * next_value  # (B,)
+    return y if value_range is None else y.clamp(*value_range)
+
+
+# ------------------------------------------------------------------------------------------------ actor
+class TanhGaussianActor(nn.Module):
+    """The SAC actor around a `GaussianPolicy` with a per-dimension learned log-std (see the module docstring)."""
+
+    def __init__(self, policy: GaussianPolicy, log_std_bounds: tuple[float, float]) -> None:
+        super().__init__()
+        if not isinstance(policy, GaussianPolicy) or policy.log_std_head is not None:
+            raise TypeError("SAC fine-tunes a Gaussian policy with a learned per-dimension log-std")
+        self.policy = policy
+        self.log_std_bounds = log_std_bounds
+
+    def _pre_tanh(self, obs: Obs) -> Normal:
+        h = self.policy.trunk(self.policy.encoder(obs))  # (B, width)
+        m = self.policy.mean_head(h)  # (B, H*A)
+        m = m + (m.clamp(-SQUASH_LIMIT, SQUASH_LIMIT) - m).detach()  # clamped value, identity gradient
+        std = self.policy.log_std.clamp(*self.log_std_bounds).exp().expand_as(m)  # (B, H*A)
+        return Normal(torch.atanh(m), std)
+
+    def sample(self, obs: Obs, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """A reparameterised sample (B, H, A) in (-1, 1) and its log-probability over the executed steps (B,)."""
+        dist = self._pre_tanh(obs)
+        noise = torch.randn(dist.mean.shape, generator=generator, device=dist.mean.device)  # (B, H*A)
+        u = dist.mean + dist.stddev * noise  # (B, H*A)
+        a = torch.tanh(u)  # (B, H*A)
+        log_prob = executed(self.policy, dist.log_prob(u)).sum(-1)  # pre-squash density (B,)
+        return a.reshape(-1, self.policy.cfg.horizon, self.policy.action_dim), log_prob
+
+    def deterministic(self, obs: Obs) -> Tensor:
+        return torch.tanh(self._pre_tanh(obs).mean).reshape(-1, self.policy.cfg.horizon, self.policy.action_dim)
+
+    def il_loss(self, obs: Obs, actions: Tensor) -> Tensor:
+        """The IN-RIL imitation step: NLL of the demonstrated raw chunks (B, H, A) under the policy's Gaussian with
+        the std held fixed (the mean is pulled to the demonstrations; exploration noise is left to RL)."""
+        dist = self.policy.distribution(obs)  # (B, H*A)
+        target = self.policy.normalizer.normalize_action(actions).reshape(dist.mean.shape)  # (B, H*A)
+        return -Normal(dist.mean, dist.stddev.detach()).log_prob(target).sum(-1).mean()
+
+
+# ------------------------------------------------------------------------------------------------ losses
+def critic_loss(
+    critic: QEnsemble,
+    target: QEnsemble,
+    actor: TanhGaussianActor,
+    batch: Batch,
+    gamma: float,
+    subsample: int,
+    alpha: Tensor,
+    backup_entropy: bool,
+    value_range: tuple[float, float] | None,
+    generator: torch.Generator | None = None,
+    bootstrap_time_limit: bool = True,
+) -> tuple[Tensor, dict[str, float]]:
+    """Mean over members of 0.5 (Q_e(s, a) - y)^2 (scalar, with graph) and its statistics."""
+    with torch.no_grad():
+        next_a, next_logp = actor.sample(batch.next_obs, generator)  # (B, H, A), (B,)
+        next_q = subset_min(target(batch.next_obs, executed(actor.policy, next_a)), subsample, generator)  # (B,)
+        if backup_entropy:
+            next_q = next_q - alpha * next_logp  # (B,)
+        y = td_target(batch.reward, batch.ends(bootstrap_time_limit), next_q, gamma, value_range)  # (B,)
+    q = critic(batch.obs, executed(actor.policy, batch.action))  # (E, B)
+    loss = 0.5 * ((q - y) ** 2).mean()
+    return loss, {"critic_loss": loss.item(), "q_mean": q.mean().item(), "target_mean": y.mean().item()}
+
+
+def actor_loss(
+    critic: QEnsemble, actor: TanhGaussianActor, batch: Batch, alpha: Tensor, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor, dict[str, float]]:
+    """mean(alpha log pi(a|s) - mean_e Q_e(s, a)), a ~ pi reparameterised (RLPD averages the ensemble for the actor);
+    returns (loss, log_prob (B,) detached, stats)."""
+    a, log_prob = actor.sample(batch.obs, generator)  # (B, H, A), (B,)
+    q = critic(batch.obs, executed(actor.policy, a)).mean(dim=0)  # (E, B) -> (B,)
+    loss = (alpha.detach() * log_prob - q).mean()
+    return loss, log_prob.detach(), {"actor_loss": loss.item(), "entropy": -log_prob.mean().item()}
+
+
+def temperature_loss(log_alpha: Tensor, log_prob: Tensor, target_entropy: float) -> Tensor:
+    """alpha rises when the entropy -log pi falls below the target, and falls when above."""
+    return -(log_alpha.exp() * (log_prob + target_entropy).detach()).mean()
+
+
+def default_target_entropy(log_std: float, dims: int) -> float:
+    """The entropy of a diagonal Gaussian of std exp(log_std) in `dims` dimensions."""
+    return dims * (0.5 * math.log(2 * math.pi * math.e) + log_std)
+
+
+@torch.no_grad()
+def polyak(target: nn.Module, source: nn.Module, tau: float) -> None:
+    for t, s in zip(target.parameters(), source.parameters(), strict=True):
+        t.lerp_(s, tau)

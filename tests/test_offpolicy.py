@@ -1,0 +1,239 @@
+"""Off-policy IN-RIL (SAC in the RLPD recipe, IDQL): the TD target's episode ends, RLPD's demo mix, the IL schedule's
+exact count of actor steps, the tanh-Gaussian actor's BC start, and tiny end-to-end runs on reach (mechanics only)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from inril_robot.config import load_config
+from inril_robot.data import Dataset
+from inril_robot.learning.inril.finetune import finetune
+from inril_robot.learning.inril.offpolicy import demo_replay, trace_transitions
+from inril_robot.learning.inril.offpolicy_learner import OffPolicyLearner, make_algo
+from inril_robot.learning.policies import checkpoint as ckpt
+from inril_robot.learning.pretrain import DemoWindows, pretrain
+from inril_robot.learning.rl import sac
+from inril_robot.learning.rl.replay import ReplayBuffer, episode_transitions, sample_mixed
+from inril_robot.learning.rl.rollouts import EpisodeTrace
+from tests.test_pretrain import reach_cfg, record_demos
+
+FAST = [
+    "finetune.eval_episodes=2",
+    "finetune.num_envs=2",
+    "finetune.subprocess_envs=false",
+    "finetune.inril.il_batch_size=16",
+    "finetune.offpolicy.batch_size=32",
+    "finetune.offpolicy.learning_starts=20",
+    "finetune.offpolicy.critic_warmup_updates=10",
+    "finetune.offpolicy.critic_hidden=[32,32]",
+    "finetune.offpolicy.eval_every_env_steps=100",
+    "finetune.offpolicy.idql_candidates=4",
+    "task.max_steps=20",
+]
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Dataset]:
+    root = tmp_path_factory.mktemp("offpolicy")
+    demos = record_demos(root / "demos", "reach", 3)
+    gaussian = pretrain(reach_cfg(overrides=["train.steps=40", "train.eval_every=0"]), demos, root / "g", resume=False)
+    diffusion = pretrain(
+        reach_cfg("diffusion", ["train.steps=20", "train.eval_every=0", "policy.horizon=4", "policy.act_steps=2"]),
+        demos,
+        root / "d",
+        resume=False,
+    )
+    return Path(gaussian.last_checkpoint), Path(diffusion.last_checkpoint), demos
+
+
+def _transition(reward: float, terminal: bool, truncated: bool, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        "obs": {"x": rng.normal(size=(1, 3)).astype(np.float32)},
+        "action": rng.uniform(-1, 1, size=(1, 2)).astype(np.float32),
+        "reward": reward,
+        "terminal": terminal,
+        "truncated": truncated,
+        "next_obs": {"x": rng.normal(size=(1, 3)).astype(np.float32)},
+    }
+
+
+# ------------------------------------------------------------------------------------------------ the target
+@pytest.mark.timeout(30)
+def test_td_target_bootstraps_a_time_limit_but_not_a_terminal() -> None:
+    buffer = ReplayBuffer(8)
+    buffer.add(_transition(0.0, terminal=True, truncated=False))  # a safety stop: the return ends
+    buffer.add(_transition(0.0, terminal=False, truncated=True))  # the time limit: the state still has its value
+    buffer.add(_transition(1.0, terminal=True, truncated=False))  # a success
+    batch = buffer.gather(torch.arange(3))
+    next_value = torch.tensor([0.8, 0.8, 0.8])
+    y = sac.td_target(batch.reward, batch.terminal, next_value, gamma=0.9)
+    assert torch.allclose(y, torch.tensor([0.0, 0.72, 1.0]))
+    assert batch.truncated.tolist() == [0.0, 1.0, 0.0]
+    # offpolicy.time_limit_bootstrap=false: the time limit ends the return too
+    assert torch.allclose(
+        sac.td_target(batch.reward, batch.ends(False), next_value, 0.9), torch.tensor([0.0, 0.0, 1.0])
+    )
+    assert torch.equal(batch.ends(True), batch.terminal)
+    clamped = sac.td_target(batch.reward, batch.terminal, torch.full((3,), 5.0), 0.9, value_range=(0.0, 1.0))
+    assert clamped.max() <= 1.0
+
+
+@pytest.mark.timeout(30)
+def test_episode_ends_become_terminal_or_truncated() -> None:
+    def trace(terminated: bool, stopped: bool) -> EpisodeTrace:
+        t = EpisodeTrace(seed=0, terminated=terminated, stopped=stopped, steps=3)
+        t.obs = [{"x": np.full((1, 2), i, np.float32)} for i in range(3)]
+        t.kept = [{"action": torch.zeros(1, 2)} for _ in range(3)]
+        t.rewards = [0.0, 0.0, float(terminated)]
+        t.final_obs = {"x": np.full((1, 2), 9, np.float32)}
+        return t
+
+    for terminated, stopped, expect in ((True, False, (1, 0)), (False, True, (1, 0)), (False, False, (0, 1))):
+        rows = list(trace_transitions(trace(terminated, stopped)))
+        assert [(r["terminal"], r["truncated"]) for r in rows[:-1]] == [(False, False)] * 2
+        assert (int(rows[-1]["terminal"]), int(rows[-1]["truncated"])) == expect
+        assert rows[-1]["next_obs"]["x"][0, 0] == 9 and rows[0]["next_obs"]["x"][0, 0] == 1
+
+
+@pytest.mark.timeout(30)
+def test_demo_chunks_sum_rewards_and_end_terminal() -> None:
+    obs = {"x": np.arange(5, dtype=np.float32)[:, None]}  # (T=5, 1)
+    rows = list(episode_transitions(obs, np.zeros((5, 2)), np.array([0, 0, 0, 0, 1.0]), True, False, 2, 3, 2))
+    assert len(rows) == 5
+    assert rows[0]["obs"]["x"][:, 0].tolist() == [0, 0]  # the first frame repeats before the start
+    assert rows[3]["reward"] == 1.0 and rows[3]["terminal"] and rows[2]["reward"] == 0.0
+    assert rows[1]["next_obs"]["x"][:, 0].tolist() == [2, 3]
+    assert rows[0]["action"].shape == (3, 2)
+
+
+# ------------------------------------------------------------------------------------------------ demo mix
+@pytest.mark.timeout(30)
+def test_rlpd_batches_are_half_demonstrations() -> None:
+    online, demos = ReplayBuffer(100), ReplayBuffer(100)
+    for i in range(40):
+        online.add(_transition(0.0, False, False, seed=i))
+        demos.add(_transition(1.0, False, False, seed=1000 + i))
+    g = torch.Generator().manual_seed(0)
+    batch = sample_mixed(online, demos, 256, 0.5, g)
+    assert batch.is_demo.sum().item() == 128 and batch.reward.sum().item() == 128  # demo rewards: 1
+    assert batch.action.shape == (256, 1, 2) and batch.obs["x"].shape == (256, 1, 3)
+    assert sample_mixed(online, demos, 256, 0.0, g).is_demo.sum().item() == 0  # demos only on the IL side
+    assert sample_mixed(ReplayBuffer(4), demos, 16, 0.5, g).is_demo.sum().item() == 16  # nothing online yet
+
+
+# ------------------------------------------------------------------------------------------------ actor and schedule
+@pytest.mark.timeout(600)  # builds the module's checkpoints first (75 s on a loaded machine, measured)
+def test_sac_actor_starts_at_the_bc_action(pretrained: tuple[Path, Path, Dataset]) -> None:
+    gaussian, _, demos = pretrained
+    cfg = load_config(robot="sim", task="reach", overrides=[*FAST, "finetune.algo=sac"]).finetune
+    policy = ckpt.load_checkpoint(gaussian).policy
+    algo = make_algo(policy, cfg, (0.0, 1.0))
+    obs, _ = DemoWindows(demos, list(policy.obs_shapes), 1, 1).sample(64, np.random.default_rng(0))
+    obs_t = {k: torch.from_numpy(v) for k, v in obs.items()}
+    with torch.no_grad():
+        bc = policy.predict_normalized(obs_t)  # (B, H, A)
+        assert (algo.actor.deterministic(obs_t) - bc).abs().max() <= 1.0 - sac.SQUASH_LIMIT + 1e-5
+        a, log_prob = algo.actor.sample(obs_t, torch.Generator().manual_seed(0))
+    assert a.abs().max() < 1.0 and torch.isfinite(log_prob).all()
+    assert float(policy.log_std.detach().max()) == cfg.exploration_log_std
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("algo", ["sac", "idql"])
+def test_il_schedule_counts_actor_steps_exactly(algo: str, pretrained: tuple[Path, Path, Dataset]) -> None:
+    gaussian, diffusion, demos = pretrained
+    cfg = load_config(
+        robot="sim",
+        task="reach",
+        overrides=[
+            *FAST,
+            f"finetune.algo={algo}",
+            "finetune.inril.il_every=3",
+            "finetune.inril.separation=pcgrad",
+            "finetune.offpolicy.actor_every=2",
+            "finetune.offpolicy.critic_warmup_updates=4",
+        ],
+    ).finetune
+    policy = ckpt.load_checkpoint(gaussian if algo == "sac" else diffusion).policy
+    learner_algo = make_algo(policy, cfg, (0.0, 1.0))
+    pc = policy.cfg
+    source = DemoWindows(demos, list(policy.obs_shapes), pc.n_obs_steps, pc.horizon).sample
+    replay = demo_replay(demos, policy)
+    learner = OffPolicyLearner(learner_algo, cfg, replay, replay, source)
+    stepped = {"rl": 0, "il": 0}
+    for objective, opt in learner.optimizers.items():
+        opt.register_step_post_hook(lambda *_, o=objective: stepped.__setitem__(o, stepped[o] + 1))
+    stats = learner.update(28)  # 4 warm-up critic updates, then an actor step every 2nd: 12 actor steps
+    assert learner.critic_updates == 28 and learner.actor_steps == 12
+    assert (stats["rl_steps"], stats["il_steps"]) == (9, 3) == (stepped["rl"], stepped["il"])
+    learner.update(8)  # 4 more actor steps continue the cycle: rl rl il rl -> 12 rl, 4 il
+    assert (learner.schedule.n_rl, learner.schedule.n_il) == (12, 4) == (stepped["rl"], stepped["il"])
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+def _cfg(algo: str, *extra: str):
+    return load_config(robot="sim", task="reach", overrides=[*FAST, f"finetune.algo={algo}", *extra])
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    ("algo", "extra"),
+    [
+        ("sac", ("finetune.inril.il_every=2", "finetune.offpolicy.demo_fraction=0.5")),
+        ("idql", ("finetune.inril.il_every=2", "finetune.offpolicy.demo_fraction=0.0")),
+    ],
+)
+def test_offpolicy_finetune_runs_on_reach(
+    algo: str, extra: tuple[str, ...], pretrained: tuple[Path, Path, Dataset], tmp_path: Path
+) -> None:
+    gaussian, diffusion, demos = pretrained
+    cfg = _cfg(algo, *extra, "finetune.env_steps=160")
+    result = finetune(cfg, gaussian if algo == "sac" else diffusion, demos, tmp_path / algo)
+    assert result.env_steps >= 160 and result.final is not None and result.pretrained is not None
+    for name in ("last.pt", "last.train.pt", "best.pt", "metrics.csv", "curves.png", "run.yaml"):
+        assert (tmp_path / algo / name).is_file(), name
+    with open(tmp_path / algo / "metrics.csv") as f:
+        last = list(csv.DictReader(f))[-1]
+    assert int(float(last["critic_updates"])) > 0 and int(float(last["il_steps"])) > 0
+    assert abs(float(last["utd_achieved"]) - cfg.finetune.offpolicy.utd) < 0.05
+    assert ckpt.load_checkpoint(result.last_checkpoint).extra["algo"] == algo
+
+
+@pytest.mark.timeout(300)
+def test_sac_resume_continues_exactly(pretrained: tuple[Path, Path, Dataset], tmp_path: Path) -> None:
+    gaussian, _, demos = pretrained
+    cfg = _cfg("sac", "finetune.inril.il_every=2", "finetune.env_steps=120")
+    whole = finetune(cfg, gaussian, demos, tmp_path / "whole")
+    first = finetune(cfg, gaussian, demos, tmp_path / "split", max_iterations=2)
+    assert first.iterations == 2
+    resumed = finetune(cfg, gaussian, demos, tmp_path / "split", resume=True)
+    assert resumed.start_iteration == 2 and resumed.iterations == whole.iterations
+    a = ckpt.load_checkpoint(whole.last_checkpoint).policy.state_dict()
+    b = ckpt.load_checkpoint(resumed.last_checkpoint).policy.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.timeout(30)
+def test_bench_off_policy_arms_configure() -> None:
+    from inril_robot.bench.sample_efficiency import DIFFUSION_ARMS, OFF_POLICY_ARMS, arm_config, kind_of
+
+    for arm in OFF_POLICY_ARMS:
+        f = arm_config("lift", arm, 3, 10_000, []).finetune
+        assert f.algo in ("sac", "idql") and f.env_steps == 10_000
+        assert kind_of(arm) == ("diffusion" if arm in DIFFUSION_ARMS else "gaussian")
+    assert arm_config("lift", "rlpd", 0, 10, []).finetune.offpolicy.demo_fraction == 0.5
+    assert arm_config("lift", "sac in-ril m=5", 0, 10, []).finetune.offpolicy.demo_fraction == 0.0
+
+
+@pytest.mark.timeout(30)
+def test_bench_table_states_robot_minutes() -> None:
+    from inril_robot.bench.sample_efficiency import markdown_table
+
+    text = markdown_table([], [], 10_000, 50, 100)
+    assert "16.7 supervised robot minutes at 10 Hz" in text and "on 50 episodes" in text and "{" not in text
