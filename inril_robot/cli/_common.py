@@ -159,8 +159,8 @@ def eval_config(
     return validate_config(data)
 
 
-def il_every(value: str) -> str:
-    if value != "auto" and not (value.isdigit() and int(value) >= 0):
+def il_every(value: str | None) -> str | None:
+    if value is not None and value != "auto" and not (value.isdigit() and int(value) >= 0):
         raise typer.BadParameter(
             f"expected a number of RL steps per IL step (>= 0; 0 = RL only) or 'auto', got {value!r}"
         )

@@ -56,9 +56,17 @@ def serve(
         ),
     ] = None,
     il_every: Annotated[
-        str, typer.Option("--il-every", callback=il_every, help="m: RL steps per IL step; 0 = RL only; auto.")
-    ] = "5",
-    separation: Annotated[str, typer.Option(help="none, pcgrad, orthogonal or residual.")] = "pcgrad",
+        str | None,
+        typer.Option(
+            "--il-every",
+            callback=il_every,
+            help="m: RL steps per IL step; 0 = RL only; auto. Default: finetune.inril.il_every (5).",
+        ),
+    ] = None,
+    separation: Annotated[
+        str | None,
+        typer.Option(help="none, pcgrad, orthogonal or residual. Default: finetune.inril.separation (pcgrad)."),
+    ] = None,
     robot_timeout: Annotated[float, typer.Option(min=0.1, help="Drop a robot silent this long [s].")] = 5.0,
     episode_deadline: Annotated[
         float,
@@ -82,8 +90,8 @@ def serve(
     stored_cfg = read_checkpoint(checkpoint)["run_config"]
     options = [
         *([f"finetune.algo={algo}"] if algo else []),
-        f"finetune.inril.il_every={il_every}",
-        f"finetune.inril.separation={separation}",
+        *([f"finetune.inril.il_every={il_every}"] if il_every is not None else []),
+        *([f"finetune.inril.separation={separation}"] if separation is not None else []),
     ]
     cfg = eval_config("sim", stored_cfg, None, config, [*(set_ or []), *options], seed)
     mode = "off" if no_learn else ("async" if async_learner else "sync")

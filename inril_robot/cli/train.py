@@ -137,9 +137,17 @@ def finetune(
         ),
     ] = None,
     il_every: Annotated[
-        str, typer.Option("--il-every", callback=il_every, help="m: RL steps per IL step; 0 = RL only; auto.")
-    ] = "5",
-    separation: Annotated[str, typer.Option(help="none, pcgrad, orthogonal or residual.")] = "pcgrad",
+        str | None,
+        typer.Option(
+            "--il-every",
+            callback=il_every,
+            help="m: RL steps per IL step; 0 = RL only; auto. Default: finetune.inril.il_every (5).",
+        ),
+    ] = None,
+    separation: Annotated[
+        str | None,
+        typer.Option(help="none, pcgrad, orthogonal or residual. Default: finetune.inril.separation (pcgrad)."),
+    ] = None,
     env_steps: Annotated[int | None, typer.Option(min=1, help="Budget of executed control steps.")] = None,
     num_envs: Annotated[int | None, typer.Option(min=1, help="Parallel simulated envs (processes).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
@@ -202,8 +210,8 @@ def finetune(
         )
     options = [
         *([f"finetune.algo={algo}"] if algo else []),
-        f"finetune.inril.il_every={il_every}",
-        f"finetune.inril.separation={separation}",
+        *([f"finetune.inril.il_every={il_every}"] if il_every is not None else []),
+        *([f"finetune.inril.separation={separation}"] if separation is not None else []),
         *([f"finetune.env_steps={env_steps}"] if env_steps else []),
         *([f"finetune.num_envs={num_envs}"] if num_envs else []),
     ]
