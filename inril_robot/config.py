@@ -206,6 +206,26 @@ class CameraConfig(StrictModel):
     # issue 10: a calibration file (calibration.fileformat); a sim camera takes its pose and field of view from it
     # instead of pos/lookat/fovy_deg (sim2real.cameras), and datasets/checkpoints record it through this config
     calibration: str | None = None
+    # issue 19: the camera pipeline (inril_robot.vision.pipeline). width x height above is what the policy sees;
+    # `capture` is the stream mode / render size, `crop` a rectangle in capture pixels, resized to width x height
+    capture: tuple[Annotated[int, Field(ge=16, le=4096)], Annotated[int, Field(ge=16, le=4096)]] | None = Field(
+        None,
+        description="(width, height) the camera captures [px]; None: the calibration file's size for a calibrated "
+        "sim camera, else width x height (no resize)",
+    )
+    crop: tuple[int, int, int, int] | None = Field(
+        None, description="(x, y, width, height) in capture pixels [px]; None: centred to the policy's aspect"
+    )
+
+    @model_validator(mode="after")
+    def _crop_fits(self) -> CameraConfig:
+        if self.crop is not None:
+            x, y, w, h = self.crop
+            if x < 0 or y < 0 or w < 1 or h < 1:
+                raise ValueError(f"crop {self.crop}: x, y must be >= 0 and width, height >= 1")
+            if self.capture is not None and (x + w > self.capture[0] or y + h > self.capture[1]):
+                raise ValueError(f"crop {self.crop} reaches outside the {self.capture[0]}x{self.capture[1]} capture")
+        return self
 
 
 # ------------------------------------------------------------------------------------------------------------- task

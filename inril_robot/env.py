@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from calibration.fileformat import capture_size
 from inril_robot.config import RunConfig
 from inril_robot.contract import Contract, ObsSpec, image_key
 from inril_robot.hardware import Camera, Robot, RobotState
@@ -23,6 +24,7 @@ from inril_robot.registry import make_cameras, make_robot
 from inril_robot.safety import apply_envelope
 from inril_robot.tasks import make_task
 from inril_robot.tasks.base import Expert, Objects, Task, jitter_objects
+from inril_robot.vision.pipeline import ImagePipeline
 
 GRIPPER_AT_HOME = 0.0  # home() opens the gripper: the gripper-rate limit of the first step starts from open
 PROPRIO_KEYS: dict[str, tuple[int, ...]] = {"ee_pos": (3,), "ee_quat": (4,), "gripper_width": (1,)}
@@ -68,6 +70,10 @@ class RobotEnv:
         self.cameras = cameras if cameras is not None else make_cameras(cfg, self.robot)
         for cam in self.cameras:
             cam.start()
+        # issue 19: capture -> crop -> resize, the same for rendered and RealSense frames
+        self.pipelines = {
+            c.name: ImagePipeline.build(c.name, capture_size(c), (c.width, c.height), c.crop) for c in cfg.cameras
+        }
         self.contract = build_contract(cfg, self.task)
         self.rng = np.random.default_rng(cfg.seed)
         self.steps = 0
@@ -178,7 +184,8 @@ class RobotEnv:
                 obs[key] = (value + self.rng.normal(0.0, noise, value.shape)).astype(np.float32)
         for cam in self.cameras:
             frame = cam.read_latest(max_age_s=1.0 / self.cfg.robot.control_hz + 0.05)
-            obs[image_key(cam.name)] = frame.image
+            pipeline = self.pipelines.get(cam.name)
+            obs[image_key(cam.name)] = pipeline(frame.image) if pipeline is not None else frame.image
             self.last_capture_times[cam.name] = frame.timestamp
         return obs
 

@@ -15,9 +15,11 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
+from calibration.fileformat import capture_size
 from inril_robot.config import CalibrationBoardConfig, CameraConfig, RobotConfig
 from inril_robot.errors import InrilError
 from inril_robot.geometry import matrix_to_quat, rotation_error
+from inril_robot.hardware import CameraIntrinsics
 from inril_robot.tasks.base import TABLE_TOP_Z, ObjectPose, Objects, SceneObject
 
 ARM_JOINTS = tuple(f"fr3_joint{i}" for i in range(1, 8))
@@ -141,6 +143,15 @@ def add_calibration_board(spec: mujoco.MjSpec, board: CalibrationBoardConfig) ->
     )
 
 
+def set_intrinsics(camera: mujoco.MjsCamera, k: CameraIntrinsics) -> None:
+    """Render with the pinhole `k` (OpenCV convention) instead of a centred fovy. MuJoCo's principal point is the
+    offset of the image centre from the optical axis, measured the other way round: (w-1)/2 - cx, (h-1)/2 - cy."""
+    camera.resolution = [k.width, k.height]
+    camera.sensor_size = [float(k.width), float(k.height)]  # sensor units = pixels
+    camera.focal_pixel = [k.fx, k.fy]
+    camera.principal_pixel = [(k.width - 1) / 2 - k.cx, (k.height - 1) / 2 - k.cy]
+
+
 class SimWorld:
     """Physics, kinematics and rendering state of one simulated episode; owned by `SimRobot`."""
 
@@ -162,12 +173,17 @@ class SimWorld:
         self.nominal_substeps = self.substeps  # issue 10: control-rate jitter varies `substeps` per episode
         #: issue 10: one-sigma (position [m], rotation [rad]) of each calibrated camera, for pose jitter
         self.camera_sigmas: dict[str, tuple[float, float]] = {}
+        #: issue 19: the render size of each camera, and the pinhole model of those with a calibration file
+        self.camera_capture: dict[str, tuple[int, int]] = {}
+        self.camera_intrinsics: dict[str, CameraIntrinsics] = {}
         for cam in self.camera_cfgs:
+            self.camera_capture[cam.name] = capture_size(cam)
             if cam.calibration is not None:
                 from sim2real.cameras import sim_camera_placement
 
                 placed = sim_camera_placement(cam)
                 self.camera_sigmas[cam.name] = (placed.position_sigma, placed.rotation_sigma)
+                self.camera_intrinsics[cam.name] = placed.intrinsics
         self.arm_qpos = np.array([m.jnt_qposadr[m.joint(j).id] for j in ARM_JOINTS])
         self.arm_dof = np.array([m.jnt_dofadr[m.joint(j).id] for j in ARM_JOINTS])
         self.finger_qpos = np.array([m.jnt_qposadr[m.joint(j).id] for j in ("finger_joint1", "finger_joint2")])
@@ -210,8 +226,9 @@ class SimWorld:
         spec.visual.headlight.ambient = [0.35, 0.35, 0.35]
         spec.visual.headlight.diffuse = [0.4, 0.4, 0.4]
         if cameras:
-            spec.visual.global_.offwidth = max(640, *(c.width for c in cameras))
-            spec.visual.global_.offheight = max(480, *(c.height for c in cameras))
+            captures = [capture_size(c) for c in cameras]  # issue 19: render at the capture size
+            spec.visual.global_.offwidth = max(640, *(w for w, _ in captures))
+            spec.visual.global_.offheight = max(480, *(h for _, h in captures))
         for body in spec.bodies:
             if body.name.startswith("fr3_link") or body.name in HAND_BODIES:
                 body.gravcomp = 1.0
@@ -290,7 +307,8 @@ class SimWorld:
 
                 placed = sim_camera_placement(cam)
                 pos = placed.pos + (np.array([0.0, 0.0, TCP_OFFSET]) if cam.mount == "wrist" else 0.0)  # TCP->hand
-                parent.add_camera(name=cam.name, pos=list(pos), quat=list(placed.quat_wxyz), fovy=placed.fovy_deg)
+                camera = parent.add_camera(name=cam.name, pos=list(pos), quat=list(placed.quat_wxyz))
+                set_intrinsics(camera, placed.intrinsics)
                 continue
             if cam.mount == "wrist":
                 pos = np.array([0.075, 0.0, 0.02])

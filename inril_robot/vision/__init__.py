@@ -1,0 +1,1 @@
+"""Image primitives shared by drivers, runtime and calibration (numpy + OpenCV; no torch)."""
