@@ -269,6 +269,38 @@ class RandomizationConfig(StrictModel):
         return any(v != 0 for v in self.model_dump().values())
 
 
+# ------------------------------------------------------------------------------------------------------------- cell
+class CellConfig(StrictModel):
+    """Issue 19: what the cell provides to policy, dataset and bridge (`inril_robot.cell`).
+
+    ``sim``: the simulator's object state may be observed (task.observation=state) and its success check is the
+    reward. ``real-like``: only what a real cell has — cameras (+ marker poses), proprioception, and success from
+    the operator's verdict or a success detector on the observation; the task's privileged keys never reach the
+    policy, the dataset or the bridge. ``--set cell=real-like`` is short for ``--set cell.mode=real-like``.
+    """
+
+    mode: Literal["sim", "real-like"] = "sim"
+    success: Literal["operator", "detector"] = Field(
+        "operator",
+        description="real-like reward source: the (scripted, in sim) operator's verdict, or `detector` on the obs",
+    )
+    detector: str | None = Field(
+        None, description="'module:factory'; factory(RunConfig) returns a callable obs -> success probability"
+    )
+    threshold: Annotated[float, Field(gt=0.0, lt=1.0, description="detector probability counted as success")] = 0.5
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mode_shorthand(cls, data: Any) -> Any:
+        return {"mode": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _detector_named(self) -> CellConfig:
+        if self.success == "detector" and self.detector is None:
+            raise ValueError("success=detector needs cell.detector='module:factory'")
+        return self
+
+
 # ----------------------------------------------------------------------------------------------------------- teleop
 class TeleopConfig(StrictModel):
     """The operator input device of `collect` (and interventions): its kind and how far one input moves the arm."""
@@ -291,6 +323,8 @@ class ImageEncoderConfig(StrictModel):
     channels: tuple[int, ...] = (32, 64, 64)
     feature_dim: Annotated[int, Field(ge=8, le=1024)] = 64
     random_shift: Annotated[int, Field(ge=0, le=16, description="random-shift augmentation padding [px]")] = 4
+    # issue 19: how each camera's feature maps become a vector (docs/image_policies.md has the measured comparison)
+    pool: Literal["spatial_softmax", "avg"] = "spatial_softmax"
 
 
 class DiffusionConfig(StrictModel):
@@ -526,6 +560,7 @@ class RunConfig(StrictModel):
     robot: RobotConfig = RobotConfig()
     cameras: list[CameraConfig] = Field(default_factory=list)
     task: TaskConfig = TaskConfig()
+    cell: CellConfig = CellConfig()
     safety: SafetyLimits = SafetyLimits()
     randomization: RandomizationConfig = RandomizationConfig()
     teleop: TeleopConfig = TeleopConfig()

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from calibration.fileformat import capture_size
+from inril_robot.cell import SuccessSource, check_cell, real_like
 from inril_robot.config import RunConfig
 from inril_robot.contract import Contract, ObsSpec, image_key
 from inril_robot.hardware import Camera, Robot, RobotState
@@ -42,7 +43,7 @@ def _spec(key: str, shape: tuple[int, ...]) -> ObsSpec:
 
 def build_contract(cfg: RunConfig, task: Task) -> Contract:
     observations = {k: _spec(k, s) for k, s in PROPRIO_KEYS.items()}
-    if cfg.task.observation == "state":
+    if cfg.task.observation == "state" and not real_like(cfg):  # issue 19: a real-like cell has no object state
         observations.update({k: _spec(k, s) for k, s in task.state_keys.items()})
     for cam in cfg.cameras:
         observations[image_key(cam.name)] = ObsSpec(shape=(cam.height, cam.width, 3), dtype="uint8")
@@ -65,6 +66,7 @@ class RobotEnv:
         """`execute`: let a real robot move (otherwise it runs in shadow mode and holds). Simulation always moves."""
         self.cfg = cfg
         self.task = make_task(cfg.task)
+        check_cell(cfg, self.task)
         self.robot = robot or make_robot(cfg, self.task.scene_objects(), execute=execute)
         self.robot.connect()
         self.cameras = cameras if cameras is not None else make_cameras(cfg, self.robot)
@@ -75,6 +77,7 @@ class RobotEnv:
             c.name: ImagePipeline.build(c.name, capture_size(c), (c.width, c.height), c.crop) for c in cfg.cameras
         }
         self.contract = build_contract(cfg, self.task)
+        self.success_source = SuccessSource(cfg, self.task)
         self.rng = np.random.default_rng(cfg.seed)
         self.steps = 0
         self.last_capture_times: dict[str, float] = {}
@@ -123,8 +126,8 @@ class RobotEnv:
         self._gripper = float(envelope.action[6])
         self.steps += 1
         state, objects = self._latest = self._read()
-        success = bool(objects is not None and self.task.success(state, objects))
-        reward = self.task.reward(state, objects) if objects is not None else 0.0
+        obs = self._observe(state, objects)
+        success, reward = self.success_source(obs, state, objects)
         truncated = self.steps >= self.cfg.task.max_steps and not success
         info: dict[str, Any] = {
             "success": success,
@@ -141,7 +144,7 @@ class RobotEnv:
             self.robot.stop()
             info["stopped"] = f"contact force {force:.1f} N > max_contact_force {self.cfg.safety.max_contact_force} N"
             truncated = not success
-        return self._observe(state, objects), float(reward), success, truncated, info
+        return obs, float(reward), success, truncated, info
 
     def observe(self) -> dict[str, np.ndarray]:
         """A fresh observation without stepping (e.g. after holding): reads the robot and cameras as reset/step do,
@@ -176,7 +179,7 @@ class RobotEnv:
 
     def _observe(self, state: RobotState, objects: Objects | None) -> dict[str, np.ndarray]:
         obs = state.proprio()
-        if self.cfg.task.observation == "state" and objects is not None:
+        if self.cfg.task.observation == "state" and objects is not None and not self.success_source.real_like:
             obs.update(self.task.object_observation(objects))
         noise = self.cfg.randomization.obs_noise
         if noise > 0:

@@ -74,7 +74,7 @@ def random_shift(images: Tensor, pad: int) -> Tensor:
 class ImageEncoder(nn.Module):
     """uint8 (N, h, w, 3) RGB -> float features (N, feature_dim)."""
 
-    def __init__(self, cfg: ImageEncoderConfig, pool: Pool = "spatial_softmax") -> None:
+    def __init__(self, cfg: ImageEncoderConfig, pool: Pool | None = None) -> None:
         super().__init__()
         self.random_shift = cfg.random_shift
         layers: list[nn.Module] = []
@@ -87,7 +87,7 @@ class ImageEncoder(nn.Module):
             ]
             in_ch = out_ch
         self.conv = nn.Sequential(*layers)
-        if pool == "spatial_softmax":
+        if (pool or cfg.pool) == "spatial_softmax":
             self.pool: nn.Module = SpatialSoftmax()
             pooled = 2 * in_ch
         else:
@@ -116,7 +116,7 @@ class ObsEncoder(nn.Module):
         normalizer: Normalizer,
         obs_shapes: dict[str, tuple[int, ...]],
         cfg: PolicyConfig,
-        pool: Pool = "spatial_softmax",
+        pool: Pool | None = None,
     ) -> None:
         super().__init__()
         self.normalizer = normalizer
