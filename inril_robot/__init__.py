@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 def _register_gym_envs() -> None:
     try:
-        from inril_robot.tasks.gym_env import register_envs
+        from inril_robot.runtime.gym_env import register_envs
     except ImportError:  # a broken install: `inril-robot doctor` must still import the package to report it
         return
     register_envs()

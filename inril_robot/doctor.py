@@ -24,7 +24,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
 
-from inril_robot.net import tcp_probe
+from inril_robot.core.net import tcp_probe
 
 if TYPE_CHECKING:
     from rich.table import Table

@@ -36,8 +36,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from drivers.franka.robot import FrankaRobot
 from inril_robot.config import load_config
+from inril_robot.drivers.franka.robot import FrankaRobot
 
 PERIOD = 0.1
 AT_REST = 0.005  # [m/s]

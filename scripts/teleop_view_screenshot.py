@@ -9,11 +9,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import drivers.sim  # noqa: F401 - GL backend before mujoco
-from inril_robot.collect import CollectStatus
+import inril_robot.drivers.sim  # noqa: F401 - GL backend before mujoco
 from inril_robot.config import load_config
-from inril_robot.env import RobotEnv
-from inril_robot.teleop_view import TeleopView, write_png
+from inril_robot.runtime.collect import CollectStatus
+from inril_robot.runtime.env import RobotEnv
+from inril_robot.runtime.teleop_view import TeleopView, write_png
 
 
 def main(out: Path) -> None:

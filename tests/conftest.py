@@ -1,7 +1,7 @@
 """Shared fixtures. `drivers.sim` is imported first: it picks MuJoCo's GL backend, which must happen before mujoco
 is imported anywhere (MuJoCo reads MUJOCO_GL once, on first import)."""
 
-import drivers.sim  # noqa: I001  (must stay first: selects the GL backend before mujoco is imported)
+import inril_robot.drivers.sim  # noqa: I001  (must stay first: selects the GL backend before mujoco is imported)
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from inril_robot.config import RunConfig, load_config
-from inril_robot.env import RobotEnv
+from inril_robot.runtime.env import RobotEnv
 
 SimCfg = Callable[..., RunConfig]
 MakeEnv = Callable[..., RobotEnv]
@@ -17,7 +17,7 @@ MakeEnv = Callable[..., RobotEnv]
 
 @pytest.fixture(scope="session")
 def gl_backend() -> str:
-    return drivers.sim.GL_BACKEND
+    return inril_robot.drivers.sim.GL_BACKEND
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +58,7 @@ def small_reach_policy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, 
     """(checkpoint, demonstrations folder): a briefly trained reach policy and the 3 demos it was trained on, for
     tests that need a real policy and dataset but not a good one (the bridge under hostile input, data integrity,
     protocol conformance)."""
-    from inril_robot.pretrain import pretrain
+    from inril_robot.learning.pretrain import pretrain
     from tests.test_pretrain import reach_cfg, record_demos
 
     root = tmp_path_factory.mktemp("small_reach")

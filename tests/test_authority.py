@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from inril_robot.authority import CONTROL, STATES, TRANSITIONS, Authority, AuthorityError, Transition
+from inril_robot.runtime.authority import CONTROL, STATES, TRANSITIONS, Authority, AuthorityError, Transition
 
 EVENTS = ("intervene", "release", "pause", "resume", "begin_reset", "reset_done", "estop", "recover")
 # how to reach each state from the initial "policy" state
@@ -133,7 +133,7 @@ def test_control_field_and_intervention_flag() -> None:
 
 def test_transitions_are_logged(caplog: pytest.LogCaptureFixture) -> None:
     authority = at("policy")
-    with caplog.at_level(logging.INFO, logger="inril_robot.authority"):
+    with caplog.at_level(logging.INFO, logger="inril_robot.runtime.authority"):
         authority.intervene("operator button")
         authority.estop("teleop e-stop")
     assert "policy -> human" in caplog.text and "operator button" in caplog.text

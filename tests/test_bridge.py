@@ -35,12 +35,12 @@ from inril_robot.bridge.server import PolicyServer, ServeOptions
 from inril_robot.cli import app
 from inril_robot.config import RunConfig, load_config
 from inril_robot.data import Dataset
-from inril_robot.env import RobotEnv
-from inril_robot.inril.finetune import evaluate
-from inril_robot.policies import checkpoint as ckpt
-from inril_robot.pretrain import pretrain
-from inril_robot.rl.rollouts import EpisodeTrace, raw_actions
-from inril_robot.rl.vec_env import VecEnv
+from inril_robot.learning.inril.finetune import evaluate
+from inril_robot.learning.policies import checkpoint as ckpt
+from inril_robot.learning.pretrain import pretrain
+from inril_robot.learning.rl.rollouts import EpisodeTrace, raw_actions
+from inril_robot.learning.rl.vec_env import VecEnv
+from inril_robot.runtime.env import RobotEnv
 from tests.test_pretrain import reach_cfg, record_demos
 
 runner = CliRunner()
@@ -127,7 +127,7 @@ def free_port() -> int:
 
 
 def hello_for(cfg: RunConfig) -> p.Hello:
-    from inril_robot.pretrain import run_contract
+    from inril_robot.learning.pretrain import run_contract
 
     return p.Hello(contract=run_contract(cfg).to_json_dict(), task=cfg.task.name, config_hash="test", robot_kind="sim")
 
@@ -588,8 +588,9 @@ def test_agent_survives_an_arm_fault_and_the_faulted_episode_is_never_learned(
     """An arm fault mid-episode (injected: the simulator has no reflexes; on franky-sim see tests/test_franka.py)
     -> pause with the reason, the operator confirms, recover, home, next episode; the faulted episode is not in the
     recorded store nor in the learner's episodes."""
-    from inril_robot.hardware import Robot, RobotFault, RobotState
-    from inril_robot.inril.finetune import train_seed
+    from inril_robot.core.state import RobotState
+    from inril_robot.hardware import Robot, RobotFault
+    from inril_robot.learning.inril.finetune import train_seed
 
     class FaultsOnce(Robot):
         def __init__(self, inner: Robot, at_apply: int) -> None:
@@ -641,14 +642,14 @@ def test_agent_survives_an_arm_fault_and_the_faulted_episode_is_never_learned(
     assert "episode 1" in result.faults[0]
     assert 1 not in pending and len(pending) == 3 and learner.episodes == 3  # episodes 0, 2, 3; never 1
     store = Dataset(tmp_path / "store")
-    assert sorted(e.meta["seed"] for e in store.episodes) == sorted(train_seed(cfg, i) for i in (0, 2, 3))
+    assert sorted(e.meta["seed"] for e in store.episodes) == sorted(train_seed(cfg.seed, i) for i in (0, 2, 3))
 
 
 def test_shadow_mode_transitions_are_marked_and_never_learned(pretrained: tuple[Path, Dataset], tmp_path: Path) -> None:
     """A real robot without --execute (shadow mode: the arm holds) runs the whole loop, but its transitions carry
     control "none" and the server refuses them: nothing reaches the learner; the store marks the episodes shadow."""
-    from inril_robot.registry import make_robot
-    from inril_robot.shadow import ShadowRobot
+    from inril_robot.runtime.registry import make_robot
+    from inril_robot.runtime.shadow import ShadowRobot
     from inril_robot.tasks import make_task
 
     checkpoint, demos = pretrained

@@ -28,9 +28,9 @@ from inril_robot.bridge.server import PolicyServer, Request, ServeOptions, Sessi
 from inril_robot.cli import app
 from inril_robot.config import RunConfig, load_config
 from inril_robot.data import Dataset
-from inril_robot.policies import checkpoint as ckpt
-from inril_robot.pretrain import run_contract
-from inril_robot.rl.rollouts import raw_actions
+from inril_robot.learning.policies import checkpoint as ckpt
+from inril_robot.learning.pretrain import run_contract
+from inril_robot.learning.rl.rollouts import raw_actions
 from tests.test_bridge import _episodes, hello_for, served
 
 runner = CliRunner()

@@ -8,8 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
-from calibration.board import BoardError, BoardSpec, board_image, detect, write_pdf, write_png
-from calibration.fileformat import (
+from inril_robot.calibration.solve import METHODS, CalibrationError, invert, make_transform, pose_error, solve_hand_eye
+from inril_robot.config import CameraConfig
+from inril_robot.core.geometry import rotvec_to_matrix
+from inril_robot.drivers.sim.placement import placement_from_calibration
+from inril_robot.hardware.calibration_file import (
     CalibrationFile,
     CalibrationFileError,
     Extrinsics,
@@ -18,10 +21,7 @@ from calibration.fileformat import (
     load_calibration,
     save_calibration,
 )
-from calibration.solve import METHODS, CalibrationError, invert, make_transform, pose_error, solve_hand_eye
-from inril_robot.config import CameraConfig
-from inril_robot.geometry import rotvec_to_matrix
-from sim2real.cameras import placement_from_calibration
+from inril_robot.vision.board import BoardError, BoardSpec, board_image, detect, write_pdf, write_png
 
 SPEC = BoardSpec()
 K = np.array([[500.0, 0, 319.5], [0, 500.0, 239.5], [0, 0, 1]])
@@ -62,7 +62,7 @@ def test_detect_finds_every_corner_and_names_the_image_it_fails_on() -> None:
 
 def synthetic_views(mode: str, n: int, noise_px: float = 0.0, seed: int = 0):
     """Robot poses and exact (or noisy) corner detections for a known X and board."""
-    from calibration.board import Detection
+    from inril_robot.vision.board import Detection
 
     rng = np.random.default_rng(seed)
     flip = np.diag([1.0, -1.0, -1.0])  # tool z down

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from calibration.board import BoardSpec
-from calibration.capture import capture_views, plan_poses
-from calibration.fileformat import load_calibration
-from calibration.run import TILT, WRIST_PIVOT, calibration_config
-from calibration.simtruth import camera_truth, intrinsics_truth
-from calibration.solve import calibrate_intrinsics, pose_error, solve_hand_eye
+from inril_robot.calibration.capture import capture_views, plan_poses
+from inril_robot.calibration.run import TILT, WRIST_PIVOT, calibration_config
+from inril_robot.calibration.simtruth import camera_truth, intrinsics_truth
+from inril_robot.calibration.solve import calibrate_intrinsics, pose_error, solve_hand_eye
 from inril_robot.cli import app
-from inril_robot.env import RobotEnv
-from inril_robot.geometry import quat_to_matrix
+from inril_robot.core.geometry import quat_to_matrix
+from inril_robot.hardware.calibration_file import load_calibration
+from inril_robot.runtime.env import RobotEnv
+from inril_robot.vision.board import BoardSpec
 
 POS_BOUND, ROT_BOUND_DEG, INTR_BOUND = 0.005, 1.0, 0.01
 SPEC = BoardSpec()

@@ -118,11 +118,11 @@ def test_safety_check_passes_clean_data_and_finds_a_planted_violation(demos: Pat
 
 
 def test_collect_records_the_calibration_files_it_was_taken_with(tmp_path: Path) -> None:
-    from inril_robot.collect import collect
     from inril_robot.config import load_config
     from inril_robot.data import Dataset
-    from inril_robot.env import RobotEnv
-    from inril_robot.registry import make_teleop
+    from inril_robot.runtime.collect import collect
+    from inril_robot.runtime.env import RobotEnv
+    from inril_robot.runtime.registry import make_teleop
     from tests.test_sim2real import front_calibration
 
     calib = front_calibration(tmp_path / "front.yaml")
@@ -138,6 +138,6 @@ def test_collect_records_the_calibration_files_it_was_taken_with(tmp_path: Path)
     assert recorded.startswith(f"front={calib}#sha256:")
     calib.write_text(calib.read_text() + "# re-solved in place\n")
     cfg.cameras[0].calibration = str(calib)
-    from inril_robot.provenance import calibration_field
+    from inril_robot.data.provenance import calibration_field
 
     assert calibration_field(cfg) != recorded  # a changed file is a different calibration

@@ -6,15 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from inril_robot.config import (
-    ConfigError,
-    RunConfig,
-    describe_allowed,
-    list_presets,
-    load_config,
-    parse_override,
-    preset_path,
-)
+from inril_robot.config import RunConfig, list_presets, load_config, parse_override, preset_path
+from inril_robot.core.errors import ConfigError
+from inril_robot.core.models import describe_allowed
 
 PRESET_ARG = {"robots": "robot", "cameras": "cameras", "tasks": "task"}
 
@@ -275,7 +269,8 @@ def test_yaml_aliases_are_refused_before_they_expand(tmp_path: Path) -> None:
     """A 'billion laughs' file of about a kilobyte: refused at its first alias, not expanded for half a minute."""
     import time
 
-    from inril_robot.config import ConfigError, read_yaml
+    from inril_robot.config import read_yaml
+    from inril_robot.core.errors import ConfigError
 
     lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
     for i in range(1, 9):

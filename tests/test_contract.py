@@ -1,4 +1,4 @@
-"""Tests for inril_robot.contract: comparing contracts and checking values against one."""
+"""Tests for inril_robot.core.contract: comparing contracts and checking values against one."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from inril_robot.contract import SCHEMA_VERSION, Contract, ContractMismatch, ObsSpec, image_key
+from inril_robot.core.contract import SCHEMA_VERSION, Contract, ContractMismatch, ObsSpec, image_key
 
 
 def make_contract(**kwargs: object) -> Contract:

@@ -93,7 +93,7 @@ def test_sigint_drops_only_the_open_episode(tmp_path: Path) -> None:
 
 
 def test_resuming_removes_temporaries_a_killed_writer_left(tmp_path: Path) -> None:
-    from inril_robot.atomic import atomic_open, remove_stale_temporaries
+    from inril_robot.core.atomic import atomic_open, remove_stale_temporaries
 
     with atomic_open(tmp_path / "curves.png", "wb") as f:
         f.write(b"png")

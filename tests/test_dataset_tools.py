@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from inril_robot.contract import Contract, ObsSpec
+from inril_robot.core.contract import Contract, ObsSpec
+from inril_robot.core.geometry import quat_to_matrix, rotvec_to_matrix
 from inril_robot.data import Dataset, DatasetWriter
 from inril_robot.data.furniture_bench import (
     UnsafePickleError,
@@ -20,7 +21,6 @@ from inril_robot.data.furniture_bench import (
     load_pickle,
 )
 from inril_robot.data.view import MIN_VIDEO_HEIGHT, STRIP_HEIGHT, render_episode
-from inril_robot.geometry import quat_to_matrix, rotvec_to_matrix
 
 SIZE = 32
 STEPS = 20

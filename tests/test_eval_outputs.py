@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import drivers.sim  # noqa: F401 - GL backend before mujoco
+import inril_robot.drivers.sim  # noqa: F401 - GL backend before mujoco
 from inril_robot.cli import app
 from inril_robot.config import load_config
-from inril_robot.policies import checkpoint as ckpt
-from inril_robot.policies.factory import make_policy
-from inril_robot.policies.normalizer import Normalizer
-from inril_robot.pretrain import policy_obs_keys, run_contract
-from inril_robot.video import VideoWriter, overlay
+from inril_robot.learning.policies import checkpoint as ckpt
+from inril_robot.learning.policies.factory import make_policy
+from inril_robot.learning.policies.normalizer import Normalizer
+from inril_robot.learning.pretrain import policy_obs_keys, run_contract
+from inril_robot.reporting.video import VideoWriter, overlay
 
 runner = CliRunner()
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from inril_robot.env import RobotEnv
+from inril_robot.runtime.env import RobotEnv
 
 MakeEnv = Callable[..., RobotEnv]  # the `make_env` fixture (conftest.py)
 EPISODES = 50

@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 from inril_robot.cli import app
 from inril_robot.config import RunConfig, load_config
 from inril_robot.data import Dataset
-from inril_robot.inril.finetune import FinetuneError, finetune
-from inril_robot.policies import checkpoint as ckpt
-from inril_robot.pretrain import pretrain
-from inril_robot.rl.vec_env import HistoryEnv, VecEnv
+from inril_robot.learning.inril.finetune import FinetuneError, finetune
+from inril_robot.learning.policies import checkpoint as ckpt
+from inril_robot.learning.pretrain import pretrain
+from inril_robot.learning.rl.vec_env import HistoryEnv, VecEnv
 from tests.test_pretrain import reach_cfg, record_demos
 
 runner = CliRunner()

@@ -21,12 +21,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from inril_robot.config import RunConfig, SafetyLimits, load_config
-from inril_robot.hardware import RobotState
+from inril_robot.config import RunConfig, load_config
+from inril_robot.core.safety import SafetyLimits
+from inril_robot.core.state import RobotState
 
 franky = pytest.importorskip("franky", reason="franky-control not installed: pip install 'inril-robot[franka]'")
 
-from drivers.franka.robot import FrankaFault, FrankaRobot  # noqa: E402
+from inril_robot.drivers.franka.robot import FrankaFault, FrankaRobot  # noqa: E402
 
 # The simulated arm runs in real time next to the tests: on a loaded machine a hang in the protocol must fail the
 # test, not stall the suite. The module takes ~20 s (a 1 kHz server process) and runs in the default suite, so CI
@@ -151,7 +152,7 @@ def wait_robot_time(arm: FrankaRobot, until: float) -> None:
 
 
 def test_state_matches_the_simulator_contract(homed: FrankaRobot, sim_cfg: Any) -> None:
-    from drivers.sim.robot import SimRobot
+    from inril_robot.drivers.sim.robot import SimRobot
 
     real = homed.state()
     for name, shape in (
@@ -323,10 +324,10 @@ def test_collect_survives_a_fault_and_drops_the_faulted_episode(
 ) -> None:
     """collect --execute over franky-sim: a reflex (or a user stop) in episode 0 -> pause with the reason, the
     scripted operator confirms, recover(), home, and the next episode is recorded; the faulted one is not stored."""
-    from inril_robot.collect import collect
     from inril_robot.data.store import Dataset
-    from inril_robot.env import RobotEnv
     from inril_robot.hardware import Teleop, TeleopCommand
+    from inril_robot.runtime.collect import collect
+    from inril_robot.runtime.env import RobotEnv
 
     class Operator(Teleop):
         def __init__(self) -> None:
@@ -378,8 +379,8 @@ class _PollRaises:
 
 
 def yaw_tilt(arm_or_rot: Any, cfg: RunConfig) -> tuple[float, float]:
-    from inril_robot.geometry import quat_to_matrix
-    from inril_robot.safety import tilt_yaw
+    from inril_robot.core.geometry import quat_to_matrix
+    from inril_robot.core.safety import tilt_yaw
 
     tilt, yaw = tilt_yaw(arm_or_rot, quat_to_matrix(np.asarray(cfg.safety.nominal_quat)))
     return yaw, tilt
@@ -391,7 +392,7 @@ def hold_and_time_to_rest(
     """hold() every control period (as the watchdog does), then (robot seconds from the first hold until the TCP
     stays below `speed` / `rot_speed`, the farthest the TCP got from where it was at the hold [m], the largest
     rotation from there [rad])."""
-    from inril_robot.geometry import quat_to_matrix, rotation_error
+    from inril_robot.core.geometry import quat_to_matrix, rotation_error
 
     start = arm.state()
     arm.hold()
@@ -418,9 +419,9 @@ def test_wind_up_probe_ends_inside_and_hold_stops_within_two_periods(
     """The issue's probe: 30 steps of the largest yaw step (proposed 0.06 rad, above the cap) through RobotEnv,
     paced on the robot clock, then hold(): with the preset (the arm turning at full speed when hold() comes) and with
     max_yaw tightened to 0.5 rad (the limit is reached)."""
-    from inril_robot.env import RobotEnv
-    from inril_robot.geometry import quat_to_matrix
-    from inril_robot.safety import reference_violations
+    from inril_robot.core.geometry import quat_to_matrix
+    from inril_robot.core.safety import reference_violations
+    from inril_robot.runtime.env import RobotEnv
 
     robot.close()
     try:
@@ -484,9 +485,9 @@ def test_random_action_sequences_keep_reference_and_pose_inside(
 ) -> None:
     """Random action sequences (wind-up pushes, noise, huge values) through RobotEnv on franky-sim: the commanded
     reference and the measured pose are checked at every tick. 1 sequence here, 40 with -m slow."""
-    from inril_robot.env import RobotEnv
-    from inril_robot.geometry import quat_to_matrix
-    from inril_robot.safety import reference_violations
+    from inril_robot.core.geometry import quat_to_matrix
+    from inril_robot.core.safety import reference_violations
+    from inril_robot.runtime.env import RobotEnv
 
     robot.close()
     rng = np.random.default_rng(0)
@@ -568,8 +569,8 @@ def test_unreachable_host_names_the_fix() -> None:
 
 
 def test_registry_finds_the_driver_and_wraps_it_in_shadow_mode(franky_sim: str) -> None:
-    from inril_robot.registry import make_robot
-    from inril_robot.shadow import ShadowRobot
+    from inril_robot.runtime.registry import make_robot
+    from inril_robot.runtime.shadow import ShadowRobot
 
     cfg = franka_cfg(franky_sim)
     shadow = make_robot(cfg, [])
@@ -578,7 +579,7 @@ def test_registry_finds_the_driver_and_wraps_it_in_shadow_mode(franky_sim: str) 
 
 
 def test_shadow_mode_never_commands_the_arm(franky_sim: str, robot: FrankaRobot) -> None:
-    from inril_robot.shadow import ShadowRobot
+    from inril_robot.runtime.shadow import ShadowRobot
 
     robot.home()
     assert robot.gripper is not None
@@ -594,10 +595,10 @@ def test_shadow_mode_never_commands_the_arm(franky_sim: str, robot: FrankaRobot)
 @pytest.mark.slow
 def test_collect_records_an_episode_over_franky_sim(franky_sim: str, robot: FrankaRobot, tmp_path: Path) -> None:
     """`collect` over `RobotEnv` over the Franka driver (--execute) with a scripted operator, into the store."""
-    from inril_robot.collect import collect
     from inril_robot.data.store import Dataset
-    from inril_robot.env import RobotEnv
     from inril_robot.hardware import Teleop, TeleopCommand
+    from inril_robot.runtime.collect import collect
+    from inril_robot.runtime.env import RobotEnv
 
     class ReplayOperator(Teleop):
         """An operator who pushes +x for `steps` reads, closes the gripper half-way through, then keeps."""
@@ -641,9 +642,9 @@ def test_finetune_agent_over_franky_sim_survives_a_fault(
     from inril_robot.bridge.agent import AgentOptions, RobotAgent
     from inril_robot.bridge.learning import ServerLearner
     from inril_robot.data.store import Dataset
-    from inril_robot.env import RobotEnv
-    from inril_robot.inril.finetune import train_seed
-    from inril_robot.pretrain import pretrain
+    from inril_robot.learning.inril.finetune import train_seed
+    from inril_robot.learning.pretrain import pretrain
+    from inril_robot.runtime.env import RobotEnv
     from tests.test_bridge import FT, served
     from tests.test_pretrain import reach_cfg, record_demos
 
@@ -682,4 +683,4 @@ def test_finetune_agent_over_franky_sim_survives_a_fault(
     assert any("PAUSED" in s and fault.split(": ")[-1] in s for s in said), said
     assert 1 not in pending and sorted(pending) == [0, 2, 3]
     store = Dataset(tmp_path / "store")
-    assert sorted(e.meta["seed"] for e in store.episodes) == sorted(train_seed(cfg, i) for i in (0, 2, 3))
+    assert sorted(e.meta["seed"] for e in store.episodes) == sorted(train_seed(cfg.seed, i) for i in (0, 2, 3))

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from drivers.franka.gripper import CLOSED, OPEN, GripperWorker
+from inril_robot.drivers.franka.gripper import CLOSED, OPEN, GripperWorker
 
 pytestmark = [pytest.mark.timeout(60, method="thread")]
 

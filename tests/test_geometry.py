@@ -1,4 +1,4 @@
-"""Property tests for inril_robot.geometry (rotation vectors, matrices, xyzw quaternions)."""
+"""Property tests for inril_robot.core.geometry (rotation vectors, matrices, xyzw quaternions)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inril_robot.geometry import (
+from inril_robot.core.geometry import (
     matrix_to_quat,
     matrix_to_rotvec,
     quat_to_matrix,
@@ -140,7 +140,7 @@ def test_top_down_rotation(yaw: float) -> None:
 
 
 def test_observed_quaternion_does_not_flip_at_the_tool_down_home_pose() -> None:
-    from inril_robot.hardware import RobotState
+    from inril_robot.core.state import RobotState
 
     def state(q: np.ndarray) -> RobotState:
         z3, z6, z7 = np.zeros(3), np.zeros(6), np.zeros(7)

@@ -1,4 +1,4 @@
-"""Tests for inril_robot.tasks.gym_env: the Gymnasium ids, spaces, seeding and image observations."""
+"""Tests for inril_robot.runtime.gym_env: the Gymnasium ids, spaces, seeding and image observations."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import drivers.sim  # noqa: F401 - picks the GL backend: must come before mujoco's first import
 import inril_robot
+import inril_robot.drivers.sim
 from inril_robot.config import load_config
-from inril_robot.tasks.gym_env import ENTRY_POINT, ENV_IDS, InrilGymEnv, register_envs
+from inril_robot.runtime.gym_env import ENTRY_POINT, ENV_IDS, InrilGymEnv, register_envs
 
 pytest.importorskip("mujoco")
 
@@ -170,7 +170,7 @@ def test_time_limit_from_the_registry() -> None:
 
 def test_unclosed_rendering_env_exits_cleanly() -> None:
     code = (
-        "import drivers.sim, gymnasium, inril_robot\n"
+        "import inril_robot.drivers.sim, gymnasium, inril_robot\n"
         "env = gymnasium.make('inril_robot/Reach-v0', render_mode='rgb_array', image_size=32)\n"
         "env.reset(seed=0)\nassert env.render().shape == (32, 32, 3)\n"
     )  # no close()

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
-from inril_robot.inril.schedule import AdaptiveM, FixedM, InterleaveSchedule
-from inril_robot.inril.separation import (
+from inril_robot.learning.inril.schedule import AdaptiveM, FixedM, InterleaveSchedule
+from inril_robot.learning.inril.separation import (
     SEPARATION_MODES,
     GradientEMA,
     flatten,
@@ -21,7 +21,7 @@ from inril_robot.inril.separation import (
     project_step,
     unflatten,
 )
-from inril_robot.policies.residual import ResidualPolicy
+from inril_robot.learning.policies.residual import ResidualPolicy
 from tests.test_policies import make_actions, make_obs, make_policy_named
 
 # float64 so that the 1e-6 relative tolerance measures the math, not float32 rounding

@@ -1,15 +1,15 @@
-"""inril_robot.kinematics against the MuJoCo FR3 model (the sim base frame is MuJoCo's world frame)."""
+"""inril_robot.core.kinematics against the MuJoCo FR3 model (the sim base frame is MuJoCo's world frame)."""
 
-import drivers.sim  # noqa: F401, I001  (selects the GL backend before mujoco is imported)
+import inril_robot.drivers.sim  # noqa: F401, I001  (selects the GL backend before mujoco is imported)
 
 import mujoco
 import numpy as np
 import pytest
 
-from drivers.sim.world import SimWorld
+from inril_robot.drivers.sim.world import SimWorld
 from inril_robot.config import RobotConfig
-from inril_robot.geometry import rotation_error, rotvec_to_matrix
-from inril_robot.kinematics import JOINT_LIMITS, fk, jacobian
+from inril_robot.core.geometry import rotation_error, rotvec_to_matrix
+from inril_robot.core.kinematics import JOINT_LIMITS, fk, jacobian
 
 
 @pytest.fixture(scope="module")

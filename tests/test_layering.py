@@ -14,14 +14,17 @@ import pytest
 
 ROBOT_PC_MODULES = [
     "inril_robot.bridge.agent",
-    "inril_robot.collect",
-    "inril_robot.safety",
+    "inril_robot.runtime.collect",
+    "inril_robot.runtime.env",
+    "inril_robot.runtime.registry",
+    "inril_robot.vision.board",
+    "inril_robot.core.safety",
     "inril_robot.hardware",
-    "inril_robot.seeds",
-    "drivers.franka.robot",
-    "drivers.realsense",
-    "drivers.keyboard",
-    "drivers.spacemouse",
+    "inril_robot.core.seeds",
+    "inril_robot.drivers.franka.robot",
+    "inril_robot.drivers.realsense",
+    "inril_robot.drivers.keyboard",
+    "inril_robot.drivers.spacemouse",
 ]
 
 
@@ -31,7 +34,7 @@ def test_robot_pc_modules_import_without_torch() -> None:
         "import importlib, json, sys\n"
         f"for m in {ROBOT_PC_MODULES!r}: importlib.import_module(m)\n"
         "print(json.dumps(sorted(m for m in sys.modules if m == 'torch' or m.startswith(("
-        "'torch.', 'inril_robot.rl', 'inril_robot.inril', 'inril_robot.policies', 'inril_robot.pretrain')))))\n"
+        "'torch.', 'inril_robot.learning')))))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=110, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
@@ -39,13 +42,12 @@ def test_robot_pc_modules_import_without_torch() -> None:
 
 @pytest.mark.timeout(60)
 def test_user_facing_errors_share_one_base_and_keep_their_old_one() -> None:
-    from calibration.fileformat import CalibrationFileError
-    from inril_robot.config import ConfigError
-    from inril_robot.contract import ContractMismatch
+    from inril_robot.core.contract import ContractMismatch
+    from inril_robot.core.errors import ConfigError, InrilError
     from inril_robot.data.store import DatasetError
-    from inril_robot.errors import InrilError
-    from inril_robot.policies.checkpoint import CheckpointError
-    from inril_robot.registry import DriverUnavailable
+    from inril_robot.hardware.calibration_file import CalibrationFileError
+    from inril_robot.learning.policies.checkpoint import CheckpointError
+    from inril_robot.runtime.registry import DriverUnavailable
 
     for cls, old in (
         (ConfigError, ValueError),

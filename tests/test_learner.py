@@ -11,18 +11,18 @@ import pytest
 import torch
 
 from inril_robot.config import DPPOConfig, FinetuneConfig, PolicyConfig
-from inril_robot.inril.learner import InrilLearner
-from inril_robot.inril.separation import cosine
-from inril_robot.policies.base import Obs, Policy
-from inril_robot.policies.diffusion import DiffusionPolicy
-from inril_robot.policies.factory import make_policy
-from inril_robot.policies.normalizer import Normalizer
-from inril_robot.policies.residual import ResidualPolicy
-from inril_robot.rl.actor import Actor
-from inril_robot.rl.buffer import RolloutBuffer
-from inril_robot.rl.dppo import DPPOActor, with_frozen_copy
-from inril_robot.rl.ppo import Critic, GaussianActor
-from inril_robot.rl.residual_ppo import ResidualActor
+from inril_robot.learning.inril.learner import InrilLearner
+from inril_robot.learning.inril.separation import cosine
+from inril_robot.learning.policies.base import Obs, Policy
+from inril_robot.learning.policies.diffusion import DiffusionPolicy
+from inril_robot.learning.policies.factory import make_policy
+from inril_robot.learning.policies.normalizer import Normalizer
+from inril_robot.learning.policies.residual import ResidualPolicy
+from inril_robot.learning.rl.actor import Actor
+from inril_robot.learning.rl.buffer import RolloutBuffer
+from inril_robot.learning.rl.dppo import DPPOActor, with_frozen_copy
+from inril_robot.learning.rl.ppo import Critic, GaussianActor
+from inril_robot.learning.rl.residual_ppo import ResidualActor
 from tests.test_policies import ACTION_MAX, ACTION_MIN, OBS_STATS, A
 from tests.test_policies import STATE_SHAPES as SHAPES
 from tests.test_update_guard import make_actions, make_obs
@@ -327,8 +327,8 @@ def test_dppo_update_raises_log_prob_of_positive_advantage_chains() -> None:
 
 def test_dppo_policy_with_frozen_copy_round_trips_through_a_checkpoint(tmp_path: Any) -> None:
     from inril_robot.config import RunConfig
-    from inril_robot.contract import Contract, ObsSpec
-    from inril_robot.policies.checkpoint import load_checkpoint, save_checkpoint
+    from inril_robot.core.contract import Contract, ObsSpec
+    from inril_robot.learning.policies.checkpoint import load_checkpoint, save_checkpoint
 
     actor = dppo_actor(ft_steps=2)
     contract = Contract(control_hz=10.0, observations={k: ObsSpec(shape=s, dtype="float32") for k, s in SHAPES.items()})

@@ -17,14 +17,14 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-import drivers.sim  # noqa: F401 - GL backend before mujoco
+import inril_robot.drivers.sim  # noqa: F401 - GL backend before mujoco
 from inril_robot.cli import app
-from inril_robot.collect import collect
 from inril_robot.config import load_config
 from inril_robot.data.lerobot import LeRobotFormatError, export_lerobot, import_lerobot
 from inril_robot.data.store import Dataset
-from inril_robot.env import RobotEnv
-from inril_robot.registry import make_teleop
+from inril_robot.runtime.collect import collect
+from inril_robot.runtime.env import RobotEnv
+from inril_robot.runtime.registry import make_teleop
 
 runner = CliRunner()
 

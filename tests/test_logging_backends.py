@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from inril_robot.tb import TBWriter
+from inril_robot.reporting.tb import TBWriter
 
 
 def test_tensorboard_reads_the_event_files(tmp_path: Path) -> None:

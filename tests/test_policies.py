@@ -10,14 +10,14 @@ import torch
 from torch import Tensor
 
 from inril_robot.config import ImageEncoderConfig, PolicyConfig
-from inril_robot.policies.base import Obs, Policy
-from inril_robot.policies.diffusion import DiffusionPolicy, UNet1DDenoiser
-from inril_robot.policies.encoders import ImageEncoder, ObsEncoder, random_shift
-from inril_robot.policies.factory import make_policy
-from inril_robot.policies.gaussian import GaussianPolicy
-from inril_robot.policies.latency import measure_latency, random_obs
-from inril_robot.policies.normalizer import Normalizer
-from inril_robot.policies.residual import ResidualPolicy
+from inril_robot.learning.policies.base import Obs, Policy
+from inril_robot.learning.policies.diffusion import DiffusionPolicy, UNet1DDenoiser
+from inril_robot.learning.policies.encoders import ImageEncoder, ObsEncoder, random_shift
+from inril_robot.learning.policies.factory import make_policy
+from inril_robot.learning.policies.gaussian import GaussianPolicy
+from inril_robot.learning.policies.latency import measure_latency, random_obs
+from inril_robot.learning.policies.normalizer import Normalizer
+from inril_robot.learning.policies.residual import ResidualPolicy
 
 A = 7
 ACTION_MIN = torch.tensor([-0.02, -0.02, -0.02, -0.1, -0.1, -0.1, 0.0])

@@ -10,12 +10,12 @@ import torch
 from torch import Tensor
 
 from inril_robot.config import FinetuneConfig, PolicyConfig
-from inril_robot.inril.learner import InrilLearner
-from inril_robot.policies.base import Obs
-from inril_robot.policies.gaussian import GaussianPolicy
-from inril_robot.policies.normalizer import Normalizer
-from inril_robot.rl.buffer import RolloutBuffer, compute_gae
-from inril_robot.rl.ppo import Critic, GaussianActor, clipped_surrogate
+from inril_robot.learning.inril.learner import InrilLearner
+from inril_robot.learning.policies.base import Obs
+from inril_robot.learning.policies.gaussian import GaussianPolicy
+from inril_robot.learning.policies.normalizer import Normalizer
+from inril_robot.learning.rl.buffer import RolloutBuffer, compute_gae
+from inril_robot.learning.rl.ppo import Critic, GaussianActor, clipped_surrogate
 
 OBS_STATS = {"ee_pos": {"mean": [0.5, 0.0, 0.2], "std": [0.1, 0.1, 0.1]}}
 OBS_SHAPES: dict[str, tuple[int, ...]] = {"ee_pos": (3,)}
@@ -228,11 +228,11 @@ def test_a_safety_stop_is_terminal_and_never_bootstrapped() -> None:
     critic that promises the maximum everywhere; a time-limit end with the same critic is bootstrapped (clamped)."""
     import numpy as np
 
-    import drivers.sim  # noqa: F401
+    import inril_robot.drivers.sim  # noqa: F401
     from inril_robot.config import load_config
-    from inril_robot.inril.finetune import to_buffer
-    from inril_robot.rl.rollouts import EpisodeTrace
-    from inril_robot.rl.vec_env import HistoryEnv
+    from inril_robot.learning.inril.finetune import to_buffer
+    from inril_robot.learning.rl.rollouts import EpisodeTrace
+    from inril_robot.learning.rl.vec_env import HistoryEnv
 
     cfg = load_config(robot="sim", task="lift", overrides=["safety.max_contact_force=0.5"])
     env = HistoryEnv(cfg, ["ee_pos"], 1)

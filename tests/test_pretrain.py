@@ -19,20 +19,20 @@ import torch
 from typer.testing import CliRunner
 
 from inril_robot.cli import app
-from inril_robot.collect import collect
 from inril_robot.config import RunConfig, load_config
-from inril_robot.contract import Contract, ContractMismatch
+from inril_robot.core.contract import Contract, ContractMismatch
 from inril_robot.data import Dataset
 from inril_robot.data.sampler import WindowSampler
-from inril_robot.env import RobotEnv
-from inril_robot.policies import checkpoint as ckpt
-from inril_robot.policies.base import Policy
-from inril_robot.policies.factory import make_policy
-from inril_robot.policies.normalizer import Normalizer
-from inril_robot.policies.runner import PolicyRunner
-from inril_robot.pretrain import DemoWindows, PretrainError, policy_obs_keys, pretrain, run_contract
-from inril_robot.registry import make_teleop
-from inril_robot.tb import TBWriter
+from inril_robot.learning.policies import checkpoint as ckpt
+from inril_robot.learning.policies.base import Policy
+from inril_robot.learning.policies.factory import make_policy
+from inril_robot.learning.policies.normalizer import Normalizer
+from inril_robot.learning.policies.runner import PolicyRunner
+from inril_robot.learning.pretrain import DemoWindows, PretrainError, policy_obs_keys, pretrain, run_contract
+from inril_robot.reporting.tb import TBWriter
+from inril_robot.runtime.collect import collect
+from inril_robot.runtime.env import RobotEnv
+from inril_robot.runtime.registry import make_teleop
 
 runner = CliRunner()
 TINY = [

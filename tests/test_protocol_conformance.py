@@ -17,8 +17,8 @@ import zmq
 
 from inril_robot.bridge.learning import ServerLearner
 from inril_robot.config import load_config
-from inril_robot.contract import Contract
-from inril_robot.pretrain import run_contract
+from inril_robot.core.contract import Contract
+from inril_robot.learning.pretrain import run_contract
 from tests.test_bridge import served
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"

@@ -63,8 +63,8 @@ def test_quickstart_records_pretrains_finetunes_both_ways_and_compares(tmp_path:
 
 
 def test_an_arm_that_ended_below_its_start_is_flagged() -> None:
-    from inril_robot.inril.finetune import FinetuneResult
-    from inril_robot.quickstart import _result_row
+    from inril_robot.cli.quickstart import _result_row
+    from inril_robot.learning.inril.finetune import FinetuneResult
 
     def rate(k: int) -> dict[str, float]:
         return {"rate": k / 100, "successes": k, "trials": 100, "ci95_low": 0.0, "ci95_high": 1.0}

@@ -7,18 +7,20 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-import drivers.sim  # noqa: F401 - picks the GL backend: must come before mujoco's first import
+import inril_robot.drivers.sim  # noqa: F401 - picks the GL backend: must come before mujoco's first import
 
 pytest.importorskip("mujoco")
 
-from drivers.sim.randomize import apply_randomization
-from drivers.sim.world import SimWorld
-from inril_robot.config import ConfigError, RandomizationConfig, RunConfig, load_config
-from inril_robot.env import RobotEnv
+from inril_robot.config import RandomizationConfig, RunConfig, load_config
+from inril_robot.core.errors import ConfigError
+from inril_robot.drivers.sim.randomize import apply_randomization
+from inril_robot.drivers.sim.world import SimWorld
+from inril_robot.hardware.scene import ObjectPose
+from inril_robot.runtime.env import RobotEnv
+from inril_robot.runtime.gym_env import InrilGymEnv
+from inril_robot.sim2real.randomization import PRESETS, preset
 from inril_robot.tasks import make_task
-from inril_robot.tasks.base import ObjectPose, jitter_objects
-from inril_robot.tasks.gym_env import InrilGymEnv
-from sim2real.randomization import PRESETS, preset
+from inril_robot.tasks.base import jitter_objects
 
 OFF = RandomizationConfig()
 

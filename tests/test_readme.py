@@ -197,7 +197,7 @@ def test_readme_blocks_short_variants(tmp_path: Path) -> None:
 @pytest.mark.timeout(60)
 def test_readme_python_block_runs(tmp_path: Path) -> None:
     (block,) = python_blocks(README)
-    code = "import drivers.sim\n" + block + "\nenv.reset(seed=0)\nenv.close()\n"
+    code = "import inril_robot.drivers.sim\n" + block + "\nenv.reset(seed=0)\nenv.close()\n"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=tmp_path)
 
 

@@ -17,8 +17,8 @@ from inril_robot.hardware import StaleFrameError
 
 rs = pytest.importorskip("pyrealsense2", reason="pyrealsense2 not installed: pip install 'inril-robot[camera]'")
 
-from drivers import realsense  # noqa: E402
-from drivers.realsense import PipelineSource, RealSenseCamera, SensorSource  # noqa: E402
+from inril_robot.drivers import realsense  # noqa: E402
+from inril_robot.drivers.realsense import PipelineSource, RealSenseCamera, SensorSource  # noqa: E402
 
 W, H, FPS = 64, 48, 30
 SERIAL = "000123456789"
@@ -213,7 +213,7 @@ def test_missing_recording_is_named(tmp_path: Path) -> None:
 
 def test_registry_builds_a_realsense_camera() -> None:
     from inril_robot.config import load_config
-    from inril_robot.registry import CAMERAS, load
+    from inril_robot.runtime.registry import CAMERAS, load
 
     assert load(CAMERAS, "realsense", "camera") is RealSenseCamera
     cfg = load_config(overrides=["cameras=[{name: front, kind: realsense, serial: '1'}]"])

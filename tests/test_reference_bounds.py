@@ -13,17 +13,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inril_robot.config import SafetyLimits, load_config
-from inril_robot.geometry import matrix_to_quat, matrix_to_rotvec, quat_to_matrix, rotvec_to_matrix
-from inril_robot.hardware import RobotState
-from inril_robot.kinematics import fk
-from inril_robot.safety import (
+from inril_robot.config import load_config
+from inril_robot.core.geometry import matrix_to_quat, matrix_to_rotvec, quat_to_matrix, rotvec_to_matrix
+from inril_robot.core.kinematics import fk
+from inril_robot.core.safety import (
     REFERENCE_LIMITS,
+    SafetyLimits,
     apply_envelope,
     bound_reference,
     reference_violations,
     tilt_yaw,
 )
+from inril_robot.core.state import RobotState
 
 HOME_Q = np.array([0.0, -0.3, 0.0, -2.4, 0.0, 2.1, 0.785])
 FRANKA = load_config(robot="franka")
@@ -166,7 +167,7 @@ def test_translation_gap_and_box() -> None:
 
 @pytest.mark.timeout(60)
 def test_franka_config_refuses_steps_the_arm_cannot_follow() -> None:
-    from inril_robot.config import ConfigError
+    from inril_robot.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"safety\.max_rot_step.*0\.6 rad/s.*0\.25 rad/s.*relative_dynamics_factor"):
         load_config(robot="franka", overrides=["safety.max_rot_step=0.06"])

@@ -14,10 +14,11 @@ import typer
 from rich.console import Console
 from typer.testing import CliRunner
 
-from inril_robot.cli import app, finish_targets
+from inril_robot.cli import app
+from inril_robot.cli._common import finish_targets
 from inril_robot.doctor import _explain_probe_failure
-from inril_robot.progress import LineProgress, make_progress
-from inril_robot.targets import Target, targets_payload
+from inril_robot.reporting.progress import LineProgress, make_progress
+from inril_robot.reporting.targets import Target, targets_payload
 
 ROOT = Path(__file__).resolve().parents[1]
 

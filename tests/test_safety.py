@@ -18,14 +18,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from inril_robot.config import SafetyLimits, load_config
-from inril_robot.geometry import matrix_to_quat, quat_to_matrix, rotvec_to_matrix
-from inril_robot.hardware import RobotState
-from inril_robot.kinematics import JOINT_LIMITS, fk, jacobian
-from inril_robot.safety import (
+from inril_robot.config import load_config
+from inril_robot.core.geometry import matrix_to_quat, quat_to_matrix, rotvec_to_matrix
+from inril_robot.core.kinematics import JOINT_LIMITS, fk, jacobian
+from inril_robot.core.safety import (
     LIMITS,
     EnvelopeResult,
     SafetyEvent,
+    SafetyLimits,
     SafetyShapeError,
     apply_envelope,
     event_counts,
@@ -35,6 +35,7 @@ from inril_robot.safety import (
     translation_cap,
     within_limits,
 )
+from inril_robot.core.state import RobotState
 
 HOME_Q = np.array([0.0, -0.3, 0.0, -2.4, 0.0, 2.1, 0.785])
 HOME_POS, HOME_ROT = fk(HOME_Q)
@@ -724,10 +725,9 @@ def test_franka_preset_is_not_looser_than_defaults() -> None:
 
 def test_an_absurd_joint_reading_holds_the_arm() -> None:
     """A joint read 1e14 rad past its limit: q + dq == q in float64, so no margin check could see the motion."""
-    from inril_robot.config import SafetyLimits
-    from inril_robot.hardware import RobotState
-    from inril_robot.kinematics import JOINT_LIMITS
-    from inril_robot.safety import apply_envelope
+    from inril_robot.core.kinematics import JOINT_LIMITS
+    from inril_robot.core.safety import SafetyLimits, apply_envelope
+    from inril_robot.core.state import RobotState
 
     q = JOINT_LIMITS.mean(axis=1)
     q[3] = JOINT_LIMITS[3, 1] + 1e14

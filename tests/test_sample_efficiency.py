@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from inril_robot.inril.learner_bench import bench_learner
-from inril_robot.inril.sample_efficiency import (
+from inril_robot.bench.learner import bench_learner
+from inril_robot.bench.sample_efficiency import (
     RunOutcome,
     curve_auc,
     decide,
@@ -17,7 +17,7 @@ from inril_robot.inril.sample_efficiency import (
     summarize,
     write_reports,
 )
-from inril_robot.stats import mean_ci
+from inril_robot.reporting.rates import mean_ci
 
 
 def test_mean_ci_matches_the_student_t_interval() -> None:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from inril_robot.config import load_config
-from inril_robot.env import RobotEnv
-from inril_robot.registry import make_robot
-from inril_robot.shadow import ShadowRobot
+from inril_robot.runtime.env import RobotEnv
+from inril_robot.runtime.registry import make_robot
+from inril_robot.runtime.shadow import ShadowRobot
 from inril_robot.tasks import make_task
 
 MakeEnv = Callable[..., RobotEnv]
@@ -34,7 +34,7 @@ def test_shadow_mode_runs_the_loop_but_the_arm_holds() -> None:
 def test_a_real_robot_is_shadowed_unless_execute(monkeypatch: pytest.MonkeyPatch) -> None:
     from inril_robot import registry
 
-    monkeypatch.setitem(registry.ROBOTS, "franka", "drivers.sim.robot:SimRobot")
+    monkeypatch.setitem(registry.ROBOTS, "franka", "inril_robot.drivers.sim.robot:SimRobot")
     cfg = load_config(robot="franka", task="reach")
 
     class Recorder:
@@ -68,11 +68,11 @@ def test_shadow_mode_demonstrations_are_marked_and_refused_by_learning(tmp_path:
     "none", the episodes marked shadow, and every learner that reads demonstrations refuses the dataset."""
     from pathlib import Path
 
-    from inril_robot.collect import collect
     from inril_robot.data.store import CONTROL_CODES, Dataset, DatasetError
-    from inril_robot.env import build_contract
     from inril_robot.hardware import Teleop, TeleopCommand
-    from inril_robot.pretrain import check_dataset_fits
+    from inril_robot.learning.pretrain import check_dataset_fits
+    from inril_robot.runtime.collect import collect
+    from inril_robot.runtime.env import build_contract
 
     class Pushes(Teleop):
         def __init__(self) -> None:

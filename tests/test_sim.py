@@ -7,9 +7,9 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from inril_robot.contract import ContractMismatch
-from inril_robot.env import RobotEnv
-from inril_robot.hardware import RobotState
+from inril_robot.core.contract import ContractMismatch
+from inril_robot.core.state import RobotState
+from inril_robot.runtime.env import RobotEnv
 
 MakeEnv = Callable[..., RobotEnv]  # the `make_env` fixture (conftest.py)
 HOLD = np.zeros(7)

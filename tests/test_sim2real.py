@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from calibration.fileformat import CalibrationFile, Extrinsics, Intrinsics, Uncertainty, save_calibration
-from calibration.solve import make_transform
+from inril_robot.calibration.solve import make_transform
 from inril_robot.cli import app
 from inril_robot.data.store import Dataset
-from inril_robot.env import RobotEnv
-from inril_robot.policies.checkpoint import read_checkpoint
-from sim2real.pretrain import sim_config, sim_pretrain
+from inril_robot.hardware.calibration_file import CalibrationFile, Extrinsics, Intrinsics, Uncertainty, save_calibration
+from inril_robot.learning.policies.checkpoint import read_checkpoint
+from inril_robot.runtime.env import RobotEnv
+from inril_robot.sim2real.pretrain import sim_config, sim_pretrain
 
 
 def front_calibration(path: Path, sigma_m: float = 0.004, sigma_rad: float = 0.01) -> Path:

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inril_robot.contract import Contract, ContractMismatch, ObsSpec
+from inril_robot.core.contract import Contract, ContractMismatch, ObsSpec
 from inril_robot.data import Dataset, DatasetError, DatasetWriter
+from inril_robot.data.normalization import compute_stats, write_stats
 from inril_robot.data.sampler import WindowSampler
-from inril_robot.data.stats import compute_stats, write_stats
 
 CONTRACT = Contract(
     observations={"ee_pos": ObsSpec(shape=(3,), dtype="float32"), "front_rgb": ObsSpec(shape=(8, 8, 3), dtype="uint8")},

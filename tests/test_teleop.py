@@ -17,14 +17,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from drivers.keyboard import KEYMAP, KeyboardTeleop, help_text, parse_keys
-from drivers.scripted import ScriptedTeleop
-from drivers.spacemouse import ButtonGestures, SpaceMouseTeleop, apply_deadzone, axes_to_motion
 from inril_robot.config import TeleopConfig, load_config
-from inril_robot.env import RobotEnv
+from inril_robot.drivers.keyboard import KEYMAP, KeyboardTeleop, help_text, parse_keys
+from inril_robot.drivers.spacemouse import ButtonGestures, SpaceMouseTeleop, apply_deadzone, axes_to_motion
 from inril_robot.hardware import TeleopCommand, TeleopUnavailable
-from inril_robot.registry import DriverUnavailable, make_teleop
-from inril_robot.teleop import command_to_action
+from inril_robot.hardware.teleop import command_to_action
+from inril_robot.runtime.env import RobotEnv
+from inril_robot.runtime.registry import DriverUnavailable, make_teleop
+from inril_robot.runtime.scripted_teleop import ScriptedTeleop
 
 CFG = TeleopConfig(kind="keyboard", translation_step=0.01, rotation_step=0.05, deadzone=0.1)
 T, R = CFG.translation_step, CFG.rotation_step

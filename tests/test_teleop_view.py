@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import drivers.sim  # noqa: F401 - GL backend before mujoco
+import inril_robot.drivers.sim  # noqa: F401 - GL backend before mujoco
 from inril_robot.cli import app
-from inril_robot.collect import CollectStatus, collect
 from inril_robot.config import load_config
-from inril_robot.env import RobotEnv
 from inril_robot.hardware import Teleop, TeleopCommand
-from inril_robot.teleop_view import TeleopView, ViewServer, panel_lines
+from inril_robot.runtime.collect import CollectStatus, collect
+from inril_robot.runtime.env import RobotEnv
+from inril_robot.runtime.teleop_view import TeleopView, ViewServer, panel_lines
 
 
 class IdleOperator(Teleop):

@@ -11,11 +11,11 @@ import torch
 from torch import Tensor
 
 from inril_robot.config import PolicyConfig
-from inril_robot.inril.guard import GuardConfig, GuardDecision, UpdateGuard, interpolate
-from inril_robot.policies.base import Obs, Policy
-from inril_robot.policies.factory import make_policy
-from inril_robot.policies.latency import random_obs
-from inril_robot.policies.normalizer import Normalizer
+from inril_robot.learning.inril.guard import GuardConfig, GuardDecision, UpdateGuard, interpolate
+from inril_robot.learning.policies.base import Obs, Policy
+from inril_robot.learning.policies.factory import make_policy
+from inril_robot.learning.policies.latency import random_obs
+from inril_robot.learning.policies.normalizer import Normalizer
 from tests.test_policies import ACTION_MAX, ACTION_MIN, OBS_STATS, A
 from tests.test_policies import STATE_SHAPES as SHAPES
 

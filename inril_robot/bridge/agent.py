@@ -12,7 +12,7 @@ store, and after the chunk send the executed actions, rewards and flags back. Sa
 - a refusal (schema, contract, task, CURVE key) stops the agent with the reason; an operator e-stop stops the arm;
 - an arm fault (`RobotFault`: reflex, user stop, control error) drops the open episode (not stored; no
   `episode_end`, so the server drops its segment), pauses with the reason, and after the operator's confirmation
-  recovers and homes the arm (`inril_robot.faults`); the run goes on with the next episode.
+  recovers and homes the arm (`inril_robot.runtime.faults`); the run goes on with the next episode.
 
 Every episode ends with `robot.hold()` on a real arm (it stops now, before the operator's reset prompt). In shadow
 mode (a real robot without --execute) nothing is executed: steps are stored with control "none", episodes marked
@@ -39,20 +39,19 @@ from typing import Any
 
 import numpy as np
 
+from inril_robot.bridge import protocol as p
+from inril_robot.bridge.client import BridgeClient, BridgeError, Refusal
+from inril_robot.bridge.security import ClientKeys
 from inril_robot.config import RunConfig
+from inril_robot.core.seeds import train_seed
 from inril_robot.data.store import DatasetWriter
-from inril_robot.env import GRIPPER_AT_HOME, RobotEnv
-from inril_robot.faults import pause_and_recover
 from inril_robot.hardware import EmergencyStop, RobotFault, StaleFrameError, Teleop
-from inril_robot.obs_history import ObsHistory
-from inril_robot.seeds import train_seed
-from inril_robot.shadow import ShadowRobot
-from inril_robot.teleop import command_to_action
-
-from . import protocol as p
-from .client import BridgeClient, BridgeError, Refusal
-from .security import ClientKeys
-from .timing import Scheduler, StageTimes
+from inril_robot.hardware.teleop import command_to_action
+from inril_robot.runtime.env import GRIPPER_AT_HOME, RobotEnv
+from inril_robot.runtime.faults import pause_and_recover
+from inril_robot.runtime.obs_history import ObsHistory
+from inril_robot.runtime.shadow import ShadowRobot
+from inril_robot.runtime.timing import Scheduler, StageTimes
 
 StatusFn = Callable[[dict[str, Any]], None]
 LOG_FIELDS = (
@@ -200,7 +199,7 @@ class RobotAgent:
         return self.result
 
     def run_episode(self, index: int) -> dict[str, Any]:
-        seed = train_seed(self.cfg, index + self.opt.seed_offset)
+        seed = train_seed(self.cfg.seed, index + self.opt.seed_offset)
         obs, info = self._reset(seed, index)
         welcome = self.client.welcome
         assert welcome is not None
@@ -447,7 +446,7 @@ class RobotAgent:
                 return self._request(history, obs, episode, chunk, steps)
 
     def _after_fault(self, index: int, fault: RobotFault) -> None:
-        """Pause, the operator confirms, recover, home (`inril_robot.faults`); ends the run without an operator."""
+        """Pause, the operator confirms, recover, home (`runtime.faults`); ends the run without an operator."""
         self.result.faults.append(f"episode {index}: {fault}")
         self.result.faulted_episodes += 1
         if self.prompt is None:
@@ -558,6 +557,6 @@ class RobotAgent:
 
 
 def _version() -> str:
-    from inril_robot.version import package_version
+    from inril_robot.core.version import package_version
 
     return package_version()

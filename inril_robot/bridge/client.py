@@ -15,10 +15,9 @@ import numpy as np
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from inril_robot.errors import InrilError
-
-from . import protocol as p
-from .security import ClientKeys, secure_client
+from inril_robot.bridge import protocol as p
+from inril_robot.bridge.security import ClientKeys, secure_client
+from inril_robot.core.errors import InrilError
 
 
 class BridgeError(RuntimeError, InrilError):

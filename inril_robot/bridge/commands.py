@@ -13,11 +13,10 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from inril_robot.bridge.security import SecurityError, check_bind, client_keys, server_keys
+from inril_robot.bridge.server import PolicyServer, ServeOptions
 from inril_robot.config import RunConfig
 from inril_robot.data.store import Dataset
-
-from .security import SecurityError, check_bind, client_keys, server_keys
-from .server import PolicyServer, ServeOptions
 
 
 # ------------------------------------------------------------------------------------------------------ serve
@@ -37,7 +36,7 @@ def serve_command(
     live: bool,
     episode_deadline_s: float = 60.0,
 ) -> dict[str, Any]:
-    from .launch import serve_until_stopped
+    from inril_robot.bridge.launch import serve_until_stopped
 
     keyset = server_keys(keys) if keys is not None else None
     check_bind(bind, keyset)  # before loading anything: the refusal is the first thing the user sees
@@ -99,11 +98,10 @@ class BridgeRun:
 
 def finetune_through_bridge(cfg: RunConfig, run: BridgeRun, console: Console, json_out: bool) -> dict[str, Any]:
     """The robot agent against `run.server`, or against a local server subprocess it starts and stops."""
-    from inril_robot.env import RobotEnv
-    from inril_robot.registry import make_teleop
-
-    from .agent import AgentOptions, EmergencyStop, RobotAgent
-    from .launch import LocalServer
+    from inril_robot.bridge.agent import AgentOptions, EmergencyStop, RobotAgent
+    from inril_robot.bridge.launch import LocalServer
+    from inril_robot.runtime.env import RobotEnv
+    from inril_robot.runtime.registry import make_teleop
 
     if (run.client_key is None) != (run.server_key is None):
         raise SecurityError(

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch import Tensor
 
-from inril_robot.inril.learner import DemoSource
-from inril_robot.rl.rollouts import EpisodeTrace
-from inril_robot.rl.vec_env import History
+from inril_robot.learning.inril.learner import DemoSource
+from inril_robot.learning.rl.rollouts import EpisodeTrace
+from inril_robot.learning.rl.vec_env import History
 
 
 @dataclass

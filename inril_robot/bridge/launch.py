@@ -13,11 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from inril_robot.bridge.learning import ServerLearner
+from inril_robot.bridge.server import PolicyServer, ServeOptions
 from inril_robot.config import RunConfig
 from inril_robot.data.store import Dataset
-
-from .learning import ServerLearner
-from .server import PolicyServer, ServeOptions
 
 
 def serve_until_stopped(

@@ -141,7 +141,7 @@ def run(spec: LearnerSpec, inbox: Connection, outbox: Connection) -> None:
     """The learner process's main."""
     import torch
 
-    from .learning import Trainer
+    from inril_robot.bridge.learning import Trainer
 
     threads = torch_threads_for_two_processes(spec.cfg.finetune.num_threads)
     if threads > 0:

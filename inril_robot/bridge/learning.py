@@ -29,21 +29,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from inril_robot.bridge.episodes import InterventionDemos
+from inril_robot.bridge.learner_process import LearnerProcess, LearnerSpec, Message, torch_threads_for_two_processes
 from inril_robot.config import RunConfig, to_yaml
-from inril_robot.contract import Contract
+from inril_robot.core.contract import Contract
 from inril_robot.data.store import Dataset
-from inril_robot.inril.finetune import FinetuneError, build_actor, make_learner, summarize, to_buffer
-from inril_robot.inril.learner import UPDATE_METRICS
-from inril_robot.policies import checkpoint as ckpt
-from inril_robot.policies.base import Policy
-from inril_robot.pretrain import pick_device
-from inril_robot.rl.actor import Actor
-from inril_robot.rl.rollouts import EpisodeTrace, batch_obs, raw_actions
-from inril_robot.rl.vec_env import History
-from inril_robot.run_folder import append_metrics, atomic_write_text, check_run_folder, read_metrics, write_metrics
-
-from .episodes import InterventionDemos
-from .learner_process import LearnerProcess, LearnerSpec, Message, torch_threads_for_two_processes
+from inril_robot.learning.inril.finetune import FinetuneError, build_actor, make_learner, summarize, to_buffer
+from inril_robot.learning.inril.learner import UPDATE_METRICS
+from inril_robot.learning.policies import checkpoint as ckpt
+from inril_robot.learning.policies.base import Policy
+from inril_robot.learning.pretrain import pick_device
+from inril_robot.learning.rl.actor import Actor
+from inril_robot.learning.rl.rollouts import EpisodeTrace, batch_obs, raw_actions
+from inril_robot.learning.rl.vec_env import History
+from inril_robot.learning.runs import append_metrics, atomic_write_text, check_run_folder, read_metrics, write_metrics
 
 STATE_VERSION = 1
 METRIC_FIELDS = (

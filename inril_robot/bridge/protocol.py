@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 import numpy as np
 
-from inril_robot.errors import InrilError
+from inril_robot.core.errors import InrilError
 
 WIRE_VERSION = 1
 DTYPES = ("uint8", "int32", "int64", "float32", "float64", "bool")
@@ -88,7 +88,7 @@ class Header(msgspec.Struct, forbid_unknown_fields=True):
 class Hello(msgspec.Struct, forbid_unknown_fields=True):
     """agent -> server, first message of a connection."""
 
-    contract: dict[str, Any]  # inril_robot.contract.Contract.to_json_dict() of the robot's env
+    contract: dict[str, Any]  # inril_robot.core.contract.Contract.to_json_dict() of the robot's env
     task: Annotated[str, msgspec.Meta(max_length=64)]
     config_hash: Annotated[str, msgspec.Meta(max_length=128)]  # sha256 of the agent's run configuration
     robot_kind: Annotated[str, msgspec.Meta(max_length=32)]

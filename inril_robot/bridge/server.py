@@ -29,12 +29,11 @@ import msgspec
 import numpy as np
 import zmq
 
-from inril_robot.contract import Contract, ContractMismatch
-
-from . import protocol as p
-from .episodes import EpisodeAssembler
-from .learning import ServerLearner
-from .security import AllowList, ServerKeys, check_bind, secure_server
+from inril_robot.bridge import protocol as p
+from inril_robot.bridge.episodes import EpisodeAssembler
+from inril_robot.bridge.learning import ServerLearner
+from inril_robot.bridge.security import AllowList, ServerKeys, check_bind, secure_server
+from inril_robot.core.contract import Contract, ContractMismatch
 
 Log = Callable[[str], None]
 
@@ -743,7 +742,7 @@ def _served_contract(learner: ServerLearner) -> Contract:
     """The checkpoint's contract; the reward range and value ranges it does not declare (a checkpoint written before
     they were) come from the server's task configuration."""
     contract = learner.contract
-    from inril_robot.pretrain import run_contract
+    from inril_robot.learning.pretrain import run_contract
 
     try:
         declared = run_contract(learner.cfg)
@@ -772,6 +771,6 @@ def _is_ipv6(endpoint: str) -> bool:
 
 
 def _version() -> str:
-    from inril_robot.policies.checkpoint import package_version
+    from inril_robot.learning.policies.checkpoint import package_version
 
     return package_version()

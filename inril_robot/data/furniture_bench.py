@@ -13,7 +13,7 @@ FurnitureBench (Heo et al., 2023) saves each episode as a ``.pkl`` holding a dic
 There is one more observation than actions: the observation reached after the last action. It has no action to
 pair with, so it is dropped (an episode of N actions becomes N steps; an equal count is accepted as is).
 
-Conversion to this project's contract (see `inril_robot.contract`):
+Conversion to this project's contract (see `inril_robot.core.contract`):
 
 - FurnitureBench applies the delta quaternion on the right of the current orientation, ``q_goal = q_ee * q_delta``,
   i.e. in the end-effector frame. Our rotation vector is in the base frame (``R_goal = exp(rv) @ R_ee``), so
@@ -46,10 +46,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from inril_robot.contract import Contract, ObsSpec, image_key
+from inril_robot.core.contract import Contract, ObsSpec, image_key
+from inril_robot.core.errors import InrilError
+from inril_robot.core.geometry import quat_to_matrix, quat_to_rotvec
 from inril_robot.data.store import DatasetWriter
-from inril_robot.errors import InrilError
-from inril_robot.geometry import quat_to_matrix, quat_to_rotvec
 
 CONTROL_HZ = 10.0
 CAMERAS = {"wrist": "color_image1", "front": "color_image2"}  # our camera name -> FurnitureBench image key

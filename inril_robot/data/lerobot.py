@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from inril_robot.contract import Contract, ObsSpec
+from inril_robot.core.contract import Contract, ObsSpec
+from inril_robot.core.errors import InrilError
 from inril_robot.data.store import Dataset, DatasetWriter
-from inril_robot.errors import InrilError
 
 CODEBASE_VERSION = "v3.0"
 STATE_NAMES = ["ee_x", "ee_y", "ee_z", "ee_qx", "ee_qy", "ee_qz", "ee_qw", "gripper_width"]
@@ -142,7 +142,7 @@ def export_lerobot(ds: Dataset, out: Path, images: str = "video", repo_id: str |
                     rows[key] = [{"bytes": _png(f), "path": None} for f in frames]
                     continue
                 if key not in writers:
-                    from inril_robot.video import VideoWriter
+                    from inril_robot.reporting.video import VideoWriter
 
                     path = out / VIDEO_PATH.format(video_key=key, chunk_index=0, file_index=0)
                     writers[key] = VideoWriter(path, fps=fps, crf=18)

@@ -46,11 +46,11 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from inril_robot.atomic import atomic_open, fsync_dir
-from inril_robot.contract import Contract
-from inril_robot.errors import InrilError
-from inril_robot.hardware import RobotState
-from inril_robot.version import package_version
+from inril_robot.core.atomic import atomic_open, fsync_dir
+from inril_robot.core.contract import Contract
+from inril_robot.core.errors import InrilError
+from inril_robot.core.state import RobotState
+from inril_robot.core.version import package_version
 
 SCHEMA_VERSION = 1
 CONTROL_CODES: dict[str, int] = {"policy": 0, "human": 1, "scripted": 2, "reset": 3, "none": 4}

@@ -18,9 +18,9 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from inril_robot.contract import image_key
+from inril_robot.core.contract import image_key
 from inril_robot.data.store import Dataset, Episode
-from inril_robot.video import VideoWriter, tile
+from inril_robot.reporting.video import VideoWriter, tile
 
 SUFFIXES = (".mp4", ".png")
 MIN_VIDEO_HEIGHT = 200  # camera tiles are upscaled (integer factor, nearest) to at least this height

@@ -9,48 +9,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 
 from inril_robot.config import RandomizationConfig, TaskConfig
-from inril_robot.geometry import quat_to_matrix, rotation_error, top_down_rotation, wrap_angle
-from inril_robot.hardware import RobotState
-
-TABLE_TOP_Z = 0.0  # the table surface is the z = 0 plane of the base frame
-
-
-@dataclass(frozen=True)
-class Geom:
-    shape: Literal["box", "cylinder", "sphere"]
-    size: tuple[float, ...]  # MuJoCo half-sizes
-    pos: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    rgba: tuple[float, float, float, float] = (0.8, 0.2, 0.2, 1.0)
-    collides: bool = True
-
-
-@dataclass(frozen=True)
-class SceneObject:
-    """A body the task places. `movable` bodies have a free joint; others are placed kinematically (mocap)."""
-
-    name: str
-    geoms: tuple[Geom, ...]
-    movable: bool = True
-    mass: float = 0.1
-    friction: float = 1.0
-
-
-@dataclass(frozen=True)
-class ObjectPose:
-    pos: np.ndarray  # (3,)
-    quat: np.ndarray  # (4,) xyzw
-
-    @staticmethod
-    def at(x: float, y: float, z: float, yaw: float = 0.0) -> ObjectPose:
-        return ObjectPose(np.array([x, y, z]), np.array([0.0, 0.0, np.sin(yaw / 2), np.cos(yaw / 2)]))
-
-
-Objects = dict[str, ObjectPose]
+from inril_robot.core.geometry import quat_to_matrix, rotation_error, top_down_rotation, wrap_angle
+from inril_robot.core.state import RobotState
+from inril_robot.hardware.scene import ObjectPose, Objects, SceneObject
 
 
 @dataclass

@@ -6,21 +6,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from inril_robot.hardware import RobotState
-from inril_robot.tasks.base import (
-    APPROACH,
-    CLOSE,
-    TABLE_TOP_Z,
-    Expert,
-    Geom,
-    ObjectPose,
-    Objects,
-    SceneObject,
-    Task,
-    grasp_phase_action,
-    grasp_yaw,
-    yaw_of,
-)
+from inril_robot.core.state import RobotState
+from inril_robot.hardware.scene import TABLE_TOP_Z, Geom, ObjectPose, Objects, SceneObject
+from inril_robot.tasks.base import APPROACH, CLOSE, Expert, Task, grasp_phase_action, grasp_yaw, yaw_of
 
 CUBE_HALF = 0.025
 LIFT_HEIGHT = 0.10

@@ -10,17 +10,13 @@ from typing import ClassVar
 
 import numpy as np
 
-from inril_robot.geometry import quat_to_matrix
-from inril_robot.hardware import RobotState
+from inril_robot.core.geometry import quat_to_matrix
+from inril_robot.core.state import RobotState
+from inril_robot.hardware.scene import TABLE_TOP_Z, Geom, ObjectPose, Objects, SceneObject
 from inril_robot.tasks.base import (
     APPROACH,
     CLOSE,
-    TABLE_TOP_Z,
     Expert,
-    Geom,
-    ObjectPose,
-    Objects,
-    SceneObject,
     Task,
     closing_axis_yaw,
     grasp_phase_action,

@@ -6,8 +6,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from inril_robot.hardware import RobotState
-from inril_robot.tasks.base import TABLE_TOP_Z, Expert, Geom, ObjectPose, Objects, SceneObject, Task, grasp_yaw
+from inril_robot.core.state import RobotState
+from inril_robot.hardware.scene import TABLE_TOP_Z, Geom, ObjectPose, Objects, SceneObject
+from inril_robot.tasks.base import Expert, Task, grasp_yaw
 
 CUBE_HALF = 0.025
 SUCCESS_DISTANCE = 0.03

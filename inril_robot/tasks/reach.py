@@ -6,8 +6,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from inril_robot.hardware import RobotState
-from inril_robot.tasks.base import Expert, Geom, ObjectPose, Objects, SceneObject, Task
+from inril_robot.core.state import RobotState
+from inril_robot.hardware.scene import Geom, ObjectPose, Objects, SceneObject
+from inril_robot.tasks.base import Expert, Task
 
 SUCCESS_DISTANCE = 0.02
 
