@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from calibration.fileformat import CalibrationFile, Extrinsics, Intrinsics, save_calibration
 from inril_robot.config import CameraConfig
-from inril_robot.env import RobotEnv
 from inril_robot.hardware import CameraIntrinsics, Frame
-from inril_robot.tasks.base import ObjectPose
+from inril_robot.hardware.calibration_file import CalibrationFile, Extrinsics, Intrinsics, save_calibration
+from inril_robot.hardware.scene import ObjectPose
+from inril_robot.runtime.env import RobotEnv
 from inril_robot.vision.pipeline import CropBox, ImagePipeline, PipelineError
 
 CAPTURE = (640, 480)
@@ -173,7 +173,7 @@ class PushedRealSense:
 @pytest.mark.timeout(120)
 def test_realsense_frames_take_the_same_pipeline_as_rendered_ones(sim_cfg, tmp_path: Path) -> None:
     pytest.importorskip("pyrealsense2", reason="pyrealsense2 not installed: pip install 'inril-robot[camera]'")
-    from drivers.realsense import RealSenseCamera, SensorSource
+    from inril_robot.drivers.realsense import RealSenseCamera, SensorSource
 
     crop = (120, 40, 400, 400)
     env = lift_env(sim_cfg, calibration(tmp_path), crop=crop)

@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from inril_robot.cell import CellError
 from inril_robot.cli import app
-from inril_robot.config import ConfigError, RunConfig, load_config
+from inril_robot.config import RunConfig, load_config
+from inril_robot.core.errors import ConfigError
 from inril_robot.data.store import Dataset
-from inril_robot.env import RobotEnv
-from inril_robot.policies import checkpoint as ckpt
+from inril_robot.learning.policies import checkpoint as ckpt
+from inril_robot.runtime.cell import CellError
+from inril_robot.runtime.env import RobotEnv
 
 runner = CliRunner()
 CAMERA = ["cameras.front.width=32", "cameras.front.height=32"]  # rendered at 32 px: mechanics, not learning

@@ -210,7 +210,7 @@ class RandomizationConfig(StrictModel):
 
 # ------------------------------------------------------------------------------------------------------------- cell
 class CellConfig(StrictModel):
-    """Issue 19: what the cell provides to policy, dataset and bridge (`inril_robot.cell`).
+    """Issue 19: what the cell provides to policy, dataset and bridge (`inril_robot.runtime.cell`).
 
     ``sim``: the simulator's object state may be observed (task.observation=state) and its success check is the
     reward. ``real-like``: only what a real cell has — cameras (+ marker poses), proprioception, and success from

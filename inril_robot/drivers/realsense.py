@@ -28,9 +28,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from calibration.fileformat import capture_size
 from inril_robot.config import CameraConfig
 from inril_robot.hardware import Camera, CameraIntrinsics, Frame, StaleFrameError
+from inril_robot.hardware.calibration_file import capture_size
 
 log = logging.getLogger(__name__)
 

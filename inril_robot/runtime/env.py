@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from calibration.fileformat import capture_size
-from inril_robot.cell import SuccessSource, check_cell, real_like
 from inril_robot.config import RunConfig
 from inril_robot.core.contract import Contract, ObsSpec, image_key
 from inril_robot.core.safety import apply_envelope
 from inril_robot.core.state import RobotState
 from inril_robot.hardware import Camera, Robot
+from inril_robot.hardware.calibration_file import capture_size
 from inril_robot.hardware.scene import Objects
+from inril_robot.runtime.cell import SuccessSource, check_cell, real_like
 from inril_robot.runtime.registry import make_cameras, make_robot
 from inril_robot.tasks import make_task
 from inril_robot.tasks.base import Expert, Task, jitter_objects

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from inril_robot.errors import InrilError
+from inril_robot.core.errors import InrilError
 from inril_robot.hardware import CameraIntrinsics
 
 

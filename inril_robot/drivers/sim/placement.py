@@ -23,8 +23,8 @@ import numpy as np
 
 from inril_robot.config import CameraConfig
 from inril_robot.core.geometry import OPENCV_TO_MUJOCO, matrix_to_quat
-from inril_robot.hardware.calibration_file import CalibrationFile, CalibrationFileError, load_calibration
 from inril_robot.hardware import CameraIntrinsics
+from inril_robot.hardware.calibration_file import CalibrationFile, CalibrationFileError, load_calibration
 
 
 @dataclass(frozen=True)
@@ -96,4 +96,3 @@ def sim_camera_placement(cam: CameraConfig) -> SimCameraPlacement:
     if cam.calibration is None:
         raise ValueError(f"camera {cam.name!r} has no calibration file")
     return placement_from_calibration(load_calibration(cam.calibration), cam)
-

@@ -15,12 +15,12 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
-from calibration.fileformat import capture_size
 from inril_robot.config import CalibrationBoardConfig, CameraConfig, RobotConfig
 from inril_robot.core.errors import InrilError
 from inril_robot.core.geometry import matrix_to_quat, rotation_error
-from inril_robot.hardware.scene import TABLE_TOP_Z, ObjectPose, Objects, SceneObject
 from inril_robot.hardware import CameraIntrinsics
+from inril_robot.hardware.calibration_file import capture_size
+from inril_robot.hardware.scene import TABLE_TOP_Z, ObjectPose, Objects, SceneObject
 
 ARM_JOINTS = tuple(f"fr3_joint{i}" for i in range(1, 8))
 HAND_BODIES = ("hand", "left_finger", "right_finger")

@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from inril_robot.config import RunConfig
-from inril_robot.errors import InrilError
-from inril_robot.hardware import RobotState
+from inril_robot.core.errors import InrilError
+from inril_robot.core.state import RobotState
 
 if TYPE_CHECKING:
-    from inril_robot.tasks.base import Objects, Task
+    from inril_robot.hardware.scene import Objects
+    from inril_robot.tasks.base import Task
 
 #: obs -> probability that the task has succeeded (the observation holds only what the cell provides)
 SuccessDetector = Callable[[dict[str, np.ndarray]], float]
