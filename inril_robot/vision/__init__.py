@@ -1,1 +1,0 @@
-"""Image primitives shared by drivers, runtime and calibration (numpy + OpenCV; no torch)."""
