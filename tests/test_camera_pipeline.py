@@ -195,3 +195,17 @@ def test_realsense_frames_take_the_same_pipeline_as_rendered_ones(sim_cfg, tmp_p
     pipeline = ImagePipeline.build("front", CAPTURE, (64, 64), crop)
     assert np.array_equal(real, rendered.image)
     assert np.array_equal(pipeline(real), sim_view)  # the policy gets the same pixels from either camera
+
+
+def test_capture_mode_scales_the_calibration_and_refuses_another_aspect(tmp_path: Path) -> None:
+    from inril_robot.drivers.sim.placement import sim_camera_placement
+    from inril_robot.hardware.calibration_file import CalibrationFileError, capture_size
+
+    calib = calibration(tmp_path)
+    cam = CameraConfig(name="front", calibration=calib, width=64, height=64)
+    assert capture_size(cam) == CAPTURE  # the calibrated mode
+    half = sim_camera_placement(cam.model_copy(update={"capture": (320, 240)})).intrinsics
+    assert (half.width, half.height, half.fx, half.fy) == (320, 240, FX / 2, FY / 2)
+    assert (half.cx, half.cy) == ((CX + 0.5) / 2 - 0.5, (CY + 0.5) / 2 - 0.5)
+    with pytest.raises(CalibrationFileError, match=r"capture 848x480 has another aspect ratio .* \(640x480\)"):
+        sim_camera_placement(cam.model_copy(update={"capture": (848, 480)}))
