@@ -663,3 +663,58 @@ def test_shadow_mode_transitions_are_marked_and_never_learned(pretrained: tuple[
         pending = list(learner.pending)
     assert result.episodes == 2 and refused >= 2 and pending == [], (refused, pending)
     assert all(e.meta["shadow"] and (e.load("control") == 4).all() for e in Dataset(tmp_path / "store").episodes)
+
+
+class _SlowSceneReset:
+    """An operator who takes `seconds` to reset the scene (the teleop idle meanwhile), then keeps, and confirms."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.since, self.phase = seconds, 0.0, ""
+
+    def say(self, text: str) -> None:
+        if "reset the scene" in text:
+            self.phase, self.since = "operator", time.monotonic()
+        elif "confirm to start" in text:
+            self.phase = "confirm"
+
+    def read(self) -> object:
+        from inril_robot.hardware import TeleopCommand
+
+        if self.phase == "operator" and time.monotonic() - self.since > self.seconds:
+            self.phase = ""
+            return TeleopCommand(keep=True)
+        if self.phase == "confirm":
+            self.phase = ""
+            return TeleopCommand(keep=True)
+        return TeleopCommand()
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("heartbeats", [True, False])
+def test_heartbeats_keep_a_robot_whose_operator_resets_the_scene(
+    pretrained: tuple[Path, Dataset], tmp_path: Path, heartbeats: bool
+) -> None:
+    """A scene reset 3x longer than the server's robot timeout: with the loop's heartbeats the session stays (no
+    drop, no reconnect); without them (the control) the server drops the robot."""
+    checkpoint, demos = pretrained
+    cfg = cfg_for("task.max_steps=3")
+    learner = ServerLearner(cfg, checkpoint, demos, tmp_path / "srv", mode="sync")
+    log: list[str] = []
+    operator = _SlowSceneReset(seconds=3.0)
+    with served(learner, log, robot_timeout_s=1.0) as server, RobotEnv(cfg) as env:
+        agent = RobotAgent(
+            cfg, env, AgentOptions(server=server.endpoint, episodes=2, speed=0), operator, say=operator.say
+        )  # type: ignore[arg-type]
+        agent.resets.operator = True  # a person resets the scene, as on a cell (simulation scripts it by default)
+        if not heartbeats:
+            agent.loop.heartbeat = None
+        result = agent.run()
+    dropped = [line for line in log if "dropped" in line]
+    assert result.episodes == 2 and result.stopped is None, result
+    if heartbeats:
+        assert not dropped and result.reconnects == 0, (log, result)
+    else:
+        assert dropped and result.reconnects >= 1, (log, result)

@@ -107,3 +107,13 @@ def test_non_checkpoint_file_is_one_clear_line(tmp_path: Path, content: bytes) -
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "model.pt is not an inril-robot checkpoint" in lines[0], result.output
     assert "weights_only=False" not in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.timeout(60)
+def test_eval_on_the_arm_needs_execute_and_a_loadable_detector(reach_checkpoint: Path) -> None:
+    result = runner.invoke(app, ["eval", "--checkpoint", str(reach_checkpoint), "--robot", "franka"])
+    assert result.exit_code == 2 and "add --execute" in result.output, result.output
+    result = runner.invoke(
+        app, ["eval", "--checkpoint", str(reach_checkpoint), "--robot", "franka", "--execute", "--detector", "nope"]
+    )
+    assert result.exit_code == 2 and "module:callable" in result.output, result.output

@@ -592,6 +592,160 @@ def test_shadow_mode_never_commands_the_arm(franky_sim: str, robot: FrankaRobot)
     assert robot.gripper.commands_done == commands and not shadow.inner.last_reference_events
 
 
+class _CellOperator:
+    """A scripted operator at the cell for `eval --robot franka`: follows the prompts it is shown (`say`), moves the
+    arm during the scene reset, confirms the start, presses keep in episode 0, answers "failed" when asked after a
+    time limit, and switches the success detector on for episode 2."""
+
+    def __init__(self) -> None:
+        self.phase, self.episode, self.reads = "idle", -1, 0
+        self.detector_on = False
+        self.said: list[str] = []
+
+    def say(self, text: str) -> None:
+        self.said.append(text)
+        for key, phase in (("reset the scene", "operator"), ("confirm to start", "confirm"), ("success?", "decide")):
+            if key in text:
+                self.phase, self.reads = phase, 0
+
+    def read(self) -> Any:
+        from inril_robot.hardware import TeleopCommand
+
+        self.reads += 1
+        if self.phase == "operator":
+            if self.reads == 1:
+                return TeleopCommand(delta_pos=np.array([0.0, 0.005, 0.0]))  # the teleop moves the arm meanwhile
+            self.phase = "between"
+            return TeleopCommand(keep=True)
+        if self.phase == "confirm":
+            self.phase, self.reads, self.episode = "episode", 0, self.episode + 1
+            self.detector_on = self.episode == 2
+            return TeleopCommand(keep=True)
+        if self.phase == "episode" and self.episode == 0 and self.reads == 4:
+            return TeleopCommand(keep=True)
+        if self.phase == "decide":
+            self.phase = "between"
+            return TeleopCommand(discard=True)
+        return TeleopCommand()
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.timeout(300, method="thread")
+def test_eval_on_the_arm_decides_success_by_keys_or_detector_with_videos_and_resets(
+    franky_sim: str, robot: FrankaRobot, tmp_path: Path
+) -> None:
+    """`eval --robot franka` over franky-sim: the reset phase before each episode (open, retreat, the operator's
+    reset with the teleop, randomised start, confirm), success from the operator's keys or an injected detector,
+    a Wilson interval, and a video per episode (state overlay: franky-sim has no cameras)."""
+    import av
+
+    from inril_robot.runtime.env import RobotEnv
+    from inril_robot.runtime.rollout import RobotCell, run_policy
+
+    robot.close()  # one client at a time on the simulated arm
+    operator = _CellOperator()
+    try:
+        cfg = franka_cfg(
+            franky_sim,
+            (
+                "task.name=reach",
+                "task.observation=image",
+                "task.max_steps=10",
+                "teleop.kind=keyboard",
+                "task.reset.start_xyz=[0.02,0.02,0.0]",
+                "task.reset.retreat_height=0.03",
+            ),
+        )
+        env = RobotEnv(cfg, execute=True)
+        try:
+            detector = lambda obs: True if operator.detector_on else None  # noqa: E731 - no opinion until episode 2
+            cell = RobotCell(operator, detector=detector, say=operator.say)  # type: ignore[arg-type]
+            push = np.array([0.004, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+            summary = run_policy(
+                env, lambda e, o: push, 3, seed=5, video_dir=tmp_path / "videos", video_episodes=3, cell=cell
+            )
+        finally:
+            env.close()
+    finally:
+        robot.connect()
+    got = [(e.success, e.decided_by, e.length) for e in summary.episodes]
+    assert got == [(True, "operator", 3), (False, "operator", 10), (True, "detector", 1)], got
+    rate = summary.to_dict()["success"]
+    assert rate["successes"] == 2 and rate["trials"] == 3 and 0 < rate["ci95_low"] < 2 / 3 < rate["ci95_high"] < 1
+    stages = [[s["stage"] for s in log] for log in summary.extra["resets"]]
+    assert stages[0] == ["operator", "home", "start", "confirm"]
+    assert stages[1] == stages[2] == ["open", "retreat", "operator", "home", "start", "confirm"], stages
+    retreat = summary.extra["resets"][1][1]
+    assert retreat["z_to"] > retreat["z_from"] + 0.02  # rose before homing
+    assert all(log[2]["moved_steps"] == 1 for log in summary.extra["resets"][1:])
+    assert all(log[-2]["reached"] for log in summary.extra["resets"])  # the randomised start pose was reached
+    videos = summary.extra["episode_videos"]
+    assert len(videos) == 3
+    for path in videos:
+        with av.open(path) as container:
+            assert sum(1 for _ in container.decode(video=0)) > 1
+
+
+def _proprio_checkpoint(folder: Path) -> Path:
+    """A Gaussian policy with random weights on proprioception only (what a cell without cameras can feed)."""
+    from inril_robot.learning.policies import checkpoint as ckpt
+    from inril_robot.learning.policies.factory import make_policy
+    from inril_robot.learning.policies.normalizer import Normalizer
+    from inril_robot.learning.pretrain import policy_obs_keys, run_contract
+
+    cfg = load_config(robot="sim", task="reach", algo="bc_gaussian", overrides=["task.observation=image"])
+    contract = run_contract(cfg)
+    shapes = {k: tuple(contract.observations[k].shape) for k in policy_obs_keys(contract, "image")}
+    stats = {k: {"mean": [0.0] * s[0], "std": [1.0] * s[0]} for k, s in shapes.items()}
+    actions = Normalizer(stats, {"min": [-0.004] * 6 + [0.0], "max": [0.004] * 6 + [1.0]})
+    policy = make_policy(cfg.policy, actions, shapes, contract.action_dim)
+    return ckpt.save_checkpoint(folder / "last.pt", policy, contract=contract, run_cfg=cfg, step=1)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400, method="thread")
+def test_eval_command_on_the_arm_through_a_terminal(franky_sim: str, robot: FrankaRobot, tmp_path: Path) -> None:
+    """`inril-robot eval --robot franka --execute` over franky-sim, typed at its terminal: reset the scene (keep),
+    confirm the start (keep), then keep = success in episode 0 and "failed" at episode 1's time limit."""
+    import json
+    import sys
+
+    pexpect = pytest.importorskip("pexpect")
+    checkpoint = _proprio_checkpoint(tmp_path)
+    robot.close()
+    sets = [f"robot.franka.host={franky_sim}", "robot.franka.realtime=ignore", "task.max_steps=8"]
+    sets += [f"robot.franka.home_dynamics_factor={HOME_DYNAMICS}", "task.reset.start_xyz=[0.02,0.0,0.0]"]
+    args = ["-m", "inril_robot.cli", "eval", "--checkpoint", str(checkpoint), "--robot", "franka", "--execute"]
+    args += ["--episodes", "2", "--out", str(tmp_path / "eval"), "--json"]
+    for text in sets:
+        args += ["--set", text]
+    child = pexpect.spawn(sys.executable, args, encoding="utf-8", timeout=120, dimensions=(50, 200))
+    try:
+        for answers in (("k", "k", "k"), ("k", "k", "x")):  # scene reset, start, verdict
+            child.expect("reset the scene")
+            child.send(answers[0])
+            child.expect("confirm to start")
+            child.send(answers[1])
+            if answers[2] == "k":
+                time.sleep(0.5)  # a few steps, then the operator's keep: success
+                child.send("k")
+            else:
+                child.expect(r"success\?")
+                child.send("x")
+        child.expect(pexpect.EOF, timeout=120)
+    finally:
+        child.close(force=True)
+        robot.connect()
+    assert child.exitstatus == 0, child.before
+    result = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert [e["success"] for e in result["per_episode"]] == [True, False]
+    assert [e["decided_by"] for e in result["per_episode"]] == ["operator", "operator"]
+    assert result["per_episode"][1]["length"] == 8 and len(result["episode_videos"]) == 2
+    assert [s["stage"] for s in result["resets"][1]] == ["open", "retreat", "operator", "home", "start", "confirm"]
+
+
 @pytest.mark.slow
 def test_collect_records_an_episode_over_franky_sim(franky_sim: str, robot: FrankaRobot, tmp_path: Path) -> None:
     """`collect` over `RobotEnv` over the Franka driver (--execute) with a scripted operator, into the store."""
@@ -601,16 +755,25 @@ def test_collect_records_an_episode_over_franky_sim(franky_sim: str, robot: Fran
     from inril_robot.runtime.env import RobotEnv
 
     class ReplayOperator(Teleop):
-        """An operator who pushes +x for `steps` reads, closes the gripper half-way through, then keeps."""
+        """An operator who keeps through the reset phase's prompts (scene reset, start), then pushes +x for `steps`
+        reads, closes the gripper half-way through, then keeps."""
 
         def __init__(self, steps: int) -> None:
-            self.steps, self.reads = steps, 0
+            self.steps, self.reads, self.started = steps, 0, False
+
+        def say(self, text: str) -> None:
+            self.started = self.started or "confirm to start" in text
 
         def read(self) -> TeleopCommand:
-            self.reads += 1
-            if self.reads > self.steps:
+            if not self.started:
                 return TeleopCommand(keep=True)
-            return TeleopCommand(delta_pos=np.array([0.005, 0.0, -0.002]), gripper=float(self.reads > self.steps // 2))
+            self.reads += 1
+            if self.reads > self.steps + 1:  # the first read after the start prompt confirms it
+                return TeleopCommand(keep=True)
+            if self.reads == 1:
+                return TeleopCommand(keep=True)
+            push = self.reads - 1
+            return TeleopCommand(delta_pos=np.array([0.005, 0.0, -0.002]), gripper=float(push > self.steps // 2))
 
     robot.close()  # one client at a time on the simulated arm
     try:
@@ -619,7 +782,8 @@ def test_collect_records_an_episode_over_franky_sim(franky_sim: str, robot: Fran
         )
         env = RobotEnv(cfg, execute=True)
         try:
-            result = collect(cfg, tmp_path / "demos", 1, env, ReplayOperator(steps=15))
+            operator = ReplayOperator(steps=15)
+            result = collect(cfg, tmp_path / "demos", 1, env, operator, say=operator.say)
         finally:
             env.close()
         assert result.kept == 1 and result.steps == 15, result
@@ -669,8 +833,20 @@ def test_finetune_agent_over_franky_sim_survives_a_fault(
             try:
                 options = AgentOptions(server=server.endpoint, episodes=3, record=tmp_path / "store")
                 agent = RobotAgent(cfg, env, options, prompt=confirmations.append, say=said.append)
-                arm.robot = _FaultOnce(real, fault, after=2 + 6 + 1 + 2 + 3)  # reset, 6 steps, hold; reset, 3 steps
-                result = agent.run()
+                episode_step, box = agent.loop.step, [real]  # the box is emptied below: nothing keeps `real` open
+
+                def step(*args: Any, **kwargs: Any) -> Any:  # the fault comes after 3 steps of episode 1
+                    out = episode_step(*args, **kwargs)
+                    episode = agent.result.episodes + agent.result.faulted_episodes
+                    if episode == 1 and not kwargs.get("motion") and out.index == 2 and arm.robot is box[0]:
+                        arm.robot = _FaultOnce(box[0], fault, after=1)
+                    return out
+
+                agent.loop.step = step  # type: ignore[method-assign]
+                try:
+                    result = agent.run()
+                finally:
+                    box.clear()
                 pending = [t.seed for t in learner.pending]
             finally:
                 arm.robot = real
@@ -679,7 +855,8 @@ def test_finetune_agent_over_franky_sim_survives_a_fault(
     finally:
         robot.connect()
     assert result.stopped is None and result.faulted_episodes == 1 and result.episodes == 3, result
-    assert sum("recover" in c for c in confirmations) == 1 and len(confirmations) == 5  # 4 scene resets + 1
+    # 4 reset phases (scene reset + start confirmed each: no teleop, the prompt) + 1 recovery
+    assert sum("recover" in c for c in confirmations) == 1 and len(confirmations) == 9, confirmations
     assert any("PAUSED" in s and fault.split(": ")[-1] in s for s in said), said
     assert 1 not in pending and sorted(pending) == [0, 2, 3]
     store = Dataset(tmp_path / "store")

@@ -15,6 +15,8 @@ import pytest
 ROBOT_PC_MODULES = [
     "inril_robot.bridge.agent",
     "inril_robot.runtime.collect",
+    "inril_robot.runtime.loop",
+    "inril_robot.runtime.resets",
     "inril_robot.runtime.env",
     "inril_robot.runtime.registry",
     "inril_robot.vision.board",

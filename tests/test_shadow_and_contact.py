@@ -32,7 +32,7 @@ def test_shadow_mode_runs_the_loop_but_the_arm_holds() -> None:
 
 
 def test_a_real_robot_is_shadowed_unless_execute(monkeypatch: pytest.MonkeyPatch) -> None:
-    from inril_robot import registry
+    from inril_robot.runtime import registry
 
     monkeypatch.setitem(registry.ROBOTS, "franka", "inril_robot.drivers.sim.robot:SimRobot")
     cfg = load_config(robot="franka", task="reach")

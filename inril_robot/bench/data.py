@@ -141,3 +141,106 @@ def bench_data(
             "megabytes_per_s": frames_written * size * size * 3 / 2**20 / verified_s,
         },
     }
+
+
+def rendered_frames(steps: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Two 128 px cameras (front, wrist) rendered by the simulated lift scene while a scripted expert lifts the cube
+    and the episodes restart: what a robot's replay really holds (rendered frames compress far better than noise)."""
+    from inril_robot.config import load_config
+    from inril_robot.hardware.teleop import command_to_action
+    from inril_robot.runtime.env import RobotEnv
+    from inril_robot.runtime.registry import make_teleop
+
+    cfg = load_config(robot="sim", task="lift", cameras="sim_front_wrist", overrides=["teleop.kind=scripted"])
+    out: dict[str, list[np.ndarray]] = {"front_rgb": [], "wrist_rgb": []}
+    with RobotEnv(cfg) as env:
+        teleop = make_teleop(cfg, env)
+        episode = 0
+        obs, _ = env.reset(seed=seed)
+        while len(out["front_rgb"]) < steps:
+            for k in out:
+                out[k].append(np.asarray(obs[k]))
+            action = command_to_action(teleop.read(), float(obs["gripper_width"][0] < 0.04))
+            obs, _, terminated, truncated, _ = env.step(action)
+            if terminated or truncated:
+                episode += 1
+                obs, _ = env.reset(seed=seed + episode)
+        teleop.close()
+    return {k: np.stack(v) for k, v in out.items()}
+
+
+def bench_replay(transitions: int = 600, episode_steps: int = 50, root: Path | None = None) -> dict[str, Any]:
+    """The replay log (`data/replay.py`) with two 128 px cameras: bytes per transition on disk, memory per 100k
+    transitions (compressed as the log holds them; decompressed with next observations shared; decompressed as
+    separate obs/next_obs copies, the layout of a flat in-memory buffer), append rate with fsync vs one robot's
+    10 Hz, and the rate at which `--resume` reads transitions back."""
+    from inril_robot.data.replay import EpisodeChain, ReplayLog, ReplaySpec, ReplayWriter, Step, load_arrays
+
+    frames = rendered_frames(transitions + 1)
+    spec = ReplaySpec(
+        {
+            "front_rgb": ((1, 128, 128, 3), "uint8"),
+            "wrist_rgb": ((1, 128, 128, 3), "uint8"),
+            "state": ((1, 17), "float32"),
+        },
+        (1, 7),
+    )
+    rng = np.random.default_rng(0)
+    obs = [
+        {
+            "front_rgb": frames["front_rgb"][i][None],
+            "wrist_rgb": frames["wrist_rgb"][i][None],
+            "state": rng.normal(size=(1, 17)).astype(np.float32),
+        }
+        for i in range(transitions + 1)
+    ]
+    workdir = Path(tempfile.mkdtemp(prefix="inril-bench-replay-", dir=root))
+    try:
+        t0 = time.perf_counter()
+        with ReplayWriter(workdir / "replay", spec) as writer:
+            for start in range(0, transitions, episode_steps):
+                chain = EpisodeChain("bench", start // episode_steps, writer.new_episode())
+                for i in range(start, min(start + episode_steps, transitions)):
+                    chain.add(
+                        Step(
+                            obs[i],
+                            rng.uniform(-1, 1, (1, 7)).astype(np.float32),
+                            np.zeros((1, 7), np.float32),
+                            0.0,
+                            False,
+                            False,
+                            False,
+                            i - start,
+                            1,
+                            0,
+                            obs[i + 1],
+                        )
+                    )
+                for arrays in chain.take(closing=True):
+                    writer.append(
+                        arrays, robot="bench", robot_episode=chain.robot_episode, episode=chain.episode, closed=True
+                    )
+        write_s = time.perf_counter() - t0
+        summary = ReplayLog(workdir / "replay").summary()
+        t0 = time.perf_counter()
+        arrays, _ = load_arrays(workdir / "replay")
+        load_s = time.perf_counter() - t0
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    image_bytes = sum(int(np.prod(s)) for k, (s, d) in spec.obs.items() if d == "uint8")
+    other_bytes = sum(v.nbytes for k, v in arrays.items() if not k.startswith(("obs/", "next_obs/"))) / transitions
+    state_bytes = 17 * 4
+    per_100k = 100_000
+    return {
+        "transitions": transitions,
+        "cameras": "front + wrist, 128x128 RGB, rendered (sim lift, scripted expert)",
+        "disk_bytes_per_transition": summary.bytes / transitions,
+        "disk_gb_per_100k": summary.bytes / transitions * per_100k / 1e9,
+        "ram_gb_per_100k_shared_next_obs": (image_bytes + state_bytes + other_bytes) * per_100k / 1e9,
+        "ram_gb_per_100k_obs_and_next_obs": (2 * (image_bytes + state_bytes) + other_bytes) * per_100k / 1e9,
+        "compression_ratio": (image_bytes + state_bytes + other_bytes) * transitions / summary.bytes,
+        "append_transitions_per_s": transitions / write_s,
+        "append_times_realtime_10hz": transitions / write_s / 10.0,
+        "load_transitions_per_s": transitions / load_s,
+        "resume_load_s_per_100k": load_s / transitions * per_100k,
+    }

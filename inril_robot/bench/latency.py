@@ -27,6 +27,7 @@ from rich.table import Table
 
 from inril_robot.bridge import protocol as p
 from inril_robot.bridge.client import BridgeClient
+from inril_robot.bridge.episodes import EpisodeAssembler
 from inril_robot.bridge.server import PolicyServer, ServeOptions
 from inril_robot.core.contract import Contract, ObsSpec
 from inril_robot.reporting.targets import Target
@@ -72,6 +73,9 @@ class TrivialHost:
 
     def update_ready(self) -> bool:
         return False
+
+    def new_assembler(self, robot: str) -> EpisodeAssembler:
+        return EpisodeAssembler(horizon=1)
 
     def poll(self) -> None:
         pass

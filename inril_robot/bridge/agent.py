@@ -1,8 +1,9 @@
 """The robot agent: the control loop on the robot PC, talking to the policy server.
 
-Per chunk: send the observation history, wait for the chunk, then at each tick of the monotonic scheduler pass the
-next action through `RobotEnv.step` (the safety envelope is applied there, always), record the step in the episode
-store, and after the chunk send the executed actions, rewards and flags back. Safety when things fail:
+Per chunk: send the observation history, wait for the chunk, then at each tick of the control loop
+(`runtime.loop.ControlLoop`: pacing, the operator's keys, authority, e-stop, the recording hook) pass the next
+action through `RobotEnv.step` (the safety envelope is applied there, always), record the step in the episode store,
+and after the chunk send the executed actions, rewards and flags back. Safety when things fail:
 
 - watchdog: no action within `watchdog_periods` control periods of asking (default 2) -> `robot.hold()` every period
   until one arrives; never a stale action (replies are matched to the observation's seq);
@@ -12,16 +13,19 @@ store, and after the chunk send the executed actions, rewards and flags back. Sa
 - a refusal (schema, contract, task, CURVE key) stops the agent with the reason; an operator e-stop stops the arm;
 - an arm fault (`RobotFault`: reflex, user stop, control error) drops the open episode (not stored; no
   `episode_end`, so the server drops its segment), pauses with the reason, and after the operator's confirmation
-  recovers and homes the arm (`inril_robot.runtime.faults`); the run goes on with the next episode.
+  recovers and homes the arm (`runtime.faults`); the run goes on with the next episode.
 
 Every episode ends with `robot.hold()` on a real arm (it stops now, before the operator's reset prompt). In shadow
 mode (a real robot without --execute) nothing is executed: steps are stored with control "none", episodes marked
 ``shadow``, and transitions are sent with control "none", which the server refuses to learn from.
 
-Episodes: simulation resets to the scripted home and a seeded scene; a real robot asks the operator to reset the
-scene first (`prompt`). Reward is the task's success detector in simulation; on the real robot the operator's keep
+Episodes: between them the reset phase runs (`runtime.resets`: open, retreat, the operator resets the scene with
+the teleop moving the arm, home, randomised start pose, confirm; scripted in simulation), with heartbeats all along.
+Reward is the task's success detector in simulation; on the real robot the operator's keep
 key marks success and discard a failure. Teleop `intervene` hands control to the human for that step: the chunk is
-flagged and the server feeds it to the IL side. Achieved Hz, per-stage times, overruns, holds and reconnects go to
+flagged and the server feeds it to the IL side; a step is the human's only while the operator commands motion (the
+latched toggle with an idle teleop leaves the policy in control: no zero-action "demonstrations").
+Achieved Hz, per-stage times, overruns, holds and reconnects go to
 `on_status` (the CLI's live table) and to `agent_log.csv`.
 """
 
@@ -31,7 +35,6 @@ import csv
 import hashlib
 import json
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,12 +49,12 @@ from inril_robot.config import RunConfig
 from inril_robot.core.seeds import train_seed
 from inril_robot.data.store import DatasetWriter
 from inril_robot.hardware import EmergencyStop, RobotFault, StaleFrameError, Teleop
-from inril_robot.hardware.teleop import command_to_action
-from inril_robot.runtime.env import GRIPPER_AT_HOME, RobotEnv
+from inril_robot.runtime.env import RobotEnv
 from inril_robot.runtime.faults import pause_and_recover
+from inril_robot.runtime.loop import ControlLoop, store_recorder
 from inril_robot.runtime.obs_history import ObsHistory
+from inril_robot.runtime.resets import ResetPhase
 from inril_robot.runtime.shadow import ShadowRobot
-from inril_robot.runtime.timing import Scheduler, StageTimes
 
 StatusFn = Callable[[dict[str, Any]], None]
 LOG_FIELDS = (
@@ -153,9 +156,20 @@ class RobotAgent:
             agent_version=_version(),
         )
         self.client = BridgeClient(options.server, options.robot_id, hello, options.keys)
-        self.scheduler = Scheduler(self.tick_period)
-        self.times = StageTimes()
-        self.ticks: deque[float] = deque(maxlen=200)
+        # the one control loop (pacing, operator, authority, recording, e-stop); heartbeats keep the server's session
+        # alive through every prompt of the reset phase
+        self.loop = ControlLoop(
+            env,
+            teleop,
+            mode="takeover",
+            period=self.tick_period,
+            verdict_step=True,
+            verdicts=not self.sim,
+            heartbeat=lambda: self._send(p.Heartbeat(state="reset")),
+            prompt=prompt,
+        )
+        self.resets = ResetPhase(self.loop, self.say, operator=not self.sim)
+        self.scheduler, self.times = self.loop.scheduler, self.loop.times
         self.result = AgentResult(options.robot_id)
         self.policy_version = -1
         self.writer: DatasetWriter | None = None
@@ -200,7 +214,7 @@ class RobotAgent:
 
     def run_episode(self, index: int) -> dict[str, Any]:
         seed = train_seed(self.cfg.seed, index + self.opt.seed_offset)
-        obs, info = self._reset(seed, index)
+        obs, _ = self._reset(seed, index)
         welcome = self.client.welcome
         assert welcome is not None
         history = ObsHistory(welcome.obs_keys, welcome.n_obs_steps)
@@ -212,86 +226,46 @@ class RobotAgent:
             if self.writer is not None
             else None
         )
-        state, captures = info["state"], dict(self.env.last_capture_times)
-        gripper = GRIPPER_AT_HOME
+        record = store_recorder(episode, self.shadow) if episode is not None else None
         chunk = steps = interventions = events = 0
         success = terminated = truncated = False
         ret = 0.0
         reason = ""
-        verdict = False
         versions: set[int] = set()
         holds0, reconnects0, stale0 = self.result.watchdog_holds, self.result.reconnects, self.result.stale_frames
         try:
             tick0 = time.perf_counter()
-            self.scheduler.restart()
+            self.loop.scheduler.restart()
             while not (terminated or truncated):
-                actions, obs = self._request(history, obs, index, chunk, steps)
+                actions = self._request(history, index, chunk, steps)
                 versions.add(self.policy_version)
                 executed_chunk, rewards, intervened, chunk_events = [], [], False, 0
                 for proposed in actions:
-                    self.scheduler.wait()
-                    self.ticks.append(time.monotonic())
-                    control = "policy"
-                    if self.teleop is not None:
-                        command = self.teleop.read()
-                        if command.estop:
-                            self.env.robot.stop()
-                            raise EmergencyStop(f"e-stop from the teleop at step {steps} of episode {index}")
-                        if not self.sim and (command.keep or command.discard):
-                            # the operator's verdict ends the episode on a hold step that carries its reward
-                            verdict = bool(command.keep)
-                            reason = "operator: success" if verdict else "operator: failure"
-                            proposed = np.array([0, 0, 0, 0, 0, 0, gripper], dtype=np.float64)
-                        elif command.intervene:
-                            proposed = command_to_action(command, gripper)
-                            control, intervened = "human", True
-                    tick = time.perf_counter()
                     try:
-                        next_obs, reward, terminated, truncated, step_info = self.env.step(proposed)
+                        step = self.loop.step(proposed, record)
                     except StaleFrameError as e:
-                        next_obs, step_info = self._recover_frames(str(e)), None
-                        if next_obs is None:
+                        fresh = self._recover_frames(str(e))
+                        if fresh is None:
                             truncated, reason = True, "camera frames stayed stale"
                             break
-                        history.push(next_obs, replace_last=True)
-                        obs = next_obs
+                        history.push(fresh, replace_last=True)
+                        self.loop.replace_obs(fresh)
                         break  # re-plan from the fresh observation
-                    self.times.add("step", time.perf_counter() - tick)
-                    if step_info.get("gripper_age_s") is not None:  # read off the control path: its age shows here
-                        self.times.add("gripper_age", step_info["gripper_age_s"])
-                    executed = step_info["executed_action"]
-                    if reason.startswith("operator"):
-                        reward, terminated, truncated = float(verdict), verdict, not verdict
-                        step_info["success"] = verdict
-                    tick = time.perf_counter()
-                    if episode is not None:
-                        episode.add_step(
-                            obs,
-                            proposed,
-                            executed,
-                            reward,
-                            terminated or truncated,
-                            "none" if self.shadow else control,
-                            intervention=control == "human",
-                            wall_time=time.time(),
-                            state_time=state.time,
-                            capture_times=captures,
-                            robot_state=state,
-                        )
-                    self.times.add("record", time.perf_counter() - tick)
-                    obs, state, gripper = next_obs, step_info["state"], float(executed[6])
-                    captures = dict(self.env.last_capture_times)
-                    history.push(obs)
-                    executed_chunk.append(executed)
-                    rewards.append(reward)
-                    chunk_events += len(step_info["safety_events"])
+                    if step.verdict is not None:  # the operator's verdict ends the episode on a hold step
+                        reason = "operator: success" if step.verdict else "operator: failure"
+                    history.push(step.next_obs)
+                    executed_chunk.append(step.executed)
+                    rewards.append(step.reward)
+                    intervened = intervened or step.intervention
+                    chunk_events += len(step.info["safety_events"])
                     steps += 1
-                    ret += reward
-                    success = success or bool(step_info["success"])
-                    if step_info["stopped"]:
-                        reason = step_info["stopped"]
+                    ret += step.reward
+                    terminated, truncated = step.terminated, step.truncated
+                    success = success or bool(step.info["success"])
+                    if step.info["stopped"]:
+                        reason = step.info["stopped"]
                     self._status(index, steps)
-                    if terminated or truncated:
+                    if step.done:
                         break
                 if executed_chunk:
                     sent_control = "none" if self.shadow else "human" if intervened else "policy"
@@ -318,7 +292,7 @@ class RobotAgent:
                 if not (terminated or truncated) and steps >= self.cfg.task.max_steps:
                     truncated = True
             if not self.sim:
-                self.env.robot.hold()  # the episode is over: the arm stops now, before the reset prompt
+                self.env.robot.hold()  # the episode is over: the arm stops now, before the reset phase
         except RobotFault:
             if episode is not None:
                 episode.discard()  # the faulted episode is never stored
@@ -345,6 +319,9 @@ class RobotAgent:
                         "robot": self.opt.robot_id,
                         "reason": reason,
                         "shadow": self.shadow,
+                        "intervention_steps": self.loop.interventions,
+                        "authority": self.loop.authority.to_records(),
+                        "reset": self.resets.log,
                     },
                 )
             else:
@@ -355,7 +332,7 @@ class RobotAgent:
         r.env_steps += steps
         r.interventions += interventions
         r.policy_versions.append(self.policy_version)
-        r.hz = self.scheduler.hz(self.ticks)
+        r.hz = self.loop.hz
         stages = self.times.summary()
         self._send(
             p.Stats(
@@ -391,9 +368,7 @@ class RobotAgent:
         }
 
     # --------------------------------------------------------------------------------------- the watchdog
-    def _request(
-        self, history: ObsHistory, obs: dict[str, np.ndarray], episode: int, chunk: int, steps: int
-    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def _request(self, history: ObsHistory, episode: int, chunk: int, steps: int) -> np.ndarray:
         """Ask for a chunk and wait for it, holding the robot whenever it is late; reconnects a silent server."""
         sent_at = time.monotonic()
         seq = self._send(
@@ -412,13 +387,13 @@ class RobotAgent:
                     self.times.add("round_trip", now - sent_at)
                     self.policy_version = msg.body.policy_version
                     if holding:
-                        self.scheduler.restart()
-                    return np.asarray(msg.arrays["actions"]), obs
+                        self.loop.scheduler.restart()
+                    return np.asarray(msg.arrays["actions"])
                 if msg.type == "heartbeat":
                     self.policy_version = max(self.policy_version, msg.body.policy_version)
                 elif msg.type == "error" and msg.body.code == "not_welcomed":
                     self._reconnect("the server no longer knows this robot")
-                    return self._request(history, obs, episode, chunk, steps)
+                    return self._request(history, episode, chunk, steps)
                 elif msg.type == "error" and msg.body.ref_seq == seq:
                     raise BridgeError(f"the server rejected our observation: {msg.body.reason}")
                 continue
@@ -427,7 +402,9 @@ class RobotAgent:
                 # learner updates (or waiting for a dead robot to time out), held like any other wait, not a fault
                 if not holding and chunk > 0:
                     self.result.watchdog_holds += 1
-                    self.result.hold_events.append({"after_request_s": now - sent_at, "time": time.time()})
+                    self.result.hold_events.append(
+                        {"after_request_s": now - sent_at, "time": time.time(), "episode": episode, "chunk": chunk}
+                    )
                     self.say(
                         f"watchdog: no action {1e3 * (now - sent_at):.0f} ms after asking (limit "
                         f"{1e3 * self.watchdog_s:.0f} ms): holding the robot"
@@ -443,7 +420,8 @@ class RobotAgent:
                 self._reconnect(f"nothing heard from the server for {now - self.client.last_heard:.1f} s")
                 obs = self.env.observe()
                 history.push(obs, replace_last=True)
-                return self._request(history, obs, episode, chunk, steps)
+                self.loop.replace_obs(obs)
+                return self._request(history, episode, chunk, steps)
 
     def _after_fault(self, index: int, fault: RobotFault) -> None:
         """Pause, the operator confirms, recover, home (`runtime.faults`); ends the run without an operator."""
@@ -453,8 +431,8 @@ class RobotAgent:
             raise EmergencyStop(
                 f"the arm faulted in episode {index} ({fault}) and there is no operator to confirm its recovery"
             )
-        self._send(p.Heartbeat(state="reset"))
-        pause_and_recover(self.env.robot, fault, self.prompt, self.say)
+        self.loop.beat(force=True)
+        pause_and_recover(self.env.robot, fault, lambda text: self.loop.confirm(self.say, text), self.say)
 
     def _recover_frames(self, why: str) -> dict[str, np.ndarray] | None:
         self.result.stale_frames += 1
@@ -493,7 +471,7 @@ class RobotAgent:
                 self.result.reconnects += 1
                 self.policy_version = self.client.welcome.policy_version if self.client.welcome else -1
                 self.say(f"reconnected: policy version {self.policy_version}")
-                self.scheduler.restart()
+                self.loop.scheduler.restart()
                 return
             except Refusal:
                 raise
@@ -512,12 +490,11 @@ class RobotAgent:
 
     # -------------------------------------------------------------------------------------------- episodes
     def _reset(self, seed: int, index: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        if not self.sim:
-            if self.prompt is None:
-                raise EmergencyStop("a real robot needs an operator to reset the scene between episodes")
-            self._send(p.Heartbeat(state="reset"))
-            self.prompt(f"episode {index}: reset the scene, then confirm to home the arm and start")
-        return self.env.reset(seed=seed if self.sim else None)
+        """The reset phase (`inril_robot.runtime.resets`): open, retreat, the operator resets the scene (scripted in
+        simulation), home, start pose, confirm; heartbeats all along."""
+        if not self.sim and self.prompt is None and self.teleop is None:
+            raise EmergencyStop("a real robot needs an operator to reset the scene between episodes")
+        return self.resets.run(seed if self.sim else None, index)
 
     def _status(self, episode: int, steps: int, holding: bool = False) -> None:
         now = time.monotonic()
@@ -533,7 +510,7 @@ class RobotAgent:
                 "episodes": r.episodes,
                 "successes": r.successes,
                 "env_steps": r.env_steps + steps,
-                "hz": self.scheduler.hz(self.ticks),
+                "hz": self.loop.hz,
                 "target_hz": (1.0 / self.tick_period) if self.tick_period else None,
                 "overruns": self.scheduler.overruns,
                 "holds": r.watchdog_holds,

@@ -60,7 +60,13 @@ def serve_command(
         status.update(  # type: ignore[union-attr]
             f"policy v{s['policy_version']} · robots [{escape(s['robots']) or '-'}] · episodes {s['episodes']} · "
             f"env steps {s['env_steps']} · inference p50 {s['infer_p50_ms']:.2f} / p99 {s['infer_p99_ms']:.2f} ms · "
-            f"batch {s['mean_batch']:.1f} · rejected {s['rejected']}" + (" · updating" if s["parked"] else "")
+            f"batch {s['mean_batch']:.1f} · rejected {s['rejected']}"
+            + (" · updating" if s["parked"] else "")
+            + (
+                f" · {s['updates']} updates, {s['updates_per_s']:.1f}/s, update-to-data {s['utd']:.2f}"
+                if "updates_per_s" in s
+                else ""
+            )
         )
 
     with status:

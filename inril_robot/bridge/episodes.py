@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from torch import Tensor
@@ -52,8 +53,10 @@ class EpisodeAssembler:
         rewards: np.ndarray,
         intervention: bool,
         safety_events: int,
+        **flags: Any,
     ) -> EpisodeTrace | None:
-        """Account one executed chunk; returns a finished segment when an intervention cut it."""
+        """Account one executed chunk; returns a finished segment when an intervention cut it. (`flags`: the
+        transition's terminated/truncated/policy_version, which the off-policy `TransitionAssembler` reads.)"""
         served = self.served.pop((episode, chunk), None)
         self.last_served = served is not None
         if served is None:

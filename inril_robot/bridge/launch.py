@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from inril_robot.bridge.learning import ServerLearner
+from inril_robot.bridge.offpolicy import make_server_learner
 from inril_robot.bridge.server import PolicyServer, ServeOptions
 from inril_robot.config import RunConfig
 from inril_robot.data.store import Dataset
@@ -34,7 +34,7 @@ def serve_until_stopped(
 ) -> PolicyServer:
     """Serve until SIGINT/SIGTERM (or `stop`), then stop the learner and write the final checkpoint."""
     stop = stop or threading.Event()
-    learner = ServerLearner(cfg, checkpoint, demos, out, mode=mode, resume=resume)
+    learner = make_server_learner(cfg, checkpoint, demos, out, mode=mode, resume=resume)
     server = PolicyServer(learner, options, log)
     previous = {}
     if threading.current_thread() is threading.main_thread():

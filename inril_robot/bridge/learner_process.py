@@ -38,6 +38,7 @@ class LearnerSpec:
     demos: Path | None
     out: Path
     resume: bool
+    algo: str | None = None  # off-policy: the module providing the algorithm (bridge/offpolicy.py)
 
 
 def torch_threads_for_two_processes(configured: int) -> int:
@@ -49,11 +50,12 @@ def torch_threads_for_two_processes(configured: int) -> int:
 class LearnerProcess:
     """The server's handle on the learner process."""
 
-    def __init__(self, spec: LearnerSpec) -> None:
+    def __init__(self, spec: LearnerSpec, target: str = "inril_robot.bridge.learner_process:run") -> None:
+        """`target`: "module:function", the process's main (spec, inbox, outbox)."""
         ctx = mp.get_context("spawn")
         inbox_r, self._inbox = ctx.Pipe(duplex=False)
         self._outbox, outbox_w = ctx.Pipe(duplex=False)
-        self.proc = ctx.Process(target=run, args=(spec, inbox_r, outbox_w), name="inril-learner", daemon=True)
+        self.proc = ctx.Process(target=_main, args=(target, spec, inbox_r, outbox_w), name="inril-learner", daemon=True)
         self.proc.start()
         inbox_r.close()  # only the child holds these ends now: its death reads as EOF here and vice versa
         outbox_w.close()
@@ -137,8 +139,15 @@ class LearnerProcess:
         self._outbox.close()
 
 
+def _main(target: str, spec: LearnerSpec, inbox: Connection, outbox: Connection) -> None:
+    import importlib
+
+    module, name = target.split(":")
+    getattr(importlib.import_module(module), name)(spec, inbox, outbox)
+
+
 def run(spec: LearnerSpec, inbox: Connection, outbox: Connection) -> None:
-    """The learner process's main."""
+    """The on-policy learner process's main."""
     import torch
 
     from inril_robot.bridge.learning import Trainer
@@ -159,6 +168,7 @@ def run(spec: LearnerSpec, inbox: Connection, outbox: Connection) -> None:
             kind = message[0]
             if kind == "stop":
                 trainer.save()
+                trainer.run.close()
                 outbox.send(("stopped", trainer.progress()))
                 return
             if kind == "intervention":

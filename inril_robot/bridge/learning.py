@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from inril_robot.bridge.episodes import InterventionDemos
+from inril_robot.bridge.episodes import EpisodeAssembler, InterventionDemos
 from inril_robot.bridge.learner_process import LearnerProcess, LearnerSpec, Message, torch_threads_for_two_processes
-from inril_robot.config import RunConfig, to_yaml
+from inril_robot.config import RunConfig
 from inril_robot.core.contract import Contract
 from inril_robot.data.store import Dataset
 from inril_robot.learning.inril.finetune import FinetuneError, build_actor, make_learner, summarize, to_buffer
@@ -42,7 +42,7 @@ from inril_robot.learning.pretrain import pick_device
 from inril_robot.learning.rl.actor import Actor
 from inril_robot.learning.rl.rollouts import EpisodeTrace, batch_obs, raw_actions
 from inril_robot.learning.rl.vec_env import History
-from inril_robot.learning.runs import append_metrics, atomic_write_text, check_run_folder, read_metrics, write_metrics
+from inril_robot.learning.runs import RunFolder
 
 STATE_VERSION = 1
 METRIC_FIELDS = (
@@ -160,13 +160,23 @@ class Trainer:
         self.last_stats: dict[str, Any] = {}
         self.started = time.perf_counter()
         self.sampler = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-        check_run_folder(out, cfg, resume, sections=("policy", "finetune", "task"), error=FinetuneError)
+        # no TensorBoard here: writing it in the serving process delayed answers by up to 0.8 s (watchdog holds on
+        # reach at speed 0: 1-2 per run with it, 0 without); metrics.csv has every row
+        self.run = RunFolder(
+            out,
+            cfg,
+            resume,
+            METRIC_FIELDS,
+            sections=("policy", "finetune", "task"),
+            error=FinetuneError,
+            tensorboard=False,
+        )
         self.actor, self.critic, self.learner = make_learner(
             cfg, policy, demos, contract, device, wrap_demos=self.interventions.wrap
         )
         self.run_cfg = cfg.model_copy(update={"policy": self.actor.policy.cfg})
-        if resume and (out / "last.train.pt").is_file():
-            state = ckpt.safe_torch_load(out / "last.train.pt", map_location=device)
+        if resume and self.run.train_state.is_file():
+            state = ckpt.safe_torch_load(self.run.train_state, map_location=device)
             if state.get("format_version") != STATE_VERSION or state.get("kind") != "serve":
                 raise FinetuneError(f"cannot resume {out}: last.train.pt is not a policy-server state")
             self.learner.load_state_dict(state["learner"])
@@ -176,10 +186,8 @@ class Trainer:
                 int(state["env_steps"]),
                 int(state["episodes"]),
             )
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "run.yaml", to_yaml(self.run_cfg))
-        self.metrics_path = out / "metrics.csv"
-        write_metrics(self.metrics_path, read_metrics(self.metrics_path, up_to_step=self.version), METRIC_FIELDS)
+        self.run.start(self.run_cfg, up_to_step=self.version)
+        self.metrics_path = self.run.metrics
 
     @classmethod
     def from_checkpoint(
@@ -239,7 +247,7 @@ class Trainer:
         }
         if "guard" in stats:
             row.update(guard_alpha=stats["guard"]["alpha"], guard_accepted=int(stats["guard"]["accepted"]))
-        append_metrics(self.metrics_path, row, METRIC_FIELDS)
+        self.run.log(row)
         self.updates_since_save += 1
         if self.updates_since_save >= self.cfg.finetune.checkpoint_every or self.done:
             self.save()
@@ -248,7 +256,7 @@ class Trainer:
 
     def save(self) -> None:
         ckpt.save_checkpoint(
-            self.out / "last.pt",
+            self.run.last,
             self.actor.policy,
             contract=self.contract,
             run_cfg=self.run_cfg,
@@ -272,7 +280,7 @@ class Trainer:
                 "learner": self.learner.state_dict(),
                 "sampler": self.sampler.get_state(),
             },
-            self.out / "last.train.pt",
+            self.run.train_state,
         )
         self.updates_since_save = 0
 
@@ -304,27 +312,8 @@ class ServerLearner:
     ) -> None:
         """`mode`: "sync", "async" (learner process) or "off" (inference only, deterministic actions, nothing
         learned or written)."""
-        self.cfg, self.mode, self.out = cfg, mode, Path(out)
-        f = cfg.finetune
-        self.torch_threads = torch.get_num_threads()  # restored by close()
-        threads = torch_threads_for_two_processes(f.num_threads) if mode == "async" else f.num_threads
-        if threads > 0:
-            torch.set_num_threads(threads)
-        self.device = pick_device(f.device)
-        loaded = ckpt.load_checkpoint(checkpoint, use_ema=True, map_location=self.device)
-        self.contract: Contract = loaded.contract
-        self.checkpoint = Path(checkpoint)
-        cfg = self.cfg = cfg.model_copy(update={"policy": loaded.policy.cfg})
-        self.version = self.env_steps = self.episodes = 0
-        self.lock = threading.Lock()  # guards counters and the pending episodes
-        self.pending: list[EpisodeTrace] = []
-        self.last_stats: dict[str, Any] = {}
-        self.failure: str | None = None
-        self.rollbacks = 0
-        self.in_flight = 0  # async: batches sent to the learner process, not yet answered
-        self.stop_timeout_s = stop_timeout_s
-        self.trainer: Trainer | None = None
-        self.process: LearnerProcess | None = None
+        loaded = self._prepare(cfg, checkpoint, out, mode, stop_timeout_s)
+        cfg, f = self.cfg, self.cfg.finetune
         if mode == "off":
             torch.manual_seed(cfg.seed)
             self.interventions = InterventionDemos()
@@ -348,19 +337,56 @@ class ServerLearner:
         # allocation or deepcopy in the serving thread (a deepcopy per swap cost ~16 ms of inference p99)
         self._spare: Actor = copy.deepcopy(self.actor).eval()
         self.sampler = torch.Generator(device=self.device)
-        self.process = LearnerProcess(
-            LearnerSpec(cfg, self.checkpoint, demos.root if demos else None, self.out, resume)
+        payload = self._start(
+            LearnerSpec(cfg, self.checkpoint, demos.root if demos else None, self.out, resume), start_timeout_s
         )
-        kind, payload = self.process.wait_ready(start_timeout_s)
+        self.sampler.set_state(torch.from_numpy(payload["sampler"]))
+        self.episodes = payload["episodes"]
+        self._serving = (0, self.actor)
+        self._take(payload)
+
+    def _prepare(self, cfg: RunConfig, checkpoint: Path, out: Path, mode: str, stop_timeout_s: float) -> Any:
+        """What every mode (and the off-policy learner) sets up: threads, device, the served checkpoint (returned),
+        counters."""
+        self.cfg, self.mode, self.out = cfg, mode, Path(out)
+        f = cfg.finetune
+        self.torch_threads = torch.get_num_threads()  # restored by close()
+        threads = torch_threads_for_two_processes(f.num_threads) if mode == "async" else f.num_threads
+        if threads > 0:
+            torch.set_num_threads(threads)
+        self.device = pick_device(f.device)
+        loaded = ckpt.load_checkpoint(checkpoint, use_ema=True, map_location=self.device)
+        self.contract: Contract = loaded.contract
+        self.checkpoint = Path(checkpoint)
+        self.cfg = cfg.model_copy(update={"policy": loaded.policy.cfg})
+        self.version = self.env_steps = self.episodes = 0
+        self.lock = threading.Lock()  # guards counters and the pending episodes
+        self.pending: list[EpisodeTrace] = []
+        self.last_stats: dict[str, Any] = {}
+        self.failure: str | None = None
+        self.rollbacks = 0
+        self.in_flight = 0  # async: batches sent to the learner process, not yet answered
+        self.stop_timeout_s = stop_timeout_s
+        self.trainer: Trainer | None = None
+        self.process: LearnerProcess | None = None
+        return loaded
+
+    def _start(
+        self, spec: LearnerSpec, timeout_s: float, target: str = "inril_robot.bridge.learner_process:run"
+    ) -> dict[str, Any]:
+        """Start the learner process; returns its "ready" progress (raises `FinetuneError` with its reason)."""
+        self.process = LearnerProcess(spec, target)
+        kind, payload = self.process.wait_ready(timeout_s)
         if kind != "ready":
             self.process.close()
             torch.set_num_threads(self.torch_threads)
             raise FinetuneError(payload)
         self.interventions = ForwardedInterventions(self.process.send)
-        self.sampler.set_state(torch.from_numpy(payload["sampler"]))
-        self.episodes = payload["episodes"]
-        self._serving = (0, self.actor)
-        self._take(payload)
+        return payload
+
+    def new_assembler(self, robot: str) -> EpisodeAssembler:
+        """What turns one robot's messages into what this learner learns from."""
+        return EpisodeAssembler(self.policy.cfg.horizon, self.interventions)
 
     # -------------------------------------------------------------------------------------------- inference
     @property
@@ -469,6 +495,7 @@ class ServerLearner:
         final checkpoint and exits (joined with a timeout)."""
         if self.trainer is not None:
             self.trainer.save()
+            self.trainer.run.close()
         if self.process is not None and not self.process.closed:
             self._handle(self.process.stop(self.stop_timeout_s))
             if self.process.exit_code != 0 and not self.failure:

@@ -59,6 +59,7 @@ class ServeOptions:
 
 MAX_PEERS = 4096  # connections whose budgets are remembered (least recently heard forgotten first)
 MAX_ABS_EXECUTED = 100.0  # |executed action| beyond this (metres/radians per step) is not a robot's action
+LEARNER_RATES = ("updates", "updates_per_s", "utd", "buffer")  # the async off-policy learner's live figures
 DRAIN_BUDGET_S = 0.005  # with an observation waiting, stop reading after this long and answer it first
 
 
@@ -68,7 +69,7 @@ class Session:
     envelope: list[bytes]
     robot: str
     session: str
-    assembler: EpisodeAssembler
+    assembler: EpisodeAssembler  # or the off-policy TransitionAssembler (the same calls)
     last_seen: float
     key: str | None = None  # the CURVE public key (z85) this session authenticated with
     mid_episode: bool = False
@@ -356,7 +357,7 @@ class PolicyServer:
             envelope,
             robot,
             uuid.uuid4().hex[:12],
-            EpisodeAssembler(self.learner.policy.cfg.horizon, self.learner.interventions),
+            self.learner.new_assembler(robot),
             time.monotonic(),
             key=key,
         )
@@ -488,7 +489,15 @@ class PolicyServer:
             self.counts["shadow_transitions_refused"] += 1
             return
         cut = session.assembler.transition(
-            body.episode, body.chunk, executed, rewards, body.intervention, body.safety_events
+            body.episode,
+            body.chunk,
+            executed,
+            rewards,
+            body.intervention,
+            body.safety_events,
+            terminated=body.terminated,
+            truncated=body.truncated,
+            policy_version=body.policy_version,
         )
         self.counts["transitions"] += 1
         self.counts["interventions"] += int(body.intervention)
@@ -733,6 +742,7 @@ class PolicyServer:
             "rejected": int(sum(self.rejected.values())),
             "failure": self.learner.failure,
             "rollbacks": self.learner.rollbacks,
+            **{k: self.learner.last_stats[k] for k in LEARNER_RATES if k in self.learner.last_stats},
             **{f"rejected_{k}": v for k, v in self.rejected.items()},
             **dict(self.counts),
         }

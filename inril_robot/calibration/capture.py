@@ -1,6 +1,7 @@
 """Moving the robot through calibration poses and capturing a board view at each, through `RobotEnv.step`.
 
-Every motion is a sequence of contract actions passed to `RobotEnv.step`, which applies the safety envelope
+Every motion is a sequence of contract actions stepped by the control loop (`runtime.loop`, paced at the control
+rate on a real arm) through `RobotEnv.step`, which applies the safety envelope
 (workspace box, per-step and speed caps, tilt/yaw limits, joint margins, contact force): the planner only proposes.
 Poses are planned inside the envelope's box and tilt limits, so the envelope should never have to clip them; a
 pose the arm does not reach (within tolerance, in time) is skipped and reported rather than forced.
@@ -18,19 +19,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from inril_robot.calibration.solve import make_transform
-from inril_robot.core.geometry import quat_to_matrix, rotation_error, rotvec_to_matrix
+from inril_robot.core.geometry import quat_to_matrix, rotvec_to_matrix
 from inril_robot.core.safety import SafetyLimits
-from inril_robot.core.state import RobotState
 from inril_robot.hardware import RobotFault
 from inril_robot.runtime.env import RobotEnv
-from inril_robot.runtime.timing import Scheduler
+from inril_robot.runtime.loop import ControlLoop
 from inril_robot.vision.board import BoardError, BoardSpec, Detection, detect
 
 GOLDEN_ANGLE = np.pi * (3.0 - np.sqrt(5.0))
-POSITION_TOLERANCE = 0.002  # [m]
-ROTATION_TOLERANCE = 0.01  # [rad]
-INTEGRAL_GAIN = 0.2  # per step: move_to's integral of the measured error (reference-tracking drivers)
-MAX_OFFSET, MAX_ROT_OFFSET = 0.01, 0.05  # [m], [rad] the most that integral may shift the reference
 SETTLE_STEPS = 3  # zero-motion steps before capturing: no motion blur, a state that matches the image
 
 
@@ -72,52 +68,10 @@ def plan_poses(
     return PosePlan(positions, rotations)
 
 
-def pacer(env: RobotEnv) -> Scheduler:
-    """Ticks at the control rate on a real arm (each step is one control period of motion); the simulator integrates
-    a period per step by itself, so it is not paced."""
-    return Scheduler(0.0 if env.cfg.robot.kind == "sim" else 1.0 / env.cfg.robot.control_hz)
-
-
-def move_to(
-    env: RobotEnv, state: RobotState, pos: np.ndarray, rot: np.ndarray, max_steps: int = 200
-) -> tuple[bool, RobotState]:
-    """Step from `state` towards the TCP pose (pos, rot) at the envelope's per-step caps, one step per control
-    period; (reached, last state).
-
-    A driver that tracks a commanded reference (the Franka) gets steps that take the *reference* to the target
-    shifted by an integral of the measured error (gain `INTEGRAL_GAIN` per step: it removes the compliant tracker's
-    steady-state error); steps from the measured pose alone integrate on a reference the arm lags behind and
-    oscillate around the target (measured on franky-sim).
-    """
-    safety = env.cfg.safety
-    clock = pacer(env)
-    offset, rot_offset = np.zeros(3), np.zeros(3)
-    for _ in range(max_steps):
-        cur_rot = quat_to_matrix(state.ee_quat)
-        dpos = pos - state.ee_pos
-        drot = rotation_error(rot, cur_rot)
-        if np.linalg.norm(dpos) < POSITION_TOLERANCE and np.linalg.norm(drot) < ROTATION_TOLERANCE:
-            return True, state
-        reference = getattr(env.robot, "commanded_pose", None)
-        if reference is not None:
-            if np.linalg.norm(pos + offset - reference[:3, 3]) < safety.max_step:  # arrived: no wind-up on the way
-                offset = _clip_norm(offset + INTEGRAL_GAIN * dpos, MAX_OFFSET)
-                rot_offset = _clip_norm(rot_offset + INTEGRAL_GAIN * drot, MAX_ROT_OFFSET)
-            dpos = pos + offset - reference[:3, 3]
-            drot = rotation_error(rotvec_to_matrix(rot_offset) @ rot, reference[:3, :3])
-        dpos *= min(1.0, 0.9 * safety.max_step / max(np.linalg.norm(dpos), 1e-12))
-        drot *= min(1.0, 0.9 * safety.max_rot_step / max(np.linalg.norm(drot), 1e-12))
-        clock.wait()
-        _, _, _, _, info = env.step(np.concatenate([dpos, drot, [0.0]]))
-        if info["stopped"]:
-            raise RuntimeError(f"the arm was stopped while moving to a calibration pose: {info['stopped']}")
-        state = info["state"]
-    return False, state
-
-
-def _clip_norm(v: np.ndarray, cap: float) -> np.ndarray:
-    norm = float(np.linalg.norm(v))
-    return v if norm <= cap else v * (cap / norm)
+def calibration_loop(env: RobotEnv) -> ControlLoop:
+    """The control loop that moves the arm between views: paced at the control rate on a real arm (each step is one
+    control period of motion); the simulator integrates a period per step by itself, so it is not paced."""
+    return ControlLoop(env, None, mode="policy", period=0.0 if env.cfg.robot.kind == "sim" else None)
 
 
 @dataclass
@@ -151,30 +105,26 @@ def capture_views(
     cam = cams[camera]
     out = Capture()
     total = len(plan.positions)
-    zero = np.zeros(env.contract.action_dim)
-    _, info = env.reset(seed=env.cfg.seed)
-    state = info["state"]
+    loop = calibration_loop(env)
+    loop.begin(*env.reset(seed=env.cfg.seed), "homed for calibration")
     for i, (pos, rot) in enumerate(zip(plan.positions, plan.rotations, strict=True)):
         for attempt in range(2):
             try:
-                reached, state = move_to(env, state, pos, rot)
+                reached = loop.move_to(pos, rot, gripper=0.0)
                 break
             except RobotFault as e:
                 if on_fault is None or attempt == 1:
                     raise
                 on_fault(e)  # the arm is home again
-                env.observe()  # the envelope works from the fresh state
-                state = env.robot.state()
+                loop.replace_obs(env.observe())  # the envelope works from the fresh state
         if not reached:
             out.skipped.append(f"pose {i}: not reached within tolerance (limits or joint range); skipped")
             if on_progress:
                 on_progress(i + 1, total, "not reached")
             continue
-        clock = pacer(env)
         for _ in range(SETTLE_STEPS):
-            clock.wait()
-            _, _, _, _, info = env.step(zero)
-        state = info["state"]
+            loop.hold_step()
+        state = loop.state
         frame = cam.read_latest(max_age_s=1.0)
         try:
             det = detect(frame.image, spec, what=f"image {i}")

@@ -117,18 +117,29 @@ def bench_data_cmd(
     steps: Annotated[int, typer.Option(min=2, help="Steps per episode.")] = 100,
     size: Annotated[int, typer.Option(min=16, help="Square image size of each of the two cameras.")] = 224,
     horizon: Annotated[int, typer.Option(min=1, help="Training window length.")] = 16,
+    replay_transitions: Annotated[
+        int, typer.Option(min=0, help="Replay log: transitions of two rendered 128 px cameras written (0: skip).")
+    ] = 600,
     report_only: ReportOnlyOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Episode-store write frames/s (two RGB cameras) vs real time, and training-read windows/s vs plain numpy."""
-    from inril_robot.bench.data import bench_data
+    """Episode-store write frames/s (two RGB cameras) vs real time, and training-read windows/s vs plain numpy; the
+    replay log's disk and memory per 100k transitions (two 128 px cameras), append and resume-load rates."""
+    from inril_robot.bench.data import bench_data, bench_replay
     from inril_robot.reporting.targets import Target, targets_payload
 
     with status_line("bench data: writing and reading episodes"):
         result = bench_data(episodes=episodes, steps=steps, size=size, horizon=horizon)
+    if replay_transitions:
+        with status_line("bench data: the replay log (rendering two 128 px cameras)"):
+            result["replay"] = bench_replay(replay_transitions)
     targets = [
         Target("write speed / real time (2 cameras at 10 Hz)", result["write"]["times_realtime"], 1.0, ">=", "x")
     ]
+    if replay_transitions:
+        targets.append(
+            Target("replay append / one robot at 10 Hz", result["replay"]["append_times_realtime_10hz"], 1.0, ">=", "x")
+        )
     result.update(targets_payload(targets))
     if json_out:
         emit_json(result)
@@ -155,6 +166,18 @@ def bench_data_cmd(
         f"{v['read_and_verify_all_s']:.2f} s (+{v['sha256_overhead']:.0%}, {v['megabytes_per_s']:,.0f} MB/s "
         "of raw frames)",
     )
+    if "replay" in result:
+        rp = result["replay"]
+        table.add_row(
+            "replay log (2 x 128 px)",
+            f"per 100k transitions: {rp['disk_gb_per_100k']:.2f} GB on disk "
+            f"(compressed {rp['compression_ratio']:.1f}x), "
+            f"{rp['ram_gb_per_100k_shared_next_obs']:.1f} GB in memory decompressed with shared next observations, "
+            f"{rp['ram_gb_per_100k_obs_and_next_obs']:.1f} GB as separate obs/next_obs; append "
+            f"{rp['append_transitions_per_s']:,.0f} transitions/s with fsync "
+            f"({rp['append_times_realtime_10hz']:.0f}x one robot at 10 Hz); resume reads "
+            f"{rp['load_transitions_per_s']:,.0f}/s ({rp['resume_load_s_per_100k']:.0f} s per 100k)",
+        )
     Console().print(table)
     finish_targets(targets, report_only)
 

@@ -47,7 +47,14 @@ def serve(
     keys: Annotated[
         Path | None, typer.Option("--keys", help="CurveZMQ key folder (`inril-robot keys generate`).")
     ] = None,
-    algo: Annotated[str, typer.Option(help="ppo (Gaussian), dppo (diffusion) or residual-ppo (any).")] = "ppo",
+    algo: Annotated[
+        str | None,
+        typer.Option(
+            help="ppo (Gaussian), dppo (diffusion), residual-ppo (any); sac (Gaussian) or idql (diffusion): "
+            "off-policy, always learning asynchronously while robots act (replay log in --out/replay). "
+            "Default: finetune.algo (ppo)."
+        ),
+    ] = None,
     il_every: Annotated[
         str, typer.Option("--il-every", callback=il_every, help="m: RL steps per IL step; 0 = RL only; auto.")
     ] = "5",
@@ -74,7 +81,7 @@ def serve(
 
     stored_cfg = read_checkpoint(checkpoint)["run_config"]
     options = [
-        f"finetune.algo={algo}",
+        *([f"finetune.algo={algo}"] if algo else []),
         f"finetune.inril.il_every={il_every}",
         f"finetune.inril.separation={separation}",
     ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import time
 from pathlib import Path
@@ -38,8 +40,8 @@ sim_app = typer.Typer(help="Run policies in the simulated Franka world.", no_arg
 
 
 def rollout_with_progress(env: Any, policy: Any, episodes: int, *, label: str, transient: bool, **kwargs: Any) -> Any:
-    """`rollout.run_episodes` under a rich progress bar (episodes, success so far, env steps/s, ETA) on stderr."""
-    from inril_robot.runtime.rollout import run_episodes
+    """`runtime.rollout.run_policy` under a rich progress bar (episodes, success so far, env steps/s, ETA) on stderr."""
+    from inril_robot.runtime.rollout import run_policy
 
     columns = progress_columns()
     successes = steps = 0
@@ -56,7 +58,7 @@ def rollout_with_progress(env: Any, policy: Any, episodes: int, *, label: str, t
             rate = steps / max(time.perf_counter() - started, 1e-9)
             progress.update(bar, advance=1, status=f"success {successes}/{episode + 1} · {rate:.0f} steps/s")
 
-        return run_episodes(env, policy, episodes, on_step=on_step, **kwargs)
+        return run_policy(env, policy, episodes, on_step=on_step, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------------- quickstart
@@ -226,7 +228,7 @@ def sim_run(
 
 def eval_cmd(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="A checkpoint written by pretrain (.pt).")],
-    robot: Annotated[str, typer.Option(help="Robot preset: sim.")] = "sim",
+    robot: Annotated[str, typer.Option(help="Robot preset: sim, or franka (a real arm: needs --execute).")] = "sim",
     task: Annotated[str | None, typer.Option(help="Task (default and only allowed: the checkpoint's).")] = None,
     episodes: Annotated[int, typer.Option(min=1, help="Number of episodes.")] = 20,
     video: Annotated[
@@ -252,12 +254,27 @@ def eval_cmd(
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Episode i uses seed + i (default: pretrain's eval seeds).")] = None,
     raw_weights: Annotated[bool, typer.Option("--raw-weights", help="Evaluate the raw weights, not the EMA.")] = False,
+    execute: Annotated[
+        bool, typer.Option("--execute", help="Real robot: let the arm move (eval on the arm is refused without it).")
+    ] = False,
+    teleop: Annotated[
+        str, typer.Option(help="Real robot: the operator's device (success keys, e-stop, scene reset).")
+    ] = "keyboard",
+    detector: Annotated[
+        str | None,
+        typer.Option(
+            help="Real robot: a success detector, module:callable (observation -> True, False or None); the "
+            "operator's keys override it."
+        ),
+    ] = None,
     cameras: CamerasOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Evaluate a checkpoint: success (Wilson 95% interval), mean return and length; refuses a mismatching contract."""
+    """Evaluate a checkpoint: success (Wilson 95% interval), mean return and length; refuses a mismatching contract.
+    On a real arm (--robot franka --execute): the reset phase before each episode, success from the operator's keys
+    (keep / discard) or --detector, and a video per episode."""
     from inril_robot.core.contract import ContractMismatch
     from inril_robot.learning.policies.checkpoint import load_checkpoint, read_checkpoint
     from inril_robot.learning.policies.runner import PolicyRunner
@@ -265,8 +282,10 @@ def eval_cmd(
     from inril_robot.runtime.env import RobotEnv, build_contract
     from inril_robot.runtime.registry import DriverUnavailable
 
-    if robot != "sim":
-        fail(f"eval runs in simulation (--robot sim); on the robot, use finetune/serve (got --robot {robot!r})")
+    real = robot != "sim"
+    if real and not execute:
+        fail(f"eval --robot {robot} moves the arm: add --execute (the operator's e-stop key stops it)")
+    success_detector = load_detector(detector) if detector is not None else None
     payload = read_checkpoint(checkpoint)
     stored_cfg = payload["run_config"]
     if task is not None and task != stored_cfg["task"]["name"]:
@@ -277,15 +296,20 @@ def eval_cmd(
     cfg = eval_config(robot, stored_cfg, cameras, config, set_, seed)
     out = out or checkpoint.parent / "eval" / checkpoint.stem
     env_cfg = cfg
-    if (video is not None or videos) and not cfg.cameras:  # a camera only for the video: not a policy input
+    if real:
+        videos, video_episodes = True, episodes  # every episode on the arm is kept on video
+        cfg = cfg.model_copy(update={"teleop": cfg.teleop.model_copy(update={"kind": teleop})})
+        env_cfg = cfg
+    elif (video is not None or videos) and not cfg.cameras:  # a camera only for the video: not a policy input
         size = [f"cameras.front.{dim}={video_size}" for dim in ("width", "height")]
         env_cfg = cfg.model_copy(update={"cameras": resolve(None, None, "sim_front", None, size).cameras})
     try:
-        env = RobotEnv(env_cfg)
+        env = RobotEnv(env_cfg, execute=execute)
+        cell = robot_cell(cfg, env, success_detector) if real else None
     except DriverUnavailable as e:
         fail(str(e))
         return
-    with env:
+    with env, contextlib.closing(cell.teleop) if cell and cell.teleop else contextlib.nullcontext():
         expect = build_contract(cfg, env.task)
         device = pick_device("auto")
         loaded = load_checkpoint(
@@ -307,6 +331,7 @@ def eval_cmd(
                 on_reset=runner.reset,
                 video_dir=out if videos else None,
                 video_height=video_size,
+                cell=cell,
             )
         except ContractMismatch as e:
             fail(str(e))
@@ -345,3 +370,25 @@ def eval_cmd(
         table.add_row("episode videos", f"{len(result['episode_videos'])} in {out}")
     table.add_row("results", str(out / "eval.json"))
     Console().print(table)
+
+
+def robot_cell(cfg: Any, env: Any, detector: Any) -> Any:
+    """The operator's side of an evaluation on the arm: the teleop, the detector, prompts on stderr."""
+    from inril_robot.runtime.registry import make_teleop
+    from inril_robot.runtime.rollout import RobotCell
+
+    return RobotCell(make_teleop(cfg, env), detector=detector, say=lambda text: err.print(f"[bold]{escape(text)}[/]"))
+
+
+def load_detector(spec: str) -> Any:
+    """`module:callable` -> the callable (observation -> True / False / None)."""
+    module, _, name = spec.partition(":")
+    if not module or not name:
+        fail(f"--detector {spec!r} must look like module:callable (e.g. mypkg.detect:success)")
+    try:
+        found = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        fail(f"--detector {spec!r} cannot be loaded: {e}")
+    if not callable(found):
+        fail(f"--detector {spec!r} is not callable")
+    return found

@@ -228,6 +228,9 @@ def finetune(
                 *(["--config", str(config)] if config else []),
                 *(["--seed", str(seed)] if seed is not None else []),
                 *[a for o in [*(set_ or []), *options] for a in ("--set", o)],
+                # serve's own options are applied after its --set values: pass the resolved ones, or its defaults win
+                *("--algo", cfg.finetune.algo, "--il-every", str(cfg.finetune.inril.il_every)),
+                *("--separation", cfg.finetune.inril.separation),
             ],
         )
         try:

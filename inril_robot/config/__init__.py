@@ -168,6 +168,25 @@ class CameraConfig(StrictModel):
 
 
 # ------------------------------------------------------------------------------------------------------------- task
+class ResetConfig(StrictModel):
+    """The reset phase between episodes (`runtime.resets`): open, retreat, operator, scripted reset, start pose."""
+
+    retreat_height: Annotated[
+        float, Field(ge=0.0, le=0.3, description="the arm rises to the home height plus this before homing [m]")
+    ] = 0.0
+    start_xyz: Annotated[
+        tuple[
+            Annotated[float, Field(ge=0.0, le=0.1)],
+            Annotated[float, Field(ge=0.0, le=0.1)],
+            Annotated[float, Field(ge=0.0, le=0.1)],
+        ],
+        Field(description="random start pose: TCP offset from home, uniform in +-these per axis [m]"),
+    ] = (0.0, 0.0, 0.0)
+    start_yaw: Annotated[
+        float, Field(ge=0.0, le=0.5, description="random start pose: yaw offset from home, uniform in +-this [rad]")
+    ] = 0.0
+
+
 class TaskConfig(StrictModel):
     name: Literal["reach", "lift", "push", "peg"] = "lift"
     max_steps: Annotated[int, Field(ge=1, le=10_000, description="episode length limit [control steps]")] = 100
@@ -179,6 +198,7 @@ class TaskConfig(StrictModel):
     object_range: Annotated[
         float, Field(ge=0.0, le=0.2, description="half-width of the object placement region [m]")
     ] = 0.08
+    reset: ResetConfig = ResetConfig()
 
 
 # -------------------------------------------------------------------------------------------- domain randomisation
@@ -443,8 +463,18 @@ class GuardConfig(StrictModel):
     seed: int = 0  # of the generator both policies sample with
 
 
+class AsyncLearnerConfig(StrictModel):
+    """The server's asynchronous off-policy learner (actor-learner split; docs/protocol.md)."""
+
+    publish_every: Annotated[int, Field(ge=1, description="updates between published weight versions")] = 20
+    checkpoint_every: Annotated[int, Field(ge=1, description="published versions between checkpoints")] = 10
+    # SERL's learner trains as fast as it can; a cap keeps it from over-fitting a small buffer while robots reset
+    max_utd: Annotated[float, Field(ge=0, description="most updates per env step received; 0: no cap")] = 0.0
+    flush_every: Annotated[int, Field(ge=1, le=100_000, description="transitions per replay record, at most")] = 256
+
+
 class FinetuneConfig(StrictModel):
-    algo: Literal["ppo", "dppo", "residual-ppo"] = "ppo"
+    algo: Literal["ppo", "dppo", "residual-ppo", "sac", "idql"] = "ppo"
     env_steps: Annotated[int, Field(ge=1, le=100_000_000, description="budget of executed control steps")] = 60_000
     # lift: 24 episodes ~ 1,500 transitions ~ 10 successes -> 12 minibatches of 128 x 5 epochs = 60 actor steps
     episodes_per_iteration: Annotated[int, Field(ge=1, le=10_000, description="episodes per RL batch")] = 24
@@ -470,6 +500,7 @@ class FinetuneConfig(StrictModel):
     residual: ResidualRLConfig = ResidualRLConfig()
     inril: InrilConfig = InrilConfig()
     guard: GuardConfig = GuardConfig()
+    async_learner: AsyncLearnerConfig = AsyncLearnerConfig()
 
     @model_validator(mode="after")
     def _std_bounds_ordered(self) -> FinetuneConfig:

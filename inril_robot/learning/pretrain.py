@@ -19,6 +19,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from inril_robot.config import RunConfig, to_yaml
+from inril_robot.config import RunConfig
 from inril_robot.core.atomic import atomic_open
 from inril_robot.core.contract import Contract
 from inril_robot.core.errors import InrilError
@@ -38,14 +39,7 @@ from inril_robot.learning.policies import checkpoint as ckpt
 from inril_robot.learning.policies.base import Policy
 from inril_robot.learning.policies.normalizer import Normalizer
 from inril_robot.learning.policies.runner import PolicyRunner
-from inril_robot.learning.runs import (
-    append_metrics,
-    atomic_write_text,
-    check_run_folder,
-    read_metrics,
-    write_metrics,
-)
-from inril_robot.reporting.tb import TBWriter
+from inril_robot.learning.runs import RunFolder
 
 ACTION_KEY = "action/executed"  # learning uses the executed action (after the safety envelope), never the proposed
 METRIC_FIELDS = (
@@ -210,13 +204,13 @@ def evaluate(
     policy: Policy, contract: Contract, env: Any, episodes: int, device: torch.device, seed: int = EVAL_SEED_BASE
 ) -> dict[str, Any]:
     """Run `episodes` episodes (seeds seed + i) with deterministic actions; the rollout summary as a dict."""
-    from inril_robot.runtime.rollout import run_episodes
+    from inril_robot.runtime.rollout import run_policy
 
     was_training = policy.training
     policy.eval()
     try:
         runner = PolicyRunner(policy, contract, device)
-        summary = run_episodes(env, runner, episodes, seed=seed, on_reset=runner.reset, policy_name=policy.cfg.kind)
+        summary = run_policy(env, runner, episodes, seed=seed, on_reset=runner.reset, policy_name=policy.cfg.kind)
     finally:
         policy.train(was_training)
     result = summary.to_dict()
@@ -264,7 +258,7 @@ def pretrain(
     out = Path(out)
     started = time.perf_counter()
     t = cfg.train
-    check_run_folder(out, cfg, resume, error=PretrainError)
+    run = RunFolder(out, cfg, resume, METRIC_FIELDS, error=PretrainError)
     if dataset.info.get("task") != cfg.task.name:
         raise PretrainError(f"dataset {dataset.root} holds task {dataset.info.get('task')!r}, not {cfg.task.name!r}")
     if len(dataset) == 0:
@@ -294,17 +288,11 @@ def pretrain(
 
     # --------------------------------------------------------------------------------------------- resume
     start_step = 0
-    best: dict[str, Any] | None = None
-    last_path, train_path, best_path = out / "last.pt", out / "last.train.pt", out / "best.pt"
-    if resume and last_path.is_file():
+    last_path, train_path, best_path = run.last, run.train_state, run.best_path
+    train_state = run.resume_state(ckpt.safe_torch_load, lambda path: ckpt.read_checkpoint(path)["step"], "step")
+    if train_state is not None:
         stored = ckpt.read_checkpoint(last_path)
         Contract.from_json_dict(stored["contract"]).require_match(contract, context=f"resuming {last_path}")
-        train_state = ckpt.safe_torch_load(train_path) if train_path.is_file() else None
-        if train_state is None or train_state.get("step") != stored["step"]:
-            raise PretrainError(
-                f"cannot resume {out}: last.train.pt is missing or not from the same step as "
-                f"last.pt (step {stored['step']}); start a new --out"
-            )
         policy.load_state_dict(stored["state_dict"])
         if ema is not None:
             ema.policy.load_state_dict(stored.get("ema_state_dict") or stored["state_dict"])
@@ -314,14 +302,9 @@ def pretrain(
         if device.type == "cuda" and train_state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(train_state["cuda_rng"], device)
         rng.bit_generator.state = json.loads(train_state["sampler_rng"])
-        best = json.loads(train_state["best"]) if train_state.get("best") else None
+        run.best = json.loads(train_state["best"]) if train_state.get("best") else None
         start_step = int(stored["step"])
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "run.yaml", to_yaml(cfg))
-    metrics_path = out / "metrics.csv"
-    rows = read_metrics(metrics_path, up_to_step=start_step)  # drop rows logged after the checkpoint we resume
-    write_metrics(metrics_path, rows, METRIC_FIELDS)
-    tb = TBWriter(out)
+    run.start(cfg, up_to_step=start_step)  # drops rows logged after the checkpoint we resume
 
     extra = {
         "dataset": str(dataset.root),
@@ -351,7 +334,7 @@ def pretrain(
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                 "sampler_rng": json.dumps(rng.bit_generator.state),  # 128-bit integers: kept exact as JSON text
-                "best": json.dumps(best) if best else "",
+                "best": json.dumps(run.best) if run.best else "",
             },
             train_path,
         )
@@ -359,6 +342,7 @@ def pretrain(
     env = None
     eval_policy = ema.policy if ema else policy
     weights = "ema" if ema else "raw"
+    draw = partial(plot_curves, title=f"pretrain {cfg.policy.kind} · {cfg.task.name}", weights=weights)
     evals: list[dict[str, Any]] = []
     log_every = max(1, min(100, t.steps // 100))
     step = start_step
@@ -391,6 +375,7 @@ def pretrain(
             total_train_time, total_samples = total_train_time + elapsed, total_samples + t.batch_size
 
             row: dict[str, Any] | None = None
+            scalars: dict[str, float] | None = None
             if step % log_every == 0 or step == t.steps:
                 last_loss = loss_sum / loss_n
                 samples_per_s = samples / max(train_time, 1e-9)
@@ -401,7 +386,7 @@ def pretrain(
                     "lr": lr,
                     "samples_per_s": samples_per_s,
                 }
-                tb.add_scalars({"train/loss": last_loss, "train/lr": lr, "train/samples_per_s": samples_per_s}, step)
+                scalars = {"train/loss": last_loss, "train/lr": lr, "train/samples_per_s": samples_per_s}
                 loss_sum, loss_n, train_time, samples = 0.0, 0, 0.0, 0
 
             eval_result = None
@@ -423,35 +408,30 @@ def pretrain(
                         "eval_mean_return": eval_result["mean_return"],
                     }
                 )
-                tb.add_scalars(
-                    {
-                        "eval/success": rate["rate"],
-                        "eval/ci_low": rate["ci95_low"],
-                        "eval/ci_high": rate["ci95_high"],
-                        "eval/mean_length": eval_result["mean_length"],
-                        "eval/mean_return": eval_result["mean_return"],
-                    },
-                    step,
-                )
-                if best is None or rate["rate"] >= best["success"]["rate"]:  # ties: the later, longer-trained
-                    best = {"step": step, "success": rate}
+                scalars = {
+                    **(scalars or {}),
+                    "eval/success": rate["rate"],
+                    "eval/ci_low": rate["ci95_low"],
+                    "eval/ci_high": rate["ci95_high"],
+                    "eval/mean_length": eval_result["mean_length"],
+                    "eval/mean_return": eval_result["mean_return"],
+                }
+                if run.offer_best({"step": step, "success": rate}):  # ties: the later, longer-trained
                     save(best_path, step, eval_result)
             if row is not None:
-                rows.append(row)
-                append_metrics(metrics_path, row, METRIC_FIELDS)
+                run.log(row, scalars)
             if eval_result is not None:
-                tb.flush()
-                plot_curves(rows, out / "curves.png", f"pretrain {cfg.policy.kind} · {cfg.task.name}", weights)
+                run.plot(draw)
             if step % t.checkpoint_every == 0 or step == t.steps:
                 save(last_path, step, eval_result)
                 save_train_state(step)
             if on_progress is not None:
                 on_progress(step, last_loss if last_loss is not None else loss_value, samples_per_s, eval_result)
     finally:
-        tb.close()
+        run.close()
         if env is not None:
             env.close()
-    plot_curves(rows, out / "curves.png", f"pretrain {cfg.policy.kind} · {cfg.task.name}", weights)
+    run.plot(draw)
     return PretrainResult(
         out=str(out),
         start_step=start_step,
@@ -462,7 +442,7 @@ def pretrain(
         weights=weights,
         last_checkpoint=str(last_path),
         best_checkpoint=str(best_path) if best_path.is_file() else None,
-        best=best,
+        best=run.best,
         evals=evals,
         warnings=warnings,
     )

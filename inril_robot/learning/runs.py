@@ -1,15 +1,26 @@
-"""The run folder that every trainer (pre-training, fine-tuning, the policy server's learner) writes and resumes:
-`run.yaml` (the resolved configuration, compared on `--resume`), `metrics.csv` (rewritten atomically on resume,
-appended row by row while training), and atomic text writes. Torch-free; each trainer names its own metric columns.
+"""The run folder that every trainer (pre-training, fine-tuning, the policy server's learner) writes and resumes.
+
+`RunFolder` is the one object the three trainers share:
+
+    run.yaml        the resolved configuration, compared on `--resume` (`check_run_folder`)
+    metrics.csv     one row per log step; on resume the rows after the resumed checkpoint are dropped
+    events.out.*    the same scalars for TensorBoard (`inril_robot.reporting.tb`, tensorboardX)
+    curves.png      the trainer's plot of `rows` (each trainer draws its own)
+    last.pt / best.pt / last.train.pt   checkpoint paths, the best-so-far record and the resume check (the training
+                    state must be from the same step as last.pt)
+
+Torch-free: loading and saving checkpoints stays in the trainers (they pass loaders to `resume_state`); each trainer
+names its own metric columns.
 """
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from inril_robot.config import RunConfig, read_yaml
+from inril_robot.config import RunConfig, read_yaml, to_yaml
 from inril_robot.core.atomic import atomic_open, remove_stale_temporaries
 from inril_robot.core.errors import InrilError
 
@@ -89,3 +100,95 @@ def append_metrics(path: Path, row: dict[str, Any], fields: tuple[str, ...]) -> 
         if new:
             writer.writeheader()
         writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in fields})
+
+
+class RunFolder:
+    """One trainer's run folder (see the module doc). Use as a context manager, or call `close()`.
+
+    `RunFolder(out, cfg, resume, fields, ...)` checks the folder (new: empty; resumed: same configuration in
+    `sections`); `start(run_cfg, up_to_step)` writes run.yaml, keeps the metric rows up to the resumed step and opens
+    TensorBoard; `log(row, scalars, step)` appends a row (and its scalars); `offer_best(record)` keeps the record with
+    the best `record["success"]["rate"]` (ties: the later one)."""
+
+    def __init__(
+        self,
+        out: Path,
+        cfg: RunConfig,
+        resume: bool,
+        fields: tuple[str, ...],
+        *,
+        sections: tuple[str, ...] = ("policy",),
+        error: type[Exception] = RunFolderError,
+        tensorboard: bool = True,
+    ) -> None:
+        self.out, self.resume, self.fields, self.error = Path(out), resume, fields, error
+        self.tensorboard = tensorboard
+        check_run_folder(self.out, cfg, resume, sections, error)
+        self.last, self.best_path, self.train_state = (
+            self.out / "last.pt",
+            self.out / "best.pt",
+            self.out / "last.train.pt",
+        )
+        self.metrics, self.curves = self.out / "metrics.csv", self.out / "curves.png"
+        self.rows: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        self.tb: Any = None
+
+    def resume_state(
+        self, load_state: Callable[[Path], dict[str, Any]], checkpoint_step: Callable[[Path], int], step_key: str
+    ) -> dict[str, Any] | None:
+        """The training state to resume from (None for a new run, or nothing saved yet). Refuses a last.train.pt
+        that is missing or not from the same point as last.pt (`state[step_key]` != the checkpoint's step)."""
+        if not (self.resume and self.last.is_file()):
+            return None
+        stored = checkpoint_step(self.last)
+        state = load_state(self.train_state) if self.train_state.is_file() else None
+        if state is None or state.get(step_key) != stored:
+            raise self.error(
+                f"cannot resume {self.out}: last.train.pt is missing or not from the same point as last.pt "
+                f"({step_key} {stored}); start a new --out"
+            )
+        return state
+
+    def start(self, run_cfg: RunConfig, up_to_step: int) -> list[dict[str, Any]]:
+        """Create the folder, write run.yaml, drop metric rows logged after `up_to_step`, open TensorBoard."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.out / "run.yaml", to_yaml(run_cfg))
+        self.rows = read_metrics(self.metrics, up_to_step=up_to_step)
+        write_metrics(self.metrics, self.rows, self.fields)
+        if self.tensorboard:
+            from inril_robot.reporting.tb import TBWriter
+
+            self.tb = TBWriter(self.out)
+        return self.rows
+
+    def log(self, row: dict[str, Any], scalars: dict[str, float] | None = None, step: int | None = None) -> None:
+        """Append `row` to the rows and metrics.csv; `scalars` go to TensorBoard at `step` (default: the row's)."""
+        self.rows.append(row)
+        append_metrics(self.metrics, row, self.fields)
+        if scalars and self.tb is not None:
+            self.tb.add_scalars(scalars, int(row["step"] if step is None else step))
+
+    def offer_best(self, record: dict[str, Any]) -> bool:
+        """Keep `record` as the best if its success rate is at least the best's so far; whether it was kept."""
+        if self.best is not None and record["success"]["rate"] < self.best["success"]["rate"]:
+            return False
+        self.best = record
+        return True
+
+    def plot(self, draw: Callable[[list[dict[str, Any]], Path], None]) -> None:
+        """Flush TensorBoard and draw curves.png from the rows (`draw(rows, path)`: the trainer's own plot)."""
+        if self.tb is not None:
+            self.tb.flush()
+        draw(self.rows, self.curves)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None
+
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

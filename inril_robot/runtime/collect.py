@@ -1,7 +1,9 @@
 """Demonstration recording: a teleop source drives the robot through the safety envelope; episodes are stored.
 
-The loop, per control step: read the teleop command -> proposed action -> `RobotEnv.step` (safety envelope ->
-executed action -> robot). The store records the observation the operator acted on, both actions, reward, who
+The loop is `runtime.loop.ControlLoop` in ``human`` mode: per control step read the teleop command ->
+proposed action -> `RobotEnv.step` (safety envelope -> executed action -> robot); between episodes the reset phase
+(`runtime.resets`: open, retreat, the operator resets the scene with the teleop, start pose, confirm).
+The store records the observation the operator acted on, both actions, reward, who
 was in control and the capture times; learning later uses the executed action. Episode seeds are
 `seed + 1000 * index + attempt`, so a resumed collection never replays an episode it already recorded.
 
@@ -27,10 +29,10 @@ from inril_robot.config import RunConfig
 from inril_robot.data.provenance import calibration_field
 from inril_robot.data.store import DatasetWriter
 from inril_robot.hardware import EmergencyStop, RobotFault, Teleop
-from inril_robot.hardware.teleop import command_to_action
-from inril_robot.runtime.authority import Authority
 from inril_robot.runtime.env import GRIPPER_AT_HOME, RobotEnv
 from inril_robot.runtime.faults import pause_and_recover
+from inril_robot.runtime.loop import ControlLoop, store_recorder
+from inril_robot.runtime.resets import ResetPhase
 from inril_robot.runtime.shadow import ShadowRobot
 
 MAX_RECORDED_EVENTS = 1000  # per episode, kept in its attributes
@@ -81,12 +83,16 @@ def collect(
     extra_info: dict[str, Any] | None = None,
     confirm: Callable[[str], None] | None = None,
     say: Callable[[str], None] | None = None,
+    operator_resets: bool | None = None,
 ) -> CollectResult:
     """Record until the dataset holds `episodes` kept episodes. Ctrl-C drops the open episode and returns.
     dataset.json records the calibration files of the cameras (`inril_robot.data.provenance`) and `extra_info`.
-    `confirm(text)` blocks until the operator confirms a recovery after a fault (default: the teleop's keep key)."""
+    `confirm(text)` blocks until the operator confirms a recovery after a fault (default: the teleop's keep key).
+    Between episodes the reset phase runs (`inril_robot.runtime.resets`); `operator_resets`: a person resets the scene
+    (default: on a real robot; in simulation the stage is scripted)."""
     scripted = cfg.teleop.kind == "scripted"
     pace = (not scripted or cfg.robot.kind != "sim") if pace is None else pace
+    say = say or (lambda _: None)
     writer = DatasetWriter(
         out,
         env.contract,
@@ -95,6 +101,16 @@ def collect(
         calibration=calibration_field(cfg),
         extra_info={"teleop": cfg.teleop.kind, **(extra_info or {})},
     )
+    loop = ControlLoop(
+        env,
+        teleop,
+        mode="human",
+        period=None if pace else 0.0,
+        label=f"{cfg.teleop.kind} teleop",
+        scripted=scripted,
+    )
+    person = cfg.robot.kind != "sim" if operator_resets is None else operator_resets
+    resets = ResetPhase(loop, say, operator=person and not scripted)
     kept_before = writer.num_episodes()
     status = CollectStatus(target=episodes, kept=kept_before)
     result = CollectResult(str(out), episodes, kept_before, 0, 0, 0, 0.0)
@@ -106,15 +122,13 @@ def collect(
             seed = cfg.seed + 1000 * index + attempt
             status.episode_index = index
             try:
-                record = record_episode(cfg, env, teleop, writer, seed, notes, status, on_update, scripted, pace)
+                record = record_episode(loop, resets, writer, seed, notes, status, on_update)
             except RobotFault as e:
                 result.faults.append(f"episode {index}: {e}")
                 status.last = f"episode {index}: dropped (arm fault)"
                 if on_update:
                     on_update(status)
-                pause_and_recover(
-                    env.robot, e, confirm or (lambda text: wait_for_keep(teleop, text, say)), say or (lambda _: None)
-                )
+                pause_and_recover(env.robot, e, confirm or (lambda text: loop.confirm(say, text)), say)
                 attempt += 1
                 continue
             result.steps += record["length"]
@@ -141,141 +155,67 @@ def collect(
 
 
 def record_episode(
-    cfg: RunConfig,
-    env: RobotEnv,
-    teleop: Teleop,
+    loop: ControlLoop,
+    resets: ResetPhase,
     writer: DatasetWriter,
     seed: int,
     notes: str,
     status: CollectStatus,
     on_update: Callable[[CollectStatus], None] | None,
-    scripted: bool,
-    pace: bool,
 ) -> dict[str, Any]:
+    """The reset phase, then one demonstration through the control loop; keep or discard it."""
+    env = loop.env
+    cfg = env.cfg
     shadow = isinstance(env.robot, ShadowRobot)
-    control = "none" if shadow else "scripted" if scripted else "human"
-    period = 1.0 / cfg.robot.control_hz
-    episode = writer.begin_episode(seed=seed, notes=notes)
-    try:
-        return _record(cfg, env, teleop, episode, seed, status, on_update, scripted, pace, control, shadow, period)
-    except RobotFault:
-        episode.discard()  # the faulted episode is never stored
-        raise
-
-
-def _record(
-    cfg: RunConfig,
-    env: RobotEnv,
-    teleop: Teleop,
-    episode: Any,
-    seed: int,
-    status: CollectStatus,
-    on_update: Callable[[CollectStatus], None] | None,
-    scripted: bool,
-    pace: bool,
-    control: str,
-    shadow: bool,
-    period: float,
-) -> dict[str, Any]:
     status.step = 0  # the display must not show the previous episode's step
-    authority = Authority(state="reset")
-    obs, info = env.reset(seed=seed)
-    authority.reset_done("homed, scene set")
-    if not scripted:
-        authority.intervene(f"{cfg.teleop.kind} operator in control")
-    state = info["state"]
-    gripper = GRIPPER_AT_HOME
-    captures = dict(env.last_capture_times)  # capture times of the frames in `obs`
+    resets.run(seed, writer.next_index())
+    episode = writer.begin_episode(seed=seed, notes=notes)
+    record = store_recorder(episode, shadow)
     events: list[dict[str, Any]] = []
     decision: bool | None = None
     success = False
-    started = time.perf_counter()
-    next_tick = started
-    for step in range(cfg.task.max_steps):
-        authority.step = step
-        command = teleop.read()
-        if command.estop:
-            authority.estop(f"{cfg.teleop.kind} e-stop")
-            env.robot.stop()
-            raise EmergencyStop(f"e-stop from the {cfg.teleop.kind} teleop at step {step} of episode {episode.index}")
-        if command.keep or command.discard:
-            decision = bool(command.keep)
-            break
-        proposed = command_to_action(command, gripper)
-        next_obs, reward, terminated, truncated, info = env.step(proposed)  # through the safety envelope
-        executed = info["executed_action"]
-        for event in info["safety_events"]:
-            if len(events) < MAX_RECORDED_EVENTS:
-                events.append({"step": step, **event.to_dict()})
-        status.safety_events += len(info["safety_events"])
-        episode.add_step(
-            obs,
-            proposed,
-            executed,
-            reward,
-            terminated or truncated,
-            control,
-            intervention=bool(command.intervene),
-            wall_time=time.time(),
-            state_time=state.time,
-            capture_times=captures,
-            robot_state=state,
-        )
-        obs, state, gripper = next_obs, info["state"], float(executed[6])
-        captures = dict(env.last_capture_times)
-        success = success or bool(info["success"])
-        status.step = step + 1
-        status.hz = status.step / max(time.perf_counter() - started, 1e-9)
-        if on_update:
-            on_update(status)
-        if terminated or truncated:
-            break
-        if pace:
-            next_tick += period
-            time.sleep(max(0.0, next_tick - time.perf_counter()))
-    if cfg.robot.kind != "sim":
-        env.robot.hold()  # the episode is over: the arm stops now, while the operator decides
-    if decision is None and not scripted:  # every episode end, a time limit included, asks the operator
+    try:
+        for _ in range(cfg.task.max_steps):
+            step = loop.step(record=record)
+            if step.verdict is not None:
+                decision = step.verdict
+                break
+            for event in step.info["safety_events"]:
+                if len(events) < MAX_RECORDED_EVENTS:
+                    events.append({"step": step.index, **event.to_dict()})
+            status.safety_events += len(step.info["safety_events"])
+            success = success or bool(step.info["success"])
+            status.step = step.index + 1
+            status.hz = loop.hz
+            if on_update:
+                on_update(status)
+            if step.done:
+                break
+        if cfg.robot.kind != "sim":
+            env.robot.hold()  # the episode is over: the arm stops now, while the operator decides
+    except RobotFault:
+        episode.discard()  # the faulted episode is never stored
+        raise
+    if decision is None and not loop.scripted:  # every episode end, a time limit included, asks the operator
         ended = "time limit" if episode.length >= cfg.task.max_steps else "ended"
         outcome = "success" if success else f"failed ({ended})"
         status.last = f"episode {episode.index} over: {outcome} - press k to keep, x to discard"
         if on_update:
             on_update(status)
     if decision is None:
-        decision = success if scripted else wait_for_decision(teleop)
+        decision = success if loop.scripted else loop.decide(lambda _: None, status.last)
     if decision and episode.length > 0:
         extra = {
             "safety_events": events,
             "teleop": cfg.teleop.kind,
-            "authority": authority.to_records(),
+            "authority": loop.authority.to_records(),
             "initial_gripper": GRIPPER_AT_HOME,
             "shadow": shadow,
+            "interventions": loop.interventions,
+            "reset": resets.log,
         }
         index = episode.commit(success=success, extra=extra)
         return {"index": index, "seed": seed, "kept": True, "success": success, "length": episode.length}
     length = episode.length
     episode.discard()
     return {"index": None, "seed": seed, "kept": False, "success": success, "length": length}
-
-
-def wait_for_keep(teleop: Teleop, text: str, say: Callable[[str], None] | None, poll_s: float = 0.05) -> None:
-    """The operator's confirmation on the teleop: block until keep (e-stop raises `EmergencyStop`)."""
-    (say or print)(f"{text} (keep key)")
-    while True:
-        command = teleop.read()
-        if command.estop:
-            raise EmergencyStop("e-stop while waiting for the confirmation to recover the arm")
-        if command.keep:
-            return
-        time.sleep(poll_s)
-
-
-def wait_for_decision(teleop: Teleop, poll_s: float = 0.05) -> bool:
-    """Block until the operator presses keep or discard (e-stop raises)."""
-    while True:
-        command = teleop.read()
-        if command.estop:
-            raise EmergencyStop("e-stop while waiting for keep/discard")
-        if command.keep or command.discard:
-            return bool(command.keep)
-        time.sleep(poll_s)

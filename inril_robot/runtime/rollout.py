@@ -1,6 +1,14 @@
-"""Run episodes of a policy (the scripted expert, for now) in a `RobotEnv` and summarise them.
+"""Run episodes of a policy in a `RobotEnv` and summarise them (success with a Wilson interval): `eval` and `sim run`.
 
-Every action passes the safety envelope inside `RobotEnv.step` before it reaches the robot, as in `collect`."""
+The steps go through the one control loop (`runtime.loop.ControlLoop`, ``policy`` mode: the teleop can only stop
+the arm or give the operator's verdict), so every action passes the safety envelope inside `RobotEnv.step`, as in
+`collect` and the robot agent. In simulation the loop is unpaced and success is the simulator's.
+
+On a real arm (`RobotCell`): the loop runs at the control rate, the reset phase runs between episodes
+(`runtime.resets`: open, retreat, the operator resets the scene, randomised start pose, confirm), and success comes
+from the operator's keys (keep = success, discard = failure, at any step; asked at the time limit) and, when given,
+from a success detector (an injected callable on the observation: the model runs wherever it was built, this module
+never imports it); the operator's key overrides the detector. Every episode gets a video."""
 
 from __future__ import annotations
 
@@ -12,11 +20,29 @@ from typing import Any
 
 import numpy as np
 
+from inril_robot.hardware import Teleop
 from inril_robot.reporting.rates import Rate, wilson_interval
 from inril_robot.reporting.video import VideoWriter, fit_height, overlay, tile
 from inril_robot.runtime.env import RobotEnv
+from inril_robot.runtime.loop import ControlLoop
+from inril_robot.runtime.resets import ResetPhase
 
 Policy = Callable[[RobotEnv, dict[str, np.ndarray]], np.ndarray]
+#: observation -> True (success: the episode ends), False (no success yet; at the time limit a failure), None (no
+#: opinion, e.g. below its confidence threshold: at the time limit the operator is asked)
+SuccessDetector = Callable[[dict[str, np.ndarray]], bool | None]
+
+
+@dataclass
+class RobotCell:
+    """What an evaluation on a real arm adds: the operator's teleop (verdict keys, e-stop, the scene reset) and an
+    optional success detector."""
+
+    teleop: Teleop | None
+    detector: SuccessDetector | None = None
+    say: Callable[[str], None] = lambda _: None
+    prompt: Callable[[str], None] | None = None  # confirmations without a teleop
+    scripted_reset: Callable[[ControlLoop], None] | None = None
 
 
 def scripted_policy(env: RobotEnv, obs: dict[str, np.ndarray]) -> np.ndarray:
@@ -29,6 +55,7 @@ class EpisodeResult:
     success: bool
     length: int
     ret: float
+    decided_by: str = "simulator"  # simulator | operator | detector | time limit
 
 
 @dataclass
@@ -62,7 +89,7 @@ class RolloutSummary:
         }
 
 
-def run_episodes(
+def run_policy(
     env: RobotEnv,
     policy: Policy,
     episodes: int,
@@ -74,23 +101,40 @@ def run_episodes(
     on_reset: Callable[[int], None] | None = None,
     video_dir: Path | None = None,
     video_height: int | None = None,
+    cell: RobotCell | None = None,
 ) -> RolloutSummary:
     """Episode i uses seed `seed + i`, so a run is reproducible and any single episode can be replayed.
 
     `on_reset(seed)` is called after each reset, before the first action (a stateful policy starts its episode).
     Videos (H.264, the cameras side by side scaled to `video_height`, an overlay of episode, step, reward and
     success): `video` holds the first `video_episodes` episodes back to back, `video_dir` one file per episode
-    (`episode_000.mp4`, ...) for the first `video_episodes` episodes.
+    (`episode_000.mp4`, ...) for the first `video_episodes` episodes. `cell`: a real arm (see the module doc).
     """
     results: list[EpisodeResult] = []
     fps = env.cfg.robot.control_hz
     writer = VideoWriter(video, fps=fps) if video else None
     episode_files: list[str] = []
     steps_total = events = 0
+    real = cell is not None
+    loop = ControlLoop(
+        env,
+        cell.teleop if cell else None,
+        mode="policy",
+        period=None if real else 0.0,
+        verdicts=real,
+        prompt=cell.prompt if cell else None,
+    )
+    resets = ResetPhase(loop, cell.say, operator=True, scripted_reset=cell.scripted_reset) if cell else None
+    reset_logs: list[list[dict[str, Any]]] = []
     start = time.perf_counter()
     try:
         for i in range(episodes):
-            obs, info = env.reset(seed=seed + i)
+            if resets is not None:
+                obs, info = resets.run(seed + i, i)
+                reset_logs.append(resets.log)
+            else:
+                obs, info = env.reset(seed=seed + i)
+                loop.begin(obs, info)
             if on_reset:
                 on_reset(seed + i)
             writers = [w for w in (writer,) if w is not None and i < video_episodes]
@@ -99,36 +143,47 @@ def run_episodes(
                 episode_files.append(str(writers[-1].path))
             caption = _Caption(i, seed + i, env.cfg.task.max_steps)
             for w in writers:
-                w.add(_frame(obs, video_height, caption.lines()))
-            ret, success, length = 0.0, False, 0
+                w.add(_frame(obs, video_height, caption.lines(), loop.state if real else None))
+            ret, success, length, decided_by = 0.0, False, 0, "simulator"
             while True:
-                obs, reward, terminated, truncated, info = env.step(policy(env, obs))
-                events += len(info["safety_events"])
-                ret += reward
-                length += 1
-                done = terminated or truncated
+                step = loop.step(policy(env, loop.obs))
+                if step.verdict is not None:  # the operator's key: the episode ends on this tick, no step taken
+                    success, decided_by, done = step.verdict, "operator", True
+                else:
+                    events += len(step.info["safety_events"])
+                    ret += step.reward
+                    length += 1
+                    done = step.done
+                    success = bool(step.info["success"])
+                    if cell is not None:
+                        success, decided_by, done = _cell_outcome(cell, loop, step.next_obs, done, length)
                 if writers:
-                    lines = caption.lines(length, reward, ret, bool(info["success"]) if done else None)
-                    frame = _frame(obs, video_height, lines)
+                    shown = step.next_obs if step.executed is not None else loop.obs
+                    lines = caption.lines(length, step.reward, ret, success if done else None)
+                    frame = _frame(shown, video_height, lines, loop.state if real else None)
                     for w in writers:
                         for _ in range(round(fps) if done else 1):  # hold the outcome on screen for a second
                             w.add(frame)
                 if on_step:
-                    on_step(i, length, bool(info["success"]) if done else None)
+                    on_step(i, length, success if done else None)
                 if done:
-                    success = bool(info["success"])
                     break
+            if real:
+                env.robot.hold()  # the episode is over: the arm stops now, before the reset phase
             for w in writers:
                 if w is not writer:
                     w.close()
             steps_total += length
-            results.append(EpisodeResult(seed + i, success, length, ret))
+            results.append(EpisodeResult(seed + i, success, length, ret, decided_by))
     finally:
         if writer:
             writer.close()
-    extra: dict[str, Any] = {"safety_events": events}
+    extra: dict[str, Any] = {"safety_events": events, "overruns": loop.scheduler.overruns}
     if video_dir is not None:
         extra["episode_videos"] = episode_files
+    if real:
+        extra["resets"] = reset_logs
+        extra["decided_by"] = {k: sum(e.decided_by == k for e in results) for k in {e.decided_by for e in results}}
     return RolloutSummary(
         task=env.cfg.task.name,
         policy=policy_name,
@@ -138,6 +193,22 @@ def run_episodes(
         video=str(video) if video else None,
         extra=extra,
     )
+
+
+def _cell_outcome(
+    cell: RobotCell, loop: ControlLoop, obs: dict[str, np.ndarray], done: bool, length: int
+) -> tuple[bool, str, bool]:
+    """(success, decided by, done) on a real arm after a step without the operator's key: the detector's success
+    ends the episode; at the time limit (or a stop) the detector's "no" is a failure, and without a detector (or
+    when it has no opinion) the operator is asked."""
+    opinion = cell.detector(obs) if cell.detector is not None else None
+    if opinion:
+        return True, "detector", True
+    if not done and length < loop.env.cfg.task.max_steps:
+        return False, "", False
+    if opinion is False:
+        return False, "detector", True
+    return loop.decide(cell.say, f"episode over after {length} steps: success?"), "operator", True
 
 
 @dataclass
@@ -154,8 +225,12 @@ class _Caption:
         ]
 
 
-def _frame(obs: dict[str, np.ndarray], height: int | None, lines: list[str]) -> np.ndarray:
+def _frame(obs: dict[str, np.ndarray], height: int | None, lines: list[str], state: Any = None) -> np.ndarray:
     images = [obs[k] for k in obs if k.endswith("_rgb")]
+    if not images and state is not None:  # a cell without cameras: the video shows the arm's state as text
+        pos = ", ".join(f"{1e3 * v:.1f}" for v in state.ee_pos)
+        lines = [*lines, f"TCP [{pos}] mm  gripper {1e3 * state.gripper_width:.1f} mm"]
+        images = [np.zeros((240, 480, 3), np.uint8)]
     if not images:
         raise ValueError("recording a video needs at least one camera (e.g. --cameras sim_front)")
     frame = tile(images)

@@ -9,13 +9,20 @@ import numpy as np
 
 
 class Scheduler:
-    """Ticks every `period` seconds on the monotonic clock. Deadlines advance by exactly one period, so the loop
-    keeps its rate whatever each step's work takes; a step that ends past the *next* deadline is an overrun, and the
-    schedule re-anchors instead of bursting to catch up. `period` 0 never sleeps (simulation as fast as it runs)."""
+    """Ticks every `period` seconds on the monotonic clock: the control loop's one pacing rule.
 
-    def __init__(self, period: float) -> None:
+    Two actions are never closer than a period (less `tolerance`, a tenth of a period, of sleep jitter): the loop
+    reports each action with `acted()`, and a tick never starts before the last action plus that. A tick that starts
+    on time keeps the phase (the next deadline is one period after this one). A tick that starts later than
+    `tolerance` past its deadline is an overrun: it is counted and the schedule re-anchors (on now, or on the last
+    action plus a period when the slow work came after that action) instead of catching up with back-to-back steps,
+    which the safety envelope's per-step caps do not expect. `period` 0 never sleeps (simulation as fast as it runs)."""
+
+    def __init__(self, period: float, tolerance: float | None = None) -> None:
         self.period = period
+        self.tolerance = 0.1 * period if tolerance is None else tolerance
         self.deadline: float | None = None
+        self.last_action: float | None = None
         self.overruns = 0
         self.ticks = 0
         self.started = time.monotonic()
@@ -24,21 +31,34 @@ class Scheduler:
         """Sleep until the next tick; returns how late this tick is [s]."""
         now = time.monotonic()
         self.ticks += 1
-        if self.deadline is None or self.period <= 0:
-            self.deadline = now + self.period
+        if self.period <= 0:
+            return 0.0
+        earliest = self.last_action + self.period - self.tolerance if self.last_action is not None else now
+        if self.deadline is None:  # a new schedule: from now, a period after the last action at the earliest
+            start = max(now, earliest)
+            time.sleep(max(0.0, start - now))
+            self.deadline = start + self.period
             return 0.0
         late = now - self.deadline
-        if late > self.period:
+        if late > self.tolerance:
             self.overruns += 1
-            self.deadline = now + self.period
+            start = max(now, earliest)
+            time.sleep(max(0.0, start - now))
+            self.deadline = start + self.period
             return late
-        if late < 0:
-            time.sleep(-late)
-        self.deadline += self.period
+        start = max(self.deadline, earliest)
+        if start > now:
+            time.sleep(start - now)
+        # an action that came late in its tick pushes the phase (never two actions within a period)
+        self.deadline = (start if start > self.deadline + self.tolerance else self.deadline) + self.period
         return max(late, 0.0)
 
+    def acted(self) -> None:
+        """The control step's action was just sent to the robot."""
+        self.last_action = time.monotonic()
+
     def restart(self) -> None:
-        """Forget the schedule (after a reset or a wait that was not control)."""
+        """Forget the schedule (after a reset or a wait that was not control); the last action still counts."""
         self.deadline = None
 
     def hz(self, window: deque[float]) -> float:

@@ -85,13 +85,13 @@ def evaluate(cfg: RunConfig, checkpoint: Path, episodes: int, seed: int) -> dict
     from inril_robot.learning.policies.runner import PolicyRunner
     from inril_robot.learning.pretrain import run_contract
     from inril_robot.runtime.env import RobotEnv
-    from inril_robot.runtime.rollout import run_episodes
+    from inril_robot.runtime.rollout import run_policy
 
     contract = run_contract(cfg)
     with RobotEnv(cfg) as env:
         loaded = load_checkpoint(checkpoint, expect_contract=contract)
         runner = PolicyRunner(loaded.policy, contract, "cpu")
-        return run_episodes(
+        return run_policy(
             env, runner, episodes, seed=seed, on_reset=runner.reset, policy_name=cfg.policy.kind
         ).to_dict()
 

@@ -19,13 +19,14 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from inril_robot.config import FinetuneConfig, RunConfig, to_yaml
+from inril_robot.config import FinetuneConfig, RunConfig
 from inril_robot.core.contract import Contract
 from inril_robot.core.errors import InrilError
 from inril_robot.core.seeds import EVAL_SEED_BASE, HELDOUT_SEED_BASE, train_seed
@@ -49,9 +50,8 @@ from inril_robot.learning.rl.ppo import Critic, GaussianActor
 from inril_robot.learning.rl.residual_ppo import ResidualActor
 from inril_robot.learning.rl.rollouts import EpisodeTrace, run_episodes
 from inril_robot.learning.rl.vec_env import VecEnv
-from inril_robot.learning.runs import append_metrics, atomic_write_text, check_run_folder, read_metrics, write_metrics
+from inril_robot.learning.runs import RunFolder, atomic_write_text
 from inril_robot.reporting.rates import wilson_interval
-from inril_robot.reporting.tb import TBWriter
 
 TRAIN_STATE_VERSION = 1
 METRIC_FIELDS = (
@@ -279,7 +279,7 @@ def finetune(
     contract = run_contract(cfg)
     loaded = ckpt.load_checkpoint(checkpoint, expect_contract=contract, use_ema=True)
     cfg = cfg.model_copy(update={"policy": loaded.policy.cfg})
-    check_run_folder(out, cfg, resume, sections=("policy", "finetune", "task"), error=FinetuneError)
+    run = RunFolder(out, cfg, resume, METRIC_FIELDS, sections=("policy", "finetune", "task"), error=FinetuneError)
     if f.num_threads > 0:
         torch.set_num_threads(f.num_threads)
     device = pick_device(f.device)
@@ -289,32 +289,21 @@ def finetune(
     sampler = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # exploration noise
     run_cfg = cfg.model_copy(update={"policy": actor.policy.cfg})
 
-    last_path, train_path, best_path = out / "last.pt", out / "last.train.pt", out / "best.pt"
+    last_path, train_path, best_path = run.last, run.train_state, run.best_path
     iteration, env_steps, episodes_done = 0, 0, 0
-    best: dict[str, Any] | None = None
     pretrained: dict[str, Any] | None = None
     last_eval: dict[str, Any] | None = None
-    if resume and last_path.is_file():
-        state = ckpt.safe_torch_load(train_path) if train_path.is_file() else None
-        stored_step = ckpt.read_checkpoint(last_path)["step"]
-        if state is None or state.get("env_steps") != stored_step:
-            raise FinetuneError(
-                f"cannot resume {out}: last.train.pt is missing or not from the same point as "
-                f"last.pt ({stored_step} env steps); start a new --out"
-            )
+    state = run.resume_state(ckpt.safe_torch_load, lambda path: ckpt.read_checkpoint(path)["step"], "env_steps")
+    if state is not None:
         learner.load_state_dict(state["learner"])
         sampler.set_state(state["sampler"])
         iteration, env_steps, episodes_done = int(state["iteration"]), int(state["env_steps"]), int(state["episodes"])
-        best = state["best"] or None
+        run.best = state["best"] or None
         pretrained = state["pretrained"] or None
         last_eval = state.get("last_eval") or None
     start_iteration = iteration
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "run.yaml", to_yaml(run_cfg))
-    metrics_path = out / "metrics.csv"
-    rows = read_metrics(metrics_path, up_to_step=iteration)
-    write_metrics(metrics_path, rows, METRIC_FIELDS)
-    tb = TBWriter(out)
+    rows = run.start(run_cfg, up_to_step=iteration)
+    metrics_path = run.metrics
     evals: list[dict[str, Any]] = [
         r
         for r in (
@@ -351,7 +340,7 @@ def finetune(
                 "episodes": episodes_done,
                 "learner": learner.state_dict(),
                 "sampler": sampler.get_state(),
-                "best": best or {},
+                "best": run.best or {},
                 "pretrained": pretrained or {},
                 "last_eval": last_eval or {},
             },
@@ -359,7 +348,7 @@ def finetune(
         )
 
     def run_eval() -> dict[str, Any]:
-        nonlocal best, pretrained
+        nonlocal pretrained
         result = {
             **evaluate(vec, actor.policy, f.eval_episodes, device),
             "iteration": iteration,
@@ -368,8 +357,7 @@ def finetune(
         evals.append({"iteration": iteration, "env_steps": env_steps, "success_rate": result["success"]["rate"]})
         if pretrained is None:
             pretrained = result
-        if best is None or result["success"]["rate"] >= best["success"]["rate"]:
-            best = result
+        if run.offer_best(result):
             save(best_path, result)
         return result
 
@@ -392,6 +380,7 @@ def finetune(
             on_chunk=lambda n: on_progress and on_progress({"event": "steps", "steps": n}),
         )
 
+    draw = partial(plot_finetune_curves, title=_title(cfg))
     obs_keys, n_obs = list(actor.policy.obs_shapes), actor.policy.cfg.n_obs_steps
     try:
         with VecEnv(cfg, f.num_envs, obs_keys, n_obs, subprocess=f.subprocess_envs) as vec:
@@ -403,8 +392,7 @@ def finetune(
                     "wall_s": round(time.perf_counter() - started, 3),
                     **_eval_columns(last_eval),
                 }
-                rows.append(row)
-                append_metrics(metrics_path, row, METRIC_FIELDS)
+                run.log(row)
                 if on_progress:
                     on_progress({"event": "eval", **row})
             ran = 0
@@ -435,16 +423,12 @@ def finetune(
                 if (f.eval_every > 0 and iteration % f.eval_every == 0) or done:
                     last_eval = run_eval()
                     row.update(_eval_columns(last_eval))
-                rows.append(row)
-                append_metrics(metrics_path, row, METRIC_FIELDS)
-                tb.add_scalars(
-                    {
-                        f"finetune/{k}": float(v)
-                        for k, v in row.items()
-                        if k not in ("step", "env_steps") and isinstance(v, int | float)
-                    },
-                    env_steps,
-                )
+                scalars = {
+                    f"finetune/{k}": float(v)
+                    for k, v in row.items()
+                    if k not in ("step", "env_steps") and isinstance(v, int | float)
+                }
+                run.log(row, scalars, step=env_steps)
                 if (
                     iteration % f.checkpoint_every == 0
                     or done
@@ -452,13 +436,12 @@ def finetune(
                 ):
                     save(last_path, last_eval if row.get("eval_success") is not None else None)
                     save_train_state()
-                    tb.flush()
-                    plot_finetune_curves(rows, out / "curves.png", _title(cfg))
+                    run.plot(draw)
                 if on_progress:
                     on_progress({"event": "iteration", **row, "guard": stats.get("guard")})
     finally:
-        tb.close()
-    plot_finetune_curves(rows, out / "curves.png", _title(cfg))
+        run.close()
+    run.plot(draw)
     return FinetuneResult(
         out=str(out),
         algo=f.algo,
@@ -471,7 +454,7 @@ def finetune(
         evals=evals,
         pretrained=pretrained,
         final=last_eval,
-        best=best,
+        best=run.best,
         last_checkpoint=str(last_path),
         best_checkpoint=str(best_path) if best_path.is_file() else None,
         files={"metrics": str(metrics_path), "curves": str(out / "curves.png"), "train_state": str(train_path)},

@@ -5,7 +5,7 @@ history is filled with copies of the first observation), and when its queue of a
 for a chunk of `horizon` actions and queues the first `act_steps` of them. Each call returns one action (numpy,
 float64, raw units, gripper clipped to [0, 1]); the caller passes it through the safety envelope.
 
-An episode starts with `reset(seed)` (`run_episodes(..., on_reset=runner.reset)`); a runner that was not told also
+An episode starts with `reset(seed)` (`run_policy(..., on_reset=runner.reset)`); a runner that was not told also
 notices a new episode by `env.steps == 0`. Sampling noise comes from a `torch.Generator` seeded per episode, so a
 rollout is reproducible for a seed.
 """
