@@ -88,8 +88,10 @@ def test_cli_hand_eye_writes_a_file_the_sim_camera_then_uses(tmp_path: Path, sim
         obs, _ = env.reset(seed=0)
         t_err, r_err = pose_error(camera_truth(env.robot.sim, "front"), calib.extrinsics.matrix())
         assert t_err < 1e-6 and r_err < 1e-6  # cameras.front.pos is ignored: the file wins
-        k = env.cameras[0].intrinsics
-        assert k.fy == pytest.approx(calib.intrinsics.fy * 128 / calib.intrinsics.height, rel=1e-6)
+        k = env.cameras[0].intrinsics  # issue 19: it renders the file's capture mode, the pipeline crops + resizes
+        assert (k.width, k.height, k.fy) == (calib.intrinsics.width, calib.intrinsics.height, calib.intrinsics.fy)
+        k_policy = env.pipelines["front"].intrinsics(k)
+        assert k_policy.fy == pytest.approx(calib.intrinsics.fy * 128 / calib.intrinsics.height, rel=1e-6)
         assert obs["front_rgb"].shape == (128, 128, 3)
 
 

@@ -145,6 +145,26 @@ class CameraConfig(StrictModel):
     # issue 10: a calibration file (hardware.calibration_file); a sim camera takes its pose and field of view from it
     # instead of pos/lookat/fovy_deg (drivers.sim.placement), and datasets/checkpoints record it through this config
     calibration: str | None = None
+    # issue 19: the camera pipeline (inril_robot.vision.pipeline). width x height above is what the policy sees;
+    # `capture` is the stream mode / render size, `crop` a rectangle in capture pixels, resized to width x height
+    capture: tuple[Annotated[int, Field(ge=16, le=4096)], Annotated[int, Field(ge=16, le=4096)]] | None = Field(
+        None,
+        description="(width, height) the camera captures [px]; None: the calibration file's size for a calibrated "
+        "sim camera, else width x height (no resize)",
+    )
+    crop: tuple[int, int, int, int] | None = Field(
+        None, description="(x, y, width, height) in capture pixels [px]; None: centred to the policy's aspect"
+    )
+
+    @model_validator(mode="after")
+    def _crop_fits(self) -> CameraConfig:
+        if self.crop is not None:
+            x, y, w, h = self.crop
+            if x < 0 or y < 0 or w < 1 or h < 1:
+                raise ValueError(f"crop {self.crop}: x, y must be >= 0 and width, height >= 1")
+            if self.capture is not None and (x + w > self.capture[0] or y + h > self.capture[1]):
+                raise ValueError(f"crop {self.crop} reaches outside the {self.capture[0]}x{self.capture[1]} capture")
+        return self
 
 
 # ------------------------------------------------------------------------------------------------------------- task
@@ -252,6 +272,38 @@ class RandomizationConfig(StrictModel):
         return any(v != 0 for v in self.model_dump().values())
 
 
+# ------------------------------------------------------------------------------------------------------------- cell
+class CellConfig(StrictModel):
+    """Issue 19: what the cell provides to policy, dataset and bridge (`inril_robot.runtime.cell`).
+
+    ``sim``: the simulator's object state may be observed (task.observation=state) and its success check is the
+    reward. ``real-like``: only what a real cell has — cameras (+ marker poses), proprioception, and success from
+    the operator's verdict or a success detector on the observation; the task's privileged keys never reach the
+    policy, the dataset or the bridge. ``--set cell=real-like`` is short for ``--set cell.mode=real-like``.
+    """
+
+    mode: Literal["sim", "real-like"] = "sim"
+    success: Literal["operator", "detector"] = Field(
+        "operator",
+        description="real-like reward source: the (scripted, in sim) operator's verdict, or `detector` on the obs",
+    )
+    detector: str | None = Field(
+        None, description="'module:factory'; factory(RunConfig) returns a callable obs -> success probability"
+    )
+    threshold: Annotated[float, Field(gt=0.0, lt=1.0, description="detector probability counted as success")] = 0.5
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mode_shorthand(cls, data: Any) -> Any:
+        return {"mode": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _detector_named(self) -> CellConfig:
+        if self.success == "detector" and self.detector is None:
+            raise ValueError("success=detector needs cell.detector='module:factory'")
+        return self
+
+
 # ----------------------------------------------------------------------------------------------------------- teleop
 class TeleopConfig(StrictModel):
     """The operator input device of `collect` (and interventions): its kind and how far one input moves the arm."""
@@ -274,6 +326,8 @@ class ImageEncoderConfig(StrictModel):
     channels: tuple[int, ...] = (32, 64, 64)
     feature_dim: Annotated[int, Field(ge=8, le=1024)] = 64
     random_shift: Annotated[int, Field(ge=0, le=16, description="random-shift augmentation padding [px]")] = 4
+    # issue 19: how each camera's feature maps become a vector (docs/image_policies.md has the measured comparison)
+    pool: Literal["spatial_softmax", "avg"] = "spatial_softmax"
 
 
 class DiffusionConfig(StrictModel):
@@ -582,6 +636,7 @@ class RunConfig(StrictModel):
     task: TaskConfig = TaskConfig()
     markers: MarkersConfig = MarkersConfig()
     reward: RewardConfig = RewardConfig()
+    cell: CellConfig = CellConfig()
     safety: SafetyLimits = SafetyLimits()
     randomization: RandomizationConfig = RandomizationConfig()
     teleop: TeleopConfig = TeleopConfig()

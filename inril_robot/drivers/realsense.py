@@ -30,6 +30,7 @@ import numpy as np
 
 from inril_robot.config import CameraConfig
 from inril_robot.hardware import Camera, CameraIntrinsics, Frame, StaleFrameError
+from inril_robot.hardware.calibration_file import capture_size
 
 log = logging.getLogger(__name__)
 
@@ -121,16 +122,17 @@ class PipelineSource:
             config.enable_device_from_file(str(self.file), False)
         else:
             config.enable_device(self._select_serial(cfg))
-        config.enable_stream(rs.stream.color, cfg.width, cfg.height, rs.format.rgb8, cfg.fps)
+        width, height = capture_size(cfg)  # the stream mode; the camera pipeline crops and resizes (issue 19)
+        config.enable_stream(rs.stream.color, width, height, rs.format.rgb8, cfg.fps)
         if cfg.depth:
-            config.enable_stream(rs.stream.depth, cfg.width, cfg.height, rs.format.z16, cfg.fps)
+            config.enable_stream(rs.stream.depth, width, height, rs.format.z16, cfg.fps)
         pipeline = rs.pipeline(self.context) if self.context is not None else rs.pipeline()
         try:
             profile = pipeline.start(config)
         except RuntimeError as e:
             what = f"recording {self.file}" if self.file else f"serial {cfg.serial or '(only device)'}"
             raise RuntimeError(
-                f"camera {cfg.name!r} ({what}) cannot stream {cfg.width}x{cfg.height} RGB8 at "
+                f"camera {cfg.name!r} ({what}) cannot stream {width}x{height} RGB8 at "
                 f"{cfg.fps} fps{' with depth' if cfg.depth else ''} ({e}): pick a mode the device "
                 "lists in `rs-enumerate-devices`, or " + FIX_DEVICE
             ) from e
@@ -182,6 +184,7 @@ class SensorSource:
 
     def open(self, cfg: CameraConfig) -> tuple[Any, DeviceInfo]:
         rs = import_rs()
+        width, height = capture_size(cfg)
         wanted = [(rs.stream.color, rs.format.rgb8)] + ([(rs.stream.depth, rs.format.z16)] if cfg.depth else [])
         self._syncer = rs.syncer(4)
         color = None
@@ -193,12 +196,12 @@ class SensorSource:
                 if p.stream_type() == stream
                 and p.format() == fmt
                 and p.fps() == cfg.fps
-                and p.as_video_stream_profile().width() == cfg.width
-                and p.as_video_stream_profile().height() == cfg.height
+                and p.as_video_stream_profile().width() == width
+                and p.as_video_stream_profile().height() == height
             ]
             if not match:
                 raise RuntimeError(
-                    f"camera {cfg.name!r}: the device has no {stream} {fmt} {cfg.width}x{cfg.height} at {cfg.fps} fps"
+                    f"camera {cfg.name!r}: the device has no {stream} {fmt} {width}x{height} at {cfg.fps} fps"
                 )
             sensor, profile = match[0]
             sensor.open(profile)

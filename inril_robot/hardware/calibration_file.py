@@ -15,7 +15,7 @@ import datetime as dt
 import hashlib
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 import numpy as np
 import yaml
@@ -196,3 +196,21 @@ def calibration_ref(path: str | Path) -> str:
     except FileNotFoundError:
         raise CalibrationFileError(f"calibration file not found: {path}") from None
     return f"{path}#sha256:{digest}"
+
+
+class _CameraCapture(Protocol):  # the fields of `inril_robot.config.CameraConfig` that decide the capture size
+    width: int
+    height: int
+    capture: tuple[int, int] | None
+    calibration: str | None
+
+
+def capture_size(cam: _CameraCapture) -> tuple[int, int]:
+    """(width, height) a camera streams or renders at (issue 19): `capture`, else its calibration file's size (the
+    mode it was calibrated at), else the policy's width x height (no resize)."""
+    if cam.capture is not None:
+        return cam.capture
+    if cam.calibration is not None:
+        k = load_calibration(cam.calibration).intrinsics
+        return k.width, k.height
+    return cam.width, cam.height

@@ -21,11 +21,14 @@ from inril_robot.core.contract import Contract, ObsSpec, image_key
 from inril_robot.core.safety import apply_envelope
 from inril_robot.core.state import RobotState
 from inril_robot.hardware import Camera, Robot
+from inril_robot.hardware.calibration_file import capture_size
 from inril_robot.hardware.scene import Objects
+from inril_robot.runtime.cell import SuccessSource, check_cell, real_like
 from inril_robot.runtime.marker_state import MarkerStateSource, scene_objects
 from inril_robot.runtime.registry import make_cameras, make_robot
 from inril_robot.tasks import make_task
 from inril_robot.tasks.base import Expert, Task, jitter_objects
+from inril_robot.vision.pipeline import ImagePipeline
 
 GRIPPER_AT_HOME = 0.0  # home() opens the gripper: the gripper-rate limit of the first step starts from open
 PROPRIO_KEYS: dict[str, tuple[int, ...]] = {"ee_pos": (3,), "ee_quat": (4,), "gripper_width": (1,)}
@@ -70,6 +73,7 @@ class RobotEnv:
         self.cfg = cfg
         self.task = make_task(cfg.task)
         objects = scene_objects(cfg, self.task.scene_objects())
+        check_cell(cfg, self.task, object_state_source=cfg.markers.enabled)
         self.robot = robot or make_robot(cfg, objects, execute=execute)
         self.robot.connect()
         self.cameras = cameras if cameras is not None else make_cameras(cfg, self.robot)
@@ -77,7 +81,12 @@ class RobotEnv:
             cam.start()
         # issue 19: object state from fiducial markers (a real cell's source) instead of the simulator's truth
         self.marker_source = MarkerStateSource(cfg, objects, self.robot) if cfg.markers.enabled else None
+        # issue 19: capture -> crop -> resize, the same for rendered and RealSense frames
+        self.pipelines = {
+            c.name: ImagePipeline.build(c.name, capture_size(c), (c.width, c.height), c.crop) for c in cfg.cameras
+        }
         self.contract = build_contract(cfg, self.task, object_state=self.provides_object_state)
+        self.success_source = SuccessSource(cfg, self.task)
         self.rng = np.random.default_rng(cfg.seed)
         self.steps = 0
         self.last_capture_times: dict[str, float] = {}
@@ -128,8 +137,8 @@ class RobotEnv:
         self._gripper = float(envelope.action[6])
         self.steps += 1
         state, objects = self._latest = self._read()
-        success = bool(objects is not None and self.task.success(state, objects))
-        reward = self.task.reward(state, objects) if objects is not None else 0.0
+        obs = self._observe(state, objects)
+        success, reward = self.success_source(obs, state, objects)
         truncated = self.steps >= self.cfg.task.max_steps and not success
         info: dict[str, Any] = {
             "success": success,
@@ -146,7 +155,7 @@ class RobotEnv:
             self.robot.stop()
             info["stopped"] = f"contact force {force:.1f} N > max_contact_force {self.cfg.safety.max_contact_force} N"
             truncated = not success
-        return self._observe(state, objects), float(reward), success, truncated, info
+        return obs, float(reward), success, truncated, info
 
     def observe(self) -> dict[str, np.ndarray]:
         """A fresh observation without stepping (e.g. after holding): reads the robot and cameras as reset/step do,
@@ -175,7 +184,9 @@ class RobotEnv:
     @property
     def provides_object_state(self) -> bool:
         """Whether observations can carry the task's object poses (markers, or the simulator's truth)."""
-        return self.marker_source is not None or hasattr(self.robot, "object_poses")
+        if self.marker_source is not None:
+            return True
+        return hasattr(self.robot, "object_poses") and not real_like(self.cfg)  # a real-like cell has no sim truth
 
     # ---------------------------------------------------------------------------------------------- helpers
     def _hold_action(self) -> np.ndarray:
@@ -190,7 +201,7 @@ class RobotEnv:
         obs = state.proprio()
         if self.cfg.task.observation == "state" and self.marker_source is not None:
             obs.update(self.task.object_observation(self.marker_source.object_poses(state)))
-        elif self.cfg.task.observation == "state" and objects is not None:
+        elif self.cfg.task.observation == "state" and objects is not None and not self.success_source.real_like:
             obs.update(self.task.object_observation(objects))
         noise = self.cfg.randomization.obs_noise
         if noise > 0:
@@ -198,7 +209,8 @@ class RobotEnv:
                 obs[key] = (value + self.rng.normal(0.0, noise, value.shape)).astype(np.float32)
         for cam in self.cameras:
             frame = cam.read_latest(max_age_s=1.0 / self.cfg.robot.control_hz + 0.05)
-            obs[image_key(cam.name)] = frame.image
+            pipeline = self.pipelines.get(cam.name)
+            obs[image_key(cam.name)] = pipeline(frame.image) if pipeline is not None else frame.image
             self.last_capture_times[cam.name] = frame.timestamp
         return obs
 

@@ -111,6 +111,11 @@ class Task(ABC):
     def __init__(self, cfg: TaskConfig) -> None:
         self.cfg = cfg
 
+    @property
+    def privileged_keys(self) -> frozenset[str]:
+        """Observation keys only the simulator knows (issue 19): a real-like cell never observes or records them."""
+        return frozenset(self.state_keys)
+
     @abstractmethod
     def scene_objects(self) -> list[SceneObject]: ...
 

@@ -25,7 +25,8 @@ class SimCamera(Camera):
 
     def start(self) -> None:
         if self._renderer is None:
-            self._renderer = mujoco.Renderer(self.world.model, height=self.cfg.height, width=self.cfg.width)
+            width, height = self.capture
+            self._renderer = mujoco.Renderer(self.world.model, height=height, width=width)
 
     def read_latest(self, max_age_s: float = 0.2) -> Frame:
         """Render the scene as it is now; at most once per sim instant and scene change."""
@@ -44,10 +45,19 @@ class SimCamera(Camera):
         return self._last
 
     @property
+    def capture(self) -> tuple[int, int]:
+        """(width, height) rendered: the real camera's capture size (issue 19), not the policy's."""
+        return self.world.camera_capture.get(self.name, (self.cfg.width, self.cfg.height))
+
+    @property
     def intrinsics(self) -> CameraIntrinsics:
-        m = self.world.model  # the rendered fovy: cfg.fovy_deg, or the calibration file's (issue 10)
-        fy = 0.5 * self.cfg.height / math.tan(math.radians(float(m.cam_fovy[m.camera(self.name).id])) / 2)
-        return CameraIntrinsics(self.cfg.width, self.cfg.height, fy, fy, self.cfg.width / 2, self.cfg.height / 2)
+        """Of the rendered (capture) image: the calibration file's, or the pinhole of cfg.fovy_deg."""
+        if self.name in self.world.camera_intrinsics:
+            return self.world.camera_intrinsics[self.name]
+        m = self.world.model
+        width, height = self.capture
+        fy = 0.5 * height / math.tan(math.radians(float(m.cam_fovy[m.camera(self.name).id])) / 2)
+        return CameraIntrinsics(width, height, fy, fy, (width - 1) / 2, (height - 1) / 2)
 
     def calibration_truth(self) -> tuple[CameraIntrinsics, np.ndarray, str]:
         """What a perfect calibration of this camera gives: OpenCV intrinsics (pixel centres at integers: the

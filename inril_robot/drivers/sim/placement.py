@@ -5,12 +5,13 @@
 - extrinsics -> the MuJoCo camera pose (in the world for a static camera, in the hand for a wrist camera). MuJoCo
   cameras look along their -z axis with y up; the file's camera frame is OpenCV's (z forward, y down), so the
   rotation gains a half turn about x;
-- intrinsics -> the vertical field of view. The policy resolution stays the camera config's (it is part of the
-  contract). A calibration taken at another aspect ratio is assumed centre-cropped to the config's aspect, then
-  resized (what keeps pixels square): fovy = 2 atan(crop_height / (2 fy)).
+- intrinsics -> the capture (issue 19): the camera renders at the real camera's capture resolution (the file's, or
+  ``cameras.<name>.capture`` scaled from it at the same aspect ratio) with the file's fx, fy, cx, cy, so a crop
+  box in capture pixels selects the same part of the scene in sim and on the real camera. The camera pipeline
+  (`inril_robot.vision.pipeline`) then crops and resizes to the policy resolution (the camera config's
+  width x height, part of the contract). `fovy_deg` is the vertical field of view of that capture.
 
-A pinhole with fovy has fx = fy and the principal point at the image centre, and MuJoCo does not render lens
-distortion: `placement_notes` reports how far the file is from that (undistort real images if it matters).
+MuJoCo does not render lens distortion: `notes` says so when the file has any (undistort real images if it matters).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 
 from inril_robot.config import CameraConfig
 from inril_robot.core.geometry import OPENCV_TO_MUJOCO, matrix_to_quat
+from inril_robot.hardware import CameraIntrinsics
 from inril_robot.hardware.calibration_file import CalibrationFile, CalibrationFileError, load_calibration
 
 
@@ -32,15 +34,27 @@ class SimCameraPlacement:
     fovy_deg: float
     position_sigma: float  # the calibration's one-sigma uncertainty [m], [rad]
     rotation_sigma: float
+    intrinsics: CameraIntrinsics  # at the capture resolution (what the simulator renders)
     notes: list[str] = field(default_factory=list)
 
 
-def crop_height(calib: CalibrationFile, width: int, height: int) -> float:
-    """Rows of the calibrated image that a centre crop to the aspect width:height keeps."""
+def capture_intrinsics(calib: CalibrationFile, cam: CameraConfig) -> CameraIntrinsics:
+    """The file's intrinsics at the camera's capture size: the file's own size, or `cam.capture` at the same aspect
+    ratio (a RealSense mode of the same sensor area scales; another aspect ratio is another field of view)."""
     k = calib.intrinsics
-    if k.width / k.height > width / height:
-        return float(k.height)  # crop the sides
-    return k.width * height / width  # crop top and bottom
+    width, height = cam.capture or (k.width, k.height)
+    if (width, height) == (k.width, k.height):
+        return k.to_camera_intrinsics()
+    if abs(width / height - k.width / k.height) > 1e-3:
+        raise CalibrationFileError(
+            f"camera {cam.name!r}: capture {width}x{height} has another aspect ratio than the calibration "
+            f"({k.width}x{k.height}); calibrate at that mode or set cameras.{cam.name}.capture to "
+            f"[{k.width}, {k.height}]"
+        )
+    s = width / k.width
+    return CameraIntrinsics(
+        width, height, k.fx * s, k.fy * s, (k.cx + 0.5) * s - 0.5, (k.cy + 0.5) * s - 0.5, tuple(k.distortion)
+    )
 
 
 def placement_from_calibration(calib: CalibrationFile, cam: CameraConfig) -> SimCameraPlacement:
@@ -57,23 +71,15 @@ def placement_from_calibration(calib: CalibrationFile, cam: CameraConfig) -> Sim
     t = calib.extrinsics.matrix()
     rot_mj = t[:3, :3] @ OPENCV_TO_MUJOCO
     q = matrix_to_quat(rot_mj)
-    k = calib.intrinsics
-    fovy = math.degrees(2.0 * math.atan(crop_height(calib, cam.width, cam.height) / (2.0 * k.fy)))
+    k = capture_intrinsics(calib, cam)
+    fovy = math.degrees(2.0 * math.atan(k.height / (2.0 * k.fy)))
     notes = []
-    if abs(k.fx - k.fy) > 0.01 * k.fy:
-        notes.append(f"fx {k.fx:.1f} and fy {k.fy:.1f} px differ by more than 1%; the sim camera uses fy")
-    off = max(abs(k.cx - (k.width - 1) / 2) / k.width, abs(k.cy - (k.height - 1) / 2) / k.height)
-    if off > 0.02:
-        notes.append(
-            f"principal point ({k.cx:.1f}, {k.cy:.1f}) is {off:.1%} of the image off centre; the sim "
-            "camera's is centred"
-        )
     if any(abs(d) > 1e-3 for d in k.distortion):
         notes.append("lens distortion is not rendered: undistort real images to match the sim")
-    if abs(k.width / k.height - cam.width / cam.height) > 1e-3:
+    if cam.crop is None and abs(k.width / k.height - cam.width / cam.height) > 1e-3:
         notes.append(
-            f"calibrated at {k.width}x{k.height}, policy images {cam.width}x{cam.height}: assumes a "
-            "centre crop to the policy's aspect ratio, then a resize"
+            f"captured at {k.width}x{k.height}, policy images {cam.width}x{cam.height}: the pipeline takes a "
+            "centre crop to the policy's aspect ratio, then resizes"
         )
     return SimCameraPlacement(
         t[:3, 3].copy(),
@@ -81,6 +87,7 @@ def placement_from_calibration(calib: CalibrationFile, cam: CameraConfig) -> Sim
         fovy,
         calib.uncertainty.position_m,
         calib.uncertainty.rotation_rad,
+        k,
         notes,
     )
 

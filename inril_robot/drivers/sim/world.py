@@ -18,7 +18,9 @@ import numpy as np
 from inril_robot.config import CalibrationBoardConfig, CameraConfig, RobotConfig
 from inril_robot.core.errors import InrilError
 from inril_robot.core.geometry import matrix_to_quat, quat_to_matrix, rotation_error
-from inril_robot.hardware.scene import TABLE_TOP_Z, Fiducial, ObjectPose, Objects, SceneObject
+from inril_robot.hardware import CameraIntrinsics
+from inril_robot.hardware.calibration_file import capture_size
+from inril_robot.hardware.scene import TABLE_TOP_Z, ObjectPose, Objects, SceneObject
 
 ARM_JOINTS = tuple(f"fr3_joint{i}" for i in range(1, 8))
 HAND_BODIES = ("hand", "left_finger", "right_finger")
@@ -154,21 +156,6 @@ def add_calibration_board(spec: mujoco.MjSpec, board: CalibrationBoardConfig) ->
     )
 
 
-MARKER_THICKNESS = 0.0005  # printed label on the face: visual only, just proud of the surface
-
-
-def add_marker(spec: mujoco.MjSpec, body: mujoco.MjsBody, fiducial: Fiducial) -> None:
-    """The fiducial (quiet zone included) printed on `body` in its frame: the plate's +z face shows the texture
-    with row 0 at +y, the marker frame's convention (x right, y up as printed, z out of the face)."""
-    from inril_robot.vision.markers import marker_image, printed_side
-
-    rot = quat_to_matrix(np.asarray(fiducial.quat, float))
-    half = printed_side(fiducial) / 2
-    pos = np.asarray(fiducial.pos) + rot @ [0.0, 0.0, MARKER_THICKNESS / 2]
-    image = marker_image(fiducial.dictionary, fiducial.marker_id)
-    add_printed_plate(spec, body, f"marker_{fiducial.marker_id}", image, (half, half), MARKER_THICKNESS, pos, rot)
-
-
 class SimWorld:
     """Physics, kinematics and rendering state of one simulated episode; owned by `SimRobot`."""
 
@@ -190,12 +177,17 @@ class SimWorld:
         self.nominal_substeps = self.substeps  # issue 10: control-rate jitter varies `substeps` per episode
         #: issue 10: one-sigma (position [m], rotation [rad]) of each calibrated camera, for pose jitter
         self.camera_sigmas: dict[str, tuple[float, float]] = {}
+        #: issue 19: the render size of each camera, and the pinhole model of those with a calibration file
+        self.camera_capture: dict[str, tuple[int, int]] = {}
+        self.camera_intrinsics: dict[str, CameraIntrinsics] = {}
         for cam in self.camera_cfgs:
+            self.camera_capture[cam.name] = capture_size(cam)
             if cam.calibration is not None:
                 from inril_robot.drivers.sim.placement import sim_camera_placement
 
                 placed = sim_camera_placement(cam)
                 self.camera_sigmas[cam.name] = (placed.position_sigma, placed.rotation_sigma)
+                self.camera_intrinsics[cam.name] = placed.intrinsics
         self.arm_qpos = np.array([m.jnt_qposadr[m.joint(j).id] for j in ARM_JOINTS])
         self.arm_dof = np.array([m.jnt_dofadr[m.joint(j).id] for j in ARM_JOINTS])
         self.finger_qpos = np.array([m.jnt_qposadr[m.joint(j).id] for j in ("finger_joint1", "finger_joint2")])
@@ -238,8 +230,9 @@ class SimWorld:
         spec.visual.headlight.ambient = [0.35, 0.35, 0.35]
         spec.visual.headlight.diffuse = [0.4, 0.4, 0.4]
         if cameras:
-            spec.visual.global_.offwidth = max(640, *(c.width for c in cameras))
-            spec.visual.global_.offheight = max(480, *(c.height for c in cameras))
+            captures = [capture_size(c) for c in cameras]  # issue 19: render at the capture size
+            spec.visual.global_.offwidth = max(640, *(w for w, _ in captures))
+            spec.visual.global_.offheight = max(480, *(h for _, h in captures))
         for body in spec.bodies:
             if body.name.startswith("fr3_link") or body.name in HAND_BODIES:
                 body.gravcomp = 1.0
@@ -320,7 +313,8 @@ class SimWorld:
 
                 placed = sim_camera_placement(cam)
                 pos = placed.pos + (np.array([0.0, 0.0, TCP_OFFSET]) if cam.mount == "wrist" else 0.0)  # TCP->hand
-                parent.add_camera(name=cam.name, pos=list(pos), quat=list(placed.quat_wxyz), fovy=placed.fovy_deg)
+                camera = parent.add_camera(name=cam.name, pos=list(pos), quat=list(placed.quat_wxyz))
+                set_intrinsics(camera, placed.intrinsics)
                 continue
             if cam.mount == "wrist":
                 pos = np.array([0.075, 0.0, 0.02])

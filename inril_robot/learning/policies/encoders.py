@@ -3,7 +3,8 @@
 - Low-dim keys are normalised by the policy's `Normalizer` (statistics saved with the weights).
 - Each camera key `<camera>_rgb` gets its own small conv net (`ImageEncoder`), sized for CPU inference at batch 1:
   3x3 stride-2 convolutions with GroupNorm and ReLU, a spatial soft-argmax (one expected (x, y) image position per
-  channel, the keypoint pooling of Levine et al. 2016 and Diffusion Policy), then linear + LayerNorm to `feature_dim`.
+  channel, the keypoint pooling of Levine et al. 2016 and Diffusion Policy; or global average pooling, chosen by
+  `policy.image.pool` and compared in docs/image_policies.md), then linear + LayerNorm to `feature_dim`.
   Training-time augmentation is DrQ's random shift: pad `random_shift` pixels by replicating the border, crop back to
   the original size at a random offset per image. It runs only in training mode (`module.train()`).
 - Per time step the features of all keys (sorted by name) are concatenated; the To steps are then flattened.
@@ -74,7 +75,7 @@ def random_shift(images: Tensor, pad: int) -> Tensor:
 class ImageEncoder(nn.Module):
     """uint8 (N, h, w, 3) RGB -> float features (N, feature_dim)."""
 
-    def __init__(self, cfg: ImageEncoderConfig, pool: Pool = "spatial_softmax") -> None:
+    def __init__(self, cfg: ImageEncoderConfig, pool: Pool | None = None) -> None:
         super().__init__()
         self.random_shift = cfg.random_shift
         layers: list[nn.Module] = []
@@ -87,7 +88,7 @@ class ImageEncoder(nn.Module):
             ]
             in_ch = out_ch
         self.conv = nn.Sequential(*layers)
-        if pool == "spatial_softmax":
+        if (pool or cfg.pool) == "spatial_softmax":
             self.pool: nn.Module = SpatialSoftmax()
             pooled = 2 * in_ch
         else:
@@ -116,7 +117,7 @@ class ObsEncoder(nn.Module):
         normalizer: Normalizer,
         obs_shapes: dict[str, tuple[int, ...]],
         cfg: PolicyConfig,
-        pool: Pool = "spatial_softmax",
+        pool: Pool | None = None,
     ) -> None:
         super().__init__()
         self.normalizer = normalizer

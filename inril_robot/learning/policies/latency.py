@@ -81,7 +81,8 @@ def bench_default_policies(
     }
     rows = []
     for algo in algos:
-        policy_cfg = load_config(algo=algo).policy
+        # the preset's policy with the run's image encoder, so `--set policy.image.*` times an encoder choice
+        policy_cfg = load_config(algo=algo).policy.model_copy(update={"image": cfg.policy.image})
         variants = [("state", lowdim)]
         if images:
             variants.append(
