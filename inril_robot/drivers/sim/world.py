@@ -20,7 +20,7 @@ from inril_robot.core.errors import InrilError
 from inril_robot.core.geometry import matrix_to_quat, quat_to_matrix, rotation_error
 from inril_robot.hardware import CameraIntrinsics
 from inril_robot.hardware.calibration_file import capture_size
-from inril_robot.hardware.scene import TABLE_TOP_Z, ObjectPose, Objects, SceneObject
+from inril_robot.hardware.scene import TABLE_TOP_Z, Fiducial, ObjectPose, Objects, SceneObject
 
 ARM_JOINTS = tuple(f"fr3_joint{i}" for i in range(1, 8))
 HAND_BODIES = ("hand", "left_finger", "right_finger")
@@ -125,6 +125,30 @@ def add_printed_plate(
         mass=0.0,
     )
     geom.density = 0.0
+
+
+MARKER_THICKNESS = 0.0005  # printed label on the face: visual only, just proud of the surface
+
+
+def add_marker(spec: mujoco.MjSpec, body: mujoco.MjsBody, fiducial: Fiducial) -> None:
+    """The fiducial (quiet zone included) printed on `body` in its frame: the plate's +z face shows the texture
+    with row 0 at +y, the marker frame's convention (x right, y up as printed, z out of the face)."""
+    from inril_robot.vision.markers import marker_image, printed_side
+
+    rot = quat_to_matrix(np.asarray(fiducial.quat, float))
+    half = printed_side(fiducial) / 2
+    pos = np.asarray(fiducial.pos) + rot @ [0.0, 0.0, MARKER_THICKNESS / 2]
+    image = marker_image(fiducial.dictionary, fiducial.marker_id)
+    add_printed_plate(spec, body, f"marker_{fiducial.marker_id}", image, (half, half), MARKER_THICKNESS, pos, rot)
+
+
+def set_intrinsics(camera: mujoco.MjsCamera, k: CameraIntrinsics) -> None:
+    """Render with the pinhole `k` (OpenCV convention) instead of a centred fovy. MuJoCo's principal point is the
+    offset of the image centre from the optical axis, measured the other way round: (w-1)/2 - cx, (h-1)/2 - cy."""
+    camera.resolution = [k.width, k.height]
+    camera.sensor_size = [float(k.width), float(k.height)]  # sensor units = pixels
+    camera.focal_pixel = [k.fx, k.fy]
+    camera.principal_pixel = [(k.width - 1) / 2 - k.cx, (k.height - 1) / 2 - k.cy]
 
 
 def add_calibration_board(spec: mujoco.MjSpec, board: CalibrationBoardConfig) -> None:
