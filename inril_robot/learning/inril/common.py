@@ -3,6 +3,7 @@ metrics, TensorBoard, deployable checkpoints), episode summaries, the feasible r
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,24 @@ from inril_robot.learning.runs import RunFolder
 from inril_robot.reporting.rates import wilson_interval
 
 ProgressFn = Callable[[dict[str, Any]], None]
+#: the metrics.csv columns every fine-tuning run writes (iteration_row, pretrained_row, _eval_columns)
+RUN_METRICS = (
+    "step",
+    "env_steps",
+    "wall_s",
+    "env_steps_per_s",
+    "train_success",
+    "train_return",
+    "train_episode_length",
+    "train_stops",
+    "safety_events",
+    "eval_success",
+    "eval_ci_low",
+    "eval_ci_high",
+    "eval_mean_length",
+    "eval_stops",
+)
+SaveFn = Callable[[Path, dict[str, Any] | None], None]  # (checkpoint path, evaluation) -> None
 
 
 class FinetuneError(RuntimeError, InrilError):
@@ -137,6 +156,61 @@ class RunLog:
 
     def flush(self, title: str) -> None:
         self.run.plot(lambda rows, path: plot_finetune_curves(rows, path, title))
+
+    def evaluated(
+        self, evaluation: dict[str, Any], iteration: int, env_steps: int, save_best: SaveFn
+    ) -> dict[str, Any]:
+        """An evaluation at (iteration, env_steps) into the history; `best.pt` saved when it is the best so far."""
+        result = {**evaluation, "iteration": iteration, "env_steps": env_steps}
+        if self.record_eval(result):
+            save_best(self.run.best_path, result)
+        return result
+
+    def result(
+        self, cfg: RunConfig, start_iteration: int, iteration: int, env_steps: int, started: float, final: Any
+    ) -> FinetuneResult:
+        """What a run returns (and `finetune --json` prints)."""
+        f, run = cfg.finetune, self.run
+        return FinetuneResult(
+            out=str(run.out),
+            algo=f.algo,
+            il_every=f.inril.il_every,
+            separation=f.inril.separation,
+            start_iteration=start_iteration,
+            iterations=iteration,
+            env_steps=env_steps,
+            wall_s=time.perf_counter() - started,
+            evals=self.evals,
+            pretrained=self.pretrained,
+            final=final,
+            best=self.best,
+            last_checkpoint=str(run.last),
+            best_checkpoint=str(run.best_path) if run.best_path.is_file() else None,
+            files={"metrics": str(run.metrics), "curves": str(run.curves), "train_state": str(run.train_state)},
+        )
+
+
+def pretrained_row(evaluation: dict[str, Any], started: float) -> dict[str, Any]:
+    """Metrics row 0: the pre-trained policy's evaluation."""
+    return {"step": 0, "env_steps": 0, "wall_s": round(time.perf_counter() - started, 3), **_eval_columns(evaluation)}
+
+
+def iteration_row(
+    iteration: int, env_steps: int, started: float, tick: float, traces: list[EpisodeTrace]
+) -> dict[str, Any]:
+    """The metrics row of one collect-and-update iteration (the learner's numbers are added by the caller)."""
+    train = summarize(traces)
+    return {
+        "step": iteration,
+        "env_steps": env_steps,
+        "wall_s": round(time.perf_counter() - started, 3),
+        "env_steps_per_s": train["env_steps"] / max(time.perf_counter() - tick, 1e-9),
+        "train_success": train["success"]["rate"],
+        "train_return": train["mean_return"],
+        "train_episode_length": train["mean_length"],
+        "safety_events": train["safety_events"],
+        "train_stops": train["stops"],
+    }
 
 
 def save_finetuned(

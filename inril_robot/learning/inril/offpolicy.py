@@ -28,13 +28,16 @@ from inril_robot.config import RunConfig
 from inril_robot.core.seeds import EVAL_SEED_BASE, HELDOUT_SEED_BASE, train_seed
 from inril_robot.data.store import Dataset
 from inril_robot.learning.inril.common import (
+    RUN_METRICS,
     FinetuneError,
     FinetuneResult,
     ProgressFn,
     RunLog,
     _eval_columns,
     _title,
+    iteration_row,
     open_run,
+    pretrained_row,
     read_train_state,
     save_finetuned,
     summarize,
@@ -52,20 +55,7 @@ from inril_robot.learning.runs import atomic_write_text
 TRAIN_STATE_VERSION = 1
 CONTROL_HZ_MINUTES = 10 * 60  # env steps per supervised robot minute at 10 Hz
 METRIC_FIELDS = (
-    "step",
-    "env_steps",
-    "wall_s",
-    "env_steps_per_s",
-    "train_success",
-    "train_return",
-    "train_episode_length",
-    "train_stops",
-    "safety_events",
-    "eval_success",
-    "eval_ci_low",
-    "eval_ci_high",
-    "eval_mean_length",
-    "eval_stops",
+    *RUN_METRICS,
     "replay_size",
     "critic_updates",
     "updates_per_s",
@@ -227,7 +217,7 @@ def finetune_offpolicy(
     sampler = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # exploration noise
     run_cfg = cfg
 
-    last_path, train_path, best_path = run.last, run.train_state, run.best_path
+    last_path, train_path = run.last, run.train_state
     iteration, env_steps, episodes_done, next_eval = 0, 0, 0, o.eval_every_env_steps
     last_eval: dict[str, Any] | None = None
     state = read_train_state(run)
@@ -239,7 +229,6 @@ def finetune_offpolicy(
         last_eval = state["last_eval"] or None
     start_iteration = iteration
     log = RunLog.open(run, run_cfg, iteration, state)
-    evals = log.evals
     evaluate_policy = deterministic_act(algo)
 
     def save(path: Path, evaluation: dict[str, Any] | None) -> None:
@@ -261,14 +250,9 @@ def finetune_offpolicy(
         )
 
     def run_eval() -> dict[str, Any]:
-        result = {
-            **evaluate_with(vec, policy, evaluate_policy, f.eval_episodes, device),
-            "iteration": iteration,
-            "env_steps": env_steps,
-        }
-        if log.record_eval(result):
-            save(best_path, result)
-        return result
+        return log.evaluated(
+            evaluate_with(vec, policy, evaluate_policy, f.eval_episodes, device), iteration, env_steps, save
+        )
 
     def collect() -> list[EpisodeTrace]:
         nonlocal episodes_done
@@ -295,12 +279,7 @@ def finetune_offpolicy(
         ) as vec:
             if iteration == 0 and log.pretrained is None:
                 last_eval = run_eval()
-                row = {
-                    "step": 0,
-                    "env_steps": 0,
-                    "wall_s": round(time.perf_counter() - started, 3),
-                    **_eval_columns(last_eval),
-                }
+                row = pretrained_row(last_eval, started)
                 log.append(row)
                 if on_progress:
                     on_progress({"event": "eval", **row})
@@ -323,17 +302,8 @@ def finetune_offpolicy(
                 update_s = time.perf_counter() - update_tick
                 iteration += 1
                 ran += 1
-                train = summarize(traces)
                 row = {
-                    "step": iteration,
-                    "env_steps": env_steps,
-                    "wall_s": round(time.perf_counter() - started, 3),
-                    "env_steps_per_s": collected / max(time.perf_counter() - tick, 1e-9),
-                    "train_success": train["success"]["rate"],
-                    "train_return": train["mean_return"],
-                    "train_episode_length": train["mean_length"],
-                    "safety_events": train["safety_events"],
-                    "train_stops": train["stops"],
+                    **iteration_row(iteration, env_steps, started, tick, traces),
                     "replay_size": len(learner.online),
                     "critic_updates": learner.critic_updates,
                     "updates_per_s": updates / update_s if updates else None,
@@ -360,20 +330,4 @@ def finetune_offpolicy(
     finally:
         run.close()
     log.flush(_title(cfg))
-    return FinetuneResult(
-        out=str(out),
-        algo=f.algo,
-        il_every=f.inril.il_every,
-        separation=f.inril.separation,
-        start_iteration=start_iteration,
-        iterations=iteration,
-        env_steps=env_steps,
-        wall_s=time.perf_counter() - started,
-        evals=evals,
-        pretrained=log.pretrained,
-        final=last_eval,
-        best=log.best,
-        last_checkpoint=str(last_path),
-        best_checkpoint=str(best_path) if best_path.is_file() else None,
-        files={"metrics": str(out / "metrics.csv"), "curves": str(out / "curves.png"), "train_state": str(train_path)},
-    )
+    return log.result(cfg, start_iteration, iteration, env_steps, started, last_eval)
