@@ -144,3 +144,25 @@ def test_collect_pretrain_eval_real_like(tmp_path: Path) -> None:
 @pytest.mark.timeout(900)
 def test_collect_pretrain_finetune_bridge_eval_real_like(tmp_path: Path) -> None:
     run_chain(tmp_path, bridge=True)
+
+
+@pytest.mark.timeout(60)
+def test_a_detectors_own_threshold_decides_unless_the_cell_sets_one() -> None:
+    from inril_robot.runtime.cell import SuccessSource
+    from inril_robot.tasks import make_task
+
+    class Detector:
+        threshold = 0.9  # what `detector train` stores: chosen for precision
+
+        def __call__(self, obs: dict[str, np.ndarray]) -> float:
+            return 0.8
+
+    def success(overrides: list[str]) -> bool:
+        cfg = load_config(
+            robot="sim", task="lift", cameras="sim_front", overrides=["cell.mode=real-like", *DETECTOR, *overrides]
+        )
+        source = SuccessSource(cfg, make_task(cfg.task), detector=Detector())
+        return source({}, None, None)[0]  # type: ignore[arg-type]
+
+    assert not success([])  # 0.8 < the detector's 0.9
+    assert success(["cell.threshold=0.7"])  # an explicit setting wins

@@ -290,7 +290,10 @@ class CellConfig(StrictModel):
     detector: str | None = Field(
         None, description="'module:factory'; factory(RunConfig) returns a callable obs -> success probability"
     )
-    threshold: Annotated[float, Field(gt=0.0, lt=1.0, description="detector probability counted as success")] = 0.5
+    # None: the detector's own `threshold` (a trained detector stores the one chosen for precision), else 0.5
+    threshold: Annotated[float | None, Field(gt=0.0, lt=1.0, description="detector probability counted as success")] = (
+        None
+    )
 
     @model_validator(mode="before")
     @classmethod

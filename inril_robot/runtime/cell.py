@@ -82,6 +82,9 @@ class SuccessSource:
         if self.kind == "detector" and detector is None:
             self.detector = load_detector(cfg)
         self.last_probability: float | None = None
+        # an explicit cell.threshold wins; else the detector's own (chosen for precision when it was trained)
+        own = getattr(self.detector, "threshold", None)
+        self.threshold = cfg.cell.threshold or (float(own) if own is not None else 0.5)
 
     def __call__(self, obs: dict[str, np.ndarray], state: RobotState, objects: Objects | None) -> tuple[bool, float]:
         """(success, reward). `objects` is the simulator's truth (None on a real robot): only the simulator and the
@@ -89,7 +92,7 @@ class SuccessSource:
         if self.kind == "detector":
             assert self.detector is not None
             self.last_probability = float(self.detector(obs))
-            success = self.last_probability >= self.cfg.cell.threshold
+            success = self.last_probability >= self.threshold
             return success, float(success)
         if objects is None:  # a real robot: the operator's keys decide, in the agent
             return False, 0.0
