@@ -168,3 +168,24 @@ def il_every(value: str | None) -> str | None:
             f"expected a number of RL steps per IL step (>= 0; 0 = RL only) or 'auto', got {value!r}"
         )
     return value
+
+
+IlEveryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--il-every",
+        callback=il_every,
+        help="m: RL steps per IL step; 0 = RL only; auto. Default: finetune.inril.il_every (5).",
+    ),
+]
+SeparationOpt = Annotated[
+    str | None,
+    typer.Option(help="none, pcgrad, orthogonal or residual. Default: finetune.inril.separation (pcgrad)."),
+]
+
+
+def learner_overrides(algo: str | None, il_every: str | None, separation: str | None) -> list[str]:
+    """`--algo/--il-every/--separation` as `--set` overrides: only the ones given, so `--set finetune.*` keeps its
+    value when they are not."""
+    given = {"finetune.algo": algo, "finetune.inril.il_every": il_every, "finetune.inril.separation": separation}
+    return [f"{key}={value}" for key, value in given.items() if value]

@@ -9,14 +9,16 @@ import typer
 
 from inril_robot.cli._common import (
     ConfigOpt,
+    IlEveryOpt,
     JsonOpt,
     SeedOpt,
+    SeparationOpt,
     SetOpt,
     emit_json,
     err,
     eval_config,
     fail,
-    il_every,
+    learner_overrides,
 )
 
 # rich_markup_mode=None: help text is printed as written, so units such as "[mm]" and "[s]" are not eaten as markup
@@ -55,18 +57,8 @@ def serve(
             "Default: finetune.algo (ppo)."
         ),
     ] = None,
-    il_every: Annotated[
-        str | None,
-        typer.Option(
-            "--il-every",
-            callback=il_every,
-            help="m: RL steps per IL step; 0 = RL only; auto. Default: finetune.inril.il_every (5).",
-        ),
-    ] = None,
-    separation: Annotated[
-        str | None,
-        typer.Option(help="none, pcgrad, orthogonal or residual. Default: finetune.inril.separation (pcgrad)."),
-    ] = None,
+    il_every: IlEveryOpt = None,
+    separation: SeparationOpt = None,
     robot_timeout: Annotated[float, typer.Option(min=0.1, help="Drop a robot silent this long [s].")] = 5.0,
     episode_deadline: Annotated[
         float,
@@ -89,9 +81,7 @@ def serve(
 
     stored_cfg = read_checkpoint(checkpoint)["run_config"]
     options = [
-        *([f"finetune.algo={algo}"] if algo else []),
-        *([f"finetune.inril.il_every={il_every}"] if il_every is not None else []),
-        *([f"finetune.inril.separation={separation}"] if separation is not None else []),
+        *learner_overrides(algo, il_every, separation),
     ]
     cfg = eval_config("sim", stored_cfg, None, config, [*(set_ or []), *options], seed)
     mode = "off" if no_learn else ("async" if async_learner else "sync")

@@ -11,15 +11,17 @@ from rich.console import Console
 from inril_robot.cli._common import (
     CamerasOpt,
     ConfigOpt,
+    IlEveryOpt,
     JsonOpt,
     SeedOpt,
+    SeparationOpt,
     SetOpt,
     emit_json,
     err,
     eval_config,
     fail,
-    il_every,
     key_value_table,
+    learner_overrides,
     open_dataset,
     progress_columns,
     resolve,
@@ -136,18 +138,8 @@ def finetune(
             "recipe), idql (diffusion). Default: finetune.algo (ppo)."
         ),
     ] = None,
-    il_every: Annotated[
-        str | None,
-        typer.Option(
-            "--il-every",
-            callback=il_every,
-            help="m: RL steps per IL step; 0 = RL only; auto. Default: finetune.inril.il_every (5).",
-        ),
-    ] = None,
-    separation: Annotated[
-        str | None,
-        typer.Option(help="none, pcgrad, orthogonal or residual. Default: finetune.inril.separation (pcgrad)."),
-    ] = None,
+    il_every: IlEveryOpt = None,
+    separation: SeparationOpt = None,
     env_steps: Annotated[int | None, typer.Option(min=1, help="Budget of executed control steps.")] = None,
     num_envs: Annotated[int | None, typer.Option(min=1, help="Parallel simulated envs (processes).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
@@ -209,9 +201,7 @@ def finetune(
             f"got {task!r}"
         )
     options = [
-        *([f"finetune.algo={algo}"] if algo else []),
-        *([f"finetune.inril.il_every={il_every}"] if il_every is not None else []),
-        *([f"finetune.inril.separation={separation}"] if separation is not None else []),
+        *learner_overrides(algo, il_every, separation),
         *([f"finetune.env_steps={env_steps}"] if env_steps else []),
         *([f"finetune.num_envs={num_envs}"] if num_envs else []),
     ]
