@@ -216,3 +216,27 @@ def test_latched_intervention_with_an_idle_teleop_leaves_the_policy_in_control()
     assert np.allclose(steps[1].executed[:3], policy[:3]) and np.allclose(steps[0].executed[:3], [0.01, 0, 0])
     events = [t.event for t in loop.authority.transitions]
     assert events == ["reset_done", "intervene", "release", "intervene", "release"]
+
+
+@pytest.mark.timeout(90)
+def test_reset_after_a_contact_stop_homes_the_stopped_arm_instead_of_commanding_it() -> None:
+    """A contact-force stop ends the episode with the arm stopped: the next reset cannot open or retreat through
+    motion commands (the arm refuses them); it recovers (homes) and the next episode starts from home."""
+    from inril_robot.runtime.resets import ResetPhase
+
+    # a tightened force limit (never loosened) makes the scripted lift grasp trip the stop within a few steps
+    cfg = load_config(robot="sim", task="lift", overrides=["safety.max_contact_force=2.0"])
+    with RobotEnv(cfg) as env:
+        loop = ControlLoop(env, None, mode="policy", period=0.0)
+        resets = ResetPhase(loop, operator=False)
+        loop.begin(*resets.run(seed=0, index=0))
+        for _ in range(cfg.task.max_steps):
+            step = loop.step(env.expert_action())
+            if step.done:
+                break
+        assert env.stopped is not None and "contact force" in env.stopped
+        obs, info = resets.run(seed=1, index=1)
+        assert [s["stage"] for s in resets.log][:3] == ["recover", "operator", "home"]
+        assert env.stopped is None and info["state"].gripper_width > 0.07  # homed, gripper open
+        loop.begin(obs, info)
+        assert loop.step(env.expert_action()).executed is not None  # the arm takes commands again

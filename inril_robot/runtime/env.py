@@ -89,6 +89,7 @@ class RobotEnv:
         self.success_source = SuccessSource(cfg, self.task)
         self.rng = np.random.default_rng(cfg.seed)
         self.steps = 0
+        self.stopped: str | None = None  # why step() stopped the arm (cleared when reset() homes it)
         self.last_capture_times: dict[str, float] = {}
         self.expert: Expert | None = None
         self._latest: tuple[RobotState, Objects | None] | None = None  # what reset/step last read from the robot
@@ -100,6 +101,7 @@ class RobotEnv:
         if seed is not None:
             self.rng = np.random.default_rng(seed)
         self.robot.home()
+        self.stopped = None
         if hasattr(self.robot, "set_objects"):
             if self.cfg.randomization.enabled and hasattr(self.robot, "randomize"):
                 self.robot.randomize(self.cfg.randomization, self.rng)
@@ -153,7 +155,9 @@ class RobotEnv:
         if force > self.cfg.safety.max_contact_force:
             # the envelope already holds on excessive force; here the arm is stopped and the episode ends
             self.robot.stop()
-            info["stopped"] = f"contact force {force:.1f} N > max_contact_force {self.cfg.safety.max_contact_force} N"
+            self.stopped = info["stopped"] = (
+                f"contact force {force:.1f} N > max_contact_force {self.cfg.safety.max_contact_force} N"
+            )
             truncated = not success
         return obs, float(reward), success, truncated, info
 

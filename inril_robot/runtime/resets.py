@@ -14,7 +14,9 @@ In order (each stage is logged in `ResetPhase.log`, and the episode store record
    episode's seeded generator (skipped when the ranges are zero);
 7. ``confirm``: the operator's keep starts the episode (automatic in simulation).
 
-The first episode skips 1-2 (the arm is homed first). `heartbeat` is called all along (the loop's `beat`), so a
+The first episode skips 1-2 (the arm is homed first). After an episode that stopped the arm (a contact-force stop),
+1-2 are replaced by ``recover``: the stopped arm takes no motion command, so it is homed (`robot.home()` clears the
+stop and opens the gripper) once the operator confirms. `heartbeat` is called all along (the loop's `beat`), so a
 policy server never drops a robot whose operator is resetting. An e-stop in any stage stops the arm and raises.
 """
 
@@ -52,7 +54,9 @@ class ResetPhase:
         self.log = []
         env, loop = self.loop.env, self.loop
         moves = not isinstance(env.robot, ShadowRobot)  # in shadow mode the arm holds: nothing to move or wait for
-        if self._started and moves:
+        if self._started and moves and env.stopped is not None:
+            self._recover(env.stopped)
+        elif self._started and moves:
             self._open()
             self._retreat()
         else:
@@ -91,6 +95,15 @@ class ResetPhase:
             loop.hold_step()
             loop.beat()
         self.log[-1]["gripper_to"] = loop.gripper
+
+    def _recover(self, reason: str) -> None:
+        """The last episode stopped the arm (a contact-force stop): it takes no motion command, so there is no open
+        or retreat; `robot.home()` clears the stop, opens the gripper and homes, after a person checked the cell."""
+        self._mark("recover", reason=reason)
+        if self.operator:
+            self.loop.confirm(self.say, f"the arm was stopped ({reason}); check the cell, then confirm to home it")
+        self.loop.env.robot.home()
+        self.loop.beat(force=True)
 
     def _retreat(self) -> None:
         loop = self.loop
