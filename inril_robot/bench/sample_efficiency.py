@@ -293,6 +293,42 @@ def run_arm(
     )
 
 
+def _run_one(run: tuple[Any, ...]) -> RunOutcome:
+    import torch
+
+    torch.set_num_threads(1)
+    return run_arm(*run)
+
+
+def _run_parallel(runs: list[tuple[Any, ...]], jobs: int, say: Say) -> list[RunOutcome]:
+    """The runs in `jobs` worker processes (spawned: no forked torch or MuJoCo state); a line as each one ends, the
+    outcomes in the runs' order (a failed run raises after the others finished)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    results: dict[int, RunOutcome] = {}
+    errors: list[str] = []
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_run_one, run): i for i, run in enumerate(runs)}
+        say(f"{len(runs)} runs in {min(jobs, len(runs))} processes")
+        for future in as_completed(futures):
+            i = futures[future]
+            task, arm, seed = runs[i][:3]
+            try:
+                results[i] = o = future.result()
+            except Exception as e:
+                errors.append(f"{task} · {arm} · seed {seed}: {type(e).__name__}: {e}")
+                say(f"[{len(results) + len(errors)}/{len(runs)}] {task} · {arm} · seed {seed} failed: {e}")
+                continue
+            say(
+                f"[{len(results) + len(errors)}/{len(runs)}] {task} · {arm} · seed {seed}: held-out "
+                f"{o.heldout_pretrained:.0%} -> {o.heldout_final:.0%} ({o.wall_s / 60:.1f} min)"
+            )
+    if errors:
+        raise RuntimeError("runs failed: " + "; ".join(errors))
+    return [results[i] for i in range(len(runs))]
+
+
 def kind_of(arm: str) -> str:
     """The pre-trained policy an arm starts from: IDQL fine-tunes a diffusion policy, every other arm the Gaussian."""
     return "diffusion" if arm in DIFFUSION_ARMS else "gaussian"
@@ -529,9 +565,11 @@ def bench_sample_efficiency(
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     heldout_episodes: int = HELDOUT_EPISODES,
     report_only: bool = False,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Every (task, arm, seed); `prepare(task, folder)` gives the demos and the pre-trained checkpoint of a task.
-    `report_only`: summarise the finished runs, start none (missing ones are listed in `missing`)."""
+    `report_only`: summarise the finished runs, start none (missing ones are listed in `missing`). `jobs` > 1 runs
+    that many (arm, seed) runs at once, each in its own process with one torch thread (a many-core machine)."""
     unknown = [a for a in arms if a not in ARMS]
     if unknown:
         raise ValueError(f"unknown arm(s) {unknown}; available: {', '.join(ARMS)}")
@@ -540,7 +578,6 @@ def bench_sample_efficiency(
     outcomes: list[RunOutcome] = []
     missing: list[str] = []
     started = time.perf_counter()
-    total = len(tasks) * len(arms) * seeds
     for task in tasks:
         say(f"{task}: demonstrations and pre-trained checkpoint -> {out / task / 'pretrained'}")
         demos, gaussian = prepare(task, out / task / "pretrained")
@@ -558,28 +595,23 @@ def bench_sample_efficiency(
             )["success"]["rate"]
             for kind, path in starts.items()
         }
+        runs = []
         for seed in range(seeds):  # seed-major: an interrupted bench still has every arm for its first seeds
             for arm in arms:
                 folder = out / task / arm.replace(" ", "_").replace("=", "") / f"seed{seed}"
                 if report_only and not finished(folder, budget):
                     missing.append(f"{task} · {arm} · seed {seed}")
                     continue
-                say(f"[{len(outcomes) + len(missing) + 1}/{total}] {task} · {arm} · seed {seed}")
-                outcomes.append(
-                    run_arm(
-                        task,
-                        arm,
-                        seed,
-                        starts[kind_of(arm)],
-                        demos,
-                        folder,
-                        budget,
-                        overrides,
-                        pre[kind_of(arm)],
-                        heldout_episodes,
-                        on_progress,
-                    )
+                kind = kind_of(arm)
+                runs.append(
+                    (task, arm, seed, starts[kind], demos, folder, budget, overrides, pre[kind], heldout_episodes)
                 )
+        if jobs <= 1 or report_only:
+            for i, run in enumerate(runs, 1):
+                say(f"[{i}/{len(runs)}] {run[0]} · {run[1]} · seed {run[2]}")
+                outcomes.append(run_arm(*run, on_progress=on_progress))
+        else:
+            outcomes.extend(_run_parallel(runs, jobs, say))
     if not outcomes:
         raise ValueError(f"no finished runs under {out} to report on")
     rows = summarize(outcomes)

@@ -310,6 +310,7 @@ def bench_sample_efficiency_cmd(
     eval_episodes: Annotated[int, typer.Option(min=50, help="In-run evaluation episodes.")] = 50,
     heldout_episodes: Annotated[int, typer.Option(min=100, help="Final held-out evaluation episodes.")] = 100,
     report_only: Annotated[bool, typer.Option("--report-only", help="Summarise finished runs; start none.")] = False,
+    jobs: Annotated[int, typer.Option(min=1, help="Runs at once, one process each (a many-core machine).")] = 1,
     set_: SetOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -370,6 +371,7 @@ def bench_sample_efficiency_cmd(
                 on_progress,
                 heldout_episodes,
                 report_only,
+                jobs,
             )
         except (ConfigError, ValueError) as e:
             fail(str(e))
