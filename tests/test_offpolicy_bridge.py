@@ -27,6 +27,7 @@ from inril_robot.bridge.agent import AgentResult
 from inril_robot.bridge.episodes import InterventionDemos
 from inril_robot.bridge.offpolicy import OffPolicyServerLearner, TransitionAssembler
 from inril_robot.config import RunConfig
+from inril_robot.core.safety import SafetyLimits
 from inril_robot.data.replay import ReplayLog
 from inril_robot.learning.policies import checkpoint as ckpt
 from inril_robot.learning.policies.base import Policy
@@ -263,12 +264,13 @@ def test_transitions_pair_each_chunk_with_the_next_observation_and_keep_the_flag
     for c in range(3):
         a.served_chunk(0, c, obs[c], {})
         executed = np.full((2 if c < 2 else 1, 7), c, np.float64)  # the last chunk ran one step, then time ran out
-        a.transition(0, c, executed, np.ones(len(executed), np.float32), c == 1, 0, truncated=c == 2, policy_version=c)
-    a.episode_end(0, False, False, obs[3])
+        end = "time_limit" if c == 2 else "none"
+        a.transition(0, c, executed, np.ones(len(executed), np.float32), c == 1, 0, end=end, policy_version=c)
+    a.episode_end(0, False, "time_limit", obs[3])
     a.served_chunk(1, 0, obs[4], {})
     a.transition(1, 0, np.zeros((2, 7)), np.zeros(2, np.float32), False, 0)
     a.served_chunk(1, 2, obs[0], {})  # chunk 1 never served: transition 0 has no next observation
-    a.episode_end(1, False, False, None)
+    a.episode_end(1, False, "time_limit", None)
     transitions = [m for m in sent if m[0] == "transition"]
     assert [m[0] for m in sent] == ["transition", "transition", "transition", "episode_end", "episode_end"]
     for c, (_, robot, episode, history, t) in enumerate(transitions):
@@ -279,3 +281,69 @@ def test_transitions_pair_each_chunk_with_the_next_observation_and_keep_the_flag
     assert last["steps"] == 1 and last["reward"] == 1.0 and last["executed"].shape == (2, 7)
     np.testing.assert_array_equal(last["executed"][1], last["executed"][0])  # padded with the executed step
     assert demos.total == 1 and demos.pairs[0][1].shape == (1, 7)  # the intervention also went to the IL side
+
+
+def _stopping(cfg: RunConfig) -> RunConfig:
+    """`cfg` whose contact-force limit is below any reading (the sim reports 0 N without contact): the env stops
+    the arm at an episode's first step, a real safety stop. A tighter limit, never a looser one; model_construct
+    bypasses the validation that keeps the limit positive (as tests/test_franka.py does)."""
+    safety = SafetyLimits.model_construct(**{**cfg.safety.model_dump(), "max_contact_force": -1.0})
+    return cfg.model_copy(update={"safety": safety})
+
+
+@pytest.mark.timeout(180)
+def test_a_safety_stop_reaches_the_replay_terminal_and_a_time_limit_truncated(
+    pretrained: Path, tmp_path: Path
+) -> None:
+    """Real agents (simulated arms) through a real server over ZMQ to the learner process and its replay log: an
+    episode the safety envelope stopped ends in a terminal transition (no bootstrap, as in-process), one the time
+    limit ended in a truncated one."""
+    cfg = cfg_for(*OFF, "task.max_steps=6")
+    out = tmp_path / "srv"
+    stopped: list[AgentResult] = []
+    timed: list[AgentResult] = []
+    with served(OffPolicyServerLearner(cfg, pretrained, None, out, algo=THIS)) as server:
+        run_agent(_stopping(cfg), server.endpoint, stopped, episodes=2, speed=0, robot_id="stopper").join(120)
+        run_agent(cfg, server.endpoint, timed, episodes=2, speed=0, robot_id="timer").join(120)
+    assert stopped and timed and stopped[0].stopped is None and timed[0].stopped is None
+    assert timed[0].successes == 0 and timed[0].env_steps == 2 * 6  # the untrained policy ran into the time limit
+    records = list(ReplayLog(out / "replay").records())
+    ends = {}
+    for r in records:
+        flags = [(bool(a), bool(b)) for a, b in zip(r.arrays["terminated"], r.arrays["truncated"], strict=True)]
+        assert not any(a or b for a, b in flags[:-1]), "only an episode's last transition ends it"
+        if r.closed:
+            ends.setdefault(r.robot, []).append(flags[-1])
+    assert ends == {"stopper": [(True, False)] * 2, "timer": [(False, True)] * 2}  # (terminated, truncated)
+
+
+@pytest.mark.timeout(180)
+def test_the_learner_stops_at_the_budget_publishes_a_final_version_and_ends_the_robots_run(
+    pretrained: Path, tmp_path: Path
+) -> None:
+    """`finetune.env_steps` is the budget: once the log holds that many env steps the learner stops training,
+    publishes its last updates as the final version, checkpoints, and the robot is told the run is over (it
+    would otherwise go on: its own step budget here is far larger)."""
+    budget = 60
+    cfg = cfg_for(*OFF, "task.max_steps=20", f"finetune.env_steps={budget}")
+    out = tmp_path / "srv"
+    log: list[str] = []
+    results: list[AgentResult] = []
+    learner = OffPolicyServerLearner(cfg, pretrained, None, out, algo=THIS)
+    with served(learner, log) as server:
+        run_agent(cfg, server.endpoint, results, speed=0, env_steps=100 * budget).join(150)
+        assert learner.finished and not learner.learning
+        updates = learner.last_stats["updates"]
+        time.sleep(1.0)  # the learner process idles: its state written at close still has these updates
+        stats = server.stats()
+    (result,) = results
+    assert result.run_over is not None and result.stopped is None
+    assert budget <= result.env_steps < 10 * budget  # it stopped on the server's word, far before its own budget
+    assert stats["run_over"] and stats["env_steps"] >= budget
+    assert any("learning budget reached" in line for line in log), log
+    rows = read_metrics(out / "metrics.csv")
+    assert rows[-1]["step"] == learner.version and rows[-1]["updates"] == updates
+    assert ckpt.read_checkpoint(out / "last.pt")["extra"]["policy_version"] == learner.version
+    state = torch.load(out / "last.train.pt", weights_only=False)
+    assert state["updates"] == updates and state["version"] == learner.version
+    assert (out / "run.yaml").is_file() and list(out.glob("events.out.tfevents.*"))  # a RunFolder, TensorBoard too

@@ -25,6 +25,7 @@ import torch
 from inril_robot.bridge.episodes import InterventionDemos
 from inril_robot.bridge.learner_process import LearnerSpec, Message
 from inril_robot.bridge.learning import ServerLearner
+from inril_robot.bridge.protocol import EndReason, EpisodeEndReason, is_terminal
 from inril_robot.config import RunConfig
 from inril_robot.data.store import Dataset
 from inril_robot.learning.inril.finetune import FinetuneError
@@ -118,10 +119,10 @@ class TransitionAssembler:
         intervention: bool,
         safety_events: int,
         *,
-        terminated: bool = False,
-        truncated: bool = False,
+        end: EndReason = "none",
         policy_version: int = -1,
     ) -> None:
+        """One executed chunk; `end`: why the episode ended with it ("none": it goes on)."""
         history = self.served.pop((episode, chunk), None)
         self.last_served = history is not None
         self.pending = None  # a pending transition whose next chunk was never served: its next observation is lost
@@ -142,8 +143,8 @@ class TransitionAssembler:
                 "executed": padded,
                 "steps": k,
                 "reward": float(np.sum(rewards)),
-                "terminated": bool(terminated),
-                "truncated": bool(truncated),
+                "terminated": is_terminal(end),
+                "truncated": end != "none" and not is_terminal(end),
                 "intervention": bool(intervention),
                 "step": step,
                 "policy_version": int(policy_version),
@@ -158,9 +159,12 @@ class TransitionAssembler:
     def abandon(self) -> None:
         self.pending, self.served = None, {}
 
-    def episode_end(self, episode: int, success: bool, terminated: bool, final_obs: History | None) -> None:
+    def episode_end(self, episode: int, success: bool, end: EpisodeEndReason, final_obs: History | None) -> None:
         p = self.pending
         if p is not None and p.episode == episode:
+            t = p.transition
+            if not (t["terminated"] or t["truncated"]):  # the episode ended after its last chunk was reported
+                t["terminated"], t["truncated"] = is_terminal(end), not is_terminal(end)
             if final_obs is not None:
                 self._complete(final_obs)
             elif p.transition["terminated"]:  # no bootstrap: the next observation is never read

@@ -14,8 +14,11 @@ In order (each stage is logged in `ResetPhase.log`, and the episode store record
    episode's seeded generator (skipped when the ranges are zero);
 7. ``confirm``: the operator's keep starts the episode (automatic in simulation).
 
-The first episode skips 1-2 (the arm is homed first). `heartbeat` is called all along (the loop's `beat`), so a
-policy server never drops a robot whose operator is resetting. An e-stop in any stage stops the arm and raises.
+The first episode skips 1-2 (the arm is homed first). After an episode a safety stop ended (`after_stop`), the arm
+stands stopped where it was and refuses motion until homed: 1-2 are replaced by `stopped`, where the operator confirms
+the way home is clear before the arm homes (in simulation it homes at once). `heartbeat` is called all along (the
+loop's `beat`), so a policy server never drops a robot whose operator is resetting. An e-stop in any stage stops the
+arm and raises.
 """
 
 from __future__ import annotations
@@ -47,12 +50,23 @@ class ResetPhase:
     _home: np.ndarray | None = None
     _started: bool = False
 
-    def run(self, seed: int | None, index: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Stages 1-7 for episode `index`; returns the episode's first observation and info (as `env.reset`)."""
+    def run(
+        self, seed: int | None, index: int, after_stop: bool = False
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Stages 1-7 for episode `index`; returns the episode's first observation and info (as `env.reset`).
+        `after_stop`: the last episode ended in a safety stop (the arm refuses motion until homed)."""
         self.log = []
         env, loop = self.loop.env, self.loop
         moves = not isinstance(env.robot, ShadowRobot)  # in shadow mode the arm holds: nothing to move or wait for
-        if self._started and moves:
+        if self._started and moves and after_stop:
+            self._mark("stopped")
+            if self.operator:
+                loop.confirm(
+                    self.say, f"episode {index}: a safety stop ended the last episode; clear the arm's way home"
+                )
+            env.robot.home()
+            loop.beat(force=True)
+        elif self._started and moves:
             self._open()
             self._retreat()
         else:
