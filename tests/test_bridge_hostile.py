@@ -472,9 +472,7 @@ def test_sync_learner_waits_for_a_stalled_episode_only_until_its_deadline(
                 ),
                 {"executed": np.zeros((1, 7)), "rewards": np.zeros(1, np.float32)},
             )
-            worker.send(
-                p.EpisodeEnd(episode=episode, steps=1, success=False, end="time_limit", interventions=0)
-            )
+            worker.send(p.EpisodeEnd(episode=episode, steps=1, success=False, end="time_limit", interventions=0))
         tick = time.monotonic()
         for _ in range(50):  # parked: repeated requests replace each other, the parked list stays bounded
             seq = worker.send(p.Observation(episode=2, chunk=0, step=0), observation(shapes, rng))

@@ -292,9 +292,7 @@ def _stopping(cfg: RunConfig) -> RunConfig:
 
 
 @pytest.mark.timeout(180)
-def test_a_safety_stop_reaches_the_replay_terminal_and_a_time_limit_truncated(
-    pretrained: Path, tmp_path: Path
-) -> None:
+def test_a_safety_stop_reaches_the_replay_terminal_and_a_time_limit_truncated(pretrained: Path, tmp_path: Path) -> None:
     """Real agents (simulated arms) through a real server over ZMQ to the learner process and its replay log: an
     episode the safety envelope stopped ends in a terminal transition (no bootstrap, as in-process), one the time
     limit ended in a truncated one."""

@@ -87,7 +87,7 @@ class ServerAlgo:
             source = self.interventions.wrap(
                 DemoWindows(demos, list(policy.obs_shapes), c.n_obs_steps, c.horizon).sample
             )
-            demo_rb = demo_replay(demos, policy) if o.demo_fraction > 0 else None
+            demo_rb = demo_replay(demos, policy, device=device) if o.demo_fraction > 0 else None
         try:
             self.learner = OffPolicyLearner(
                 self.algo, f, ReplayBuffer(o.capacity, device), demo_rb, source, device, seed=cfg.seed
