@@ -25,7 +25,9 @@ import torch
 
 from inril_robot.bridge.agent import AgentResult
 from inril_robot.bridge.episodes import InterventionDemos
+from inril_robot.bridge.learner_process import LearnerSpec
 from inril_robot.bridge.offpolicy import OffPolicyServerLearner, TransitionAssembler
+from inril_robot.bridge.offpolicy_learner import OffPolicyTrainer
 from inril_robot.config import RunConfig
 from inril_robot.core.safety import SafetyLimits
 from inril_robot.data.replay import ReplayLog
@@ -259,10 +261,11 @@ def test_transitions_pair_each_chunk_with_the_next_observation_and_keep_the_flag
     limit), then one whose next chunk was never served: what goes to the learner process."""
     sent: list[tuple] = []
     demos = InterventionDemos()
-    a = TransitionAssembler("arm1", horizon=1, act_steps=2, forward=sent.append, interventions=demos)
+    a = TransitionAssembler("arm1", horizon=2, act_steps=2, forward=sent.append, interventions=demos)
     obs = [{"x": np.full((1, 3), i, np.float32)} for i in range(5)]
+    sampled = [torch.full((2, 7), 0.1 * c) for c in range(3)]  # the chunks the serving actor drew (normalised)
     for c in range(3):
-        a.served_chunk(0, c, obs[c], {})
+        a.served_chunk(0, c, obs[c], {"chunk": sampled[c]})
         executed = np.full((2 if c < 2 else 1, 7), c, np.float64)  # the last chunk ran one step, then time ran out
         end = "time_limit" if c == 2 else "none"
         a.transition(0, c, executed, np.ones(len(executed), np.float32), c == 1, 0, end=end, policy_version=c)
@@ -277,10 +280,11 @@ def test_transitions_pair_each_chunk_with_the_next_observation_and_keep_the_flag
         assert (robot, episode) == ("arm1", 0) and history is obs[c] and t["next_obs"] is obs[c + 1]
         assert t["intervention"] == (c == 1) and t["truncated"] == (c == 2) and not t["terminated"]
         assert t["policy_version"] == c and t["step"] == 2 * c
+        assert (t["sampled"] is None) if c == 1 else np.array_equal(t["sampled"], sampled[c].numpy())  # human: none
     last = transitions[2][4]
     assert last["steps"] == 1 and last["reward"] == 1.0 and last["executed"].shape == (2, 7)
     np.testing.assert_array_equal(last["executed"][1], last["executed"][0])  # padded with the executed step
-    assert demos.total == 1 and demos.pairs[0][1].shape == (1, 7)  # the intervention also went to the IL side
+    assert demos.total == 1 and demos.pairs[0][1].shape == (2, 7)  # the intervention also went to the IL side
 
 
 def _stopping(cfg: RunConfig) -> RunConfig:
@@ -345,3 +349,34 @@ def test_the_learner_stops_at_the_budget_publishes_a_final_version_and_ends_the_
     state = torch.load(out / "last.train.pt", weights_only=False)
     assert state["updates"] == updates and state["version"] == learner.version
     assert (out / "run.yaml").is_file() and list(out.glob("events.out.tfevents.*"))  # a RunFolder, TensorBoard too
+
+
+@pytest.mark.timeout(120)
+def test_a_chunk_longer_than_its_executed_steps_is_learned_with_the_rest_of_the_sampled_chunk(tmp_path: Path) -> None:
+    """Horizon 4, 2 steps executed: the replay holds whole chunks (what the critics and a diffusion actor read): the
+    executed steps normalised, then the sampled chunk's unexecuted steps (the policy's plan, as in-process); a human
+    chunk repeats its last executed step."""
+    contract = run_contract(reach_cfg())
+    policy, pcfg = make_gaussian(contract, horizon=4, act_steps=2)
+    checkpoint = ckpt.save_checkpoint(tmp_path / "h4.pt", policy, contract=contract, run_cfg=pcfg, step=0)
+    trainer = OffPolicyTrainer(LearnerSpec(cfg_for(*OFF), checkpoint, None, tmp_path / "srv", False, THIS))
+
+    def forward(message: tuple) -> None:
+        (trainer.transition if message[0] == "transition" else trainer.episode_end)(*message[1:])
+
+    a = TransitionAssembler("arm1", horizon=4, act_steps=2, forward=forward)
+    obs = [{k: np.full((1, *s), i, np.float32) for k, s in policy.obs_shapes.items()} for i in range(3)]
+    sampled = torch.linspace(-0.9, 0.9, 28).reshape(4, 7)
+    executed = np.full((2, 7), 0.01)
+    for c in range(2):
+        a.served_chunk(0, c, obs[c], {"chunk": sampled})
+        a.transition(0, c, executed, np.zeros(2, np.float32), c == 1, 0, end="time_limit" if c else "none")
+    a.episode_end(0, False, "time_limit", obs[2])
+    trainer.close()
+    (record,) = ReplayLog(tmp_path / "srv" / "replay").records()
+    action = record.arrays["action"]  # (2, H, A)
+    normalised = policy.normalizer.normalize_action(torch.from_numpy(executed).float()).numpy()
+    np.testing.assert_allclose(action[0, :2], normalised, rtol=1e-6)
+    np.testing.assert_array_equal(action[0, 2:], sampled[2:].numpy())  # the policy's unexecuted plan
+    np.testing.assert_allclose(action[1], np.repeat(normalised[-1:], 4, axis=0), rtol=1e-6)  # the human's last step
+    assert record.arrays["steps"].tolist() == [2, 2] and record.arrays["executed"].shape == (2, 4, 7)

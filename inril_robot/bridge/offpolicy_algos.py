@@ -50,7 +50,7 @@ class ServingActor(Actor):
                 self.policy, self.critic, self.value, obs, o.idql_candidates, o.idql_expectile, True, generator
             )
             log_prob = torch.zeros(len(chunk), device=chunk.device)
-        return ActorSample(chunk, {}, log_prob.reshape(-1, 1))
+        return ActorSample(chunk, {"chunk": chunk}, log_prob.reshape(-1, 1))  # the chunk: its unexecuted tail
 
     def evaluate(self, obs: Obs, record: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError("the off-policy serving actor only samples; its learner lives in another process")

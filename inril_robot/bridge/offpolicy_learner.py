@@ -108,7 +108,7 @@ class OffPolicyTrainer:
                 k: ((c.n_obs_steps, *shape), self.contract.observations[k].dtype)
                 for k, shape in self.policy.obs_shapes.items()
             },
-            (c.act_steps, self.policy.action_dim),
+            (c.horizon, self.policy.action_dim),  # whole chunks: what the critics and a diffusion actor read
         )
         out.mkdir(parents=True, exist_ok=True)
         self.replay = ReplayWriter(out / "replay", self.spec, extra_info={"task": cfg.task.name}, log=log)
@@ -154,10 +154,13 @@ class OffPolicyTrainer:
             )
         with torch.no_grad():
             action = self.policy.normalizer.normalize_action(torch.from_numpy(t["executed"]).to(self.device))
+        action = action.cpu().numpy()  # (H, A): executed steps, then the last one repeated
+        if t.get("sampled") is not None:  # the policy's chunk: the steps it did not execute are its plan, as in-process
+            action[t["steps"] :] = t["sampled"][t["steps"] :]
         chain.add(
             Step(
                 obs=history,
-                action=action.cpu().numpy(),
+                action=action,
                 executed=t["executed"],
                 reward=t["reward"],
                 terminated=t["terminated"],

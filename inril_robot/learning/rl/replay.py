@@ -115,7 +115,11 @@ class ReplayBuffer:
                 self._grow()
             slot = self._free.pop()
             for k, v in obs.items():
-                self.frames[k][slot] = torch.as_tensor(v, device=self.device)
+                target = self.frames[k][slot]
+                if target.device.type == "cpu":  # a plain memcpy: torch's parallel copy of one image woke its
+                    target.numpy()[...] = v  # thread pool each time (20-35 ms per history on 2 loaded cores)
+                else:
+                    target.copy_(torch.from_numpy(v))
             self._digest[slot], self._slot_of[digest] = digest, slot
         self._count[slot] += 1
         return slot
