@@ -253,25 +253,13 @@ def bench_replay_buffer(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     the server's learner adds them (one at a time, obs and next_obs given): the bytes it holds per 100k transitions
     (each history stored once), the same as obs/next_obs pairs, the resident memory it added (VmRSS), and its add
     rate (a digest of every history: the price of storing it once)."""
-    from inril_robot.learning.rl.replay import ReplayBuffer
+    from inril_robot.learning.rl.replay import ReplayBuffer, log_transitions
 
-    keys = [k[4:] for k in arrays if k.startswith("obs/")]
     n = len(arrays["reward"])
     buffer = ReplayBuffer(n)
     rss0 = _rss_bytes()
     t0 = time.perf_counter()
-    for i in range(n):
-        buffer.add(
-            {
-                "obs": {k: arrays[f"obs/{k}"][i] for k in keys},
-                "next_obs": {k: arrays[f"next_obs/{k}"][i] for k in keys},
-                "action": arrays["action"][i],
-                "reward": arrays["reward"][i],
-                "terminal": arrays["terminated"][i],
-                "truncated": arrays["truncated"][i],
-                "intervention": arrays["intervention"][i],
-            }
-        )
+    buffer.extend(log_transitions(arrays))
     add_s = time.perf_counter() - t0
     rss = _rss_bytes() - rss0
     held = buffer.nbytes()

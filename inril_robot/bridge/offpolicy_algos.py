@@ -101,19 +101,9 @@ class ServerAlgo:
         return [m for m in (self.algo.policy, getattr(self.algo, "critic", None)) if m is not None]
 
     def add(self, transitions: dict[str, np.ndarray]) -> None:
-        keys = [k[4:] for k in transitions if k.startswith("obs/")]
-        for i in range(len(transitions["reward"])):
-            self.learner.online.add(
-                {
-                    "obs": {k: transitions[f"obs/{k}"][i] for k in keys},
-                    "action": transitions["action"][i],
-                    "reward": transitions["reward"][i],
-                    "terminal": transitions["terminated"][i],
-                    "truncated": transitions["truncated"][i],
-                    "intervention": transitions["intervention"][i],
-                    "next_obs": {k: transitions[f"next_obs/{k}"][i] for k in keys},
-                }
-            )
+        from inril_robot.learning.rl.replay import log_transitions
+
+        self.learner.online.extend(log_transitions(transitions))
 
     def add_intervention(self, history: dict[str, np.ndarray], actions: np.ndarray) -> None:
         self.interventions.add(history, actions)

@@ -305,6 +305,22 @@ def concat(a: Batch, b: Batch) -> Batch:
     )
 
 
+def log_transitions(arrays: Mapping[str, np.ndarray]) -> Iterator[dict[str, Any]]:
+    """Flat arrays in the replay log's fields (`obs/<k>`, `next_obs/<k>`, `action`, `reward`, `terminated`,
+    `truncated`, `intervention`; leading dimension n) -> n transitions for `ReplayBuffer.add`."""
+    keys = [k[4:] for k in arrays if k.startswith("obs/")]
+    for i in range(len(arrays["reward"])):
+        yield {
+            "obs": {k: arrays[f"obs/{k}"][i] for k in keys},
+            "action": arrays["action"][i],
+            "reward": arrays["reward"][i],
+            "terminal": arrays["terminated"][i],
+            "truncated": arrays["truncated"][i],
+            "intervention": arrays["intervention"][i],
+            "next_obs": {k: arrays[f"next_obs/{k}"][i] for k in keys},
+        }
+
+
 def _split(t: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
     """{"obs": {k: ...}, "next_obs": {...}, "action": ..., ...} -> (obs, next_obs, the other fields as float32
     arrays). Observations keep uint8 (images) and become float32 otherwise."""
