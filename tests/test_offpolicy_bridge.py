@@ -295,59 +295,54 @@ def _stopping(cfg: RunConfig) -> RunConfig:
     return cfg.model_copy(update={"safety": safety})
 
 
-@pytest.mark.timeout(180)
-def test_a_safety_stop_reaches_the_replay_terminal_and_a_time_limit_truncated(pretrained: Path, tmp_path: Path) -> None:
-    """Real agents (simulated arms) through a real server over ZMQ to the learner process and its replay log: an
-    episode the safety envelope stopped ends in a terminal transition (no bootstrap, as in-process), one the time
-    limit ended in a truncated one."""
-    cfg = cfg_for(*OFF, "task.max_steps=6")
-    out = tmp_path / "srv"
-    stopped: list[AgentResult] = []
-    timed: list[AgentResult] = []
-    with served(OffPolicyServerLearner(cfg, pretrained, None, out, algo=THIS)) as server:
-        run_agent(_stopping(cfg), server.endpoint, stopped, episodes=2, speed=0, robot_id="stopper").join(120)
-        run_agent(cfg, server.endpoint, timed, episodes=2, speed=0, robot_id="timer").join(120)
-    assert stopped and timed and stopped[0].stopped is None and timed[0].stopped is None
-    assert timed[0].successes == 0 and timed[0].env_steps == 2 * 6  # the untrained policy ran into the time limit
-    records = list(ReplayLog(out / "replay").records())
-    ends = {}
-    for r in records:
-        flags = [(bool(a), bool(b)) for a, b in zip(r.arrays["terminated"], r.arrays["truncated"], strict=True)]
-        assert not any(a or b for a, b in flags[:-1]), "only an episode's last transition ends it"
-        if r.closed:
-            ends.setdefault(r.robot, []).append(flags[-1])
-    assert ends == {"stopper": [(True, False)] * 2, "timer": [(False, True)] * 2}  # (terminated, truncated)
-
-
-@pytest.mark.timeout(180)
-def test_the_learner_stops_at_the_budget_publishes_a_final_version_and_ends_the_robots_run(
+@pytest.mark.timeout(240)
+def test_safety_stops_are_terminal_time_limits_truncated_and_the_budget_ends_the_run(
     pretrained: Path, tmp_path: Path
 ) -> None:
-    """`finetune.env_steps` is the budget: once the log holds that many env steps the learner stops training,
-    publishes its last updates as the final version, checkpoints, and the robot is told the run is over (it
-    would otherwise go on: its own step budget here is far larger)."""
-    budget = 60
-    cfg = cfg_for(*OFF, "task.max_steps=20", f"finetune.env_steps={budget}")
+    """Real agents (simulated arms) through a real server over ZMQ to the learner process and its replay log:
+
+    - an episode the safety envelope stopped ends in a terminal transition (no bootstrap, as in-process), one the
+      time limit ended in a truncated one;
+    - `finetune.env_steps` is the budget: once the log holds that many env steps the learner stops training,
+      publishes its last updates as the final version, checkpoints, and the robot is told the run is over (it would
+      otherwise go on: its own step budget here is far larger)."""
+    budget = 40
+    cfg = cfg_for(*OFF, "task.max_steps=6", f"finetune.env_steps={budget}")
     out = tmp_path / "srv"
     log: list[str] = []
-    results: list[AgentResult] = []
+    stopped: list[AgentResult] = []
+    timed: list[AgentResult] = []
     learner = OffPolicyServerLearner(cfg, pretrained, None, out, algo=THIS)
     with served(learner, log) as server:
-        run_agent(cfg, server.endpoint, results, speed=0, env_steps=100 * budget).join(150)
+        run_agent(_stopping(cfg), server.endpoint, stopped, episodes=2, speed=0, robot_id="stopper").join(120)
+        # paced (10 Hz): the learner trains while the budget fills, so there are updates to publish at its end
+        run_agent(cfg, server.endpoint, timed, speed=1.0, env_steps=100 * budget, robot_id="timer").join(150)
         assert learner.finished and not learner.learning
         updates = learner.last_stats["updates"]
         time.sleep(1.0)  # the learner process idles: its state written at close still has these updates
         stats = server.stats()
-    (result,) = results
-    assert result.run_over is not None and result.stopped is None
-    assert budget <= result.env_steps < 10 * budget  # it stopped on the server's word, far before its own budget
+    (stopper,), (timer,) = stopped, timed
+    assert stopper.stopped is None and stopper.env_steps == 2  # each episode stopped at its first step
+
+    ends: dict[str, list[tuple[bool, ...]]] = {}  # robot -> (terminated, truncated, succeeded) of each episode's end
+    for r in ReplayLog(out / "replay").records():
+        flags = [(bool(a), bool(b)) for a, b in zip(r.arrays["terminated"], r.arrays["truncated"], strict=True)]
+        assert not any(a or b for a, b in flags[:-1]), "only an episode's last transition ends it"
+        if r.closed:  # sparse reward: 1 on the step that succeeded
+            ends.setdefault(r.robot, []).append((*flags[-1], bool(r.arrays["reward"][-1] > 0)))
+    assert ends["stopper"] == [(True, False, False)] * 2
+    assert (False, True, False) in ends["timer"]
+    assert set(ends["timer"]) <= {(False, True, False), (True, False, True)}  # the time limit, or a success
+
+    assert timer.run_over is not None and timer.stopped is None
+    assert budget <= stopper.env_steps + timer.env_steps < 10 * budget  # it stopped on the server's word
     assert stats["run_over"] and stats["env_steps"] >= budget
     assert any("learning budget reached" in line for line in log), log
     rows = read_metrics(out / "metrics.csv")
     assert rows[-1]["step"] == learner.version and rows[-1]["updates"] == updates
     assert ckpt.read_checkpoint(out / "last.pt")["extra"]["policy_version"] == learner.version
     state = torch.load(out / "last.train.pt", weights_only=False)
-    assert state["updates"] == updates and state["version"] == learner.version
+    assert state["updates"] == updates and state["version"] == learner.version  # nothing trained after the budget
     assert (out / "run.yaml").is_file() and list(out.glob("events.out.tfevents.*"))  # a RunFolder, TensorBoard too
 
 
