@@ -144,8 +144,7 @@ def _fuzz(rng: np.random.Generator, shapes: dict[str, tuple[int, ...]], robot: s
                 chunk=1,
                 policy_version=0,
                 success=False,
-                terminated=False,
-                truncated=False,
+                end="none",
                 intervention=False,
                 control="policy",
                 safety_events=0,
@@ -156,7 +155,7 @@ def _fuzz(rng: np.random.Generator, shapes: dict[str, tuple[int, ...]], robot: s
         )
     if kind == 7:  # shapes that overflow, too many dimensions, a contract nested deeply
         header = {
-            "v": 1,
+            "v": p.WIRE_VERSION,
             "type": "observation",
             "robot": robot,
             "seq": 1,
@@ -187,7 +186,7 @@ def _fuzz(rng: np.random.Generator, shapes: dict[str, tuple[int, ...]], robot: s
             + enc("sim\nforged")
         )
         header = {
-            "v": 1,
+            "v": p.WIRE_VERSION,
             "type": "hello",
             "robot": robot,
             "seq": 1,
@@ -200,7 +199,7 @@ def _fuzz(rng: np.random.Generator, shapes: dict[str, tuple[int, ...]], robot: s
     # an oversized multipart: 3 blobs of 24 MiB, each under the frame limit, together over the message limit
     if rng.random() < 0.1:
         header = {
-            "v": 1,
+            "v": p.WIRE_VERSION,
             "type": "heartbeat",
             "robot": robot,
             "seq": 1,
@@ -211,7 +210,7 @@ def _fuzz(rng: np.random.Generator, shapes: dict[str, tuple[int, ...]], robot: s
         }
         return [msgspec.msgpack.encode(header), big, big, big]
     return p.encode(
-        p.EpisodeEnd(episode=0, steps=1, success=False, terminated=False, truncated=True, interventions=0),
+        p.EpisodeEnd(episode=0, steps=1, success=False, end="time_limit", interventions=0),
         robot=robot,
         seq=1,
         arrays={"obs/ee_pos": np.full((1, 3), np.nan, np.float32)},
@@ -336,8 +335,7 @@ def test_poisoned_transitions_never_reach_a_checkpoint(trained: tuple[Path, Path
                     chunk=0,
                     policy_version=0,
                     success=False,
-                    terminated=False,
-                    truncated=False,
+                    end="none",
                     intervention=False,
                     control="policy",
                     safety_events=0,
@@ -467,17 +465,14 @@ def test_sync_learner_waits_for_a_stalled_episode_only_until_its_deadline(
                     chunk=0,
                     policy_version=0,
                     success=False,
-                    terminated=False,
-                    truncated=True,
+                    end="time_limit",
                     intervention=False,
                     control="policy",
                     safety_events=0,
                 ),
                 {"executed": np.zeros((1, 7)), "rewards": np.zeros(1, np.float32)},
             )
-            worker.send(
-                p.EpisodeEnd(episode=episode, steps=1, success=False, terminated=False, truncated=True, interventions=0)
-            )
+            worker.send(p.EpisodeEnd(episode=episode, steps=1, success=False, end="time_limit", interventions=0))
         tick = time.monotonic()
         for _ in range(50):  # parked: repeated requests replace each other, the parked list stays bounded
             seq = worker.send(p.Observation(episode=2, chunk=0, step=0), observation(shapes, rng))

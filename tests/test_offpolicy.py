@@ -112,6 +112,56 @@ def test_demo_chunks_sum_rewards_and_end_terminal() -> None:
     assert rows[0]["action"].shape == (3, 2)
 
 
+def _episode(e: int, n: int = 3) -> list[dict]:
+    """n chunks of episode e; history i holds 10 e + i everywhere (a state and a uint8 image), the reward too."""
+    hist = [
+        {"x": np.full((1, 3), 10 * e + i, np.float32), "img": np.full((1, 2, 2, 3), 10 * e + i, np.uint8)}
+        for i in range(n + 1)
+    ]
+    return [
+        {
+            "obs": hist[i],
+            "action": np.full((1, 2), i, np.float32),
+            "reward": float(10 * e + i),
+            "terminal": i == n - 1,
+            "truncated": False,
+            "next_obs": hist[i + 1],  # the last one: the episode's final history, no transition's obs
+        }
+        for i in range(n)
+    ]
+
+
+@pytest.mark.timeout(30)
+def test_histories_are_stored_once_and_next_obs_is_exact_across_episode_ends_and_the_ring_wrap() -> None:
+    buffer = ReplayBuffer(5)
+    added = [t for e in range(4) for t in _episode(e)]  # 12 transitions into 5 slots: the ring wraps twice
+    buffer.extend(added)
+    by_reward = {t["reward"]: t for t in added[-5:]}  # the 5 held: episode 2's last two, all of episode 3
+    batch = buffer.sample(64, torch.Generator().manual_seed(0))
+    for b in range(64):
+        t = by_reward[float(batch.reward[b])]
+        for k in ("x", "img"):
+            assert np.array_equal(batch.obs[k][b].numpy(), t["obs"][k])
+            assert np.array_equal(batch.next_obs[k][b].numpy(), t["next_obs"][k])
+        assert bool(batch.terminal[b]) == t["terminal"]
+    assert {float(r) for r in batch.reward} == set(by_reward)  # every held transition was drawn
+    assert batch.obs["img"].dtype == torch.uint8 and batch.obs["x"].dtype == torch.float32
+    # episode 2: histories 1, 2, 3 (final); episode 3: 0, 1, 2, 3: 7 stored for 5 transitions, not 10 as pairs
+    assert buffer.nbytes()["stored_histories"] == 7
+    rows = list(buffer.transitions())  # oldest first, across the wrap
+    assert [float(r["reward"]) for r in rows] == [21.0, 22.0, 30.0, 31.0, 32.0]
+    assert np.array_equal(rows[1]["next_obs/x"], added[8]["next_obs"]["x"])  # episode 2's final history
+
+    restored = ReplayBuffer(5)
+    restored.load_state_dict(buffer.state_dict())
+    for b in (buffer, restored):  # the same continuation: one more episode, then the same draws
+        b.extend(_episode(4))
+    one, two = (b.sample(32, torch.Generator().manual_seed(1)) for b in (buffer, restored))
+    assert all(torch.equal(getattr(one, f), getattr(two, f)) for f in ("action", "reward", "terminal"))
+    assert all(torch.equal(one.obs[k], two.obs[k]) and torch.equal(one.next_obs[k], two.next_obs[k]) for k in one.obs)
+    assert restored.nbytes()["stored_histories"] == buffer.nbytes()["stored_histories"] == 7
+
+
 # ------------------------------------------------------------------------------------------------ demo mix
 @pytest.mark.timeout(30)
 def test_rlpd_batches_are_half_demonstrations() -> None:

@@ -25,8 +25,11 @@ import torch
 
 from inril_robot.bridge.agent import AgentResult
 from inril_robot.bridge.episodes import InterventionDemos
+from inril_robot.bridge.learner_process import LearnerSpec
 from inril_robot.bridge.offpolicy import OffPolicyServerLearner, TransitionAssembler
+from inril_robot.bridge.offpolicy_learner import OffPolicyTrainer
 from inril_robot.config import RunConfig
+from inril_robot.core.safety import SafetyLimits
 from inril_robot.data.replay import ReplayLog
 from inril_robot.learning.policies import checkpoint as ckpt
 from inril_robot.learning.policies.base import Policy
@@ -258,24 +261,117 @@ def test_transitions_pair_each_chunk_with_the_next_observation_and_keep_the_flag
     limit), then one whose next chunk was never served: what goes to the learner process."""
     sent: list[tuple] = []
     demos = InterventionDemos()
-    a = TransitionAssembler("arm1", horizon=1, act_steps=2, forward=sent.append, interventions=demos)
+    a = TransitionAssembler("arm1", horizon=2, act_steps=2, forward=sent.append, interventions=demos)
     obs = [{"x": np.full((1, 3), i, np.float32)} for i in range(5)]
+    sampled = [torch.full((2, 7), 0.1 * c) for c in range(3)]  # the chunks the serving actor drew (normalised)
     for c in range(3):
-        a.served_chunk(0, c, obs[c], {})
+        a.served_chunk(0, c, obs[c], {"chunk": sampled[c]})
         executed = np.full((2 if c < 2 else 1, 7), c, np.float64)  # the last chunk ran one step, then time ran out
-        a.transition(0, c, executed, np.ones(len(executed), np.float32), c == 1, 0, truncated=c == 2, policy_version=c)
-    a.episode_end(0, False, False, obs[3])
+        end = "time_limit" if c == 2 else "none"
+        a.transition(0, c, executed, np.ones(len(executed), np.float32), c == 1, 0, end=end, policy_version=c)
+    a.episode_end(0, False, "time_limit", obs[3])
     a.served_chunk(1, 0, obs[4], {})
     a.transition(1, 0, np.zeros((2, 7)), np.zeros(2, np.float32), False, 0)
     a.served_chunk(1, 2, obs[0], {})  # chunk 1 never served: transition 0 has no next observation
-    a.episode_end(1, False, False, None)
+    a.episode_end(1, False, "time_limit", None)
     transitions = [m for m in sent if m[0] == "transition"]
     assert [m[0] for m in sent] == ["transition", "transition", "transition", "episode_end", "episode_end"]
     for c, (_, robot, episode, history, t) in enumerate(transitions):
         assert (robot, episode) == ("arm1", 0) and history is obs[c] and t["next_obs"] is obs[c + 1]
         assert t["intervention"] == (c == 1) and t["truncated"] == (c == 2) and not t["terminated"]
         assert t["policy_version"] == c and t["step"] == 2 * c
+        assert (t["sampled"] is None) if c == 1 else np.array_equal(t["sampled"], sampled[c].numpy())  # human: none
     last = transitions[2][4]
     assert last["steps"] == 1 and last["reward"] == 1.0 and last["executed"].shape == (2, 7)
     np.testing.assert_array_equal(last["executed"][1], last["executed"][0])  # padded with the executed step
-    assert demos.total == 1 and demos.pairs[0][1].shape == (1, 7)  # the intervention also went to the IL side
+    assert demos.total == 1 and demos.pairs[0][1].shape == (2, 7)  # the intervention also went to the IL side
+
+
+def _stopping(cfg: RunConfig) -> RunConfig:
+    """`cfg` whose contact-force limit is below any reading (the sim reports 0 N without contact): the env stops
+    the arm at an episode's first step, a real safety stop. A tighter limit, never a looser one; model_construct
+    bypasses the validation that keeps the limit positive (as tests/test_franka.py does)."""
+    safety = SafetyLimits.model_construct(**{**cfg.safety.model_dump(), "max_contact_force": -1.0})
+    return cfg.model_copy(update={"safety": safety})
+
+
+@pytest.mark.timeout(240)
+def test_safety_stops_are_terminal_time_limits_truncated_and_the_budget_ends_the_run(
+    pretrained: Path, tmp_path: Path
+) -> None:
+    """Real agents (simulated arms) through a real server over ZMQ to the learner process and its replay log:
+
+    - an episode the safety envelope stopped ends in a terminal transition (no bootstrap, as in-process), one the
+      time limit ended in a truncated one;
+    - `finetune.env_steps` is the budget: once the log holds that many env steps the learner stops training,
+      publishes its last updates as the final version, checkpoints, and the robot is told the run is over (it would
+      otherwise go on: its own step budget here is far larger)."""
+    budget = 40
+    cfg = cfg_for(*OFF, "task.max_steps=6", f"finetune.env_steps={budget}")
+    out = tmp_path / "srv"
+    log: list[str] = []
+    stopped: list[AgentResult] = []
+    timed: list[AgentResult] = []
+    learner = OffPolicyServerLearner(cfg, pretrained, None, out, algo=THIS)
+    with served(learner, log) as server:
+        run_agent(_stopping(cfg), server.endpoint, stopped, episodes=2, speed=0, robot_id="stopper").join(120)
+        # paced (10 Hz): the learner trains while the budget fills, so there are updates to publish at its end
+        run_agent(cfg, server.endpoint, timed, speed=1.0, env_steps=100 * budget, robot_id="timer").join(150)
+        assert learner.finished and not learner.learning
+        updates = learner.last_stats["updates"]
+        time.sleep(1.0)  # the learner process idles: its state written at close still has these updates
+        stats = server.stats()
+    (stopper,), (timer,) = stopped, timed
+    assert stopper.stopped is None and stopper.env_steps == 2  # each episode stopped at its first step
+
+    ends: dict[str, list[tuple[bool, ...]]] = {}  # robot -> (terminated, truncated, succeeded) of each episode's end
+    for r in ReplayLog(out / "replay").records():
+        flags = [(bool(a), bool(b)) for a, b in zip(r.arrays["terminated"], r.arrays["truncated"], strict=True)]
+        assert not any(a or b for a, b in flags[:-1]), "only an episode's last transition ends it"
+        if r.closed:  # sparse reward: 1 on the step that succeeded
+            ends.setdefault(r.robot, []).append((*flags[-1], bool(r.arrays["reward"][-1] > 0)))
+    assert ends["stopper"] == [(True, False, False)] * 2
+    assert (False, True, False) in ends["timer"]
+    assert set(ends["timer"]) <= {(False, True, False), (True, False, True)}  # the time limit, or a success
+
+    assert timer.run_over is not None and timer.stopped is None
+    assert budget <= stopper.env_steps + timer.env_steps < 10 * budget  # it stopped on the server's word
+    assert stats["run_over"] and stats["env_steps"] >= budget
+    assert any("learning budget reached" in line for line in log), log
+    rows = read_metrics(out / "metrics.csv")
+    assert rows[-1]["step"] == learner.version and rows[-1]["updates"] == updates
+    assert ckpt.read_checkpoint(out / "last.pt")["extra"]["policy_version"] == learner.version
+    state = torch.load(out / "last.train.pt", weights_only=False)
+    assert state["updates"] == updates and state["version"] == learner.version  # nothing trained after the budget
+    assert (out / "run.yaml").is_file() and list(out.glob("events.out.tfevents.*"))  # a RunFolder, TensorBoard too
+
+
+@pytest.mark.timeout(120)
+def test_a_chunk_longer_than_its_executed_steps_is_learned_with_the_rest_of_the_sampled_chunk(tmp_path: Path) -> None:
+    """Horizon 4, 2 steps executed: the replay holds whole chunks (what the critics and a diffusion actor read): the
+    executed steps normalised, then the sampled chunk's unexecuted steps (the policy's plan, as in-process); a human
+    chunk repeats its last executed step."""
+    contract = run_contract(reach_cfg())
+    policy, pcfg = make_gaussian(contract, horizon=4, act_steps=2)
+    checkpoint = ckpt.save_checkpoint(tmp_path / "h4.pt", policy, contract=contract, run_cfg=pcfg, step=0)
+    trainer = OffPolicyTrainer(LearnerSpec(cfg_for(*OFF), checkpoint, None, tmp_path / "srv", False, THIS))
+
+    def forward(message: tuple) -> None:
+        (trainer.transition if message[0] == "transition" else trainer.episode_end)(*message[1:])
+
+    a = TransitionAssembler("arm1", horizon=4, act_steps=2, forward=forward)
+    obs = [{k: np.full((1, *s), i, np.float32) for k, s in policy.obs_shapes.items()} for i in range(3)]
+    sampled = torch.linspace(-0.9, 0.9, 28).reshape(4, 7)
+    executed = np.full((2, 7), 0.01)
+    for c in range(2):
+        a.served_chunk(0, c, obs[c], {"chunk": sampled})
+        a.transition(0, c, executed, np.zeros(2, np.float32), c == 1, 0, end="time_limit" if c else "none")
+    a.episode_end(0, False, "time_limit", obs[2])
+    trainer.close()
+    (record,) = ReplayLog(tmp_path / "srv" / "replay").records()
+    action = record.arrays["action"]  # (2, H, A)
+    normalised = policy.normalizer.normalize_action(torch.from_numpy(executed).float()).numpy()
+    np.testing.assert_allclose(action[0, :2], normalised, rtol=1e-6)
+    np.testing.assert_array_equal(action[0, 2:], sampled[2:].numpy())  # the policy's unexecuted plan
+    np.testing.assert_allclose(action[1], np.repeat(normalised[-1:], 4, axis=0), rtol=1e-6)  # the human's last step
+    assert record.arrays["steps"].tolist() == [2, 2] and record.arrays["executed"].shape == (2, 4, 7)

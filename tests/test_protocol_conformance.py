@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import zmq
 
+from inril_robot.bridge import protocol as p
 from inril_robot.bridge.learning import ServerLearner
 from inril_robot.config import load_config
 from inril_robot.core.contract import Contract
@@ -42,7 +43,7 @@ def frames_for(step: dict[str, Any], contract: dict[str, Any]) -> list[bytes]:
     """What a client written from the document sends: a msgpack header, then each blob's little-endian bytes."""
     if "raw_hex" in step:
         return [bytes.fromhex(h) for h in step["raw_hex"]]
-    header = {"v": 1, "t_capture": 0.0, "t_send": 0.0, **step["send"]}
+    header = {"v": p.WIRE_VERSION, "t_capture": 0.0, "t_send": 0.0, **step["send"]}
     body = header["body"]
     if body.get("contract") == "$CONTRACT":
         header["body"] = {**body, "contract": contract}
@@ -71,7 +72,7 @@ def check(step: dict[str, Any], got: Any) -> None:
     assert got is not None, f"no reply to {step.get('send', step.get('raw_hex'))}"
     header, body, frames = got
     assert header["type"] == expect["type"], (header["type"], body)
-    assert header["v"] == 1 and header["robot"] == "server"
+    assert header["v"] == expect.get("v", p.WIRE_VERSION) and header["robot"] == "server"
     for key, value in expect.get("body", {}).items():
         assert body[key] == value, (key, body[key], value)
     if "reason_contains" in expect:

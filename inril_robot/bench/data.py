@@ -227,6 +227,7 @@ def bench_replay(transitions: int = 600, episode_steps: int = 50, root: Path | N
         load_s = time.perf_counter() - t0
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    memory = bench_replay_buffer(arrays)
     image_bytes = sum(int(np.prod(s)) for k, (s, d) in spec.obs.items() if d == "uint8")
     other_bytes = sum(v.nbytes for k, v in arrays.items() if not k.startswith(("obs/", "next_obs/"))) / transitions
     state_bytes = 17 * 4
@@ -243,4 +244,42 @@ def bench_replay(transitions: int = 600, episode_steps: int = 50, root: Path | N
         "append_times_realtime_10hz": transitions / write_s / 10.0,
         "load_transitions_per_s": transitions / load_s,
         "resume_load_s_per_100k": load_s / transitions * per_100k,
+        **memory,
     }
+
+
+def bench_replay_buffer(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The learner's in-memory buffer (`learning.rl.replay.ReplayBuffer`, CPU) filled with the log's transitions as
+    the server's learner adds them (one at a time, obs and next_obs given): the bytes it holds per 100k transitions
+    (each history stored once), the same as obs/next_obs pairs, the resident memory it added (VmRSS), and its add
+    rate (a digest of every history: the price of storing it once)."""
+    from inril_robot.learning.rl.replay import ReplayBuffer, log_transitions
+
+    n = len(arrays["reward"])
+    buffer = ReplayBuffer(n)
+    rss0 = _rss_bytes()
+    t0 = time.perf_counter()
+    buffer.extend(log_transitions(arrays))
+    add_s = time.perf_counter() - t0
+    rss = _rss_bytes() - rss0
+    held = buffer.nbytes()
+    history = held["histories"] / held["stored_histories"]
+    per_100k = 100_000 / n / 1e9
+    return {
+        "buffer_gb_per_100k": (held["histories"] + held["per_transition"]) * per_100k,
+        "buffer_gb_per_100k_as_pairs": (2 * history * n + held["per_transition"]) * per_100k,
+        "buffer_rss_gb_per_100k": rss * per_100k,
+        "buffer_histories_per_transition": held["stored_histories"] / n,
+        "buffer_add_per_s": n / add_s,
+    }
+
+
+def _rss_bytes() -> int:
+    """This process's resident memory (Linux /proc; 0 elsewhere)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0

@@ -51,7 +51,7 @@ from inril_robot.data.store import DatasetWriter
 from inril_robot.hardware import EmergencyStop, RobotFault, StaleFrameError, Teleop
 from inril_robot.runtime.env import RobotEnv
 from inril_robot.runtime.faults import pause_and_recover
-from inril_robot.runtime.loop import ControlLoop, store_recorder
+from inril_robot.runtime.loop import ControlLoop, Step, store_recorder
 from inril_robot.runtime.obs_history import ObsHistory
 from inril_robot.runtime.resets import ResetPhase
 from inril_robot.runtime.shadow import ShadowRobot
@@ -117,9 +117,23 @@ class AgentResult:
     faults: list[str] = field(default_factory=list)
     faulted_episodes: int = 0  # dropped after an arm fault (recovered and homed)
     stopped: str | None = None
+    run_over: str | None = None  # the server's learner spent its budget: the run ended after that episode
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def end_reason(step: Step) -> p.EndReason:
+    """Why the episode ended with `step` ("none": it goes on). The operator's verdict first (it ends the episode on
+    a hold step), then a safety stop (the env stopped the arm; a step that also succeeded is a success), then the
+    env's success and time limit."""
+    if step.verdict is not None:
+        return "operator_success" if step.verdict else "operator_failure"
+    if step.terminated:
+        return "success"
+    if step.info.get("stopped"):
+        return "safety_stop"
+    return "time_limit" if step.truncated else "none"
 
 
 def config_hash(cfg: RunConfig) -> str:
@@ -172,6 +186,7 @@ class RobotAgent:
         self.scheduler, self.times = self.loop.scheduler, self.loop.times
         self.result = AgentResult(options.robot_id)
         self.policy_version = -1
+        self._last_end: p.EndReason = "none"  # how the last episode ended (a safety stop changes the next reset)
         self.writer: DatasetWriter | None = None
         self._last_status = 0.0
 
@@ -190,8 +205,10 @@ class RobotAgent:
                 )
             index = self.writer.next_index() if self.writer is not None else 0
             while (
-                self.opt.episodes is None or self.result.episodes < self.opt.episodes
-            ) and self.result.env_steps < budget:
+                (self.opt.episodes is None or self.result.episodes < self.opt.episodes)
+                and self.result.env_steps < budget
+                and self.result.run_over is None
+            ):
                 try:
                     row = self.run_episode(index)
                 except RobotFault as e:
@@ -228,7 +245,8 @@ class RobotAgent:
         )
         record = store_recorder(episode, self.shadow) if episode is not None else None
         chunk = steps = interventions = events = 0
-        success = terminated = truncated = False
+        success = False
+        end: p.EndReason = "none"
         ret = 0.0
         reason = ""
         versions: set[int] = set()
@@ -236,7 +254,7 @@ class RobotAgent:
         try:
             tick0 = time.perf_counter()
             self.loop.scheduler.restart()
-            while not (terminated or truncated):
+            while end == "none":
                 actions = self._request(history, index, chunk, steps)
                 versions.add(self.policy_version)
                 executed_chunk, rewards, intervened, chunk_events = [], [], False, 0
@@ -246,7 +264,7 @@ class RobotAgent:
                     except StaleFrameError as e:
                         fresh = self._recover_frames(str(e))
                         if fresh is None:
-                            truncated, reason = True, "camera frames stayed stale"
+                            end, reason = "stale_frames", "camera frames stayed stale"
                             break
                         history.push(fresh, replace_last=True)
                         self.loop.replace_obs(fresh)
@@ -260,7 +278,7 @@ class RobotAgent:
                     chunk_events += len(step.info["safety_events"])
                     steps += 1
                     ret += step.reward
-                    terminated, truncated = step.terminated, step.truncated
+                    end = end_reason(step)
                     success = success or bool(step.info["success"])
                     if step.info["stopped"]:
                         reason = step.info["stopped"]
@@ -275,8 +293,7 @@ class RobotAgent:
                             chunk=chunk,
                             policy_version=self.policy_version,
                             success=success,
-                            terminated=terminated,
-                            truncated=truncated,
+                            end=end,
                             intervention=intervened,
                             control=sent_control,
                             safety_events=chunk_events,
@@ -289,24 +306,24 @@ class RobotAgent:
                     chunk += 1
                 interventions += int(intervened)
                 events += chunk_events
-                if not (terminated or truncated) and steps >= self.cfg.task.max_steps:
-                    truncated = True
+                if end == "none" and steps >= self.cfg.task.max_steps:
+                    end = "time_limit"
             if not self.sim:
                 self.env.robot.hold()  # the episode is over: the arm stops now, before the reset phase
         except RobotFault:
             if episode is not None:
                 episode.discard()  # the faulted episode is never stored
             raise
-        end = p.EpisodeEnd(
+        self._last_end = end
+        end_msg = p.EpisodeEnd(
             episode=index,
             steps=steps,
             success=success,
-            terminated=terminated,
-            truncated=truncated,
+            end=end,
             interventions=interventions,
             reason=reason,
         )
-        self._send(end, history.stacked("obs/"))
+        self._send(end_msg, history.stacked("obs/"))
         if episode is not None:
             if episode.length:
                 episode.commit(
@@ -386,6 +403,12 @@ class RobotAgent:
                 if msg.type == "action" and msg.body.obs_seq == seq:
                     self.times.add("round_trip", now - sent_at)
                     self.policy_version = msg.body.policy_version
+                    if msg.body.run_over and self.result.run_over is None:
+                        self.result.run_over = (
+                            f"the server's learner spent its env-step budget (policy version {self.policy_version} "
+                            "is final): the run ends after this episode"
+                        )
+                        self.say(self.result.run_over)
                     if holding:
                         self.loop.scheduler.restart()
                     return np.asarray(msg.arrays["actions"])
@@ -497,7 +520,7 @@ class RobotAgent:
         simulation), home, start pose, confirm; heartbeats all along."""
         if not self.sim and self.prompt is None and self.teleop is None:
             raise EmergencyStop("a real robot needs an operator to reset the scene between episodes")
-        return self.resets.run(seed if self.sim else None, index)
+        return self.resets.run(seed if self.sim else None, index, after_stop=self._last_end == "safety_stop")
 
     def _status(self, episode: int, steps: int, holding: bool = False) -> None:
         now = time.monotonic()

@@ -122,5 +122,7 @@ class BridgeClient:
         self.last_heard = time.monotonic()
         try:
             return p.decode(frames)
-        except p.ProtocolError:
+        except p.ProtocolError as e:
+            if e.code == "schema":  # a server of another wire version: no message of it can be read
+                raise Refusal("schema", f"the server speaks another version of the protocol ({e.reason})") from None
             return None  # the server never sends these; drop rather than crash the robot loop

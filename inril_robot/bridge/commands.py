@@ -62,6 +62,7 @@ def serve_command(
             f"env steps {s['env_steps']} · inference p50 {s['infer_p50_ms']:.2f} / p99 {s['infer_p99_ms']:.2f} ms · "
             f"batch {s['mean_batch']:.1f} · rejected {s['rejected']}"
             + (" · updating" if s["parked"] else "")
+            + (" · budget reached: run over, serving the final weights" if s["run_over"] else "")
             + (
                 f" · {s['updates']} updates, {s['updates_per_s']:.1f}/s, update-to-data {s['utd']:.2f}"
                 if "updates_per_s" in s
@@ -231,6 +232,8 @@ def summary_table(payload: dict[str, Any]) -> Table:
     t.add_row("episode store", payload["episodes_store"])
     if payload.get("checkpoint"):
         t.add_row("checkpoint", payload["checkpoint"])
+    if payload.get("run_over"):
+        t.add_row("run over", escape(payload["run_over"]))
     if payload.get("stopped"):
         t.add_row("[red]stopped[/]", escape(payload["stopped"]))
     return t

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
+from inril_robot.bridge.protocol import EpisodeEndReason, is_terminal
 from inril_robot.learning.inril.learner import DemoSource
 from inril_robot.learning.rl.rollouts import EpisodeTrace
 from inril_robot.learning.rl.vec_env import History
@@ -56,7 +57,7 @@ class EpisodeAssembler:
         **flags: Any,
     ) -> EpisodeTrace | None:
         """Account one executed chunk; returns a finished segment when an intervention cut it. (`flags`: the
-        transition's terminated/truncated/policy_version, which the off-policy `TransitionAssembler` reads.)"""
+        transition's `end` and `policy_version`, which the off-policy `TransitionAssembler` reads.)"""
         served = self.served.pop((episode, chunk), None)
         self.last_served = served is not None
         if served is None:
@@ -86,13 +87,17 @@ class EpisodeAssembler:
         self.segment, self.served = None, {}
 
     def episode_end(
-        self, episode: int, success: bool, terminated: bool, final_obs: History | None
+        self, episode: int, success: bool, end: EpisodeEndReason, final_obs: History | None
     ) -> EpisodeTrace | None:
+        """The episode's segment, ended as the robot says: a success is terminated, a safety stop stopped (both
+        terminal, as in the in-process loop), anything else bootstrapped from `final_obs`."""
         segment, self.segment = self.segment, None
         self.served = {k: v for k, v in self.served.items() if k[0] != episode}
         if segment is None or episode != self.episode or not segment.obs:
             return None
-        segment.success, segment.terminated, segment.final_obs = success, terminated, final_obs
+        segment.success, segment.final_obs = success, final_obs
+        segment.terminated = is_terminal(end) and end != "safety_stop"
+        segment.stopped = end == "safety_stop"
         return segment
 
 

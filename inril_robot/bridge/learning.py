@@ -76,6 +76,7 @@ class PackedTrace(EpisodeTrace):
             steps=t.steps,
             success=t.success,
             terminated=t.terminated,
+            stopped=t.stopped,
             safety_events=t.safety_events,
             final_obs=t.final_obs,
             packed_obs={k: v.numpy() for k, v in t.stacked_obs().items()},
@@ -390,8 +391,13 @@ class ServerLearner:
 
     # -------------------------------------------------------------------------------------------- inference
     @property
+    def finished(self) -> bool:
+        """The learner spent its budget (`finetune.env_steps`): its final weights are published and checkpointed."""
+        return self.mode in ("sync", "async") and self.env_steps >= self.cfg.finetune.env_steps
+
+    @property
     def learning(self) -> bool:
-        return self.mode in ("sync", "async") and self.env_steps < self.cfg.finetune.env_steps and not self.failure
+        return self.mode in ("sync", "async") and not self.finished and not self.failure
 
     def infer(self, histories: list[History]) -> tuple[int, np.ndarray, list[dict[str, Tensor]]]:
         """One batched forward pass: (policy version, raw actions (B, act_steps, A), per-row records to keep)."""
@@ -443,7 +449,7 @@ class ServerLearner:
 
     def _handle(self, messages: list[Message]) -> None:
         for kind, payload in messages:
-            if kind in ("updated", "stopped"):
+            if kind in ("updated", "stopped", "finished"):  # finished: the off-policy learner's budget is spent
                 if kind == "updated":
                     with self.lock:
                         self.in_flight -= 1

@@ -25,6 +25,7 @@ import torch
 from inril_robot.bridge.episodes import InterventionDemos
 from inril_robot.bridge.learner_process import LearnerSpec, Message
 from inril_robot.bridge.learning import ServerLearner
+from inril_robot.bridge.protocol import EndReason, EpisodeEndReason, is_terminal
 from inril_robot.config import RunConfig
 from inril_robot.data.store import Dataset
 from inril_robot.learning.inril.finetune import FinetuneError
@@ -37,7 +38,7 @@ class OffPolicyAlgo(Protocol):
 
     `actor` is what the server samples from (`Actor.sample`: normalised chunks (B, H, A)); its `state_dict()` is
     what is published. `add` takes flat numpy transitions (`obs/<k>`, `next_obs/<k>` (n, n_obs_steps, ...), `action`
-    (n, act_steps, A) normalised, `reward`, `terminated`, `truncated`, `intervention`, `steps` (n,)); `update` is one
+    (n, horizon, A) normalised, `reward`, `terminated`, `truncated`, `intervention`, `steps` (n,)); `update` is one
     RL update (one actor optimiser step with its critic steps; IL steps interleaved as the algorithm's schedule
     says) and returns its metrics; `state_dict` holds everything `--resume` needs except the buffer (weights,
     optimisers, schedule, counters, generators): the buffer is rebuilt from the replay log."""
@@ -96,7 +97,7 @@ class TransitionAssembler:
     act_steps: int
     forward: Callable[[Message], None]
     interventions: InterventionDemos | None = None
-    served: dict[tuple[int, int], History] = field(default_factory=dict)
+    served: dict[tuple[int, int], tuple[History, np.ndarray | None]] = field(default_factory=dict)
     pending: _Pending | None = None
     steps: dict[int, int] = field(default_factory=dict)  # episode -> executed steps so far
     last_served: bool = True
@@ -104,7 +105,8 @@ class TransitionAssembler:
     def served_chunk(self, episode: int, chunk: int, history: History, kept: dict[str, Any]) -> None:
         if len(self.served) > 64:
             self.served.pop(next(iter(self.served)))
-        self.served[(episode, chunk)] = history
+        sampled = kept.get("chunk")  # the whole normalised chunk the serving actor sampled (H, A)
+        self.served[(episode, chunk)] = (history, None if sampled is None else np.asarray(sampled, np.float32))
         p = self.pending
         if p is not None and (p.episode, p.chunk + 1) == (episode, chunk):
             self._complete(history)
@@ -118,19 +120,22 @@ class TransitionAssembler:
         intervention: bool,
         safety_events: int,
         *,
-        terminated: bool = False,
-        truncated: bool = False,
+        end: EndReason = "none",
         policy_version: int = -1,
     ) -> None:
-        history = self.served.pop((episode, chunk), None)
-        self.last_served = history is not None
+        """One executed chunk; `end`: why the episode ended with it ("none": it goes on)."""
+        served = self.served.pop((episode, chunk), None)
+        self.last_served = served is not None
         self.pending = None  # a pending transition whose next chunk was never served: its next observation is lost
-        if history is None:
+        if served is None:
             return
+        history, sampled = served
         if intervention and self.interventions is not None and len(executed) >= self.horizon:
             self.interventions.add(history, executed[: self.horizon])
         k = len(executed)
-        padded = np.concatenate([executed, np.repeat(executed[-1:], self.act_steps - k, axis=0)]).astype(np.float32)
+        # a chunk of the policy's length (H): the executed steps, then the last one repeated (`steps` says how many
+        # ran); the learner replaces the repeats with the rest of the sampled chunk when the policy was in control
+        padded = np.concatenate([executed, np.repeat(executed[-1:], self.horizon - k, axis=0)]).astype(np.float32)
         step = self.steps.get(episode, 0)
         self.steps = {episode: step + k}
         self.pending = _Pending(
@@ -142,11 +147,12 @@ class TransitionAssembler:
                 "executed": padded,
                 "steps": k,
                 "reward": float(np.sum(rewards)),
-                "terminated": bool(terminated),
-                "truncated": bool(truncated),
+                "terminated": is_terminal(end),
+                "truncated": end != "none" and not is_terminal(end),
                 "intervention": bool(intervention),
                 "step": step,
                 "policy_version": int(policy_version),
+                "sampled": None if intervention else sampled,
             },
         )
 
@@ -158,9 +164,12 @@ class TransitionAssembler:
     def abandon(self) -> None:
         self.pending, self.served = None, {}
 
-    def episode_end(self, episode: int, success: bool, terminated: bool, final_obs: History | None) -> None:
+    def episode_end(self, episode: int, success: bool, end: EpisodeEndReason, final_obs: History | None) -> None:
         p = self.pending
         if p is not None and p.episode == episode:
+            t = p.transition
+            if not (t["terminated"] or t["truncated"]):  # the episode ended after its last chunk was reported
+                t["terminated"], t["truncated"] = is_terminal(end), not is_terminal(end)
             if final_obs is not None:
                 self._complete(final_obs)
             elif p.transition["terminated"]:  # no bootstrap: the next observation is never read

@@ -50,7 +50,7 @@ class ServingActor(Actor):
                 self.policy, self.critic, self.value, obs, o.idql_candidates, o.idql_expectile, True, generator
             )
             log_prob = torch.zeros(len(chunk), device=chunk.device)
-        return ActorSample(chunk, {}, log_prob.reshape(-1, 1))
+        return ActorSample(chunk, {"chunk": chunk}, log_prob.reshape(-1, 1))  # the chunk: its unexecuted tail
 
     def evaluate(self, obs: Obs, record: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError("the off-policy serving actor only samples; its learner lives in another process")
@@ -87,7 +87,7 @@ class ServerAlgo:
             source = self.interventions.wrap(
                 DemoWindows(demos, list(policy.obs_shapes), c.n_obs_steps, c.horizon).sample
             )
-            demo_rb = demo_replay(demos, policy) if o.demo_fraction > 0 else None
+            demo_rb = demo_replay(demos, policy, device=device) if o.demo_fraction > 0 else None
         try:
             self.learner = OffPolicyLearner(
                 self.algo, f, ReplayBuffer(o.capacity, device), demo_rb, source, device, seed=cfg.seed
@@ -101,19 +101,9 @@ class ServerAlgo:
         return [m for m in (self.algo.policy, getattr(self.algo, "critic", None)) if m is not None]
 
     def add(self, transitions: dict[str, np.ndarray]) -> None:
-        keys = [k[4:] for k in transitions if k.startswith("obs/")]
-        for i in range(len(transitions["reward"])):
-            self.learner.online.add(
-                {
-                    "obs": {k: transitions[f"obs/{k}"][i] for k in keys},
-                    "action": transitions["action"][i],
-                    "reward": transitions["reward"][i],
-                    "terminal": transitions["terminated"][i],
-                    "truncated": transitions["truncated"][i],
-                    "intervention": transitions["intervention"][i],
-                    "next_obs": {k: transitions[f"next_obs/{k}"][i] for k in keys},
-                }
-            )
+        from inril_robot.learning.rl.replay import log_transitions
+
+        self.learner.online.extend(log_transitions(transitions))
 
     def add_intervention(self, history: dict[str, np.ndarray], actions: np.ndarray) -> None:
         self.interventions.add(history, actions)

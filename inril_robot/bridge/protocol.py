@@ -25,7 +25,10 @@ import numpy as np
 
 from inril_robot.core.errors import InrilError
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2  # 2: `transition.end` / `episode_end.end` (why the episode ended) replace terminated/truncated;
+# `action.run_over`
+# older versions whose `refused` (header and body) this version still writes, so an old peer reads why it is refused
+REFUSABLE_VERSIONS = (1,)
 DTYPES = ("uint8", "int32", "int64", "float32", "float64", "bool")
 RobotId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 Text = Annotated[str, msgspec.Meta(max_length=4096)]
@@ -42,6 +45,20 @@ ErrorCode = Literal[
     "internal",
 ]
 RefusalCode = Literal["schema", "contract", "task", "identity"]
+# Why an episode ended, decided by the robot. Terminal (the return ends there, no bootstrap): the task's success, the
+# operator's success verdict, a safety stop (the arm was stopped: a failure the policy caused, as in simulation).
+# Cut short (bootstrapped from the final observation): the time limit, the operator's failure verdict (the operator
+# ends an attempt, the state is not absorbing), camera frames that stayed stale (not the policy's doing).
+EpisodeEndReason = Literal[
+    "success", "operator_success", "safety_stop", "time_limit", "operator_failure", "stale_frames"
+]
+EndReason = Literal["none", EpisodeEndReason]  # "none": the episode goes on after this chunk
+TERMINAL_ENDS: frozenset[str] = frozenset({"success", "operator_success", "safety_stop"})
+
+
+def is_terminal(end: str) -> bool:
+    """The episode ended in an absorbing state: its last transition is not bootstrapped."""
+    return end in TERMINAL_ENDS
 
 
 @dataclass(frozen=True)
@@ -59,10 +76,11 @@ DEFAULT_LIMITS = Limits()
 
 
 class ProtocolError(ValueError, InrilError):
-    """A message that does not follow the protocol. `code` is what the error reply carries."""
+    """A message that does not follow the protocol. `code` is what the error reply carries; `version`: the wire
+    version the message was written in, when it is another one than ours."""
 
-    def __init__(self, code: ErrorCode, reason: str, msg_type: str = "") -> None:
-        self.code, self.reason, self.msg_type = code, reason, msg_type
+    def __init__(self, code: ErrorCode, reason: str, msg_type: str = "", version: int | None = None) -> None:
+        self.code, self.reason, self.msg_type, self.version = code, reason, msg_type, version
         super().__init__(f"{code}: {reason}")
 
 
@@ -147,6 +165,7 @@ class Action(msgspec.Struct, forbid_unknown_fields=True):
     chunk: int
     policy_version: int
     infer_ms: float  # server-side time of the batched inference this chunk came from
+    run_over: bool = False  # the learner spent its env-step budget: the agent ends the run after this episode
 
 
 class Transition(msgspec.Struct, forbid_unknown_fields=True):
@@ -157,8 +176,7 @@ class Transition(msgspec.Struct, forbid_unknown_fields=True):
     chunk: Annotated[int, msgspec.Meta(ge=0)]
     policy_version: int
     success: bool
-    terminated: bool  # the task succeeded (no bootstrap)
-    truncated: bool  # time limit, safety stop or operator end
+    end: EndReason  # "none" mid-episode; else why the episode ended with this chunk (terminal or cut short)
     intervention: bool  # a human (teleop) was in control for this chunk: its actions are not the policy's
     control: Literal["policy", "human", "scripted", "none"]
     safety_events: Annotated[int, msgspec.Meta(ge=0)]
@@ -170,8 +188,7 @@ class EpisodeEnd(msgspec.Struct, forbid_unknown_fields=True):
     episode: Annotated[int, msgspec.Meta(ge=0)]
     steps: Annotated[int, msgspec.Meta(ge=0)]
     success: bool
-    terminated: bool
-    truncated: bool
+    end: EpisodeEndReason
     interventions: Annotated[int, msgspec.Meta(ge=0)]
     reason: Text = ""
 
@@ -233,9 +250,18 @@ class Message:
 
 # ----------------------------------------------------------------------------------------------------- encode
 def encode(
-    body: msgspec.Struct, *, robot: str, seq: int, t_capture: float = 0.0, arrays: dict[str, np.ndarray] | None = None
+    body: msgspec.Struct,
+    *,
+    robot: str,
+    seq: int,
+    t_capture: float = 0.0,
+    arrays: dict[str, np.ndarray] | None = None,
+    version: int = WIRE_VERSION,
 ) -> list[Any]:
-    """Frames of one message: the header bytes, then each array as a buffer (send with ``copy=False``)."""
+    """Frames of one message: the header bytes, then each array as a buffer (send with ``copy=False``). `version`:
+    another wire version only for a `refused` to a peer of a version in `REFUSABLE_VERSIONS`."""
+    if version != WIRE_VERSION and not (isinstance(body, Refused) and version in REFUSABLE_VERSIONS):
+        raise ValueError(f"this build writes wire version {WIRE_VERSION} (and refusals in {REFUSABLE_VERSIONS})")
     blobs: list[Blob] = []
     frames: list[Any] = []
     for name, value in (arrays or {}).items():
@@ -249,7 +275,7 @@ def encode(
         blobs.append(Blob(name, a.dtype.name, list(a.shape)))
         frames.append(memoryview(a).cast("B") if a.ndim else a.tobytes())
     header = Header(
-        v=WIRE_VERSION,
+        v=version,
         type=TYPE_OF[type(body)],
         robot=robot,
         seq=seq,
@@ -284,12 +310,10 @@ def decode(frames: list[Any], limits: Limits = DEFAULT_LIMITS) -> Message:
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         probe = _probe_version(views[0])  # another version's header may not fit ours: say so, not "malformed"
         if probe is not None and probe.v != WIRE_VERSION:
-            raise ProtocolError(
-                "schema", f"wire version {probe.v}, this server speaks {WIRE_VERSION}", probe.type
-            ) from None
+            raise ProtocolError("schema", _version_reason(probe.v), probe.type, probe.v) from None
         raise ProtocolError("malformed", f"header: {e}") from None
     if header.v != WIRE_VERSION:
-        raise ProtocolError("schema", f"wire version {header.v}, this server speaks {WIRE_VERSION}", header.type)
+        raise ProtocolError("schema", _version_reason(header.v), header.type, header.v)
     decoder = _BODY_DECODERS.get(header.type)
     if decoder is None:
         raise ProtocolError("unknown_type", f"message type {header.type!r}; known: {', '.join(BODIES)}")
@@ -311,6 +335,12 @@ def decode(frames: list[Any], limits: Limits = DEFAULT_LIMITS) -> Message:
     if len(arrays) != len(header.blobs):
         raise ProtocolError("malformed", "blob names repeat")
     return Message(header, body, arrays)
+
+
+def _version_reason(version: int) -> str:
+    return f"wire version {version}, this peer speaks {WIRE_VERSION}" + (
+        " (version 2 says why an episode ended: update the robot agent)" if version == 1 else ""
+    )
 
 
 class _VersionProbe(msgspec.Struct):

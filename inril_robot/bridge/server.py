@@ -151,6 +151,7 @@ class PolicyServer:
         self.allow: AllowList | None = AllowList(self.options.keys.authorized) if self.options.keys else None
         self.endpoint = ""
         self._reported_failure = False
+        self._reported_finish = False
         self._logged_rollbacks = 0
         self._update_due_since: float | None = None
         self._unsummarised: dict[str, int] = defaultdict(int)
@@ -272,7 +273,9 @@ class PolicyServer:
             msg = p.decode(payload, self.options.limits)
         except p.ProtocolError as e:
             if e.code == "schema" and e.msg_type == "hello":  # answered with `refused` only (quotes no seq)
-                self._send(envelope, p.Refused(code="schema", reason=e.reason))
+                # an older peer gets it in its own version, so it can read why (a newer one reads our version field)
+                version = e.version if e.version in p.REFUSABLE_VERSIONS else p.WIRE_VERSION
+                self._send(envelope, p.Refused(code="schema", reason=e.reason), version=version)
                 self.counts["refused"] += 1
                 self.rejected["schema"] += 1
                 self._unsummarised["schema"] += 1
@@ -295,7 +298,15 @@ class PolicyServer:
         elif session is None:
             self._reject(envelope, "not_welcomed", f"{kind} before a successful hello", msg.header.seq)
         elif kind == "heartbeat":
-            state = "updating" if self.parked else ("learning" if self.learner.learning else "serving")
+            state = (
+                "updating"
+                if self.parked
+                else "learning"
+                if self.learner.learning
+                else "run over"
+                if self.learner.finished
+                else "serving"
+            )
             self._send(envelope, p.Heartbeat(state=state, policy_version=self.learner.version), msg.header.seq)
         elif kind == "stats":
             session.agent_stats = dict(msg.body.values)
@@ -500,8 +511,7 @@ class PolicyServer:
             rewards,
             body.intervention,
             body.safety_events,
-            terminated=body.terminated,
-            truncated=body.truncated,
+            end=body.end,
             policy_version=body.policy_version,
         )
         self.counts["transitions"] += 1
@@ -519,7 +529,7 @@ class PolicyServer:
                 final = {k: np.array(v) for k, v in self._history(msg, "episode_end").items()}
             except p.ProtocolError as e:
                 self._reject(session.envelope, e.code, e.reason, msg.header.seq)
-        trace = session.assembler.episode_end(body.episode, body.success, body.terminated, final)
+        trace = session.assembler.episode_end(body.episode, body.success, body.end, final)
         session.mid_episode = False
         if body.episode == session.left_out_episode:
             session.left_out_episode, trace = None, None
@@ -553,6 +563,7 @@ class PolicyServer:
                         chunk=r.body.chunk,
                         policy_version=version,
                         infer_ms=infer_ms,
+                        run_over=self.learner.finished,
                     ),
                     r.seq,
                     {"actions": chunk},
@@ -604,6 +615,14 @@ class PolicyServer:
         if self.learner.failure and not self._reported_failure:
             self._reported_failure = True
             self.log(f"{self.learner.failure}; serving the last good weights (version {self.learner.version})")
+        if self.learner.finished and not self._reported_finish:
+            self._reported_finish = True
+            self.log(
+                f"learning budget reached: {self.learner.env_steps} of finetune.env_steps "
+                f"{self.learner.cfg.finetune.env_steps} env steps learned from, final policy version "
+                f"{self.learner.version}, checkpoint {self.learner.out / 'last.pt'}; robots are told the run is over "
+                "(serving the final weights until stopped)"
+            )
         if now - self._last_refresh > 1.0:
             self._last_refresh = now
             self._refresh_allow_list()
@@ -695,14 +714,19 @@ class PolicyServer:
 
     # --------------------------------------------------------------------------------------------- helpers
     def _send(
-        self, envelope: list[bytes], body: Any, ref_seq: int | None = None, arrays: dict[str, np.ndarray] | None = None
+        self,
+        envelope: list[bytes],
+        body: Any,
+        ref_seq: int | None = None,
+        arrays: dict[str, np.ndarray] | None = None,
+        version: int = p.WIRE_VERSION,
     ) -> None:
         """Send `body`; a reply body with a `ref_seq` field quotes `ref_seq`, the request's seq."""
         assert self.socket is not None
         if ref_seq is not None and "ref_seq" in body.__struct_fields__:
             body = msgspec.structs.replace(body, ref_seq=ref_seq)
         self.seq += 1
-        frames = p.encode(body, robot="server", seq=self.seq, arrays=arrays)
+        frames = p.encode(body, robot="server", seq=self.seq, arrays=arrays, version=version)
         with contextlib.suppress(zmq.Again, zmq.ZMQError):  # a vanished peer: ROUTER drops, we never block
             self.socket.send_multipart([*envelope, *frames], zmq.NOBLOCK, copy=False)
 
@@ -735,6 +759,7 @@ class PolicyServer:
             "env_steps": self.learner.env_steps,
             "episodes": self.learner.episodes,
             "learning": self.learner.learning,
+            "run_over": self.learner.finished,
             "learner": self.learner.mode,
             "robots": ",".join(sorted(s.robot for s in self.sessions.values())),
             "sessions": len(self.sessions),

@@ -178,6 +178,13 @@ def bench_data_cmd(
             f"({rp['append_times_realtime_10hz']:.0f}x one robot at 10 Hz); resume reads "
             f"{rp['load_transitions_per_s']:,.0f}/s ({rp['resume_load_s_per_100k']:.0f} s per 100k)",
         )
+        table.add_row(
+            "learner's buffer (2 x 128 px)",
+            f"per 100k transitions: {rp['buffer_gb_per_100k']:.1f} GB held "
+            f"({rp['buffer_histories_per_transition']:.2f} stored histories per transition; "
+            f"{rp['buffer_gb_per_100k_as_pairs']:.1f} GB as obs/next_obs pairs), resident memory added "
+            f"{rp['buffer_rss_gb_per_100k']:.1f} GB; {rp['buffer_add_per_s']:,.0f} adds/s",
+        )
     Console().print(table)
     finish_targets(targets, report_only)
 

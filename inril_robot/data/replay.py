@@ -15,12 +15,13 @@ array (key, dtype, shape, codec, compressed byte count) in payload order. Arrays
 
 - ``obs/<key>`` ``(n + 1, *shape)``: the observations; transition ``i`` goes from ``obs[i]`` to ``obs[i + 1]``, so
   a next observation is stored once, not twice (images are half the bytes they would be as obs/next_obs pairs);
-- ``action`` ``(n, *action_shape)`` float32: the executed action, normalised (what an off-policy learner trains on);
-  ``executed`` the same in raw contract units; for action chunks the executed steps come first, the rest repeat the
-  last executed step (``steps`` says how many were executed);
-- ``reward`` float32 (the chunk's executed rewards summed), ``terminated`` (task success: no bootstrap),
-  ``truncated`` (time limit, safety stop, operator end: bootstrap), ``intervention`` (a human was in control),
-  ``step`` int32 (the episode step the transition starts at), ``steps`` int16, ``policy_version`` int32.
+- ``action`` ``(n, *action_shape)`` float32: the chunk learned from, normalised (what an off-policy learner trains
+  on; the policy server writes whole chunks of the policy's horizon): its executed steps, then the rest of the chunk
+  the policy sampled (the steps it did not execute), or the last executed step repeated (an intervention);
+  ``executed`` in raw contract units: the executed steps, the last one repeated (``steps`` says how many ran);
+- ``reward`` float32 (the chunk's executed rewards summed), ``terminated`` (success or safety stop: no bootstrap),
+  ``truncated`` (time limit, operator's failure verdict, stale frames: bootstrap), ``intervention`` (a human was
+  in control), ``step`` int32 (the episode step the transition starts at), ``steps`` int16, ``policy_version`` int32.
 
 Images (uint8) are compressed with Blosc-zstd level 5 without shuffle, the other arrays with Blosc-zstd level 3 with
 byte shuffle: the codecs the episode store uses (docs/data.md).

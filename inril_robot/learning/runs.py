@@ -16,13 +16,19 @@ names its own metric columns.
 from __future__ import annotations
 
 import csv
+import logging
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, TypeAdapter
+
 from inril_robot.config import RunConfig, read_yaml, to_yaml
 from inril_robot.core.atomic import atomic_open, remove_stale_temporaries
 from inril_robot.core.errors import InrilError
+
+log = logging.getLogger(__name__)
 
 
 class RunFolderError(RuntimeError, InrilError):
@@ -41,6 +47,36 @@ def config_differences(stored: Any, current: Any, prefix: str) -> list[tuple[str
     return [] if stored == current else [(prefix, stored, current)]
 
 
+def fill_defaults(stored: Any, model: type[BaseModel], prefix: str = "") -> tuple[Any, list[str]]:
+    """`stored` (a JSON-mode config section) with every field of `model` it lacks set to that field's default: a
+    run.yaml written before the field existed ran with the default (fields are added with the default that keeps
+    the old behaviour). Returns the filled copy and the dotted names filled. Required fields stay missing."""
+    if not isinstance(stored, dict):
+        return stored, []
+    out, filled = dict(stored), []
+    for name, info in model.model_fields.items():
+        path = f"{prefix}{name}"
+        if name not in stored:
+            if not info.is_required():
+                default = info.get_default(call_default_factory=True)
+                out[name] = TypeAdapter(info.annotation).dump_python(default, mode="json")
+                filled.append(path)
+            continue
+        sub = _model_type(info.annotation)
+        if sub is not None:
+            out[name], more = fill_defaults(stored[name], sub, f"{path}.")
+            filled += more
+    return out, filled
+
+
+def _model_type(annotation: Any) -> type[BaseModel] | None:
+    """The one pydantic model a field holds (also `Model | None`), else None (unions of models are left alone)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    models = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+    return models[0] if len(models) == 1 else None
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     with atomic_open(path, "w") as f:
         f.write(text)
@@ -52,19 +88,27 @@ def check_run_folder(
     resume: bool,
     sections: tuple[str, ...] = ("policy",),
     error: type[Exception] = RunFolderError,
-) -> None:
-    """A new run needs an empty folder; a resumed one needs the same configuration in `sections`."""
+) -> list[str]:
+    """A new run needs an empty folder; a resumed one needs the same configuration in `sections`. Fields of those
+    sections that run.yaml lacks (added to the configuration since that run) take their defaults: a current value
+    equal to the default resumes (one line names them), another one is a difference. Returns the filled names."""
     if not resume:
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise error(f"{out} is not empty (an earlier run?): use --resume or a new --out")
-        return
+        return []
     remove_stale_temporaries(out)
     run_yaml = out / "run.yaml"
     if not run_yaml.is_file():
         if out.exists() and any(out.iterdir()):
             raise error(f"cannot resume {out}: it has no run.yaml (not a run folder)")
-        return  # nothing was started here: --resume starts the run
+        return []  # nothing was started here: --resume starts the run
     stored, current = read_yaml(run_yaml), cfg.model_dump(mode="json")
+    filled: list[str] = []
+    for key in sections:
+        model = _model_type(type(cfg).model_fields[key].annotation)
+        if model is not None and key in stored:
+            stored[key], more = fill_defaults(stored[key], model)
+            filled += [f"{key}.{name}" for name in more]
     diffs = [d for key in sections for d in config_differences(stored.get(key, {}), current[key], key)]
     if diffs:
         name, old, new = diffs[0]
@@ -73,6 +117,14 @@ def check_run_folder(
             f"cannot resume {out}: {name} was {old!r} in that run, this run asks {new!r}{more} "
             "(a resumed run keeps its configuration; use a new --out to train another)"
         )
+    if filled:
+        log.warning(
+            "resuming %s: its run.yaml predates %s; taking the default%s (the values this run has)",
+            out,
+            ", ".join(filled),
+            "s" if len(filled) > 1 else "",
+        )
+    return filled
 
 
 def read_metrics(path: Path, up_to_step: int | None = None) -> list[dict[str, Any]]:
@@ -123,7 +175,7 @@ class RunFolder:
     ) -> None:
         self.out, self.resume, self.fields, self.error = Path(out), resume, fields, error
         self.tensorboard = tensorboard
-        check_run_folder(self.out, cfg, resume, sections, error)
+        self.filled_defaults = check_run_folder(self.out, cfg, resume, sections, error)
         self.last, self.best_path, self.train_state = (
             self.out / "last.pt",
             self.out / "best.pt",

@@ -49,13 +49,17 @@ class ResetPhase:
     _home: np.ndarray | None = None
     _started: bool = False
 
-    def run(self, seed: int | None, index: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Stages 1-7 for episode `index`; returns the episode's first observation and info (as `env.reset`)."""
+    def run(
+        self, seed: int | None, index: int, after_stop: bool = False
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Stages 1-7 for episode `index`; returns the episode's first observation and info (as `env.reset`).
+        `after_stop`: the last episode ended in a safety stop (the arm refuses motion until homed)."""
         self.log = []
         env, loop = self.loop.env, self.loop
         moves = not isinstance(env.robot, ShadowRobot)  # in shadow mode the arm holds: nothing to move or wait for
-        if self._started and moves and env.stopped is not None:
-            self._recover(env.stopped)
+        stopped = env.stopped or ("a safety stop ended the last episode" if after_stop else None)
+        if self._started and moves and stopped is not None:
+            self._recover(stopped)
         elif self._started and moves:
             self._open()
             self._retreat()

@@ -99,17 +99,20 @@ def trace_transitions(trace: EpisodeTrace) -> Iterator[dict[str, Any]]:
         }
 
 
-def demo_replay(dataset: Dataset, policy: Policy, capacity: int | None = None) -> ReplayBuffer:
+def demo_replay(
+    dataset: Dataset, policy: Policy, capacity: int | None = None, device: torch.device | str = "cpu"
+) -> ReplayBuffer:
     """The demonstrations as transitions at the policy's chunk granularity, with their recorded rewards; actions
-    normalised by the policy's normaliser."""
+    normalised by the policy's normaliser. `device`: the learner's (its batches are concatenated with online ones)."""
     c = policy.cfg
     keys = list(policy.obs_shapes)
     episodes = dataset.episodes
-    replay = ReplayBuffer(capacity or max(sum(e.length for e in episodes), 1))
+    replay = ReplayBuffer(capacity or max(sum(e.length for e in episodes), 1), device)
     for e in episodes:
         obs = {k: e.load(f"obs/{k}") for k in keys}  # (T, *shape)
         with torch.no_grad():
-            actions = policy.normalizer.normalize_action(torch.from_numpy(e.load("action/executed")).float()).numpy()
+            executed = torch.from_numpy(e.load("action/executed")).float().to(next(policy.parameters()).device)
+            actions = policy.normalizer.normalize_action(executed).cpu().numpy()
         rewards = e.load("reward").astype(np.float64)  # (T,)
         stopped = bool(e.meta.get("stopped", False))
         replay.extend(
@@ -207,7 +210,7 @@ def finetune_offpolicy(
         check_dataset_fits(demos, contract)
         pc = policy.cfg
         demo_source = DemoWindows(demos, list(policy.obs_shapes), pc.n_obs_steps, pc.horizon).sample
-        demos_rb = demo_replay(demos, policy) if o.demo_fraction > 0 else None
+        demos_rb = demo_replay(demos, policy, device=device) if o.demo_fraction > 0 else None
     try:
         learner = OffPolicyLearner(
             algo, f, ReplayBuffer(o.capacity, device), demos_rb, demo_source, device, seed=cfg.seed

@@ -76,8 +76,12 @@ class SACAlgo:
         self.target_entropy = per_dim * c.act_steps * policy.action_dim
 
     def to(self, device: torch.device) -> SACAlgo:
+        """Critics and temperature on `device` (call before the first update: the temperature's optimiser is
+        rebuilt around the moved tensor)."""
         self.critic.to(device)
         self.target.to(device)
+        self.log_alpha = self.log_alpha.detach().to(device).requires_grad_(True)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=self.cfg.temperature_lr)
         return self
 
     def critic_step(self, batch: Batch, generator: torch.Generator) -> dict[str, float]:
@@ -278,7 +282,8 @@ class OffPolicyLearner:
             ),
         }
         self.critic_updates = 0
-        self.generator = torch.Generator().manual_seed(seed)  # batches, target subsets, actor noise
+        # batches, target subsets, actor noise; on the learner's device (SAC's noise is drawn there)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.demo_rng = np.random.default_rng(seed)  # IL demonstration batches
 
     @property

@@ -89,7 +89,8 @@ def executed(policy: Policy, chunk: Tensor) -> Tensor:
 
 def subset_min(q: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
     """min over k random members of the ensemble (RLPD / REDQ): (E, B) -> (B,)."""
-    members = torch.randperm(q.shape[0], generator=generator)[:k].to(q.device)  # (k,)
+    on = generator.device if generator is not None else q.device  # a generator draws on its own device
+    members = torch.randperm(q.shape[0], generator=generator, device=on)[:k].to(q.device)  # (k,)
     return q[members].min(dim=0).values  # (B,)
 
 
