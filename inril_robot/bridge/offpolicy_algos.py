@@ -73,7 +73,7 @@ class ServerAlgo:
     def __init__(
         self, cfg: RunConfig, policy: Policy, demos: Dataset | None, contract: Contract, device: torch.device
     ) -> None:
-        from inril_robot.learning.inril.offpolicy import demo_replay
+        from inril_robot.learning.inril.offpolicy import demo_replay, deployable
         from inril_robot.learning.inril.offpolicy_learner import OffPolicyLearner
         from inril_robot.learning.rl.replay import ReplayBuffer
 
@@ -95,6 +95,7 @@ class ServerAlgo:
         except ValueError as e:
             raise FinetuneError(str(e)) from e
         self.actor = ServingActor(cfg, policy, self.algo)
+        self.deployable = deployable(self.algo)
         self.learning_starts = max(o.learning_starts, 1)
 
     def modules(self) -> list[torch.nn.Module]:

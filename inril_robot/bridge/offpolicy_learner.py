@@ -227,7 +227,7 @@ class OffPolicyTrainer:
     def save(self) -> None:
         ckpt.save_checkpoint(
             self.out / "last.pt",
-            self.policy,
+            self.algo.deployable,
             contract=self.contract,
             run_cfg=self.cfg,
             step=self.env_steps,
