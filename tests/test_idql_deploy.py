@@ -145,3 +145,27 @@ def test_eval_cli_honours_acting_settings(idql_run: tuple[Path, Path, Dataset], 
     assert evaluate(bc, "policy.diffusion.eta=1", "task.max_steps=5")["mean_length"] <= 5
     bad = runner.invoke(app, ["eval", "--checkpoint", str(bc), "--episodes", "1", "--set", "policy.idql.rule=argmax"])
     assert bad.exit_code != 0 and "has no policy.idql.rule" in bad.output
+
+
+@pytest.mark.timeout(120)
+def test_policy_server_serves_the_idql_policy(idql_run: tuple[Path, Path, Dataset], tmp_path: Path) -> None:
+    """`serve --no-learn` of an IDQL last.pt answers with the checkpoint's deployed rule (critics included)."""
+    import numpy as np
+
+    from inril_robot.bridge.learning import ServerLearner
+    from inril_robot.learning.rl.rollouts import raw_actions
+
+    _, run, _ = idql_run
+    learner = ServerLearner(_idql_cfg(), run / "last.pt", None, tmp_path / "srv", mode="off")
+    try:
+        policy = ckpt.load_checkpoint(run / "last.pt").policy
+        assert isinstance(learner.policy, IDQLPolicy)
+        obs = _obs(policy, batch=1)
+        history = {k: v[0].numpy() for k, v in obs.items()}  # (To, *shape)
+        torch.manual_seed(5)
+        _, served_actions, _ = learner.infer([history])
+        torch.manual_seed(5)
+        expected = raw_actions(policy, policy.predict_normalized(obs, deterministic=True), policy.cfg.act_steps)
+        assert np.allclose(served_actions, expected, atol=1e-6)
+    finally:
+        learner.close()

@@ -43,11 +43,19 @@ class ServingActor(Actor):
         if self.algo_name == "sac":
             chunk, log_prob = self.tanh.sample(obs, generator)
         else:
-            from inril_robot.learning.rl import idql
+            from inril_robot.learning.policies.idql import choose
 
-            o = self.offpolicy
-            chunk = idql.select(
-                self.policy, self.critic, self.value, obs, o.idql_candidates, o.idql_expectile, True, generator
+            o = self.offpolicy  # exploring: eta-1 candidates drawn by expectile weight, as in-process
+            chunk = choose(
+                self.policy,
+                self.critic,
+                self.value,
+                obs,
+                o.idql_candidates,
+                o.idql_expectile,
+                1.0,
+                "expectile",
+                generator,
             )
             log_prob = torch.zeros(len(chunk), device=chunk.device)
         return ActorSample(chunk, {}, log_prob.reshape(-1, 1))

@@ -21,7 +21,7 @@ from inril_robot.config import load_config
 from inril_robot.core.seeds import HELDOUT_SEED_BASE
 from inril_robot.learning.inril.common import evaluate
 from inril_robot.learning.inril.offpolicy import VecEnv, ckpt, make_algo, value_range
-from inril_robot.learning.rl.idql import select
+from inril_robot.learning.policies.idql import choose
 
 
 def main() -> None:
@@ -42,8 +42,8 @@ def main() -> None:
         algo = make_algo(policy, f, value_range(cfg)).to(device)
         algo.load_state_dict(ckpt.safe_torch_load(train_pt)["learner"]["algo"])
         n, tau = f.offpolicy.idql_candidates, f.offpolicy.idql_expectile
-        modes["idql_det"] = lambda o, g: select(policy, algo.critic, algo.value, o, n, tau, False, g)
-        modes["idql_explore"] = lambda o, g: select(policy, algo.critic, algo.value, o, n, tau, True, g)
+        modes["idql_det"] = lambda o, g: choose(policy, algo.critic, algo.value, o, n, tau, 0.0, "argmax", g)
+        modes["idql_explore"] = lambda o, g: choose(policy, algo.critic, algo.value, o, n, tau, 1.0, "expectile", g)
     results = {
         "checkpoint": str(checkpoint),
         "train_pt": str(train_pt),

@@ -21,10 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from inril_robot.learning.policies.base import Obs
 from inril_robot.learning.policies.critics import QEnsemble, ValueNet, executed
 from inril_robot.learning.policies.diffusion import DiffusionPolicy
-from inril_robot.learning.policies.idql import choose
 from inril_robot.learning.rl.replay import Batch
 from inril_robot.learning.rl.sac import td_target
 
@@ -59,19 +57,3 @@ def q_loss(
 def actor_loss(policy: DiffusionPolicy, batch: Batch) -> Tensor:
     """The denoising loss on the replay's normalised chunks (the policy's loss takes raw units)."""
     return policy.loss(batch.obs, policy.normalizer.unnormalize_action(batch.action))
-
-
-def select(
-    policy: DiffusionPolicy,
-    critic: QEnsemble,
-    value: ValueNet,
-    obs: Obs,
-    candidates: int,
-    tau: float,
-    explore: bool,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """Exploring: eta-1 candidates drawn by expectile weight; otherwise the highest Q among eta-0 candidates."""
-    if explore:
-        return choose(policy, critic, value, obs, candidates, tau, 1.0, "expectile", generator)
-    return choose(policy, critic, value, obs, candidates, tau, 0.0, "argmax", generator)
