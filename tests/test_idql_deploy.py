@@ -30,7 +30,7 @@ from tests.test_pretrain import reach_cfg, record_demos
 
 @pytest.fixture(scope="module")
 def idql_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Dataset]:
-    """(diffusion BC checkpoint, IDQL run folder, demos): 3 demos, 20 BC steps, 160 env steps of IDQL."""
+    """(diffusion BC checkpoint, IDQL run folder, demos): 3 demos, 20 BC steps, 100 env steps of IDQL."""
     root = tmp_path_factory.mktemp("idql_deploy")
     demos = record_demos(root / "demos", "reach", 3)
     bc = pretrain(
@@ -46,7 +46,7 @@ def idql_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Data
 
 def _idql_cfg():
     overrides = [*FAST, "finetune.algo=idql", "finetune.inril.il_every=2", "finetune.offpolicy.demo_fraction=0.0"]
-    return load_config(robot="sim", task="reach", overrides=[*overrides, "finetune.env_steps=160"])
+    return load_config(robot="sim", task="reach", overrides=[*overrides, "finetune.env_steps=100"])
 
 
 def _obs(policy, batch: int = 3, seed: int = 0) -> dict[str, torch.Tensor]:
