@@ -10,9 +10,9 @@ from pathlib import Path
 import inril_robot.drivers.sim  # noqa: F401
 from inril_robot.bench.sample_efficiency import HELDOUT_EPISODES
 from inril_robot.config import load_config
-from inril_robot.learning.inril.offpolicy import evaluate_run
+from inril_robot.learning.inril.common import evaluate_checkpoint
 
 for run in map(Path, sys.argv[1:]):
     cfg = load_config(robot="sim", config_file=run / "run.yaml")
-    result = evaluate_run(cfg, run, HELDOUT_EPISODES, cache=run / "heldout.json")
+    result = evaluate_checkpoint(cfg, run / "last.pt", HELDOUT_EPISODES, cache=run / "heldout.json")
     print(run, "held-out success", result["success"]["rate"], "stops", result["stops"], flush=True)

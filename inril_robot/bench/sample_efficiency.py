@@ -35,8 +35,8 @@ import numpy as np
 from inril_robot.config import RunConfig, load_config
 from inril_robot.core.atomic import atomic_open
 from inril_robot.data.store import Dataset
-from inril_robot.learning.inril.finetune import evaluate_checkpoint, finetune
-from inril_robot.learning.inril.offpolicy import evaluate_run
+from inril_robot.learning.inril.common import evaluate_checkpoint
+from inril_robot.learning.inril.finetune import finetune
 from inril_robot.learning.runs import read_metrics
 from inril_robot.reporting.rates import mean_ci
 
@@ -284,10 +284,7 @@ def run_arm(
         finetune(cfg, checkpoint, demos, out, resume=(out / "run.yaml").exists(), on_progress=on_progress)
     rows = read_metrics(metrics)
     curve = [(int(r["env_steps"]), float(r["eval_success"])) for r in rows if r.get("eval_success") is not None]
-    if arm in OFF_POLICY_ARMS:
-        heldout = evaluate_run(cfg, out, heldout_episodes, cache=out / "heldout.json")
-    else:
-        heldout = evaluate_checkpoint(cfg, out / "last.pt", heldout_episodes, cache=out / "heldout.json")
+    heldout = evaluate_checkpoint(cfg, out / "last.pt", heldout_episodes, cache=out / "heldout.json")
     return outcome_from_curve(
         task, arm, seed, curve, budget, time.perf_counter() - started, heldout_pretrained, heldout["success"]["rate"]
     )

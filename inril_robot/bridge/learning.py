@@ -34,7 +34,8 @@ from inril_robot.bridge.learner_process import LearnerProcess, LearnerSpec, Mess
 from inril_robot.config import RunConfig
 from inril_robot.core.contract import Contract
 from inril_robot.data.store import Dataset
-from inril_robot.learning.inril.finetune import FinetuneError, build_actor, make_learner, summarize, to_buffer
+from inril_robot.learning.inril.common import summarize
+from inril_robot.learning.inril.finetune import FinetuneError, build_actor, make_learner, to_buffer
 from inril_robot.learning.inril.learner import UPDATE_METRICS
 from inril_robot.learning.policies import checkpoint as ckpt
 from inril_robot.learning.policies.base import Policy

@@ -29,6 +29,7 @@ from inril_robot.bridge.protocol import EndReason, EpisodeEndReason, is_terminal
 from inril_robot.config import RunConfig
 from inril_robot.data.store import Dataset
 from inril_robot.learning.inril.finetune import FinetuneError
+from inril_robot.learning.policies.base import Policy
 from inril_robot.learning.rl.actor import Actor
 from inril_robot.learning.rl.vec_env import History
 
@@ -44,6 +45,7 @@ class OffPolicyAlgo(Protocol):
     optimisers, schedule, counters, generators): the buffer is rebuilt from the replay log."""
 
     actor: Actor
+    deployable: Policy  # what last.pt holds (IDQL: the actor with the critics that choose among its candidates)
 
     def modules(self) -> list[torch.nn.Module]: ...
     def add(self, transitions: dict[str, np.ndarray]) -> None: ...

@@ -43,11 +43,19 @@ class ServingActor(Actor):
         if self.algo_name == "sac":
             chunk, log_prob = self.tanh.sample(obs, generator)
         else:
-            from inril_robot.learning.rl import idql
+            from inril_robot.learning.policies.idql import choose
 
-            o = self.offpolicy
-            chunk = idql.select(
-                self.policy, self.critic, self.value, obs, o.idql_candidates, o.idql_expectile, True, generator
+            o = self.offpolicy  # exploring: eta-1 candidates drawn by expectile weight, as in-process
+            chunk = choose(
+                self.policy,
+                self.critic,
+                self.value,
+                obs,
+                o.idql_candidates,
+                o.idql_expectile,
+                1.0,
+                "expectile",
+                generator,
             )
             log_prob = torch.zeros(len(chunk), device=chunk.device)
         return ActorSample(chunk, {"chunk": chunk}, log_prob.reshape(-1, 1))  # the chunk: its unexecuted tail
@@ -73,7 +81,7 @@ class ServerAlgo:
     def __init__(
         self, cfg: RunConfig, policy: Policy, demos: Dataset | None, contract: Contract, device: torch.device
     ) -> None:
-        from inril_robot.learning.inril.offpolicy import demo_replay
+        from inril_robot.learning.inril.offpolicy import demo_replay, deployable
         from inril_robot.learning.inril.offpolicy_learner import OffPolicyLearner
         from inril_robot.learning.rl.replay import ReplayBuffer
 
@@ -95,6 +103,7 @@ class ServerAlgo:
         except ValueError as e:
             raise FinetuneError(str(e)) from e
         self.actor = ServingActor(cfg, policy, self.algo)
+        self.deployable = deployable(self.algo)
         self.learning_starts = max(o.learning_starts, 1)
 
     def modules(self) -> list[torch.nn.Module]:

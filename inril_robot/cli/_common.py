@@ -131,6 +131,22 @@ def open_dataset(path: Path) -> Any:
     return Dataset(path)
 
 
+def acting_sets(sets: list[str] | None) -> tuple[dict[str, Any], list[str]]:
+    """Split `--set` at eval: `policy.*` ones change how the checkpoint's policy acts (`checkpoint.set_acting`, e.g.
+    policy.diffusion.eta=1), the rest override the run configuration (`eval_config`)."""
+    from inril_robot.config import parse_override
+
+    acting: dict[str, Any] = {}
+    rest: list[str] = []
+    for text in sets or []:
+        path, value = parse_override(text)
+        if path[0] == "policy" and len(path) > 1:
+            acting[".".join(path[1:])] = value
+        else:
+            rest.append(text)
+    return acting, rest
+
+
 def eval_config(
     robot: str,
     stored: dict[str, Any],

@@ -22,7 +22,8 @@ from typing import Any
 from inril_robot.config import RunConfig, load_config
 from inril_robot.core.atomic import atomic_open
 from inril_robot.data.store import Dataset
-from inril_robot.learning.inril.finetune import FinetuneResult, evaluate_checkpoint, finetune
+from inril_robot.learning.inril.common import evaluate_checkpoint
+from inril_robot.learning.inril.finetune import FinetuneResult, finetune
 from inril_robot.learning.pretrain import pretrain
 from inril_robot.runtime.collect import collect
 from inril_robot.runtime.env import RobotEnv

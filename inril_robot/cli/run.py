@@ -21,6 +21,7 @@ from inril_robot.cli._common import (
     SeedOpt,
     SetOpt,
     TaskOpt,
+    acting_sets,
     emit_json,
     err,
     eval_config,
@@ -276,7 +277,7 @@ def eval_cmd(
     On a real arm (--robot franka --execute): the reset phase before each episode, success from the operator's keys
     (keep / discard) or --detector, and a video per episode."""
     from inril_robot.core.contract import ContractMismatch
-    from inril_robot.learning.policies.checkpoint import load_checkpoint, read_checkpoint
+    from inril_robot.learning.policies.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, set_acting
     from inril_robot.learning.policies.runner import PolicyRunner
     from inril_robot.learning.pretrain import EVAL_SEED_BASE, pick_device
     from inril_robot.runtime.env import RobotEnv, build_contract
@@ -293,6 +294,7 @@ def eval_cmd(
             f"contract mismatch on task.name (checkpoint {checkpoint}): expected {stored_cfg['task']['name']!r}, "
             f"got {task!r}"
         )
+    acting, set_ = acting_sets(set_)
     cfg = eval_config(robot, stored_cfg, cameras, config, set_, seed)
     out = out or checkpoint.parent / "eval" / checkpoint.stem
     env_cfg = cfg
@@ -315,6 +317,10 @@ def eval_cmd(
         loaded = load_checkpoint(
             checkpoint, expect_contract=expect, use_ema=not raw_weights, map_location=device, payload=payload
         )
+        try:
+            set_acting(loaded.policy, acting)
+        except CheckpointError as e:
+            fail(str(e))
         runner = PolicyRunner(loaded.policy, expect, device)
         base_seed = EVAL_SEED_BASE if seed is None else seed
         try:

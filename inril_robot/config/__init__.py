@@ -348,6 +348,11 @@ class DiffusionConfig(StrictModel):
             "copy of the pre-trained one; None = one network for all",
         ),
     ] = None
+    # How the policy acts (eval, deployment, in-run evaluation: `predict(deterministic=True)`); exploring samples use
+    # eta 1. On lift a diffusion BC succeeded 26/100 with eta 0 and 89/100 with eta 1 (docs/inril.md).
+    eta: Annotated[
+        float, Field(ge=0.0, le=1.0, description="DDIM eta when acting: 0 = deterministic DDIM, 1 = DDPM's variance")
+    ] = 0.0
 
 
 class GaussianConfig(StrictModel):
@@ -366,6 +371,23 @@ class ResidualRLConfig(StrictModel):
     actor_lr: Annotated[float, Field(gt=0.0, le=1.0, description="initial lr of the head (ResiP: 3e-4)")] = 3e-4
 
 
+IDQLRule = Literal["argmax", "expectile"]
+
+
+class IDQLActConfig(StrictModel):
+    """How an IDQL checkpoint acts (eval, deployment, in-run evaluation): `candidates` chunks from its diffusion actor
+    sampled with DDIM `eta`, one chosen by its critics: `argmax` = the highest min-Q; `expectile` = drawn with
+    probability proportional to the expectile weight |expectile - 1(Q < V)| (IDQL's implicit policy). Exploring
+    always draws eta-1 candidates by expectile weight. The network sizes rebuild the critics the checkpoint holds."""
+
+    candidates: Annotated[int, Field(ge=1, le=256)] = 16
+    eta: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+    rule: IDQLRule = "expectile"
+    expectile: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.7
+    critic_hidden: tuple[int, ...] = (128, 128)
+    critic_ensemble: Annotated[int, Field(ge=1, le=64)] = 4
+
+
 class PolicyConfig(StrictModel):
     kind: Literal["gaussian", "diffusion"] = "gaussian"
     horizon: Annotated[int, Field(ge=1, le=64, description="action chunk length predicted")] = 1
@@ -377,11 +399,14 @@ class PolicyConfig(StrictModel):
     gaussian: GaussianConfig = GaussianConfig()
     diffusion: DiffusionConfig = DiffusionConfig()
     residual: ResidualRLConfig | None = None  # set: the policy is this residual head over the `kind` base
+    idql: IDQLActConfig | None = None  # set: IDQL's implicit policy (critics choosing among diffusion candidates)
 
     @model_validator(mode="after")
     def _chunk_fits(self) -> PolicyConfig:
         if self.act_steps > self.horizon:
             raise ValueError(f"act_steps={self.act_steps} must be <= horizon={self.horizon}")
+        if self.idql is not None and (self.kind != "diffusion" or self.residual is not None):
+            raise ValueError("policy.idql goes with policy.kind=diffusion and no policy.residual")
         return self
 
 
@@ -561,10 +586,13 @@ class OffPolicyConfig(StrictModel):
     # times out is never grounded at 0 (review D1); on lift the bootstrapped critic's mean Q rose from 0.06 to 0.4
     # while training success fell to 0 (docs/inril.md)
     time_limit_bootstrap: bool = True
-    # IDQL: N candidates from the diffusion actor, chosen by the critics (explore: by the expectile weights; eval:
-    # the highest Q); the value net is fitted by expectile regression on the replay's actions
+    # IDQL: N candidates from the diffusion actor, chosen by the critics (explore: eta-1 candidates drawn by their
+    # expectile weights; acting = eval and the deployed checkpoint: idql_act_eta candidates chosen by idql_act_rule,
+    # see IDQLActConfig); the value net is fitted by expectile regression on the replay's actions
     idql_candidates: Annotated[int, Field(ge=1, le=256)] = 16
     idql_expectile: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.7
+    idql_act_eta: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+    idql_act_rule: IDQLRule = "expectile"
 
     @model_validator(mode="after")
     def _subset_fits(self) -> OffPolicyConfig:

@@ -5,7 +5,7 @@ usage: python heldout_idql.py RUN_YAML CHECKPOINT [TRAIN_PT] EPISODES OUT_JSON
   TRAIN_PT: the run's last.train.pt (critics) -> also the implicit policy.
 Modes: diffusion_det = the diffusion policy alone, DDIM eta 0 (what `inril-robot eval` runs);
 diffusion_sto = the diffusion policy alone, eta 1 (how IDQL's candidates are drawn while exploring);
-idql_det = highest-Q of N eta-0 candidates (what evaluate_run / the bench / the in-run evaluation report);
+idql_det = highest-Q of N eta-0 candidates (what the bench / the in-run evaluation reported until idql_lift2);
 idql_explore = one of N eta-1 candidates drawn by expectile weight (the policy that collected the data).
 """
 
@@ -19,7 +19,9 @@ import torch
 import inril_robot.drivers.sim  # noqa: F401
 from inril_robot.config import load_config
 from inril_robot.core.seeds import HELDOUT_SEED_BASE
-from inril_robot.learning.inril.offpolicy import VecEnv, ckpt, evaluate_with, make_algo, value_range
+from inril_robot.learning.inril.common import evaluate
+from inril_robot.learning.inril.offpolicy import VecEnv, ckpt, make_algo, value_range
+from inril_robot.learning.policies.idql import choose
 
 
 def main() -> None:
@@ -39,8 +41,9 @@ def main() -> None:
     if train_pt is not None:
         algo = make_algo(policy, f, value_range(cfg)).to(device)
         algo.load_state_dict(ckpt.safe_torch_load(train_pt)["learner"]["algo"])
-        modes["idql_det"] = lambda o, g: algo.act(o, explore=False, generator=g)
-        modes["idql_explore"] = lambda o, g: algo.act(o, explore=True, generator=g)
+        n, tau = f.offpolicy.idql_candidates, f.offpolicy.idql_expectile
+        modes["idql_det"] = lambda o, g: choose(policy, algo.critic, algo.value, o, n, tau, 0.0, "argmax", g)
+        modes["idql_explore"] = lambda o, g: choose(policy, algo.critic, algo.value, o, n, tau, 1.0, "expectile", g)
     results = {
         "checkpoint": str(checkpoint),
         "train_pt": str(train_pt),
@@ -50,7 +53,7 @@ def main() -> None:
     with VecEnv(cfg, f.num_envs, list(policy.obs_shapes), policy.cfg.n_obs_steps, subprocess=f.subprocess_envs) as vec:
         for name, act in modes.items():
             t = time.perf_counter()
-            r = evaluate_with(vec, policy, act, episodes, device, HELDOUT_SEED_BASE)
+            r = evaluate(vec, policy, episodes, device, HELDOUT_SEED_BASE, act)
             r.pop("per_episode", None)
             r["wall_s"] = round(time.perf_counter() - t, 1)
             results[name] = r

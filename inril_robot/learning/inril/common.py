@@ -10,14 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from inril_robot.config import RunConfig
 from inril_robot.core.contract import Contract
 from inril_robot.core.errors import InrilError
+from inril_robot.core.seeds import EVAL_SEED_BASE, HELDOUT_SEED_BASE
 from inril_robot.learning.policies import checkpoint as ckpt
 from inril_robot.learning.policies.base import Policy
-from inril_robot.learning.rl.rollouts import EpisodeTrace
-from inril_robot.learning.runs import RunFolder
+from inril_robot.learning.pretrain import pick_device
+from inril_robot.learning.rl.rollouts import EpisodeTrace, run_episodes
+from inril_robot.learning.rl.vec_env import VecEnv
+from inril_robot.learning.runs import RunFolder, atomic_write_text
 from inril_robot.reporting.rates import wilson_interval
 
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -89,6 +93,57 @@ def summarize(traces: list[EpisodeTrace]) -> dict[str, Any]:
         "safety_events": int(sum(t.safety_events for t in traces)),
         "stops": int(sum(t.stopped for t in traces)),
     }
+
+
+ActFn = Callable[[dict[str, torch.Tensor], torch.Generator], torch.Tensor]
+
+
+def evaluate(
+    vec: VecEnv,
+    policy: Policy,
+    episodes: int,
+    device: torch.device,
+    seed: int = EVAL_SEED_BASE,
+    act: ActFn | None = None,
+) -> dict[str, Any]:
+    """The policy acting as deployed (`predict(deterministic=True)`, what `eval` and the server run) on seeds
+    seed .. seed + episodes - 1, one generator seeded with `seed` (the same sampling noise every time). `act(obs,
+    generator)` -> normalised chunks replaces the deployed rule (measurements of other ways to act)."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    policy.eval()
+
+    def choose(obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if act is not None:
+            return act(obs, generator), {}
+        return policy.predict_normalized(obs, deterministic=True, generator=generator), {}
+
+    return summarize(run_episodes(vec, [seed + i for i in range(episodes)], policy, choose, device))
+
+
+def evaluate_checkpoint(
+    cfg: RunConfig, checkpoint: Path, episodes: int, seed: int = HELDOUT_SEED_BASE, cache: Path | None = None
+) -> dict[str, Any]:
+    """Success of a saved checkpoint acting as deployed (`evaluate`: PPO, SAC, IDQL, diffusion at its
+    `policy.diffusion.eta`) on `episodes` held-out seeds (`summarize`'s dict); read back from `cache` (JSON) when it
+    already holds this evaluation."""
+    import hashlib
+    import json
+
+    key = {"sha256": hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest(), "episodes": episodes, "seed": seed}
+    if cache is not None and cache.is_file():
+        stored = json.loads(cache.read_text())
+        if stored.get("key") == key:
+            return stored["result"]
+    f = cfg.finetune
+    if f.num_threads > 0:
+        torch.set_num_threads(f.num_threads)
+    device = pick_device(f.device)
+    policy = ckpt.load_checkpoint(checkpoint, use_ema=True).policy.to(device)
+    with VecEnv(cfg, f.num_envs, list(policy.obs_shapes), policy.cfg.n_obs_steps, subprocess=f.subprocess_envs) as vec:
+        result = evaluate(vec, policy, episodes, device, seed=seed)
+    if cache is not None:
+        atomic_write_text(cache, json.dumps({"key": key, "result": result}))
+    return result
 
 
 def open_run(out: Path, cfg: RunConfig, resume: bool, fields: tuple[str, ...]) -> RunFolder:

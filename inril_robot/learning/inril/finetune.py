@@ -25,7 +25,7 @@ import torch
 
 from inril_robot.config import OFF_POLICY_ALGOS, FinetuneConfig, RunConfig
 from inril_robot.core.contract import Contract
-from inril_robot.core.seeds import EVAL_SEED_BASE, HELDOUT_SEED_BASE, train_seed
+from inril_robot.core.seeds import train_seed
 from inril_robot.data.store import Dataset
 from inril_robot.learning.inril.common import (
     RUN_METRICS,
@@ -35,12 +35,12 @@ from inril_robot.learning.inril.common import (
     RunLog,
     _eval_columns,
     _title,
+    evaluate,
     iteration_row,
     open_run,
     pretrained_row,
     read_train_state,
     save_finetuned,
-    summarize,
     value_range,
 )
 from inril_robot.learning.inril.learner import UPDATE_METRICS, DemoSource, InrilLearner
@@ -63,7 +63,6 @@ from inril_robot.learning.rl.ppo import Critic, GaussianActor
 from inril_robot.learning.rl.residual_ppo import ResidualActor
 from inril_robot.learning.rl.rollouts import EpisodeTrace, run_episodes
 from inril_robot.learning.rl.vec_env import VecEnv
-from inril_robot.learning.runs import atomic_write_text
 
 TRAIN_STATE_VERSION = 1
 METRIC_FIELDS = (
@@ -143,44 +142,6 @@ def make_learner(
     except ValueError as e:
         raise FinetuneError(str(e)) from e
     return actor, critic, learner
-
-
-def evaluate(
-    vec: VecEnv, policy: Policy, episodes: int, device: torch.device, seed: int = EVAL_SEED_BASE
-) -> dict[str, Any]:
-    """Deterministic actions on seeds seed .. seed + episodes - 1; the same initial diffusion noise every time."""
-    generator = torch.Generator(device=device).manual_seed(seed)
-    policy.eval()
-
-    def choose(obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        return policy.predict_normalized(obs, deterministic=True, generator=generator), {}
-
-    return summarize(run_episodes(vec, [seed + i for i in range(episodes)], policy, choose, device))
-
-
-def evaluate_checkpoint(
-    cfg: RunConfig, checkpoint: Path, episodes: int, seed: int = HELDOUT_SEED_BASE, cache: Path | None = None
-) -> dict[str, Any]:
-    """Deterministic success of a saved checkpoint on `episodes` held-out seeds (`summarize`'s dict); read back
-    from `cache` (JSON) when it already holds this evaluation."""
-    import hashlib
-    import json
-
-    key = {"sha256": hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest(), "episodes": episodes, "seed": seed}
-    if cache is not None and cache.is_file():
-        stored = json.loads(cache.read_text())
-        if stored.get("key") == key:
-            return stored["result"]
-    f = cfg.finetune
-    if f.num_threads > 0:
-        torch.set_num_threads(f.num_threads)
-    device = pick_device(f.device)
-    policy = ckpt.load_checkpoint(checkpoint, use_ema=True).policy.to(device)
-    with VecEnv(cfg, f.num_envs, list(policy.obs_shapes), policy.cfg.n_obs_steps, subprocess=f.subprocess_envs) as vec:
-        result = evaluate(vec, policy, episodes, device, seed=seed)
-    if cache is not None:
-        atomic_write_text(cache, json.dumps({"key": key, "result": result}))
-    return result
 
 
 def to_buffer(

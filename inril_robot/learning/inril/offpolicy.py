@@ -17,7 +17,7 @@ into every RL batch with the rewards the episodes recorded (RLPD).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from inril_robot.config import RunConfig
-from inril_robot.core.seeds import EVAL_SEED_BASE, HELDOUT_SEED_BASE, train_seed
+from inril_robot.core.seeds import train_seed
 from inril_robot.data.store import Dataset
 from inril_robot.learning.inril.common import (
     RUN_METRICS,
@@ -35,22 +35,21 @@ from inril_robot.learning.inril.common import (
     RunLog,
     _eval_columns,
     _title,
+    evaluate,
     iteration_row,
     open_run,
     pretrained_row,
     read_train_state,
     save_finetuned,
-    summarize,
     value_range,
 )
-from inril_robot.learning.inril.offpolicy_learner import OffPolicyLearner, make_algo
+from inril_robot.learning.inril.offpolicy_learner import Algo, IDQLAlgo, OffPolicyLearner, make_algo
 from inril_robot.learning.policies import checkpoint as ckpt
 from inril_robot.learning.policies.base import Obs, Policy
 from inril_robot.learning.pretrain import DemoWindows, check_dataset_fits, pick_device, run_contract
 from inril_robot.learning.rl.replay import ReplayBuffer, episode_transitions
 from inril_robot.learning.rl.rollouts import EpisodeTrace, run_episodes
 from inril_robot.learning.rl.vec_env import VecEnv
-from inril_robot.learning.runs import atomic_write_text
 
 TRAIN_STATE_VERSION = 1
 CONTROL_HZ_MINUTES = 10 * 60  # env steps per supervised robot minute at 10 Hz
@@ -122,57 +121,10 @@ def demo_replay(
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
-def evaluate_with(
-    vec: VecEnv,
-    policy: Policy,
-    act: Callable[[Obs, torch.Generator], torch.Tensor],
-    episodes: int,
-    device: torch.device,
-    seed: int = EVAL_SEED_BASE,
-) -> dict[str, Any]:
-    """`act(obs, generator)` -> normalised chunks on seeds seed .. seed + episodes - 1 (`finetune.summarize`'s dict)."""
-    generator = torch.Generator(device=device).manual_seed(seed)
-    policy.eval()
-    return summarize(
-        run_episodes(vec, [seed + i for i in range(episodes)], policy, lambda o: (act(o, generator), {}), device)
-    )
-
-
-def deterministic_act(algo: Any) -> Callable[[Obs, torch.Generator], torch.Tensor]:
-    """What is evaluated: SAC's checkpointed Gaussian policy as deployed (its clamped mean); IDQL's implicit policy
-    (the highest-Q candidate)."""
-    if type(algo).__name__ == "SACAlgo":
-        return lambda obs, g: algo.policy.predict_normalized(obs, deterministic=True, generator=g)
-    return lambda obs, g: algo.act(obs, explore=False, generator=g)
-
-
-def evaluate_run(
-    cfg: RunConfig, out: Path, episodes: int, seed: int = HELDOUT_SEED_BASE, cache: Path | None = None
-) -> dict[str, Any]:
-    """Held-out evaluation of a finished off-policy run as it was evaluated in the run: SAC's `last.pt` (exactly what
-    `eval` runs); IDQL's diffusion policy choosing among candidates with the critics of `last.train.pt`. Read back
-    from `cache` (JSON) when it holds this evaluation of these files."""
-    import hashlib
-    import json
-
-    digest = hashlib.sha256((out / "last.pt").read_bytes() + (out / "last.train.pt").read_bytes()).hexdigest()
-    key = {"sha256": digest, "episodes": episodes, "seed": seed, "algo": cfg.finetune.algo}
-    if cache is not None and cache.is_file():
-        stored = json.loads(cache.read_text())
-        if stored.get("key") == key:
-            return stored["result"]
-    f = cfg.finetune
-    if f.num_threads > 0:
-        torch.set_num_threads(f.num_threads)
-    device = pick_device(f.device)
-    policy = ckpt.load_checkpoint(out / "last.pt", use_ema=True).policy.to(device)
-    algo = make_algo(policy, f, value_range(cfg)).to(device)
-    algo.load_state_dict(ckpt.safe_torch_load(out / "last.train.pt")["learner"]["algo"])
-    with VecEnv(cfg, f.num_envs, list(policy.obs_shapes), policy.cfg.n_obs_steps, subprocess=f.subprocess_envs) as vec:
-        result = evaluate_with(vec, policy, deterministic_act(algo), episodes, device, seed)
-    if cache is not None:
-        atomic_write_text(cache, json.dumps({"key": key, "result": result}))
-    return result
+def deployable(algo: Algo) -> Policy:
+    """What `last.pt` holds and what the run evaluates (acting as deployed, `common.evaluate`): SAC's Gaussian policy;
+    IDQL's implicit policy (the diffusion actor with the critics that choose among its candidates)."""
+    return algo.deployable if isinstance(algo, IDQLAlgo) else algo.policy
 
 
 # ------------------------------------------------------------------------------------------------ the run
@@ -232,10 +184,10 @@ def finetune_offpolicy(
         last_eval = state["last_eval"] or None
     start_iteration = iteration
     log = RunLog.open(run, run_cfg, iteration, state)
-    evaluate_policy = deterministic_act(algo)
+    deployed = deployable(algo)
 
     def save(path: Path, evaluation: dict[str, Any] | None) -> None:
-        save_finetuned(path, policy, run_cfg, contract, loaded, checkpoint, env_steps, iteration, evaluation)
+        save_finetuned(path, deployed, run_cfg, contract, loaded, checkpoint, env_steps, iteration, evaluation)
 
     def save_train_state() -> None:
         ckpt.atomic_torch_save(
@@ -253,9 +205,7 @@ def finetune_offpolicy(
         )
 
     def run_eval() -> dict[str, Any]:
-        return log.evaluated(
-            evaluate_with(vec, policy, evaluate_policy, f.eval_episodes, device), iteration, env_steps, save
-        )
+        return log.evaluated(evaluate(vec, deployed, f.eval_episodes, device), iteration, env_steps, save)
 
     def collect() -> list[EpisodeTrace]:
         nonlocal episodes_done

@@ -30,13 +30,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from inril_robot.config import FinetuneConfig, OffPolicyConfig
+from inril_robot.config import FinetuneConfig, IDQLActConfig, OffPolicyConfig
 from inril_robot.learning.inril.learner import DemoSource, make_schedule
 from inril_robot.learning.inril.separation import separate
 from inril_robot.learning.policies.base import Obs, Policy
 from inril_robot.learning.policies.diffusion import DiffusionPolicy
 from inril_robot.learning.policies.encoders import ObsEncoder
 from inril_robot.learning.policies.gaussian import GaussianPolicy
+from inril_robot.learning.policies.idql import IDQLPolicy
 from inril_robot.learning.rl import idql, sac
 from inril_robot.learning.rl.replay import Batch, ReplayBuffer, sample_mixed
 
@@ -148,14 +149,36 @@ class SACAlgo:
 class IDQLAlgo:
     """IDQL: diffusion behaviour actor on the replay, expectile V, Q ensemble on V(s'), Q-selected candidates."""
 
-    def __init__(self, policy: DiffusionPolicy, cfg: FinetuneConfig, value_range: tuple[float, float] | None) -> None:
+    def __init__(
+        self,
+        policy: DiffusionPolicy,
+        cfg: FinetuneConfig,
+        value_range: tuple[float, float] | None,
+        deployable: IDQLPolicy | None = None,
+    ) -> None:
+        """`deployable`: an IDQL checkpoint's policy to continue from (its critics); else fresh critics."""
         o = self.cfg = cfg.offpolicy
         self.value_range = value_range
         self.policy: Policy = policy
         self.diffusion = policy
-        c = policy.cfg
-        self.critic, self.target = q_ensemble(policy, o)
-        self.value = idql.ValueNet(ObsEncoder(policy.normalizer, policy.obs_shapes, c), o.critic_hidden)
+        act = IDQLActConfig(
+            candidates=o.idql_candidates,
+            eta=o.idql_act_eta,
+            rule=o.idql_act_rule,
+            expectile=o.idql_expectile,
+            critic_hidden=o.critic_hidden,
+            critic_ensemble=o.critic_ensemble,
+        )
+        if deployable is None:
+            deployable = IDQLPolicy(policy, act)
+        else:  # its networks as they are; how it acts from this run's settings
+            kept = deployable.act_cfg
+            act = act.model_copy(update={"critic_hidden": kept.critic_hidden, "critic_ensemble": kept.critic_ensemble})
+            deployable.cfg = deployable.cfg.model_copy(update={"idql": act})
+        # what `last.pt` holds, what the run evaluates and what it explores with (`act`)
+        self.deployable = deployable
+        self.critic, self.value = deployable.critic, deployable.value
+        self.target = copy.deepcopy(self.critic).requires_grad_(False)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=o.critic_lr)
         self.value_opt = torch.optim.Adam(self.value.parameters(), lr=o.critic_lr)
 
@@ -191,10 +214,7 @@ class IDQLAlgo:
 
     @torch.no_grad()
     def act(self, obs: Obs, explore: bool, generator: torch.Generator | None) -> Tensor:
-        o = self.cfg
-        return idql.select(
-            self.diffusion, self.critic, self.value, obs, o.idql_candidates, o.idql_expectile, explore, generator
-        )
+        return self.deployable.predict_normalized(obs, deterministic=not explore, generator=generator)
 
     def after_step(self) -> None:
         pass
@@ -232,6 +252,8 @@ def make_algo(policy: Policy, cfg: FinetuneConfig, value_range: tuple[float, flo
             policy.log_std.clamp_(cfg.min_log_std, cfg.max_log_std)
         return SACAlgo(policy, cfg, value_range)
     if cfg.algo == "idql":
+        if isinstance(policy, IDQLPolicy):
+            return IDQLAlgo(policy.diffusion, cfg, value_range, deployable=policy)
         if not isinstance(policy, DiffusionPolicy):
             raise TypeError(
                 f"--algo idql fine-tunes a diffusion policy; the checkpoint holds a {policy.cfg.kind} policy "

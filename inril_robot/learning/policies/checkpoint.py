@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from pydantic import ValidationError
 
 from inril_robot.config import PolicyConfig, RunConfig
 from inril_robot.core.atomic import atomic_open
@@ -38,6 +39,8 @@ from inril_robot.learning.policies.base import Policy
 from inril_robot.learning.policies.normalizer import Normalizer, _safe
 
 FORMAT_VERSION = 1
+# How a loaded policy acts, changeable without touching its weights (`eval --set policy.diffusion.eta=1`)
+ACTING_SETTINGS = ("diffusion.eta", "idql.candidates", "idql.eta", "idql.rule")
 
 
 class CheckpointError(RuntimeError, InrilError):
@@ -268,3 +271,34 @@ def load_checkpoint(
         weights_sha256=digest,
         extra=dict(payload.get("extra", {})),
     )
+
+
+def set_acting(policy: Policy, settings: dict[str, Any]) -> None:
+    """Change how a loaded policy acts: `settings` maps `ACTING_SETTINGS` paths (without `policy.`) to values, applied
+    to the policy and the policies it wraps (an IDQL or residual policy's diffusion base) where they have the section.
+    Raises `CheckpointError` for another path, for a setting this policy does not have, or for an invalid value."""
+    from inril_robot.config import apply_override
+
+    for path in settings:
+        if path not in ACTING_SETTINGS:
+            raise CheckpointError(
+                f"policy.{path} is fixed by the checkpoint; only {', '.join('policy.' + a for a in ACTING_SETTINGS)} "
+                "change how it acts"
+            )
+    applied = set()
+    for module in policy.modules():
+        if not isinstance(module, Policy):
+            continue
+        data = module.cfg.model_dump(mode="json")
+        mine = {p: v for p, v in settings.items() if isinstance(data.get(p.split(".")[0]), dict)}
+        for path, value in mine.items():
+            apply_override(data, path.split("."), value)
+        try:
+            module.cfg = PolicyConfig.model_validate(data)
+        except ValidationError as e:
+            why = "; ".join(f"policy.{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+            raise CheckpointError(f"invalid acting setting: {why}") from e
+        applied.update(mine)
+    missing = sorted(set(settings) - applied)
+    if missing:
+        raise CheckpointError(f"this {policy.cfg.kind} policy has no {', '.join('policy.' + m for m in missing)}")

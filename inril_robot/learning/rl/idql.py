@@ -8,36 +8,23 @@ Three networks, all trained on the replay:
     pi(a|s)       the diffusion actor, trained by its denoising loss on the replay's chunks: the behaviour model
 
 Acting is IDQL's implicit policy: N candidate chunks from the diffusion actor, each scored by the critics; exploring
-samples one with probability proportional to its expectile weight |tau - 1(Q < V)| (IDQL's weights for the
-expectile loss), evaluation takes the highest Q. "One RL update" is one denoising step of the actor on a replay batch;
-IN-RIL's IL step is the same loss on a demonstration batch (its own optimiser). The deployable checkpoint is the
-diffusion policy alone; its Q-selected behaviour needs the critics, which `last.train.pt` keeps (docs/inril.md).
+samples eta-1 candidates and draws one with probability proportional to its expectile weight |tau - 1(Q < V)|
+(IDQL's weights for the expectile loss); acting (eval, deployment) follows `policy.idql` (`IDQLActConfig`: number of
+candidates, their eta, argmax or expectile draw). "One RL update" is one denoising step of the actor on a replay
+batch; IN-RIL's IL step is the same loss on a demonstration batch (its own optimiser). The deployable checkpoint is
+`IDQLPolicy`: the diffusion actor with the critics that choose among its candidates, so `eval`, the server and the
+bench act exactly as the run evaluated (docs/inril.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from inril_robot.learning.policies.base import Obs
+from inril_robot.learning.policies.critics import QEnsemble, ValueNet, executed
 from inril_robot.learning.policies.diffusion import DiffusionPolicy
-from inril_robot.learning.policies.encoders import ObsEncoder, mlp
 from inril_robot.learning.rl.replay import Batch
-from inril_robot.learning.rl.sac import QEnsemble, executed, td_target
-
-
-class ValueNet(nn.Module):
-    """V(s): own encoder -> MLP -> scalar; obs (B, To, ...) -> (B,)."""
-
-    def __init__(self, encoder: ObsEncoder, hidden: Sequence[int]) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.head = mlp(encoder.out_dim, hidden, 1, nn.ReLU)
-
-    def forward(self, obs: Obs) -> Tensor:
-        return self.head(self.encoder(obs)).squeeze(-1)  # (B, 1) -> (B,)
+from inril_robot.learning.rl.sac import td_target
 
 
 def expectile_loss(diff: Tensor, tau: float) -> Tensor:
@@ -70,29 +57,3 @@ def q_loss(
 def actor_loss(policy: DiffusionPolicy, batch: Batch) -> Tensor:
     """The denoising loss on the replay's normalised chunks (the policy's loss takes raw units)."""
     return policy.loss(batch.obs, policy.normalizer.unnormalize_action(batch.action))
-
-
-@torch.no_grad()
-def select(
-    policy: DiffusionPolicy,
-    critic: QEnsemble,
-    value: ValueNet,
-    obs: Obs,
-    candidates: int,
-    tau: float,
-    explore: bool,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """IDQL's implicit policy: (B, H, A) normalised chunks chosen among `candidates` diffusion samples per state."""
-    batch = next(iter(obs.values())).shape[0]
-    repeated = {k: v.repeat_interleave(candidates, dim=0) for k, v in obs.items()}  # (B*N, To, ...)
-    chunks = policy.predict_normalized(repeated, deterministic=not explore, generator=generator)  # (B*N, H, A)
-    q = critic(repeated, executed(policy, chunks)).min(dim=0).values.view(batch, candidates)  # (B, N)
-    if explore:
-        v = value(obs)[:, None]  # (B, 1)
-        weights = torch.where(q < v, 1.0 - tau, tau)  # (B, N) expectile weights
-        pick = torch.multinomial(weights, 1, generator=generator).squeeze(-1)  # (B,)
-    else:
-        pick = q.argmax(dim=-1)  # (B,)
-    chosen = chunks.view(batch, candidates, *chunks.shape[1:])  # (B, N, H, A)
-    return chosen[torch.arange(batch, device=chosen.device), pick]  # (B, H, A)
