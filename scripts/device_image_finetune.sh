@@ -13,12 +13,16 @@
 # Run from the repository root:   OUT=/some/dir bash scripts/device_image_finetune.sh
 # Knobs (env): DEMOS=100 BC_STEPS=1500 FT_SECONDS=150 HELDOUT=100 DET_EPISODES=80 JOBS=$(nproc) PX=64
 #   DEVICE=cuda (torch: cuda or cpu) FT_NUM_ENVS=7 (per fine-tuning; two run at once) IL_EVERY=0 (PPO, RL only)
-#   WORK=/tmp/h19dev (scratch; wiped) MUJOCO_GL=egl
+#   WORK=/tmp/h19dev (scratch; wiped) MUJOCO_GL=egl FT_MIN_STEPS=500 FT_SETS="" (more --set for both fine-tunings)
+# A smoke run on a laptop: OUT=/tmp/x DEMOS=4 BC_STEPS=20 FT_SECONDS=1 FT_MIN_STEPS=40 HELDOUT=4 DET_EPISODES=8 \
+#   JOBS=4 DEVICE=cpu FT_NUM_ENVS=1 FT_SETS="finetune.episodes_per_iteration=2 finetune.ppo.minibatch_size=16" bash ...
 set -uo pipefail
 : "${OUT:?set OUT to the folder for the results}"
 DEMOS=${DEMOS:-100} BC_STEPS=${BC_STEPS:-1500} FT_SECONDS=${FT_SECONDS:-150} HELDOUT=${HELDOUT:-100}
 DET_EPISODES=${DET_EPISODES:-80} JOBS=${JOBS:-$(nproc)} PX=${PX:-64} DEVICE=${DEVICE:-cuda}
-FT_NUM_ENVS=${FT_NUM_ENVS:-7} IL_EVERY=${IL_EVERY:-0} WORK=${WORK:-/tmp/h19dev}
+FT_NUM_ENVS=${FT_NUM_ENVS:-7} IL_EVERY=${IL_EVERY:-0} WORK=${WORK:-/tmp/h19dev} FT_MIN_STEPS=${FT_MIN_STEPS:-500}
+FT_EXTRA=()
+for s in ${FT_SETS:-}; do FT_EXTRA+=(--set "$s"); done
 export MUJOCO_GL=${MUJOCO_GL:-egl} PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
 HERE=$(dirname "$0")
@@ -84,14 +88,14 @@ stage bc_detector
 # 3. fine-tuning, simulator reward vs detector reward, same seed, in parallel
 RATE=$(python3 -c "import json; print(json.load(open('$WORK/rate.json'))['steps_per_s'])" 2>/dev/null || echo 20)
 # envs per run x probe rate x time box, halved for policy inference and PPO updates
-STEPS=$(python3 -c "print(max(500, int($FT_NUM_ENVS * $RATE * $FT_SECONDS * 0.5)))")
+STEPS=$(python3 -c "print(max($FT_MIN_STEPS, int($FT_NUM_ENVS * $RATE * $FT_SECONDS * 0.5)))")
 say "fine-tuning budget $STEPS env steps per run (probe $RATE steps/s, $FT_NUM_ENVS envs, $FT_SECONDS s box)"
 echo "{\"env_steps\": $STEPS, \"num_envs\": $FT_NUM_ENVS, \"il_every\": $IL_EVERY, \"bc_steps\": $BC_STEPS, \"demos\": $DEMOS, \"px\": $PX, \"device\": \"$DEVICE\"}" >"$WORK/settings.json"
 ft() {  # name, extra args
   local name=$1; shift
   $CLI finetune --checkpoint "$WORK/bc/last.pt" --out "$WORK/$name" --demos "$WORK/demos" --robot sim --algo ppo \
     --il-every "$IL_EVERY" --env-steps "$STEPS" --num-envs "$FT_NUM_ENVS" "${CAM[@]}" "${CELL[@]}" \
-    --set finetune.device="$DEVICE" --set finetune.eval_every=0 --set finetune.eval_episodes=8 --seed 0 "$@" --json \
+    --set finetune.device="$DEVICE" --set finetune.eval_every=0 --set finetune.eval_episodes=8 --seed 0 "${FT_EXTRA[@]}" "$@" --json \
     >"$WORK/$name/finetune.json" 2>"$WORK/$name.err" || say "fine-tuning $name failed: $(tail -2 "$WORK/$name.err")"
 }
 mkdir -p "$WORK/ft_sim" "$WORK/ft_detector"

@@ -341,6 +341,8 @@ class ImageEncoderConfig(StrictModel):
     channels: tuple[int, ...] = (32, 64, 64)
     feature_dim: Annotated[int, Field(ge=8, le=1024)] = 64
     random_shift: Annotated[int, Field(ge=0, le=16, description="random-shift augmentation padding [px]")] = 4
+    # per camera (its name, e.g. {wrist: 0}): the padding for that camera's images instead of random_shift
+    camera_shift: dict[str, Annotated[int, Field(ge=0, le=16)]] = Field(default_factory=dict)
     # issue 19: how each camera's feature maps become a vector (docs/image_policies.md has the measured comparison)
     pool: Literal["spatial_softmax", "avg"] = "spatial_softmax"
 
