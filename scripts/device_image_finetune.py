@@ -83,11 +83,19 @@ def _heldout(folder: Path) -> dict[str, Any] | None:
 
     per_seed: dict[int, bool] = {}
     for path in sorted(folder.glob("*/eval.json")):
-        for ep in json.loads(path.read_text())["per_episode"]:
+        for ep in (_read_json(path) or {}).get("per_episode", []):
             per_seed[int(ep["seed"])] = bool(ep["success"])
     if not per_seed:
         return None
     return {"per_seed": per_seed, **wilson_interval(sum(per_seed.values()), len(per_seed)).to_dict()}
+
+
+def _read_json(path: Path) -> Any:
+    """A stage's JSON output, or None where the stage did not finish (missing, empty or cut file)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 def summary(work: Path, out_dir: Path) -> dict[str, Any]:
@@ -100,9 +108,7 @@ def summary(work: Path, out_dir: Path) -> dict[str, Any]:
             name, seconds = line.split("\t")
             result["stages_s"][name] = float(seconds)
     for name in ("rate", "detector", "settings"):
-        path = work / f"{name}.json"
-        if path.is_file():
-            result[name] = json.loads(path.read_text())
+        result[name] = _read_json(work / f"{name}.json")
     for arm in sorted(p.name for p in (work / "eval").iterdir() if p.is_dir()) if (work / "eval").is_dir() else []:
         pooled = _heldout(work / "eval" / arm)
         if pooled is not None:
@@ -115,9 +121,8 @@ def summary(work: Path, out_dir: Path) -> dict[str, Any]:
             only_b = sum(arms[b]["per_seed"][s] and not arms[a]["per_seed"][s] for s in seeds)
             result["paired"][f"{a}_vs_{b}"] = {"seeds": len(seeds), f"only_{a}": only_a, f"only_{b}": only_b}
     for run in ("ft_sim", "ft_detector"):
-        path = work / run / "finetune.json"
-        if path.is_file():
-            result[run] = {k: v for k, v in json.loads(path.read_text()).items() if not isinstance(v, list | dict)}
+        payload = _read_json(work / f"{run}.json")
+        result[run] = {k: v for k, v in payload.items() if not isinstance(v, list | dict)} if payload else None
     lines = ["| arm | held-out success | Wilson 95% |", "|---|---|---|"]
     for arm, r in arms.items():
         w = wilson_interval(r["successes"], r["trials"])

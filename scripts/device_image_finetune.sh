@@ -11,15 +11,15 @@
 # Results: at most 6 files in $OUT (summary.json, summary.md, log.txt, detector.json, ft_sim.csv, ft_detector.csv).
 #
 # Run from the repository root:   OUT=/some/dir bash scripts/device_image_finetune.sh
-# Knobs (env): DEMOS=100 BC_STEPS=1500 FT_SECONDS=150 HELDOUT=100 DET_EPISODES=80 JOBS=$(nproc) PX=64
+# Knobs (env): TOTAL=450 (s: the fine-tuning time box shrinks so that the whole run ends near it) DEMOS=100 BC_STEPS=1500 FT_SECONDS=150 HELDOUT=100 DET_EPISODES=80 DET_STEPS=600 JOBS=$(nproc) PX=64
 #   DEVICE=cuda (torch: cuda or cpu) FT_NUM_ENVS=7 (per fine-tuning; two run at once) IL_EVERY=0 (PPO, RL only)
 #   WORK=/tmp/h19dev (scratch; wiped) MUJOCO_GL=egl FT_MIN_STEPS=500 FT_SETS="" (more --set for both fine-tunings)
-# A smoke run on a laptop: OUT=/tmp/x DEMOS=4 BC_STEPS=20 FT_SECONDS=1 FT_MIN_STEPS=40 HELDOUT=4 DET_EPISODES=8 \
+# A smoke run on a laptop: OUT=/tmp/x DEMOS=4 BC_STEPS=20 FT_SECONDS=1 FT_MIN_STEPS=40 HELDOUT=4 DET_EPISODES=8 DET_STEPS=20 \
 #   JOBS=4 DEVICE=cpu FT_NUM_ENVS=1 FT_SETS="finetune.episodes_per_iteration=2 finetune.ppo.minibatch_size=16" bash ...
 set -uo pipefail
 : "${OUT:?set OUT to the folder for the results}"
-DEMOS=${DEMOS:-100} BC_STEPS=${BC_STEPS:-1500} FT_SECONDS=${FT_SECONDS:-150} HELDOUT=${HELDOUT:-100}
-DET_EPISODES=${DET_EPISODES:-80} JOBS=${JOBS:-$(nproc)} PX=${PX:-64} DEVICE=${DEVICE:-cuda}
+DEMOS=${DEMOS:-100} BC_STEPS=${BC_STEPS:-1500} FT_SECONDS=${FT_SECONDS:-150} HELDOUT=${HELDOUT:-100} TOTAL=${TOTAL:-450}
+DET_EPISODES=${DET_EPISODES:-80} DET_STEPS=${DET_STEPS:-600} JOBS=${JOBS:-$(nproc)} PX=${PX:-64} DEVICE=${DEVICE:-cuda}
 FT_NUM_ENVS=${FT_NUM_ENVS:-7} IL_EVERY=${IL_EVERY:-0} WORK=${WORK:-/tmp/h19dev} FT_MIN_STEPS=${FT_MIN_STEPS:-500}
 FT_EXTRA=()
 for s in ${FT_SETS:-}; do FT_EXTRA+=(--set "$s"); done
@@ -68,7 +68,7 @@ python3 "$HERE/device_image_finetune.py" rate "$WORK/rate.json" --seconds 15 "${
 wait
 python3 "$HERE/device_image_finetune.py" merge "$WORK/demos" "${parts[@]}" >>"$LOG" 2>&1 || { say "demos failed"; tail -5 "$WORK/collect.err" | tee -a "$LOG"; exit 1; }
 python3 "$HERE/device_image_finetune.py" merge "$WORK/det_data" "${dparts[@]}" >>"$LOG" 2>&1 || say "detector data failed"
-cat "$WORK/rate.json" >>"$LOG" 2>/dev/null
+{ cat "$WORK/rate.json" && echo; } >>"$LOG" 2>/dev/null
 stage data
 
 # 2. BC with and without random shift (paired: same demos, steps and seed) + the detector
@@ -80,7 +80,7 @@ bc() {  # name, extra args
 }
 bc bc &
 bc bc_noshift --set policy.image.random_shift=0 &
-OMP_NUM_THREADS=4 $CLI detector train --dataset "$WORK/det_data" --out "$WORK/detector.pt" --json \
+OMP_NUM_THREADS=4 $CLI detector train --dataset "$WORK/det_data" --out "$WORK/detector.pt" --steps "$DET_STEPS" --json \
   >"$WORK/detector.json" 2>"$WORK/detector.err" || say "detector failed: $(tail -2 "$WORK/detector.err")"
 wait
 stage bc_detector
@@ -88,17 +88,20 @@ stage bc_detector
 # 3. fine-tuning, simulator reward vs detector reward, same seed, in parallel
 RATE=$(python3 -c "import json; print(json.load(open('$WORK/rate.json'))['steps_per_s'])" 2>/dev/null || echo 20)
 # envs per run x probe rate x time box, halved for policy inference and PPO updates
-STEPS=$(python3 -c "print(max($FT_MIN_STEPS, int($FT_NUM_ENVS * $RATE * $FT_SECONDS * 0.5)))")
-say "fine-tuning budget $STEPS env steps per run (probe $RATE steps/s, $FT_NUM_ENVS envs, $FT_SECONDS s box)"
+BOX=$((TOTAL - ($(date +%s) - T0) - 100))  # leave ~100 s for the held-out evaluations
+BOX=$((BOX < FT_SECONDS ? BOX : FT_SECONDS)); BOX=$((BOX > 10 ? BOX : 10))
+STEPS=$(python3 -c "print(max($FT_MIN_STEPS, int($FT_NUM_ENVS * $RATE * $BOX * 0.5)))")
+say "fine-tuning budget $STEPS env steps per run (probe $RATE steps/s, $FT_NUM_ENVS envs, $BOX s box)"
 echo "{\"env_steps\": $STEPS, \"num_envs\": $FT_NUM_ENVS, \"il_every\": $IL_EVERY, \"bc_steps\": $BC_STEPS, \"demos\": $DEMOS, \"px\": $PX, \"device\": \"$DEVICE\"}" >"$WORK/settings.json"
 ft() {  # name, extra args
   local name=$1; shift
-  $CLI finetune --checkpoint "$WORK/bc/last.pt" --out "$WORK/$name" --demos "$WORK/demos" --robot sim --algo ppo \
+  # cut (SIGINT) at twice the box: the last checkpoint (every 2 iterations) is what gets evaluated
+  timeout -s INT $((2 * BOX + 30)) $CLI finetune --checkpoint "$WORK/bc/last.pt" --out "$WORK/$name" --demos "$WORK/demos" --robot sim --algo ppo \
     --il-every "$IL_EVERY" --env-steps "$STEPS" --num-envs "$FT_NUM_ENVS" "${CAM[@]}" "${CELL[@]}" \
-    --set finetune.device="$DEVICE" --set finetune.eval_every=0 --set finetune.eval_episodes=8 --seed 0 "${FT_EXTRA[@]}" "$@" --json \
-    >"$WORK/$name/finetune.json" 2>"$WORK/$name.err" || say "fine-tuning $name failed: $(tail -2 "$WORK/$name.err")"
+    --set finetune.device="$DEVICE" --set finetune.eval_every=0 --set finetune.eval_episodes=8 \
+    --set finetune.checkpoint_every=2 --seed 0 "${FT_EXTRA[@]}" "$@" --json \
+    >"$WORK/$name.json" 2>"$WORK/$name.err" || say "fine-tuning $name failed: $(tail -2 "$WORK/$name.err")"
 }
-mkdir -p "$WORK/ft_sim" "$WORK/ft_detector"
 if [ -f "$WORK/bc/last.pt" ]; then
   ft ft_sim --set reward.source=operator &
   [ -f "$WORK/detector.pt" ] && ft ft_detector --set reward.source=detector --set reward.detector="$WORK/detector.pt" &
@@ -114,7 +117,7 @@ for arm in bc bc_noshift ft_sim ft_detector; do
   [ -f "$ck" ] || { say "no $ck: $arm not evaluated"; continue; }
   for ((i = 0; i < HELDOUT; i += per_chunk)); do
     n=$((HELDOUT - i < per_chunk ? HELDOUT - i : per_chunk))
-    $CLI eval --checkpoint "$ck" --out "$WORK/eval/$arm/$i" --seed $((HELDOUT_SEED + i)) --episodes "$n" \
+    timeout -s INT 240 $CLI eval --checkpoint "$ck" --out "$WORK/eval/$arm/$i" --seed $((HELDOUT_SEED + i)) --episodes "$n" \
       --set reward.source=operator --json >/dev/null 2>>"$WORK/eval_$arm.err" &
   done
 done
