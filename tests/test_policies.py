@@ -125,6 +125,15 @@ def test_random_shift_is_a_translation_and_only_applies_in_train_mode() -> None:
     torch.testing.assert_close(no_shift.train()(frames), eval_out)  # nothing else depends on the mode
 
 
+def test_random_shift_per_camera() -> None:
+    image = ImageEncoderConfig(channels=(8, 16), feature_dim=16, random_shift=4, camera_shift={"wrist": 0})
+    enc = ObsEncoder(make_normalizer(), CAMERA_SHAPES, PolicyConfig(image=image))
+    assert enc.image_encoders["front_rgb"].random_shift == 4 and enc.image_encoders["wrist_rgb"].random_shift == 0
+    with pytest.raises(ValueError, match=r"camera_shift names cameras \['side'\]"):
+        side = image.model_copy(update={"camera_shift": {"side": 2}})
+        ObsEncoder(make_normalizer(), CAMERA_SHAPES, PolicyConfig(image=side))
+
+
 # --------------------------------------------------------------------------------------------- training behaviour
 @pytest.mark.parametrize("name", list(KINDS))
 def test_loss_is_finite_and_overfits_a_tiny_batch(name: str) -> None:

@@ -39,7 +39,7 @@ def lifted_in_hand(cfg: RunConfig):
     return detect
 
 
-DETECTOR = ["cell.success=detector", f"cell.detector={__name__}:lifted_in_hand"]
+DETECTOR = ["reward.source=detector", f"reward.detector={__name__}:lifted_in_hand"]
 
 
 def sets(overrides: list[str]) -> list[str]:
@@ -48,15 +48,32 @@ def sets(overrides: list[str]) -> list[str]:
 
 def test_shorthand_and_refusals() -> None:
     cfg = load_config(robot="sim", task="lift", overrides=["cell=real-like"])
-    assert cfg.cell.mode == "real-like" and cfg.cell.success == "operator"
+    assert cfg.cell.mode == "real-like" and cfg.reward.source == "operator"  # a real cell's default
+    assert load_config(robot="sim", task="lift").reward.source == "sim"
     with pytest.raises(CellError, match=r"privileged simulator state \(cube_pos, cube_quat\).*task.observation=image"):
         RobotEnv(cfg)  # the lift preset observes state
     with pytest.raises(CellError, match=r"task\.reward=dense"):
         RobotEnv(
             load_config(robot="sim", task="lift", cameras="sim_front", overrides=[*REAL_LIKE, "task.reward=dense"])
         )
-    with pytest.raises(ConfigError, match=r"cell\.detector"):
-        load_config(robot="sim", task="lift", overrides=["cell.mode=real-like", "cell.success=detector"])
+    with pytest.raises(ConfigError, match=r"reward\.source=detector needs reward\.detector"):
+        load_config(robot="sim", task="lift", overrides=["cell.mode=real-like", "reward.source=detector"])
+    with pytest.raises(ConfigError, match=r"reward\.source=sim reads the simulator's success.*reward\.source=operator"):
+        load_config(robot="sim", task="lift", overrides=["cell.mode=real-like", "reward.source=sim"])
+
+
+def test_settings_that_moved_to_reward_are_refused_by_their_new_name_and_old_files_still_load() -> None:
+    for old, new in [("cell.success=detector", "reward.source"), ("cell.detector=m:f", "reward.detector")]:
+        with pytest.raises(ConfigError, match=rf"cell\.{old.split('.')[1].split('=')[0]} moved to {new}"):
+            load_config(robot="sim", task="lift", overrides=["cell.mode=real-like", old])
+    with pytest.raises(ConfigError, match=r"cell\.threshold moved to reward\.threshold"):
+        load_config(robot="sim", task="lift", overrides=["cell.threshold=0.7"])
+    # a run config written before the move (what old checkpoints and run.yaml hold): defaults, real-like
+    old = load_config(robot="sim", task="lift").model_dump(mode="json")
+    old["cell"] = {"mode": "real-like", "success": "operator", "detector": None, "threshold": None}
+    old["reward"] = {"source": "sim", "detector": None}
+    migrated = RunConfig.model_validate(old)
+    assert migrated.cell.mode == "real-like" and migrated.reward.source == "operator"
 
 
 @pytest.mark.timeout(120)
@@ -147,7 +164,7 @@ def test_collect_pretrain_finetune_bridge_eval_real_like(tmp_path: Path) -> None
 
 
 @pytest.mark.timeout(60)
-def test_a_detectors_own_threshold_decides_unless_the_cell_sets_one() -> None:
+def test_a_detectors_own_threshold_decides_unless_reward_threshold_is_set() -> None:
     from inril_robot.runtime.cell import SuccessSource
     from inril_robot.tasks import make_task
 
@@ -165,4 +182,31 @@ def test_a_detectors_own_threshold_decides_unless_the_cell_sets_one() -> None:
         return source({}, None, None)[0]  # type: ignore[arg-type]
 
     assert not success([])  # 0.8 < the detector's 0.9
-    assert success(["cell.threshold=0.7"])  # an explicit setting wins
+    assert success(["reward.threshold=0.7"])  # an explicit setting wins
+
+
+def never(cfg: RunConfig):
+    """A success detector that never fires (for the truth-vs-reward test)."""
+    return lambda obs: 0.0
+
+
+@pytest.mark.timeout(120)
+def test_fine_tuning_envs_take_reward_from_the_detector_and_report_the_simulators_verdict() -> None:
+    from inril_robot.learning.rl.vec_env import HistoryEnv
+
+    cfg = load_config(
+        robot="sim",
+        task="lift",
+        cameras="sim_front",
+        overrides=[*REAL_LIKE, "reward.source=detector", f"reward.detector={__name__}:never"],
+    )
+    env = HistoryEnv(cfg, sorted(CELL_KEYS), 1)
+    env.reset(seed=0)
+    results = []
+    for _ in range(cfg.task.max_steps):
+        results.append(env.step(env.env.expert_action()[None]))
+        if results[-1].terminated or results[-1].truncated:
+            break
+    env.close()
+    assert not any(r.terminated for r in results) and sum(r.reward for r in results) == 0.0  # the detector's
+    assert results[-1].truncated and any(r.success for r in results)  # the simulator saw the expert lift the cube

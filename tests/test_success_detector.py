@@ -1,6 +1,6 @@
 """The success detector (issue 19): labels from episodes and the operator, training with a threshold chosen for
-precision, measured precision/recall on held-out episodes, save/load, and the rewards it gives (operator override,
-an env whose reward and termination come from it).
+precision, measured precision/recall on held-out episodes, save/load, and the rewards it gives (a detector file
+named by `reward.detector` decides success and reward through `runtime.cell.SuccessSource`).
 
 Training data here is a tiny synthetic episode store (real `DatasetWriter` files): a bright square rises through a
 32x32 frame; successful episodes end with it at the top, failed ones stop halfway."""
@@ -16,9 +16,7 @@ from inril_robot.core.contract import Contract, ObsSpec
 from inril_robot.data.store import Dataset, DatasetWriter
 from inril_robot.learning.policies.success import (
     DetectorError,
-    DetectorRewardEnv,
     DetectorTraining,
-    RewardJudge,
     SuccessDetector,
     add_operator_labels,
     choose_threshold,
@@ -116,37 +114,18 @@ def test_detector_learns_success_and_reports_held_out_precision_recall(tmp_path:
         torch.save({"format": "something else"}, torch_file)
         SuccessDetector.load(torch_file)
 
-    # rewards: the detector decides, the operator's keys override it
-    judge = RewardJudge.from_detector(loaded)
-    assert judge(top)[:2] == (1.0, True) and judge(bottom)[:2] == (0.0, False)
-    assert judge(top, operator="failure") == (0.0, False, "operator")
-    assert judge(bottom, operator="success") == (1.0, True, "operator")
-    assert RewardJudge("sim")(bottom, sim_success=True) == (1.0, True, "sim")
+    # rewards: `reward.source=detector` with the file decides success and reward, at the detector's own threshold
+    from inril_robot.runtime.cell import CellError, SuccessSource, load_detector
+    from inril_robot.tasks import make_task
 
-    class Scene:  # a stand-in env: the square rises one step at a time; the simulator never says success
-        cfg = type("C", (), {"task": type("T", (), {"max_steps": 30})()})()
-
-        def __init__(self) -> None:
-            self.steps = 0
-
-        def reset(self, seed: int | None = None) -> tuple[dict, dict]:
-            self.steps = 0
-            return {"front_rgb": frame(0.0)}, {}
-
-        def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
-            self.steps += 1
-            return {"front_rgb": frame(min(1.0, self.steps / 10))}, 0.0, False, False, {"success": False}
-
-        def close(self) -> None:
-            pass
-
-    env = DetectorRewardEnv(Scene(), judge)
-    env.reset(seed=0)
-    for _ in range(30):
-        _, reward, terminated, truncated, info = env.step(np.zeros(7))
-        if terminated or truncated:
-            break
-    assert terminated and reward == 1.0 and info["detected"] and not info["success"] and 6 <= env.steps <= 10
+    cfg = load_config(robot="sim", task="lift", overrides=["reward.source=detector", f"reward.detector={path}"])
+    source = SuccessSource(cfg, make_task(cfg.task))
+    assert source.threshold == loaded.threshold
+    assert source(top, None, None) == (True, 1.0) and source(bottom, None, None) == (False, 0.0)  # type: ignore[arg-type]
+    assert source.last_probability == pytest.approx(loaded(bottom), abs=1e-6)
+    missing = load_config(robot="sim", task="lift", overrides=["reward.detector=no/such/detector.pt"])
+    with pytest.raises(CellError, match=r"reward\.detector 'no/such/detector\.pt' is neither a detector file"):
+        load_detector(missing)
 
 
 @pytest.mark.timeout(300)

@@ -155,15 +155,17 @@ def eval_config(
     sets: list[str] | None,
     seed: int | None,
 ) -> RunConfig:
-    """presets(robot, task) <- the checkpoint's task settings, cell and cameras (unless --cameras) <- --config <-
-    --set. The cell (issue 19): a policy trained on a real-like cell is evaluated on one, with its success source."""
+    """presets(robot, task) <- the checkpoint's task settings, cell, reward and cameras (unless --cameras) <-
+    --config <- --set. The cell (issue 19): a policy trained on a real-like cell is evaluated on one, with its success
+    source (`reward`)."""
     from inril_robot.config import apply_override, deep_merge, parse_override, preset_path, read_yaml, validate_config
 
     data = read_yaml(preset_path("robots", robot))
     data = deep_merge(data, read_yaml(preset_path("tasks", stored["task"]["name"])))
     data = deep_merge(data, {"task": stored["task"]})
-    if "cell" in stored:
-        data["cell"] = stored["cell"]
+    for section in ("cell", "reward"):
+        if section in stored:
+            data[section] = stored[section]
     if cameras is not None:
         data = deep_merge(data, read_yaml(preset_path("cameras", cameras)))
     else:

@@ -237,12 +237,40 @@ class MarkersConfig(StrictModel):
 
 
 class RewardConfig(StrictModel):
-    """Issue 19: where rewards come from. `sim`: the task's reward on the simulator's state; `detector`: a trained
-    success detector on the policy's camera images (inril_robot.learning.policies.success; the simulator's success
-    is still what evaluation reports); `operator`: only the operator's keys (a real robot)."""
+    """Issue 19: where success, and with it the reward, comes from — the one setting for simulation, the real-like
+    cell and a real robot.
 
-    source: Literal["sim", "detector", "operator"] = "sim"
-    detector: str | None = None  # the detector's file (`detector train`), for source: detector
+    ``sim``: the task's success check and reward (sparse or dense) on the simulator's state; a sim cell only.
+    ``operator``: the operator's verdict — the keep / discard keys on a robot; in simulation a scripted operator who
+    judges as a person watching would (the simulator's success check, sparse). ``detector``: a success detector on
+    the observation (what the policy sees), P(success) >= threshold, sparse. Unset: ``sim`` in a sim cell,
+    ``operator`` in a real-like one. Whatever decides, in simulation `info["sim_success"]` still carries the
+    simulator's verdict, so fine-tuning's evaluations measure the truth."""
+
+    source: Literal["sim", "operator", "detector"] | None = None
+    detector: str | None = Field(
+        None,
+        description="a trained detector's file (`detector train`), or 'package.module:factory' where "
+        "factory(RunConfig) returns a callable obs -> success probability",
+    )
+    # None: the detector's own `threshold` (a trained detector stores the one chosen for precision), else 0.5
+    threshold: Annotated[float | None, Field(gt=0.0, lt=1.0, description="detector probability counted as success")] = (
+        None
+    )
+
+    @model_validator(mode="after")
+    def _detector_named(self) -> RewardConfig:
+        if self.source == "detector" and not self.detector:
+            raise ValueError(
+                "reward.source=detector needs reward.detector: a detector file (`inril-robot detector train`) or "
+                "'package.module:factory'"
+            )
+        return self
+
+
+#: issue 19's settings that moved to `reward` (one place for where success and reward come from)
+_MOVED_CELL_KEYS = {"success": "reward.source", "detector": "reward.detector", "threshold": "reward.threshold"}
+_MOVED_CELL_DEFAULTS = {"success": "operator", "detector": None, "threshold": None}
 
 
 # -------------------------------------------------------------------------------------------- domain randomisation
@@ -278,33 +306,17 @@ class CellConfig(StrictModel):
 
     ``sim``: the simulator's object state may be observed (task.observation=state) and its success check is the
     reward. ``real-like``: only what a real cell has — cameras (+ marker poses), proprioception, and success from
-    the operator's verdict or a success detector on the observation; the task's privileged keys never reach the
-    policy, the dataset or the bridge. ``--set cell=real-like`` is short for ``--set cell.mode=real-like``.
+    the operator's verdict or a success detector on the observation (`reward.source`); the task's privileged keys
+    never reach the policy, the dataset or the bridge. ``--set cell=real-like`` is short for
+    ``--set cell.mode=real-like``.
     """
 
     mode: Literal["sim", "real-like"] = "sim"
-    success: Literal["operator", "detector"] = Field(
-        "operator",
-        description="real-like reward source: the (scripted, in sim) operator's verdict, or `detector` on the obs",
-    )
-    detector: str | None = Field(
-        None, description="'module:factory'; factory(RunConfig) returns a callable obs -> success probability"
-    )
-    # None: the detector's own `threshold` (a trained detector stores the one chosen for precision), else 0.5
-    threshold: Annotated[float | None, Field(gt=0.0, lt=1.0, description="detector probability counted as success")] = (
-        None
-    )
 
     @model_validator(mode="before")
     @classmethod
     def _mode_shorthand(cls, data: Any) -> Any:
         return {"mode": data} if isinstance(data, str) else data
-
-    @model_validator(mode="after")
-    def _detector_named(self) -> CellConfig:
-        if self.success == "detector" and self.detector is None:
-            raise ValueError("success=detector needs cell.detector='module:factory'")
-        return self
 
 
 # ----------------------------------------------------------------------------------------------------------- teleop
@@ -329,6 +341,8 @@ class ImageEncoderConfig(StrictModel):
     channels: tuple[int, ...] = (32, 64, 64)
     feature_dim: Annotated[int, Field(ge=8, le=1024)] = 64
     random_shift: Annotated[int, Field(ge=0, le=16, description="random-shift augmentation padding [px]")] = 4
+    # per camera (its name, e.g. {wrist: 0}): the padding for that camera's images instead of random_shift
+    camera_shift: dict[str, Annotated[int, Field(ge=0, le=16)]] = Field(default_factory=dict)
     # issue 19: how each camera's feature maps become a vector (docs/image_policies.md has the measured comparison)
     pool: Literal["spatial_softmax", "avg"] = "spatial_softmax"
 
@@ -674,6 +688,42 @@ class RunConfig(StrictModel):
     policy: PolicyConfig = PolicyConfig()
     train: TrainConfig = TrainConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reward_source(cls, data: Any) -> Any:
+        """Fill in reward.source from the cell; read a configuration written before `cell.success / detector /
+        threshold` moved to `reward` (its default values are dropped; any other is refused, naming the new key)."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        cell = data.get("cell")
+        reward = dict(data.get("reward") or {})
+        mode = cell if isinstance(cell, str) else (cell or {}).get("mode", "sim")
+        if isinstance(cell, dict) and set(cell) & set(_MOVED_CELL_KEYS):
+            moved = {k: cell[k] for k in _MOVED_CELL_KEYS if k in cell}
+            changed = [k for k, v in moved.items() if v != _MOVED_CELL_DEFAULTS[k]]
+            if changed:
+                raise ValueError(
+                    "; ".join(f"cell.{k} moved to {_MOVED_CELL_KEYS[k]}" for k in changed)
+                    + " (one place for where success and reward come from: docs/real_like.md)"
+                )
+            data["cell"] = {k: v for k, v in cell.items() if k not in _MOVED_CELL_KEYS}
+            if mode == "real-like" and reward.get("source") == "sim":  # then the cell's operator decided
+                reward["source"] = "operator"
+        if reward.get("source") is None:
+            reward["source"] = "operator" if mode == "real-like" else "sim"
+        data["reward"] = reward
+        return data
+
+    @model_validator(mode="after")
+    def _reward_fits_the_cell(self) -> RunConfig:
+        if self.cell.mode == "real-like" and self.reward.source == "sim":
+            raise ValueError(
+                "cell=real-like: reward.source=sim reads the simulator's success, which a real cell does not have; "
+                "use reward.source=operator (scripted in simulation, the keys on a robot) or reward.source=detector"
+            )
+        return self
 
     @model_validator(mode="after")
     def _steps_fit_the_arm(self) -> RunConfig:

@@ -4,10 +4,13 @@ desktop players all play; frames can carry a text overlay (episode, step, reward
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import av
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    import av  # imported when a video is written: rollouts and datasets without videos need no PyAV
 
 CODEC = "libx264"
 
@@ -32,6 +35,8 @@ class VideoWriter:
             raise ValueError(
                 f"frame {self.frames} is {rgb.shape[1]}x{rgb.shape[0]}, the video {self._size[1]}x{self._size[0]}"
             )
+        import av
+
         frame = av.VideoFrame.from_ndarray(_even(rgb), format="rgb24")
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
@@ -41,6 +46,8 @@ class VideoWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         h, w = size
         self._size = size
+        import av
+
         container = av.open(str(self.path), mode="w", options={"movflags": "+faststart"})
         stream = container.add_stream(CODEC, rate=round(self.fps))
         stream.width, stream.height = w + w % 2, h + h % 2  # yuv420p needs even sizes: pad by one pixel

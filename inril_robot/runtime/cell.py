@@ -7,10 +7,10 @@ for the person who demonstrates), but nothing it knows reaches the policy, the d
 
 - observations: the task's privileged keys (`Task.privileged_keys`: object state read from the simulator) are not in
   the contract and never observed; `task.observation=state` is refused unless a real pose source provides them;
-- reward and success: from the operator's verdict (in simulation a scripted operator who judges as a person watching
-  would, the same keep key the real cell has) or from a success detector, a callable on the observation (what the
-  policy sees: images and proprioception) returning a success probability; dense rewards need object state and are
-  refused.
+- reward and success (`reward.source`, the one setting for every cell): from the operator's verdict (in simulation a
+  scripted operator who judges as a person watching would, the same keep key the real cell has) or from a success
+  detector, a callable on the observation (what the policy sees: images and proprioception) returning a success
+  probability; the simulator's own check (`sim`) and dense rewards need object state and are refused.
 
 numpy only: this runs on the robot PC. A learned detector (torch) runs on the server, or is injected as a callable.
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -58,33 +59,44 @@ def check_cell(cfg: RunConfig, task: Task, object_state_source: bool = False) ->
         raise CellError("cell=real-like: task.reward=dense is shaped from object state; use task.reward=sparse")
 
 
+#: the factory that loads a trained detector's file (torch: the server side; named, not imported, from this layer)
+TRAINED_DETECTOR_FACTORY = "inril_robot.learning.policies.success:detector_for_config"
+
+
 def load_detector(cfg: RunConfig) -> SuccessDetector:
-    """`cell.detector` = 'package.module:factory'; factory(cfg) returns the detector callable."""
-    spec = cfg.cell.detector or ""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise CellError(f"cell.detector {spec!r} must be 'package.module:factory'")
+    """`reward.detector`: a trained detector's file (`detector train`), or 'package.module:factory' where
+    factory(cfg) returns the detector callable."""
+    spec = cfg.reward.detector or ""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or "/" in module_name or module_name.endswith(".pt"):  # a file
+        if not spec or not Path(spec).is_file():
+            raise CellError(
+                f"reward.detector {spec!r} is neither a detector file (`inril-robot detector train`) nor "
+                "'package.module:factory'"
+            )
+        module_name, _, attr = TRAINED_DETECTOR_FACTORY.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as e:
-        raise CellError(f"cell.detector {spec!r} cannot be loaded: {e}") from None
+        raise CellError(f"reward.detector {spec!r} cannot be loaded: {e}") from None
     return factory(cfg)
 
 
 class SuccessSource:
-    """Success and reward of one step, as the configured cell provides them."""
+    """Success and reward of one step, from `reward.source`: the simulator (`sim`: the task's reward), the operator
+    (`operator`: in simulation the scripted operator's verdict, sparse; on a robot the keys, in the agent) or a
+    success detector on the observation (`detector`, sparse)."""
 
     def __init__(self, cfg: RunConfig, task: Task, detector: SuccessDetector | None = None) -> None:
         self.cfg, self.task = cfg, task
-        self.real_like = real_like(cfg)
-        self.kind = "simulator" if not self.real_like else cfg.cell.success
+        self.kind = cfg.reward.source or ("operator" if real_like(cfg) else "sim")
         self.detector = detector
         if self.kind == "detector" and detector is None:
             self.detector = load_detector(cfg)
         self.last_probability: float | None = None
-        # an explicit cell.threshold wins; else the detector's own (chosen for precision when it was trained)
+        # an explicit reward.threshold wins; else the detector's own (chosen for precision when it was trained)
         own = getattr(self.detector, "threshold", None)
-        self.threshold = cfg.cell.threshold or (float(own) if own is not None else 0.5)
+        self.threshold = cfg.reward.threshold or (float(own) if own is not None else 0.5)
 
     def __call__(self, obs: dict[str, np.ndarray], state: RobotState, objects: Objects | None) -> tuple[bool, float]:
         """(success, reward). `objects` is the simulator's truth (None on a real robot): only the simulator and the
@@ -97,4 +109,4 @@ class SuccessSource:
         if objects is None:  # a real robot: the operator's keys decide, in the agent
             return False, 0.0
         success = bool(self.task.success(state, objects))
-        return success, float(success) if self.real_like else self.task.reward(state, objects)
+        return success, self.task.reward(state, objects) if self.kind == "sim" else float(success)

@@ -5,8 +5,9 @@
   3x3 stride-2 convolutions with GroupNorm and ReLU, a spatial soft-argmax (one expected (x, y) image position per
   channel, the keypoint pooling of Levine et al. 2016 and Diffusion Policy; or global average pooling, chosen by
   `policy.image.pool` and compared in docs/image_policies.md), then linear + LayerNorm to `feature_dim`.
-  Training-time augmentation is DrQ's random shift: pad `random_shift` pixels by replicating the border, crop back to
-  the original size at a random offset per image. It runs only in training mode (`module.train()`).
+  Training-time augmentation is DrQ's random shift: pad `random_shift` pixels (per camera: `camera_shift`) by
+  replicating the border, crop back to the original size at a random offset per image. It runs only in training
+  mode (`module.train()`), on whatever images the dataset holds (rendered or RealSense, after the camera pipeline).
 - Per time step the features of all keys (sorted by name) are concatenated; the To steps are then flattened.
 
 Also here: `mlp`, the one multilayer-perceptron builder every policy uses.
@@ -75,9 +76,10 @@ def random_shift(images: Tensor, pad: int) -> Tensor:
 class ImageEncoder(nn.Module):
     """uint8 (N, h, w, 3) RGB -> float features (N, feature_dim)."""
 
-    def __init__(self, cfg: ImageEncoderConfig, pool: Pool | None = None) -> None:
+    def __init__(self, cfg: ImageEncoderConfig, pool: Pool | None = None, camera: str | None = None) -> None:
+        """`camera`: its name, for `cfg.camera_shift` (a per-camera random-shift padding)."""
         super().__init__()
-        self.random_shift = cfg.random_shift
+        self.random_shift = cfg.camera_shift.get(camera, cfg.random_shift) if camera else cfg.random_shift
         layers: list[nn.Module] = []
         in_ch = 3
         for out_ch in cfg.channels:  # each layer halves the resolution: 96 px -> 48 -> 24 -> 12 with 3 layers
@@ -136,7 +138,12 @@ class ObsEncoder(nn.Module):
             shape = self.obs_shapes[key]
             if len(shape) != 3 or shape[2] != 3:
                 raise ValueError(f"image key {key!r} must have shape (h, w, 3), got {shape}")
-        self.image_encoders = nn.ModuleDict({k: ImageEncoder(cfg.image, pool) for k in self.image_keys})
+        self.image_encoders = nn.ModuleDict(
+            {k: ImageEncoder(cfg.image, pool, camera=k.removesuffix("_rgb")) for k in self.image_keys}
+        )
+        unknown = sorted(set(cfg.image.camera_shift) - {k.removesuffix("_rgb") for k in self.image_keys})
+        if unknown:
+            raise ValueError(f"policy.image.camera_shift names cameras {unknown} the policy does not see")
         step_dim = sum(math.prod(self.obs_shapes[k]) for k in self.lowdim_keys) + cfg.image.feature_dim * len(
             self.image_keys
         )

@@ -13,9 +13,10 @@ for precision, the operator able to override). Here:
   is the lowest whose precision on the validation episodes reaches `target_precision` (a false success ends an
   episode and rewards a failure, a missed one only costs time); precision and recall are then measured on the test
   episodes, per frame and per episode.
-- **rewards** (`RewardJudge`): reward source sim | detector | operator, the operator's keys overriding the
-  detector; `DetectorRewardEnv` puts the detector's verdict in place of the simulator's reward and termination (the
-  simulator's success stays in `info["success"]`, so evaluation still measures the truth).
+- **rewards**: `reward.source=detector` with `reward.detector=<file>` makes every env (`RobotEnv`, through
+  `runtime.cell.SuccessSource`) take success, reward and termination from the detector; `detector_for_config` is
+  the factory that loads the file (the simulator's verdict stays in `info["sim_success"]`, so fine-tuning's
+  evaluations still measure the truth). On a robot the operator's keys override it (`runtime.rollout`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,8 +41,6 @@ from inril_robot.learning.policies.encoders import ImageEncoder, mlp
 FORMAT = "inril-robot success detector"
 FORMAT_VERSION = 1
 LABELS_FILE = "labels.json"  # the operator's frame labels beside a dataset's episodes
-RewardSource = Literal["sim", "detector", "operator"]
-Operator = Literal["success", "failure"] | None
 
 
 class DetectorError(ValueError, InrilError):
@@ -332,79 +331,9 @@ def train_detector(
 
 
 # ------------------------------------------------------------------------------------------------------ rewards
-@dataclass
-class RewardJudge:
-    """One step's (reward, success, who decided) from the chosen source; the operator's keys always win.
-
-    `sim`: the simulator's success; `detector`: `probability(obs) >= threshold`; `operator`: only the keys."""
-
-    source: RewardSource
-    probability: Callable[[dict[str, np.ndarray]], float] | None = None
-    threshold: float = 0.5
-
-    def __post_init__(self) -> None:
-        if self.source == "detector" and self.probability is None:
-            raise DetectorError("reward source 'detector' needs a trained success detector")
-
-    @classmethod
-    def from_detector(cls, detector: SuccessDetector) -> RewardJudge:
-        return cls("detector", detector.probability, detector.threshold)
-
-    def __call__(
-        self, obs: dict[str, np.ndarray], sim_success: bool | None = None, operator: Operator = None
-    ) -> tuple[float, bool, str]:
-        if operator is not None:
-            return float(operator == "success"), operator == "success", "operator"
-        if self.source == "detector":
-            assert self.probability is not None
-            success = self.probability(obs) >= self.threshold
-            return float(success), success, "detector"
-        if self.source == "sim" and sim_success is not None:
-            return float(sim_success), bool(sim_success), "sim"
-        return 0.0, False, self.source
-
-
-class DetectorRewardEnv:
-    """A `RobotEnv` whose reward and termination come from a `RewardJudge` instead of the simulator.
-
-    `info["success"]` stays the simulator's verdict (evaluation measures the truth); `info["detected"]` is the
-    judge's. An episode ends when the judge says success or at the time limit."""
-
-    def __init__(self, env: Any, judge: RewardJudge) -> None:
-        self.env, self.judge = env, judge
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.env, name)
-
-    def reset(self, seed: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        return self.env.reset(seed=seed)
-
-    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
-        obs, _, _, truncated, info = self.env.step(action)
-        reward, detected, source = self.judge(obs, info["success"])
-        info = {**info, "detected": detected, "reward_source": source}
-        stopped = info.get("stopped") is not None
-        truncated = not detected and (stopped or self.env.steps >= self.env.cfg.task.max_steps)
-        return obs, reward, detected, truncated, info
-
-    def close(self) -> None:
-        self.env.close()
-
-
-def reward_env(env: Any, source: RewardSource = "sim", detector: Path | None = None) -> Any:
-    """`env` itself for sim rewards, else wrapped so its rewards come from the detector at `detector`."""
-    if source == "sim":
-        return env
-    if source == "operator":
-        raise DetectorError("operator rewards come from the keys on a robot; in simulation use sim or detector")
-    if detector is None:
-        raise DetectorError("reward source 'detector' needs the detector's file (train one with `detector train`)")
-    return DetectorRewardEnv(env, RewardJudge.from_detector(SuccessDetector.load(detector)))
-
-
 def detector_for_config(cfg: Any) -> SuccessDetector:
-    """The detector at `cfg.reward.detector`, as a callable obs -> P(success) with its `threshold` attribute: the
-    factory for a `module:factory` detector setting (e.g. the real-like cell's `cell.detector`)."""
+    """The detector at `cfg.reward.detector` (a file), as a callable obs -> P(success) with its `threshold`
+    attribute: the factory `runtime.cell.load_detector` uses for a detector file."""
     if not cfg.reward.detector:
         raise DetectorError("set reward.detector to a trained detector's file (inril-robot detector train)")
     return SuccessDetector.load(Path(cfg.reward.detector))

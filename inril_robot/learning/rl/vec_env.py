@@ -18,7 +18,6 @@ import os
 import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,11 +44,9 @@ class HistoryEnv:
     """One `RobotEnv` with the policy's observation history."""
 
     def __init__(self, cfg: RunConfig, obs_keys: list[str], n_obs_steps: int) -> None:
-        from inril_robot.learning.policies.success import reward_env
         from inril_robot.runtime.env import RobotEnv
 
-        detector = Path(cfg.reward.detector) if cfg.reward.detector else None
-        self.env = reward_env(RobotEnv(cfg), cfg.reward.source, detector)
+        self.env = RobotEnv(cfg)  # reward and termination from reward.source (the simulator, operator or detector)
         self.history = ObsHistory(obs_keys, n_obs_steps)
 
     def _push(self, obs: dict[str, np.ndarray]) -> History:
@@ -68,7 +65,9 @@ class HistoryEnv:
         for action in chunk:
             obs, r, terminated, truncated, info = self.env.step(action)
             reward, steps, events = reward + r, steps + 1, events + len(info["safety_events"])
-            success, stopped = bool(info["success"]), info["stopped"] is not None
+            # the simulator's verdict where it has one: evaluations measure the truth whatever gives the reward
+            truth = info.get("sim_success")
+            success, stopped = bool(info["success"] if truth is None else truth), info["stopped"] is not None
             history = self._push(obs)
             if terminated or truncated:
                 break
