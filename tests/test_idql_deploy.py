@@ -60,7 +60,7 @@ def _gen(seed: int = 7) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)  # the module fixture (demos, BC, a 100-step IDQL run) is built by whichever test runs first
 def test_idql_checkpoint_acts_as_the_run_did(idql_run: tuple[Path, Path, Dataset]) -> None:
     bc, run, _ = idql_run
     cfg = _idql_cfg()
@@ -97,7 +97,7 @@ def test_idql_checkpoint_acts_as_the_run_did(idql_run: tuple[Path, Path, Dataset
     assert runner.act(frame) == pytest.approx(expected, abs=1e-6)
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)  # the module fixture (demos, BC, a 100-step IDQL run) is built by whichever test runs first
 def test_heldout_evaluation_reproduces_the_in_run_evaluation(idql_run: tuple[Path, Path, Dataset]) -> None:
     _, run, _ = idql_run
     cfg = _idql_cfg()
@@ -108,7 +108,7 @@ def test_heldout_evaluation_reproduces_the_in_run_evaluation(idql_run: tuple[Pat
     assert float(last["eval_success"]) == pytest.approx(again["success"]["rate"])
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(600)  # the module fixture (demos, BC, a 100-step IDQL run) is built by whichever test runs first
 def test_diffusion_acting_eta_is_a_setting(idql_run: tuple[Path, Path, Dataset]) -> None:
     bc, run, _ = idql_run
     policy = ckpt.load_checkpoint(bc).policy
@@ -130,7 +130,7 @@ def test_diffusion_acting_eta_is_a_setting(idql_run: tuple[Path, Path, Dataset])
         ckpt.set_acting(policy, {"diffusion.eta": 3})
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)  # the module fixture (demos, BC, a 100-step IDQL run) is built by whichever test runs first
 def test_eval_cli_honours_acting_settings(idql_run: tuple[Path, Path, Dataset], tmp_path: Path) -> None:
     bc, run, _ = idql_run
     runner = CliRunner()
@@ -147,7 +147,7 @@ def test_eval_cli_honours_acting_settings(idql_run: tuple[Path, Path, Dataset], 
     assert bad.exit_code != 0 and "has no policy.idql.rule" in bad.output
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(600)  # the module fixture (demos, BC, a 100-step IDQL run) is built by whichever test runs first
 def test_policy_server_serves_the_idql_policy(idql_run: tuple[Path, Path, Dataset], tmp_path: Path) -> None:
     """`serve --no-learn` of an IDQL last.pt answers with the checkpoint's deployed rule (critics included)."""
     import numpy as np
