@@ -114,7 +114,7 @@ def summary(work: Path, out_dir: Path) -> dict[str, Any]:
         if pooled is not None:
             result["heldout"][arm] = pooled
     arms = result["heldout"]
-    for a, b in (("ft_sim", "ft_detector"), ("bc", "ft_sim"), ("bc", "ft_detector"), ("bc_noshift", "bc")):
+    for a, b in (("ft_sim", "ft_detector"), ("bc", "ft_sim"), ("bc", "ft_detector"), ("bc_shift4", "bc")):
         if a in arms and b in arms:
             seeds = sorted(set(arms[a]["per_seed"]) & set(arms[b]["per_seed"]))
             only_a = sum(arms[a]["per_seed"][s] and not arms[b]["per_seed"][s] for s in seeds)

@@ -2,11 +2,11 @@
 # Issue 19's image measurement on lift in the real-like cell (front + wrist cameras at 64 px + proprioception, no
 # privileged state), end to end, sized for a 16-core machine with an NVIDIA GPU in under 8 minutes:
 #   1. 100 scripted demos (parallel collects, seeds 0..99) + labelled detector episodes (parallel) + env steps/s probe
-#   2. image BC (Gaussian, 1,500 steps, batch 64) with random shift 4 (default) and without (0), on the GPU
+#   2. image BC (Gaussian, 1,500 steps, batch 64) without random shift (the default, 0) and with DrQ's 4 px, on the GPU
 #      + the success detector trained on the detector episodes
 #   3. PPO fine-tuning of the BC policy twice from the same seed: reward from the simulator's success (the scripted
 #      operator) vs reward from the success detector; the env-step budget is sized from the measured steps/s
-#   4. held-out evaluations, 100 seeds each (EVAL_SEED_BASE + i, never a demo's), of bc, bc_noshift, ft_sim,
+#   4. held-out evaluations, 100 seeds each (EVAL_SEED_BASE + i, never a demo's), of bc, bc_shift4, ft_sim,
 #      ft_detector, always judged by the simulator's success; then summary.json / summary.md
 # Results: at most 6 files in $OUT (summary.json, summary.md, log.txt, detector.json, ft_sim.csv, ft_detector.csv).
 #
@@ -79,7 +79,7 @@ bc() {  # name, extra args
     --set train.num_threads=2 "$@" --json >"$WORK/$name.json" 2>"$WORK/$name.err" || say "BC $name failed: $(tail -2 "$WORK/$name.err")"
 }
 bc bc &
-bc bc_noshift --set policy.image.random_shift=0 &
+bc bc_shift4 --set policy.image.random_shift=4 &
 OMP_NUM_THREADS=4 $CLI detector train --dataset "$WORK/det_data" --out "$WORK/detector.pt" --steps "$DET_STEPS" --json \
   >"$WORK/detector.json" 2>"$WORK/detector.err" || say "detector failed: $(tail -2 "$WORK/detector.err")"
 wait
@@ -112,7 +112,7 @@ stage finetune
 # 4. held-out evaluations: every arm on the same seeds, judged by the simulator's success (the scripted operator)
 chunks=$((JOBS / 4 > 0 ? JOBS / 4 : 1))
 per_chunk=$(((HELDOUT + chunks - 1) / chunks))
-for arm in bc bc_noshift ft_sim ft_detector; do
+for arm in bc bc_shift4 ft_sim ft_detector; do
   ck="$WORK/$arm/last.pt"
   [ -f "$ck" ] || { say "no $ck: $arm not evaluated"; continue; }
   for ((i = 0; i < HELDOUT; i += per_chunk)); do
