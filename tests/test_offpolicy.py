@@ -194,6 +194,66 @@ def test_sac_actor_starts_at_the_bc_action(pretrained: tuple[Path, Path, Dataset
     assert float(policy.log_std.detach().max()) == cfg.exploration_log_std
 
 
+class _UpEverywhere(torch.nn.Module):
+    """A critic whose action gradient points one way in every state (what SAC's critic learnt on lift: dQ/da_z > 0
+    everywhere, docs/inril.md): Q = 5 * a_0 of the executed chunk, one ensemble member."""
+
+    ensemble = 1
+
+    def forward(self, obs: dict[str, torch.Tensor], actions: torch.Tensor) -> torch.Tensor:
+        return 5.0 * actions[:, :1].T  # (1, B)
+
+
+@pytest.mark.timeout(600)  # builds the module's checkpoints when run alone
+def test_sac_bc_anchor_holds_the_actor_against_a_one_way_critic(pretrained: tuple[Path, Path, Dataset]) -> None:
+    """Without the BC term the actor follows such a critic wherever it points (lift: up off the cube, 0% success at
+    actor lr 1e-6); `offpolicy.sac_bc_coef` (default 0.1) holds it near the demonstrations."""
+    gaussian, _, demos = pretrained
+    drift = {}
+    for coef in (0.0, 0.1):
+        cfg = load_config(
+            robot="sim",
+            task="reach",
+            overrides=[
+                *FAST,
+                "finetune.algo=sac",
+                "finetune.inril.il_every=0",
+                "finetune.offpolicy.actor_lr=3e-4",
+                f"finetune.offpolicy.sac_bc_coef={coef}",
+            ],
+        ).finetune
+        policy = ckpt.load_checkpoint(gaussian).policy
+        algo = make_algo(policy, cfg, (0.0, 1.0))
+        algo.critic = _UpEverywhere()
+        pc = policy.cfg
+        replay = demo_replay(demos, policy)
+        learner = OffPolicyLearner(algo, cfg, replay, replay, DemoWindows(demos, list(policy.obs_shapes), 1, 1).sample)
+        obs_np, _ = DemoWindows(demos, list(policy.obs_shapes), pc.n_obs_steps, pc.horizon).sample(
+            256, np.random.default_rng(1)
+        )
+        obs = {k: torch.from_numpy(v) for k, v in obs_np.items()}
+        with torch.no_grad():
+            before = policy.predict_normalized(obs)[..., 0]
+        for _ in range(60):
+            loss, extra = learner._rl_loss(learner._rl_batch())
+            learner._step("rl", loss)
+        assert ("bc_loss" in extra) == (coef > 0)
+        with torch.no_grad():
+            drift[coef] = float((policy.predict_normalized(obs)[..., 0] - before).mean())
+    assert drift[0.0] > 0.3  # the one-way critic drags the unanchored actor
+    assert abs(drift[0.1]) < drift[0.0] / 4
+
+
+@pytest.mark.timeout(30)
+def test_sac_bc_anchor_needs_demonstrations() -> None:
+    from inril_robot.learning.inril.offpolicy_learner import SACAlgo
+
+    cfg = load_config(robot="sim", task="reach", overrides=[*FAST, "finetune.algo=sac", "finetune.inril.il_every=0"])
+    algo = SACAlgo.__new__(SACAlgo)  # only its type matters before the learner refuses
+    with pytest.raises(ValueError, match="sac_bc_coef"):
+        OffPolicyLearner(algo, cfg.finetune, ReplayBuffer(10), None, None)
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("algo", ["sac", "idql"])
 def test_il_schedule_counts_actor_steps_exactly(algo: str, pretrained: tuple[Path, Path, Dataset]) -> None:

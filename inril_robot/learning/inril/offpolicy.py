@@ -70,6 +70,7 @@ METRIC_FIELDS = (
     "entropy",
     "alpha",
     "il_loss",
+    "bc_loss",
     "rl_cos_ref",
     "il_cos_ref",
     "rl_grad_norm",

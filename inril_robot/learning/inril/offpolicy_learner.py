@@ -9,7 +9,7 @@ with IL steps by the same `InterleaveSchedule` and separated by the same gradien
         after `critic_warmup_updates` critic updates, every `actor_every` of them, one actor optimiser step:
             next = schedule.next_update()                                   m "rl" steps, then `il_steps` "il"
             "rl": the algorithm's actor loss on the batch  -> grads -> separate from IL's -> clip -> rl optimiser
-                  (SAC then steps its temperature)
+                  (SAC: + sac_bc_coef x the IL loss on a demo batch, the BC anchor; then its temperature step)
             "il": the imitation loss on a demonstration batch -> grads -> separate from RL's -> clip -> il optimiser
 
 One "RL update" is one actor optimiser step, so m counts exactly what the paper's m counts (tested). The reference for
@@ -290,6 +290,10 @@ class OffPolicyLearner:
             raise ValueError("il_every=auto is implemented for the PPO learner only; give the off-policy learner an m")
         if not self.rl_only and demos is None:
             raise ValueError("IN-RIL interleaves IL steps (il_every != 0) and needs demonstrations (--demos)")
+        if isinstance(algo, SACAlgo) and cfg.offpolicy.sac_bc_coef > 0 and demos is None:
+            raise ValueError(
+                "offpolicy.sac_bc_coef > 0 anchors SAC's actor to the demonstrations: pass --demos (or set it to 0)"
+            )
         if cfg.offpolicy.demo_fraction > 0 and demo_replay is None:
             raise ValueError("offpolicy.demo_fraction > 0 mixes demonstrations into RL batches: pass --demos")
         if cfg.inril.separation == "residual" and not self.rl_only:
@@ -332,7 +336,7 @@ class OffPolicyLearner:
             if self.critic_updates <= o.critic_warmup_updates or self.critic_updates % o.actor_every:
                 continue
             if self.schedule.next_update() == "rl":
-                loss, extra = self.algo.rl_loss(batch, self.generator)
+                loss, extra = self._rl_loss(batch)
                 log(extra)
                 log(self._step("rl", loss))
                 log(self.algo.after_rl(extra))
@@ -349,6 +353,16 @@ class OffPolicyLearner:
             il_lr=self.optimizers["il"].param_groups[0]["lr"],
         )
         return out
+
+    def _rl_loss(self, batch: Batch) -> tuple[Tensor, dict[str, Any]]:
+        """The RL objective of one actor step: the algorithm's actor loss, plus SAC's BC anchor on a demo batch."""
+        loss, extra = self.algo.rl_loss(batch, self.generator)
+        coef = self.cfg.offpolicy.sac_bc_coef
+        if isinstance(self.algo, SACAlgo) and coef > 0:
+            bc = self._il_loss()
+            loss = loss + coef * bc
+            extra = {**extra, "bc_loss": bc.item()}
+        return loss, extra
 
     def _il_loss(self) -> Tensor:
         assert self.demos is not None
@@ -375,7 +389,7 @@ class OffPolicyLearner:
         return stats
 
     def _reference(self, other: Objective) -> list[Tensor | None] | None:
-        loss = self._il_loss() if other == "il" else self.algo.rl_loss(self._rl_batch(), self.generator)[0]
+        loss = self._il_loss() if other == "il" else self._rl_loss(self._rl_batch())[0]
         return list(torch.autograd.grad(loss, self.params, allow_unused=True))
 
     def _rl_batch(self) -> Batch:
