@@ -216,3 +216,23 @@ def test_latched_intervention_with_an_idle_teleop_leaves_the_policy_in_control()
     assert np.allclose(steps[1].executed[:3], policy[:3]) and np.allclose(steps[0].executed[:3], [0.01, 0, 0])
     events = [t.event for t in loop.authority.transitions]
     assert events == ["reset_done", "intervene", "release", "intervene", "release"]
+
+
+@pytest.mark.timeout(60)
+def test_reset_after_a_stop_homes_the_arm_instead_of_commanding_it() -> None:
+    """An episode can end on the contact-force stop (`env.step` stops the arm); the stopped arm takes no open or
+    retreat command, so the next reset homes it (logged as `recover`) instead of crashing collect."""
+    from inril_robot.runtime.resets import ResetPhase
+
+    cfg = load_config(robot="sim", task="lift")
+    with RobotEnv(cfg) as env:
+        loop = ControlLoop(env, _Scripted([]), mode="takeover", period=0.0)
+        phase = ResetPhase(loop, operator=False)
+        loop.begin(*phase.run(seed=0, index=0))
+        loop.step(np.array([0.0, 0.0, -0.01, 0, 0, 0, 1.0]))
+        env.robot.stop()
+        assert env.robot.stopped
+        obs, info = phase.run(seed=1, index=1)
+        assert env.robot.stopped is None and [s["stage"] for s in phase.log][:2] == ["recover", "operator"]
+        loop.begin(obs, info)
+        assert loop.step(np.zeros(7)).control == "policy"  # it takes commands again

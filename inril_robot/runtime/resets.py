@@ -14,7 +14,8 @@ In order (each stage is logged in `ResetPhase.log`, and the episode store record
    episode's seeded generator (skipped when the ranges are zero);
 7. ``confirm``: the operator's keep starts the episode (automatic in simulation).
 
-The first episode skips 1-2 (the arm is homed first). `heartbeat` is called all along (the loop's `beat`), so a
+The first episode skips 1-2 (the arm is homed first), and so does an episode after a stop (the contact-force stop
+ends an episode with the arm stopped: it takes no command until homed, so it is homed, logged as ``recover``). `heartbeat` is called all along (the loop's `beat`), so a
 policy server never drops a robot whose operator is resetting. An e-stop in any stage stops the arm and raises.
 """
 
@@ -52,10 +53,13 @@ class ResetPhase:
         self.log = []
         env, loop = self.loop.env, self.loop
         moves = not isinstance(env.robot, ShadowRobot)  # in shadow mode the arm holds: nothing to move or wait for
-        if self._started and moves:
+        stopped = getattr(env.robot, "stopped", None)  # e.g. the episode ended on the contact-force stop
+        if self._started and moves and not stopped:
             self._open()
             self._retreat()
         else:
+            if self._started and stopped:  # a stopped arm takes no open/retreat command: homing recovers it
+                self._mark("recover", reason=str(stopped))
             self._begin(*env.reset(seed=seed), "homed")
         self._started = True
         self._operator(index)
