@@ -3,6 +3,8 @@
 # the quickstart's lift BC recipe (50 scripted demos at expert noise 0.5, seed 0; 2000 Gaussian BC steps);
 # extra --set arguments apply to both collect and pretrain (markers.enabled=true: demos hold marker-estimated poses)
 set -e
+# runs a frozen copy of the code (SNAP) so edits to the worktree cannot break a running job
+export PYTHONPATH=${SNAP:-$PWD}
 NAME=$1; shift
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 O=runs/m2/$NAME
