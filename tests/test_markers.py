@@ -131,7 +131,7 @@ def test_env_observes_marker_poses_rendered_by_the_sim() -> None:
             est = env.marker_source.estimates["cube"]  # type: ignore[union-attr]
             pos_err, rot_err = pose_error(est.pose, truth)
             assert pos_err < 0.002 and np.degrees(rot_err) < 3.0, (seed, pos_err, np.degrees(rot_err))
-            assert set(est.cameras) == {"marker_front", "marker_side"} and not est.lost
+            assert {"marker_front", "marker_side"} <= set(est.cameras) and not est.lost
             assert np.allclose(obs["cube_pos"], est.pose.pos.astype(np.float32))
         obs, *_ = env.step(np.zeros(7))
         assert obs["cube_pos"].dtype == np.float32 and obs["cube_quat"].shape == (4,)
