@@ -17,9 +17,12 @@ Every step of a marker arm compares the estimate with the truth:
 
 from __future__ import annotations
 
+import multiprocessing
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +33,7 @@ from inril_robot.config import RunConfig
 from inril_robot.core.seeds import HELDOUT_SEED_BASE
 from inril_robot.reporting.rates import wilson_interval
 from inril_robot.runtime.env import RobotEnv
-from inril_robot.runtime.rollout import run_episodes
+from inril_robot.runtime.rollout import run_policy
 from inril_robot.vision.markers import pose_error
 
 Progress = Callable[[str], None]
@@ -96,11 +99,14 @@ class MarkerStats:
 
 
 def _run(
-    cfg: RunConfig, checkpoint: Path, episodes: int, seed: int, stats: MarkerStats | None, label: str, say: Progress
-) -> tuple[list[bool], float]:
+    cfg: RunConfig, checkpoint: Path, episodes: int, seed: int, label: str, say: Progress | None
+) -> tuple[list[bool], float, dict[str, Any]]:
+    """One arm: (successes, wall seconds, marker statistics when the arm observes marker poses)."""
     from inril_robot.learning.policies.checkpoint import load_checkpoint
     from inril_robot.learning.policies.runner import PolicyRunner
 
+    say = say or _stderr
+    stats = MarkerStats() if cfg.markers.enabled else None
     with RobotEnv(cfg) as env:
         runner = PolicyRunner(load_checkpoint(checkpoint, expect_contract=env.contract).policy, env.contract)
 
@@ -111,11 +117,16 @@ def _run(
                 stats.record(env)
 
         started = time.perf_counter()
-        summary = run_episodes(env, runner, episodes, seed=seed, on_step=on_step, on_reset=runner.reset)
-    return [e.success for e in summary.episodes], time.perf_counter() - started
+        summary = run_policy(env, runner, episodes, seed=seed, on_step=on_step, on_reset=runner.reset)
+    wall = time.perf_counter() - started
+    return [e.success for e in summary.episodes], wall, stats.summary() if stats is not None else {}
 
 
-def _paired(x: list[bool], y: list[bool]) -> dict[str, int]:
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _paired(x: list[int], y: list[int]) -> dict[str, int]:
     return {
         "only_first": sum(a and not b for a, b in zip(x, y, strict=True)),
         "only_second": sum(b and not a for a, b in zip(x, y, strict=True)),
@@ -130,10 +141,14 @@ def marker_bench(
     seed: int = HELDOUT_SEED_BASE,
     say: Progress | None = None,
     estimated_checkpoint: Path | None = None,
+    workers: int = 1,
+    only: str = "abc",
 ) -> dict[str, Any]:
     """Success of `checkpoint` (a state policy trained on true poses) on true vs marker-estimated poses, and of
     `estimated_checkpoint` (trained on marker poses) on marker poses, over the same `episodes` held-out seeds, with
-    the estimates' error against the truth (median, 95th percentile) in each marker arm."""
+    the estimates' error against the truth (median, 95th percentile) in each marker arm. `workers` > 1 runs the arms
+    in that many processes at once (same seeds, same results); `only` picks arms (e.g. "c": every arm's per-episode
+    successes are in the result, so separate runs pair up)."""
     say = say or (lambda _: None)
     truth_cfg = cfg.model_copy(update={"markers": cfg.markers.model_copy(update={"enabled": False})})
     marker_cfg = cfg.model_copy(update={"markers": cfg.markers.model_copy(update={"enabled": True})})
@@ -143,7 +158,9 @@ def marker_bench(
     ]
     if estimated_checkpoint is not None:
         arms.append(("c", marker_cfg, estimated_checkpoint, "estimated-pose policy, marker poses"))
-    results: dict[str, list[bool]] = {}
+    arms = [arm for arm in arms if arm[0] in only]
+    if not arms:
+        raise ValueError(f"no arm to run: {only!r} names none of {'abc' if estimated_checkpoint else 'ab'}")
     out: dict[str, Any] = {
         "task": cfg.task.name,
         "episodes": episodes,
@@ -154,29 +171,45 @@ def marker_bench(
         "near_m": NEAR_M,
         "arms": {},
     }
-    for key, arm_cfg, ckpt, label in arms:
-        say(f"arm {key} ({label}): {episodes} episodes")
-        stats = MarkerStats() if arm_cfg.markers.enabled else None
-        results[key], wall = _run(arm_cfg, ckpt, episodes, seed, stats, f"arm {key}", say)
+    jobs = [(arm_cfg, ckpt, episodes, seed, f"arm {key}", None) for key, arm_cfg, ckpt, _ in arms]
+    if workers > 1:  # arms are independent: one process each (a fresh MuJoCo and renderer per process)
+        say(f"{len(arms)} arms of {episodes} episodes in {min(workers, len(arms))} processes")
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(workers, len(arms)), mp_context=ctx) as pool:
+            done = [f.result() for f in [pool.submit(_run, *job) for job in jobs]]
+    else:
+        done = []
+        for (key, _, _, label), job in zip(arms, jobs, strict=True):
+            say(f"arm {key} ({label}): {episodes} episodes")
+            done.append(_run(*job[:-1], say))
+    results: dict[str, list[bool]] = {}
+    for (key, arm_cfg, ckpt, label), (successes, wall, stats) in zip(arms, done, strict=True):
+        results[key] = successes
         out["arms"][key] = {
             "label": label,
             "checkpoint": str(ckpt),
-            "poses": "markers" if stats is not None else "simulator",
-            "success": wilson_interval(sum(results[key]), episodes).to_dict(),
+            "poses": "markers" if arm_cfg.markers.enabled else "simulator",
+            "success": wilson_interval(sum(successes), episodes).to_dict(),
+            "successes": [int(x) for x in successes],  # per episode, seed + i
             "wall_s": wall,
-            **(stats.summary() if stats is not None else {}),
+            **stats,
         }
-    out["paired"] = {
-        f"{x}_vs_{y}": _paired(results[x], results[y]) for x, y in (("a", "b"), ("b", "c"), ("a", "c")) if y in results
-    }
-    # the first table's keys (issue 19), kept for scripts that read them
-    b = out["arms"]["b"]
-    out.update(
-        checkpoint=str(checkpoint),
-        success_true_poses=out["arms"]["a"]["success"],
-        success_estimated_poses=b["success"],
-        pose_error_fresh=b["pose_error_fresh"],
-        pose_error_observed=b["pose_error_observed"],
-        lost_fraction=b["lost_fraction"],
-    )
+    out["paired"] = paired_counts({k: v["successes"] for k, v in out["arms"].items()})
+    if "a" in results and "b" in results:  # the first table's keys (issue 19), kept for scripts that read them
+        b = out["arms"]["b"]
+        out.update(
+            checkpoint=str(checkpoint),
+            success_true_poses=out["arms"]["a"]["success"],
+            success_estimated_poses=b["success"],
+            pose_error_fresh=b["pose_error_fresh"],
+            pose_error_observed=b["pose_error_observed"],
+            lost_fraction=b["lost_fraction"],
+        )
     return out
+
+
+def paired_counts(successes: dict[str, list[int]]) -> dict[str, dict[str, int]]:
+    """Per pair of arms (a_vs_b, b_vs_c, a_vs_c), the episodes that succeed only in the first, only in the second,
+    and in both (same seeds)."""
+    pairs = (("a", "b"), ("b", "c"), ("a", "c"))
+    return {f"{x}_vs_{y}": _paired(successes[x], successes[y]) for x, y in pairs if x in successes and y in successes}

@@ -110,6 +110,10 @@ def bench_markers_cmd(
         ),
     ] = None,
     episodes: Annotated[int, typer.Option(min=1, help="Held-out episodes per arm (same seeds).")] = 100,
+    workers: Annotated[int, typer.Option(min=1, max=3, help="Processes: the arms run at once (same results).")] = 1,
+    arms: Annotated[
+        str, typer.Option("--arms", help="Which arms to run, e.g. ab or c (per-episode results pair separate runs).")
+    ] = "abc",
     config: ConfigOpt = None,
     sets: SetOpt = None,
     json_out: JsonOpt = False,
@@ -131,8 +135,14 @@ def bench_markers_cmd(
         tasks.append(stored["task"]["name"])
     if len(set(tasks)) > 1:
         fail(f"--checkpoint is a {tasks[0]} policy and --estimated-checkpoint a {tasks[1]} policy; give one task's")
+    if not arms or set(arms) - set("abc"):
+        fail(f"--arms {arms!r}: give letters among a, b, c (e.g. ab, c)")
+    if "c" in arms and estimated_checkpoint is None and set(arms) == {"c"}:
+        fail("--arms c needs --estimated-checkpoint")
     cfg = resolve("sim", tasks[0], None, config, sets)
-    result = marker_bench(cfg, checkpoint, episodes, say=_say, estimated_checkpoint=estimated_checkpoint)
+    result = marker_bench(
+        cfg, checkpoint, episodes, say=_say, estimated_checkpoint=estimated_checkpoint, workers=workers, only=arms
+    )
     if json_out:
         emit_json(result)
         return
