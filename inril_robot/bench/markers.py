@@ -17,6 +17,7 @@ Every step of a marker arm compares the estimate with the truth:
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import sys
 import time
@@ -100,8 +101,9 @@ class MarkerStats:
 
 def _run(
     cfg: RunConfig, checkpoint: Path, episodes: int, seed: int, label: str, say: Progress | None
-) -> tuple[list[bool], float, dict[str, Any]]:
-    """One arm: (successes, wall seconds, marker statistics when the arm observes marker poses)."""
+) -> tuple[list[bool], float, MarkerStats | None]:
+    """`episodes` episodes from `seed` of one arm: (successes, wall seconds, marker statistics when the arm observes
+    marker poses)."""
     from inril_robot.learning.policies.checkpoint import load_checkpoint
     from inril_robot.learning.policies.runner import PolicyRunner
 
@@ -118,8 +120,28 @@ def _run(
 
         started = time.perf_counter()
         summary = run_policy(env, runner, episodes, seed=seed, on_step=on_step, on_reset=runner.reset)
-    wall = time.perf_counter() - started
-    return [e.success for e in summary.episodes], wall, stats.summary() if stats is not None else {}
+    return [e.success for e in summary.episodes], time.perf_counter() - started, stats
+
+
+def _merge(parts: list[tuple[list[bool], float, MarkerStats | None]]) -> tuple[list[bool], float, MarkerStats | None]:
+    """One arm's chunks, in seed order, as if run at once (wall: the slowest chunk)."""
+    stats = None
+    for _, _, part in parts:
+        if part is not None:
+            stats = stats or MarkerStats()
+            for kind, errors in part.errors.items():
+                stats.errors[kind].position_m += errors.position_m
+                stats.errors[kind].rotation_rad += errors.rotation_rad
+            stats.lost_steps += part.lost_steps
+            stats.steps += part.steps
+            stats.rejected.update(part.rejected)
+    return [s for part in parts for s in part[0]], max(part[1] for part in parts), stats
+
+
+def _chunks(episodes: int, n: int) -> list[tuple[int, int]]:
+    """(first episode, count) of `n` near-equal consecutive chunks."""
+    bounds = np.linspace(0, episodes, n + 1).round().astype(int)
+    return [(int(lo), int(hi - lo)) for lo, hi in itertools.pairwise(bounds) if hi > lo]
 
 
 def _stderr(text: str) -> None:
@@ -146,9 +168,9 @@ def marker_bench(
 ) -> dict[str, Any]:
     """Success of `checkpoint` (a state policy trained on true poses) on true vs marker-estimated poses, and of
     `estimated_checkpoint` (trained on marker poses) on marker poses, over the same `episodes` held-out seeds, with
-    the estimates' error against the truth (median, 95th percentile) in each marker arm. `workers` > 1 runs the arms
-    in that many processes at once (same seeds, same results); `only` picks arms (e.g. "c": every arm's per-episode
-    successes are in the result, so separate runs pair up)."""
+    the estimates' error against the truth (median, 95th percentile) in each marker arm. `workers` > 1 runs the
+    episodes in chunks in that many processes (same seeds, same results); `only` picks arms (e.g. "c": every arm's
+    per-episode successes are in the result, so separate runs pair up)."""
     say = say or (lambda _: None)
     truth_cfg = cfg.model_copy(update={"markers": cfg.markers.model_copy(update={"enabled": False})})
     marker_cfg = cfg.model_copy(update={"markers": cfg.markers.model_copy(update={"enabled": True})})
@@ -171,17 +193,21 @@ def marker_bench(
         "near_m": NEAR_M,
         "arms": {},
     }
-    jobs = [(arm_cfg, ckpt, episodes, seed, f"arm {key}", None) for key, arm_cfg, ckpt, _ in arms]
-    if workers > 1:  # arms are independent: one process each (a fresh MuJoCo and renderer per process)
-        say(f"{len(arms)} arms of {episodes} episodes in {min(workers, len(arms))} processes")
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(workers, len(arms)), mp_context=ctx) as pool:
-            done = [f.result() for f in [pool.submit(_run, *job) for job in jobs]]
+    if workers > 1:  # episodes are independent (episode i: seed + i): chunks of every arm in `workers` processes
+        jobs = [
+            (key, (arm_cfg, ckpt, count, seed + first, f"arm {key} [{first}, {first + count})", None))
+            for key, arm_cfg, ckpt, _ in arms
+            for first, count in _chunks(episodes, workers if arm_cfg.markers.enabled else 1)  # rendering: the cost
+        ]
+        say(f"{len(arms)} arms of {episodes} episodes: {len(jobs)} chunks in {workers} processes")
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [(key, pool.submit(_run, *job)) for key, job in jobs]
+            done = [_merge([f.result() for k, f in futures if k == key]) for key, *_ in arms]
     else:
         done = []
-        for (key, _, _, label), job in zip(arms, jobs, strict=True):
+        for key, arm_cfg, ckpt, label in arms:
             say(f"arm {key} ({label}): {episodes} episodes")
-            done.append(_run(*job[:-1], say))
+            done.append(_run(arm_cfg, ckpt, episodes, seed, f"arm {key}", say))
     results: dict[str, list[bool]] = {}
     for (key, arm_cfg, ckpt, label), (successes, wall, stats) in zip(arms, done, strict=True):
         results[key] = successes
@@ -192,7 +218,7 @@ def marker_bench(
             "success": wilson_interval(sum(successes), episodes).to_dict(),
             "successes": [int(x) for x in successes],  # per episode, seed + i
             "wall_s": wall,
-            **stats,
+            **(stats.summary() if stats is not None else {}),
         }
     out["paired"] = paired_counts({k: v["successes"] for k, v in out["arms"].items()})
     if "a" in results and "b" in results:  # the first table's keys (issue 19), kept for scripts that read them
