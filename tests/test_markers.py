@@ -218,9 +218,7 @@ def test_two_cameras_resolve_a_single_squares_flip() -> None:
 CAM_POSE = np.eye(4)  # base <- camera: 0.5 m above the cube at the origin, looking straight down...
 CAM_POSE[:3, :3], CAM_POSE[:3, 3] = np.diag([1.0, -1.0, -1.0]), (0.0, 0.0, 0.5)
 TILTED = np.eye(4)  # ... and one looking at it from the side and above, so three faces are seen
-TILTED[:3, :3] = rotvec_to_matrix(np.array([0.0, 0.0, np.pi / 4])) @ rotvec_to_matrix(
-    np.array([-2.2, 0.0, 0.0])
-)
+TILTED[:3, :3] = rotvec_to_matrix(np.array([0.0, 0.0, np.pi / 4])) @ rotvec_to_matrix(np.array([-2.2, 0.0, 0.0]))
 TILTED[:3, 3] = TILTED[:3, :3] @ np.array([0.0, 0.0, -0.45])
 
 
@@ -298,9 +296,9 @@ def test_a_lone_ambiguous_square_only_confirms_a_nearby_pose_and_otherwise_lets_
 
     truth = _cube_at(0.0)
     assert lone(truth, 0.0) is None and tracker.rejected[0].reason == "lone ambiguous square"
-    full = tracker.update_detections(
-        {"top": ([], 0.1), "side": (_corners(markers, truth, TILTED, (0, 2, 4)), 0.1)}
-    )["cube"]
+    full = tracker.update_detections({"top": ([], 0.1), "side": (_corners(markers, truth, TILTED, (0, 2, 4)), 0.1)})[
+        "cube"
+    ]
     assert full.markers == 3 and pose_error(full.pose, _object_pose(truth))[0] < 1e-3
     moved = _cube_at(0.005)  # 5 mm on: a tilt of the square is near the last pose
     est = lone(moved, 0.2)
@@ -310,3 +308,30 @@ def test_a_lone_ambiguous_square_only_confirms_a_nearby_pose_and_otherwise_lets_
     est = lone(jumped, 0.3)
     assert est.age_s == pytest.approx(0.1) and not est.lost and np.allclose(est.pose.pos, moved[:3, 3], atol=1e-3)
     assert lone(jumped, 0.8).lost
+
+
+@pytest.mark.timeout(30)
+def test_bench_chunks_cover_the_seeds_in_order_and_pair_up() -> None:
+    """`bench markers --workers`: an arm's episodes split into consecutive chunks (episode i keeps seed + i) merge
+    back in order, with their marker statistics pooled; separate runs pair up by their per-episode successes."""
+    from inril_robot.bench.markers import MarkerStats, _chunks, _merge, paired_counts
+
+    chunks = _chunks(100, 3)
+    assert chunks == [(0, 33), (33, 34), (67, 33)] and _chunks(2, 5) == [(0, 1), (1, 1)]
+    a, b = MarkerStats(), MarkerStats()
+    a.errors["fresh"].add(0.001, 0.01)
+    b.errors["fresh"].add(0.003, 0.03)
+    b.lost_steps, b.steps, a.steps = 1, 2, 2
+    successes, wall, stats = _merge([([True, False], 5.0, a), ([False], 7.0, b)])
+    assert successes == [True, False, False] and wall == 7.0
+    assert (
+        stats is not None
+        and stats.errors["fresh"].position_m == [0.001, 0.003]
+        and stats.summary()["lost_fraction"] == 0.25
+    )
+    pairs = paired_counts({"a": [1, 1, 0, 0], "b": [1, 0, 1, 0], "c": [0, 0, 0, 1]})
+    assert pairs["a_vs_b"] == {"only_first": 1, "only_second": 1, "both": 1} and set(pairs) == {
+        "a_vs_b",
+        "b_vs_c",
+        "a_vs_c",
+    }
