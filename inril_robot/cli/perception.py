@@ -7,7 +7,18 @@ from typing import Annotated, Any
 
 import typer
 
-from inril_robot.cli._common import CamerasOpt, JsonOpt, TaskOpt, emit_json, err, fail, rate_text, resolve
+from inril_robot.cli._common import (
+    CamerasOpt,
+    ConfigOpt,
+    JsonOpt,
+    SetOpt,
+    TaskOpt,
+    emit_json,
+    err,
+    fail,
+    rate_text,
+    resolve,
+)
 
 detector_app = typer.Typer(help="The success detector: an image classifier that gives rewards.", no_args_is_help=True)
 markers_app = typer.Typer(help="Fiducial markers on the task's objects.", no_args_is_help=True)
@@ -88,36 +99,76 @@ def detector_label(
 
 
 def bench_markers_cmd(
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="A state policy's checkpoint (e.g. lift BC).")],
+    checkpoint: Annotated[
+        Path, typer.Option("--checkpoint", help="A state policy trained on true poses (e.g. lift BC): arms a and b.")
+    ],
+    estimated_checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--estimated-checkpoint",
+            help="A state policy trained on marker-estimated poses (demos collected with markers.enabled=true): arm c.",
+        ),
+    ] = None,
     episodes: Annotated[int, typer.Option(min=1, help="Held-out episodes per arm (same seeds).")] = 100,
+    workers: Annotated[
+        int, typer.Option(min=1, max=32, help="Processes running chunks of each arm's episodes (same results).")
+    ] = 1,
+    arms: Annotated[
+        str, typer.Option("--arms", help="Which arms to run, e.g. ab or c (per-episode results pair separate runs).")
+    ] = "abc",
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Marker pose error against the simulator's truth (median, 95th percentile: mm, degrees) and the policy's
-    success on estimated vs true poses, over the same held-out seeds."""
+    """Marker pose error against the simulator's truth (median, 95th percentile: mm, degrees; all steps and near
+    the grasp) and the success of a true-pose policy on true (a) and marker (b) poses, and of an estimated-pose
+    policy on marker poses (c), over the same held-out seeds. --set/--config change the marker setup (e.g. the
+    cameras in markers.cameras)."""
     from inril_robot.bench.markers import marker_bench
     from inril_robot.learning.policies.checkpoint import read_checkpoint
 
-    stored = read_checkpoint(checkpoint)["run_config"]
-    if stored["task"].get("observation", "state") != "state":
-        fail(f"{checkpoint} is an image policy; bench markers compares state policies")
-    cfg = resolve("sim", stored["task"]["name"], None, None, None)
-    result = marker_bench(cfg, checkpoint, episodes, say=_say)
+    tasks = []
+    for ckpt in (checkpoint, estimated_checkpoint):
+        if ckpt is None:
+            continue
+        stored = read_checkpoint(ckpt)["run_config"]
+        if stored["task"].get("observation", "state") != "state":
+            fail(f"{ckpt} is an image policy; bench markers compares state policies")
+        tasks.append(stored["task"]["name"])
+    if len(set(tasks)) > 1:
+        fail(f"--checkpoint is a {tasks[0]} policy and --estimated-checkpoint a {tasks[1]} policy; give one task's")
+    if not arms or set(arms) - set("abc"):
+        fail(f"--arms {arms!r}: give letters among a, b, c (e.g. ab, c)")
+    if "c" in arms and estimated_checkpoint is None and set(arms) == {"c"}:
+        fail("--arms c needs --estimated-checkpoint")
+    cfg = resolve("sim", tasks[0], None, config, sets)
+    result = marker_bench(
+        cfg, checkpoint, episodes, say=_say, estimated_checkpoint=estimated_checkpoint, workers=workers, only=arms
+    )
     if json_out:
         emit_json(result)
         return
-    for kind in ("fresh", "observed"):
-        e = result[f"pose_error_{kind}"]
+    for key, arm in result["arms"].items():
+        err.print(f"arm {key} ({arm['label']}): success {rate_text(arm['success'])}", highlight=False)
+        for kind in ("fresh", "observed", "near_fresh", "near_observed"):
+            e = arm.get(f"pose_error_{kind}")
+            if e is None or not e["steps"]:
+                continue
+            err.print(
+                f"  pose error ({kind}, {e['steps']} steps): position median {e['position_median_mm']:.2f} mm, p95 "
+                f"{e['position_p95_mm']:.2f} mm; rotation median {e['rotation_median_deg']:.2f} deg, p95 "
+                f"{e['rotation_p95_deg']:.2f} deg",
+                highlight=False,
+            )
+        if "lost_fraction" in arm:
+            err.print(f"  lost {arm['lost_fraction']:.1%} of steps", highlight=False)
+    for pair, counts in result["paired"].items():
+        x, y = pair.split("_vs_")
         err.print(
-            f"pose error ({kind}, {e['steps']} steps): position median {e['position_median_mm']:.2f} mm, p95 "
-            f"{e['position_p95_mm']:.2f} mm; rotation median {e['rotation_median_deg']:.2f} deg, p95 "
-            f"{e['rotation_p95_deg']:.2f} deg",
+            f"paired {x} vs {y}: {counts['only_first']} episodes succeed only in {x}, {counts['only_second']} only "
+            f"in {y}, {counts['both']} in both",
             highlight=False,
         )
-    err.print(
-        f"success with true poses {rate_text(result['success_true_poses'])}, with estimated poses "
-        f"{rate_text(result['success_estimated_poses'])}; lost {result['lost_fraction']:.1%} of steps",
-        highlight=False,
-    )
 
 
 def bench_detector_cmd(

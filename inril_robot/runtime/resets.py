@@ -57,13 +57,19 @@ class ResetPhase:
         self.log = []
         env, loop = self.loop.env, self.loop
         moves = not isinstance(env.robot, ShadowRobot)  # in shadow mode the arm holds: nothing to move or wait for
-        stopped = env.stopped or ("a safety stop ended the last episode" if after_stop else None)
+        stopped = (
+            env.stopped
+            or getattr(env.robot, "stopped", None)  # the driver's own record (the Franka's force reaction, stop())
+            or ("a safety stop ended the last episode" if after_stop else None)
+        )
         if self._started and moves and stopped is not None:
             self._recover(stopped)
         elif self._started and moves:
             self._open()
             self._retreat()
         else:
+            if self._started and stopped:  # a stopped arm takes no open/retreat command: homing recovers it
+                self._mark("recover", reason=str(stopped))
             self._begin(*env.reset(seed=seed), "homed")
         self._started = True
         self._operator(index)

@@ -29,7 +29,18 @@ from inril_robot.hardware.scene import Fiducial, ObjectPose, SceneObject
 QUIET_ZONE_CELLS = 1  # white cells printed around the black border
 FACES = ("+x", "-x", "+y", "-y", "+z")  # the bottom face lies on the table: never seen
 TIE_PX = 0.5  # joint fits within this RMS of the best are ambiguous: the previous pose decides
-OUTLIER_PX = 4.0  # a view whose corners the fused pose misses by more is dropped
+MAX_SEEDS = 4  # joint fits started per object and update (from the candidates that fit best as they are)
+# A detected square is used only if it is a whole, fittable marker (`plausible`); thresholds measured on rendered
+# lift episodes (docs/markers.md):
+MIN_SIDE_PX = 10.0  # shortest side
+MIN_ASPECT = 0.2  # shortest / longest side (seen nearly edge-on, its corners are poorly located)
+SQUARE_PX = 1.0  # RMS of its corners about the best square pose (a partly hidden marker's corners fit no square)
+MARKER_OUTLIER_PX = 1.5  # a marker the fused pose misses by more (RMS) disagrees with the others and is dropped
+# A lone square is ambiguous when its second tilt fits within AMBIGUITY_RATIO x the first's error + AMBIGUITY_PX;
+# then only a tilt within GATE of the previous pose is taken (`pose_distance`: metres + 5 cm per radian).
+AMBIGUITY_RATIO = 3.0
+AMBIGUITY_PX = 0.5
+GATE = 0.02
 
 
 class MarkerError(ValueError, InrilError):
@@ -168,70 +179,90 @@ def _to_transform(rvec: np.ndarray, tvec: np.ndarray) -> np.ndarray:
     return t
 
 
-def _reprojection(obj: np.ndarray, img: np.ndarray, rvec: np.ndarray, tvec: np.ndarray, cam: CameraModel) -> float:
-    proj, _ = cv2.projectPoints(obj, rvec, tvec, cam.matrix, cam.distortion)
-    return float(np.sqrt(np.mean(np.sum((proj.reshape(-1, 2) - img) ** 2, axis=1))))
+def _project(points: np.ndarray, cam_from_obj: np.ndarray, cam: CameraModel) -> np.ndarray:
+    rvec = cv2.Rodrigues(cam_from_obj[:3, :3])[0]
+    proj, _ = cv2.projectPoints(points, rvec, cam_from_obj[:3, 3], cam.matrix, cam.distortion)
+    return proj.reshape(-1, 2)
 
 
-def object_points(detections: Sequence[tuple[Detection, Fiducial]]) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 3) marker corners in the object frame and their (N, 2) detected pixels."""
-    obj = np.concatenate(
-        [(marker_frame(f) @ np.c_[corner_points(f.size), np.ones(4)].T).T[:, :3] for _, f in detections]
-    )
-    return obj, np.concatenate([d.corners for d, _ in detections])
+def _rms_px(residuals: np.ndarray) -> float:
+    """RMS over points of the pixel distance, from (N*2,) or (N, 2) residuals."""
+    return float(np.sqrt(np.mean(np.sum(np.asarray(residuals).reshape(-1, 2) ** 2, axis=1))))
 
 
-def object_in_camera(
-    detections: Sequence[tuple[Detection, Fiducial]], cam: CameraModel
-) -> list[tuple[np.ndarray, float]]:
-    """Candidate (T_camera_object, RMS reprojection error [px]) from the detected markers of one object, best
-    first. A single square is ambiguous (IPPE's two solutions: the tilt mirrored, often within a pixel of each
-    other); both are kept for fusion to decide with other cameras or the previous pose."""
-    if not detections:
-        return []
-    obj, img = object_points(detections)
-    det, fid = max(detections, key=lambda pair: pair[0].area_px)
-    n, rvecs, tvecs, _ = cv2.solvePnPGeneric(
-        corner_points(fid.size), det.corners, cam.matrix, cam.distortion, flags=cv2.SOLVEPNP_IPPE_SQUARE
-    )
-    seeds = [(r, t) for r, t in zip(rvecs[:n], tvecs[:n], strict=True) if np.isfinite(r).all() and np.isfinite(t).all()]
-    if not seeds:  # IPPE is degenerate on an exactly fronto-parallel square (NaN): a general solver then
-        ok, r, t = cv2.solvePnP(
-            corner_points(fid.size), det.corners, cam.matrix, cam.distortion, flags=cv2.SOLVEPNP_SQPNP
-        )
-        seeds = [(r, t)] if ok else []
-    out = []
-    for rvec, tvec in seeds:
-        t_cam_obj = _to_transform(rvec, tvec) @ np.linalg.inv(marker_frame(fid))
-        r, tv = cv2.Rodrigues(t_cam_obj[:3, :3])[0], t_cam_obj[:3, 3].copy()
-        if len(detections) > 1:  # every corner of every seen face: the flip no longer fits
-            r, tv = cv2.solvePnPRefineLM(obj, img, cam.matrix, cam.distortion, r, tv.reshape(3, 1))
-        err = _reprojection(obj, img, r, tv, cam)
-        if np.isfinite(err):
-            out.append((_to_transform(r, tv), err))
-    return sorted(out, key=lambda c: c[1])
-
-
-# ------------------------------------------------------------------------------------------------------- fusion
-@dataclass(frozen=True)
-class View:
-    """One camera's estimate of one object's pose in the base frame, and the correspondences it came from."""
+@dataclass(frozen=True, eq=False)  # compared by identity (numpy fields)
+class MarkerView:
+    """One marker of an object seen by one camera: its corners, and the object poses (base frame) that this square
+    alone explains. A single square is ambiguous: IPPE's two solutions mirror its tilt and often fit within a pixel
+    of each other; both are kept, best fitting first."""
 
     camera: CameraModel
     base_from_camera: np.ndarray  # (4, 4) at capture
-    candidates: tuple[np.ndarray, ...]  # (4, 4) base <- object, best fitting first
-    markers: int
-    points: tuple[np.ndarray, np.ndarray]  # (N, 3) object-frame corners, (N, 2) pixels
+    detection: Detection
+    fiducial: Fiducial
+    candidates: tuple[np.ndarray, ...]  # (4, 4) base <- object
+    errors: tuple[float, ...]  # each candidate's RMS reprojection error over the 4 corners [px]
+
+    @property
+    def points(self) -> np.ndarray:
+        """(4, 3) corners in the object frame."""
+        return (marker_frame(self.fiducial) @ np.c_[corner_points(self.fiducial.size), np.ones(4)].T).T[:, :3]
+
+    @property
+    def ambiguous(self) -> bool:
+        """Whether the square's second tilt fits about as well as the first (nothing in the square tells them
+        apart)."""
+        return len(self.errors) > 1 and self.errors[1] <= AMBIGUITY_RATIO * self.errors[0] + AMBIGUITY_PX
 
 
-def _residuals(views: Sequence[View], base_from_object: np.ndarray) -> np.ndarray:
+def square_candidates(det: Detection, fid: Fiducial, cam: CameraModel) -> list[tuple[np.ndarray, float]]:
+    """(T_camera_object, RMS reprojection error [px]) from one square (IPPE's two solutions), best first."""
+    square = corner_points(fid.size)
+    n, rvecs, tvecs, _ = cv2.solvePnPGeneric(
+        square, det.corners, cam.matrix, cam.distortion, flags=cv2.SOLVEPNP_IPPE_SQUARE
+    )
+    seeds = [(r, t) for r, t in zip(rvecs[:n], tvecs[:n], strict=True) if np.isfinite(r).all() and np.isfinite(t).all()]
+    if not seeds:  # IPPE is degenerate on an exactly fronto-parallel square (NaN): a general solver then
+        ok, r, t = cv2.solvePnP(square, det.corners, cam.matrix, cam.distortion, flags=cv2.SOLVEPNP_SQPNP)
+        seeds = [(r, t)] if ok else []
     out = []
-    for v in views:
-        cam_from_obj = np.linalg.inv(v.base_from_camera) @ base_from_object
-        rvec = cv2.Rodrigues(cam_from_obj[:3, :3])[0]
-        proj, _ = cv2.projectPoints(v.points[0], rvec, cam_from_obj[:3, 3], v.camera.matrix, v.camera.distortion)
-        out.append((proj.reshape(-1, 2) - v.points[1]).ravel())
-    return np.concatenate(out)
+    for rvec, tvec in seeds:
+        cam_from_marker = _to_transform(rvec, tvec)
+        err = _rms_px(_project(square, cam_from_marker, cam) - det.corners)
+        if np.isfinite(err):
+            out.append((cam_from_marker @ np.linalg.inv(marker_frame(fid)), err))
+    return sorted(out, key=lambda c: c[1])
+
+
+def plausible(det: Detection, errors: Sequence[float]) -> str | None:
+    """Why a detected square is not a whole, fittable marker (None: it is): too small, seen too edge-on, or corners
+    that no square fits (a finger or the other object hides part of it, shifting the detected corners)."""
+    sides = np.linalg.norm(det.corners - np.roll(det.corners, -1, axis=0), axis=1)
+    if sides.min() < MIN_SIDE_PX:
+        return f"side {sides.min():.1f} px < {MIN_SIDE_PX}"
+    if sides.min() < MIN_ASPECT * sides.max():
+        return f"aspect {sides.min() / sides.max():.2f} < {MIN_ASPECT}"
+    if not errors or errors[0] > SQUARE_PX:
+        return f"square fit {errors[0] if errors else float('inf'):.2f} px > {SQUARE_PX}"
+    return None
+
+
+# ------------------------------------------------------------------------------------------------------- fusion
+def _residuals(markers: Sequence[MarkerView], base_from_object: np.ndarray) -> np.ndarray:
+    """Pixel residuals of every marker's corners, in `markers` order, (4 * len(markers), 2)."""
+    out = np.empty((4 * len(markers), 2))
+    by_camera: dict[str, list[int]] = {}
+    for i, m in enumerate(markers):
+        by_camera.setdefault(m.camera.name, []).append(i)
+    for idx in by_camera.values():
+        first = markers[idx[0]]
+        cam_from_obj = np.linalg.inv(first.base_from_camera) @ base_from_object
+        points = np.concatenate([markers[i].points for i in idx])
+        pixels = np.concatenate([markers[i].detection.corners for i in idx])
+        res = _project(points, cam_from_obj, first.camera) - pixels
+        for k, i in enumerate(idx):
+            out[4 * i : 4 * i + 4] = res[4 * k : 4 * k + 4]
+    return out
 
 
 def _perturb(pose: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -241,28 +272,28 @@ def _perturb(pose: np.ndarray, x: np.ndarray) -> np.ndarray:
     return t
 
 
-def refine_jointly(views: Sequence[View], start: np.ndarray, iterations: int = 8) -> tuple[np.ndarray, float]:
-    """The object pose minimising the reprojection error over every view's corners at once (Levenberg-Marquardt,
-    numeric Jacobian): cameras that see the object from different sides pin down each other's depth. Returns the
-    pose and its RMS reprojection error [px]."""
+def refine_jointly(markers: Sequence[MarkerView], start: np.ndarray, iterations: int = 8) -> tuple[np.ndarray, float]:
+    """The object pose minimising the reprojection error over every marker's corners in every camera at once
+    (Levenberg-Marquardt, numeric Jacobian): cameras that see the object from different sides pin down each other's
+    depth. Returns the pose and its RMS reprojection error [px]."""
     pose, lam = start, 1e-3
-    r = _residuals(views, pose)
+    r = _residuals(markers, pose).ravel()
     eps = np.array([1e-5] * 3 + [1e-6] * 3)
     for _ in range(iterations):
         jac = np.column_stack(
-            [(_residuals(views, _perturb(pose, e)) - r) / h for e, h in zip(np.diag(eps), eps, strict=True)]
+            [(_residuals(markers, _perturb(pose, e)).ravel() - r) / h for e, h in zip(np.diag(eps), eps, strict=True)]
         )
         jtj, jtr = jac.T @ jac, jac.T @ r
         step = -np.linalg.solve(jtj + lam * np.diag(np.diag(jtj) + 1e-12), jtr)
         candidate = _perturb(pose, step)
-        rc = _residuals(views, candidate)
+        rc = _residuals(markers, candidate).ravel()
         if rc @ rc < r @ r:
             pose, r, lam = candidate, rc, lam * 0.3
             if np.linalg.norm(step) < 1e-8:
                 break
         else:
             lam *= 10.0
-    return pose, float(np.sqrt(np.mean(r.reshape(-1, 2) ** 2) * 2))
+    return pose, _rms_px(r)
 
 
 def rotation_angle(a: np.ndarray, b: np.ndarray) -> float:
@@ -270,34 +301,63 @@ def rotation_angle(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.arccos(np.clip((np.trace(a.T @ b) - 1.0) / 2.0, -1.0, 1.0)))
 
 
-def _rms(view: View, base_from_object: np.ndarray) -> float:
-    return float(np.sqrt(2 * np.mean(_residuals([view], base_from_object) ** 2)))
-
-
-def _distance(a: np.ndarray, b: np.ndarray) -> float:
+def pose_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Position distance [m] plus 5 cm per radian of rotation between two poses."""
     return float(np.linalg.norm(a[:3, 3] - b[:3, 3]) + 0.05 * rotation_angle(a[:3, :3], b[:3, :3]))
 
 
-def fuse(views: Sequence[View], previous: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[View]]:
-    """(position, quaternion xyzw with w >= 0, views used) from one object's views.
+def _distinct(poses: Iterable[np.ndarray], within: float = 0.003) -> list[np.ndarray]:
+    out: list[np.ndarray] = []
+    for p in poses:
+        if all(pose_distance(p, q) > within for q in out):
+            out.append(p)
+    return out
 
-    Every candidate of every view starts a joint fit over all views' corners; the best fit wins (cameras that see
-    the object from different sides resolve each other's ambiguity). Fits within `TIE_PX` of the best are told
-    apart by `previous` (the last pose: objects do not flip between frames). A view that still fits badly (a
-    misdetection) is dropped and the fit redone."""
-    fits = [refine_jointly(views, c) for v in views for c in v.candidates]
+
+def marker_rms(markers: Sequence[MarkerView], base_from_object: np.ndarray) -> np.ndarray:
+    """Each marker's RMS reprojection error [px] at a pose."""
+    res = _residuals(markers, base_from_object)
+    return np.sqrt(np.mean(np.sum(res.reshape(-1, 4, 2) ** 2, axis=2), axis=1))
+
+
+def fuse(markers: Sequence[MarkerView], previous: np.ndarray | None = None) -> tuple[np.ndarray, list[MarkerView]]:
+    """(base <- object pose, markers it agrees with) from one object's markers in every camera.
+
+    Every square's candidates seed a joint fit over all corners (the `MAX_SEEDS` seeds that fit best as they are);
+    the best fit wins, and cameras or faces that see the object from different sides resolve each other's tilt.
+    Fits within `TIE_PX` of the best are told apart by `previous` (objects do not flip between frames). Then the
+    marker the pose misses most is dropped while it misses by more than `MARKER_OUTLIER_PX` (a partly hidden or
+    misdetected marker disagreeing with the others), and the fit redone."""
+    seeds = _distinct(c for m in markers for c in m.candidates)
+    seeds = sorted(seeds, key=lambda s: float(np.sum(_residuals(markers, s) ** 2)))[:MAX_SEEDS]
+    fits = [refine_jointly(markers, s) for s in seeds]
     best = min(r for _, r in fits)
     close = [p for p, r in fits if r <= best + TIE_PX]
     if previous is not None and len(close) > 1:
-        pose = min(close, key=lambda p: _distance(p, previous))
+        pose = min(close, key=lambda p: pose_distance(p, previous))
     else:
         pose = min(fits, key=lambda f: f[1])[0]
-    used = [v for v in views if _rms(v, pose) <= OUTLIER_PX]
-    if used and len(used) < len(views):
+    used = list(markers)
+    while len(used) > 1:
+        rms = marker_rms(used, pose)
+        worst = int(np.argmax(rms))
+        if rms[worst] <= MARKER_OUTLIER_PX:
+            break
+        used.pop(worst)
         pose, _ = refine_jointly(used, pose)
-    quat = matrix_to_quat(pose[:3, :3])
-    return pose[:3, 3].copy(), quat if quat[3] >= 0 else -quat, used or list(views)
+    return pose, used
+
+
+def lone_square(marker: MarkerView, previous: np.ndarray | None) -> np.ndarray | None:
+    """The pose from a single square, or None when it cannot be trusted: when its two tilts fit about equally
+    well, only the one within `GATE` of the previous pose is taken (objects do not flip between frames); with no
+    previous pose, or none near it, the square gives nothing (the estimate ages instead)."""
+    if not marker.ambiguous:
+        return marker.candidates[0]
+    if previous is None:
+        return None
+    near = [c for c in marker.candidates if pose_distance(c, previous) <= GATE]
+    return min(near, key=lambda c: pose_distance(c, previous)) if near else None
 
 
 # ------------------------------------------------------------------------------------------------------ tracker
@@ -307,8 +367,17 @@ class ObjectEstimate:
     time: float  # capture time of the frames it was estimated from (the cameras' clock) [s]
     age_s: float  # how long ago, at the latest update
     lost: bool  # not seen for more than max_age_s
-    cameras: tuple[str, ...] = ()  # the views fused at `time`
+    cameras: tuple[str, ...] = ()  # the cameras whose markers were fused at `time`
     markers: int = 0
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A detected marker left out of an object's pose, and why (for diagnostics and the bench)."""
+
+    camera: str
+    marker_id: int
+    reason: str
 
 
 @dataclass
@@ -320,6 +389,7 @@ class MarkerTracker:
     dictionary: str
     max_age_s: float = 0.5
     estimates: dict[str, ObjectEstimate] = field(default_factory=dict)
+    rejected: list[Rejected] = field(default_factory=list)  # of the latest update
 
     def __post_init__(self) -> None:
         self.detector = make_detector(self.dictionary)
@@ -338,9 +408,18 @@ class MarkerTracker:
     def reset(self) -> None:
         self.estimates.clear()
 
-    def views(self, frames: Mapping[str, np.ndarray], base_from_tcp: np.ndarray | None = None) -> dict[str, list[View]]:
-        out: dict[str, list[View]] = {}
-        for cam_name, image in frames.items():
+    def detect(self, images: Mapping[str, np.ndarray]) -> dict[str, list[Detection]]:
+        """Every camera's detected markers (any id of the dictionary)."""
+        return {name: detect(image, self.detector) for name, image in images.items()}
+
+    def views(
+        self, detections: Mapping[str, Sequence[Detection]], base_from_tcp: np.ndarray | None = None
+    ) -> dict[str, list[MarkerView]]:
+        """Each object's plausible markers, with their candidate poses in the base frame; the implausible ones go to
+        `rejected`."""
+        out: dict[str, list[MarkerView]] = {}
+        self.rejected = []
+        for cam_name, dets in detections.items():
             cam = self.cameras[cam_name]
             if cam.parent == "tcp":
                 if base_from_tcp is None:
@@ -348,37 +427,61 @@ class MarkerTracker:
                 base_from_cam = base_from_tcp @ cam.parent_from_camera
             else:
                 base_from_cam = cam.parent_from_camera
-            per_object: dict[str, list[tuple[Detection, Fiducial]]] = {}
-            for det in detect(image, self.detector):
-                if det.marker_id in self.by_id:
-                    name, fid = self.by_id[det.marker_id]
-                    per_object.setdefault(name, []).append((det, fid))
-            for name, dets in per_object.items():
-                found = object_in_camera(dets, cam)
-                if found:
-                    candidates = tuple(base_from_cam @ t for t, _ in found)
-                    out.setdefault(name, []).append(
-                        View(cam, base_from_cam, candidates, len(dets), object_points(dets))
-                    )
+            for det in dets:
+                if det.marker_id not in self.by_id:
+                    continue
+                name, fid = self.by_id[det.marker_id]
+                found = square_candidates(det, fid, cam)
+                why = plausible(det, [e for _, e in found])
+                if why is not None:
+                    self.rejected.append(Rejected(cam_name, det.marker_id, why))
+                    continue
+                candidates = tuple(base_from_cam @ t for t, _ in found)
+                out.setdefault(name, []).append(
+                    MarkerView(cam, base_from_cam, det, fid, candidates, tuple(e for _, e in found))
+                )
         return out
 
     def update(
         self, frames: Mapping[str, tuple[np.ndarray, float]], base_from_tcp: np.ndarray | None = None
     ) -> dict[str, ObjectEstimate]:
         """Detect, estimate and fuse; objects not seen keep their last pose, older by now (the newest capture)."""
-        now = max(t for _, t in frames.values())
-        capture = {name: t for name, (_, t) in frames.items()}
-        for name, views in self.views({k: img for k, (img, _) in frames.items()}, base_from_tcp).items():
+        detections = self.detect({name: image for name, (image, _) in frames.items()})
+        return self.update_detections({name: (detections[name], t) for name, (_, t) in frames.items()}, base_from_tcp)
+
+    def update_detections(
+        self, detections: Mapping[str, tuple[Sequence[Detection], float]], base_from_tcp: np.ndarray | None = None
+    ) -> dict[str, ObjectEstimate]:
+        """`update` from each camera's detections and capture time (replays recorded detections)."""
+        now = max(t for _, t in detections.values())
+        capture = {name: t for name, (_, t) in detections.items()}
+        for name, markers in self.views({k: d for k, (d, _) in detections.items()}, base_from_tcp).items():
             last = self.estimates.get(name)
             previous = None
             if last is not None:
                 previous = np.eye(4)
                 previous[:3, :3], previous[:3, 3] = quat_to_matrix(last.pose.quat), last.pose.pos
-            pos, quat, used = fuse(views, previous)
-            seen = max(capture[v.camera.name] for v in used)
-            cams = tuple(v.camera.name for v in used)
+            pose, used = fuse(markers, previous)
+            self.rejected += [
+                Rejected(m.camera.name, m.detection.marker_id, "disagrees with the others")
+                for m in markers
+                if m not in used
+            ]
+            if len(used) == 1:
+                pose = lone_square(used[0], previous)
+                if pose is None:
+                    self.rejected.append(
+                        Rejected(used[0].camera.name, used[0].detection.marker_id, "lone ambiguous square")
+                    )
+                    continue
+            quat = matrix_to_quat(pose[:3, :3])
             self.estimates[name] = ObjectEstimate(
-                ObjectPose(pos, quat), seen, 0.0, False, cams, sum(v.markers for v in used)
+                ObjectPose(pose[:3, 3].copy(), quat if quat[3] >= 0 else -quat),
+                max(capture[m.camera.name] for m in used),
+                0.0,
+                False,
+                tuple(sorted({m.camera.name for m in used})),
+                len(used),
             )
         for name, est in list(self.estimates.items()):
             age = max(0.0, now - est.time)

@@ -60,6 +60,11 @@ class SimRobot(Robot):
         w.command(w.data.ctrl[w.arm_act].copy(), self._current_gripper_command())
         w.step_control_period()
 
+    @property
+    def stopped(self) -> str | None:
+        """Why the arm takes no commands (None: it does); `home()` clears it, as on the Franka driver."""
+        return "stopped by stop()" if self._stopped else None
+
     def stop(self) -> None:
         w = self.sim
         w.command(w.data.qpos[w.arm_qpos].copy(), self._current_gripper_command())
