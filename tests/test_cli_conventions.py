@@ -19,6 +19,7 @@ CONFIG_AND_SET = [
     "sim run",
     "safety-check",
     "config show",
+    "bench markers",
     "bench sim",
     "bench policy",
     "calibrate intrinsics",
