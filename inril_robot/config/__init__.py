@@ -592,9 +592,9 @@ class OffPolicyConfig(StrictModel):
     # actor steps moved lift's mean action by 0.5 mm, max 3 mm; 400 steps: 1.9 mm, max 14 mm; measured, docs/inril.md)
     actor_lr: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-6
     # SAC: every actor step's loss adds sac_bc_coef x the IL loss (NLL of demonstrated chunks, std held fixed) on a
-    # demonstration batch. Without it lift collapsed in every configuration: the critic, fitted to a few thousand
-    # transitions, learnt dQ/da_z > 0 in every state (up = closer to the lifted, rewarded states), and the actor
-    # followed it up off the cube (measured, docs/inril.md). 0 turns it off (plain RLPD)
+    # demonstration batch. Without it lift collapsed in every configuration, at any actor lr: the critic, fitted to
+    # a few thousand transitions, learnt dQ/da_z > 0 wherever the gripper closes or holds (lifting sooner pays),
+    # grasping included, and the actor followed it up off the cube (measured, docs/inril.md). 0: plain RLPD
     sac_bc_coef: Annotated[float, Field(ge=0.0, le=100.0, description="BC anchor in SAC's actor loss")] = 0.1
     tau: Annotated[float, Field(gt=0.0, le=1.0, description="Polyak rate of the target critic")] = 0.005
     max_grad_norm: Annotated[float, Field(gt=0.0)] = 1.0
