@@ -68,7 +68,6 @@ python3 "$HERE/device_image_finetune.py" rate "$WORK/rate.json" --seconds 15 "${
 wait
 python3 "$HERE/device_image_finetune.py" merge "$WORK/demos" "${parts[@]}" >>"$LOG" 2>&1 || { say "demos failed"; tail -5 "$WORK/collect.err" | tee -a "$LOG"; exit 1; }
 python3 "$HERE/device_image_finetune.py" merge "$WORK/det_data" "${dparts[@]}" >>"$LOG" 2>&1 || say "detector data failed"
-{ cat "$WORK/rate.json" && echo; } >>"$LOG" 2>/dev/null
 stage data
 
 # 2. BC with and without random shift (paired: same demos, steps and seed) + the detector
