@@ -51,7 +51,7 @@ per=$(((DEMOS + 9) / 10))
 parts=()
 for ((s = 0; s < DEMOS; s += per)); do
   n=$((DEMOS - s < per ? DEMOS - s : per))
-  $CLI collect --task lift --teleop scripted --episodes "$n" --seed "$s" --out "$WORK/demos_part$s" "${CAM[@]}" "${CELL[@]}" \
+  timeout -s INT 200 $CLI collect --task lift --teleop scripted --episodes "$n" --seed "$s" --out "$WORK/demos_part$s" "${CAM[@]}" "${CELL[@]}" \
     --json >"$WORK/collect_$s.json" 2>>"$WORK/collect.err" &
   parts+=("$WORK/demos_part$s")
 done
@@ -60,7 +60,7 @@ det_per=$(((DET_EPISODES + 3) / 4))
 DSET=()
 for c in front wrist; do for d in width height; do DSET+=(--set "cameras.$c.$d=$PX"); done; done
 for ((k = 0; k < 4; k++)); do
-  python3 "$HERE/device_image_finetune.py" detector-data "$WORK/det_part$k" --episodes "$det_per" --seed $((500000 + 1000 * k)) \
+  timeout -s INT 200 python3 "$HERE/device_image_finetune.py" detector-data "$WORK/det_part$k" --episodes "$det_per" --seed $((500000 + 1000 * k)) \
     "${DSET[@]}" >>"$LOG" 2>>"$WORK/detdata.err" &
   dparts+=("$WORK/det_part$k")
 done
@@ -68,19 +68,18 @@ python3 "$HERE/device_image_finetune.py" rate "$WORK/rate.json" --seconds 15 "${
 wait
 python3 "$HERE/device_image_finetune.py" merge "$WORK/demos" "${parts[@]}" >>"$LOG" 2>&1 || { say "demos failed"; tail -5 "$WORK/collect.err" | tee -a "$LOG"; exit 1; }
 python3 "$HERE/device_image_finetune.py" merge "$WORK/det_data" "${dparts[@]}" >>"$LOG" 2>&1 || say "detector data failed"
-{ cat "$WORK/rate.json" && echo; } >>"$LOG" 2>/dev/null
 stage data
 
 # 2. BC with and without random shift (paired: same demos, steps and seed) + the detector
 bc() {  # name, extra args
   local name=$1; shift
-  $CLI pretrain --dataset "$WORK/demos" --out "$WORK/$name" --policy gaussian "${CAM[@]}" "${CELL[@]}" --steps "$BC_STEPS" \
-    --set train.batch_size=64 --set train.eval_every=0 --set train.checkpoint_every=100000 --set train.device="$DEVICE" \
+  timeout -s INT 240 $CLI pretrain --dataset "$WORK/demos" --out "$WORK/$name" --policy gaussian "${CAM[@]}" "${CELL[@]}" --steps "$BC_STEPS" \
+    --set train.batch_size=64 --set train.eval_every=0 --set train.checkpoint_every=500 --set train.device="$DEVICE" \
     --set train.num_threads=2 "$@" --json >"$WORK/$name.json" 2>"$WORK/$name.err" || say "BC $name failed: $(tail -2 "$WORK/$name.err")"
 }
 bc bc &
 bc bc_shift4 --set policy.image.random_shift=4 &
-OMP_NUM_THREADS=4 $CLI detector train --dataset "$WORK/det_data" --out "$WORK/detector.pt" --steps "$DET_STEPS" --json \
+OMP_NUM_THREADS=4 timeout -s INT 180 $CLI detector train --dataset "$WORK/det_data" --out "$WORK/detector.pt" --steps "$DET_STEPS" --json \
   >"$WORK/detector.json" 2>"$WORK/detector.err" || say "detector failed: $(tail -2 "$WORK/detector.err")"
 wait
 stage bc_detector
@@ -95,8 +94,8 @@ say "fine-tuning budget $STEPS env steps per run (probe $RATE steps/s, $FT_NUM_E
 echo "{\"env_steps\": $STEPS, \"num_envs\": $FT_NUM_ENVS, \"il_every\": $IL_EVERY, \"bc_steps\": $BC_STEPS, \"demos\": $DEMOS, \"px\": $PX, \"device\": \"$DEVICE\"}" >"$WORK/settings.json"
 ft() {  # name, extra args
   local name=$1; shift
-  # cut (SIGINT) at twice the box: the last checkpoint (every 2 iterations) is what gets evaluated
-  timeout -s INT $((2 * BOX + 30)) $CLI finetune --checkpoint "$WORK/bc/last.pt" --out "$WORK/$name" --demos "$WORK/demos" --robot sim --algo ppo \
+  # cut (SIGINT) a minute after the box: the last checkpoint (every 2 iterations) is what gets evaluated
+  timeout -s INT $((BOX + 60)) $CLI finetune --checkpoint "$WORK/bc/last.pt" --out "$WORK/$name" --demos "$WORK/demos" --robot sim --algo ppo \
     --il-every "$IL_EVERY" --env-steps "$STEPS" --num-envs "$FT_NUM_ENVS" "${CAM[@]}" "${CELL[@]}" \
     --set finetune.device="$DEVICE" --set finetune.eval_every=0 --set finetune.eval_episodes=8 \
     --set finetune.checkpoint_every=2 --seed 0 "${FT_EXTRA[@]}" "$@" --json \
@@ -117,7 +116,7 @@ for arm in bc bc_shift4 ft_sim ft_detector; do
   [ -f "$ck" ] || { say "no $ck: $arm not evaluated"; continue; }
   for ((i = 0; i < HELDOUT; i += per_chunk)); do
     n=$((HELDOUT - i < per_chunk ? HELDOUT - i : per_chunk))
-    timeout -s INT 240 $CLI eval --checkpoint "$ck" --out "$WORK/eval/$arm/$i" --seed $((HELDOUT_SEED + i)) --episodes "$n" \
+    timeout -s INT 150 $CLI eval --checkpoint "$ck" --out "$WORK/eval/$arm/$i" --seed $((HELDOUT_SEED + i)) --episodes "$n" \
       --set reward.source=operator --json >/dev/null 2>>"$WORK/eval_$arm.err" &
   done
 done
