@@ -129,11 +129,6 @@ DOC_NOT_RUN = {
     "--speed 0": "tests/test_bridge.py runs the bridge end to end",
     "inril-robot detector train --dataset demos/lift_images --out detector.pt --json": "needs a recorded image "
     "dataset; tests/test_success_detector.py trains through the CLI",
-    "for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig; export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/"
-    "share/"
-    "glvnd/egl_vendor.d/10_nvidia.json; python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir "
-    "--upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit; TOTAL=420 bash "
-    "scripts/device_image_finetune.sh": "runs on a GPU machine (root, NVIDIA EGL, carried wheels)",
 }
 
 
