@@ -227,7 +227,7 @@ class OffPolicyTrainer:
     def save(self) -> None:
         ckpt.save_checkpoint(
             self.out / "last.pt",
-            self.algo.deployable,
+            getattr(self.algo, "deployable", self.policy),
             contract=self.contract,
             run_cfg=self.cfg,
             step=self.env_steps,
