@@ -29,7 +29,6 @@ from inril_robot.bridge.protocol import EndReason, EpisodeEndReason, is_terminal
 from inril_robot.config import RunConfig
 from inril_robot.data.store import Dataset
 from inril_robot.learning.inril.finetune import FinetuneError
-from inril_robot.learning.policies.base import Policy
 from inril_robot.learning.rl.actor import Actor
 from inril_robot.learning.rl.vec_env import History
 
@@ -42,10 +41,10 @@ class OffPolicyAlgo(Protocol):
     (n, horizon, A) normalised, `reward`, `terminated`, `truncated`, `intervention`, `steps` (n,)); `update` is one
     RL update (one actor optimiser step with its critic steps; IL steps interleaved as the algorithm's schedule
     says) and returns its metrics; `state_dict` holds everything `--resume` needs except the buffer (weights,
-    optimisers, schedule, counters, generators): the buffer is rebuilt from the replay log."""
+    optimisers, schedule, counters, generators): the buffer is rebuilt from the replay log. An algorithm may also
+    have `deployable`, the policy `last.pt` holds when it is not `actor.policy` (IDQL: the actor with its critics)."""
 
     actor: Actor
-    deployable: Policy  # what last.pt holds (IDQL: the actor with the critics that choose among its candidates)
 
     def modules(self) -> list[torch.nn.Module]: ...
     def add(self, transitions: dict[str, np.ndarray]) -> None: ...

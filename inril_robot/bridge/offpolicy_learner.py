@@ -259,7 +259,7 @@ class OffPolicyTrainer:
     def save(self) -> None:
         ckpt.save_checkpoint(
             self.run.last,
-            self.algo.deployable,
+            getattr(self.algo, "deployable", self.policy),
             contract=self.contract,
             run_cfg=self.cfg,
             step=self.env_steps,
