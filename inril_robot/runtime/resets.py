@@ -15,8 +15,9 @@ In order (each stage is logged in `ResetPhase.log`, and the episode store record
 7. ``confirm``: the operator's keep starts the episode (automatic in simulation).
 
 The first episode skips 1-2 (the arm is homed first), and so does an episode after a stop (the contact-force stop
-ends an episode with the arm stopped: it takes no command until homed, so it is homed, logged as ``recover``). `heartbeat` is called all along (the loop's `beat`), so a
-policy server never drops a robot whose operator is resetting. An e-stop in any stage stops the arm and raises.
+ends an episode with the arm stopped: it takes no command until homed, so it is homed, logged as ``recover``).
+`heartbeat` is called all along (the loop's `beat`), so a policy server never drops a robot whose operator is
+resetting. An e-stop in any stage stops the arm and raises.
 """
 
 from __future__ import annotations
