@@ -21,6 +21,7 @@ CONFIG_AND_SET = [
     "config show",
     "bench sim",
     "bench policy",
+    "bench markers",
     "calibrate intrinsics",
     "calibrate hand-eye",
     "robot recover",
