@@ -22,6 +22,7 @@ CONFIG_AND_SET = [
     "bench markers",
     "bench sim",
     "bench policy",
+    "bench markers",
     "calibrate intrinsics",
     "calibrate hand-eye",
     "robot recover",

@@ -169,7 +169,7 @@ def marker_bench(
     """Success of `checkpoint` (a state policy trained on true poses) on true vs marker-estimated poses, and of
     `estimated_checkpoint` (trained on marker poses) on marker poses, over the same `episodes` held-out seeds, with
     the estimates' error against the truth (median, 95th percentile) in each marker arm. `workers` > 1 runs the
-    episodes in chunks in that many processes (same seeds, same results); `only` picks arms (e.g. "c": every arm's
+    episodes in chunks in that many processes (episode i keeps seed + i); `only` picks arms (e.g. "c": every arm's
     per-episode successes are in the result, so separate runs pair up)."""
     say = say or (lambda _: None)
     truth_cfg = cfg.model_copy(update={"markers": cfg.markers.model_copy(update={"enabled": False})})

@@ -111,7 +111,7 @@ def bench_markers_cmd(
     ] = None,
     episodes: Annotated[int, typer.Option(min=1, help="Held-out episodes per arm (same seeds).")] = 100,
     workers: Annotated[
-        int, typer.Option(min=1, max=32, help="Processes running chunks of each arm's episodes (same results).")
+        int, typer.Option(min=1, max=32, help="Processes running chunks of each arm's episodes (each keeps its seed).")
     ] = 1,
     arms: Annotated[
         str, typer.Option("--arms", help="Which arms to run, e.g. ab or c (per-episode results pair separate runs).")
