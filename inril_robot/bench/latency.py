@@ -53,6 +53,7 @@ class TrivialHost:
     mode = "off"
     version = 0
     learning = False
+    finished = False  # never reaches a learning budget
     failure = None
     env_steps = episodes = rollbacks = 0
 
