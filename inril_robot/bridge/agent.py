@@ -186,7 +186,6 @@ class RobotAgent:
         self.scheduler, self.times = self.loop.scheduler, self.loop.times
         self.result = AgentResult(options.robot_id)
         self.policy_version = -1
-        self._last_end: p.EndReason = "none"  # how the last episode ended (a safety stop changes the next reset)
         self.writer: DatasetWriter | None = None
         self._last_status = 0.0
 
@@ -314,7 +313,6 @@ class RobotAgent:
             if episode is not None:
                 episode.discard()  # the faulted episode is never stored
             raise
-        self._last_end = end
         end_msg = p.EpisodeEnd(
             episode=index,
             steps=steps,
@@ -520,7 +518,7 @@ class RobotAgent:
         simulation), home, start pose, confirm; heartbeats all along."""
         if not self.sim and self.prompt is None and self.teleop is None:
             raise EmergencyStop("a real robot needs an operator to reset the scene between episodes")
-        return self.resets.run(seed if self.sim else None, index, after_stop=self._last_end == "safety_stop")
+        return self.resets.run(seed if self.sim else None, index)
 
     def _status(self, episode: int, steps: int, holding: bool = False) -> None:
         now = time.monotonic()

@@ -29,6 +29,11 @@ class Robot(ABC):
         Robots that cannot fault (the simulator) have nothing to clear."""
         return None
 
+    @property
+    def stopped(self) -> str | None:
+        """Why the arm takes no motion command until `home()` (None: it does). Robots that never stop return None."""
+        return None
+
     @abstractmethod
     def connect(self) -> None: ...
 

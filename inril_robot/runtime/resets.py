@@ -49,27 +49,18 @@ class ResetPhase:
     _home: np.ndarray | None = None
     _started: bool = False
 
-    def run(
-        self, seed: int | None, index: int, after_stop: bool = False
-    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Stages 1-7 for episode `index`; returns the episode's first observation and info (as `env.reset`).
-        `after_stop`: the last episode ended in a safety stop (the arm refuses motion until homed)."""
+    def run(self, seed: int | None, index: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Stages 1-7 for episode `index`; returns the episode's first observation and info (as `env.reset`)."""
         self.log = []
         env, loop = self.loop.env, self.loop
         moves = not isinstance(env.robot, ShadowRobot)  # in shadow mode the arm holds: nothing to move or wait for
-        stopped = (
-            env.stopped
-            or getattr(env.robot, "stopped", None)  # the driver's own record (the Franka's force reaction, stop())
-            or ("a safety stop ended the last episode" if after_stop else None)
-        )
+        stopped = env.stopped or env.robot.stopped  # the env's contact-force stop, or the driver's own (stop(), reflex)
         if self._started and moves and stopped is not None:
             self._recover(stopped)
         elif self._started and moves:
             self._open()
             self._retreat()
         else:
-            if self._started and stopped:  # a stopped arm takes no open/retreat command: homing recovers it
-                self._mark("recover", reason=str(stopped))
             self._begin(*env.reset(seed=seed), "homed")
         self._started = True
         self._operator(index)
