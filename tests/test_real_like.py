@@ -210,3 +210,36 @@ def test_fine_tuning_envs_take_reward_from_the_detector_and_report_the_simulator
     env.close()
     assert not any(r.terminated for r in results) and sum(r.reward for r in results) == 0.0  # the detector's
     assert results[-1].truncated and any(r.success for r in results)  # the simulator saw the expert lift the cube
+
+
+def always(cfg: RunConfig):
+    return lambda obs: 1.0
+
+
+@pytest.mark.timeout(120)
+def test_evaluation_episodes_end_on_the_simulators_success_not_the_detectors() -> None:
+    """A detector that fires early ends a training episode at once (reward 1, the simulator's verdict: not yet); an
+    evaluation episode in simulation runs on until the simulator's own success, so it measures the policy."""
+    from inril_robot.learning.rl.vec_env import VecEnv
+
+    cfg = load_config(
+        robot="sim",
+        task="lift",
+        cameras="sim_front",
+        overrides=[*REAL_LIKE, "reward.source=detector", f"reward.detector={__name__}:always"],
+    )
+    with VecEnv(cfg, 1, sorted(CELL_KEYS), 1, subprocess=False) as vec:
+        env = vec._local[0]
+        vec.reset({0: 0})
+        first = vec.step({0: env.env.expert_action()[None]})[0]
+        assert first.terminated and first.reward == 1.0 and not first.success and first.steps == 1
+        vec.judge_by_truth(True)
+        vec.reset({0: 0})
+        for _ in range(cfg.task.max_steps):
+            result = vec.step({0: env.env.expert_action()[None]})[0]
+            if result.terminated or result.truncated:
+                break
+        assert result.terminated and result.success and env.env.steps > 1
+        vec.judge_by_truth(False)
+        vec.reset({0: 0})
+        assert vec.step({0: env.env.expert_action()[None]})[0].terminated

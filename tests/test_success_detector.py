@@ -60,12 +60,20 @@ def test_frame_labels_positive_end_ambiguous_band_negative_rest() -> None:
     assert frame_labels(4, False).tolist() == [0, 0, 0, 0]
 
 
-def test_threshold_is_the_lowest_reaching_the_target_precision() -> None:
+def test_threshold_reaches_the_target_precision_with_margin() -> None:
+    def logit_middle(a: float, b: float) -> float:
+        return float(1 / (1 + np.exp(-(np.log(a / (1 - a)) + np.log(b / (1 - b))) / 2)))
+
     probs = np.array([0.1, 0.4, 0.6, 0.7, 0.8, 0.9])
     labels = np.array([0, 0, 1, 0, 1, 1])
-    assert choose_threshold(probs, labels, 0.7) == pytest.approx(0.6)  # from 0.6: 3 of 4 right; from 0.4: 3 of 5
-    assert choose_threshold(probs, labels, 0.95) == pytest.approx(0.8)  # only above the last negative
+    # from 0.6: 3 of 4 right (from 0.4: 3 of 5); the band (0.4, 0.6] keeps that recall: its middle in logit is 0.5
+    assert choose_threshold(probs, labels, 0.7) == pytest.approx(0.5)
+    assert choose_threshold(probs, labels, 0.95) == pytest.approx(logit_middle(0.7, 0.8))  # above the last negative
     assert choose_threshold(np.array([0.9, 0.95]), np.array([0, 0]), 0.9) > 0.95  # never fires on a negative
+    # cleanly separated classes: not the lowest passing threshold (a hair above the negatives) but the middle
+    separated = np.array([0.001, 0.002, 0.003, 0.6, 0.9])
+    t = choose_threshold(separated, np.array([0, 0, 0, 1, 1]), 0.95)
+    assert t == pytest.approx(logit_middle(0.003, 0.6)) and 0.003 < t < 0.6
 
 
 @pytest.mark.timeout(120)
@@ -152,3 +160,27 @@ def test_cli_label_and_train_report_json(tmp_path: Path) -> None:
     assert trained.exit_code == 0, trained.output
     payload = json.loads(trained.stdout)
     assert out.is_file() and {"precision", "recall"} <= set(payload["test"]) and 0 <= payload["threshold"] <= 1
+
+
+@pytest.mark.timeout(240)
+def test_recorded_positives_are_frames_after_success(tmp_path: Path) -> None:
+    """A store keeps the observation each action was taken from; without the hold steps a scripted episode's last
+    frame is the one *before* success and the detector learns to fire a step early. With them, every positive frame
+    follows a step on which the simulator already said success (reward 1, sparse)."""
+    from inril_robot.bench.detector import record_labelled_episodes
+    from inril_robot.config import load_config
+
+    cfg = load_config(
+        robot="sim",
+        task="lift",
+        cameras="sim_front",
+        overrides=["cameras.front.width=32", "cameras.front.height=32", "task.reward=sparse"],
+    )
+    store = record_labelled_episodes(cfg, tmp_path / "episodes", episodes=2, seed=3, cut_fraction=0.0, hold_steps=2)
+    for ep in store.episodes:
+        assert ep.success, ep.index
+        rewards = ep.load("reward")
+        first = int(np.argmax(rewards > 0))  # the step on which the simulator first said success
+        assert rewards[first:].min() == 1.0 and len(rewards) == first + 3, rewards
+        positive = np.flatnonzero(frame_labels(len(rewards), True) == 1)
+        assert (positive > first).all(), (positive, first)  # frame t+1 is the observation after step t

@@ -5,6 +5,11 @@ cut at a random step in the first 40% of the time limit, mostly before the exper
 the scenes a detector confuses most with success (cube in the gripper, half lifted); the others run to success or
 the time limit. Episodes are stored as `collect` stores them (episode success = the simulator's), so
 `train_detector` reads them as it reads real ones.
+
+A store keeps the observation each action was taken from, so an episode that ends on the step that succeeds has no
+frame *after* success: its last frames show the cube just below the lift height, and a detector trained on them fires
+a control step early. A real operator presses keep after seeing the success; here a successful episode goes on for
+`hold_steps` more expert steps, recorded, so the last frames (the positives) are the scene after success.
 """
 
 from __future__ import annotations
@@ -24,7 +29,13 @@ Progress = Callable[[str], None]
 
 
 def record_labelled_episodes(
-    cfg: RunConfig, out: Path, episodes: int, seed: int = 0, cut_fraction: float = 0.5, say: Progress | None = None
+    cfg: RunConfig,
+    out: Path,
+    episodes: int,
+    seed: int = 0,
+    cut_fraction: float = 0.5,
+    hold_steps: int = 2,
+    say: Progress | None = None,
 ) -> Dataset:
     """`episodes` scripted episodes with images in `out` (resumes: only the missing ones are recorded)."""
     if not cfg.cameras:
@@ -39,11 +50,17 @@ def record_labelled_episodes(
         for i in range(writer.next_index(), episodes):
             obs, info = env.reset(seed=seed + i)
             episode = writer.begin_episode(seed=seed + i, notes=f"detector data, cut at {cuts[i]} steps")
-            for _ in range(cuts[i]):
+            succeeded_at: int | None = None  # the step on which the episode succeeded
+            while True:
                 action = env.expert_action()
                 state = info["state"]
                 next_obs, reward, terminated, truncated, info = env.step(action)
-                done = terminated or truncated or env.steps >= cuts[i]
+                if terminated and succeeded_at is None:
+                    succeeded_at = env.steps
+                if succeeded_at is None:
+                    done = truncated or env.steps >= cuts[i]
+                else:  # after success: hold, unless the cube drops (then a failure, all its frames negatives)
+                    done = env.steps - succeeded_at >= hold_steps or not info["success"]
                 episode.add_step(obs, action, info["executed_action"], reward, done, "scripted", robot_state=state)
                 obs = next_obs
                 if done:

@@ -25,7 +25,10 @@ markers_app = typer.Typer(help="Fiducial markers on the task's objects.", no_arg
 
 StepsOpt = Annotated[int, typer.Option(min=1, help="Training steps (balanced batches).")]
 PrecisionOpt = Annotated[
-    float, typer.Option(min=0.5, max=1.0, help="Threshold: the lowest whose validation precision reaches this.")
+    float,
+    typer.Option(
+        min=0.5, max=1.0, help="The threshold reaches this precision on the validation episodes (with margin)."
+    ),
 ]
 
 

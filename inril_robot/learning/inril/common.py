@@ -107,7 +107,7 @@ def evaluate(
     act: ActFn | None = None,
 ) -> dict[str, Any]:
     """The policy acting as deployed (`predict(deterministic=True)`, what `eval` and the server run) on seeds
-    seed .. seed + episodes - 1, one generator seeded with `seed` (the same sampling noise every time). `act(obs,
+    seed .. seed + episodes - 1, episodes judged by the simulator's success where it has one (`judge_by_truth`), one generator seeded with `seed` (the same sampling noise every time). `act(obs,
     generator)` -> normalised chunks replaces the deployed rule (measurements of other ways to act)."""
     generator = torch.Generator(device=device).manual_seed(seed)
     policy.eval()
@@ -117,7 +117,11 @@ def evaluate(
             return act(obs, generator), {}
         return policy.predict_normalized(obs, deterministic=True, generator=generator), {}
 
-    return summarize(run_episodes(vec, [seed + i for i in range(episodes)], policy, choose, device))
+    vec.judge_by_truth(True)
+    try:
+        return summarize(run_episodes(vec, [seed + i for i in range(episodes)], policy, choose, device))
+    finally:
+        vec.judge_by_truth(False)
 
 
 def evaluate_checkpoint(

@@ -48,6 +48,12 @@ class HistoryEnv:
 
         self.env = RobotEnv(cfg)  # reward and termination from reward.source (the simulator, operator or detector)
         self.history = ObsHistory(obs_keys, n_obs_steps)
+        self.judge_by_truth = False
+
+    def set_judge(self, truth: bool) -> None:
+        """`truth`: episodes end on the simulator's success (evaluation in simulation), not on `reward.source`'s: a
+        success detector that fires a step early would otherwise end a succeeding episode as a failure."""
+        self.judge_by_truth = truth
 
     def _push(self, obs: dict[str, np.ndarray]) -> History:
         self.history.push(obs)
@@ -68,6 +74,9 @@ class HistoryEnv:
             # the simulator's verdict where it has one: evaluations measure the truth whatever gives the reward
             truth = info.get("sim_success")
             success, stopped = bool(info["success"] if truth is None else truth), info["stopped"] is not None
+            if self.judge_by_truth and truth is not None:
+                terminated = truth
+                truncated = not truth and (stopped or self.env.steps >= self.env.cfg.task.max_steps)
             history = self._push(obs)
             if terminated or truncated:
                 break
@@ -89,6 +98,8 @@ def _worker(conn: Connection, cfg_json: dict[str, Any], obs_keys: list[str], n_o
                 conn.send(("ok", env.reset(arg)))
             elif command == "step":
                 conn.send(("ok", env.step(arg)))
+            elif command == "set_judge":
+                conn.send(("ok", env.set_judge(arg)))
             elif command == "close":
                 break
     except (EOFError, KeyboardInterrupt):
@@ -153,6 +164,10 @@ class VecEnv:
     def step(self, chunks: dict[int, np.ndarray]) -> dict[int, ChunkResult]:
         """Run chunk (k, A) of raw actions in env i, all envs at once."""
         return self._call("step", chunks)
+
+    def judge_by_truth(self, truth: bool) -> None:
+        """Every env: episodes end on the simulator's success (`HistoryEnv.set_judge`) or on `reward.source`'s."""
+        self._call("set_judge", dict.fromkeys(range(self.num_envs), truth))
 
     def close(self) -> None:
         for env in self._local:
