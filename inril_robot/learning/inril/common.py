@@ -107,8 +107,9 @@ def evaluate(
     act: ActFn | None = None,
 ) -> dict[str, Any]:
     """The policy acting as deployed (`predict(deterministic=True)`, what `eval` and the server run) on seeds
-    seed .. seed + episodes - 1, episodes judged by the simulator's success where it has one (`judge_by_truth`), one generator seeded with `seed` (the same sampling noise every time). `act(obs,
-    generator)` -> normalised chunks replaces the deployed rule (measurements of other ways to act)."""
+    seed .. seed + episodes - 1, judged by the simulator's success where it has one (`judge_by_truth`), one
+    generator seeded with `seed` (the same sampling noise every time). `act(obs, generator)` -> normalised chunks
+    replaces the deployed rule (measurements of other ways to act)."""
     generator = torch.Generator(device=device).manual_seed(seed)
     policy.eval()
 

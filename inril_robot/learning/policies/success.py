@@ -11,8 +11,8 @@ for precision, the operator able to override). Here:
   augmentation) on every camera, then an MLP to one logit.
 - **training** (`train_detector`): episodes split into train / validation / test; class-balanced BCE; the threshold
   reaches `target_precision` on the validation episodes with the most recall, in the middle of the band of such
-  thresholds (`choose_threshold`; a false success ends an episode and rewards a failure, a missed one only costs time); precision and recall are then measured on the test
-  episodes, per frame and per episode.
+  thresholds (`choose_threshold`; a false success ends an episode and rewards a failure, a missed one only costs
+  time); precision and recall are then measured on the test episodes, per frame and per episode.
 - **rewards**: `reward.source=detector` with `reward.detector=<file>` makes every env (`RobotEnv`, through
   `runtime.cell.SuccessSource`) take success, reward and termination from the detector; `detector_for_config` is
   the factory that loads the file (the simulator's verdict stays in `info["sim_success"]`, so fine-tuning's
