@@ -35,7 +35,7 @@ from inril_robot.bridge.server import PolicyServer, ServeOptions
 from inril_robot.cli import app
 from inril_robot.config import RunConfig, load_config
 from inril_robot.data import Dataset
-from inril_robot.learning.inril.finetune import evaluate
+from inril_robot.learning.inril.common import evaluate
 from inril_robot.learning.policies import checkpoint as ckpt
 from inril_robot.learning.pretrain import pretrain
 from inril_robot.learning.rl.rollouts import EpisodeTrace, raw_actions
@@ -588,9 +588,9 @@ def test_agent_survives_an_arm_fault_and_the_faulted_episode_is_never_learned(
     """An arm fault mid-episode (injected: the simulator has no reflexes; on franky-sim see tests/test_franka.py)
     -> pause with the reason, the operator confirms, recover, home, next episode; the faulted episode is not in the
     recorded store nor in the learner's episodes."""
+    from inril_robot.core.seeds import train_seed
     from inril_robot.core.state import RobotState
     from inril_robot.hardware import Robot, RobotFault
-    from inril_robot.learning.inril.finetune import train_seed
 
     class FaultsOnce(Robot):
         def __init__(self, inner: Robot, at_apply: int) -> None:

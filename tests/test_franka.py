@@ -805,8 +805,8 @@ def test_finetune_agent_over_franky_sim_survives_a_fault(
     episode is neither in the agent's store nor among the learner's episodes."""
     from inril_robot.bridge.agent import AgentOptions, RobotAgent
     from inril_robot.bridge.learning import ServerLearner
+    from inril_robot.core.seeds import train_seed
     from inril_robot.data.store import Dataset
-    from inril_robot.learning.inril.finetune import train_seed
     from inril_robot.learning.pretrain import pretrain
     from inril_robot.runtime.env import RobotEnv
     from tests.test_bridge import FT, served

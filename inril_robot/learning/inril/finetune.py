@@ -16,7 +16,6 @@ sampling noise are then exactly those of an uninterrupted run (tested).
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,46 +24,27 @@ import torch
 
 from inril_robot.config import OFF_POLICY_ALGOS, FinetuneConfig, RunConfig
 from inril_robot.core.contract import Contract
-from inril_robot.core.seeds import train_seed
 from inril_robot.data.store import Dataset
-from inril_robot.learning.inril.common import (
-    RUN_METRICS,
-    FinetuneError,
-    FinetuneResult,
-    ProgressFn,
-    RunLog,
-    _eval_columns,
-    _title,
-    evaluate,
-    iteration_row,
-    open_run,
-    pretrained_row,
-    read_train_state,
-    save_finetuned,
-    value_range,
-)
+from inril_robot.learning.inril.common import RUN_METRICS, FinetuneError, FinetuneResult, ProgressFn, value_range
 from inril_robot.learning.inril.learner import UPDATE_METRICS, DemoSource, InrilLearner
+from inril_robot.learning.inril.loop import Method, run_finetuning
 from inril_robot.learning.inril.offpolicy import finetune_offpolicy
 from inril_robot.learning.policies import checkpoint as ckpt
-from inril_robot.learning.policies.base import Policy
+from inril_robot.learning.policies.base import Obs, Policy
 from inril_robot.learning.policies.diffusion import DiffusionPolicy
 from inril_robot.learning.policies.gaussian import GaussianPolicy
 from inril_robot.learning.policies.residual import ResidualPolicy
 from inril_robot.learning.pretrain import (
     DemoWindows,
     check_dataset_fits,
-    pick_device,
-    run_contract,
 )
 from inril_robot.learning.rl.actor import Actor
 from inril_robot.learning.rl.buffer import RolloutBuffer
 from inril_robot.learning.rl.dppo import DPPOActor, with_frozen_copy
 from inril_robot.learning.rl.ppo import Critic, GaussianActor
 from inril_robot.learning.rl.residual_ppo import ResidualActor
-from inril_robot.learning.rl.rollouts import EpisodeTrace, run_episodes
-from inril_robot.learning.rl.vec_env import VecEnv
+from inril_robot.learning.rl.rollouts import EpisodeTrace
 
-TRAIN_STATE_VERSION = 1
 METRIC_FIELDS = (
     *RUN_METRICS,
     *UPDATE_METRICS,
@@ -170,6 +150,48 @@ def to_buffer(
 
 
 # ------------------------------------------------------------------------------------------------ the run
+class OnPolicyMethod:
+    """PPO / DPPO / residual PPO with IN-RIL in the shared run loop (`inril.loop`): each iteration's episodes are
+    one batch for the learner; evaluations every `eval_every` iterations, checkpoints every `checkpoint_every`."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        loaded: ckpt.LoadedCheckpoint,
+        contract: Contract,
+        device: torch.device,
+        demos: Dataset | None,
+    ) -> None:
+        self.f, self.device = cfg.finetune, device
+        self.actor, self.critic, self.learner = make_learner(cfg, loaded.policy, demos, contract, device)
+        self.acting = self.deployed = self.actor.policy
+        self.run_cfg = cfg.model_copy(update={"policy": self.actor.policy.cfg})
+        self.episodes_per_iteration = self.f.episodes_per_iteration
+
+    def choose(self, obs: Obs, sampler: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        sample = self.actor.sample(obs, sampler)
+        return sample.action, {**sample.record, "log_prob": sample.log_prob}
+
+    def learn(self, traces: list[EpisodeTrace]) -> tuple[dict[str, Any], dict[str, Any]]:
+        stats = self.learner.update(to_buffer(traces, self.critic, self.device, self.f.ppo.stop_penalty))
+        row = {k: v for k, v in stats.items() if isinstance(v, int | float) and k in METRIC_FIELDS}
+        if "guard" in stats:
+            row.update(guard_alpha=stats["guard"]["alpha"], guard_accepted=int(stats["guard"]["accepted"]))
+        return row, {"guard": stats.get("guard")}
+
+    def eval_due(self, iteration: int, env_steps: int) -> bool:
+        return self.f.eval_every > 0 and iteration % self.f.eval_every == 0
+
+    def checkpoint_due(self, iteration: int, evaluated: bool) -> bool:
+        return iteration % self.f.checkpoint_every == 0
+
+    def state(self) -> dict[str, Any]:
+        return {"learner": self.learner.state_dict()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.learner.load_state_dict(state["learner"])
+
+
 def finetune(
     cfg: RunConfig,
     checkpoint: Path,
@@ -186,113 +208,17 @@ def finetune(
         return finetune_offpolicy(
             cfg, checkpoint, demos, out, resume=resume, on_progress=on_progress, max_iterations=max_iterations
         )
-    out = Path(out)
-    started = time.perf_counter()
-    f = cfg.finetune
-    contract = run_contract(cfg)
-    loaded = ckpt.load_checkpoint(checkpoint, expect_contract=contract, use_ema=True)
-    cfg = cfg.model_copy(update={"policy": loaded.policy.cfg})
-    run = open_run(out, cfg, resume, METRIC_FIELDS)
-    if f.num_threads > 0:
-        torch.set_num_threads(f.num_threads)
-    device = pick_device(f.device)
-    torch.manual_seed(cfg.seed)
 
-    actor, critic, learner = make_learner(cfg, loaded.policy, demos, contract, device)
-    sampler = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # exploration noise
-    run_cfg = cfg.model_copy(update={"policy": actor.policy.cfg})
+    def build(cfg: RunConfig, loaded: ckpt.LoadedCheckpoint, contract: Contract, device: torch.device) -> Method:
+        return OnPolicyMethod(cfg, loaded, contract, device, demos)
 
-    last_path, train_path = run.last, run.train_state
-    iteration, env_steps, episodes_done = 0, 0, 0
-    last_eval: dict[str, Any] | None = None
-    state = read_train_state(run)
-    if state is not None:
-        learner.load_state_dict(state["learner"])
-        sampler.set_state(state["sampler"])
-        iteration, env_steps, episodes_done = int(state["iteration"]), int(state["env_steps"]), int(state["episodes"])
-        last_eval = state.get("last_eval") or None
-    start_iteration = iteration
-    log = RunLog.open(run, run_cfg, iteration, state)
-
-    def save(path: Path, evaluation: dict[str, Any] | None) -> None:
-        save_finetuned(path, actor.policy, run_cfg, contract, loaded, checkpoint, env_steps, iteration, evaluation)
-
-    def save_train_state() -> None:
-        ckpt.atomic_torch_save(
-            log.train_state(
-                format_version=TRAIN_STATE_VERSION,
-                iteration=iteration,
-                env_steps=env_steps,
-                episodes=episodes_done,
-                learner=learner.state_dict(),
-                sampler=sampler.get_state(),
-                last_eval=last_eval or {},
-            ),
-            train_path,
-        )
-
-    def run_eval() -> dict[str, Any]:
-        return log.evaluated(evaluate(vec, actor.policy, f.eval_episodes, device), iteration, env_steps, save)
-
-    def collect() -> list[EpisodeTrace]:
-        nonlocal episodes_done
-        seeds = [train_seed(cfg.seed, episodes_done + i) for i in range(f.episodes_per_iteration)]
-        episodes_done += len(seeds)
-
-        def choose(obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-            sample = actor.sample(obs, sampler)
-            return sample.action, {**sample.record, "log_prob": sample.log_prob}
-
-        actor.policy.eval()
-        return run_episodes(
-            vec,
-            seeds,
-            actor.policy,
-            choose,
-            device,
-            on_chunk=lambda n: on_progress and on_progress({"event": "steps", "steps": n}),
-        )
-
-    obs_keys, n_obs = list(actor.policy.obs_shapes), actor.policy.cfg.n_obs_steps
-    try:
-        with VecEnv(cfg, f.num_envs, obs_keys, n_obs, subprocess=f.subprocess_envs) as vec:
-            if iteration == 0 and log.pretrained is None:
-                last_eval = run_eval()
-                row = pretrained_row(last_eval, started)
-                log.append(row)
-                if on_progress:
-                    on_progress({"event": "eval", **row})
-            ran = 0
-            while env_steps < f.env_steps and (max_iterations is None or ran < max_iterations):
-                tick = time.perf_counter()
-                traces = collect()
-                collected = sum(t.steps for t in traces)
-                env_steps += collected
-                stats = learner.update(to_buffer(traces, critic, device, f.ppo.stop_penalty))
-                iteration += 1
-                ran += 1
-                row = {
-                    **iteration_row(iteration, env_steps, started, tick, traces),
-                    **{k: v for k, v in stats.items() if isinstance(v, int | float) and k in METRIC_FIELDS},
-                }
-                if "guard" in stats:
-                    row.update(guard_alpha=stats["guard"]["alpha"], guard_accepted=int(stats["guard"]["accepted"]))
-                done = env_steps >= f.env_steps
-                if (f.eval_every > 0 and iteration % f.eval_every == 0) or done:
-                    last_eval = run_eval()
-                    row.update(_eval_columns(last_eval))
-                log.append(row)
-                if (
-                    iteration % f.checkpoint_every == 0
-                    or done
-                    or (max_iterations is not None and ran >= max_iterations)
-                ):
-                    save(last_path, last_eval if row.get("eval_success") is not None else None)
-                    save_train_state()
-                    log.flush(_title(cfg))
-                if on_progress:
-                    on_progress({"event": "iteration", **row, "guard": stats.get("guard")})
-    finally:
-        run.close()
-    log.flush(_title(cfg))
-    return log.result(cfg, start_iteration, iteration, env_steps, started, last_eval)
+    return run_finetuning(
+        cfg,
+        checkpoint,
+        out,
+        build,
+        METRIC_FIELDS,
+        resume=resume,
+        on_progress=on_progress,
+        max_iterations=max_iterations,
+    )
