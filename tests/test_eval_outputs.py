@@ -116,4 +116,24 @@ def test_eval_on_the_arm_needs_execute_and_a_loadable_detector(reach_checkpoint:
     result = runner.invoke(
         app, ["eval", "--checkpoint", str(reach_checkpoint), "--robot", "franka", "--execute", "--detector", "nope"]
     )
-    assert result.exit_code == 2 and "module:callable" in result.output, result.output
+    assert result.exit_code == 2 and "reward.detector 'nope' is neither a detector file" in result.output, result.output
+
+
+def test_on_the_arm_the_envs_own_detector_decides_and_below_threshold_leaves_it_to_the_operator() -> None:
+    """`reward.source=detector` on a real arm: the step's success is the detector's; no injected callable needed.
+    Below its threshold it has no opinion, so at the time limit the operator is asked (never a silent failure)."""
+    from types import SimpleNamespace
+
+    from inril_robot.runtime.rollout import RobotCell, _cell_outcome
+
+    asked: list[str] = []
+    loop = SimpleNamespace(
+        env=SimpleNamespace(cfg=SimpleNamespace(task=SimpleNamespace(max_steps=10))),
+        decide=lambda say, question: asked.append(question) or False,
+    )
+    cell = RobotCell(teleop=None)
+    assert _cell_outcome(cell, loop, {}, True, 3, detected=True) == (True, "detector", True)  # type: ignore[arg-type]
+    assert _cell_outcome(cell, loop, {}, False, 3, detected=False) == (False, "", False)  # type: ignore[arg-type]
+    assert not asked
+    assert _cell_outcome(cell, loop, {}, True, 10, detected=False) == (False, "operator", True)  # type: ignore[arg-type]
+    assert asked == ["episode over after 10 steps: success?"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import time
 from pathlib import Path
@@ -264,8 +263,8 @@ def eval_cmd(
     detector: Annotated[
         str | None,
         typer.Option(
-            help="Real robot: a success detector, module:callable (observation -> True, False or None); the "
-            "operator's keys override it."
+            help="A success detector (a `detector train` file, or module:factory): shorthand for --set "
+            "reward.source=detector --set reward.detector=DETECTOR. On the arm the operator's keys override it."
         ),
     ] = None,
     cameras: CamerasOpt = None,
@@ -275,7 +274,7 @@ def eval_cmd(
 ) -> None:
     """Evaluate a checkpoint: success (Wilson 95% interval), mean return and length; refuses a mismatching contract.
     On a real arm (--robot franka --execute): the reset phase before each episode, success from the operator's keys
-    (keep / discard) or --detector, and a video per episode."""
+    (keep / discard) or the success detector (reward.source=detector), and a video per episode."""
     from inril_robot.core.contract import ContractMismatch
     from inril_robot.learning.policies.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, set_acting
     from inril_robot.learning.policies.runner import PolicyRunner
@@ -286,7 +285,8 @@ def eval_cmd(
     real = robot != "sim"
     if real and not execute:
         fail(f"eval --robot {robot} moves the arm: add --execute (the operator's e-stop key stops it)")
-    success_detector = load_detector(detector) if detector is not None else None
+    if detector is not None:
+        set_ = [*(set_ or []), "reward.source=detector", f"reward.detector={detector}"]
     payload = read_checkpoint(checkpoint)
     stored_cfg = payload["run_config"]
     if task is not None and task != stored_cfg["task"]["name"]:
@@ -307,7 +307,7 @@ def eval_cmd(
         env_cfg = cfg.model_copy(update={"cameras": resolve(None, None, "sim_front", None, size).cameras})
     try:
         env = RobotEnv(env_cfg, execute=execute)
-        cell = robot_cell(cfg, env, success_detector) if real else None
+        cell = robot_cell(cfg, env) if real else None
     except DriverUnavailable as e:
         fail(str(e))
         return
@@ -378,23 +378,10 @@ def eval_cmd(
     Console().print(table)
 
 
-def robot_cell(cfg: Any, env: Any, detector: Any) -> Any:
-    """The operator's side of an evaluation on the arm: the teleop, the detector, prompts on stderr."""
+def robot_cell(cfg: Any, env: Any) -> Any:
+    """The operator's side of an evaluation on the arm: the teleop and prompts on stderr (a success detector, when
+    configured, is the env's own: `reward.source=detector`)."""
     from inril_robot.runtime.registry import make_teleop
     from inril_robot.runtime.rollout import RobotCell
 
-    return RobotCell(make_teleop(cfg, env), detector=detector, say=lambda text: err.print(f"[bold]{escape(text)}[/]"))
-
-
-def load_detector(spec: str) -> Any:
-    """`module:callable` -> the callable (observation -> True / False / None)."""
-    module, _, name = spec.partition(":")
-    if not module or not name:
-        fail(f"--detector {spec!r} must look like module:callable (e.g. mypkg.detect:success)")
-    try:
-        found = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e:
-        fail(f"--detector {spec!r} cannot be loaded: {e}")
-    if not callable(found):
-        fail(f"--detector {spec!r} is not callable")
-    return found
+    return RobotCell(make_teleop(cfg, env), say=lambda text: err.print(f"[bold]{escape(text)}[/]"))

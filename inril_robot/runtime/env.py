@@ -74,6 +74,7 @@ class RobotEnv:
         self.task = make_task(cfg.task)
         objects = scene_objects(cfg, self.task.scene_objects())
         check_cell(cfg, self.task, object_state_source=cfg.markers.enabled)
+        self.success_source = SuccessSource(cfg, self.task)  # a detector that cannot load is refused before the arm
         self.robot = robot or make_robot(cfg, objects, execute=execute)
         self.robot.connect()
         self.cameras = cameras if cameras is not None else make_cameras(cfg, self.robot)
@@ -86,7 +87,6 @@ class RobotEnv:
             c.name: ImagePipeline.build(c.name, capture_size(c), (c.width, c.height), c.crop) for c in cfg.cameras
         }
         self.contract = build_contract(cfg, self.task, object_state=self.provides_object_state)
-        self.success_source = SuccessSource(cfg, self.task)
         self.rng = np.random.default_rng(cfg.seed)
         self.steps = 0
         self.stopped: str | None = None  # why step() stopped the arm (cleared when reset() homes it)

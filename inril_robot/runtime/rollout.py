@@ -7,8 +7,9 @@ the arm or give the operator's verdict), so every action passes the safety envel
 On a real arm (`RobotCell`): the loop runs at the control rate, the reset phase runs between episodes
 (`runtime.resets`: open, retreat, the operator resets the scene, randomised start pose, confirm), and success comes
 from the operator's keys (keep = success, discard = failure, at any step; asked at the time limit) and, when given,
-from a success detector (an injected callable on the observation: the model runs wherever it was built, this module
-never imports it); the operator's key overrides the detector. Every episode gets a video."""
+from a success detector (the env's own, `reward.source=detector`, or an injected callable on the observation: the
+model runs wherever it was built, this module never imports it); the operator's key overrides the detector. Every
+episode gets a video."""
 
 from __future__ import annotations
 
@@ -156,7 +157,8 @@ def run_policy(
                     done = step.done
                     success = bool(step.info["success"])
                     if cell is not None:
-                        success, decided_by, done = _cell_outcome(cell, loop, step.next_obs, done, length)
+                        detected = env.success_source.kind == "detector" and success  # the env's own detector
+                        success, decided_by, done = _cell_outcome(cell, loop, step.next_obs, done, length, detected)
                 if writers:
                     shown = step.next_obs if step.executed is not None else loop.obs
                     lines = caption.lines(length, step.reward, ret, success if done else None)
@@ -196,12 +198,13 @@ def run_policy(
 
 
 def _cell_outcome(
-    cell: RobotCell, loop: ControlLoop, obs: dict[str, np.ndarray], done: bool, length: int
+    cell: RobotCell, loop: ControlLoop, obs: dict[str, np.ndarray], done: bool, length: int, detected: bool = False
 ) -> tuple[bool, str, bool]:
     """(success, decided by, done) on a real arm after a step without the operator's key: the detector's success
     ends the episode; at the time limit (or a stop) the detector's "no" is a failure, and without a detector (or
-    when it has no opinion) the operator is asked."""
-    opinion = cell.detector(obs) if cell.detector is not None else None
+    when it has no opinion) the operator is asked. `detected`: the env's own detector (`reward.source=detector`)
+    fired on this step; below its threshold it has no opinion (set for precision, its "no" is not a failure)."""
+    opinion = cell.detector(obs) if cell.detector is not None else (True if detected else None)
     if opinion:
         return True, "detector", True
     if not done and length < loop.env.cfg.task.max_steps:

@@ -28,7 +28,8 @@ from inril_robot.data.store import Dataset
 from inril_robot.learning.inril.common import RUN_METRICS, FinetuneError, FinetuneResult, ProgressFn, value_range
 from inril_robot.learning.inril.learner import UPDATE_METRICS, DemoSource, InrilLearner
 from inril_robot.learning.inril.loop import Method, run_finetuning
-from inril_robot.learning.inril.offpolicy import finetune_offpolicy
+from inril_robot.learning.inril.offpolicy import METRIC_FIELDS as OFF_POLICY_METRIC_FIELDS
+from inril_robot.learning.inril.offpolicy import OffPolicyMethod
 from inril_robot.learning.policies import checkpoint as ckpt
 from inril_robot.learning.policies.base import Obs, Policy
 from inril_robot.learning.policies.diffusion import DiffusionPolicy
@@ -203,22 +204,14 @@ def finetune(
     max_iterations: int | None = None,
 ) -> FinetuneResult:
     """Fine-tune `checkpoint` in simulation until `cfg.finetune.env_steps` control steps (or `max_iterations` more
-    iterations, e.g. to test resuming) have run. Off-policy algorithms (sac, idql) run `inril.offpolicy`."""
-    if cfg.finetune.algo in OFF_POLICY_ALGOS:
-        return finetune_offpolicy(
-            cfg, checkpoint, demos, out, resume=resume, on_progress=on_progress, max_iterations=max_iterations
-        )
+    iterations, e.g. to test resuming) have run, in the one run loop (`inril.loop`) with the algorithm's method."""
+    off_policy = cfg.finetune.algo in OFF_POLICY_ALGOS
+    method = OffPolicyMethod if off_policy else OnPolicyMethod
 
     def build(cfg: RunConfig, loaded: ckpt.LoadedCheckpoint, contract: Contract, device: torch.device) -> Method:
-        return OnPolicyMethod(cfg, loaded, contract, device, demos)
+        return method(cfg, loaded, contract, device, demos)
 
+    fields = OFF_POLICY_METRIC_FIELDS if off_policy else METRIC_FIELDS
     return run_finetuning(
-        cfg,
-        checkpoint,
-        out,
-        build,
-        METRIC_FIELDS,
-        resume=resume,
-        on_progress=on_progress,
-        max_iterations=max_iterations,
+        cfg, checkpoint, out, build, fields, resume=resume, on_progress=on_progress, max_iterations=max_iterations
     )

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,8 +26,7 @@ import torch
 from inril_robot.config import RunConfig
 from inril_robot.core.contract import Contract
 from inril_robot.data.store import Dataset
-from inril_robot.learning.inril.common import RUN_METRICS, FinetuneError, FinetuneResult, ProgressFn, value_range
-from inril_robot.learning.inril.loop import Method, run_finetuning
+from inril_robot.learning.inril.common import RUN_METRICS, FinetuneError, value_range
 from inril_robot.learning.inril.offpolicy_learner import Algo, IDQLAlgo, OffPolicyLearner, make_algo
 from inril_robot.learning.policies import checkpoint as ckpt
 from inril_robot.learning.policies.base import Obs, Policy
@@ -189,28 +187,3 @@ class OffPolicyMethod:
     def load_state(self, state: dict[str, Any]) -> None:
         self.learner.load_state_dict(state["learner"])
         self.next_eval = int(state["next_eval"])
-
-
-def finetune_offpolicy(
-    cfg: RunConfig,
-    checkpoint: Path,
-    demos: Dataset | None,
-    out: Path,
-    *,
-    resume: bool = False,
-    on_progress: ProgressFn | None = None,
-    max_iterations: int | None = None,
-) -> FinetuneResult:
-    def build(cfg: RunConfig, loaded: ckpt.LoadedCheckpoint, contract: Contract, device: torch.device) -> Method:
-        return OffPolicyMethod(cfg, loaded, contract, device, demos)
-
-    return run_finetuning(
-        cfg,
-        checkpoint,
-        out,
-        build,
-        METRIC_FIELDS,
-        resume=resume,
-        on_progress=on_progress,
-        max_iterations=max_iterations,
-    )
