@@ -10,12 +10,13 @@ import glob
 import json
 import sys
 from collections import Counter
+from pathlib import Path
 
 
 def episodes(folder: str) -> dict[int, tuple[bool, int]]:
     out = {}
     for path in glob.glob(f"{folder}/eval.json") + glob.glob(f"{folder}/*/eval.json"):
-        for e in json.load(open(path))["per_episode"]:
+        for e in json.loads(Path(path).read_text())["per_episode"]:
             out[int(e["seed"])] = (bool(e["success"]), int(e["length"]))
     return out
 
