@@ -75,6 +75,8 @@ def per_episode(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
                 "policy_version": int(r["policy_version"]),
                 "step_p99_ms": float(r["step_p99_ms"] or "nan"),
                 "round_trip_p99_ms": float(r["round_trip_p99_ms"] or "nan"),
+                # this episode's worst tick lateness, round trip and control step (an overrun is a tick > 10 ms late)
+                **{k: float(r[k] or "nan") for k in ("late_max_ms", "round_trip_max_ms", "step_max_ms") if k in r},
             }
         )
         overruns = total

@@ -40,6 +40,9 @@ def test_a_slow_step_is_counted_and_never_followed_by_catch_up_steps() -> None:
     gaps = np.diff(actions)
     # a busy machine can only make gaps longer (more overruns), never shorter: the lower bounds are exact
     assert clock.overruns >= 1
+    assert clock.late_max >= 2.4 * period  # the late tick's lateness is kept for the episode's log
+    clock.reset_peak()
+    assert clock.late_max == 0.0
     assert gaps[3] >= 3.5 * period
     assert all(g >= 0.8 * period for g in gaps), gaps.round(3)  # >= period - tolerance, less clock jitter
     assert np.median(np.delete(gaps, 3)) <= 1.6 * period, gaps.round(3)  # and the rate continues after it

@@ -16,6 +16,7 @@ from inril_robot.learning.inril.finetune import finetune
 from inril_robot.learning.inril.offpolicy import demo_replay, trace_transitions
 from inril_robot.learning.inril.offpolicy_learner import OffPolicyLearner, make_algo
 from inril_robot.learning.policies import checkpoint as ckpt
+from inril_robot.learning.policies.residual import ResidualPolicy
 from inril_robot.learning.pretrain import DemoWindows, pretrain
 from inril_robot.learning.rl import sac
 from inril_robot.learning.rl.replay import ReplayBuffer, episode_transitions, sample_mixed
@@ -254,9 +255,81 @@ def test_sac_bc_anchor_needs_demonstrations() -> None:
     from inril_robot.learning.inril.offpolicy_learner import SACAlgo
 
     cfg = load_config(robot="sim", task="reach", overrides=[*FAST, "finetune.algo=sac", "finetune.inril.il_every=0"])
-    algo = SACAlgo.__new__(SACAlgo)  # only its type matters before the learner refuses
+    algo = SACAlgo.__new__(SACAlgo)  # only its type and kind matter before the learner refuses
+    algo.residual = False
     with pytest.raises(ValueError, match="sac_bc_coef"):
         OffPolicyLearner(algo, cfg.finetune, ReplayBuffer(10), None, None)
+
+
+# ------------------------------------------------------------------------------------------------ residual SAC
+def _residual_learner(gaussian: Path, demos: Dataset, *extra: str) -> tuple[OffPolicyLearner, dict[str, torch.Tensor]]:
+    cfg = load_config(
+        robot="sim",
+        task="reach",
+        overrides=[*FAST, "finetune.algo=residual-sac", "finetune.residual.actor_lr=1e-2", *extra],
+    ).finetune
+    policy = ckpt.load_checkpoint(gaussian).policy
+    algo = make_algo(policy, cfg, (0.0, 1.0))
+    pc = policy.cfg
+    windows = DemoWindows(demos, list(policy.obs_shapes), pc.n_obs_steps, pc.horizon)
+    replay = demo_replay(demos, policy)
+    obs_np, _ = windows.sample(128, np.random.default_rng(1))
+    return OffPolicyLearner(algo, cfg, replay, replay, windows.sample), {
+        k: torch.from_numpy(v) for k, v in obs_np.items()
+    }
+
+
+@pytest.mark.timeout(600)  # builds the module's checkpoints when run alone
+def test_residual_sac_starts_at_the_base_and_stays_within_its_bound(pretrained: tuple[Path, Path, Dataset]) -> None:
+    """A critic that pulls one way drags the residual to its bound and no further: every executed action stays
+    within +-scale of the frozen base's (the bound is residual SAC's anchor), and the base does not move."""
+    gaussian, _, demos = pretrained
+    learner, obs = _residual_learner(gaussian, demos, "finetune.inril.il_every=0")
+    algo = learner.algo
+    policy = algo.policy
+    scale = policy.scale
+    base_before = {k: v.clone() for k, v in policy.base.state_dict().items()}
+    with torch.no_grad():
+        base = policy.base.predict_normalized(obs)  # (B, H, A)
+        assert torch.equal(algo.actor.deterministic(obs), base)  # the head starts at 0
+        a, log_prob = algo.actor.sample(obs, torch.Generator().manual_seed(0))
+    assert ((a - base).abs() <= scale + 1e-6).all() and torch.isfinite(log_prob).all()
+    algo.critic = _OneWay(5.0)
+    for _ in range(60):
+        loss, _ = learner._rl_loss(learner._rl_batch())
+        learner._step("rl", loss)
+    with torch.no_grad():
+        moved = algo.actor.deterministic(obs)[..., 0] - base[..., 0]
+        a, _ = algo.actor.sample(obs, torch.Generator().manual_seed(1))
+    assert float(moved.mean()) > 0.5 * scale  # it follows the critic ...
+    assert ((a - base).abs() <= scale + 1e-6).all()  # ... only as far as the bound
+    assert all(torch.equal(base_before[k], v) for k, v in policy.base.state_dict().items())
+
+
+@pytest.mark.timeout(600)
+def test_residual_sac_in_ril_separates_the_networks(pretrained: tuple[Path, Path, Dataset]) -> None:
+    """IN-RIL's network separation off-policy: RL steps move only the residual, IL steps only the base."""
+    gaussian, _, demos = pretrained
+    learner, _ = _residual_learner(gaussian, demos, "finetune.inril.il_every=1", "finetune.inril.separation=residual")
+    policy = learner.algo.policy
+
+    def snapshot() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        state = {k: v.clone() for k, v in policy.state_dict().items()}
+        return {k: v for k, v in state.items() if k.startswith("base.")}, {
+            k: v for k, v in state.items() if not k.startswith("base.")
+        }
+
+    def changed(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+        return any(not torch.equal(a[k], b[k]) for k in a)
+
+    base0, res0 = snapshot()
+    loss, _ = learner._rl_loss(learner._rl_batch())
+    learner._step("rl", loss)
+    base1, res1 = snapshot()
+    assert changed(res0, res1) and not changed(base0, base1)
+    learner._step("il", learner._il_loss())
+    base2, res2 = snapshot()
+    assert changed(base1, base2) and not changed(res1, res2)
 
 
 @pytest.mark.timeout(300)
@@ -302,6 +375,10 @@ def _cfg(algo: str, *extra: str):
     [
         ("sac", ("finetune.inril.il_every=2", "finetune.offpolicy.demo_fraction=0.5")),
         ("idql", ("finetune.inril.il_every=2", "finetune.offpolicy.demo_fraction=0.0")),
+        (
+            "residual-sac",
+            ("finetune.inril.il_every=2", "finetune.inril.separation=residual", "finetune.offpolicy.demo_fraction=0.5"),
+        ),
     ],
 )
 def test_offpolicy_finetune_runs_on_reach(
@@ -309,7 +386,7 @@ def test_offpolicy_finetune_runs_on_reach(
 ) -> None:
     gaussian, diffusion, demos = pretrained
     cfg = _cfg(algo, *extra, "finetune.env_steps=160")
-    result = finetune(cfg, gaussian if algo == "sac" else diffusion, demos, tmp_path / algo)
+    result = finetune(cfg, diffusion if algo == "idql" else gaussian, demos, tmp_path / algo)
     assert result.env_steps >= 160 and result.final is not None and result.pretrained is not None
     for name in ("last.pt", "last.train.pt", "best.pt", "metrics.csv", "curves.png", "run.yaml"):
         assert (tmp_path / algo / name).is_file(), name
@@ -317,7 +394,10 @@ def test_offpolicy_finetune_runs_on_reach(
         last = list(csv.DictReader(f))[-1]
     assert int(float(last["critic_updates"])) > 0 and int(float(last["il_steps"])) > 0
     assert abs(float(last["utd_achieved"]) - cfg.finetune.offpolicy.utd) < 0.05
-    assert ckpt.load_checkpoint(result.last_checkpoint).extra["algo"] == algo
+    loaded = ckpt.load_checkpoint(result.last_checkpoint)
+    assert loaded.extra["algo"] == algo
+    if algo == "residual-sac":  # last.pt acts as the run evaluated it: the squashed residual on its base
+        assert isinstance(loaded.policy, ResidualPolicy) and loaded.policy.squash
 
 
 @pytest.mark.timeout(300)
@@ -340,7 +420,7 @@ def test_bench_off_policy_arms_configure() -> None:
 
     for arm in OFF_POLICY_ARMS:
         f = arm_config("lift", arm, 3, 10_000, []).finetune
-        assert f.algo in ("sac", "idql") and f.env_steps == 10_000
+        assert f.algo in ("sac", "residual-sac", "idql") and f.env_steps == 10_000
         assert kind_of(arm) == ("diffusion" if arm in DIFFUSION_ARMS else "gaussian")
     assert arm_config("lift", "rlpd", 0, 10, []).finetune.offpolicy.demo_fraction == 0.5
     assert arm_config("lift", "sac in-ril m=5", 0, 10, []).finetune.offpolicy.demo_fraction == 0.0

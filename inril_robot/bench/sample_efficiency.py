@@ -90,6 +90,18 @@ ARMS.update(
             "finetune.inril.separation=pcgrad",
             "finetune.offpolicy.demo_fraction=0.5",
         ],
+        # a bounded residual on the BC policy, demos in every batch; IN-RIL: IL steps train the base (separation)
+        "residual rlpd": [
+            "finetune.algo=residual-sac",
+            "finetune.inril.il_every=0",
+            "finetune.offpolicy.demo_fraction=0.5",
+        ],
+        "residual rlpd in-ril m=5": [
+            "finetune.algo=residual-sac",
+            "finetune.inril.il_every=5",
+            "finetune.inril.separation=residual",
+            "finetune.offpolicy.demo_fraction=0.5",
+        ],
         "idql": ["finetune.algo=idql", "finetune.inril.il_every=0", "finetune.offpolicy.demo_fraction=0.0"],
         "idql in-ril m=5": [
             "finetune.algo=idql",
@@ -99,7 +111,15 @@ ARMS.update(
         ],
     }
 )
-OFF_POLICY_ARMS = ("rlpd", "sac in-ril m=5", "rlpd in-ril m=5", "idql", "idql in-ril m=5")
+OFF_POLICY_ARMS = (
+    "rlpd",
+    "sac in-ril m=5",
+    "rlpd in-ril m=5",
+    "residual rlpd",
+    "residual rlpd in-ril m=5",
+    "idql",
+    "idql in-ril m=5",
+)
 DIFFUSION_ARMS = ("idql", "idql in-ril m=5")
 # the baseline each arm's paired differences are taken against
 BASELINE = {
@@ -107,6 +127,7 @@ BASELINE = {
     "residual in-ril m=5": "residual rl-only",
     "sac in-ril m=5": "rlpd",
     "rlpd in-ril m=5": "rlpd",
+    "residual rlpd in-ril m=5": "residual rlpd",
     "idql in-ril m=5": "idql",
 }
 STEPS_PER_ROBOT_MINUTE = 600  # 10 Hz control: env steps a person supervises per minute

@@ -75,6 +75,9 @@ LOG_FIELDS = (
     "step_p50_ms",
     "step_p99_ms",
     "record_p50_ms",
+    "late_max_ms",
+    "round_trip_max_ms",
+    "step_max_ms",
     "wall_s",
 )
 
@@ -253,6 +256,8 @@ class RobotAgent:
         try:
             tick0 = time.perf_counter()
             self.loop.scheduler.restart()
+            self.scheduler.reset_peak()
+            self.times.reset_peaks()
             while end == "none":
                 actions = self._request(history, index, chunk, steps)
                 versions.add(self.policy_version)
@@ -379,6 +384,10 @@ class RobotAgent:
             "step_p50_ms": stages.get("step", {}).get("p50_ms"),
             "step_p99_ms": stages.get("step", {}).get("p99_ms"),
             "record_p50_ms": stages.get("record", {}).get("p50_ms"),
+            # this episode's worst: how late a tick started, and the longest round trip and control step
+            "late_max_ms": round(self.scheduler.late_max * 1e3, 2),
+            "round_trip_max_ms": self.times.peaks.get("round_trip"),
+            "step_max_ms": self.times.peaks.get("step"),
             "wall_s": round(time.perf_counter() - tick0, 3),
         }
 

@@ -60,6 +60,7 @@ class OffPolicyAlgo(Protocol):
 # (the learner process) and `make_serving_actor(cfg, policy) -> Actor` (the serving process: only what acting reads)
 OFFPOLICY_ALGOS: dict[str, str] = {
     "sac": "inril_robot.bridge.offpolicy_algos",
+    "residual-sac": "inril_robot.bridge.offpolicy_algos",
     "idql": "inril_robot.bridge.offpolicy_algos",
 }
 

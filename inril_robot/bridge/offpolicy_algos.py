@@ -1,6 +1,6 @@
-"""`--algo sac` / `--algo idql` behind the server's asynchronous learner: the in-process off-policy learner
-(`inril.offpolicy_learner.OffPolicyLearner`: RLPD's SAC or IDQL, IL steps interleaved by the IN-RIL schedule with
-gradient separation) seen through `bridge.offpolicy.OffPolicyAlgo`.
+"""`--algo sac | residual-sac | idql` behind the server's asynchronous learner: the in-process off-policy learner
+(`inril.offpolicy_learner.OffPolicyLearner`: RLPD's SAC, on the policy or as a residual, or IDQL, IL steps
+interleaved by the IN-RIL schedule with gradient separation) seen through `bridge.offpolicy.OffPolicyAlgo`.
 
 One `update()` is one critic update of `OffPolicyLearner.update(1)`, with the actor step (RL or IL, as the schedule
 says) that falls due with it, so the server's update-to-data ratio counts what the in-process loop's `utd` counts.
@@ -26,21 +26,22 @@ from inril_robot.learning.rl.actor import Actor, ActorSample
 
 
 class ServingActor(Actor):
-    """What the serving process samples exploring chunks from: SAC's tanh-Gaussian around the policy, or IDQL's
-    diffusion candidates chosen by its critics. Its `state_dict` is what the learner publishes."""
+    """What the serving process samples exploring chunks from: SAC's tanh-Gaussian around the policy (or its bounded
+    residual on the base), or IDQL's diffusion candidates chosen by its critics. Its `state_dict` is what the learner
+    publishes."""
 
-    def __init__(self, cfg: RunConfig, policy: Policy, algo: Any) -> None:
-        super().__init__(policy)
+    def __init__(self, cfg: RunConfig, algo: Any) -> None:
+        super().__init__(algo.policy)  # SAC: the Gaussian or the ResidualPolicy; IDQL: the diffusion actor
         self.algo_name = cfg.finetune.algo
         self.offpolicy = cfg.finetune.offpolicy
-        if self.algo_name == "sac":
-            self.tanh = algo.actor  # sac.TanhGaussianActor around `policy`
+        if self.algo_name != "idql":
+            self.tanh = algo.actor  # sac.TanhGaussianActor / sac.ResidualSACActor around `self.policy`
         else:
             self.critic, self.value = algo.critic, algo.value
 
     @torch.no_grad()
     def sample(self, obs: Obs, generator: torch.Generator | None = None) -> ActorSample:
-        if self.algo_name == "sac":
+        if self.algo_name != "idql":
             chunk, log_prob = self.tanh.sample(obs, generator)
         else:
             from inril_robot.learning.policies.idql import choose
@@ -74,7 +75,7 @@ def _algo(cfg: RunConfig, policy: Policy, device: torch.device) -> Any:
 
 
 def make_serving_actor(cfg: RunConfig, policy: Policy) -> Actor:
-    return ServingActor(cfg, policy, _algo(cfg, policy, next(policy.parameters()).device))
+    return ServingActor(cfg, _algo(cfg, policy, next(policy.parameters()).device))
 
 
 class ServerAlgo:
@@ -102,7 +103,7 @@ class ServerAlgo:
             )
         except ValueError as e:
             raise FinetuneError(str(e)) from e
-        self.actor = ServingActor(cfg, policy, self.algo)
+        self.actor = ServingActor(cfg, self.algo)
         self.deployable = deployable(self.algo)
         self.learning_starts = max(o.learning_starts, 1)
 

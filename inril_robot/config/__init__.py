@@ -388,6 +388,8 @@ class ResidualRLConfig(StrictModel):
     scale: Annotated[float, Field(gt=0.0, le=1.0, description="residual scale in normalised action units")] = 0.1
     init_log_std: Annotated[float, Field(ge=-5.0, le=1.0)] = -1.5
     actor_lr: Annotated[float, Field(gt=0.0, le=1.0, description="initial lr of the head (ResiP: 3e-4)")] = 3e-4
+    # residual SAC squashes the residual, a = a_base + scale * tanh(r), so it never leaves +-scale (residual PPO: no)
+    squash: bool = False
 
 
 IDQLRule = Literal["argmax", "expectile"]
@@ -628,11 +630,12 @@ class OffPolicyConfig(StrictModel):
         return self
 
 
-OFF_POLICY_ALGOS = ("sac", "idql")
+OFF_POLICY_ALGOS = ("sac", "residual-sac", "idql")
+RESIDUAL_ALGOS = ("residual-ppo", "residual-sac")
 
 
 class FinetuneConfig(StrictModel):
-    algo: Literal["ppo", "dppo", "residual-ppo", "sac", "idql"] = "ppo"
+    algo: Literal["ppo", "dppo", "residual-ppo", "sac", "residual-sac", "idql"] = "ppo"
     env_steps: Annotated[int, Field(ge=1, le=100_000_000, description="budget of executed control steps")] = 60_000
     # lift: 24 episodes ~ 1,500 transitions ~ 10 successes -> 12 minibatches of 128 x 5 epochs = 60 actor steps
     episodes_per_iteration: Annotated[int, Field(ge=1, le=10_000, description="episodes per RL batch")] = 24
@@ -675,9 +678,9 @@ class FinetuneConfig(StrictModel):
 
     @model_validator(mode="after")
     def _separation_fits_algo(self) -> FinetuneConfig:
-        if (self.inril.separation == "residual") != (self.algo == "residual-ppo") and self.inril.il_every != 0:
+        if (self.inril.separation == "residual") != (self.algo in RESIDUAL_ALGOS) and self.inril.il_every != 0:
             raise ValueError(
-                "inril.separation=residual (network separation) goes with algo=residual-ppo and only "
+                "inril.separation=residual (network separation) goes with algo=residual-ppo or residual-sac and only "
                 f"with it (got algo={self.algo!r}, separation={self.inril.separation!r})"
             )
         return self

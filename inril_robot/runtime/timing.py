@@ -24,6 +24,7 @@ class Scheduler:
         self.deadline: float | None = None
         self.last_action: float | None = None
         self.overruns = 0
+        self.late_max = 0.0  # the latest tick since `reset_peak` [s]: what an overrun was made of
         self.ticks = 0
         self.started = time.monotonic()
 
@@ -40,6 +41,7 @@ class Scheduler:
             self.deadline = start + self.period
             return 0.0
         late = now - self.deadline
+        self.late_max = max(self.late_max, late)
         if late > self.tolerance:
             self.overruns += 1
             start = max(now, earliest)
@@ -57,6 +59,9 @@ class Scheduler:
         """The control step's action was just sent to the robot."""
         self.last_action = time.monotonic()
 
+    def reset_peak(self) -> None:
+        self.late_max = 0.0
+
     def restart(self) -> None:
         """Forget the schedule (after a reset or a wait that was not control); the last action still counts."""
         self.deadline = None
@@ -73,9 +78,14 @@ class StageTimes:
     def __init__(self, window: int = 2000) -> None:
         self.window = window
         self.samples: dict[str, deque[float]] = {}
+        self.peaks: dict[str, float] = {}  # the longest of each stage since `reset_peaks` [ms]
 
     def add(self, stage: str, seconds: float) -> None:
         self.samples.setdefault(stage, deque(maxlen=self.window)).append(seconds * 1e3)
+        self.peaks[stage] = max(self.peaks.get(stage, 0.0), seconds * 1e3)
+
+    def reset_peaks(self) -> None:
+        self.peaks.clear()
 
     def summary(self) -> dict[str, dict[str, float]]:
         out = {}

@@ -38,6 +38,7 @@ from inril_robot.learning.policies.diffusion import DiffusionPolicy
 from inril_robot.learning.policies.encoders import ObsEncoder
 from inril_robot.learning.policies.gaussian import GaussianPolicy
 from inril_robot.learning.policies.idql import IDQLPolicy
+from inril_robot.learning.policies.residual import ResidualPolicy
 from inril_robot.learning.rl import idql, sac
 from inril_robot.learning.rl.replay import Batch, ReplayBuffer, sample_mixed
 
@@ -58,21 +59,27 @@ def q_ensemble(policy: Policy, o: OffPolicyConfig) -> tuple[sac.QEnsemble, sac.Q
 
 
 class SACAlgo:
-    """RLPD's SAC: tanh-Gaussian actor around the BC Gaussian, LayerNorm Q ensemble, auto-tuned temperature."""
+    """RLPD's SAC: tanh-Gaussian actor around the BC Gaussian (`sac`) or a bounded residual on a frozen or IL-trained
+    base (`residual-sac`), LayerNorm Q ensemble, auto-tuned temperature."""
 
-    def __init__(self, policy: GaussianPolicy, cfg: FinetuneConfig, value_range: tuple[float, float] | None) -> None:
+    def __init__(self, actor: sac.Actor, cfg: FinetuneConfig, value_range: tuple[float, float] | None) -> None:
         o = cfg.offpolicy
         self.cfg, self.value_range = o, value_range
-        self.actor = sac.TanhGaussianActor(policy, (cfg.min_log_std, cfg.max_log_std))
+        self.actor = actor
+        policy = actor.policy
         self.policy: Policy = policy
+        self.residual = isinstance(actor, sac.ResidualSACActor)
         c = policy.cfg
         self.critic, self.target = q_ensemble(policy, o)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=o.critic_lr)
         self.log_alpha = torch.tensor(math.log(o.init_temperature), requires_grad=True)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=o.temperature_lr)
         per_dim = o.target_entropy
-        if per_dim is None:
-            log_std = cfg.exploration_log_std if cfg.exploration_log_std is not None else cfg.max_log_std
+        if per_dim is None:  # the noise the actor starts with: the residual's initial std, or BC's exploration std
+            if self.residual:
+                log_std = cfg.residual.init_log_std
+            else:
+                log_std = cfg.exploration_log_std if cfg.exploration_log_std is not None else cfg.max_log_std
             per_dim = sac.default_target_entropy(log_std, 1)
         self.target_entropy = per_dim * c.act_steps * policy.action_dim
 
@@ -125,8 +132,7 @@ class SACAlgo:
         return self.actor.sample(obs, generator)[0] if explore else self.actor.deterministic(obs)
 
     def after_step(self) -> None:
-        with torch.no_grad():
-            self.policy.log_std.clamp_(*self.actor.log_std_bounds)  # type: ignore[operator]
+        self.actor.clamp_log_std()
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -250,7 +256,19 @@ def make_algo(policy: Policy, cfg: FinetuneConfig, value_range: tuple[float, flo
             if cfg.exploration_log_std is not None:
                 policy.log_std.fill_(cfg.exploration_log_std)
             policy.log_std.clamp_(cfg.min_log_std, cfg.max_log_std)
-        return SACAlgo(policy, cfg, value_range)
+        return SACAlgo(sac.TanhGaussianActor(policy, (cfg.min_log_std, cfg.max_log_std)), cfg, value_range)
+    if cfg.algo == "residual-sac":
+        if isinstance(policy, ResidualPolicy | IDQLPolicy):
+            raise TypeError(
+                f"--algo residual-sac puts a residual on a BC checkpoint; this one holds a {type(policy).__name__} "
+                "(fine-tune its base checkpoint instead)"
+            )
+        r = cfg.residual
+        # IN-RIL's network separation trains the base with IL; residual RL alone (m = 0) keeps it frozen
+        residual = ResidualPolicy(
+            policy, r.hidden, r.scale, r.init_log_std, freeze_base=cfg.inril.il_every == 0, squash=True
+        )
+        return SACAlgo(sac.ResidualSACActor(residual), cfg, value_range)
     if cfg.algo == "idql":
         if isinstance(policy, IDQLPolicy):
             return IDQLAlgo(policy.diffusion, cfg, value_range, deployable=policy)
@@ -290,22 +308,33 @@ class OffPolicyLearner:
             raise ValueError("il_every=auto is implemented for the PPO learner only; give the off-policy learner an m")
         if not self.rl_only and demos is None:
             raise ValueError("IN-RIL interleaves IL steps (il_every != 0) and needs demonstrations (--demos)")
-        if isinstance(algo, SACAlgo) and cfg.offpolicy.sac_bc_coef > 0 and demos is None:
+        # SAC's BC anchor; a residual actor has none (its bound is its anchor)
+        self.anchored = isinstance(algo, SACAlgo) and not algo.residual and cfg.offpolicy.sac_bc_coef > 0
+        if self.anchored and demos is None:
             raise ValueError(
                 "offpolicy.sac_bc_coef > 0 anchors SAC's actor to the demonstrations: pass --demos (or set it to 0)"
             )
         if cfg.offpolicy.demo_fraction > 0 and demo_replay is None:
             raise ValueError("offpolicy.demo_fraction > 0 mixes demonstrations into RL batches: pass --demos")
-        if cfg.inril.separation == "residual" and not self.rl_only:
-            raise ValueError("residual separation needs a residual policy; off-policy IN-RIL uses none/pcgrad")
-        params = [p for p in algo.policy.parameters() if p.requires_grad]
-        self.params = params
-        o = cfg.offpolicy
+        policy = algo.policy
+        rl_lr = cfg.offpolicy.actor_lr
+        if isinstance(policy, ResidualPolicy):  # network separation: RL trains the residual, IL the base
+            self.params: dict[Objective, list[nn.Parameter]] = {
+                "rl": policy.residual_parameters(),
+                "il": [p for p in policy.base_parameters() if p.requires_grad],
+            }
+            rl_lr = cfg.residual.actor_lr
+        else:
+            if cfg.inril.separation == "residual" and not self.rl_only:
+                raise ValueError("residual separation needs a residual policy (--algo residual-sac)")
+            shared = [p for p in policy.parameters() if p.requires_grad]
+            self.params = {"rl": shared, "il": shared}
+        if not self.rl_only and not self.params["il"]:
+            raise ValueError("IN-RIL's IL steps need trainable parameters (a frozen residual base?)")
+        il_lr = rl_lr * cfg.inril.il_lr_ratio if cfg.inril.il_lr_ratio else cfg.inril.il_lr
         self.optimizers: dict[Objective, torch.optim.Optimizer] = {
-            "rl": torch.optim.Adam(params, lr=o.actor_lr),
-            "il": torch.optim.Adam(
-                params, lr=o.actor_lr * cfg.inril.il_lr_ratio if cfg.inril.il_lr_ratio else cfg.inril.il_lr
-            ),
+            "rl": torch.optim.Adam(self.params["rl"], lr=rl_lr),
+            "il": torch.optim.Adam(self.params["il"] or self.params["rl"], lr=il_lr),
         }
         self.critic_updates = 0
         # batches, target subsets, actor noise; on the learner's device (SAC's noise is drawn there)
@@ -357,10 +386,9 @@ class OffPolicyLearner:
     def _rl_loss(self, batch: Batch) -> tuple[Tensor, dict[str, Any]]:
         """The RL objective of one actor step: the algorithm's actor loss, plus SAC's BC anchor on a demo batch."""
         loss, extra = self.algo.rl_loss(batch, self.generator)
-        coef = self.cfg.offpolicy.sac_bc_coef
-        if isinstance(self.algo, SACAlgo) and coef > 0:
+        if self.anchored:
             bc = self._il_loss()
-            loss = loss + coef * bc
+            loss = loss + self.cfg.offpolicy.sac_bc_coef * bc
             extra = {**extra, "bc_loss": bc.item()}
         return loss, extra
 
@@ -373,16 +401,17 @@ class OffPolicyLearner:
     def _step(self, objective: Objective, loss: Tensor) -> dict[str, float]:
         """Gradient of `loss`, separated from the other objective's fresh gradient (pcgrad / orthogonal), clipped,
         stepped by the objective's own optimiser."""
-        grads = list(torch.autograd.grad(loss, self.params, allow_unused=True))
+        params = self.params[objective]
+        grads = list(torch.autograd.grad(loss, params, allow_unused=True))
         stats: dict[str, float] = {}
         if not self.rl_only and self.cfg.inril.separation in ("pcgrad", "orthogonal"):
             reference = self._reference("il" if objective == "rl" else "rl")
             grads, cos = separate(grads, reference, self.cfg.inril.separation)
             if cos is not None:
                 stats[f"{objective}_cos_ref"] = cos
-        for p, g in zip(self.params, grads, strict=True):
+        for p, g in zip(params, grads, strict=True):
             p.grad = g
-        stats[f"{objective}_grad_norm"] = float(nn.utils.clip_grad_norm_(self.params, self.cfg.offpolicy.max_grad_norm))
+        stats[f"{objective}_grad_norm"] = float(nn.utils.clip_grad_norm_(params, self.cfg.offpolicy.max_grad_norm))
         self.optimizers[objective].step()
         self.optimizers[objective].zero_grad(set_to_none=True)
         self.algo.after_step()
@@ -390,7 +419,7 @@ class OffPolicyLearner:
 
     def _reference(self, other: Objective) -> list[Tensor | None] | None:
         loss = self._il_loss() if other == "il" else self._rl_loss(self._rl_batch())[0]
-        return list(torch.autograd.grad(loss, self.params, allow_unused=True))
+        return list(torch.autograd.grad(loss, self.params[other], allow_unused=True))
 
     def _rl_batch(self) -> Batch:
         o = self.cfg.offpolicy

@@ -26,5 +26,6 @@ def make_policy(
         return IDQLPolicy(diffusion, cfg.idql)
     if cfg.residual is not None:
         base = POLICY_CLASSES[cfg.kind](cfg.model_copy(update={"residual": None}), normalizer, obs_shapes, action_dim)
-        return ResidualPolicy(base, cfg.residual.hidden, cfg.residual.scale, cfg.residual.init_log_std)
+        r = cfg.residual
+        return ResidualPolicy(base, r.hidden, r.scale, r.init_log_std, squash=r.squash)
     return POLICY_CLASSES[cfg.kind](cfg, normalizer, obs_shapes, action_dim)

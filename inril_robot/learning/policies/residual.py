@@ -3,6 +3,7 @@
     a_base  = base.predict_normalized(obs)                                   (B, H, A), detached
     r       ~ Normal(head([ObsEncoder(obs), a_base]), exp(log_std))          (B, H*A), the RL action
     action  = unnormalize(clamp(a_base + scale * r, -1, 1))                  (B, H, A), raw units
+              (with `squash`, as residual SAC trains it: scale * tanh(r), so the residual never leaves +-scale)
 
 Gradient separation by construction: `loss` (the IL update) is the base's own imitation loss, so IL gradients reach
 only the base; the residual's distribution sees the base action detached, so RL gradients (through `log_prob`) reach
@@ -35,13 +36,15 @@ class ResidualPolicy(Policy):
         scale: float = 0.1,
         init_log_std: float = -1.5,
         freeze_base: bool = True,
+        squash: bool = False,
     ) -> None:
-        head_cfg = ResidualRLConfig(hidden=tuple(hidden), scale=scale, init_log_std=init_log_std)
+        head_cfg = ResidualRLConfig(hidden=tuple(hidden), scale=scale, init_log_std=init_log_std, squash=squash)
         super().__init__(
             base.cfg.model_copy(update={"residual": head_cfg}), base.normalizer, base.obs_shapes, base.action_dim
         )
         self.base = base
         self.scale = scale
+        self.squash = squash
         self.freeze_base = freeze_base
         if freeze_base:
             self.base.requires_grad_(False)
@@ -87,8 +90,9 @@ class ResidualPolicy(Policy):
         return self.distribution(obs, base_action).log_prob(residual.reshape(-1, self.chunk_dim)).sum(-1)  # (B,)
 
     def combine(self, base_action: Tensor, residual: Tensor) -> Tensor:
-        """Normalised chunk (B, H, A) actually executed: clamp(a_base + scale * r)."""
-        return (base_action + self.scale * residual.reshape(base_action.shape)).clamp(-1.0, 1.0)
+        """Normalised chunk (B, H, A) actually executed: clamp(a_base + scale * r), r squashed by tanh if `squash`."""
+        r = residual.reshape(base_action.shape)  # (B, H, A)
+        return (base_action + self.scale * (torch.tanh(r) if self.squash else r)).clamp(-1.0, 1.0)
 
     def loss(self, obs: Obs, actions: Tensor) -> Tensor:
         """The IL loss: the base's imitation loss. Only base parameters receive its gradients."""

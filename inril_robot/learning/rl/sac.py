@@ -39,6 +39,7 @@ from torch.distributions import Normal
 from inril_robot.learning.policies.base import Obs
 from inril_robot.learning.policies.critics import QEnsemble, executed
 from inril_robot.learning.policies.gaussian import GaussianPolicy
+from inril_robot.learning.policies.residual import ResidualPolicy
 from inril_robot.learning.rl.replay import Batch
 
 SQUASH_LIMIT = 0.999  # |clamp(m)| bound: atanh(0.999) = 3.8, the deterministic action differs from BC's by <= 0.001
@@ -96,6 +97,10 @@ class TanhGaussianActor(nn.Module):
     def deterministic(self, obs: Obs) -> Tensor:
         return torch.tanh(self._pre_tanh(obs).mean).reshape(-1, self.policy.cfg.horizon, self.policy.action_dim)
 
+    def clamp_log_std(self) -> None:
+        with torch.no_grad():
+            self.policy.log_std.clamp_(*self.log_std_bounds)
+
     def il_loss(self, obs: Obs, actions: Tensor) -> Tensor:
         """The IN-RIL imitation step: NLL of the demonstrated raw chunks (B, H, A) under the policy's Gaussian with
         the std held fixed (the mean is pulled to the demonstrations; exploration noise is left to RL)."""
@@ -104,11 +109,54 @@ class TanhGaussianActor(nn.Module):
         return -Normal(dist.mean, dist.stddev.detach()).log_prob(target).sum(-1).mean()
 
 
+class ResidualSACActor(nn.Module):
+    """The SAC actor as a bounded residual on a base policy (ResiP's separation, trained off-policy as in ResFiT):
+
+        a_base = base.predict_normalized(obs)                     (B, H, A)  the base's deterministic chunk, detached
+        u      ~ N(head([features, a_base]), sigma)               (B, H*A)   the residual's own network and log-std
+        a      = clamp(a_base + scale * tanh(u), -1, 1)           (B, H, A)  `ResidualPolicy.combine` with squash
+        log pi = sum over the executed steps of log N(u; mean, sigma)        pre-squash, as `TanhGaussianActor`
+
+    At the start the head's mean is 0, so the deterministic action is the base's exactly; however far the critic's
+    action gradient pulls, the executed action stays within +-scale of the base's (the bound is the anchor: no BC
+    term). RL gradients reach only the residual; the IL loss is the base's (IN-RIL's network separation)."""
+
+    def __init__(self, policy: ResidualPolicy) -> None:
+        super().__init__()
+        if not policy.squash:
+            raise ValueError("residual SAC needs a squashed residual (ResidualPolicy(..., squash=True))")
+        self.policy = policy
+        self.log_std_bounds = (policy.min_log_std, policy.max_log_std)
+
+    def sample(self, obs: Obs, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """A reparameterised sample (B, H, A) in [-1, 1] and its log-probability over the executed steps (B,)."""
+        base = self.policy.base_action(obs)  # (B, H, A)
+        dist = self.policy.distribution(obs, base)  # over u, (B, H*A)
+        noise = torch.randn(dist.mean.shape, generator=generator, device=dist.mean.device)  # (B, H*A)
+        u = dist.mean + dist.stddev * noise  # (B, H*A)
+        log_prob = executed(self.policy, dist.log_prob(u)).sum(-1)  # (B,)
+        return self.policy.combine(base, u), log_prob
+
+    def deterministic(self, obs: Obs) -> Tensor:
+        return self.policy.predict_normalized(obs, deterministic=True)
+
+    def clamp_log_std(self) -> None:
+        with torch.no_grad():
+            self.policy.log_std.clamp_(*self.log_std_bounds)
+
+    def il_loss(self, obs: Obs, actions: Tensor) -> Tensor:
+        """The base's imitation loss: IL steps train the base (never the residual)."""
+        return self.policy.loss(obs, actions)
+
+
+Actor = TanhGaussianActor | ResidualSACActor
+
+
 # ------------------------------------------------------------------------------------------------ losses
 def critic_loss(
     critic: QEnsemble,
     target: QEnsemble,
-    actor: TanhGaussianActor,
+    actor: Actor,
     batch: Batch,
     gamma: float,
     subsample: int,
@@ -131,7 +179,7 @@ def critic_loss(
 
 
 def actor_loss(
-    critic: QEnsemble, actor: TanhGaussianActor, batch: Batch, alpha: Tensor, generator: torch.Generator | None = None
+    critic: QEnsemble, actor: Actor, batch: Batch, alpha: Tensor, generator: torch.Generator | None = None
 ) -> tuple[Tensor, Tensor, dict[str, float]]:
     """mean(alpha log pi(a|s) - mean_e Q_e(s, a)), a ~ pi reparameterised (RLPD averages the ensemble for the actor);
     returns (loss, log_prob (B,) detached, stats)."""
