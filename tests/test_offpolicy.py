@@ -266,7 +266,7 @@ def _residual_learner(gaussian: Path, demos: Dataset, *extra: str) -> tuple[OffP
     cfg = load_config(
         robot="sim",
         task="reach",
-        overrides=[*FAST, "finetune.algo=residual-sac", "finetune.residual.actor_lr=1e-2", *extra],
+        overrides=[*FAST, "finetune.algo=residual-sac", "finetune.offpolicy.residual_actor_lr=1e-2", *extra],
     ).finetune
     policy = ckpt.load_checkpoint(gaussian).policy
     algo = make_algo(policy, cfg, (0.0, 1.0))

@@ -69,6 +69,8 @@ PLANS: dict[str, Plan] = {
     "inril-robot finetune --robot sim --checkpoint runs/quickstart/pretrain/last.pt --demos runs/quickstart/demos "
     "--out runs/lift_inril --algo ppo --il-every 5 --separation pcgrad --env-steps 20000": Plan(slow_only=True),
     "inril-robot eval --checkpoint runs/lift_inril/last.pt --episodes 50": Plan(slow_only=True),
+    "inril-robot finetune --robot sim --checkpoint runs/quickstart/pretrain/last.pt --demos runs/quickstart/demos "
+    "--out runs/lift_rlpd --algo residual-sac --il-every 0 --env-steps 10000": Plan(slow_only=True),
     "inril-robot keys generate --robot arm1": Plan(),
     "inril-robot calibrate board": Plan(),
     "inril-robot calibrate board --out board.png": Plan(),

@@ -598,6 +598,10 @@ class OffPolicyConfig(StrictModel):
     # a few thousand transitions, learnt dQ/da_z > 0 wherever the gripper closes or holds (lifting sooner pays),
     # grasping included, and the actor followed it up off the cube (measured, docs/inril.md). 0: plain RLPD
     sac_bc_coef: Annotated[float, Field(ge=0.0, le=100.0, description="BC anchor in SAC's actor loss")] = 0.1
+    # residual-sac: lr of the residual head (the base keeps the BC network's weights; IN-RIL's IL steps train it at
+    # il_lr_ratio x this). On lift 3e-5 gave 91-100% held-out in 5 of 5 seeds at 10k env steps, 3e-4 (ResiP's) 4 of 5
+    # (docs/inril.md "Residual RLPD")
+    residual_actor_lr: Annotated[float, Field(gt=0.0, le=1.0, description="residual-sac: lr of the residual")] = 3e-5
     tau: Annotated[float, Field(gt=0.0, le=1.0, description="Polyak rate of the target critic")] = 0.005
     max_grad_norm: Annotated[float, Field(gt=0.0)] = 1.0
     # SAC: the entropy temperature is tuned so the policy's entropy stays at target_entropy (per action dimension of

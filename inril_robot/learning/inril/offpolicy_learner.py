@@ -323,7 +323,7 @@ class OffPolicyLearner:
                 "rl": policy.residual_parameters(),
                 "il": [p for p in policy.base_parameters() if p.requires_grad],
             }
-            rl_lr = cfg.residual.actor_lr
+            rl_lr = cfg.offpolicy.residual_actor_lr
         else:
             if cfg.inril.separation == "residual" and not self.rl_only:
                 raise ValueError("residual separation needs a residual policy (--algo residual-sac)")
