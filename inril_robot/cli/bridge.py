@@ -52,7 +52,8 @@ def serve(
     algo: Annotated[
         str | None,
         typer.Option(
-            help="ppo (Gaussian), dppo (diffusion), residual-ppo (any); sac (Gaussian) or idql (diffusion): "
+            help="ppo (Gaussian), dppo (diffusion), residual-ppo (any); sac (Gaussian), residual-sac (a residual "
+            "on the BC policy) or idql (diffusion): "
             "off-policy, always learning asynchronously while robots act (replay log in --out/replay). "
             "Default: finetune.algo (ppo)."
         ),

@@ -135,7 +135,8 @@ def finetune(
         str | None,
         typer.Option(
             help="On-policy: ppo (Gaussian), dppo (diffusion), residual-ppo (any); off-policy: sac (Gaussian, RLPD "
-            "recipe), idql (diffusion). Default: finetune.algo (ppo)."
+            "recipe), residual-sac (RLPD as a bounded residual on the BC policy; IN-RIL: --separation residual), idql "
+            "(diffusion). Default: finetune.algo (ppo)."
         ),
     ] = None,
     il_every: IlEveryOpt = None,

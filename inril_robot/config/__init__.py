@@ -567,7 +567,7 @@ class AsyncLearnerConfig(StrictModel):
 
 
 class OffPolicyConfig(StrictModel):
-    """The off-policy base (`algo: sac | idql`, docs/inril.md "Off-policy"): replay, critic ensemble, update ratio.
+    """The off-policy base (`algo: sac | residual-sac | idql`, docs/inril.md "Off-policy"): replay, critics, ratio.
 
     A transition is one executed chunk (reward summed over its steps, discount `gamma` per chunk). Episode ends: a
     success or a safety stop is terminal (no bootstrap); the time limit is a truncation and IS bootstrapped: Q(s, a)

@@ -41,13 +41,13 @@ for arm, runs in arms.items():
     )
 names = list(arms)
 print()
-for a in names:
-    for b in names:
+for i, a in enumerate(names):  # each arm against every arm given before it
+    for b in names[i + 1 :]:
         common = sorted(set(arms[a]) & set(arms[b]))
-        if a < b and len(common) >= 2:
-            d = [100 * (float(arms[a][s]["heldout_final"]) - float(arms[b][s]["heldout_final"])) for s in common]
+        if len(common) >= 2:
+            d = [100 * (float(arms[b][s]["heldout_final"]) - float(arms[a][s]["heldout_final"])) for s in common]
             wins = sum(x > 0 for x in d)
             print(
-                f"- {a} minus {b}, paired over seeds {common[0]}-{common[-1]}: {interval(d)} points, {wins} of "
+                f"- {b} minus {a}, paired over seeds {common[0]}-{common[-1]}: {interval(d)} points, {wins} of "
                 f"{len(d)} won"
             )
