@@ -307,6 +307,36 @@ def test_residual_sac_starts_at_the_base_and_stays_within_its_bound(pretrained: 
 
 
 @pytest.mark.timeout(600)
+def test_residual_sac_squashed_entropy_is_the_density_of_the_executed_residual(
+    pretrained: tuple[Path, Path, Dataset],
+) -> None:
+    """With `residual_squashed_entropy`, log pi is the density of tanh(u) (change of variables), so a residual near
+    its bound has a higher log pi (a lower entropy, which the temperature's bonus resists); without it, the
+    pre-squash Gaussian's, blind to saturation. Both sample the same actions."""
+    gaussian, _, demos = pretrained
+    policy = ckpt.load_checkpoint(gaussian).policy
+    residual = ResidualPolicy(policy, (32,), 0.1, -1.0, squash=True)
+    with torch.no_grad():
+        residual.head[-1].bias.fill_(2.0)  # tanh(2) = 0.96: near the bound
+    obs_np, _ = DemoWindows(demos, list(policy.obs_shapes), 1, 1).sample(64, np.random.default_rng(0))
+    obs = {k: torch.from_numpy(v) for k, v in obs_np.items()}
+    with torch.no_grad():
+        a_plain, lp_plain = sac.ResidualSACActor(residual).sample(obs, torch.Generator().manual_seed(3))
+        a_sq, lp_sq = sac.ResidualSACActor(residual, squashed_entropy=True).sample(
+            obs, torch.Generator().manual_seed(3)
+        )
+        dist = residual.distribution(obs, residual.base_action(obs))
+        u = dist.mean + dist.stddev * torch.randn(dist.mean.shape, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a_plain, a_sq)
+    reference = torch.distributions.TransformedDistribution(
+        torch.distributions.Normal(dist.mean, dist.stddev), [torch.distributions.TanhTransform()]
+    )
+    expected = sac.executed(residual, reference.log_prob(torch.tanh(u).clamp(-1 + 1e-6, 1 - 1e-6))).sum(-1)
+    assert torch.allclose(lp_sq, expected, atol=1e-2)
+    assert (lp_sq > lp_plain + 5.0).all()  # 7 dims at tanh ~ 0.96: ~ +2.6 each
+
+
+@pytest.mark.timeout(600)
 def test_residual_sac_in_ril_separates_the_networks(pretrained: tuple[Path, Path, Dataset]) -> None:
     """IN-RIL's network separation off-policy: RL steps move only the residual, IL steps only the base."""
     gaussian, _, demos = pretrained

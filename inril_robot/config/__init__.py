@@ -602,6 +602,9 @@ class OffPolicyConfig(StrictModel):
     # il_lr_ratio x this). On lift 3e-5 gave 91-100% held-out in 5 of 5 seeds at 10k env steps, 3e-4 (ResiP's) 4 of 5
     # (docs/inril.md "Residual RLPD")
     residual_actor_lr: Annotated[float, Field(gt=0.0, le=1.0, description="residual-sac: lr of the residual")] = 3e-5
+    # residual-sac: the entropy of the squashed residual (tanh log-determinant in log pi: the bonus keeps the residual
+    # off its bound and exploring) instead of the pre-squash Gaussian's (which a saturated residual keeps unchanged)
+    residual_squashed_entropy: bool = False
     tau: Annotated[float, Field(gt=0.0, le=1.0, description="Polyak rate of the target critic")] = 0.005
     max_grad_norm: Annotated[float, Field(gt=0.0)] = 1.0
     # SAC: the entropy temperature is tuned so the policy's entropy stays at target_entropy (per action dimension of

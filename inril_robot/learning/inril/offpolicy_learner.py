@@ -268,7 +268,7 @@ def make_algo(policy: Policy, cfg: FinetuneConfig, value_range: tuple[float, flo
         residual = ResidualPolicy(
             policy, r.hidden, r.scale, r.init_log_std, freeze_base=cfg.inril.il_every == 0, squash=True
         )
-        return SACAlgo(sac.ResidualSACActor(residual), cfg, value_range)
+        return SACAlgo(sac.ResidualSACActor(residual, cfg.offpolicy.residual_squashed_entropy), cfg, value_range)
     if cfg.algo == "idql":
         if isinstance(policy, IDQLPolicy):
             return IDQLAlgo(policy.diffusion, cfg, value_range, deployable=policy)

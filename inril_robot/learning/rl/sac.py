@@ -121,11 +121,14 @@ class ResidualSACActor(nn.Module):
     action gradient pulls, the executed action stays within +-scale of the base's (the bound is the anchor: no BC
     term). RL gradients reach only the residual; the IL loss is the base's (IN-RIL's network separation)."""
 
-    def __init__(self, policy: ResidualPolicy) -> None:
+    def __init__(self, policy: ResidualPolicy, squashed_entropy: bool = False) -> None:
+        """`squashed_entropy`: log pi includes the tanh's log-determinant -log(1 - tanh(u)^2), so the entropy bonus
+        keeps the residual off its bound (SAC's usual density); else the pre-squash Gaussian's, as `sac`."""
         super().__init__()
         if not policy.squash:
             raise ValueError("residual SAC needs a squashed residual (ResidualPolicy(..., squash=True))")
         self.policy = policy
+        self.squashed_entropy = squashed_entropy
         self.log_std_bounds = (policy.min_log_std, policy.max_log_std)
 
     def sample(self, obs: Obs, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
@@ -134,7 +137,10 @@ class ResidualSACActor(nn.Module):
         dist = self.policy.distribution(obs, base)  # over u, (B, H*A)
         noise = torch.randn(dist.mean.shape, generator=generator, device=dist.mean.device)  # (B, H*A)
         u = dist.mean + dist.stddev * noise  # (B, H*A)
-        log_prob = executed(self.policy, dist.log_prob(u)).sum(-1)  # (B,)
+        log_density = dist.log_prob(u)  # (B, H*A)
+        if self.squashed_entropy:  # the density of tanh(u): 2 (log 2 - u - softplus(-2u)) = log(1 - tanh(u)^2)
+            log_density = log_density - 2.0 * (math.log(2.0) - u - nn.functional.softplus(-2.0 * u))
+        log_prob = executed(self.policy, log_density).sum(-1)  # (B,)
         return self.policy.combine(base, u), log_prob
 
     def deterministic(self, obs: Obs) -> Tensor:
