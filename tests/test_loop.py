@@ -60,6 +60,28 @@ class _SlowRead(Teleop):
 
 
 @pytest.mark.timeout(120)
+def test_the_reset_phase_starts_a_new_schedule_and_counts_no_overrun() -> None:
+    """The episode's end (sending, storing) and the unpaced motions of a reset (home, the scene reset) take longer
+    than a period; the reset phase's first paced tick is not a late control tick (it counted as an overrun between
+    every few episodes on the bridge, with no learner running), and it still keeps a period after the last action."""
+    from inril_robot.runtime.resets import ResetPhase
+
+    cfg = load_config(robot="sim", task="reach", overrides=["robot.control_hz=20"])
+    with RobotEnv(cfg) as env:
+        loop = ControlLoop(env, None, mode="policy")
+        resets = ResetPhase(loop, operator=False)
+        loop.begin(*resets.run(seed=0, index=0))
+        for _ in range(3):
+            loop.step(np.zeros(7))
+        last_action = time.monotonic()
+        time.sleep(0.3)  # the episode's end: six periods of bookkeeping
+        loop.begin(*resets.run(seed=1, index=1))
+        first = loop.step(np.zeros(7))
+    assert loop.scheduler.overruns == 0, [s["stage"] for s in resets.log]
+    assert first is not None and time.monotonic() - last_action >= 0.3
+
+
+@pytest.mark.timeout(120)
 def test_the_loop_keeps_a_period_between_actions_after_slow_inference_or_a_slow_read() -> None:
     cfg = load_config(robot="sim", task="reach", overrides=["robot.control_hz=20"])
     with RobotEnv(cfg) as env:

@@ -53,6 +53,9 @@ class ResetPhase:
         """Stages 1-7 for episode `index`; returns the episode's first observation and info (as `env.reset`)."""
         self.log = []
         env, loop = self.loop.env, self.loop
+        # a new paced phase: what ran since the episode's last tick (its end, its storage) and every motion that is
+        # not paced (robot.home(), env.reset) are not late control ticks, and are never caught up on
+        loop.scheduler.restart()
         moves = not isinstance(env.robot, ShadowRobot)  # in shadow mode the arm holds: nothing to move or wait for
         stopped = env.stopped or env.robot.stopped  # the env's contact-force stop, or the driver's own (stop(), reflex)
         if self._started and moves and stopped is not None:
@@ -68,6 +71,7 @@ class ResetPhase:
             self._mark("scripted")
             self.scripted_reset(loop)
         obs, info = env.reset(seed=seed)
+        loop.scheduler.restart()
         self._begin(obs, info, "homed")
         self._mark("home", pos=info["state"].ee_pos.tolist())
         self._home = info["state"].ee_pos.copy()
@@ -104,6 +108,7 @@ class ResetPhase:
         if self.operator:
             self.loop.confirm(self.say, f"the arm was stopped ({reason}); check the cell, then confirm to home it")
         self.loop.env.robot.home()
+        self.loop.scheduler.restart()
         self.loop.beat(force=True)
 
     def _retreat(self) -> None:
@@ -118,6 +123,7 @@ class ResetPhase:
         self.log[-1]["z_to"] = float(loop.state.ee_pos[2])
         loop.beat(force=True)
         loop.env.robot.home()
+        loop.scheduler.restart()
         loop.beat(force=True)
 
     def _operator(self, index: int) -> None:
