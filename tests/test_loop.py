@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from inril_robot.config import TeleopConfig, load_config
+from inril_robot.core.geometry import quat_to_matrix
 from inril_robot.data.store import Dataset
 from inril_robot.drivers.keyboard import KeyboardTeleop
 from inril_robot.hardware import Teleop, TeleopCommand
@@ -79,6 +80,26 @@ def test_the_reset_phase_starts_a_new_schedule_and_counts_no_overrun() -> None:
         first = loop.step(np.zeros(7))
     assert loop.scheduler.overruns == 0, [s["stage"] for s in resets.log]
     assert first is not None and time.monotonic() - last_action >= 0.3
+
+
+@pytest.mark.timeout(120)
+def test_a_long_move_keeps_the_heartbeat() -> None:
+    """A reset's move (the retreat after a time-limit episode, the start pose) takes seconds of paced ticks; without
+    heartbeats in it the policy server dropped the robot as silent (5 s) between two episodes."""
+    from inril_robot.runtime.loop import HEARTBEAT_S
+
+    cfg = load_config(robot="sim", task="reach", overrides=["robot.control_hz=50"])
+    beats: list[float] = []
+    with RobotEnv(cfg) as env:
+        loop = ControlLoop(env, None, mode="policy", heartbeat=lambda: beats.append(time.monotonic()))
+        loop.begin(*env.reset(seed=0))
+        start = time.monotonic()
+        target = loop.state.ee_pos + np.array([0.0, 0.0, 0.15])
+        loop.move_to(target, quat_to_matrix(loop.state.ee_quat), max_steps=60)
+        elapsed = time.monotonic() - start
+    assert elapsed > 4 * HEARTBEAT_S
+    gaps = np.diff([start, *beats, time.monotonic()])
+    assert gaps.max() < 2 * HEARTBEAT_S + 0.1, gaps.round(2)
 
 
 @pytest.mark.timeout(120)

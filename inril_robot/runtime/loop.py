@@ -334,6 +334,7 @@ class ControlLoop:
             dpos *= min(1.0, 0.9 * safety.max_step / max(np.linalg.norm(dpos), 1e-12))
             drot *= min(1.0, 0.9 * safety.max_rot_step / max(np.linalg.norm(drot), 1e-12))
             step = self.step(np.concatenate([dpos, drot, [grip]]), motion=True)
+            self.beat()  # a long move (a retreat after a time-limit episode) must not read as a silent robot
             if step.info.get("stopped"):
                 raise RuntimeError(f"the arm was stopped while moving to a pose: {step.info['stopped']}")
         return False
