@@ -97,7 +97,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--algo", default=None, help="sac, residual-sac or idql (default: sac for a Gaussian, idql for diffusion)")
+    parser.add_argument(
+        "--algo", default=None, help="sac, residual-sac or idql (default: sac for a Gaussian, idql for diffusion)"
+    )
     parser.add_argument("--demos", type=Path, default=None)
     parser.add_argument("--transitions", type=int, default=600)
     parser.add_argument("--episode-chunks", type=int, default=13, help="transitions per episode (lift: 100 / 8)")
