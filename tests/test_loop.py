@@ -88,14 +88,15 @@ def test_a_long_move_keeps_the_heartbeat() -> None:
     heartbeats in it the policy server dropped the robot as silent (5 s) between two episodes."""
     from inril_robot.runtime.loop import HEARTBEAT_S
 
-    cfg = load_config(robot="sim", task="reach", overrides=["robot.control_hz=50"])
+    cfg = load_config(robot="sim", task="reach", overrides=["robot.control_hz=20"])  # ~30 ticks: 1.5 s
     beats: list[float] = []
     with RobotEnv(cfg) as env:
         loop = ControlLoop(env, None, mode="policy", heartbeat=lambda: beats.append(time.monotonic()))
         loop.begin(*env.reset(seed=0))
         start = time.monotonic()
-        target = loop.state.ee_pos + np.array([0.0, 0.0, 0.15])
-        loop.move_to(target, quat_to_matrix(loop.state.ee_quat), max_steps=60)
+        home, rot = loop.state.ee_pos.copy(), quat_to_matrix(loop.state.ee_quat)
+        for i in range(8):  # up and down again: moves of paced ticks for well over a second in all
+            loop.move_to(home + np.array([0.0, 0.0, 0.1 * ((i + 1) % 2)]), rot, max_steps=60)
         elapsed = time.monotonic() - start
     assert elapsed > 4 * HEARTBEAT_S
     gaps = np.diff([start, *beats, time.monotonic()])
