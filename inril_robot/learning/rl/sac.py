@@ -115,7 +115,9 @@ class ResidualSACActor(nn.Module):
         a_base = base.predict_normalized(obs)                     (B, H, A)  the base's deterministic chunk, detached
         u      ~ N(head([features, a_base]), sigma)               (B, H*A)   the residual's own network and log-std
         a      = clamp(a_base + scale * tanh(u), -1, 1)           (B, H, A)  `ResidualPolicy.combine` with squash
-        log pi = sum over the executed steps of log N(u; mean, sigma)        pre-squash, as `TanhGaussianActor`
+        log pi = sum over the executed steps of log N(u; mean, sigma) - log(1 - tanh(u)^2)   the squashed
+                 residual's density (`offpolicy.residual_squashed_entropy`, true by default); without the second
+                 term, the pre-squash Gaussian's as `TanhGaussianActor`
 
     At the start the head's mean is 0, so the deterministic action is the base's exactly; however far the critic's
     action gradient pulls, the executed action stays within +-scale of the base's (the bound is the anchor: no BC
