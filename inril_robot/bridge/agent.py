@@ -575,8 +575,10 @@ def _version() -> str:
 
 
 def _freeze_heap() -> None:
-    """Collect now, between episodes, then hide every object alive from the cyclic collector (`gc.freeze`): a full
-    collection of the agent's ~90k start-up objects takes 40-50 ms on a quiet core (more on a busy one), a pause
-    that landed inside 100 ms control periods as late ticks; after the freeze it scans only what the episode makes."""
+    """Collect everything now, between episodes (the arm holds), then hide every object alive from the cyclic
+    collector (`gc.freeze`): a full collection of the agent's ~90k start-up objects takes 40-50 ms on a quiet core
+    (more on a busy one), a pause that landed inside 100 ms control periods as late ticks; after the freeze the
+    episode's collections scan only what it makes. Unfrozen first, so cycles that died since the last freeze go."""
+    gc.unfreeze()
     gc.collect()
     gc.freeze()

@@ -388,7 +388,8 @@ class ResidualRLConfig(StrictModel):
     scale: Annotated[float, Field(gt=0.0, le=1.0, description="residual scale in normalised action units")] = 0.1
     init_log_std: Annotated[float, Field(ge=-5.0, le=1.0)] = -1.5
     actor_lr: Annotated[float, Field(gt=0.0, le=1.0, description="initial lr of the head (ResiP: 3e-4)")] = 3e-4
-    # residual SAC squashes the residual, a = a_base + scale * tanh(r), so it never leaves +-scale (residual PPO: no)
+    # how a checkpoint's residual is combined: a_base + scale * tanh(r) (never beyond +-scale) or a_base + scale * r.
+    # The algorithm sets it (residual-sac: squashed, residual-ppo: not); a checkpoint's policy config records it
     squash: bool = False
 
 

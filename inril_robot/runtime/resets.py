@@ -71,8 +71,7 @@ class ResetPhase:
             self._mark("scripted")
             self.scripted_reset(loop)
         obs, info = env.reset(seed=seed)
-        loop.scheduler.restart()
-        self._begin(obs, info, "homed")
+        self._begin(obs, info, "homed")  # a fresh schedule (`loop.begin`)
         self._mark("home", pos=info["state"].ee_pos.tolist())
         self._home = info["state"].ee_pos.copy()
         if moves:

@@ -83,10 +83,9 @@ def build_actor(policy: Policy, cfg: FinetuneConfig) -> Actor:
         return DPPOActor(with_frozen_copy(policy, cfg.dppo.ft_steps), cfg.dppo)
     if isinstance(policy, ResidualPolicy):
         raise FinetuneError("the checkpoint already holds a residual policy; fine-tune its base checkpoint instead")
-    r = cfg.residual
     # IN-RIL's network separation trains the base with IL; plain residual RL (m = 0) keeps it frozen (ResiP)
     freeze = cfg.inril.il_every == 0
-    return ResidualActor(ResidualPolicy(policy, r.hidden, r.scale, r.init_log_std, freeze_base=freeze))
+    return ResidualActor(ResidualPolicy.from_config(policy, cfg.residual, freeze_base=freeze, squash=False))
 
 
 def make_learner(

@@ -263,11 +263,8 @@ def make_algo(policy: Policy, cfg: FinetuneConfig, value_range: tuple[float, flo
                 f"--algo residual-sac puts a residual on a BC checkpoint; this one holds a {type(policy).__name__} "
                 "(fine-tune its base checkpoint instead)"
             )
-        r = cfg.residual
         # IN-RIL's network separation trains the base with IL; residual RL alone (m = 0) keeps it frozen
-        residual = ResidualPolicy(
-            policy, r.hidden, r.scale, r.init_log_std, freeze_base=cfg.inril.il_every == 0, squash=True
-        )
+        residual = ResidualPolicy.from_config(policy, cfg.residual, freeze_base=cfg.inril.il_every == 0, squash=True)
         return SACAlgo(sac.ResidualSACActor(residual, cfg.offpolicy.residual_squashed_entropy), cfg, value_range)
     if cfg.algo == "idql":
         if isinstance(policy, IDQLPolicy):

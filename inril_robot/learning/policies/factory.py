@@ -26,6 +26,5 @@ def make_policy(
         return IDQLPolicy(diffusion, cfg.idql)
     if cfg.residual is not None:
         base = POLICY_CLASSES[cfg.kind](cfg.model_copy(update={"residual": None}), normalizer, obs_shapes, action_dim)
-        r = cfg.residual
-        return ResidualPolicy(base, r.hidden, r.scale, r.init_log_std, squash=r.squash)
+        return ResidualPolicy.from_config(base, cfg.residual)
     return POLICY_CLASSES[cfg.kind](cfg, normalizer, obs_shapes, action_dim)

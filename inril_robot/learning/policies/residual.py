@@ -59,6 +59,13 @@ class ResidualPolicy(Policy):
         self.log_std = nn.Parameter(torch.full((self.chunk_dim,), init_log_std))  # (H*A,)
         self.min_log_std, self.max_log_std = self.cfg.gaussian.min_log_std, self.cfg.gaussian.max_log_std
 
+    @classmethod
+    def from_config(
+        cls, base: Policy, cfg: ResidualRLConfig, freeze_base: bool = True, squash: bool | None = None
+    ) -> ResidualPolicy:
+        """The residual `cfg` describes over `base`; `squash` (None: `cfg.squash`) is the algorithm's to set."""
+        return cls(base, cfg.hidden, cfg.scale, cfg.init_log_std, freeze_base, cfg.squash if squash is None else squash)
+
     def train(self, mode: bool = True) -> ResidualPolicy:
         super().train(mode)
         if self.freeze_base:
